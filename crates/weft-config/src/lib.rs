@@ -1,0 +1,18 @@
+//! Istio's configuration API as Weft reads it: typed resources, a YAML loader
+//! that remembers where every document came from, and validation whose
+//! messages name the file, line, resource and field.
+//!
+//! This crate knows nothing of Envoy, xDS, sockets or the registry: it turns
+//! text into validated values and nothing else.
+
+pub mod error;
+pub mod load;
+pub mod meta;
+pub mod networking;
+pub mod resource;
+mod validate;
+
+pub use error::{ConfigError, Problem, Severity};
+pub use load::{load_dir, load_str, Loaded};
+pub use meta::{ObjectMeta, Origin};
+pub use resource::{Key, Kind, Resource, Spec};

@@ -1,0 +1,372 @@
+//! Turning text (multi-document YAML, JSON, `List` kinds) into resources,
+//! remembering the file and line of every document so that each message can
+//! point at it.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::error::{ConfigError, Problem, Severity};
+use crate::meta::{ObjectMeta, Origin};
+use crate::networking::{DestinationRule, Gateway, VirtualService};
+use crate::resource::{Kind, Resource, Spec};
+use crate::validate;
+
+/// What a load produced: the resources that passed, and every problem found.
+/// A document with an error is not in `resources`; warnings do not reject.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub resources: Vec<Resource>,
+    pub problems: Vec<Problem>,
+}
+
+impl Loaded {
+    pub fn errors(&self) -> impl Iterator<Item = &Problem> {
+        self.problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.errors().next().is_some()
+    }
+
+    fn extend(&mut self, other: Loaded) {
+        self.resources.extend(other.resources);
+        self.problems.extend(other.problems);
+    }
+}
+
+/// Loads every `*.yaml`, `*.yml` and `*.json` file directly in `dir`, sorted
+/// by name so that loads are repeatable. `skip` names files that are not
+/// Istio config (the mesh description).
+pub fn load_dir(dir: &Path, skip: &[&str]) -> Result<Loaded, ConfigError> {
+    let mut out = Loaded::default();
+    for path in config_files(dir, skip)? {
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        out.extend(load_str(&text, &path.display().to_string()));
+    }
+    Ok(out)
+}
+
+/// The config files of a directory, sorted.
+pub fn config_files(dir: &Path, skip: &[&str]) -> Result<Vec<std::path::PathBuf>, ConfigError> {
+    let io = |source| ConfigError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let is_config = [".yaml", ".yml", ".json"].iter().any(|e| name.ends_with(e));
+        if path.is_file() && is_config && !name.starts_with('.') && !skip.contains(&name) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Loads one text of any number of documents.
+pub fn load_str(text: &str, file: &str) -> Loaded {
+    let mut out = Loaded::default();
+    for doc in split_documents(text) {
+        let origin = Origin::new(file, doc.first_line);
+        out.extend(load_document(doc.text, doc.line_offset, origin));
+    }
+    out
+}
+
+struct Document<'a> {
+    text: &'a str,
+    /// Lines before the document's first line, to turn document-relative
+    /// parser positions into file positions.
+    line_offset: usize,
+    /// The line of the first key, for messages about the whole document.
+    first_line: usize,
+}
+
+/// Splits on `---` lines. Done by hand, not by the YAML parser, because each
+/// document must be parsed (and may fail) on its own.
+fn split_documents(text: &str) -> Vec<Document<'_>> {
+    let mut docs = Vec::new();
+    let mut start = 0usize;
+    let mut start_line = 0usize;
+    let mut pos = 0usize;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_end();
+        let is_separator = trimmed == "---" || trimmed.starts_with("--- ");
+        let is_end = trimmed == "...";
+        if is_separator || is_end {
+            push_document(&mut docs, text, start, pos, start_line);
+            start = pos + line.len();
+            start_line = i + 1;
+        }
+        pos += line.len();
+    }
+    push_document(&mut docs, text, start, text.len(), start_line);
+    docs
+}
+
+fn push_document<'a>(
+    docs: &mut Vec<Document<'a>>,
+    text: &'a str,
+    start: usize,
+    end: usize,
+    line_offset: usize,
+) {
+    let body = &text[start..end];
+    let first = body.lines().position(|l| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#')
+    });
+    if let Some(first) = first {
+        docs.push(Document {
+            text: body,
+            line_offset,
+            first_line: line_offset + first + 1,
+        });
+    }
+}
+
+/// The fields every Kubernetes object has; the spec is read separately once
+/// the kind is known.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    items: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Envelope<S> {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    spec: S,
+    #[serde(default)]
+    #[allow(dead_code)]
+    status: Option<serde_json::Value>,
+}
+
+fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
+    let mut out = Loaded::default();
+    let head: Head = match serde_yaml_ng::from_str(text) {
+        Ok(h) => h,
+        Err(e) => {
+            out.problems
+                .push(yaml_problem(&e, line_offset, &origin, None));
+            return out;
+        }
+    };
+    if head.kind.as_deref() == Some("List") {
+        for item in head.items {
+            // Items of a List have no positions of their own: point at the List.
+            let text = serde_json::to_string(&item).unwrap_or_default();
+            out.extend(load_document(&text, 0, origin.clone()));
+        }
+        return out;
+    }
+    let (Some(api_version), Some(kind_name)) = (head.api_version, head.kind) else {
+        out.problems.push(Problem {
+            severity: Severity::Error,
+            origin,
+            resource: None,
+            field: None,
+            message: "document has no apiVersion and kind; every resource needs both".into(),
+        });
+        return out;
+    };
+    let Some(kind) = Kind::ALL.into_iter().find(|k| k.name() == kind_name) else {
+        out.problems.push(error_at(
+            &origin,
+            None,
+            "kind",
+            format!("unknown kind {kind_name:?}; Weft reads Istio's kinds (VirtualService, DestinationRule, Gateway, …)"),
+        ));
+        return out;
+    };
+    let (group, versions) = kind.group_versions();
+    let version_ok = api_version
+        .strip_prefix(group)
+        .and_then(|v| v.strip_prefix('/'))
+        .is_some_and(|v| versions.contains(&v));
+    if !version_ok {
+        let served: Vec<String> = versions.iter().map(|v| format!("{group}/{v}")).collect();
+        out.problems.push(error_at(
+            &origin,
+            None,
+            "apiVersion",
+            format!(
+                "{kind} is not served as {api_version:?}; use one of {}",
+                served.join(", ")
+            ),
+        ));
+        return out;
+    }
+    let parsed = match kind {
+        Kind::VirtualService => {
+            typed::<VirtualService>(text).map(|(m, s)| (m, Spec::VirtualService(s)))
+        }
+        Kind::DestinationRule => {
+            typed::<DestinationRule>(text).map(|(m, s)| (m, Spec::DestinationRule(s)))
+        }
+        Kind::Gateway => typed::<Gateway>(text).map(|(m, s)| (m, Spec::Gateway(s))),
+        _ => typed::<serde_json::Value>(text).map(|(m, s)| (m, Spec::Stored(s))),
+    };
+    let (meta, spec) = match parsed {
+        Ok(v) => v,
+        Err(e) => {
+            let resource = Some(format!("{kind}"));
+            out.problems
+                .push(yaml_problem(&e, line_offset, &origin, resource));
+            return out;
+        }
+    };
+    let resource = Resource {
+        api_version,
+        kind,
+        meta,
+        spec,
+        origin,
+    };
+    let problems = validate::validate(&resource);
+    let rejected = problems.iter().any(|p| p.severity == Severity::Error);
+    out.problems.extend(problems);
+    if !rejected {
+        out.resources.push(resource);
+    }
+    out
+}
+
+fn typed<S: DeserializeOwned>(text: &str) -> Result<(ObjectMeta, S), serde_yaml_ng::Error> {
+    let env: Envelope<S> = serde_yaml_ng::from_str(text)?;
+    let _ = (&env.api_version, &env.kind);
+    Ok((env.metadata, env.spec))
+}
+
+fn error_at(origin: &Origin, resource: Option<String>, field: &str, message: String) -> Problem {
+    Problem {
+        severity: Severity::Error,
+        origin: origin.clone(),
+        resource,
+        field: Some(field.to_string()),
+        message,
+    }
+}
+
+/// A parser or schema error, moved from document-relative to file position.
+/// serde_yaml_ng prefixes the field path (`spec.http[0]: …`) and appends the
+/// position (`… at line 3 column 5`); both are split out into their own parts.
+fn yaml_problem(
+    e: &serde_yaml_ng::Error,
+    line_offset: usize,
+    origin: &Origin,
+    resource: Option<String>,
+) -> Problem {
+    let at = match e.location() {
+        Some(loc) => origin.at(loc.line() + line_offset, loc.column()),
+        None => origin.clone(),
+    };
+    let mut text = e.to_string();
+    if let Some(i) = text.rfind(" at line ") {
+        text.truncate(i);
+    }
+    let (field, message) = match text.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => (Some(path.to_string()), rest.to_string()),
+        _ => (None, text),
+    };
+    Problem {
+        severity: Severity::Error,
+        origin: at,
+        resource,
+        field,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO: &str = "\
+# routes
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: bad
+spec:
+  hosts: [ratings]
+  http:
+  - route:
+    - destination: {host: ratings}
+      weigth: 10
+";
+
+    #[test]
+    fn multi_document_with_positions() {
+        let loaded = load_str(TWO, "routes.yaml");
+        assert_eq!(loaded.resources.len(), 1);
+        assert_eq!(loaded.resources[0].origin.line, 2);
+        assert_eq!(loaded.resources[0].namespace(), "default");
+        let err = loaded.errors().next().expect("an error for the typo");
+        assert_eq!(err.origin.file, "routes.yaml");
+        assert_eq!(err.origin.line, 21, "{err}");
+        assert!(err.message.contains("weigth"), "{err}");
+        assert_eq!(err.field.as_deref(), Some("spec.http[0].route[0]"), "{err}");
+    }
+
+    #[test]
+    fn unknown_kind_and_version_are_rejected() {
+        let l = load_str(
+            "apiVersion: v1\nkind: Frobnicator\nmetadata: {name: a}\n",
+            "f.yaml",
+        );
+        assert!(l.errors().next().unwrap().message.contains("unknown kind"));
+        let l = load_str(
+            "apiVersion: networking.istio.io/v2\nkind: Gateway\nmetadata: {name: a}\nspec: {}\n",
+            "f.yaml",
+        );
+        assert!(l.errors().next().unwrap().message.contains("not served"));
+    }
+
+    #[test]
+    fn list_kind_and_json() {
+        let text = r#"{"apiVersion":"v1","kind":"List","items":[
+          {"apiVersion":"networking.istio.io/v1beta1","kind":"DestinationRule",
+           "metadata":{"name":"r","namespace":"prod"},"spec":{"host":"r","subsets":[{"name":"v1","labels":{"version":"v1"}}]}}]}"#;
+        let l = load_str(text, "list.json");
+        assert!(!l.has_errors(), "{:?}", l.problems);
+        assert_eq!(l.resources[0].key().to_string(), "DestinationRule prod/r");
+    }
+
+    #[test]
+    fn syntax_error_has_file_line() {
+        let l = load_str("a: b\n---\nkind: [\n", "broken.yaml");
+        assert_eq!(l.errors().count(), 2);
+        let e = l.errors().last().unwrap();
+        assert_eq!(e.origin.file, "broken.yaml");
+        assert!(e.origin.line >= 3, "{e}");
+    }
+}

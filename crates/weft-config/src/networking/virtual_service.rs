@@ -1,0 +1,211 @@
+//! VirtualService (networking.istio.io v1, v1beta1, v1alpha3).
+//!
+//! The fields the proxy honours today are typed; the rest of Istio's HTTPRoute
+//! (retries, fault, mirror, CORS, rewrite, redirect, …) is accepted as opaque
+//! JSON so existing YAML loads, and validation warns that it is not enforced.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{Duration, PortSelector, StringMatch};
+
+type Opaque = Option<serde_json::Value>;
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VirtualService {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpRoute>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp: Vec<TcpRoute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Opaque,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRoute {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HttpMatchRequest>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<HttpRouteDestination>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Opaque,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Opaque,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Opaque,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Opaque,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Opaque,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Opaque,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Opaque,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrors: Opaque,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_percentage: Opaque,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_percent: Opaque,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors_policy: Opaque,
+}
+
+impl HttpRoute {
+    /// Names of the fields that are set but not yet enforced by the proxy.
+    pub fn unenforced_fields(&self) -> Vec<&'static str> {
+        let fields: [(&'static str, &Opaque); 11] = [
+            ("redirect", &self.redirect),
+            ("directResponse", &self.direct_response),
+            ("delegate", &self.delegate),
+            ("rewrite", &self.rewrite),
+            ("retries", &self.retries),
+            ("fault", &self.fault),
+            ("mirror", &self.mirror),
+            ("mirrors", &self.mirrors),
+            ("mirrorPercentage", &self.mirror_percentage),
+            ("mirrorPercent", &self.mirror_percent),
+            ("corsPolicy", &self.cors_policy),
+        ];
+        let mut out: Vec<&'static str> = fields
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(n, _)| *n)
+            .collect();
+        if self.timeout.is_some() {
+            out.push("timeout");
+        }
+        if self.headers.is_some() {
+            out.push("headers");
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpMatchRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<StringMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<StringMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<StringMatch>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, StringMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query_params: BTreeMap<String, StringMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_uri_case: Option<bool>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub without_headers: BTreeMap<String, StringMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stat_prefix: Option<String>,
+}
+
+impl HttpMatchRequest {
+    /// Names of the match fields that are set but not yet enforced.
+    pub fn unenforced_fields(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut note = |set: bool, name| {
+            if set {
+                out.push(name)
+            }
+        };
+        note(self.scheme.is_some(), "scheme");
+        note(self.method.is_some(), "method");
+        note(self.authority.is_some(), "authority");
+        note(self.port.is_some(), "port");
+        note(!self.source_labels.is_empty(), "sourceLabels");
+        note(!self.gateways.is_empty(), "gateways");
+        note(!self.query_params.is_empty(), "queryParams");
+        note(self.ignore_uri_case.is_some(), "ignoreUriCase");
+        note(!self.without_headers.is_empty(), "withoutHeaders");
+        note(self.source_namespace.is_some(), "sourceNamespace");
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRouteDestination {
+    pub destination: Destination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Destination {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortSelector>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Headers {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<HeaderOperations>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HeaderOperations>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderOperations {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TcpRoute {
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Opaque,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<RouteDestination>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteDestination {
+    pub destination: Destination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i64>,
+}

@@ -1,0 +1,205 @@
+//! A typed, validated config resource and the kinds Weft knows.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::meta::{ObjectMeta, Origin};
+use crate::networking::{DestinationRule, Gateway, VirtualService};
+
+/// Every Istio kind Weft accepts. The first three are compiled into proxy
+/// config; the others are stored and served back, and a warning says that
+/// this version does not enforce them, so nothing is ignored silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Kind {
+    VirtualService,
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+    Sidecar,
+    WorkloadEntry,
+    WorkloadGroup,
+    EnvoyFilter,
+    ProxyConfig,
+    PeerAuthentication,
+    RequestAuthentication,
+    AuthorizationPolicy,
+    Telemetry,
+    WasmPlugin,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 14] = [
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::Gateway,
+        Kind::ServiceEntry,
+        Kind::Sidecar,
+        Kind::WorkloadEntry,
+        Kind::WorkloadGroup,
+        Kind::EnvoyFilter,
+        Kind::ProxyConfig,
+        Kind::PeerAuthentication,
+        Kind::RequestAuthentication,
+        Kind::AuthorizationPolicy,
+        Kind::Telemetry,
+        Kind::WasmPlugin,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::Gateway => "Gateway",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::Sidecar => "Sidecar",
+            Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::WorkloadGroup => "WorkloadGroup",
+            Kind::EnvoyFilter => "EnvoyFilter",
+            Kind::ProxyConfig => "ProxyConfig",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::Telemetry => "Telemetry",
+            Kind::WasmPlugin => "WasmPlugin",
+        }
+    }
+
+    /// The API group and the versions Istio serves for this kind.
+    pub fn group_versions(self) -> (&'static str, &'static [&'static str]) {
+        const NET: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+        match self {
+            Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::Gateway
+            | Kind::ServiceEntry
+            | Kind::Sidecar
+            | Kind::WorkloadEntry
+            | Kind::WorkloadGroup => ("networking.istio.io", NET),
+            Kind::EnvoyFilter => ("networking.istio.io", &["v1alpha3"]),
+            Kind::ProxyConfig => ("networking.istio.io", &["v1beta1"]),
+            Kind::PeerAuthentication | Kind::RequestAuthentication | Kind::AuthorizationPolicy => {
+                ("security.istio.io", &["v1", "v1beta1"])
+            }
+            Kind::Telemetry => ("telemetry.istio.io", &["v1", "v1alpha1"]),
+            Kind::WasmPlugin => ("extensions.istio.io", &["v1alpha1"]),
+        }
+    }
+
+    /// Accepts the kind's name, its lower-case plural and Istio's short names,
+    /// as `kubectl get` does.
+    pub fn parse(text: &str) -> Option<Kind> {
+        let t = text.to_ascii_lowercase();
+        let short = match t.as_str() {
+            "vs" => Some(Kind::VirtualService),
+            "dr" => Some(Kind::DestinationRule),
+            "gw" => Some(Kind::Gateway),
+            "se" => Some(Kind::ServiceEntry),
+            "we" => Some(Kind::WorkloadEntry),
+            "wg" => Some(Kind::WorkloadGroup),
+            "pa" => Some(Kind::PeerAuthentication),
+            "ra" => Some(Kind::RequestAuthentication),
+            "ap" => Some(Kind::AuthorizationPolicy),
+            _ => None,
+        };
+        short.or_else(|| {
+            Kind::ALL.into_iter().find(|k| {
+                let n = k.name().to_ascii_lowercase();
+                t == n || t == format!("{n}s") || t == format!("{n}es")
+            })
+        })
+    }
+
+    pub fn is_enforced(self) -> bool {
+        matches!(
+            self,
+            Kind::VirtualService | Kind::DestinationRule | Kind::Gateway
+        )
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Identity of a resource in the store.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Key {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Spec {
+    VirtualService(VirtualService),
+    DestinationRule(DestinationRule),
+    Gateway(Gateway),
+    /// A kind Weft stores but does not compile yet; kept as written.
+    Stored(serde_json::Value),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub api_version: String,
+    pub kind: Kind,
+    pub meta: ObjectMeta,
+    pub spec: Spec,
+    pub origin: Origin,
+}
+
+impl Resource {
+    pub fn key(&self) -> Key {
+        Key {
+            kind: self.kind,
+            namespace: self.meta.namespace().to_string(),
+            name: self.meta.name.clone(),
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.meta.namespace()
+    }
+
+    /// The Kubernetes-shaped document, for `weft get -o yaml|json`.
+    pub fn to_document(&self) -> serde_json::Value {
+        let mut meta = self.meta.clone();
+        meta.namespace = Some(self.namespace().to_string());
+        serde_json::json!({
+            "apiVersion": self.api_version,
+            "kind": self.kind.name(),
+            "metadata": meta,
+            "spec": self.spec,
+        })
+    }
+
+    pub fn as_virtual_service(&self) -> Option<&VirtualService> {
+        match &self.spec {
+            Spec::VirtualService(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_destination_rule(&self) -> Option<&DestinationRule> {
+        match &self.spec {
+            Spec::DestinationRule(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_gateway(&self) -> Option<&Gateway> {
+        match &self.spec {
+            Spec::Gateway(v) => Some(v),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! Semantic rules beyond the schema: what Istio's validation webhook rejects,
+//! plus warnings for fields Weft accepts but does not enforce yet.
+
+use regex::Regex;
+
+use crate::error::{Problem, Severity};
+use crate::networking::common::MatchForm;
+use crate::networking::destination_rule::SIMPLE_LB_POLICIES;
+use crate::networking::gateway::PROTOCOLS;
+use crate::networking::{DestinationRule, Gateway, StringMatch, VirtualService};
+use crate::resource::{Resource, Spec};
+
+/// Collects problems for one resource, each tagged with its field path.
+struct Report<'a> {
+    resource: &'a Resource,
+    problems: Vec<Problem>,
+}
+
+impl Report<'_> {
+    fn push(&mut self, severity: Severity, field: impl Into<String>, message: impl Into<String>) {
+        let field: String = field.into();
+        self.problems.push(Problem {
+            severity,
+            origin: self.resource.origin.clone(),
+            resource: Some(format!(
+                "{} {}/{}",
+                self.resource.kind,
+                self.resource.namespace(),
+                self.resource.meta.name
+            )),
+            field: (!field.is_empty()).then_some(field),
+            message: message.into(),
+        });
+    }
+
+    fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.push(Severity::Error, field, message);
+    }
+
+    fn warn(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.push(Severity::Warning, field, message);
+    }
+}
+
+pub(crate) fn validate(resource: &Resource) -> Vec<Problem> {
+    let mut r = Report {
+        resource,
+        problems: Vec::new(),
+    };
+    validate_meta(&mut r);
+    match &resource.spec {
+        Spec::VirtualService(vs) => virtual_service(&mut r, vs),
+        Spec::DestinationRule(dr) => destination_rule(&mut r, dr),
+        Spec::Gateway(gw) => gateway(&mut r, gw),
+        Spec::Stored(_) => r.warn(
+            "",
+            format!(
+                "{} is stored but not enforced by this version of Weft",
+                resource.kind
+            ),
+        ),
+    }
+    r.problems
+}
+
+fn validate_meta(r: &mut Report) {
+    let name = r.resource.meta.name.clone();
+    if name.is_empty() {
+        r.error("metadata.name", "a name is required");
+    } else if !is_dns1123_subdomain(&name) {
+        r.error(
+            "metadata.name",
+            format!("{name:?} is not a valid name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters"),
+        );
+    }
+    if let Some(ns) = r.resource.meta.namespace.clone() {
+        if !is_dns1123_label(&ns) {
+            r.error(
+                "metadata.namespace",
+                format!("{ns:?} is not a valid namespace name"),
+            );
+        }
+    }
+}
+
+fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+/// A host as Istio writes it: a DNS name, a short name, `*` or `*.suffix`.
+fn host_is_valid(host: &str) -> bool {
+    if host == "*" {
+        return true;
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 255
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn virtual_service(r: &mut Report, vs: &VirtualService) {
+    if vs.hosts.is_empty() {
+        r.error(
+            "spec.hosts",
+            "at least one host is required (the service name, or a domain for a gateway)",
+        );
+    }
+    for (i, host) in vs.hosts.iter().enumerate() {
+        if !host_is_valid(host) {
+            r.error(
+                format!("spec.hosts[{i}]"),
+                format!("{host:?} is not a valid host: use a DNS name, a short service name, \"*\" or \"*.domain\""),
+            );
+        } else if host == "*" && vs.gateways.iter().all(|g| g == "mesh") {
+            r.error(
+                format!("spec.hosts[{i}]"),
+                "the wildcard host \"*\" is only allowed for gateways, not for the mesh",
+            );
+        }
+    }
+    for (i, route) in vs.http.iter().enumerate() {
+        let at = format!("spec.http[{i}]");
+        let terminal =
+            route.redirect.is_some() || route.direct_response.is_some() || route.delegate.is_some();
+        if route.route.is_empty() && !terminal {
+            r.error(
+                &at,
+                "an HTTP route needs a route, redirect, directResponse or delegate",
+            );
+        }
+        for (j, m) in route.matches.iter().enumerate() {
+            let at = format!("{at}.match[{j}]");
+            for (field, sm) in [
+                ("uri", &m.uri),
+                ("scheme", &m.scheme),
+                ("method", &m.method),
+                ("authority", &m.authority),
+            ] {
+                if let Some(sm) = sm {
+                    string_match(r, &format!("{at}.{field}"), sm);
+                }
+            }
+            for (name, sm) in m.headers.iter() {
+                if name.is_empty() || name.bytes().any(|b| b.is_ascii_uppercase()) {
+                    r.error(
+                        format!("{at}.headers"),
+                        format!("header name {name:?} must be non-empty and lower case"),
+                    );
+                }
+                string_match(r, &format!("{at}.headers.{name}"), sm);
+            }
+            for field in m.unenforced_fields() {
+                r.warn(
+                    format!("{at}.{field}"),
+                    "accepted but not enforced by this version of Weft",
+                );
+            }
+        }
+        route_weights(r, &at, route.route.iter().map(|d| d.weight));
+        for (j, d) in route.route.iter().enumerate() {
+            destination(
+                r,
+                &format!("{at}.route[{j}].destination"),
+                &d.destination.host,
+                d.destination.subset.as_deref(),
+            );
+        }
+        for field in route.unenforced_fields() {
+            r.warn(
+                format!("{at}.{field}"),
+                "accepted but not enforced by this version of Weft",
+            );
+        }
+    }
+    for (i, route) in vs.tcp.iter().enumerate() {
+        let at = format!("spec.tcp[{i}]");
+        if route.route.is_empty() {
+            r.error(&at, "a TCP route needs at least one destination");
+        }
+        route_weights(r, &at, route.route.iter().map(|d| d.weight));
+        for (j, d) in route.route.iter().enumerate() {
+            destination(
+                r,
+                &format!("{at}.route[{j}].destination"),
+                &d.destination.host,
+                d.destination.subset.as_deref(),
+            );
+        }
+        if route.matches.is_some() {
+            r.warn(
+                format!("{at}.match"),
+                "accepted but not enforced by this version of Weft",
+            );
+        }
+    }
+    if vs.tls.is_some() {
+        r.warn(
+            "spec.tls",
+            "TLS routes are accepted but not enforced by this version of Weft",
+        );
+    }
+}
+
+fn destination(r: &mut Report, at: &str, host: &str, subset: Option<&str>) {
+    if host.is_empty() {
+        r.error(format!("{at}.host"), "a destination needs a host");
+    } else if !host_is_valid(host) || host.starts_with('*') {
+        r.error(
+            format!("{at}.host"),
+            format!("{host:?} is not a valid destination host"),
+        );
+    }
+    if subset == Some("") {
+        r.error(format!("{at}.subset"), "subset name must not be empty");
+    }
+}
+
+/// Istio treats weights as relative (Envoy's weighted clusters normalize
+/// them); it rejects negative weights and a split whose weights are all zero.
+fn route_weights(r: &mut Report, at: &str, weights: impl Iterator<Item = Option<i64>>) {
+    let weights: Vec<i64> = weights.map(|w| w.unwrap_or(0)).collect();
+    for (j, w) in weights.iter().enumerate() {
+        if *w < 0 {
+            r.error(
+                format!("{at}.route[{j}].weight"),
+                format!("weight {w} is negative"),
+            );
+        }
+    }
+    let total: i64 = weights.iter().sum();
+    if weights.len() > 1 && total == 0 {
+        r.error(
+            format!("{at}.route"),
+            "the destinations' weights add up to 0: no traffic could be sent",
+        );
+    } else if weights.len() > 1 && total != 100 {
+        r.warn(
+            format!("{at}.route"),
+            format!("the destinations' weights add up to {total}, not 100; they are used as proportions"),
+        );
+    }
+}
+
+fn string_match(r: &mut Report, at: &str, sm: &StringMatch) {
+    match sm.form() {
+        None => r.error(at, "set exactly one of exact, prefix or regex"),
+        Some(MatchForm::Regex(re)) => {
+            if let Err(e) = Regex::new(&format!("^(?:{re})$")) {
+                r.error(
+                    format!("{at}.regex"),
+                    format!(
+                        "{re:?} is not a valid regular expression: {}",
+                        first_line(&e.to_string())
+                    ),
+                );
+            }
+        }
+        Some(_) => {}
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().last().unwrap_or(s).trim().to_string()
+}
+
+fn destination_rule(r: &mut Report, dr: &DestinationRule) {
+    if dr.host.is_empty() {
+        r.error("spec.host", "a host is required");
+    } else if !host_is_valid(&dr.host) {
+        r.error("spec.host", format!("{:?} is not a valid host", dr.host));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, subset) in dr.subsets.iter().enumerate() {
+        let at = format!("spec.subsets[{i}]");
+        if subset.name.is_empty() {
+            r.error(format!("{at}.name"), "a subset needs a name");
+        } else if !seen.insert(subset.name.as_str()) {
+            r.error(
+                format!("{at}.name"),
+                format!("subset {:?} is defined twice", subset.name),
+            );
+        }
+        if let Some(tp) = &subset.traffic_policy {
+            traffic_policy(r, &format!("{at}.trafficPolicy"), tp);
+        }
+    }
+    if let Some(tp) = &dr.traffic_policy {
+        traffic_policy(r, "spec.trafficPolicy", tp);
+    }
+    if dr.workload_selector.is_some() {
+        r.warn(
+            "spec.workloadSelector",
+            "accepted but not enforced by this version of Weft",
+        );
+    }
+}
+
+fn traffic_policy(r: &mut Report, at: &str, tp: &crate::networking::TrafficPolicy) {
+    if let Some(lb) = &tp.load_balancer {
+        if let Some(simple) = &lb.simple {
+            if !SIMPLE_LB_POLICIES.contains(&simple.as_str()) {
+                r.error(
+                    format!("{at}.loadBalancer.simple"),
+                    format!(
+                        "{simple:?} is not a load balancer; use one of {}",
+                        SIMPLE_LB_POLICIES.join(", ")
+                    ),
+                );
+            }
+        }
+        if lb.simple.is_some() && lb.consistent_hash.is_some() {
+            r.error(
+                format!("{at}.loadBalancer"),
+                "set only one of simple and consistentHash",
+            );
+        }
+    }
+    for field in tp.unenforced_fields() {
+        r.warn(
+            format!("{at}.{field}"),
+            "accepted but not enforced by this version of Weft",
+        );
+    }
+}
+
+fn gateway(r: &mut Report, gw: &Gateway) {
+    if gw.servers.is_empty() {
+        r.error("spec.servers", "a Gateway needs at least one server");
+    }
+    for (i, server) in gw.servers.iter().enumerate() {
+        let at = format!("spec.servers[{i}]");
+        if server.port.number == 0 || server.port.number > 65535 {
+            r.error(
+                format!("{at}.port.number"),
+                format!("{} is not a port number (1-65535)", server.port.number),
+            );
+        }
+        let protocol = server.port.protocol.to_ascii_uppercase();
+        if !PROTOCOLS.contains(&protocol.as_str()) {
+            r.error(
+                format!("{at}.port.protocol"),
+                format!(
+                    "{:?} is not a protocol; use one of {}",
+                    server.port.protocol,
+                    PROTOCOLS.join(", ")
+                ),
+            );
+        }
+        if server.hosts.is_empty() {
+            r.error(format!("{at}.hosts"), "a server needs at least one host");
+        }
+        for (j, host) in server.hosts.iter().enumerate() {
+            let name = host.split_once('/').map_or(host.as_str(), |(_, h)| h);
+            if !host_is_valid(name) {
+                r.error(
+                    format!("{at}.hosts[{j}]"),
+                    format!("{host:?} is not a valid host"),
+                );
+            }
+        }
+        if server.tls.is_some() {
+            r.warn(
+                format!("{at}.tls"),
+                "TLS on gateways is accepted but not enforced by this version of Weft",
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::load::load_str;
+
+    fn problems(spec: &str, kind: &str) -> Vec<String> {
+        let doc = format!(
+            "apiVersion: networking.istio.io/v1\nkind: {kind}\nmetadata:\n  name: x\nspec:\n{spec}"
+        );
+        load_str(&doc, "t.yaml")
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    fn has(problems: &[String], needle: &str) -> bool {
+        problems.iter().any(|p| p.contains(needle))
+    }
+
+    #[test]
+    fn bad_regex_is_rejected_with_field() {
+        let p = problems("  hosts: [r]\n  http:\n  - match:\n    - uri: {regex: \"(\"}\n    route:\n    - destination: {host: r}\n", "VirtualService");
+        assert!(has(&p, "spec.http[0].match[0].uri.regex"), "{p:?}");
+        let ok = problems("  hosts: [r]\n  http:\n  - match:\n    - uri: {regex: \"/a.*\"}\n    route:\n    - destination: {host: r}\n", "VirtualService");
+        assert!(ok.is_empty(), "{ok:?}");
+    }
+
+    #[test]
+    fn weights_all_zero_or_negative_are_rejected() {
+        let p = problems("  hosts: [r]\n  http:\n  - route:\n    - destination: {host: r, subset: a}\n      weight: -1\n    - destination: {host: r, subset: b}\n      weight: 1\n", "VirtualService");
+        assert!(
+            has(&p, "spec.http[0].route[0].weight: weight -1 is negative"),
+            "{p:?}"
+        );
+        let p = problems("  hosts: [r]\n  http:\n  - route:\n    - destination: {host: r, subset: a}\n    - destination: {host: r, subset: b}\n", "VirtualService");
+        assert!(has(&p, "add up to 0"), "{p:?}");
+        let ok = problems("  hosts: [r]\n  http:\n  - route:\n    - destination: {host: r, subset: a}\n      weight: 80\n    - destination: {host: r, subset: b}\n      weight: 20\n", "VirtualService");
+        assert!(ok.is_empty(), "{ok:?}");
+    }
+
+    #[test]
+    fn two_match_forms_are_rejected() {
+        let p = problems("  hosts: [r]\n  http:\n  - match:\n    - headers:\n        end-user: {exact: a, prefix: b}\n    route:\n    - destination: {host: r}\n", "VirtualService");
+        assert!(has(&p, "headers.end-user: set exactly one"), "{p:?}");
+    }
+
+    #[test]
+    fn mesh_wildcard_host_is_rejected() {
+        let p = problems(
+            "  hosts: [\"*\"]\n  http:\n  - route:\n    - destination: {host: r}\n",
+            "VirtualService",
+        );
+        assert!(has(&p, "only allowed for gateways"), "{p:?}");
+        let ok = problems("  hosts: [\"*\"]\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {host: r}\n", "VirtualService");
+        assert!(ok.is_empty(), "{ok:?}");
+    }
+
+    #[test]
+    fn subsets_need_unique_names() {
+        let p = problems(
+            "  host: r\n  subsets:\n  - name: v1\n  - name: v1\n  - labels: {a: b}\n",
+            "DestinationRule",
+        );
+        assert!(
+            has(&p, "spec.subsets[1].name: subset \"v1\" is defined twice"),
+            "{p:?}"
+        );
+        assert!(
+            has(&p, "spec.subsets[2].name: a subset needs a name"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn lb_policy_enum() {
+        let p = problems(
+            "  host: r\n  trafficPolicy:\n    loadBalancer:\n      simple: FASTEST\n",
+            "DestinationRule",
+        );
+        assert!(has(&p, "loadBalancer.simple"), "{p:?}");
+    }
+
+    #[test]
+    fn gateway_servers() {
+        let p = problems("  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 70000, name: http, protocol: SMTP}\n    hosts: []\n", "Gateway");
+        assert!(has(&p, "port.number"), "{p:?}");
+        assert!(has(&p, "port.protocol"), "{p:?}");
+        assert!(has(&p, "spec.servers[0].hosts"), "{p:?}");
+    }
+
+    #[test]
+    fn unenforced_fields_warn_but_load() {
+        let text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec:\n  hosts: [r]\n  http:\n  - fault: {abort: {httpStatus: 500, percentage: {value: 100}}}\n    route:\n    - destination: {host: r}\n";
+        let l = load_str(text, "t.yaml");
+        assert_eq!(l.resources.len(), 1);
+        assert!(l.problems.iter().any(|p| p
+            .to_string()
+            .contains("spec.http[0].fault: accepted but not enforced")));
+    }
+}

@@ -1,0 +1,190 @@
+//! The control plane's HTTP API (JSON): config in and out for the CLI, and
+//! the debug views of what each proxy was sent and answered.
+//!
+//! POST   /api/v1/apply      body: YAML; header x-weft-file names its source
+//! POST   /api/v1/validate   same, stores nothing
+//! GET    /api/v1/resources?kind=K[&namespace=N][&name=X]
+//! DELETE /api/v1/resources?kind=K&namespace=N&name=X
+//! GET    /debug/syncz       per proxy, per xDS type: sent, ACKed, NACKed
+//! GET    /debug/problems    current problems in the watched files
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use weft_config::{Key, Kind, Severity};
+
+use crate::State;
+
+pub(crate) async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
+    loop {
+        let Ok((sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(req, &state).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(sock), svc)
+                .await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    match (req.method().clone(), path.as_str()) {
+        (Method::POST, "/api/v1/apply") => apply(req, state, true).await,
+        (Method::POST, "/api/v1/validate") => apply(req, state, false).await,
+        (Method::GET, "/api/v1/resources") => get(&query(&req), state),
+        (Method::DELETE, "/api/v1/resources") => delete(&query(&req), state),
+        (Method::GET, "/debug/syncz") => reply(StatusCode::OK, json!(state.board.snapshot())),
+        (Method::GET, "/debug/problems") => {
+            let problems = state.store.read().expect("store lock").problems();
+            reply(StatusCode::OK, json!(problems))
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("no such endpoint: {path}")}),
+        ),
+    }
+}
+
+/// Validates every document; stores them only if none has an error, so an
+/// apply is all or nothing.
+async fn apply(req: Request<Incoming>, state: &State, store: bool) -> Response<Full<Bytes>> {
+    let file = req
+        .headers()
+        .get("x-weft-file")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return reply(StatusCode::BAD_REQUEST, json!({"error": e.to_string()})),
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "body is not UTF-8"}),
+        );
+    };
+    let loaded = weft_config::load_str(text, &file);
+    let problems: Vec<Value> = loaded
+        .problems
+        .iter()
+        .map(|p| json!({"severity": p.severity, "text": p.to_string()}))
+        .collect();
+    if loaded
+        .problems
+        .iter()
+        .any(|p| p.severity == Severity::Error)
+    {
+        return reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"applied": [], "problems": problems}),
+        );
+    }
+    let keys: Vec<String> = loaded
+        .resources
+        .iter()
+        .map(|r| r.key().to_string())
+        .collect();
+    if store {
+        let changed = state
+            .store
+            .write()
+            .expect("store lock")
+            .apply(loaded.resources);
+        if changed {
+            state.push();
+        }
+    }
+    reply(
+        StatusCode::OK,
+        json!({"applied": keys, "problems": problems}),
+    )
+}
+
+fn get(q: &HashMap<String, String>, state: &State) -> Response<Full<Bytes>> {
+    let kind = match q.get("kind").map(|k| Kind::parse(k)) {
+        Some(None) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": format!("unknown kind {:?}", q["kind"])}),
+            )
+        }
+        Some(Some(k)) => Some(k),
+        None => None,
+    };
+    let resources = state.store.read().expect("store lock").resources();
+    let items: Vec<Value> = resources
+        .iter()
+        .filter(|r| kind.is_none_or(|k| r.kind == k))
+        .filter(|r| q.get("namespace").is_none_or(|ns| r.namespace() == ns))
+        .filter(|r| q.get("name").is_none_or(|n| &r.meta.name == n))
+        .map(|r| r.to_document())
+        .collect();
+    reply(StatusCode::OK, json!({"items": items}))
+}
+
+fn delete(q: &HashMap<String, String>, state: &State) -> Response<Full<Bytes>> {
+    let Some(kind) = q.get("kind").and_then(|k| Kind::parse(k)) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "a known kind is required"}),
+        );
+    };
+    let Some(name) = q.get("name") else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "a name is required"}),
+        );
+    };
+    let key = Key {
+        kind,
+        namespace: q
+            .get("namespace")
+            .cloned()
+            .unwrap_or_else(|| "default".into()),
+        name: name.clone(),
+    };
+    let result = state.store.write().expect("store lock").delete(&key);
+    match result {
+        Ok(()) => {
+            state.push();
+            reply(StatusCode::OK, json!({"deleted": key.to_string()}))
+        }
+        Err(e) => reply(StatusCode::NOT_FOUND, json!({"error": e})),
+    }
+}

@@ -1,0 +1,71 @@
+//! The control plane daemon (the istiod role): a config store fed by a
+//! watched directory and by the API, a registry, a push signal, the ADS
+//! server, and an HTTP API for `weft apply/get/delete` and debugging.
+//!
+//! It owns no request path: its only job is to turn config into per-proxy
+//! Envoy resources and keep proxies in sync with it.
+
+mod api;
+mod generator;
+mod store;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+pub use store::Store;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Directory of Istio YAML, watched for changes.
+    pub config_dir: Option<PathBuf>,
+    /// Resolved registry (JSON), watched for changes.
+    pub registry_file: PathBuf,
+    pub xds_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+}
+
+/// Everything the generator and API read; replaced piecewise under a lock
+/// that is held only to clone an `Arc` or to swap one in.
+pub(crate) struct State {
+    pub store: RwLock<Store>,
+    pub registry: RwLock<Arc<weft_registry::Registry>>,
+    pub pushes: tokio::sync::watch::Sender<u64>,
+    pub board: weft_xds::StatusBoard,
+}
+
+impl State {
+    /// Tells every proxy stream to recompute and send what changed.
+    pub fn push(&self) {
+        self.pushes.send_modify(|g| *g += 1);
+    }
+}
+
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let (pushes, rx) = tokio::sync::watch::channel(1u64);
+    let state = Arc::new(State {
+        store: RwLock::new(Store::default()),
+        registry: RwLock::new(Arc::new(weft_registry::Registry::default())),
+        pushes,
+        board: weft_xds::StatusBoard::default(),
+    });
+    watch::load_once(&state, &options)?;
+    tokio::spawn(watch::run(state.clone(), options.clone()));
+
+    let api = tokio::net::TcpListener::bind(options.api_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("API address {}: {e}", options.api_addr))?;
+    tokio::spawn(api::serve(api, state.clone()));
+
+    let generator = Arc::new(generator::MeshGenerator {
+        state: state.clone(),
+    });
+    let ads = weft_xds::AdsServer::new(generator, rx, state.board.clone());
+    tracing::info!(xds = %options.xds_addr, api = %options.api_addr, "control plane serving");
+    tonic::transport::Server::builder()
+        .add_service(ads.into_service())
+        .serve(options.xds_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("xDS server on {}: {e}", options.xds_addr))
+}

@@ -1,0 +1,166 @@
+//! The config store: validated resources from files and from the API.
+//!
+//! Files are reloaded one at a time. A file whose documents all pass replaces
+//! what it held; a file with a bad document keeps, for every resource the
+//! bad text may have meant, the last good version. One typo never empties a
+//! route table.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use weft_config::{Key, Loaded, Problem, Resource};
+
+#[derive(Debug, Default)]
+pub struct Store {
+    files: BTreeMap<String, FileEntry>,
+    /// Resources applied through the API; they win over files on a key clash.
+    applied: BTreeMap<Key, Resource>,
+    revision: u64,
+    merged: Arc<Vec<Resource>>,
+}
+
+#[derive(Debug, Default)]
+struct FileEntry {
+    resources: Vec<Resource>,
+    problems: Vec<Problem>,
+}
+
+impl Store {
+    /// Replaces one file's contribution; returns true when the config changed.
+    pub fn load_file(&mut self, file: &str, loaded: Loaded) -> bool {
+        let entry = self.files.entry(file.to_string()).or_default();
+        let mut next = loaded.resources;
+        if loaded
+            .problems
+            .iter()
+            .any(|p| p.severity == weft_config::Severity::Error)
+        {
+            let kept: Vec<Resource> = entry
+                .resources
+                .iter()
+                .filter(|old| !next.iter().any(|n| n.key() == old.key()))
+                .cloned()
+                .collect();
+            next.extend(kept);
+        }
+        let changed = entry.resources != next;
+        entry.resources = next;
+        entry.problems = loaded.problems;
+        changed && self.rebuild()
+    }
+
+    pub fn remove_file(&mut self, file: &str) -> bool {
+        self.files.remove(file).is_some() && self.rebuild()
+    }
+
+    pub fn files(&self) -> impl Iterator<Item = &String> {
+        self.files.keys()
+    }
+
+    pub fn apply(&mut self, resources: Vec<Resource>) -> bool {
+        let mut changed = false;
+        for r in resources {
+            let key = r.key();
+            if self.applied.get(&key) != Some(&r) {
+                self.applied.insert(key, r);
+                changed = true;
+            }
+        }
+        changed && self.rebuild()
+    }
+
+    /// Removes an applied resource. Resources that come from files are
+    /// edited in their file: deleting them here would be undone on reload.
+    pub fn delete(&mut self, key: &Key) -> Result<(), String> {
+        if self.applied.remove(key).is_some() {
+            self.rebuild();
+            return Ok(());
+        }
+        match self
+            .files
+            .iter()
+            .find(|(_, f)| f.resources.iter().any(|r| &r.key() == key))
+        {
+            Some((file, _)) => Err(format!(
+                "{key} is defined in {file}; edit or remove that file"
+            )),
+            None => Err(format!("{key} not found")),
+        }
+    }
+
+    pub fn problems(&self) -> Vec<Problem> {
+        self.files
+            .values()
+            .flat_map(|f| f.problems.clone())
+            .collect()
+    }
+
+    pub fn resources(&self) -> Arc<Vec<Resource>> {
+        self.merged.clone()
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    fn rebuild(&mut self) -> bool {
+        let mut by_key: BTreeMap<Key, Resource> = BTreeMap::new();
+        for f in self.files.values() {
+            for r in &f.resources {
+                by_key.insert(r.key(), r.clone());
+            }
+        }
+        for (k, r) in &self.applied {
+            by_key.insert(k.clone(), r.clone());
+        }
+        self.merged = Arc::new(by_key.into_values().collect());
+        self.revision += 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n  host: r\n  subsets: [{name: v1, labels: {version: v1}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec: {host: d}\n";
+    const ONE_BAD: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n  host: r\n  subsets: [{labels: {version: v1}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec: {host: d2}\n";
+
+    #[test]
+    fn a_bad_document_keeps_the_last_good_version() {
+        let mut s = Store::default();
+        s.load_file("f.yaml", weft_config::load_str(GOOD, "f.yaml"));
+        assert_eq!(s.resources().len(), 2);
+        s.load_file("f.yaml", weft_config::load_str(ONE_BAD, "f.yaml"));
+        let rs = s.resources();
+        assert_eq!(rs.len(), 2, "the broken rule keeps its last good version");
+        let d = rs.iter().find(|r| r.meta.name == "d").unwrap();
+        assert_eq!(
+            d.as_destination_rule().unwrap().host,
+            "d2",
+            "the good document is updated"
+        );
+        let r = rs.iter().find(|r| r.meta.name == "r").unwrap();
+        assert_eq!(r.as_destination_rule().unwrap().subsets[0].name, "v1");
+        assert!(!s.problems().is_empty());
+    }
+
+    #[test]
+    fn applied_wins_and_deletes() {
+        let mut s = Store::default();
+        s.load_file("f.yaml", weft_config::load_str(GOOD, "f.yaml"));
+        let applied = weft_config::load_str("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: x}\nspec: {host: x}\n", "-");
+        s.apply(applied.resources);
+        assert_eq!(s.resources().len(), 3);
+        let key = s
+            .resources()
+            .iter()
+            .find(|r| r.meta.name == "x")
+            .unwrap()
+            .key();
+        s.delete(&key).unwrap();
+        assert_eq!(s.resources().len(), 2);
+        let file_key = s.resources()[0].key();
+        assert!(s.delete(&file_key).unwrap_err().contains("f.yaml"));
+    }
+}

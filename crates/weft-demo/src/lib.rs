@@ -1,0 +1,225 @@
+//! A Bookinfo-like demo application: productpage (calls details and
+//! reviews), details, reviews v1/v2/v3 (v2 and v3 call ratings), ratings.
+//!
+//! Every response names the workload that produced it, and every outbound
+//! call forwards the trace and identity headers it received, as Bookinfo's
+//! apps do, so routing and tracing behave as in Istio's samples. It knows
+//! nothing of the mesh: it listens on a port and calls services by name.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+
+/// Headers Bookinfo's services pass from the request they serve to the
+/// requests they make.
+pub const FORWARDED_HEADERS: &[&str] = &[
+    "x-request-id",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "b3",
+    "traceparent",
+    "tracestate",
+    "x-ot-span-context",
+    "end-user",
+    "user-agent",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Productpage,
+    Details,
+    Reviews,
+    Ratings,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "productpage" => Ok(Role::Productpage),
+            "details" => Ok(Role::Details),
+            "reviews" => Ok(Role::Reviews),
+            "ratings" => Ok(Role::Ratings),
+            _ => Err(format!(
+                "unknown demo service {s:?}: productpage, details, reviews or ratings"
+            )),
+        }
+    }
+}
+
+pub struct App {
+    role: Role,
+    version: String,
+    workload: String,
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+pub async fn run(role: Role, version: String, listen: SocketAddr) -> anyhow::Result<()> {
+    let name = format!("{role:?}").to_ascii_lowercase();
+    let app = Arc::new(App {
+        role,
+        workload: format!("{name}-{version}"),
+        version,
+        client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+    });
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(workload = %app.workload, %listen, "demo service listening");
+    loop {
+        let (sock, _) = listener.accept().await?;
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.handle(req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(sock), svc)
+                .await;
+        });
+    }
+}
+
+impl App {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        if path == "/" || path == "/health" {
+            return text(StatusCode::OK, format!("{} ok\n", self.workload));
+        }
+        match (self.role, path.split('/').nth(1).unwrap_or("")) {
+            (Role::Productpage, "productpage") => self.productpage(&req).await,
+            (Role::Details, "details") => json_reply(json!({
+                "workload": self.workload, "id": 0, "author": "William Shakespeare",
+                "year": 1595, "type": "paperback", "pages": 200, "publisher": "PublisherA",
+            })),
+            (Role::Reviews, "reviews") => self.reviews(&req).await,
+            (Role::Ratings, "ratings") => json_reply(json!({
+                "workload": self.workload, "id": 0, "ratings": {"Reviewer1": 5, "Reviewer2": 4},
+            })),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                format!("{}: no such page {path}\n", self.workload),
+            ),
+        }
+    }
+
+    async fn reviews(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let stars = match self.version.as_str() {
+            "v2" => Some("black"),
+            "v3" => Some("red"),
+            _ => None,
+        };
+        let ratings = match stars {
+            Some(_) => self.call("ratings", "/ratings/0", req).await,
+            None => Value::Null,
+        };
+        json_reply(json!({
+            "workload": self.workload,
+            "stars": stars,
+            "ratings": ratings,
+            "reviews": [
+                {"reviewer": "Reviewer1", "text": "An extremely entertaining play by Shakespeare."},
+                {"reviewer": "Reviewer2", "text": "Absolutely fun and entertaining."},
+            ],
+        }))
+    }
+
+    /// The page shows the whole chain, so a test (or a person) can see which
+    /// workloads served each part of it.
+    async fn productpage(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let details = self.call("details", "/details/0", req).await;
+        let reviews = self.call("reviews", "/reviews/0", req).await;
+        let name = |v: &Value| {
+            v["workload"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("error: {}", v["error"]))
+        };
+        let ratings = &reviews["ratings"];
+        let rating_part = if ratings.is_null() {
+            String::new()
+        } else {
+            format!(
+                " -> {} ({} stars)",
+                name(ratings),
+                reviews["stars"].as_str().unwrap_or("?")
+            )
+        };
+        let user = req
+            .headers()
+            .get("end-user")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let chain = format!(
+            "{} -> {} ; {} -> {}{}",
+            self.workload,
+            name(&details),
+            self.workload,
+            name(&reviews),
+            rating_part
+        );
+        let body = format!(
+            "<html><head><title>Bookinfo on Weft</title></head><body>\n<h1>The Comedy of Errors</h1>\n<p>end-user: {user}</p>\n<p id=\"chain\">{chain}</p>\n<p>details: {details}</p>\n<p>reviews: {reviews}</p>\n</body></html>\n"
+        );
+        let mut r = text(StatusCode::OK, body);
+        r.headers_mut()
+            .insert("content-type", http::HeaderValue::from_static("text/html"));
+        r
+    }
+
+    /// GET http://SERVICE:9080/PATH with the forwarded headers; errors come
+    /// back as `{"error": …}` so the page still renders, as Bookinfo's does.
+    async fn call(&self, service: &str, path: &str, from: &Request<Incoming>) -> Value {
+        let mut req = Request::get(format!("http://{service}:9080{path}"));
+        for name in FORWARDED_HEADERS {
+            if let Some(v) = from.headers().get(*name) {
+                req = req.header(*name, v);
+            }
+        }
+        let Ok(req) = req.body(Empty::new()) else {
+            return json!({"error": "bad request"});
+        };
+        let resp = match self.client.request(req).await {
+            Ok(r) => r,
+            Err(e) => return json!({"error": format!("{service}: {e}")}),
+        };
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if !status.is_success() {
+            return json!({"error": format!("{service}: {status} {}", String::from_utf8_lossy(&body).trim())});
+        }
+        serde_json::from_slice(&body)
+            .unwrap_or_else(|e| json!({"error": format!("{service}: {e}")}))
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r
+}
+
+fn json_reply(v: Value) -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::OK, v.to_string());
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}

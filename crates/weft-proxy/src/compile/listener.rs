@@ -1,0 +1,185 @@
+//! Listeners and filter chains.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::listener::v3::{
+    filter, listener_filter, FilterChain, Listener,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
+use serde::Serialize;
+
+use super::route::{compile_route_table, RouteTable};
+use super::{socket_addr, unpack};
+
+#[derive(Debug, Serialize)]
+pub struct ListenerCfg {
+    pub name: String,
+    pub address: SocketAddr,
+    /// False for the per-port listeners that only receive connections handed
+    /// over by a `use_original_dst` listener.
+    pub bind: bool,
+    pub use_original_dst: bool,
+    /// Match filter chains on the connection's original destination.
+    pub original_dst_filter: bool,
+    pub chains: Vec<ChainCfg>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChainCfg {
+    pub name: String,
+    pub destination_port: Option<u16>,
+    pub action: ChainAction,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum ChainAction {
+    Http {
+        stat_prefix: String,
+        routes: RouteRef,
+    },
+    Tcp {
+        stat_prefix: String,
+        cluster: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum RouteRef {
+    Rds(String),
+    Inline(Arc<RouteTable>),
+}
+
+impl ListenerCfg {
+    /// The filter chain for a destination port: a chain that names the port
+    /// wins over one that names none.
+    pub fn chain_for(&self, port: u16) -> Option<&ChainCfg> {
+        self.chains
+            .iter()
+            .find(|c| c.destination_port == Some(port))
+            .or_else(|| self.chains.iter().find(|c| c.destination_port.is_none()))
+    }
+}
+
+const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
+const HCM: &str = "envoy.filters.network.http_connection_manager";
+const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+const ROUTER: &str = "envoy.filters.http.router";
+
+pub(crate) fn compile_listener(l: &Listener) -> Result<ListenerCfg, String> {
+    let address = socket_addr(&l.address)?;
+    let mut original_dst_filter = false;
+    for f in &l.listener_filters {
+        match (f.name.as_str(), &f.config_type) {
+            (ORIGINAL_DST, _) => original_dst_filter = true,
+            (_, Some(listener_filter::ConfigType::TypedConfig(any)))
+                if any.type_url.ends_with("original_dst.v3.OriginalDst") =>
+            {
+                original_dst_filter = true
+            }
+            (name, _) => return Err(format!("listener filter {name:?} is not supported")),
+        }
+    }
+    if l.filter_chains.is_empty() {
+        return Err("a listener needs at least one filter chain".into());
+    }
+    if l.default_filter_chain.is_some() {
+        return Err("default_filter_chain is not supported".into());
+    }
+    let chains = l
+        .filter_chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| compile_chain(c).map_err(|e| format!("filter_chains[{i}]: {e}")))
+        .collect::<Result<_, _>>()?;
+    Ok(ListenerCfg {
+        name: l.name.clone(),
+        address,
+        bind: l.bind_to_port.as_ref().is_none_or(|b| b.value),
+        use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
+        original_dst_filter,
+        chains,
+    })
+}
+
+fn compile_chain(c: &FilterChain) -> Result<ChainCfg, String> {
+    if c.transport_socket.is_some() {
+        return Err("transport_socket (TLS) is not supported yet".into());
+    }
+    let destination_port = match &c.filter_chain_match {
+        None => None,
+        Some(m) => {
+            let only_port = envoy_types::pb::envoy::config::listener::v3::FilterChainMatch {
+                destination_port: m.destination_port,
+                ..Default::default()
+            };
+            if *m != only_port {
+                return Err("filter_chain_match supports destination_port only".into());
+            }
+            m.destination_port.map(|p| p.value as u16)
+        }
+    };
+    let [filter] = c.filters.as_slice() else {
+        return Err(format!(
+            "exactly one network filter is supported, got {}",
+            c.filters.len()
+        ));
+    };
+    let Some(filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
+        return Err(format!("filter {:?} has no typed_config", filter.name));
+    };
+    let action = match any.type_url.rsplit('/').next().unwrap_or("") {
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" => {
+            http_action(&unpack::<HttpConnectionManager>(any)?)?
+        }
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
+            tcp_action(&unpack::<TcpProxy>(any)?)?
+        }
+        other => {
+            return Err(format!(
+                "network filter {:?} ({other}) is not supported",
+                filter.name
+            ))
+        }
+    };
+    let _ = (HCM, TCP_PROXY);
+    Ok(ChainCfg {
+        name: c.name.clone(),
+        destination_port,
+        action,
+    })
+}
+
+fn http_action(hcm: &HttpConnectionManager) -> Result<ChainAction, String> {
+    for f in &hcm.http_filters {
+        let is_router = f.name == ROUTER
+            || matches!(&f.config_type, Some(http_filter::ConfigType::TypedConfig(a)) if a.type_url.ends_with("router.v3.Router"));
+        if !is_router {
+            return Err(format!("HTTP filter {:?} is not supported", f.name));
+        }
+    }
+    let routes = match &hcm.route_specifier {
+        Some(RouteSpecifier::Rds(rds)) => RouteRef::Rds(rds.route_config_name.clone()),
+        Some(RouteSpecifier::RouteConfig(rc)) => {
+            RouteRef::Inline(Arc::new(compile_route_table(rc)?))
+        }
+        _ => return Err("HTTP connection manager needs rds or route_config".into()),
+    };
+    Ok(ChainAction::Http {
+        stat_prefix: hcm.stat_prefix.clone(),
+        routes,
+    })
+}
+
+fn tcp_action(t: &TcpProxy) -> Result<ChainAction, String> {
+    match &t.cluster_specifier {
+        Some(tcp_proxy::ClusterSpecifier::Cluster(c)) => Ok(ChainAction::Tcp {
+            stat_prefix: t.stat_prefix.clone(),
+            cluster: c.clone(),
+        }),
+        _ => Err("tcp_proxy weighted_clusters is not supported".into()),
+    }
+}

@@ -1,0 +1,88 @@
+//! Envoy resources → the proxy's own structures, built once per update and
+//! swapped in whole. Everything the request path needs is precomputed here
+//! (regexes compiled, weights summed, endpoints joined to their clusters).
+//!
+//! Compiling is also validation: a field or extension this proxy does not
+//! implement is an error, which becomes the NACK's reason.
+
+mod cluster;
+mod listener;
+mod route;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use cluster::{ClusterCfg, ClusterKind, Endpoints, LbPolicy};
+pub use listener::{ChainAction, ChainCfg, ListenerCfg, RouteRef};
+pub use route::{Action, HeaderMatch, PathMatch, RouteCfg, RouteTable, VirtualHostCfg};
+
+pub(crate) use cluster::{compile_cluster, compile_endpoints};
+pub(crate) use listener::compile_listener;
+pub(crate) use route::compile_route_table;
+
+/// One immutable snapshot of everything the proxy runs. Requests hold an
+/// `Arc` to the snapshot they started with, so a push never changes a
+/// request midway.
+#[derive(Debug, Default, Serialize)]
+pub struct Compiled {
+    pub listeners: Vec<Arc<ListenerCfg>>,
+    pub routes: HashMap<String, Arc<RouteTable>>,
+    pub clusters: HashMap<String, Arc<ClusterCfg>>,
+    /// Versions of each xDS type this snapshot was built from.
+    pub versions: HashMap<&'static str, String>,
+}
+
+impl Compiled {
+    /// The listener a redirected connection belongs to: an exact
+    /// `ip:port` match first, then `0.0.0.0:port` (Envoy's rule for
+    /// `use_original_dst`).
+    pub fn listener_for(&self, dst: std::net::SocketAddr) -> Option<&Arc<ListenerCfg>> {
+        let exact = self.listeners.iter().find(|l| !l.bind && l.address == dst);
+        exact.or_else(|| {
+            self.listeners.iter().find(|l| {
+                !l.bind && l.address.ip().is_unspecified() && l.address.port() == dst.port()
+            })
+        })
+    }
+
+    pub fn listener_named(&self, name: &str) -> Option<&Arc<ListenerCfg>> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+}
+
+/// Decodes an `Any` into the message type its filter name implies, with the
+/// type URL checked so a mismatch is a clear error rather than garbage.
+pub(crate) fn unpack<M: prost::Message + prost::Name + Default>(
+    any: &envoy_types::pb::google::protobuf::Any,
+) -> Result<M, String> {
+    if any.type_url != M::type_url() {
+        return Err(format!("expected {}, got {}", M::type_url(), any.type_url));
+    }
+    M::decode(any.value.as_slice()).map_err(|e| format!("decoding {}: {e}", any.type_url))
+}
+
+pub(crate) fn socket_addr(
+    address: &Option<envoy_types::pb::envoy::config::core::v3::Address>,
+) -> Result<std::net::SocketAddr, String> {
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
+    let Some(address::Address::SocketAddress(sa)) =
+        address.as_ref().and_then(|a| a.address.as_ref())
+    else {
+        return Err("only socket addresses are supported".into());
+    };
+    let port = match sa.port_specifier {
+        Some(socket_address::PortSpecifier::PortValue(p)) => {
+            u16::try_from(p).map_err(|_| format!("port {p} out of range"))?
+        }
+        _ => return Err("named ports are not supported".into()),
+    };
+    let ip: std::net::IpAddr = sa.address.parse().map_err(|_| {
+        format!(
+            "{:?} is not an IP address (DNS names are not supported)",
+            sa.address
+        )
+    })?;
+    Ok(std::net::SocketAddr::new(ip, port))
+}

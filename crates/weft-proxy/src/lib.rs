@@ -1,0 +1,66 @@
+//! The data plane: one binary for sidecars and gateways.
+//!
+//! It speaks Envoy's API only (never Istio's): xDS updates are compiled into
+//! plain structures (`compile`), swapped in atomically, and read by the
+//! request path without locks. Accept loops live in `listeners`, the HTTP
+//! path in `http`, opaque TCP in `tcp`, the admin port in `admin`.
+
+mod access_log;
+mod admin;
+pub mod compile;
+mod http;
+mod listeners;
+mod tcp;
+mod xds_state;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::config::core::v3::Node;
+
+pub use compile::Compiled;
+
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// `http://host:port` of the control plane's xDS server.
+    pub xds_address: String,
+    /// Istio-style node id (`sidecar~IP~name.ns~ns.svc.cluster.local`).
+    pub node_id: String,
+    pub admin: SocketAddr,
+    /// Listeners on 0.0.0.0 bind this address instead (a gateway on a host
+    /// that should only listen on loopback).
+    pub bind_ip: Option<IpAddr>,
+}
+
+/// State shared by every task of one proxy.
+pub(crate) struct Shared {
+    pub config: ArcSwap<Compiled>,
+    pub ready: AtomicBool,
+    pub http: http::Upstreams,
+    pub options: ProxyOptions,
+}
+
+/// Runs the proxy until the process is stopped.
+pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
+    let shared = Arc::new(Shared {
+        config: ArcSwap::from_pointee(Compiled::default()),
+        ready: AtomicBool::new(false),
+        http: http::Upstreams::new(),
+        options: options.clone(),
+    });
+    let admin = admin::bind(options.admin).await?;
+    tokio::spawn(admin::serve(admin, shared.clone()));
+    let applier = xds_state::XdsState::new(shared.clone());
+    let client = weft_xds::ClientConfig {
+        address: options.xds_address.clone(),
+        node: Node {
+            id: options.node_id.clone(),
+            cluster: "weft".into(),
+            ..Default::default()
+        },
+    };
+    weft_xds::run_client(client, applier).await;
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The mesh description a person writes (`mesh.yaml`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshSpec {
+    #[serde(default)]
+    pub workloads: Vec<WorkloadSpec>,
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+}
+
+/// One pod: an app process with its sidecar, in a network namespace.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkloadSpec {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default = "default_namespace")]
+    pub service_account: String,
+    /// argv of the app; a first word of `weft` means this very binary.
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ports: Vec<ContainerPort>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ContainerPort {
+    pub container_port: u16,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+/// A Kubernetes Service: a name, ports and a selector.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceSpec {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    pub ports: Vec<ServicePort>,
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServicePort {
+    #[serde(default)]
+    pub name: String,
+    pub port: u16,
+    /// A number, or the name of a container port (as in Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+fn default_namespace() -> String {
+    "default".to_string()
+}
+
+impl MeshSpec {
+    pub fn from_yaml(text: &str) -> Result<MeshSpec, String> {
+        let spec: MeshSpec = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// Rules that keep names usable as network-namespace and DNS names.
+    fn check(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        for w in &self.workloads {
+            if !valid_name(&w.name) {
+                return Err(format!("workload {:?}: names are lower-case letters, digits and '-', at most 40 characters", w.name));
+            }
+            if !names.insert(&w.name) {
+                return Err(format!("workload {:?} is defined twice", w.name));
+            }
+            if w.command.is_empty() {
+                return Err(format!("workload {:?}: command must not be empty", w.name));
+            }
+        }
+        for s in &self.services {
+            if !valid_name(&s.name) {
+                return Err(format!("service {:?}: not a valid DNS label", s.name));
+            }
+            if s.ports.is_empty() {
+                return Err(format!(
+                    "service {:?}: at least one port is required",
+                    s.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 40
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !n.starts_with('-')
+}

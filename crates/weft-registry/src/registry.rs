@@ -1,0 +1,299 @@
+//! The resolved registry: what the control plane translates against.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::mesh::{ContainerPort, ServicePort};
+
+pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    pub services: Vec<Service>,
+    pub workloads: Vec<Workload>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub namespace: String,
+    /// The ClusterIP, when the service has one.
+    pub vip: Option<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    pub selector: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyKind {
+    Sidecar,
+    Gateway,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workload {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    pub ip: IpAddr,
+    pub ports: Vec<ContainerPort>,
+    pub proxy: ProxyKind,
+}
+
+/// How the proxy treats a port's traffic, decided as Istio does: the
+/// appProtocol if set, else the port name's prefix (`http-web`, `grpc`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Protocol {
+    Http,
+    Http2,
+    Grpc,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn of(port: &ServicePort) -> Protocol {
+        let declared = port
+            .app_protocol
+            .as_deref()
+            .unwrap_or_else(|| port.name.split('-').next().unwrap_or(""));
+        match declared.to_ascii_lowercase().as_str() {
+            "http" => Protocol::Http,
+            "http2" | "grpc-web" => Protocol::Http2,
+            "grpc" => Protocol::Grpc,
+            _ => Protocol::Tcp,
+        }
+    }
+
+    pub fn is_http(self) -> bool {
+        self != Protocol::Tcp
+    }
+}
+
+impl Service {
+    pub fn fqdn(&self) -> String {
+        format!("{}.{}.{DOMAIN_SUFFIX}", self.name, self.namespace)
+    }
+
+    /// Every name a client in `from_ns` may use for this service.
+    pub fn aliases(&self, from_ns: &str) -> Vec<String> {
+        let mut names = vec![
+            self.fqdn(),
+            format!("{}.{}.svc", self.name, self.namespace),
+            format!("{}.{}", self.name, self.namespace),
+        ];
+        if from_ns == self.namespace {
+            names.push(self.name.clone());
+        }
+        names
+    }
+
+    pub fn port(&self, number: u16) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.port == number)
+    }
+
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        !self.selector.is_empty() && self.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+impl Workload {
+    /// Istio's node id for this workload's proxy: `sidecar~IP~name.ns~ns.svc.cluster.local`.
+    pub fn node_id(&self) -> String {
+        let kind = match self.proxy {
+            ProxyKind::Sidecar => "sidecar",
+            ProxyKind::Gateway => "router",
+        };
+        format!(
+            "{kind}~{}~{}.{}~{}.{DOMAIN_SUFFIX}",
+            self.ip, self.name, self.namespace, self.namespace
+        )
+    }
+
+    pub fn spiffe_id(&self) -> String {
+        format!(
+            "spiffe://cluster.local/ns/{}/sa/{}",
+            self.namespace, self.service_account
+        )
+    }
+}
+
+impl Registry {
+    pub fn from_json(text: &str) -> Result<Registry, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Resolves a host as written in Istio config (short name, `name.ns`,
+    /// FQDN), relative to the namespace of the resource that wrote it.
+    pub fn service(&self, host: &str, from_ns: &str) -> Option<&Service> {
+        let fqdn = self.qualify(host, from_ns);
+        self.services.iter().find(|s| s.fqdn() == fqdn)
+    }
+
+    /// Istio's host expansion: `reviews` in namespace `default` means
+    /// `reviews.default.svc.cluster.local`; `reviews.prod` means `reviews.prod.svc.cluster.local`.
+    pub fn qualify(&self, host: &str, from_ns: &str) -> String {
+        if host.contains('*') || host.ends_with(DOMAIN_SUFFIX) {
+            return host.to_string();
+        }
+        match host.split('.').count() {
+            1 => format!("{host}.{from_ns}.{DOMAIN_SUFFIX}"),
+            2 => format!("{host}.{DOMAIN_SUFFIX}"),
+            3 if host.ends_with(".svc") => format!("{host}.cluster.local"),
+            _ => host.to_string(),
+        }
+    }
+
+    pub fn workload_by_node_id(&self, node_id: &str) -> Option<&Workload> {
+        // Match on IP and name.ns; the suffix is informational.
+        let mut parts = node_id.split('~');
+        let (_, ip, name_ns) = (parts.next()?, parts.next()?, parts.next()?);
+        self.workloads
+            .iter()
+            .find(|w| w.ip.to_string() == ip && format!("{}.{}", w.name, w.namespace) == name_ns)
+    }
+
+    /// Endpoints of a service port, restricted to workloads that also carry
+    /// `subset` labels. The port is resolved per workload (a named target port
+    /// may be a different number on each).
+    pub fn endpoints(
+        &self,
+        service: &Service,
+        port: &ServicePort,
+        subset: &BTreeMap<String, String>,
+    ) -> Vec<(SocketAddr, &Workload)> {
+        self.workloads
+            .iter()
+            .filter(|w| w.proxy == ProxyKind::Sidecar && w.namespace == service.namespace)
+            .filter(|w| service.selects(&w.labels))
+            .filter(|w| subset.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+            .filter_map(|w| Some((SocketAddr::new(w.ip, target_port(port, &w.ports)?), w)))
+            .collect()
+    }
+
+    /// The services whose selector picks this workload.
+    pub fn services_of<'a>(&'a self, w: &'a Workload) -> impl Iterator<Item = &'a Service> + 'a {
+        self.services
+            .iter()
+            .filter(move |s| s.namespace == w.namespace && s.selects(&w.labels))
+    }
+}
+
+/// Resolves a Service's targetPort (number, name, or absent = same as port).
+pub fn target_port(port: &ServicePort, container: &[ContainerPort]) -> Option<u16> {
+    match &port.target_port {
+        None => Some(port.port),
+        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        Some(serde_json::Value::String(name)) => match name.parse::<u16>() {
+            Ok(n) => Some(n),
+            Err(_) => container
+                .iter()
+                .find(|c| &c.name == name)
+                .map(|c| c.container_port),
+        },
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Registry {
+        let labels = |v: &str| {
+            BTreeMap::from([
+                ("app".to_string(), "reviews".to_string()),
+                ("version".to_string(), v.to_string()),
+            ])
+        };
+        let wl = |name: &str, ip: &str, v: &str| Workload {
+            name: name.into(),
+            namespace: "default".into(),
+            labels: labels(v),
+            service_account: "bookinfo-reviews".into(),
+            ip: ip.parse().unwrap(),
+            ports: vec![ContainerPort {
+                container_port: 9080,
+                name: "http".into(),
+                protocol: None,
+            }],
+            proxy: ProxyKind::Sidecar,
+        };
+        Registry {
+            services: vec![Service {
+                name: "reviews".into(),
+                namespace: "default".into(),
+                vip: None,
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    port: 9080,
+                    target_port: Some("http".into()),
+                    app_protocol: None,
+                    protocol: None,
+                }],
+                selector: BTreeMap::from([("app".to_string(), "reviews".to_string())]),
+            }],
+            workloads: vec![
+                wl("reviews-v1", "198.18.0.2", "v1"),
+                wl("reviews-v2", "198.18.0.3", "v2"),
+            ],
+        }
+    }
+
+    #[test]
+    fn hosts_resolve_like_istio() {
+        let r = registry();
+        assert!(r.service("reviews", "default").is_some());
+        assert!(r.service("reviews.default", "prod").is_some());
+        assert!(r
+            .service("reviews.default.svc.cluster.local", "x")
+            .is_some());
+        assert!(r.service("reviews", "prod").is_none());
+    }
+
+    #[test]
+    fn subset_endpoints_follow_labels_and_named_ports() {
+        let r = registry();
+        let s = &r.services[0];
+        let all = r.endpoints(s, &s.ports[0], &BTreeMap::new());
+        assert_eq!(all.len(), 2);
+        let v2 = r.endpoints(
+            s,
+            &s.ports[0],
+            &BTreeMap::from([("version".into(), "v2".into())]),
+        );
+        assert_eq!(v2.len(), 1);
+        assert_eq!(v2[0].0, "198.18.0.3:9080".parse().unwrap());
+    }
+
+    #[test]
+    fn protocol_from_name_or_app_protocol() {
+        let p = |name: &str, app: Option<&str>| {
+            Protocol::of(&ServicePort {
+                name: name.into(),
+                port: 1,
+                target_port: None,
+                app_protocol: app.map(Into::into),
+                protocol: None,
+            })
+        };
+        assert_eq!(p("http", None), Protocol::Http);
+        assert_eq!(p("http-web", None), Protocol::Http);
+        assert_eq!(p("grpc", None), Protocol::Grpc);
+        assert_eq!(p("db", None), Protocol::Tcp);
+        assert_eq!(p("web", Some("http")), Protocol::Http);
+    }
+
+    #[test]
+    fn node_ids_round_trip() {
+        let r = registry();
+        let id = r.workloads[1].node_id();
+        assert_eq!(
+            id,
+            "sidecar~198.18.0.3~reviews-v2.default~default.svc.cluster.local"
+        );
+        assert_eq!(r.workload_by_node_id(&id).unwrap().name, "reviews-v2");
+    }
+}

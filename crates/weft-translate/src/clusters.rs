@@ -1,0 +1,187 @@
+//! Outbound clusters and their endpoints: one per service port, one more per
+//! DestinationRule subset.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use weft_config::networking::{DestinationRule, TrafficPolicy};
+use weft_config::Resource;
+use weft_registry::{Registry, Service};
+
+use crate::envoy::{ads, socket};
+use crate::{Inputs, ProxyResources};
+
+pub const PASSTHROUGH: &str = "PassthroughCluster";
+pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
+
+/// Istio's cluster name: `direction|port|subset|host`.
+pub fn cluster_name(direction: &str, port: u16, subset: &str, host: &str) -> String {
+    format!("{direction}|{port}|{subset}|{host}")
+}
+
+pub(crate) fn outbound(inputs: &Inputs, out: &mut ProxyResources) {
+    for service in &inputs.registry.services {
+        let rule = destination_rule(inputs.config, inputs.registry, service);
+        for port in &service.ports {
+            let policy = rule.and_then(|r| r.traffic_policy.as_ref());
+            let name = cluster_name("outbound", port.port, "", &service.fqdn());
+            out.clusters.push(eds_cluster(&name, policy));
+            out.endpoints.push(load_assignment(
+                &name,
+                inputs.registry,
+                service,
+                port,
+                &BTreeMap::new(),
+            ));
+            for subset in rule.map(|r| r.subsets.as_slice()).unwrap_or_default() {
+                let name = cluster_name("outbound", port.port, &subset.name, &service.fqdn());
+                let policy = subset.traffic_policy.as_ref().or(policy);
+                out.clusters.push(eds_cluster(&name, policy));
+                out.endpoints.push(load_assignment(
+                    &name,
+                    inputs.registry,
+                    service,
+                    port,
+                    &subset.labels,
+                ));
+            }
+        }
+    }
+    out.clusters.push(original_dst(PASSTHROUGH));
+    // Inbound passthrough connects from 127.0.0.6, which the capture rules
+    // let through; from any other source it would be captured again.
+    let mut inbound = original_dst(INBOUND_PASSTHROUGH);
+    inbound.upstream_bind_config = Some(envoy_types::pb::envoy::config::core::v3::BindConfig {
+        source_address: Some(envoy_types::pb::envoy::config::core::v3::SocketAddress {
+            address: "127.0.0.6".into(),
+            port_specifier: Some(
+                envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(
+                    0,
+                ),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    out.clusters.push(inbound);
+}
+
+/// The DestinationRule for a service: Istio picks the one in the service's
+/// namespace first, then any other that names it (sorted, so the pick is stable).
+fn destination_rule<'a>(
+    config: &'a [Resource],
+    registry: &Registry,
+    service: &Service,
+) -> Option<&'a DestinationRule> {
+    let fqdn = service.fqdn();
+    let mut rules: Vec<&Resource> = config
+        .iter()
+        .filter(|r| {
+            r.as_destination_rule()
+                .is_some_and(|dr| registry.qualify(&dr.host, r.namespace()) == fqdn)
+        })
+        .collect();
+    rules.sort_by_key(|r| (r.namespace() != service.namespace, r.key()));
+    rules.first().and_then(|r| r.as_destination_rule())
+}
+
+fn lb_policy(policy: Option<&TrafficPolicy>) -> cluster::LbPolicy {
+    let Some(lb) = policy.and_then(|p| p.load_balancer.as_ref()) else {
+        return cluster::LbPolicy::RoundRobin;
+    };
+    if lb.consistent_hash.is_some() {
+        return cluster::LbPolicy::RingHash;
+    }
+    match lb.simple.as_deref() {
+        Some("RANDOM") => cluster::LbPolicy::Random,
+        Some("LEAST_CONN") | Some("LEAST_REQUEST") => cluster::LbPolicy::LeastRequest,
+        Some("PASSTHROUGH") => cluster::LbPolicy::ClusterProvided,
+        _ => cluster::LbPolicy::RoundRobin,
+    }
+}
+
+fn eds_cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
+    Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cluster::EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: name.into(),
+        }),
+        lb_policy: lb_policy(policy) as i32,
+        connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+            seconds: 10,
+            nanos: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+fn original_dst(name: &str) -> Cluster {
+    Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::OriginalDst as i32,
+        )),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        ..Default::default()
+    }
+}
+
+/// A cluster with fixed endpoints and its assignment inline (inbound).
+pub(crate) fn static_cluster(name: &str, ip: &str, port: u16) -> Cluster {
+    Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.into(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![lb_endpoint_at(ip, port)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn lb_endpoint_at(ip: &str, port: u16) -> LbEndpoint {
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(socket(ip, u32::from(port))),
+            ..Default::default()
+        })),
+        health_status: HealthStatus::Healthy as i32,
+        ..Default::default()
+    }
+}
+
+fn load_assignment(
+    name: &str,
+    registry: &Registry,
+    service: &Service,
+    port: &weft_registry::ServicePort,
+    subset: &BTreeMap<String, String>,
+) -> ClusterLoadAssignment {
+    let lb_endpoints = registry
+        .endpoints(service, port, subset)
+        .into_iter()
+        .map(|(addr, _)| lb_endpoint_at(&addr.ip().to_string(), addr.port()))
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name: name.into(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}

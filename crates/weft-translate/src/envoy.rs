@@ -1,0 +1,89 @@
+//! Small constructors for Envoy messages that every builder needs.
+
+use envoy_types::pb::envoy::config::core::v3::{
+    address, config_source, socket_address, Address, AggregatedConfigSource, ApiVersion,
+    ConfigSource, SocketAddress,
+};
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager, HttpFilter, Rds,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
+use envoy_types::util::pack_any;
+
+pub const HCM: &str = "envoy.filters.network.http_connection_manager";
+pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+pub const ROUTER: &str = "envoy.filters.http.router";
+
+pub fn socket(ip: &str, port: u32) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: ip.to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    }
+}
+
+pub fn ads() -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        resource_api_version: ApiVersion::V3 as i32,
+        ..Default::default()
+    }
+}
+
+fn router() -> HttpFilter {
+    HttpFilter {
+        name: ROUTER.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+            Router::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+/// An HTTP connection manager that takes its routes from RDS.
+pub fn hcm_rds(stat_prefix: &str, route_name: &str) -> Filter {
+    hcm(
+        stat_prefix,
+        RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: route_name.into(),
+        }),
+    )
+}
+
+/// An HTTP connection manager with its routes inline (inbound chains).
+pub fn hcm_inline(stat_prefix: &str, routes: RouteConfiguration) -> Filter {
+    hcm(stat_prefix, RouteSpecifier::RouteConfig(routes))
+}
+
+fn hcm(stat_prefix: &str, routes: RouteSpecifier) -> Filter {
+    let manager = HttpConnectionManager {
+        stat_prefix: stat_prefix.into(),
+        route_specifier: Some(routes),
+        http_filters: vec![router()],
+        ..Default::default()
+    };
+    Filter {
+        name: HCM.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack_any(manager))),
+    }
+}
+
+pub fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Filter {
+    let proxy = TcpProxy {
+        stat_prefix: stat_prefix.into(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.into())),
+        ..Default::default()
+    };
+    Filter {
+        name: TCP_PROXY.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack_any(proxy))),
+    }
+}

@@ -1,0 +1,150 @@
+//! An ingress gateway's listeners and routes, from the Gateways that select
+//! it and the VirtualServices bound to those Gateways.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use envoy_types::pb::google::protobuf::BoolValue;
+use weft_config::networking::Server;
+use weft_config::Resource;
+use weft_registry::Workload;
+
+use crate::envoy::{hcm_rds, socket};
+use crate::routes::{virtual_service_routes, Scope};
+use crate::{Inputs, ProxyResources};
+
+/// A Gateway server, resolved to the port the gateway proxy really binds.
+struct BoundServer<'a> {
+    gateway: &'a Resource,
+    server: &'a Server,
+}
+
+pub(crate) fn build(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
+    let mut by_port: BTreeMap<u16, Vec<BoundServer>> = BTreeMap::new();
+    for gateway in selecting_gateways(inputs, proxy) {
+        let spec = gateway.as_gateway().expect("filtered to gateways");
+        for server in &spec.servers {
+            let protocol = server.port.protocol.to_ascii_uppercase();
+            if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC") {
+                continue; // TLS/TCP servers: the config crate warns that they are not enforced.
+            }
+            let port = bind_port(inputs, proxy, server.port.number);
+            by_port
+                .entry(port)
+                .or_default()
+                .push(BoundServer { gateway, server });
+        }
+    }
+    for (port, servers) in by_port {
+        let route_name = format!("http.{port}");
+        out.listeners.push(Listener {
+            name: format!("0.0.0.0_{port}"),
+            address: Some(socket("0.0.0.0", u32::from(port))),
+            filter_chains: vec![FilterChain {
+                filters: vec![hcm_rds(&format!("outbound_0.0.0.0_{port}"), &route_name)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        out.routes.push(RouteConfiguration {
+            name: route_name,
+            virtual_hosts: virtual_hosts(inputs, &servers, port),
+            validate_clusters: Some(BoolValue { value: false }),
+            ..Default::default()
+        });
+    }
+}
+
+fn selecting_gateways<'a>(
+    inputs: &'a Inputs,
+    proxy: &'a Workload,
+) -> impl Iterator<Item = &'a Resource> {
+    inputs.config.iter().filter(|r| {
+        r.as_gateway().is_some_and(|g| {
+            !g.selector.is_empty()
+                && g.selector
+                    .iter()
+                    .all(|(k, v)| proxy.labels.get(k) == Some(v))
+        })
+    })
+}
+
+/// A Gateway names the gateway *service* port (80); the proxy binds the
+/// service's target port (8080), as Istio's ingress gateway does.
+fn bind_port(inputs: &Inputs, proxy: &Workload, number: u32) -> u16 {
+    let number = u16::try_from(number).unwrap_or(0);
+    inputs
+        .registry
+        .services_of(proxy)
+        .find_map(|s| s.port(number))
+        .and_then(|p| weft_registry::target_port(p, &proxy.ports))
+        .unwrap_or(number)
+}
+
+/// VirtualServices bound to any of these servers' Gateways, one virtual host
+/// per VirtualService host that the server's hosts admit.
+fn virtual_hosts(inputs: &Inputs, servers: &[BoundServer], port: u16) -> Vec<VirtualHost> {
+    let mut hosts: BTreeMap<String, VirtualHost> = BTreeMap::new();
+    for resource in inputs.config {
+        let Some(vs) = resource.as_virtual_service() else {
+            continue;
+        };
+        let ns = resource.namespace();
+        let bound: Vec<&BoundServer> = servers
+            .iter()
+            .filter(|b| vs.gateways.iter().any(|g| names_gateway(g, ns, b.gateway)))
+            .collect();
+        if bound.is_empty() {
+            continue;
+        }
+        for host in &vs.hosts {
+            if !bound
+                .iter()
+                .any(|b| b.server.hosts.iter().any(|sh| host_admitted(sh, host)))
+            {
+                continue;
+            }
+            let vh = hosts.entry(host.clone()).or_insert_with(|| VirtualHost {
+                name: format!("{host}:{port}"),
+                domains: domains(host, port),
+                ..Default::default()
+            });
+            let scope = Scope {
+                registry: inputs.registry,
+                namespace: ns,
+                port,
+            };
+            vh.routes.extend(virtual_service_routes(vs, &scope));
+        }
+    }
+    hosts.into_values().collect()
+}
+
+fn domains(host: &str, port: u16) -> Vec<String> {
+    if host == "*" {
+        vec!["*".into()]
+    } else {
+        vec![host.to_string(), format!("{host}:{port}")]
+    }
+}
+
+/// `gateways: [bookinfo-gateway]` names a Gateway in the VirtualService's
+/// namespace; `istio-system/gw` names one elsewhere.
+fn names_gateway(reference: &str, vs_namespace: &str, gateway: &Resource) -> bool {
+    let (ns, name) = reference
+        .split_once('/')
+        .unwrap_or((vs_namespace, reference));
+    ns == gateway.namespace() && name == gateway.meta.name
+}
+
+/// Server hosts may be `*`, `ns/host`, `*/host` or `*.suffix`.
+fn host_admitted(server_host: &str, vs_host: &str) -> bool {
+    let pattern = server_host.split_once('/').map_or(server_host, |(_, h)| h);
+    pattern == "*"
+        || pattern == vs_host
+        || vs_host == "*"
+        || pattern
+            .strip_prefix('*')
+            .is_some_and(|suffix| vs_host.ends_with(suffix))
+}

@@ -1,0 +1,50 @@
+//! Istio config × registry × one proxy's identity → the Envoy v3 resources
+//! that proxy should run (listeners, routes, clusters, endpoints).
+//!
+//! Pure functions: no sockets, no clocks, no xDS transport. The names follow
+//! Istio's (`outbound|9080|v1|reviews.default.svc.cluster.local`,
+//! `virtualOutbound`, `0.0.0.0_9080`, route config `9080`) so that Istio
+//! troubleshooting knowledge carries over to `weft proxy-config`.
+
+mod clusters;
+mod envoy;
+mod gateway;
+mod routes;
+mod sidecar;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use weft_config::Resource;
+use weft_registry::{ProxyKind, Registry, Workload};
+
+pub use clusters::cluster_name;
+
+/// Everything one proxy is sent, one list per xDS type.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProxyResources {
+    pub listeners: Vec<Listener>,
+    pub routes: Vec<RouteConfiguration>,
+    pub clusters: Vec<Cluster>,
+    pub endpoints: Vec<ClusterLoadAssignment>,
+}
+
+/// The inputs of one translation: validated config and the registry.
+pub struct Inputs<'a> {
+    pub config: &'a [Resource],
+    pub registry: &'a Registry,
+}
+
+pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
+    let mut out = ProxyResources::default();
+    clusters::outbound(inputs, &mut out);
+    match proxy.proxy {
+        ProxyKind::Sidecar => sidecar::build(inputs, proxy, &mut out),
+        ProxyKind::Gateway => gateway::build(inputs, proxy, &mut out),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,245 @@
+//! A sidecar's listeners and routes: `virtualOutbound` (15001) hands captured
+//! connections to per-port listeners; `virtualInbound` (15006) forwards to
+//! the app on localhost.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::listener::v3::{
+    listener_filter, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+};
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+use weft_registry::{Protocol, Service, Workload};
+
+use crate::clusters::{cluster_name, static_cluster, INBOUND_PASSTHROUGH, PASSTHROUGH};
+use crate::envoy::{hcm_inline, hcm_rds, socket, tcp_proxy};
+use crate::routes::{route_to_cluster, virtual_service_routes, Scope};
+use crate::{Inputs, ProxyResources};
+
+pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
+pub const VIRTUAL_INBOUND: &str = "virtualInbound";
+const OUTBOUND_PORT: u32 = 15001;
+const INBOUND_PORT: u32 = 15006;
+
+pub(crate) fn build(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
+    out.listeners.push(virtual_outbound());
+    outbound_listeners(inputs, proxy, out);
+    inbound(inputs, proxy, out);
+}
+
+fn original_dst_filter() -> ListenerFilter {
+    ListenerFilter {
+        name: "envoy.filters.listener.original_dst".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(
+            envoy_types::util::pack_any(
+                envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst {},
+            ),
+        )),
+        ..Default::default()
+    }
+}
+
+fn virtual_outbound() -> Listener {
+    Listener {
+        name: VIRTUAL_OUTBOUND.into(),
+        address: Some(socket("0.0.0.0", OUTBOUND_PORT)),
+        use_original_dst: Some(BoolValue { value: true }),
+        filter_chains: vec![FilterChain {
+            name: PASSTHROUGH.into(),
+            filters: vec![tcp_proxy(PASSTHROUGH, PASSTHROUGH)],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// HTTP ports share one `0.0.0.0_PORT` listener and one route table named by
+/// the port; TCP ports get a listener on the service's VIP.
+fn outbound_listeners(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
+    let mut http_ports: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
+    for service in &inputs.registry.services {
+        for port in &service.ports {
+            if Protocol::of(port).is_http() {
+                http_ports.entry(port.port).or_default().push(service);
+            } else if let Some(vip) = service.vip {
+                let cluster = cluster_name("outbound", port.port, "", &service.fqdn());
+                out.listeners.push(Listener {
+                    name: format!("{vip}_{}", port.port),
+                    address: Some(socket(&vip.to_string(), u32::from(port.port))),
+                    bind_to_port: Some(BoolValue { value: false }),
+                    filter_chains: vec![FilterChain {
+                        filters: vec![tcp_proxy(&cluster, &cluster)],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    for (port, services) in http_ports {
+        out.listeners.push(Listener {
+            name: format!("0.0.0.0_{port}"),
+            address: Some(socket("0.0.0.0", u32::from(port))),
+            bind_to_port: Some(BoolValue { value: false }),
+            filter_chains: vec![FilterChain {
+                filters: vec![hcm_rds(
+                    &format!("outbound_0.0.0.0_{port}"),
+                    &port.to_string(),
+                )],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        out.routes
+            .push(outbound_routes(inputs, proxy, port, &services));
+    }
+}
+
+fn outbound_routes(
+    inputs: &Inputs,
+    proxy: &Workload,
+    port: u16,
+    services: &[&Service],
+) -> RouteConfiguration {
+    let mut virtual_hosts: Vec<VirtualHost> = services
+        .iter()
+        .map(|s| service_virtual_host(inputs, proxy, s, port))
+        .collect();
+    virtual_hosts.push(VirtualHost {
+        name: "allow_any".into(),
+        domains: vec!["*".into()],
+        routes: vec![route_to_cluster("allow_any", PASSTHROUGH)],
+        ..Default::default()
+    });
+    RouteConfiguration {
+        name: port.to_string(),
+        virtual_hosts,
+        validate_clusters: Some(BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+fn service_virtual_host(
+    inputs: &Inputs,
+    proxy: &Workload,
+    service: &Service,
+    port: u16,
+) -> VirtualHost {
+    let mut domains = Vec::new();
+    for alias in service.aliases(&proxy.namespace) {
+        domains.push(format!("{alias}:{port}"));
+        domains.push(alias);
+    }
+    if let Some(vip) = service.vip {
+        domains.push(format!("{vip}:{port}"));
+        domains.push(vip.to_string());
+    }
+    let fqdn = service.fqdn();
+    let mut routes = Vec::new();
+    for resource in mesh_virtual_services(inputs) {
+        let vs = resource
+            .as_virtual_service()
+            .expect("filtered to virtual services");
+        let ns = resource.namespace();
+        if vs
+            .hosts
+            .iter()
+            .any(|h| inputs.registry.qualify(h, ns) == fqdn)
+        {
+            let scope = Scope {
+                registry: inputs.registry,
+                namespace: ns,
+                port,
+            };
+            routes.extend(virtual_service_routes(vs, &scope));
+        }
+    }
+    if routes.is_empty() {
+        routes.push(route_to_cluster(
+            "default",
+            &cluster_name("outbound", port, "", &fqdn),
+        ));
+    }
+    VirtualHost {
+        name: format!("{fqdn}:{port}"),
+        domains,
+        routes,
+        ..Default::default()
+    }
+}
+
+/// VirtualServices that apply to sidecars: no `gateways`, or `mesh` among them.
+fn mesh_virtual_services<'a>(
+    inputs: &'a Inputs,
+) -> impl Iterator<Item = &'a weft_config::Resource> {
+    inputs.config.iter().filter(|r| {
+        r.as_virtual_service()
+            .is_some_and(|vs| vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh"))
+    })
+}
+
+/// The ports the app serves: its container ports and the target ports of the
+/// services that select it.
+fn inbound_ports(inputs: &Inputs, proxy: &Workload) -> BTreeMap<u16, Protocol> {
+    let mut ports = BTreeMap::new();
+    for service in inputs.registry.services_of(proxy) {
+        for port in &service.ports {
+            if let Some(target) = weft_registry::target_port(port, &proxy.ports) {
+                ports.insert(target, Protocol::of(port));
+            }
+        }
+    }
+    for cp in &proxy.ports {
+        ports.entry(cp.container_port).or_insert(Protocol::Tcp);
+    }
+    ports
+}
+
+fn inbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
+    let mut chains = Vec::new();
+    for (port, protocol) in inbound_ports(inputs, proxy) {
+        let cluster = cluster_name("inbound", port, "", "");
+        out.clusters
+            .push(static_cluster(&cluster, "127.0.0.1", port));
+        let filter: Filter = if protocol.is_http() {
+            hcm_inline(
+                &cluster,
+                RouteConfiguration {
+                    name: format!("inbound|{port}||"),
+                    virtual_hosts: vec![VirtualHost {
+                        name: format!("inbound|http|{port}"),
+                        domains: vec!["*".into()],
+                        routes: vec![route_to_cluster("default", &cluster)],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            )
+        } else {
+            tcp_proxy(&cluster, &cluster)
+        };
+        chains.push(FilterChain {
+            name: format!("0.0.0.0_{port}"),
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: Some(UInt32Value {
+                    value: u32::from(port),
+                }),
+                ..Default::default()
+            }),
+            filters: vec![filter],
+            ..Default::default()
+        });
+    }
+    chains.push(FilterChain {
+        name: INBOUND_PASSTHROUGH.into(),
+        filters: vec![tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH)],
+        ..Default::default()
+    });
+    out.listeners.push(Listener {
+        name: VIRTUAL_INBOUND.into(),
+        address: Some(socket("0.0.0.0", INBOUND_PORT)),
+        listener_filters: vec![original_dst_filter()],
+        filter_chains: chains,
+        ..Default::default()
+    });
+}

@@ -1,0 +1,206 @@
+//! Translation checks on a small Bookinfo-shaped registry.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::route::v3::{route, route_action, RouteConfiguration};
+use weft_registry::{ContainerPort, ProxyKind, Registry, Service, ServicePort, Workload};
+
+use super::*;
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn workload(name: &str, ip: &str, l: &[(&str, &str)], proxy: ProxyKind) -> Workload {
+    Workload {
+        name: name.into(),
+        namespace: "default".into(),
+        labels: labels(l),
+        service_account: "default".into(),
+        ip: ip.parse().unwrap(),
+        ports: vec![ContainerPort {
+            container_port: 9080,
+            name: "http".into(),
+            protocol: None,
+        }],
+        proxy,
+    }
+}
+
+fn registry() -> Registry {
+    Registry {
+        services: vec![Service {
+            name: "reviews".into(),
+            namespace: "default".into(),
+            vip: Some("198.19.0.10".parse().unwrap()),
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port: 9080,
+                ..Default::default()
+            }],
+            selector: labels(&[("app", "reviews")]),
+        }],
+        workloads: vec![
+            workload(
+                "reviews-v1",
+                "198.18.0.2",
+                &[("app", "reviews"), ("version", "v1")],
+                ProxyKind::Sidecar,
+            ),
+            workload(
+                "reviews-v2",
+                "198.18.0.3",
+                &[("app", "reviews"), ("version", "v2")],
+                ProxyKind::Sidecar,
+            ),
+            workload(
+                "ingress",
+                "127.0.0.1",
+                &[("istio", "ingressgateway")],
+                ProxyKind::Gateway,
+            ),
+        ],
+    }
+}
+
+const CONFIG: &str = "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers: {end-user: {exact: jason}}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 80
+    - destination: {host: reviews, subset: v2}
+      weight: 20
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http:
+  - match:
+    - uri: {exact: /productpage}
+    route:
+    - destination: {host: reviews, port: {number: 9080}}
+";
+
+fn translated(proxy: usize) -> ProxyResources {
+    let loaded = weft_config::load_str(CONFIG, "t.yaml");
+    assert!(!loaded.has_errors(), "{:?}", loaded.problems);
+    let registry = registry();
+    let inputs = Inputs {
+        config: &loaded.resources,
+        registry: &registry,
+    };
+    translate(&inputs, &registry.workloads[proxy])
+}
+
+fn cluster_of(
+    rc: &RouteConfiguration,
+    vhost: usize,
+    route_index: usize,
+) -> route_action::ClusterSpecifier {
+    match rc.virtual_hosts[vhost].routes[route_index].action.clone() {
+        Some(route::Action::Route(a)) => a.cluster_specifier.unwrap(),
+        other => panic!("not a route action: {other:?}"),
+    }
+}
+
+#[test]
+fn sidecar_gets_subset_clusters_and_istio_names() {
+    let out = translated(0);
+    let names: Vec<&str> = out.clusters.iter().map(|c| c.name.as_str()).collect();
+    for expected in [
+        "outbound|9080||reviews.default.svc.cluster.local",
+        "outbound|9080|v1|reviews.default.svc.cluster.local",
+        "outbound|9080|v2|reviews.default.svc.cluster.local",
+        "inbound|9080||",
+        "PassthroughCluster",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    let v2 = out
+        .endpoints
+        .iter()
+        .find(|e| e.cluster_name == "outbound|9080|v2|reviews.default.svc.cluster.local")
+        .unwrap();
+    assert_eq!(v2.endpoints[0].lb_endpoints.len(), 1);
+    let listeners: Vec<&str> = out.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        listeners,
+        ["virtualOutbound", "0.0.0.0_9080", "virtualInbound"]
+    );
+}
+
+#[test]
+fn header_route_then_weighted_split() {
+    let out = translated(0);
+    let rc = out.routes.iter().find(|r| r.name == "9080").unwrap();
+    assert!(rc.virtual_hosts[0].domains.contains(&"reviews".to_string()));
+    assert!(rc.virtual_hosts[0]
+        .domains
+        .contains(&"198.19.0.10:9080".to_string()));
+    let first = &rc.virtual_hosts[0].routes[0];
+    assert_eq!(first.r#match.as_ref().unwrap().headers[0].name, "end-user");
+    assert_eq!(
+        cluster_of(rc, 0, 0),
+        route_action::ClusterSpecifier::Cluster(
+            "outbound|9080|v2|reviews.default.svc.cluster.local".into()
+        )
+    );
+    let route_action::ClusterSpecifier::WeightedClusters(w) = cluster_of(rc, 0, 1) else {
+        panic!("expected a weighted split")
+    };
+    let weights: Vec<u32> = w.clusters.iter().map(|c| c.weight.unwrap().value).collect();
+    assert_eq!(weights, [80, 20]);
+}
+
+#[test]
+fn gateway_binds_server_port_and_routes_bound_virtual_services() {
+    let out = translated(2);
+    let listeners: Vec<&str> = out.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(listeners, ["0.0.0.0_8080"]);
+    let rc = &out.routes[0];
+    assert_eq!(rc.name, "http.8080");
+    assert_eq!(rc.virtual_hosts.len(), 1);
+    assert_eq!(rc.virtual_hosts[0].domains, ["*"]);
+    assert_eq!(
+        cluster_of(rc, 0, 0),
+        route_action::ClusterSpecifier::Cluster(
+            "outbound|9080||reviews.default.svc.cluster.local".into()
+        )
+    );
+}

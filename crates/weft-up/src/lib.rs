@@ -1,0 +1,23 @@
+//! The local mesh runtime (`weft up` / `weft down`): every workload in its
+//! own network namespace with its own address on a bridge, its traffic
+//! captured by the same iptables rules Istio's init container installs, a
+//! sidecar beside the app, one control plane and one ingress gateway.
+//!
+//! Everything it creates is recorded in a state file before it is created,
+//! so `weft down` can remove it all even after `weft up` was killed.
+
+mod capture;
+mod net;
+mod plan;
+mod procs;
+mod state;
+mod up;
+
+pub use plan::{MeshAddresses, Plan};
+pub use state::MeshState;
+pub use up::{down, start, up, UpOptions};
+
+/// Where each mesh keeps its state, logs and generated files.
+pub fn state_dir(mesh: &str) -> std::path::PathBuf {
+    std::path::Path::new("/run/weft").join(mesh)
+}

@@ -1,0 +1,184 @@
+//! Address allocation: the mesh description becomes a registry with an
+//! address for every pod and a virtual IP for every service.
+//!
+//! Mesh number N (0-255) owns 198.18.N.0/24 for the bridge (.1) and pods
+//! (.10 up) and 198.19.N.0/24 for service VIPs, all inside 198.18.0.0/15, the
+//! block reserved for benchmarks, so no real network is ever shadowed.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use anyhow::bail;
+use weft_registry::{
+    ContainerPort, MeshSpec, ProxyKind, Registry, Service, ServicePort, Workload, WorkloadSpec,
+};
+
+#[derive(Debug, Clone)]
+pub struct MeshAddresses {
+    pub gateway: Ipv4Addr,
+    pub xds: SocketAddr,
+    pub api: SocketAddr,
+    pub gateway_admin: SocketAddr,
+}
+
+impl MeshAddresses {
+    pub fn new(subnet: u8) -> Self {
+        let gateway = Ipv4Addr::new(198, 18, subnet, 1);
+        MeshAddresses {
+            gateway,
+            xds: SocketAddr::new(gateway.into(), 15010),
+            api: SocketAddr::new(gateway.into(), 15014),
+            gateway_admin: SocketAddr::new(gateway.into(), 15000),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub spec: WorkloadSpec,
+    pub ip: Ipv4Addr,
+    pub netns: String,
+    pub veth: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub mesh: String,
+    pub bridge: String,
+    pub addresses: MeshAddresses,
+    pub pods: Vec<Pod>,
+    pub registry: Registry,
+    pub ingress: SocketAddr,
+}
+
+pub const GATEWAY_NAME: &str = "istio-ingressgateway";
+pub const GATEWAY_NAMESPACE: &str = "istio-system";
+
+impl Plan {
+    pub fn new(mesh: &str, subnet: u8, ingress_port: u16, spec: &MeshSpec) -> anyhow::Result<Plan> {
+        if mesh.is_empty()
+            || mesh.len() > 8
+            || !mesh
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            bail!("mesh name {mesh:?}: 1-8 lower-case letters or digits (it becomes part of interface names)");
+        }
+        if spec.workloads.len() > 200 || spec.services.len() > 200 {
+            bail!("at most 200 workloads and 200 services fit one mesh's /24");
+        }
+        let addresses = MeshAddresses::new(subnet);
+        let pods: Vec<Pod> = spec
+            .workloads
+            .iter()
+            .enumerate()
+            .map(|(i, w)| Pod {
+                spec: w.clone(),
+                ip: Ipv4Addr::new(198, 18, subnet, 10 + i as u8),
+                netns: format!("weft-{mesh}-{}", w.name),
+                veth: format!("wv{mesh}{i}"),
+            })
+            .collect();
+        let mut services: Vec<Service> = spec
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Service {
+                name: s.name.clone(),
+                namespace: s.namespace.clone(),
+                vip: Some(IpAddr::V4(Ipv4Addr::new(198, 19, subnet, 10 + i as u8))),
+                ports: s.ports.clone(),
+                selector: s.selector.clone(),
+            })
+            .collect();
+        services.push(gateway_service(ingress_port));
+        let mut workloads: Vec<Workload> = pods
+            .iter()
+            .map(|p| Workload {
+                name: p.spec.name.clone(),
+                namespace: p.spec.namespace.clone(),
+                labels: p.spec.labels.clone(),
+                service_account: p.spec.service_account.clone(),
+                ip: IpAddr::V4(p.ip),
+                ports: p.spec.ports.clone(),
+                proxy: ProxyKind::Sidecar,
+            })
+            .collect();
+        workloads.push(gateway_workload(ingress_port));
+        Ok(Plan {
+            mesh: mesh.to_string(),
+            bridge: format!("wb-{mesh}"),
+            addresses,
+            pods,
+            registry: Registry {
+                services,
+                workloads,
+            },
+            ingress: SocketAddr::from(([127, 0, 0, 1], ingress_port)),
+        })
+    }
+
+    /// /etc/hosts for one pod: every service by every name a pod in that
+    /// namespace may use, resolving to the service VIP.
+    pub fn hosts_file(&self, pod: &Pod) -> String {
+        let mut out = format!("127.0.0.1 localhost\n{} {}\n", pod.ip, pod.spec.name);
+        for s in &self.registry.services {
+            if let Some(vip) = s.vip {
+                out.push_str(&format!(
+                    "{vip} {}\n",
+                    s.aliases(&pod.spec.namespace).join(" ")
+                ));
+            }
+        }
+        out
+    }
+
+    pub fn gateway(&self) -> &Workload {
+        self.registry
+            .workloads
+            .last()
+            .expect("the gateway is always planned")
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The ingress gateway's Service, as Istio's chart defines it: port 80 (and
+/// 8080) to the gateway's HTTP port.
+fn gateway_service(ingress_port: u16) -> Service {
+    let port = |name: &str, number: u16| ServicePort {
+        name: name.into(),
+        port: number,
+        target_port: Some(serde_json::json!(ingress_port)),
+        app_protocol: None,
+        protocol: Some("TCP".into()),
+    };
+    Service {
+        name: GATEWAY_NAME.into(),
+        namespace: GATEWAY_NAMESPACE.into(),
+        vip: None,
+        ports: vec![port("http2", 80), port("http", 8080)],
+        selector: labels(&[("istio", "ingressgateway")]),
+    }
+}
+
+fn gateway_workload(ingress_port: u16) -> Workload {
+    Workload {
+        name: GATEWAY_NAME.into(),
+        namespace: GATEWAY_NAMESPACE.into(),
+        labels: labels(&[("istio", "ingressgateway"), ("app", GATEWAY_NAME)]),
+        service_account: "istio-ingressgateway-service-account".into(),
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ports: vec![ContainerPort {
+            container_port: ingress_port,
+            name: "http".into(),
+            protocol: None,
+        }],
+        proxy: ProxyKind::Gateway,
+    }
+}

@@ -1,0 +1,422 @@
+//! Bringing a mesh up, waiting until it serves, and taking it down.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use weft_registry::{MeshSpec, Protocol};
+
+use crate::net;
+use crate::plan::{Plan, Pod};
+use crate::procs::{self, Launch};
+use crate::state::MeshState;
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Directory with mesh.yaml and Istio YAML.
+    pub dir: PathBuf,
+    pub mesh: String,
+    pub subnet: u8,
+    pub ingress_port: u16,
+    /// The weft binary (for the control plane, proxies and `weft …` apps).
+    pub exe: PathBuf,
+    pub ready_timeout: Duration,
+}
+
+/// Starts the mesh, prints where everything runs, and serves until SIGINT
+/// or SIGTERM; then removes everything it created.
+pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
+    let dir = crate::state_dir(&opts.mesh);
+    start(&opts, &dir).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("stopping mesh {:?} …", opts.mesh);
+    down(&opts.mesh)?;
+    eprintln!("mesh {:?} removed", opts.mesh);
+    Ok(())
+}
+
+/// Starts everything and waits for readiness; on any failure removes what
+/// was created and returns the error.
+pub async fn start(opts: &UpOptions, dir: &Path) -> anyhow::Result<Plan> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("weft up needs root (network namespaces and iptables): run it with sudo");
+    }
+    let mesh_file = opts.dir.join("mesh.yaml");
+    let text = std::fs::read_to_string(&mesh_file)
+        .with_context(|| format!("reading {}", mesh_file.display()))?;
+    let spec =
+        MeshSpec::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", mesh_file.display()))?;
+    let plan = Plan::new(&opts.mesh, opts.subnet, opts.ingress_port, &spec)?;
+    if dir.join("state.json").exists() {
+        bail!(
+            "mesh {:?} is already up (or was not cleaned up): run `weft down --name {}` first",
+            opts.mesh,
+            opts.mesh
+        );
+    }
+    if net::link_exists(&plan.bridge) {
+        bail!(
+            "interface {} already exists: is mesh {:?} running? `weft down --name {}` removes it",
+            plan.bridge,
+            opts.mesh,
+            opts.mesh
+        );
+    }
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let mut state = MeshState {
+        name: opts.mesh.clone(),
+        bridge: plan.bridge.clone(),
+        api: Some(plan.addresses.api),
+        ingress: Some(plan.ingress),
+        config_dir: Some(std::fs::canonicalize(&opts.dir)?),
+        ..Default::default()
+    };
+    state.save(dir)?;
+    let started = launch(&plan, opts, &mut state, dir).await;
+    if let Err(e) = started {
+        let _ = down(&opts.mesh);
+        return Err(e);
+    }
+    print_table(&plan, dir);
+    Ok(plan)
+}
+
+async fn launch(
+    plan: &Plan,
+    opts: &UpOptions,
+    state: &mut MeshState,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    net::create_bridge(&plan.bridge, plan.addresses.gateway)?;
+    let registry_file = dir.join("registry.json");
+    std::fs::write(&registry_file, serde_json::to_vec_pretty(&plan.registry)?)?;
+    let exe = opts.exe.display().to_string();
+    let logs = dir.join("logs");
+    let config_dir = state.config_dir.clone().expect("set above");
+    let cp = procs::spawn(Launch {
+        role: "control-plane".into(),
+        argv: vec![
+            exe.clone(),
+            "control-plane".into(),
+            "--config-dir".into(),
+            config_dir.display().to_string(),
+            "--registry".into(),
+            registry_file.display().to_string(),
+            "--xds".into(),
+            plan.addresses.xds.to_string(),
+            "--api".into(),
+            plan.addresses.api.to_string(),
+        ],
+        netns: None,
+        uid: None,
+        env: vec![],
+        log: &logs.join("control-plane.log"),
+    })?;
+    state.processes.push(cp);
+    state.save(dir)?;
+    for pod in &plan.pods {
+        start_pod(plan, pod, &exe, state, dir)?;
+    }
+    let gw = plan.gateway();
+    let gateway = procs::spawn(Launch {
+        role: "ingress-gateway".into(),
+        argv: vec![
+            exe,
+            "proxy".into(),
+            "--xds".into(),
+            format!("http://{}", plan.addresses.xds),
+            "--node-id".into(),
+            gw.node_id(),
+            "--admin".into(),
+            plan.addresses.gateway_admin.to_string(),
+            "--bind-ip".into(),
+            "127.0.0.1".into(),
+        ],
+        netns: None,
+        uid: None,
+        env: vec![],
+        log: &logs.join("istio-ingressgateway.log"),
+    })?;
+    state.processes.push(gateway);
+    state.save(dir)?;
+    wait_ready(plan, opts.ready_timeout).await
+}
+
+fn start_pod(
+    plan: &Plan,
+    pod: &Pod,
+    exe: &str,
+    state: &mut MeshState,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    state.netns.push(pod.netns.clone());
+    state.save(dir)?;
+    let etc = Path::new("/etc/netns").join(&pod.netns);
+    std::fs::create_dir_all(&etc)?;
+    std::fs::write(etc.join("hosts"), plan.hosts_file(pod))?;
+    net::create_pod(
+        &pod.netns,
+        &pod.veth,
+        &plan.bridge,
+        pod.ip,
+        plan.addresses.gateway,
+    )?;
+    net::install_capture(&pod.netns)?;
+    let logs = dir.join("logs");
+    let argv: Vec<String> = pod
+        .spec
+        .command
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i == 0 && a == "weft" {
+                exe.to_string()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let mut env: Vec<(String, String)> = pod.spec.env.clone().into_iter().collect();
+    env.extend([
+        ("POD_NAME".into(), pod.spec.name.clone()),
+        ("POD_NAMESPACE".into(), pod.spec.namespace.clone()),
+        ("INSTANCE_IP".into(), pod.ip.to_string()),
+        ("SERVICE_ACCOUNT".into(), pod.spec.service_account.clone()),
+    ]);
+    let app = procs::spawn(Launch {
+        role: format!("app/{}", pod.spec.name),
+        argv,
+        netns: Some(&pod.netns),
+        uid: None,
+        env,
+        log: &logs.join(format!("{}.log", pod.spec.name)),
+    })?;
+    state.processes.push(app);
+    let workload = plan
+        .registry
+        .workloads
+        .iter()
+        .find(|w| w.name == pod.spec.name && w.namespace == pod.spec.namespace)
+        .expect("every pod is in the registry");
+    let sidecar = procs::spawn(Launch {
+        role: format!("sidecar/{}", pod.spec.name),
+        argv: vec![
+            exe.to_string(),
+            "proxy".into(),
+            "--xds".into(),
+            format!("http://{}", plan.addresses.xds),
+            "--node-id".into(),
+            workload.node_id(),
+            "--admin".into(),
+            "0.0.0.0:15000".into(),
+        ],
+        netns: Some(&pod.netns),
+        uid: Some(crate::capture::PROXY_UID),
+        env: vec![],
+        log: &logs.join(format!("{}.sidecar.log", pod.spec.name)),
+    })?;
+    state.processes.push(sidecar);
+    state.save(dir)
+}
+
+/// Ready means: every proxy ACKed its listeners and clusters, and every
+/// HTTP app answers through its sidecar.
+async fn wait_ready(plan: &Plan, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let expected: Vec<String> = plan
+        .registry
+        .workloads
+        .iter()
+        .map(|w| w.node_id())
+        .collect();
+    loop {
+        let synced = synced_proxies(plan.addresses.api);
+        let missing: Vec<&String> = expected.iter().filter(|id| !synced.contains(id)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "proxies not synced after {timeout:?}: {missing:?} (logs in {})",
+                crate::state_dir(&plan.mesh).join("logs").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for pod in &plan.pods {
+        for port in http_ports(plan, pod) {
+            let addr = SocketAddr::new(pod.ip.into(), port);
+            while !answers(addr) {
+                if Instant::now() > deadline {
+                    bail!(
+                        "{} does not answer on {addr} after {timeout:?} (see {}.log)",
+                        pod.spec.name,
+                        pod.spec.name
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn http_ports(plan: &Plan, pod: &Pod) -> Vec<u16> {
+    let workload = plan
+        .registry
+        .workloads
+        .iter()
+        .find(|w| w.name == pod.spec.name)
+        .expect("planned");
+    plan.registry
+        .services_of(workload)
+        .flat_map(|s| s.ports.iter())
+        .filter(|p| Protocol::of(p).is_http())
+        .filter_map(|p| weft_registry::target_port(p, &pod.spec.ports))
+        .collect()
+}
+
+/// Node ids the control plane reports as synced.
+fn synced_proxies(api: SocketAddr) -> Vec<String> {
+    let Some(body) =
+        http_get(api, "/debug/syncz").and_then(|(code, body)| (code == 200).then_some(body))
+    else {
+        return Vec::new();
+    };
+    let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(&body) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter(|p| {
+            p["connected"].as_bool() == Some(true)
+                && ["CDS", "LDS"].iter().all(|t| {
+                    let s = &p["types"][t];
+                    !s["sent_version"].as_str().unwrap_or("").is_empty()
+                        && s["sent_version"] == s["acked_version"]
+                })
+        })
+        .filter_map(|p| p["node_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// True once the app answers (through its sidecar) with anything but a 503.
+fn answers(addr: SocketAddr) -> bool {
+    http_get(addr, "/").is_some_and(|(code, _)| code != 503)
+}
+
+/// A minimal HTTP/1.0 GET, to avoid an HTTP client in this crate.
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+fn print_table(plan: &Plan, dir: &Path) {
+    println!("mesh {:?} is up\n", plan.mesh);
+    println!(
+        "{:<28} {:<14} {:<16} {}",
+        "WORKLOAD", "NAMESPACE", "ADDRESS", "LABELS"
+    );
+    for pod in &plan.pods {
+        let labels: Vec<String> = pod
+            .spec
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "{:<28} {:<14} {:<16} {}",
+            pod.spec.name,
+            pod.spec.namespace,
+            pod.ip,
+            labels.join(",")
+        );
+    }
+    println!(
+        "{:<28} {:<14} {:<16} istio=ingressgateway",
+        "istio-ingressgateway", "istio-system", plan.ingress
+    );
+    println!(
+        "\n{:<28} {:<14} {:<16} {}",
+        "SERVICE", "NAMESPACE", "VIP", "PORTS"
+    );
+    for s in plan.registry.services.iter().filter(|s| s.vip.is_some()) {
+        let ports: Vec<String> = s
+            .ports
+            .iter()
+            .map(|p| format!("{}/{}", p.port, p.name))
+            .collect();
+        println!(
+            "{:<28} {:<14} {:<16} {}",
+            s.name,
+            s.namespace,
+            s.vip.map(|v| v.to_string()).unwrap_or_default(),
+            ports.join(",")
+        );
+    }
+    println!("\ningress:        http://{}/", plan.ingress);
+    println!(
+        "control plane:  xDS {}  API/debug http://{}/debug/syncz",
+        plan.addresses.xds, plan.addresses.api
+    );
+    println!("logs:           {}", dir.join("logs").display());
+    println!(
+        "stop:           Ctrl-C, or `weft down --name {}`",
+        plan.mesh
+    );
+}
+
+/// Removes everything mesh `name` created: processes (by recorded PID and
+/// by namespace), namespaces with their veths and iptables rules, the
+/// bridge, the hosts files, the state directory. Safe to run twice.
+pub fn down(name: &str) -> anyhow::Result<()> {
+    let dir = crate::state_dir(name);
+    let state = MeshState::load(&dir).unwrap_or_default();
+    procs::stop_all(&state.processes, Duration::from_secs(3));
+    let mut namespaces = state.netns.clone();
+    for ns in net::namespaces_with_prefix(&format!("weft-{name}-")) {
+        if !namespaces.contains(&ns) {
+            namespaces.push(ns);
+        }
+    }
+    let mut errors = Vec::new();
+    for ns in &namespaces {
+        procs::kill_namespace(ns);
+        if net::namespaces_with_prefix(ns).iter().any(|n| n == ns) {
+            if let Err(e) = net::ip(&["netns", "del", ns]) {
+                errors.push(e.to_string());
+            }
+        }
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+    }
+    procs::reap();
+    let bridge = if state.bridge.is_empty() {
+        format!("wb-{name}")
+    } else {
+        state.bridge.clone()
+    };
+    if net::link_exists(&bridge) {
+        if let Err(e) = net::ip(&["link", "del", &bridge]) {
+            errors.push(e.to_string());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if !errors.is_empty() {
+        bail!("mesh {name:?} partly removed: {}", errors.join("; "));
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! Envoy's xDS v3 transport, both ends: an ADS server that tracks versions,
+//! nonces, ACKs and NACKs per proxy, and an ADS client that hands each update
+//! to the proxy and answers with an ACK or a NACK carrying the reason.
+//!
+//! This crate moves opaque `Any` resources; it knows nothing of Istio's API
+//! and nothing of what the resources mean.
+
+pub mod client;
+pub mod server;
+pub mod status;
+pub mod types;
+
+pub use client::{run_client, Applier, ClientConfig};
+pub use server::{AdsServer, Generated, Generator};
+pub use status::{ProxyStatus, StatusBoard, TypeStatus};

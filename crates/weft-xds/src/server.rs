@@ -1,0 +1,282 @@
+//! The ADS server (state of the world). One task per proxy stream: it sends
+//! each subscribed type when the proxy asks, resends a type only when its
+//! content changed, and records every ACK and NACK on the status board.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::Any;
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::status::StatusBoard;
+use crate::types::{short_name, PUSH_ORDER};
+
+/// All resources for one proxy, by type URL.
+#[derive(Debug, Clone, Default)]
+pub struct Generated {
+    pub by_type: BTreeMap<&'static str, Vec<Any>>,
+}
+
+/// Computes what a proxy should run. Called on connect and on every push.
+pub trait Generator: Send + Sync + 'static {
+    fn generate(&self, node: &Node) -> Result<Generated, String>;
+}
+
+pub struct AdsServer<G> {
+    generator: Arc<G>,
+    /// Bumped by the control plane whenever config or registry changed.
+    pushes: watch::Receiver<u64>,
+    board: StatusBoard,
+}
+
+impl<G: Generator> AdsServer<G> {
+    pub fn new(generator: Arc<G>, pushes: watch::Receiver<u64>, board: StatusBoard) -> Self {
+        AdsServer {
+            generator,
+            pushes,
+            board,
+        }
+    }
+
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
+type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<G: Generator> AggregatedDiscoveryService for AdsServer<G> {
+    type StreamAggregatedResourcesStream = ResponseStream;
+    type DeltaAggregatedResourcesStream = DeltaStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let stream = ProxyStream {
+            generator: self.generator.clone(),
+            board: self.board.clone(),
+            tx,
+            node: None,
+            current: None,
+            sent: HashMap::new(),
+            nonce: 0,
+        };
+        tokio::spawn(stream.run(request.into_inner(), self.pushes.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        Err(Status::unimplemented(
+            "Weft serves state-of-the-world ADS only; delta xDS is not implemented",
+        ))
+    }
+}
+
+/// What was last sent for one type on one stream.
+struct Sent {
+    version: String,
+    nonce: String,
+    hash: u64,
+}
+
+struct ProxyStream<G> {
+    generator: Arc<G>,
+    board: StatusBoard,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    node: Option<(Node, u64)>,
+    current: Option<Generated>,
+    sent: HashMap<String, Sent>,
+    nonce: u64,
+}
+
+impl<G: Generator> ProxyStream<G> {
+    async fn run(
+        mut self,
+        mut requests: Streaming<DiscoveryRequest>,
+        mut pushes: watch::Receiver<u64>,
+    ) {
+        loop {
+            tokio::select! {
+                msg = requests.message() => match msg {
+                    Ok(Some(req)) => {
+                        let generation = *pushes.borrow_and_update();
+                        if self.on_request(req, generation).await.is_err() { break }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "xds stream ended");
+                        break;
+                    }
+                },
+                changed = pushes.changed() => {
+                    if changed.is_err() { break }
+                    let generation = *pushes.borrow_and_update();
+                    if self.on_push(generation).await.is_err() { break }
+                }
+            }
+        }
+        if let Some((node, _)) = &self.node {
+            tracing::info!(node = %node.id, "proxy disconnected");
+            self.board.update(&node.id, |s| s.connected = false);
+        }
+    }
+
+    fn node_id(&self) -> String {
+        self.node
+            .as_ref()
+            .map(|(n, _)| n.id.clone())
+            .unwrap_or_default()
+    }
+
+    async fn on_request(&mut self, req: DiscoveryRequest, generation: u64) -> Result<(), ()> {
+        if self.node.is_none() {
+            let Some(node) = req.node.clone() else {
+                let _ = self
+                    .tx
+                    .send(Err(Status::invalid_argument(
+                        "the first request must carry a node",
+                    )))
+                    .await;
+                return Err(());
+            };
+            tracing::info!(node = %node.id, "proxy connected");
+            self.board.update(&node.id, |s| {
+                s.connected = true;
+                s.types.clear();
+            });
+            self.node = Some((node, generation));
+            self.regenerate(generation);
+        }
+        let kind = short_name(&req.type_url);
+        if kind == "unknown" {
+            tracing::warn!(type_url = %req.type_url, "ignoring a request for an unknown type");
+            return Ok(());
+        }
+        let node_id = self.node_id();
+        let last_nonce = self.sent.get(&req.type_url).map(|s| s.nonce.clone());
+        match (req.response_nonce.as_str(), last_nonce) {
+            // A first request (or a re-subscription): send what we have.
+            ("", _) | (_, None) => self.send(&req.type_url, true).await?,
+            // An answer to our latest response: ACK or NACK.
+            (nonce, Some(last)) if nonce == last => {
+                self.board.update(&node_id, |s| {
+                    let t = s.types.entry(kind.to_string()).or_default();
+                    match &req.error_detail {
+                        Some(e) => {
+                            tracing::warn!(node = %node_id, type = kind, version = %t.sent_version, reason = %e.message, "NACK");
+                            t.nack = Some(e.message.clone());
+                            t.nacked_version = Some(t.sent_version.clone());
+                        }
+                        None => {
+                            t.acked_version = req.version_info.clone();
+                            if t.acked_version == t.sent_version {
+                                t.nack = None;
+                                t.nacked_version = None;
+                            }
+                        }
+                    }
+                });
+            }
+            // An answer to an older response: superseded, ignore (per the xDS protocol).
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_push(&mut self, generation: u64) -> Result<(), ()> {
+        if self.node.is_none() {
+            return Ok(());
+        }
+        self.regenerate(generation);
+        for type_url in PUSH_ORDER {
+            if self.sent.contains_key(type_url) {
+                self.send(type_url, false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn regenerate(&mut self, generation: u64) {
+        let Some((node, g)) = self.node.as_mut() else {
+            return;
+        };
+        *g = generation;
+        match self.generator.generate(node) {
+            Ok(generated) => self.current = Some(generated),
+            Err(e) => {
+                tracing::warn!(node = %node.id, error = %e, "cannot generate config for proxy");
+                self.board.update(&node.id, |s| {
+                    s.types.entry("CDS".into()).or_default().nack =
+                        Some(format!("control plane: {e}"));
+                });
+            }
+        }
+    }
+
+    /// Sends one type unless its content is what the proxy already has.
+    async fn send(&mut self, type_url: &str, force: bool) -> Result<(), ()> {
+        let Some(current) = &self.current else {
+            return Ok(());
+        };
+        let resources = current.by_type.get(type_url).cloned().unwrap_or_default();
+        let hash = content_hash(&resources);
+        if !force && self.sent.get(type_url).is_some_and(|s| s.hash == hash) {
+            return Ok(());
+        }
+        let generation = self.node.as_ref().map(|(_, g)| *g).unwrap_or_default();
+        self.nonce += 1;
+        let sent = Sent {
+            version: format!("{generation}-{hash:016x}"),
+            nonce: self.nonce.to_string(),
+            hash,
+        };
+        let count = resources.len();
+        let response = DiscoveryResponse {
+            version_info: sent.version.clone(),
+            resources,
+            type_url: type_url.to_string(),
+            nonce: sent.nonce.clone(),
+            ..Default::default()
+        };
+        let node_id = self.node_id();
+        self.board.update(&node_id, |s| {
+            let t = s.types.entry(short_name(type_url).to_string()).or_default();
+            t.sent_version = sent.version.clone();
+            t.sent_nonce = sent.nonce.clone();
+            t.resources = count;
+        });
+        self.sent.insert(type_url.to_string(), sent);
+        self.tx.send(Ok(response)).await.map_err(|_| ())
+    }
+}
+
+fn content_hash(resources: &[Any]) -> u64 {
+    let mut h = DefaultHasher::new();
+    for r in resources {
+        r.type_url.hash(&mut h);
+        r.value.hash(&mut h);
+    }
+    h.finish()
+}

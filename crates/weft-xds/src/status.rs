@@ -1,0 +1,82 @@
+//! What each connected proxy was sent and what it answered: the data behind
+//! the control plane's debug endpoint and `weft proxy-status`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TypeStatus {
+    /// Version of the last response sent.
+    pub sent_version: String,
+    pub sent_nonce: String,
+    pub resources: usize,
+    /// Version the proxy last ACKed (empty until the first ACK).
+    pub acked_version: String,
+    /// The reason the proxy gave when it last rejected this type, cleared by
+    /// a later ACK of a newer version.
+    pub nack: Option<String>,
+    pub nacked_version: Option<String>,
+}
+
+impl TypeStatus {
+    /// SYNCED when the last version sent was ACKed, as istioctl says it.
+    pub fn state(&self) -> &'static str {
+        if self.sent_version.is_empty() {
+            "NOT SENT"
+        } else if self.acked_version == self.sent_version {
+            "SYNCED"
+        } else if self.nacked_version.as_deref() == Some(self.sent_version.as_str()) {
+            "NACKED"
+        } else {
+            "STALE"
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProxyStatus {
+    pub node_id: String,
+    pub connected: bool,
+    /// Keyed by short type name (CDS, EDS, LDS, RDS).
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+impl ProxyStatus {
+    pub fn synced(&self) -> bool {
+        self.connected
+            && ["CDS", "LDS"]
+                .iter()
+                .all(|t| self.types.get(*t).is_some_and(|s| s.state() == "SYNCED"))
+    }
+}
+
+/// Shared between stream tasks and the debug API. A plain mutex: it is
+/// touched once per xDS message, never on a request path.
+#[derive(Debug, Clone, Default)]
+pub struct StatusBoard {
+    inner: Arc<Mutex<BTreeMap<String, ProxyStatus>>>,
+}
+
+impl StatusBoard {
+    pub fn update(&self, node_id: &str, f: impl FnOnce(&mut ProxyStatus)) {
+        let mut map = self.inner.lock().expect("status board poisoned");
+        let entry = map
+            .entry(node_id.to_string())
+            .or_insert_with(|| ProxyStatus {
+                node_id: node_id.to_string(),
+                ..Default::default()
+            });
+        f(entry);
+    }
+
+    pub fn snapshot(&self) -> Vec<ProxyStatus> {
+        self.inner
+            .lock()
+            .expect("status board poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+}

@@ -1,0 +1,216 @@
+//! apply / validate / get / delete.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+
+use crate::api_client::call;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// The mesh started by `weft up --name NAME`.
+    #[arg(long, default_value = "weft")]
+    pub mesh: String,
+    /// Control plane API address (overrides --mesh).
+    #[arg(long)]
+    pub control_plane: Option<SocketAddr>,
+}
+
+impl Target {
+    pub fn api(&self) -> anyhow::Result<SocketAddr> {
+        if let Some(a) = self.control_plane {
+            return Ok(a);
+        }
+        let dir = weft_up::state_dir(&self.mesh);
+        weft_up::MeshState::load(&dir)
+            .and_then(|s| s.api)
+            .with_context(|| {
+                format!(
+                    "mesh {:?} is not running (no {}); start it with `weft up`",
+                    self.mesh,
+                    dir.display()
+                )
+            })
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FileArgs {
+    /// A file, a directory (its .yaml/.yml/.json files), or - for stdin.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<String>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GetArgs {
+    /// Kind: virtualservice (vs), destinationrule (dr), gateway (gw), …
+    pub kind: String,
+    pub name: Option<String>,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[arg(short = 'o', long, default_value = "yaml")]
+    pub output: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DeleteArgs {
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<String>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// (source name, text) for every input named by -f.
+fn read_inputs(files: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for f in files {
+        if f == "-" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+            out.push(("-".to_string(), text));
+            continue;
+        }
+        let path = PathBuf::from(f);
+        let paths = if path.is_dir() {
+            weft_config::load::config_files(&path, &["mesh.yaml"])?
+        } else {
+            vec![path]
+        };
+        for p in paths {
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            out.push((p.display().to_string(), text));
+        }
+    }
+    Ok(out)
+}
+
+pub fn validate(args: &FileArgs) -> anyhow::Result<ExitCode> {
+    let mut errors = 0;
+    for (name, text) in read_inputs(&args.files)? {
+        let loaded = weft_config::load_str(&text, &name);
+        for p in &loaded.problems {
+            eprintln!("{p}");
+        }
+        errors += loaded.errors().count();
+        for r in &loaded.resources {
+            println!("{} is valid", r.key());
+        }
+    }
+    Ok(if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn apply(args: &FileArgs, _store: bool) -> anyhow::Result<ExitCode> {
+    let api = args.target.api()?;
+    let mut failed = false;
+    for (name, text) in read_inputs(&args.files)? {
+        let (code, body) = call(
+            api,
+            "POST",
+            "/api/v1/apply",
+            &[("x-weft-file", &name)],
+            text.as_bytes(),
+        )?;
+        for p in body["problems"].as_array().into_iter().flatten() {
+            eprintln!("{}", p["text"].as_str().unwrap_or_default());
+        }
+        if code != 200 {
+            failed = true;
+            eprintln!("{name}: not applied (nothing in it was stored)");
+            continue;
+        }
+        for k in body["applied"].as_array().into_iter().flatten() {
+            println!("{} applied", k.as_str().unwrap_or_default());
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn get(args: &GetArgs) -> anyhow::Result<()> {
+    let api = args.target.api()?;
+    let mut path = format!("/api/v1/resources?kind={}", args.kind);
+    if let Some(n) = &args.name {
+        path.push_str(&format!("&name={n}"));
+    }
+    if let Some(ns) = &args.namespace {
+        path.push_str(&format!("&namespace={ns}"));
+    }
+    let (code, body) = call(api, "GET", &path, &[], b"")?;
+    if code != 200 {
+        bail!("{}", body["error"].as_str().unwrap_or("request failed"));
+    }
+    let items = body["items"].as_array().cloned().unwrap_or_default();
+    match args.output.as_str() {
+        "json" => println!("{}", serde_json::to_string_pretty(&items)?),
+        "yaml" => {
+            for item in items {
+                print!("---\n{}", serde_yaml_ng::to_string(&item)?);
+            }
+        }
+        other => bail!("output format {other:?}: use yaml or json"),
+    }
+    Ok(())
+}
+
+pub fn delete(args: &DeleteArgs) -> anyhow::Result<ExitCode> {
+    let api = args.target.api()?;
+    let mut keys = Vec::new();
+    if let (Some(kind), Some(name)) = (&args.kind, &args.name) {
+        keys.push((kind.clone(), args.namespace.clone(), name.clone()));
+    }
+    for (name, text) in read_inputs(&args.files)? {
+        let loaded = weft_config::load_str(&text, &name);
+        for r in loaded.resources {
+            keys.push((
+                r.kind.name().to_string(),
+                r.namespace().to_string(),
+                r.meta.name.clone(),
+            ));
+        }
+    }
+    if keys.is_empty() {
+        bail!("name what to delete: KIND NAME, or -f FILE");
+    }
+    let mut failed = false;
+    for (kind, ns, name) in keys {
+        let (code, body) = call(
+            api,
+            "DELETE",
+            &format!("/api/v1/resources?kind={kind}&namespace={ns}&name={name}"),
+            &[],
+            b"",
+        )?;
+        if code == 200 {
+            println!("{} deleted", body["deleted"].as_str().unwrap_or_default());
+        } else {
+            failed = true;
+            eprintln!(
+                "error: {}",
+                body["error"].as_str().unwrap_or("delete failed")
+            );
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

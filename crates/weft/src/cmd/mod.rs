@@ -1,0 +1,4 @@
+//! Subcommands that talk to a running mesh or read config offline.
+
+pub mod config;
+pub mod status;

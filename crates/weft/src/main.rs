@@ -1,0 +1,179 @@
+//! `weft`: one binary for the whole mesh — CLI (istioctl's role), control
+//! plane, proxy, local mesh runtime and demo apps. This file only parses
+//! arguments and calls into the libraries.
+
+mod api_client;
+mod cmd;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "A service mesh that speaks Istio's configuration API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole mesh on this machine from DIR (mesh.yaml + Istio YAML).
+    Up {
+        dir: PathBuf,
+        /// Mesh name (1-8 lower-case letters or digits).
+        #[arg(long, default_value = "weft")]
+        name: String,
+        /// N in 198.18.N.0/24 (pods) and 198.19.N.0/24 (service VIPs).
+        #[arg(long, default_value_t = 0)]
+        subnet: u8,
+        /// Host port of the ingress gateway, on 127.0.0.1.
+        #[arg(long, default_value_t = 8080)]
+        ingress_port: u16,
+        /// Seconds to wait for every proxy and app to be ready.
+        #[arg(long, default_value_t = 90)]
+        timeout: u64,
+    },
+    /// Remove everything a mesh created (also after `weft up` was killed).
+    Down {
+        #[arg(long, default_value = "weft")]
+        name: String,
+    },
+    /// Apply Istio YAML to a running mesh (all documents or none).
+    Apply(cmd::config::FileArgs),
+    /// Check Istio YAML offline: file:line, resource, field and reason.
+    Validate(cmd::config::FileArgs),
+    /// Show config stored in a running mesh.
+    Get(cmd::config::GetArgs),
+    /// Delete config applied to a running mesh.
+    Delete(cmd::config::DeleteArgs),
+    /// Per proxy and xDS type: sent, ACKed or NACKed (with the reason).
+    ProxyStatus(cmd::config::Target),
+    /// Run the control plane (started by `weft up`).
+    ControlPlane {
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
+        #[arg(long)]
+        registry: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:15010")]
+        xds: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:15014")]
+        api: SocketAddr,
+    },
+    /// Run a proxy (sidecar or gateway) fed by a control plane over ADS.
+    Proxy {
+        /// Control plane xDS address, e.g. http://127.0.0.1:15010
+        #[arg(long)]
+        xds: String,
+        /// Istio-style node id: sidecar~IP~name.namespace~namespace.svc.cluster.local
+        #[arg(long)]
+        node_id: String,
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        /// Bind listeners that say 0.0.0.0 on this address instead.
+        #[arg(long)]
+        bind_ip: Option<std::net::IpAddr>,
+    },
+    /// Run one of the Bookinfo-like demo services.
+    Demo {
+        /// productpage, details, reviews or ratings
+        service: weft_demo::Role,
+        #[arg(long, default_value = "v1")]
+        version: String,
+        #[arg(long, default_value = "0.0.0.0:9080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    match command {
+        Command::Up {
+            dir,
+            name,
+            subnet,
+            ingress_port,
+            timeout,
+        } => {
+            let opts = weft_up::UpOptions {
+                dir,
+                mesh: name,
+                subnet,
+                ingress_port,
+                exe: std::env::current_exe()?,
+                ready_timeout: std::time::Duration::from_secs(timeout),
+            };
+            weft_up::up(opts).await?;
+        }
+        Command::Down { name } => {
+            weft_up::down(&name)?;
+            println!("mesh {name:?} removed");
+        }
+        Command::Apply(args) => return cmd::config::apply(&args, true),
+        Command::Validate(args) => return cmd::config::validate(&args),
+        Command::Get(args) => cmd::config::get(&args)?,
+        Command::Delete(args) => return cmd::config::delete(&args),
+        Command::ProxyStatus(target) => return cmd::status::proxy_status(&target),
+        Command::ControlPlane {
+            config_dir,
+            registry,
+            xds,
+            api,
+        } => {
+            weft_control::run(weft_control::Options {
+                config_dir,
+                registry_file: registry,
+                xds_addr: xds,
+                api_addr: api,
+            })
+            .await?;
+        }
+        Command::Proxy {
+            xds,
+            node_id,
+            admin,
+            bind_ip,
+        } => {
+            weft_proxy::run(weft_proxy::ProxyOptions {
+                xds_address: xds,
+                node_id,
+                admin,
+                bind_ip,
+            })
+            .await?;
+        }
+        Command::Demo {
+            service,
+            version,
+            listen,
+        } => weft_demo::run(service, version, listen).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
