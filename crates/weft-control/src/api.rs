@@ -71,7 +71,11 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> 
         (Method::GET, "/debug/syncz") => reply(StatusCode::OK, json!(state.board.snapshot())),
         (Method::GET, "/debug/problems") => {
             let problems = state.store.read().expect("store lock").problems();
-            reply(StatusCode::OK, json!(problems))
+            let texts: Vec<Value> = problems
+                .iter()
+                .map(|p| json!({"severity": p.severity, "text": p.to_string()}))
+                .collect();
+            reply(StatusCode::OK, json!(texts))
         }
         _ => reply(
             StatusCode::NOT_FOUND,

@@ -41,7 +41,7 @@ pub fn create_pod(
     gateway: Ipv4Addr,
 ) -> anyhow::Result<()> {
     ip(&["netns", "add", netns])?;
-    let peer = format!("{host_veth}p");
+    let peer = format!("{host_veth}p").replacen("wv", "wp", 1);
     ip(&[
         "link", "add", host_veth, "type", "veth", "peer", "name", &peer,
     ])?;
@@ -111,4 +111,29 @@ pub fn link_exists(name: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Host-side veths of mesh `mesh` (`wv<i>-<mesh>`).
+pub fn mesh_veths(mesh: &str) -> Vec<String> {
+    let Ok(out) = Command::new("ip")
+        .args(["-o", "link", "show", "type", "veth"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with("wv") && n.rsplit_once('-').is_some_and(|(_, m)| m == mesh))
+        .collect()
+}
+
+/// Deletes a link; one that is already gone (a veth goes with its namespace,
+/// asynchronously) counts as deleted.
+pub fn delete_link(name: &str) -> anyhow::Result<()> {
+    match ip(&["link", "del", name]) {
+        Err(e) if link_exists(name) => Err(e),
+        _ => Ok(()),
+    }
 }

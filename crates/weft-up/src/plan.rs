@@ -76,7 +76,8 @@ impl Plan {
                 spec: w.clone(),
                 ip: Ipv4Addr::new(198, 18, subnet, 10 + i as u8),
                 netns: format!("weft-{mesh}-{}", w.name),
-                veth: format!("wv{mesh}{i}"),
+                // `wv<i>-<mesh>`: the mesh name ends it, so one mesh never matches another's.
+                veth: format!("wv{i}-{mesh}"),
             })
             .collect();
         let mut services: Vec<Service> = spec

@@ -110,9 +110,20 @@ pub fn reap() {
     }
 }
 
-/// Kills every process inside a namespace (they can only be the mesh's).
+/// Kills every process inside a namespace (they can only be the mesh's) and
+/// waits for them to go: a namespace with a live process outlives `ip netns
+/// del`, and keeps its veth with it.
 pub fn kill_namespace(netns: &str) {
-    for pid in crate::net::namespace_pids(netns) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let pids = crate::net::namespace_pids(netns);
+        if pids.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for pid in pids {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        reap();
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

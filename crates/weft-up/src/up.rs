@@ -404,13 +404,18 @@ pub fn down(name: &str) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
     }
     procs::reap();
+    for veth in net::mesh_veths(name) {
+        if let Err(e) = net::delete_link(&veth) {
+            errors.push(e.to_string());
+        }
+    }
     let bridge = if state.bridge.is_empty() {
         format!("wb-{name}")
     } else {
         state.bridge.clone()
     };
     if net::link_exists(&bridge) {
-        if let Err(e) = net::ip(&["link", "del", &bridge]) {
+        if let Err(e) = net::delete_link(&bridge) {
             errors.push(e.to_string());
         }
     }

@@ -1,0 +1,370 @@
+//! End-to-end: `weft up` on the Bookinfo example, driven by curl through the
+//! ingress gateway, with config changes applied while traffic flows.
+//! Each test owns one mesh (its own name, subnet and ingress port).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn routes(file: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/bookinfo/routes")
+        .join(file)
+}
+
+fn count(seen: &[String], v: &str) -> usize {
+    seen.iter().filter(|s| *s == v).count()
+}
+
+/// The routing scenarios of the local-mesh issue, in one mesh, in order.
+#[test]
+fn bookinfo_routing_end_to_end() {
+    let mesh = Mesh::up("e2e", 101, 18101);
+    let page = format!("{}/productpage", mesh.ingress);
+
+    // No routing config: every reviews version answers.
+    let seen = reviews_seen(&page, 60, &[]);
+    assert_eq!(seen.len(), 60, "every request renders a page: {seen:?}");
+    for v in ["reviews-v1", "reviews-v2", "reviews-v3"] {
+        assert!(
+            count(&seen, v) > 0,
+            "{v} never answered in 60 requests: {seen:?}"
+        );
+    }
+    let (code, _) = curl(&format!("{}/nowhere", mesh.ingress), &[]);
+    assert_eq!(code, 404, "a path no VirtualService routes gets 404 (NR)");
+    assert!(
+        mesh.log("istio-ingressgateway.log").contains("404 NR"),
+        "the gateway logs NR"
+    );
+
+    // Names resolve inside pods, in all three forms, through the capture.
+    for host in [
+        "reviews",
+        "reviews.default",
+        "reviews.default.svc.cluster.local",
+    ] {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &mesh.netns("productpage-v1"),
+                "curl",
+                "-s",
+                "-m",
+                "5",
+            ])
+            .arg(format!("http://{host}:9080/reviews/0"))
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            body.contains("\"workload\":\"reviews-v"),
+            "{host} from productpage's pod: {body}"
+        );
+    }
+
+    shift_all_to_v3_without_errors(&mesh, &page);
+    header_routing(&mesh, &page);
+    weighted_split(&mesh, &page);
+    bad_yaml_is_refused(&mesh, &page);
+    bad_file_keeps_last_good_config(&mesh, &page);
+    unsupported_resource_is_nacked(&mesh, &page);
+    dead_upstreams_get_response_flags(&mesh);
+}
+
+fn shift_all_to_v3_without_errors(mesh: &Mesh, page: &str) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let client = {
+        let (stop, sent, failed, page) =
+            (stop.clone(), sent.clone(), failed.clone(), page.to_string());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let (code, body) = curl(&page, &[]);
+                sent.fetch_add(1, Ordering::Relaxed);
+                if code != 200 || !body.contains("reviews-v") {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let out = mesh.apply(&routes("virtual-service-reviews-v3.yaml"));
+    assert!(
+        out.status.success(),
+        "apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let applied = Instant::now();
+    wait_until("v3 to take over", Duration::from_secs(2), || {
+        reviews_seen(page, 1, &[]) == ["reviews-v3"]
+    });
+    let seen = reviews_seen(page, 100, &[]);
+    assert!(applied.elapsed() < Duration::from_secs(2) + Duration::from_secs(30));
+    assert_eq!(
+        count(&seen, "reviews-v3"),
+        100,
+        "all 100 requests after the change go to v3: {seen:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    assert!(
+        sent.load(Ordering::Relaxed) > 5,
+        "the steady client kept sending"
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed during the change"
+    );
+}
+
+fn header_routing(mesh: &Mesh, page: &str) {
+    let out = mesh.apply(&routes("virtual-service-reviews-jason-v2-v1.yaml"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("jason to see v2", Duration::from_secs(2), || {
+        reviews_seen(page, 1, &["-H", "end-user: jason"]) == ["reviews-v2"]
+    });
+    let jason = reviews_seen(page, 20, &["-H", "end-user: jason"]);
+    assert_eq!(count(&jason, "reviews-v2"), 20, "{jason:?}");
+    let others = reviews_seen(page, 20, &["-H", "end-user: alice"]);
+    assert_eq!(count(&others, "reviews-v1"), 20, "{others:?}");
+    let anonymous = reviews_seen(page, 20, &[]);
+    assert_eq!(count(&anonymous, "reviews-v1"), 20, "{anonymous:?}");
+}
+
+fn weighted_split(mesh: &Mesh, page: &str) {
+    let out = mesh.apply(&routes("virtual-service-reviews-80-20.yaml"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the split to start", Duration::from_secs(2), || {
+        reviews_seen(page, 20, &["-H", "end-user: jason"])
+            .iter()
+            .any(|v| v == "reviews-v1")
+    });
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        seen.extend(reviews_seen(page, 100, &[]));
+    }
+    assert_eq!(seen.len(), 1000);
+    let v1 = count(&seen, "reviews-v1");
+    let v2 = count(&seen, "reviews-v2");
+    assert_eq!(v1 + v2, 1000, "only v1 and v2 answer: {v1} + {v2}");
+    assert!(
+        (750..=850).contains(&v1),
+        "80/20 split gave {v1} v1 of 1000"
+    );
+}
+
+fn bad_yaml_is_refused(mesh: &Mesh, page: &str) {
+    let bad = write(
+        &mesh.config_dir,
+        "../weft-e2e-bad-route.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v3}\n      weigth: 100\n",
+    );
+    let out = mesh.apply(&bad);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_file(&bad);
+    assert!(!out.status.success(), "apply of a bad document must fail");
+    assert!(
+        stderr.contains("weft-e2e-bad-route.yaml:10:"),
+        "names file:line: {stderr}"
+    );
+    assert!(stderr.contains("weigth"), "names the bad field: {stderr}");
+    assert!(
+        stderr.contains("spec.http[0].route[0]"),
+        "names the field path: {stderr}"
+    );
+    // Still the 80/20 split, not v3: nothing from the bad file was stored.
+    let seen = reviews_seen(page, 50, &[]);
+    assert_eq!(seen.len(), 50);
+    assert!(
+        count(&seen, "reviews-v1") > 25 && count(&seen, "reviews-v3") == 0,
+        "{seen:?}"
+    );
+}
+
+fn bad_file_keeps_last_good_config(mesh: &Mesh, page: &str) {
+    // A broken file dropped into the watched directory is reported with
+    // file:line and changes nothing.
+    write(&mesh.config_dir, "zz-broken.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: broken}\nspec:\n  host: reviews\n  subsets:\n  - labels: {version: v1}\n");
+    let problems_url = format!("{}/debug/problems", mesh.api());
+    wait_until(
+        "the control plane to report the broken file",
+        Duration::from_secs(5),
+        || curl(&problems_url, &[]).1.contains("zz-broken.yaml:1"),
+    );
+    let (_, problems) = curl(&problems_url, &[]);
+    assert!(problems.contains("spec.subsets[0].name"), "{problems}");
+    let seen = reviews_seen(page, 20, &[]);
+    assert_eq!(seen.len(), 20, "traffic keeps flowing: {seen:?}");
+    std::fs::remove_file(mesh.config_dir.join("zz-broken.yaml")).unwrap();
+}
+
+fn unsupported_resource_is_nacked(mesh: &Mesh, page: &str) {
+    // consistentHash becomes an Envoy RING_HASH cluster, which this proxy
+    // does not implement: every sidecar must NACK it and keep its old config.
+    let dr = write(
+        &mesh.config_dir,
+        "../weft-e2e-ring-hash.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: end-user}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n",
+    );
+    let out = mesh.apply(&dr);
+    let _ = std::fs::remove_file(&dr);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let syncz = format!("{}/debug/syncz", mesh.api());
+    wait_until(
+        "a NACK with its reason on the debug endpoint",
+        Duration::from_secs(5),
+        || {
+            let (_, body) = curl(&syncz, &[]);
+            body.contains("RING_HASH is not supported")
+                && body.contains("outbound|9080||ratings.default.svc.cluster.local")
+        },
+    );
+    let status = weft(&["proxy-status", "--mesh", &mesh.name]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("NACKED") && text.contains("RING_HASH"),
+        "{text}"
+    );
+    assert_eq!(
+        reviews_seen(page, 20, &[]).len(),
+        20,
+        "traffic keeps flowing on the last accepted config"
+    );
+    let out = weft(&["delete", "dr", "ratings", "--mesh", &mesh.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the NACK to clear", Duration::from_secs(5), || {
+        !curl(&syncz, &[]).1.contains("RING_HASH")
+    });
+}
+
+fn dead_upstreams_get_response_flags(mesh: &Mesh) {
+    // A subset with no endpoints: no healthy upstream (UH).
+    let dr = write(
+        &mesh.config_dir,
+        "../weft-e2e-empty-subset.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: details}\nspec:\n  host: details\n  subsets:\n  - name: v9\n    labels: {version: v9}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: details}\nspec:\n  hosts: [details]\n  http:\n  - route:\n    - destination: {host: details, subset: v9}\n",
+    );
+    let out = mesh.apply(&dr);
+    let _ = std::fs::remove_file(&dr);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = format!("{}/productpage", mesh.ingress);
+    wait_until(
+        "details to have no healthy upstream",
+        Duration::from_secs(3),
+        || {
+            curl(&page, &[])
+                .1
+                .contains("details: 503 Service Unavailable no healthy upstream")
+        },
+    );
+    assert!(
+        mesh.log("productpage-v1.sidecar.log").contains("503 UH"),
+        "UH in the access log"
+    );
+    let _ = weft(&["delete", "vs", "details", "--mesh", &mesh.name]);
+
+    // The ratings app dies: its sidecar cannot connect (UF).
+    let pid = mesh
+        .recorded_processes()
+        .into_iter()
+        .zip(app_roles(mesh))
+        .find(|(_, role)| role == "app/ratings-v1")
+        .map(|((pid, _), _)| pid)
+        .expect("ratings app recorded");
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let rating = format!("http://{}:9080/ratings/0", pod_ip(mesh, "ratings-v1"));
+    wait_until("a 503 from the dead app", Duration::from_secs(3), || {
+        curl(&rating, &[]).0 == 503
+    });
+    let log = mesh.log("ratings-v1.sidecar.log");
+    assert!(
+        log.contains("\" 503 UF "),
+        "UF in the ratings sidecar's access log:\n{log}"
+    );
+}
+
+fn app_roles(mesh: &Mesh) -> Vec<String> {
+    let state = std::fs::read_to_string(format!("/run/weft/{}/state.json", mesh.name)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["role"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn pod_ip(mesh: &Mesh, workload: &str) -> String {
+    let reg = std::fs::read_to_string(format!("/run/weft/{}/registry.json", mesh.name)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&reg).unwrap();
+    v["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == workload)
+        .unwrap()["ip"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `weft down` removes everything, also after `weft up` was SIGKILLed.
+#[test]
+fn down_removes_everything_even_after_sigkill() {
+    let mut mesh = Mesh::up("e2ekill", 102, 18102);
+    let recorded = mesh.recorded_processes();
+    assert!(
+        recorded.len() >= 14,
+        "control plane, gateway, 6 apps and 6 sidecars: {recorded:?}"
+    );
+    mesh.kill_up_process();
+    assert!(
+        !leftovers("e2ekill").is_empty(),
+        "killing weft up leaves the mesh running"
+    );
+    let out = mesh.down();
+    assert!(
+        out.status.success(),
+        "weft down: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = leftovers("e2ekill");
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let alive = still_running(&recorded);
+    assert!(alive.is_empty(), "processes still running: {alive:?}");
+    let again = weft(&["down", "--name", "e2ekill"]);
+    assert!(again.status.success(), "weft down twice is harmless");
+}

@@ -1,0 +1,289 @@
+//! Helpers for end-to-end tests: a `weft up` mesh owned by one test, curl as
+//! the client, and cleanup that runs whether the test passes or fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+/// Fails loudly (never skips) when the test cannot run here.
+pub fn require_root() {
+    let uid = Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "end-to-end tests create network namespaces and iptables rules: run them as root"
+    );
+    for tool in ["ip", "iptables-restore", "curl", "setpriv"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        assert!(
+            found.status.success(),
+            "{tool} is not installed: run scripts/test.sh, which installs it"
+        );
+    }
+}
+
+pub fn weft(args: &[&str]) -> Output {
+    Command::new(WEFT)
+        .args(args)
+        .output()
+        .expect("running weft")
+}
+
+/// A running mesh built from a private copy of examples/bookinfo, removed on drop.
+pub struct Mesh {
+    pub name: String,
+    pub ingress: String,
+    pub config_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mesh {
+    pub fn up(name: &str, subnet: u8, ingress_port: u16) -> Mesh {
+        require_root();
+        // A mesh left by an earlier, interrupted run of this same test.
+        let _ = weft(&["down", "--name", name]);
+        let config_dir =
+            std::env::temp_dir().join(format!("weft-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&config_dir);
+        std::fs::create_dir_all(&config_dir).unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo");
+        for entry in std::fs::read_dir(&example).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, config_dir.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let mut child = Command::new(WEFT)
+            .args([
+                "up",
+                config_dir.to_str().unwrap(),
+                "--name",
+                name,
+                "--subnet",
+                &subnet.to_string(),
+            ])
+            .args([
+                "--ingress-port",
+                &ingress_port.to_string(),
+                "--timeout",
+                "120",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting weft up");
+        let mut mesh = Mesh {
+            name: name.to_string(),
+            ingress: format!("http://127.0.0.1:{ingress_port}"),
+            config_dir,
+            child: None,
+        };
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut seen = Vec::new();
+        let ready = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    let up = line.contains("is up");
+                    seen.push(line);
+                    if up {
+                        break true;
+                    }
+                }
+                _ => break false,
+            }
+        };
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        if !ready {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "weft up failed:\n{}\n{}",
+                seen.join("\n"),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        mesh.child = Some(child);
+        mesh
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILLs `weft up` itself (not the mesh), as a crash would.
+    pub fn kill_up_process(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn netns(&self, workload: &str) -> String {
+        format!("weft-{}-{workload}", self.name)
+    }
+
+    pub fn apply(&self, file: &Path) -> Output {
+        weft(&["apply", "-f", file.to_str().unwrap(), "--mesh", &self.name])
+    }
+
+    pub fn api(&self) -> String {
+        let state = std::fs::read_to_string(format!("/run/weft/{}/state.json", self.name)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+        format!("http://{}", v["api"].as_str().unwrap())
+    }
+
+    /// (pid, start time) of every process the mesh recorded.
+    pub fn recorded_processes(&self) -> Vec<(i32, u64)> {
+        let state = std::fs::read_to_string(format!("/run/weft/{}/state.json", self.name)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+        v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["pid"].as_i64().unwrap() as i32,
+                    p["start_time"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn log(&self, file: &str) -> String {
+        std::fs::read_to_string(format!("/run/weft/{}/logs/{file}", self.name)).unwrap_or_default()
+    }
+
+    pub fn down(&mut self) -> Output {
+        let out = weft(&["down", "--name", &self.name]);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        out
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.down();
+        let _ = std::fs::remove_dir_all(&self.config_dir);
+    }
+}
+
+/// GET with curl; returns (status, body). Extra args go before the URL.
+pub fn curl(url: &str, extra: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "10", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// `n` requests on one keep-alive connection (one curl, many URLs); returns
+/// the bodies' reviews workloads in order.
+pub fn reviews_seen(url: &str, n: usize, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["-s".into(), "-m".into(), "60".into()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    for _ in 0..n {
+        args.push(url.to_string());
+    }
+    let out = Command::new("curl").args(&args).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| l.contains("id=\"chain\""))
+        .map(|l| {
+            ["reviews-v1", "reviews-v2", "reviews-v3"]
+                .into_iter()
+                .find(|v| l.contains(v))
+                .unwrap_or("error")
+                .to_string()
+        })
+        .collect()
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Processes from `recorded` that still run (same PID and start time).
+pub fn still_running(recorded: &[(i32, u64)]) -> Vec<i32> {
+    recorded
+        .iter()
+        .filter(|(pid, start)| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .is_some_and(|s| {
+                    let rest = &s[s.rfind(')').unwrap() + 2..];
+                    let fields: Vec<&str> = rest.split_whitespace().collect();
+                    fields[0] != "Z" && fields[19].parse::<u64>().ok() == Some(*start)
+                })
+        })
+        .map(|(pid, _)| *pid)
+        .collect()
+}
+
+/// Netns, links and processes that a mesh named `name` would own.
+pub fn leftovers(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    for l in String::from_utf8_lossy(&ns.stdout).lines() {
+        if l.starts_with(&format!("weft-{name}-")) {
+            out.push(format!("netns {l}"));
+        }
+    }
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    for l in String::from_utf8_lossy(&links.stdout).lines() {
+        let ifname = l
+            .split(": ")
+            .nth(1)
+            .unwrap_or("")
+            .split('@')
+            .next()
+            .unwrap_or("");
+        if ifname == format!("wb-{name}")
+            || (ifname.starts_with("wv") && ifname.ends_with(&format!("-{name}")))
+        {
+            out.push(format!("link {l}"));
+        }
+    }
+    let ps = Command::new("ps")
+        .args(["-eo", "pid,args"])
+        .output()
+        .unwrap();
+    for l in String::from_utf8_lossy(&ps.stdout).lines() {
+        if l.contains(WEFT) && l.contains(&format!("/run/weft/{name}/")) {
+            out.push(format!("process {l}"));
+        }
+    }
+    if Path::new(&format!("/run/weft/{name}")).exists() {
+        out.push(format!("/run/weft/{name}"));
+    }
+    out
+}
