@@ -217,12 +217,12 @@ fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
     }
     let parsed = match kind {
         Kind::VirtualService => {
-            typed::<VirtualService>(text).map(|(m, s)| (m, Spec::VirtualService(s)))
+            typed::<VirtualService>(text).map(|(m, s)| (m, Spec::VirtualService(Box::new(s))))
         }
         Kind::DestinationRule => {
-            typed::<DestinationRule>(text).map(|(m, s)| (m, Spec::DestinationRule(s)))
+            typed::<DestinationRule>(text).map(|(m, s)| (m, Spec::DestinationRule(Box::new(s))))
         }
-        Kind::Gateway => typed::<Gateway>(text).map(|(m, s)| (m, Spec::Gateway(s))),
+        Kind::Gateway => typed::<Gateway>(text).map(|(m, s)| (m, Spec::Gateway(Box::new(s)))),
         _ => typed::<serde_json::Value>(text).map(|(m, s)| (m, Spec::Stored(s))),
     };
     let (meta, spec) = match parsed {

@@ -141,9 +141,9 @@ impl fmt::Display for Key {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Spec {
-    VirtualService(VirtualService),
-    DestinationRule(DestinationRule),
-    Gateway(Gateway),
+    VirtualService(Box<VirtualService>),
+    DestinationRule(Box<DestinationRule>),
+    Gateway(Box<Gateway>),
     /// A kind Weft stores but does not compile yet; kept as written.
     Stored(serde_json::Value),
 }

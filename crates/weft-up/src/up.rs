@@ -328,8 +328,8 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 fn print_table(plan: &Plan, dir: &Path) {
     println!("mesh {:?} is up\n", plan.mesh);
     println!(
-        "{:<28} {:<14} {:<16} {}",
-        "WORKLOAD", "NAMESPACE", "ADDRESS", "LABELS"
+        "{:<28} {:<14} {:<16} LABELS",
+        "WORKLOAD", "NAMESPACE", "ADDRESS"
     );
     for pod in &plan.pods {
         let labels: Vec<String> = pod
@@ -351,8 +351,8 @@ fn print_table(plan: &Plan, dir: &Path) {
         "istio-ingressgateway", "istio-system", plan.ingress
     );
     println!(
-        "\n{:<28} {:<14} {:<16} {}",
-        "SERVICE", "NAMESPACE", "VIP", "PORTS"
+        "\n{:<28} {:<14} {:<16} PORTS",
+        "SERVICE", "NAMESPACE", "VIP"
     );
     for s in plan.registry.services.iter().filter(|s| s.vip.is_some()) {
         let ports: Vec<String> = s

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# HTTP/1.1 reverse-proxy benchmark, one run, one machine: wrk (keep-alive,
+# small body) straight to an upstream, then through Weft, nginx and HAProxy,
+# each proxy on one worker thread. Prints requests/s, latency percentiles and
+# ratios against the direct path and against nginx. Loopback only.
+#
+#   bench/run.sh [seconds per run, default 10] [connections, default 32]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"
+CONNS="${2:-32}"
+WEFT_BENCH=1 scripts/setup.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
+cargo build --release -q -p weft
+WEFT="$CARGO_TARGET_DIR/release/weft"
+
+WORK=$(mktemp -d /tmp/weft-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+UP=18000 WEFT_PORT=18001 NGINX_PORT=18002 HAPROXY_PORT=18003
+mkdir -p "$WORK/nginx" "$WORK/config"
+
+# The upstream and the nginx proxy: one nginx process, one worker.
+cat > "$WORK/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream origin { server 127.0.0.1:$UP; keepalive 128; }
+  server { listen 127.0.0.1:$UP; location / { return 200 "hello from the upstream\n"; } }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx"
+
+cat > "$WORK/haproxy.cfg" <<HAPROXY
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HAPROXY_PORT
+  default_backend be
+backend be
+  server origin 127.0.0.1:$UP
+HAPROXY
+haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
+PIDS+=($!)
+
+# Weft: a control plane with one service and a gateway routing to it,
+# configured with Istio's Gateway + VirtualService.
+cat > "$WORK/registry.json" <<JSON
+{"services":[{"name":"origin","namespace":"default","vip":null,"ports":[{"name":"http","port":$UP}],"selector":{"app":"origin"}}],
+ "workloads":[
+  {"name":"origin","namespace":"default","labels":{"app":"origin"},"service_account":"default","ip":"127.0.0.1","ports":[{"containerPort":$UP}],"proxy":"sidecar"},
+  {"name":"bench-gateway","namespace":"default","labels":{"istio":"ingressgateway"},"service_account":"default","ip":"127.0.0.2","ports":[{"containerPort":$WEFT_PORT}],"proxy":"gateway"}]}
+JSON
+cat > "$WORK/config/gateway.yaml" <<YAML
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bench}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: $WEFT_PORT, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bench}
+spec:
+  hosts: ["*"]
+  gateways: [bench]
+  http:
+  - route:
+    - destination: {host: origin, port: {number: $UP}}
+YAML
+WEFT_LOG=warn "$WEFT" control-plane --config-dir "$WORK/config" --registry "$WORK/registry.json" \
+  --xds 127.0.0.1:18010 --api 127.0.0.1:18014 2>"$WORK/cp.log" &
+PIDS+=($!)
+WEFT_LOG=warn WEFT_WORKER_THREADS=1 "$WEFT" proxy --xds http://127.0.0.1:18010 \
+  --node-id "router~127.0.0.2~bench-gateway.default~default.svc.cluster.local" \
+  --admin 127.0.0.1:18015 --bind-ip 127.0.0.1 >/dev/null 2>"$WORK/proxy.log" &
+PIDS+=($!)
+
+for port in $UP $WEFT_PORT $NGINX_PORT $HAPROXY_PORT; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$port/" >/dev/null || { echo "nothing answers on port $port"; cat "$WORK"/*.log; exit 1; }
+done
+
+# wrk prints "Requests/sec: N" and, with --latency, "50% 1.2ms" lines.
+to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.3f", v }'; }
+declare -A RPS P50 P99
+measure() {
+  local name=$1 port=$2 out
+  wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/" >/dev/null 2>&1 # warm-up pass is the same run, shorter
+  out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
+  RPS[$name]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  P50[$name]=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
+  P99[$name]=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
+}
+measure direct $UP
+measure weft $WEFT_PORT
+measure nginx $NGINX_PORT
+measure haproxy $HAPROXY_PORT
+
+echo
+echo "wrk -t1 -c$CONNS -d${DURATION}s, keep-alive, 24-byte body; each proxy on one worker thread; $(nproc) cores"
+printf '%-10s %12s %10s %10s %12s %12s\n' path req/s p50_ms p99_ms vs_direct vs_nginx
+for name in direct weft nginx haproxy; do
+  printf '%-10s %12.0f %10s %10s %12s %12s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
+    "$(awk -v a="${RPS[$name]}" -v b="${RPS[direct]}" 'BEGIN{printf "%.2f", a/b}')" \
+    "$(awk -v a="${RPS[$name]}" -v b="${RPS[nginx]}" 'BEGIN{printf "%.2f", a/b}')"
+done

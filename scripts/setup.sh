@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what Weft's mesh, tests and benchmarks use on a fresh Debian
+# machine (as root). Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have ip || need+=(iproute2)
+have iptables-restore || need+=(iptables)
+have curl || need+=(curl)
+have setpriv || need+=(util-linux)
+have ps || need+=(procps)
+if [ "${WEFT_BENCH:-0}" = 1 ]; then
+  have wrk || need+=(wrk)
+  have nginx || need+=(nginx)
+  have haproxy || need+=(haproxy)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+have cargo || { echo "cargo is required (Rust toolchain via rustup)"; exit 1; }

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets up this machine and runs every Weft test: format, lints, unit,
+# integration and end-to-end (network namespaces, iptables: run as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh: run as root; the end-to-end tests create network namespaces and iptables rules" >&2
+  exit 1
+fi
+scripts/setup.sh
+# One target directory outside the clone, shared by every checkout and by
+# the mesh's uid-1337 proxies (so it must be world-readable: not under /root).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace 2>&1 | tee /tmp/weft-test.log
