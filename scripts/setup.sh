@@ -10,6 +10,7 @@ have iptables-restore || need+=(iptables)
 have curl || need+=(curl)
 have setpriv || need+=(util-linux)
 have ps || need+=(procps)
+have python3 || need+=(python3)
 if [ "${WEFT_BENCH:-0}" = 1 ]; then
   have wrk || need+=(wrk)
   have nginx || need+=(nginx)

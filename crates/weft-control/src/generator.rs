@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 use weft_xds::{types, Generated, Generator};
 
@@ -25,20 +26,24 @@ impl Generator for MeshGenerator {
         };
         let out = weft_translate::translate(&inputs, workload);
         let mut g = Generated::default();
-        g.by_type.insert(
-            types::CLUSTER,
-            out.clusters.into_iter().map(pack_any).collect(),
-        );
-        g.by_type.insert(
-            types::ENDPOINT,
-            out.endpoints.into_iter().map(pack_any).collect(),
-        );
-        g.by_type.insert(
-            types::LISTENER,
-            out.listeners.into_iter().map(pack_any).collect(),
-        );
         g.by_type
-            .insert(types::ROUTE, out.routes.into_iter().map(pack_any).collect());
+            .insert(types::CLUSTER, named(out.clusters, |c| &c.name));
+        g.by_type
+            .insert(types::ENDPOINT, named(out.endpoints, |e| &e.cluster_name));
+        g.by_type
+            .insert(types::LISTENER, named(out.listeners, |l| &l.name));
+        g.by_type
+            .insert(types::ROUTE, named(out.routes, |r| &r.name));
         Ok(g)
     }
+}
+
+fn named<M: prost::Message + prost::Name>(
+    items: Vec<M>,
+    name: impl Fn(&M) -> &String,
+) -> Vec<(String, Any)> {
+    items
+        .into_iter()
+        .map(|m| (name(&m).clone(), pack_any(m)))
+        .collect()
 }

@@ -42,6 +42,8 @@ pub enum Role {
     Details,
     Reviews,
     Ratings,
+    /// Opaque TCP: echoes each line back, prefixed with the workload name.
+    TcpEcho,
 }
 
 impl std::str::FromStr for Role {
@@ -52,8 +54,9 @@ impl std::str::FromStr for Role {
             "details" => Ok(Role::Details),
             "reviews" => Ok(Role::Reviews),
             "ratings" => Ok(Role::Ratings),
+            "tcp-echo" => Ok(Role::TcpEcho),
             _ => Err(format!(
-                "unknown demo service {s:?}: productpage, details, reviews or ratings"
+                "unknown demo service {s:?}: productpage, details, reviews, ratings or tcp-echo"
             )),
         }
     }
@@ -67,6 +70,9 @@ pub struct App {
 }
 
 pub async fn run(role: Role, version: String, listen: SocketAddr) -> anyhow::Result<()> {
+    if role == Role::TcpEcho {
+        return tcp_echo(format!("tcp-echo-{version}"), listen).await;
+    }
     let name = format!("{role:?}").to_ascii_lowercase();
     let app = Arc::new(App {
         role,
@@ -222,4 +228,29 @@ fn json_reply(v: Value) -> Response<Full<Bytes>> {
         http::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// Echoes every line back as `<workload> <line>`, so a test can see which
+/// workload a TCP connection reached.
+async fn tcp_echo(workload: String, listen: SocketAddr) -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(%workload, %listen, "tcp echo listening");
+    loop {
+        let (sock, _) = listener.accept().await?;
+        let workload = workload.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = sock.into_split();
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if write
+                    .write_all(format!("{workload} {line}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
 }

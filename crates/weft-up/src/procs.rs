@@ -92,7 +92,7 @@ pub fn stop_all(procs: &[ProcRecord], grace: Duration) {
 }
 
 /// A process that exited but was not reaped yet is a zombie: not running.
-fn running(p: &ProcRecord) -> bool {
+pub fn running(p: &ProcRecord) -> bool {
     is_ours(p)
         && std::fs::read_to_string(format!("/proc/{}/stat", p.pid))
             .ok()

@@ -145,7 +145,37 @@ async fn launch(
     })?;
     state.processes.push(gateway);
     state.save(dir)?;
-    wait_ready(plan, opts.ready_timeout).await
+    wait_ready(plan, opts.ready_timeout, || all_alive(state, &logs)).await
+}
+
+/// Every process started must still run: an app that exits at once (a
+/// typo in its command, a port in use) is an error, with its log.
+fn all_alive(state: &MeshState, logs: &Path) -> anyhow::Result<()> {
+    for p in &state.processes {
+        if !procs::running(p) {
+            let name = p.role.replace("app/", "").replace("sidecar/", "");
+            let file = if p.role.starts_with("sidecar/") {
+                format!("{name}.sidecar.log")
+            } else {
+                format!("{name}.log")
+            };
+            let log = std::fs::read_to_string(logs.join(&file)).unwrap_or_default();
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            bail!(
+                "{} exited right after it started; the end of its log ({file}):\n{}",
+                p.role,
+                tail.join("\n")
+            );
+        }
+    }
+    Ok(())
 }
 
 fn start_pod(
@@ -227,7 +257,13 @@ fn start_pod(
 
 /// Ready means: every proxy ACKed its listeners and clusters, and every
 /// HTTP app answers through its sidecar.
-async fn wait_ready(plan: &Plan, timeout: Duration) -> anyhow::Result<()> {
+/// `alive` is checked on every round, so a process that dies fails the
+/// start at once, with its log, instead of at the timeout.
+async fn wait_ready(
+    plan: &Plan,
+    timeout: Duration,
+    alive: impl Fn() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let expected: Vec<String> = plan
         .registry
@@ -241,6 +277,7 @@ async fn wait_ready(plan: &Plan, timeout: Duration) -> anyhow::Result<()> {
         if missing.is_empty() {
             break;
         }
+        alive()?;
         if Instant::now() > deadline {
             bail!(
                 "proxies not synced after {timeout:?}: {missing:?} (logs in {})",
@@ -253,6 +290,7 @@ async fn wait_ready(plan: &Plan, timeout: Duration) -> anyhow::Result<()> {
         for port in http_ports(plan, pod) {
             let addr = SocketAddr::new(pod.ip.into(), port);
             while !answers(addr) {
+                alive()?;
                 if Instant::now() > deadline {
                     bail!(
                         "{} does not answer on {addr} after {timeout:?} (see {}.log)",
@@ -264,7 +302,7 @@ async fn wait_ready(plan: &Plan, timeout: Duration) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    alive()
 }
 
 fn http_ports(plan: &Plan, pod: &Pod) -> Vec<u16> {

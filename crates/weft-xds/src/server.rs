@@ -24,10 +24,11 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::status::StatusBoard;
 use crate::types::{short_name, PUSH_ORDER};
 
-/// All resources for one proxy, by type URL.
+/// All resources for one proxy, by type URL, each with its name (for the
+/// debug view of what was sent).
 #[derive(Debug, Clone, Default)]
 pub struct Generated {
-    pub by_type: BTreeMap<&'static str, Vec<Any>>,
+    pub by_type: BTreeMap<&'static str, Vec<(String, Any)>>,
 }
 
 /// Computes what a proxy should run. Called on connect and on every push.
@@ -240,7 +241,9 @@ impl<G: Generator> ProxyStream<G> {
         let Some(current) = &self.current else {
             return Ok(());
         };
-        let resources = current.by_type.get(type_url).cloned().unwrap_or_default();
+        let named = current.by_type.get(type_url).cloned().unwrap_or_default();
+        let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
+        let resources: Vec<Any> = named.into_iter().map(|(_, a)| a).collect();
         let hash = content_hash(&resources);
         if !force && self.sent.get(type_url).is_some_and(|s| s.hash == hash) {
             return Ok(());
@@ -266,6 +269,7 @@ impl<G: Generator> ProxyStream<G> {
             t.sent_version = sent.version.clone();
             t.sent_nonce = sent.nonce.clone();
             t.resources = count;
+            t.names = names;
         });
         self.sent.insert(type_url.to_string(), sent);
         self.tx.send(Ok(response)).await.map_err(|_| ())

@@ -12,6 +12,8 @@ pub struct TypeStatus {
     pub sent_version: String,
     pub sent_nonce: String,
     pub resources: usize,
+    /// Names of the resources in the last response sent.
+    pub names: Vec<String>,
     /// Version the proxy last ACKed (empty until the first ACK).
     pub acked_version: String,
     /// The reason the proxy gave when it last rejected this type, cleared by

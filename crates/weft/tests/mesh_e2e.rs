@@ -74,7 +74,90 @@ fn bookinfo_routing_end_to_end() {
     bad_yaml_is_refused(&mesh, &page);
     bad_file_keeps_last_good_config(&mesh, &page);
     unsupported_resource_is_nacked(&mesh, &page);
+    opaque_tcp_passes_the_mesh(&mesh);
+    get_and_delete(&mesh, &page);
     dead_upstreams_get_response_flags(&mesh);
+}
+
+fn opaque_tcp_passes_the_mesh(mesh: &Mesh) {
+    // A port named `tcp` is opaque TCP: captured, proxied by tcp_proxy, no HTTP.
+    let script = "import socket; s=socket.create_connection(('tcp-echo', 9000), timeout=5); s.sendall(b'hello mesh\\n'); print(s.recv(200).decode().strip())";
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &mesh.netns("productpage-v1"),
+            "python3",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        reply.trim(),
+        "tcp-echo-v1 hello mesh",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the TCP access-log line", Duration::from_secs(3), || {
+        mesh.log("productpage-v1.sidecar.log")
+            .contains("outbound|9000||tcp-echo.default.svc.cluster.local")
+    });
+    let (_, syncz) = curl(&format!("{}/debug/syncz", mesh.api()), &[]);
+    assert!(
+        syncz.contains("198.19.101.14_9000"),
+        "the debug view names the TCP listener sent: {syncz}"
+    );
+}
+
+fn get_and_delete(mesh: &Mesh, page: &str) {
+    let out = weft(&["get", "vs", "reviews", "--mesh", &mesh.name, "-o", "yaml"]);
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && yaml.contains("kind: VirtualService")
+            && yaml.contains("weight: 80"),
+        "{yaml}"
+    );
+    let out = weft(&[
+        "get",
+        "destinationrules",
+        "-n",
+        "default",
+        "--mesh",
+        &mesh.name,
+        "-o",
+        "json",
+    ]);
+    let rules: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("get -o json is JSON");
+    assert_eq!(
+        rules.as_array().unwrap().len(),
+        4,
+        "the four rules of destination-rule-all.yaml"
+    );
+    let out = weft(&["delete", "vs", "reviews", "--mesh", &mesh.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        "all versions to answer again",
+        Duration::from_secs(3),
+        || {
+            reviews_seen(page, 30, &[])
+                .iter()
+                .any(|v| v == "reviews-v3")
+        },
+    );
+    let out = weft(&["delete", "dr", "reviews", "--mesh", &mesh.name]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("destination-rule-all.yaml"),
+        "a file's resource is edited in its file: {err}"
+    );
 }
 
 fn shift_all_to_v3_without_errors(mesh: &Mesh, page: &str) {
@@ -367,4 +450,46 @@ fn down_removes_everything_even_after_sigkill() {
     assert!(alive.is_empty(), "processes still running: {alive:?}");
     let again = weft(&["down", "--name", "e2ekill"]);
     assert!(again.status.success(), "weft down twice is harmless");
+}
+
+/// An app that cannot start fails `weft up` quickly, with the app's own
+/// error, and leaves nothing behind.
+#[test]
+fn a_broken_workload_fails_up_with_its_log() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("weft-e2e-broken-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo");
+    let mesh = std::fs::read_to_string(example.join("mesh.yaml")).unwrap();
+    std::fs::write(
+        dir.join("mesh.yaml"),
+        mesh.replace("demo, ratings,", "demo, ratingz,"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = weft(&[
+        "up",
+        dir.to_str().unwrap(),
+        "--name",
+        "e2ebad",
+        "--subnet",
+        "103",
+        "--ingress-port",
+        "18103",
+        "--timeout",
+        "60",
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "weft up must fail");
+    assert!(
+        err.contains("app/ratings-v1 exited") && err.contains("unknown demo service \"ratingz\""),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it fails fast, not at the timeout"
+    );
+    let left = leftovers("e2ebad");
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

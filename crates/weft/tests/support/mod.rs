@@ -17,7 +17,7 @@ pub fn require_root() {
         "0",
         "end-to-end tests create network namespaces and iptables rules: run them as root"
     );
-    for tool in ["ip", "iptables-restore", "curl", "setpriv"] {
+    for tool in ["ip", "iptables-restore", "curl", "setpriv", "python3"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
