@@ -10,6 +10,9 @@ pub mod load;
 pub mod meta;
 pub mod networking;
 pub mod resource;
+pub mod security;
+pub mod selectors;
+pub mod telemetry;
 mod validate;
 
 pub use error::{ConfigError, Problem, Severity};

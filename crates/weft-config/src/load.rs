@@ -9,8 +9,13 @@ use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem, Severity};
 use crate::meta::{ObjectMeta, Origin};
-use crate::networking::{DestinationRule, Gateway, VirtualService};
+use crate::networking::{
+    DestinationRule, EnvoyFilter, Gateway, ProxyConfig, ServiceEntry, Sidecar, VirtualService,
+    WorkloadEntry, WorkloadGroup,
+};
 use crate::resource::{Kind, Resource, Spec};
+use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use crate::telemetry::{Telemetry, WasmPlugin};
 use crate::validate;
 
 /// What a load produced: the resources that passed, and every problem found.
@@ -215,16 +220,30 @@ fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
         ));
         return out;
     }
-    let parsed = match kind {
-        Kind::VirtualService => {
-            typed::<VirtualService>(text).map(|(m, s)| (m, Spec::VirtualService(Box::new(s))))
-        }
-        Kind::DestinationRule => {
-            typed::<DestinationRule>(text).map(|(m, s)| (m, Spec::DestinationRule(Box::new(s))))
-        }
-        Kind::Gateway => typed::<Gateway>(text).map(|(m, s)| (m, Spec::Gateway(Box::new(s)))),
-        _ => typed::<serde_json::Value>(text).map(|(m, s)| (m, Spec::Stored(s))),
-    };
+    // Each kind's spec type has the kind's name.
+    macro_rules! typed_spec {
+        ($($k:ident),*) => {
+            match kind {
+                $(Kind::$k => typed::<$k>(text).map(|(m, s)| (m, Spec::$k(Box::new(s)))),)*
+            }
+        };
+    }
+    let parsed = typed_spec!(
+        VirtualService,
+        DestinationRule,
+        Gateway,
+        ServiceEntry,
+        Sidecar,
+        WorkloadEntry,
+        WorkloadGroup,
+        EnvoyFilter,
+        ProxyConfig,
+        PeerAuthentication,
+        RequestAuthentication,
+        AuthorizationPolicy,
+        Telemetry,
+        WasmPlugin
+    );
     let (meta, spec) = match parsed {
         Ok(v) => v,
         Err(e) => {

@@ -5,11 +5,17 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::meta::{ObjectMeta, Origin};
-use crate::networking::{DestinationRule, Gateway, VirtualService};
+use crate::networking::{
+    DestinationRule, EnvoyFilter, Gateway, ProxyConfig, ServiceEntry, Sidecar, VirtualService,
+    WorkloadEntry, WorkloadGroup,
+};
+use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use crate::telemetry::{Telemetry, WasmPlugin};
 
-/// Every Istio kind Weft accepts. The first three are compiled into proxy
-/// config; the others are stored and served back, and a warning says that
-/// this version does not enforce them, so nothing is ignored silently.
+/// Every Istio kind Weft accepts. All are typed and validated; the first
+/// three are compiled into proxy config, the others are stored and served
+/// back with a warning that this version does not enforce them, so nothing
+/// is ignored silently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Kind {
     VirtualService,
@@ -138,14 +144,24 @@ impl fmt::Display for Key {
     }
 }
 
+/// One typed spec per kind; `Kind::is_enforced` says which the proxy honours.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Spec {
     VirtualService(Box<VirtualService>),
     DestinationRule(Box<DestinationRule>),
     Gateway(Box<Gateway>),
-    /// A kind Weft stores but does not compile yet; kept as written.
-    Stored(serde_json::Value),
+    ServiceEntry(Box<ServiceEntry>),
+    Sidecar(Box<Sidecar>),
+    WorkloadEntry(Box<WorkloadEntry>),
+    WorkloadGroup(Box<WorkloadGroup>),
+    EnvoyFilter(Box<EnvoyFilter>),
+    ProxyConfig(Box<ProxyConfig>),
+    PeerAuthentication(Box<PeerAuthentication>),
+    RequestAuthentication(Box<RequestAuthentication>),
+    AuthorizationPolicy(Box<AuthorizationPolicy>),
+    Telemetry(Box<Telemetry>),
+    WasmPlugin(Box<WasmPlugin>),
 }
 
 #[derive(Debug, Clone, PartialEq)]

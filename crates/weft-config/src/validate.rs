@@ -11,7 +11,7 @@ use crate::networking::{DestinationRule, Gateway, StringMatch, VirtualService};
 use crate::resource::{Resource, Spec};
 
 /// Collects problems for one resource, each tagged with its field path.
-struct Report<'a> {
+pub(crate) struct Report<'a> {
     resource: &'a Resource,
     problems: Vec<Problem>,
 }
@@ -33,11 +33,15 @@ impl Report<'_> {
         });
     }
 
-    fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.push(Severity::Error, field, message);
     }
 
-    fn warn(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn namespace(&self) -> String {
+        self.resource.namespace().to_string()
+    }
+
+    pub(crate) fn warn(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.push(Severity::Warning, field, message);
     }
 }
@@ -52,13 +56,32 @@ pub(crate) fn validate(resource: &Resource) -> Vec<Problem> {
         Spec::VirtualService(vs) => virtual_service(&mut r, vs),
         Spec::DestinationRule(dr) => destination_rule(&mut r, dr),
         Spec::Gateway(gw) => gateway(&mut r, gw),
-        Spec::Stored(_) => r.warn(
+        Spec::ServiceEntry(se) => crate::networking::service_entry::check_service_entry(&mut r, se),
+        Spec::Sidecar(s) => crate::networking::sidecar::check(&mut r, s),
+        Spec::WorkloadEntry(we) => {
+            crate::networking::service_entry::check_workload_entry(&mut r, we)
+        }
+        Spec::WorkloadGroup(wg) => {
+            crate::networking::service_entry::check_workload_group(&mut r, wg)
+        }
+        Spec::EnvoyFilter(ef) => crate::networking::envoy_filter::check(&mut r, ef),
+        Spec::ProxyConfig(pc) => crate::networking::envoy_filter::check_proxy_config(&mut r, pc),
+        Spec::PeerAuthentication(pa) => crate::security::check_peer_authentication(&mut r, pa),
+        Spec::RequestAuthentication(ra) => {
+            crate::security::check_request_authentication(&mut r, ra)
+        }
+        Spec::AuthorizationPolicy(ap) => crate::security::check_authorization_policy(&mut r, ap),
+        Spec::Telemetry(t) => crate::telemetry::check_telemetry(&mut r, t),
+        Spec::WasmPlugin(w) => crate::telemetry::check_wasm_plugin(&mut r, w),
+    }
+    if !resource.kind.is_enforced() {
+        r.warn(
             "",
             format!(
-                "{} is stored but not enforced by this version of Weft",
+                "{} is validated and stored but not enforced by this version of Weft",
                 resource.kind
             ),
-        ),
+        );
     }
     r.problems
 }
@@ -273,6 +296,50 @@ fn string_match(r: &mut Report, at: &str, sm: &StringMatch) {
     }
 }
 
+fn warmup(
+    r: &mut Report,
+    at: &str,
+    lb: &crate::networking::destination_rule::LoadBalancerSettings,
+) {
+    if let Some(d) = &lb.warmup_duration_secs {
+        duration_at_least_1ms(r, &format!("{at}.loadBalancer.warmupDurationSecs"), d);
+    }
+    let Some(w) = &lb.warmup else { return };
+    let here = format!("{at}.loadBalancer.warmup");
+    match &w.duration {
+        Some(d) => duration_at_least_1ms(r, &format!("{here}.duration"), d),
+        None => r.error(
+            format!("{here}.duration"),
+            "Required value: how long new endpoints warm up",
+        ),
+    }
+    if w.minimum_percent
+        .is_some_and(|p| !(0.0..=100.0).contains(&p))
+    {
+        r.error(
+            format!("{here}.minimumPercent"),
+            "Invalid value: must be between 0 and 100",
+        );
+    }
+    if w.aggression.is_some_and(|a| a < 0.0) {
+        r.error(
+            format!("{here}.aggression"),
+            "Invalid value: must be 0 or more",
+        );
+    }
+}
+
+fn duration_at_least_1ms(r: &mut Report, at: &str, text: &str) {
+    if crate::networking::common::parse_duration(text)
+        .is_none_or(|d| d < std::time::Duration::from_millis(1))
+    {
+        r.error(
+            at,
+            format!("must be a valid duration greater than 1ms: {text:?}"),
+        );
+    }
+}
+
 fn first_line(s: &str) -> String {
     s.lines().last().unwrap_or(s).trim().to_string()
 }
@@ -328,6 +395,7 @@ fn traffic_policy(r: &mut Report, at: &str, tp: &crate::networking::TrafficPolic
                 "set only one of simple and consistentHash",
             );
         }
+        warmup(r, at, lb);
     }
     for field in tp.unenforced_fields() {
         r.warn(

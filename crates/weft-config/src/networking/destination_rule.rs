@@ -85,9 +85,21 @@ pub struct LoadBalancerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality_lb_setting: Opaque,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warmup_duration_secs: Opaque,
+    pub warmup_duration_secs: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warmup: Opaque,
+    pub warmup: Option<Warmup>,
+}
+
+/// Slow start for new endpoints.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Warmup {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggression: Option<f64>,
 }
 
 pub const SIMPLE_LB_POLICIES: &[&str] = &[

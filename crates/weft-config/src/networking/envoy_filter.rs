@@ -1,0 +1,203 @@
+//! EnvoyFilter and ProxyConfig: low-level proxy customisation.
+//!
+//! A patch's `value` is Envoy config of any shape and stays opaque; the
+//! match and the operation are typed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::service_entry::LabelSelector;
+use crate::selectors::{PolicyTargetReference, WorkloadSelector};
+use crate::validate::Report;
+
+type Opaque = Option<serde_json::Value>;
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvoyFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_refs: Vec<PolicyTargetReference>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_patches: Vec<ConfigPatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigPatch {
+    #[serde(default)]
+    pub apply_to: Option<String>,
+    #[serde(default, rename = "match")]
+    pub matches: Option<PatchMatch>,
+    #[serde(default)]
+    pub patch: Option<Patch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PatchMatch {
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default)]
+    pub proxy: Opaque,
+    #[serde(default)]
+    pub listener: Opaque,
+    #[serde(default)]
+    pub route_configuration: Opaque,
+    #[serde(default)]
+    pub cluster: Opaque,
+    #[serde(default)]
+    pub waypoint: Option<WaypointMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WaypointMatch {
+    #[serde(default)]
+    pub filter: Opaque,
+    #[serde(default)]
+    pub route: Opaque,
+    #[serde(default)]
+    pub port_number: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Patch {
+    #[serde(default)]
+    pub operation: Option<String>,
+    #[serde(default)]
+    pub value: Opaque,
+    #[serde(default)]
+    pub filter_class: Option<String>,
+}
+
+const APPLY_TO: &[&str] = &[
+    "INVALID",
+    "LISTENER",
+    "FILTER_CHAIN",
+    "NETWORK_FILTER",
+    "HTTP_FILTER",
+    "ROUTE_CONFIGURATION",
+    "VIRTUAL_HOST",
+    "HTTP_ROUTE",
+    "CLUSTER",
+    "EXTENSION_CONFIG",
+    "BOOTSTRAP",
+    "LISTENER_FILTER",
+];
+const CONTEXTS: &[&str] = &[
+    "ANY",
+    "SIDECAR_INBOUND",
+    "SIDECAR_OUTBOUND",
+    "GATEWAY",
+    "WAYPOINT",
+];
+const OPERATIONS: &[&str] = &[
+    "INVALID",
+    "MERGE",
+    "ADD",
+    "REMOVE",
+    "INSERT_BEFORE",
+    "INSERT_AFTER",
+    "INSERT_FIRST",
+    "REPLACE",
+    "MERGE_AND_REPLACE_LIST",
+];
+
+fn one_of(r: &mut Report, at: &str, value: Option<&str>, allowed: &[&str]) {
+    if let Some(v) = value {
+        if !allowed.contains(&v) {
+            r.error(
+                at,
+                format!(
+                    "Unsupported value: {v:?}: use one of {}",
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+pub(crate) fn check(r: &mut Report, ef: &EnvoyFilter) {
+    if ef.workload_selector.is_some() && !ef.target_refs.is_empty() {
+        r.error(
+            "spec",
+            "only one of targetRefs or workloadSelector can be set",
+        );
+    }
+    let ns = r.namespace();
+    for (i, t) in ef.target_refs.iter().enumerate() {
+        t.check(r, &format!("spec.targetRefs[{i}]"), &ns);
+    }
+    for (i, p) in ef.config_patches.iter().enumerate() {
+        let at = format!("spec.configPatches[{i}]");
+        one_of(r, &format!("{at}.applyTo"), p.apply_to.as_deref(), APPLY_TO);
+        if let Some(m) = &p.matches {
+            one_of(
+                r,
+                &format!("{at}.match.context"),
+                m.context.as_deref(),
+                CONTEXTS,
+            );
+            let waypoint_context = m.context.as_deref() == Some("WAYPOINT");
+            if waypoint_context != m.waypoint.is_some() {
+                r.error(
+                    format!("{at}.match"),
+                    "Invalid value: only support waypointMatch when context is WAYPOINT",
+                );
+            }
+            if let Some(port) = m.waypoint.as_ref().and_then(|w| w.port_number) {
+                crate::selectors::port_in_range(
+                    r,
+                    &format!("{at}.match.waypoint.portNumber"),
+                    port,
+                );
+            }
+        }
+        if let Some(patch) = &p.patch {
+            one_of(
+                r,
+                &format!("{at}.patch.operation"),
+                patch.operation.as_deref(),
+                OPERATIONS,
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProxyConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<WorkloadSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<i64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment_variables: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ProxyImage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProxyImage {
+    #[serde(default)]
+    pub image_type: Option<String>,
+}
+
+pub(crate) fn check_proxy_config(r: &mut Report, pc: &ProxyConfig) {
+    if let Some(s) = &pc.selector {
+        s.check(r, "spec.selector");
+    }
+    if pc.concurrency.is_some_and(|c| c < 0) {
+        r.error(
+            "spec.concurrency",
+            "spec.concurrency in body should be greater than or equal to 0",
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! Sidecar: which services a workload's proxy sees, and how it listens.
+
+use serde::{Deserialize, Serialize};
+
+use super::service_entry::LabelSelector;
+use crate::validate::Report;
+
+type Opaque = Option<serde_json::Value>;
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Sidecar {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<IngressListener>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<EgressListener>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_connection_pool: Opaque,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SidecarPort {
+    #[serde(default)]
+    pub number: i64,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub target_port: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IngressListener {
+    #[serde(default)]
+    pub port: Option<SidecarPort>,
+    #[serde(default)]
+    pub bind: Option<String>,
+    #[serde(default)]
+    pub capture_mode: Option<String>,
+    #[serde(default)]
+    pub default_endpoint: Option<String>,
+    #[serde(default)]
+    pub tls: Opaque,
+    #[serde(default)]
+    pub connection_pool: Opaque,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EgressListener {
+    #[serde(default)]
+    pub port: Option<SidecarPort>,
+    #[serde(default)]
+    pub bind: Option<String>,
+    #[serde(default)]
+    pub capture_mode: Option<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutboundTrafficPolicy {
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub egress_proxy: Opaque,
+}
+
+const CAPTURE_MODES: &[&str] = &["DEFAULT", "IPTABLES", "NONE"];
+
+pub(crate) fn check(r: &mut Report, s: &Sidecar) {
+    for (i, e) in s.egress.iter().enumerate() {
+        let at = format!("spec.egress[{i}]");
+        if e.hosts.is_empty() {
+            r.error(format!("{at}.hosts"), "an egress listener needs hosts (namespace/host, e.g. \"./*\" or \"istio-system/*\")");
+        }
+        for (j, h) in e.hosts.iter().enumerate() {
+            if !h.contains('/') {
+                r.error(
+                    format!("{at}.hosts[{j}]"),
+                    format!("{h:?} must be namespace/dnsName, e.g. \"./{h}\""),
+                );
+            }
+        }
+        capture_mode(r, &at, e.capture_mode.as_deref());
+        if let Some(p) = &e.port {
+            crate::selectors::port_in_range(r, &format!("{at}.port.number"), p.number);
+        }
+    }
+    for (i, l) in s.ingress.iter().enumerate() {
+        let at = format!("spec.ingress[{i}]");
+        capture_mode(r, &at, l.capture_mode.as_deref());
+        match &l.port {
+            Some(p) => crate::selectors::port_in_range(r, &format!("{at}.port.number"), p.number),
+            None => r.error(
+                format!("{at}.port"),
+                "Required value: an ingress listener needs a port",
+            ),
+        }
+    }
+    if let Some(mode) = s
+        .outbound_traffic_policy
+        .as_ref()
+        .and_then(|p| p.mode.as_deref())
+    {
+        if !["REGISTRY_ONLY", "ALLOW_ANY"].contains(&mode) {
+            r.error(
+                "spec.outboundTrafficPolicy.mode",
+                format!("Unsupported value: {mode:?}: use REGISTRY_ONLY or ALLOW_ANY"),
+            );
+        }
+    }
+}
+
+fn capture_mode(r: &mut Report, at: &str, mode: Option<&str>) {
+    if let Some(m) = mode {
+        if !CAPTURE_MODES.contains(&m) {
+            r.error(
+                format!("{at}.captureMode"),
+                format!(
+                    "Unsupported value: {m:?}: use one of {}",
+                    CAPTURE_MODES.join(", ")
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! security.istio.io kinds: PeerAuthentication, RequestAuthentication,
+//! AuthorizationPolicy (v1 and v1beta1). Typed and validated; not enforced
+//! by the proxy yet (validation warns).
+
+mod authorization;
+mod peer;
+mod request;
+
+pub use authorization::AuthorizationPolicy;
+pub use peer::PeerAuthentication;
+pub use request::RequestAuthentication;
+
+pub(crate) use authorization::check as check_authorization_policy;
+pub(crate) use peer::check as check_peer_authentication;
+pub(crate) use request::check as check_request_authentication;
