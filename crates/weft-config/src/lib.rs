@@ -9,6 +9,7 @@ pub mod error;
 pub mod load;
 pub mod meta;
 pub mod networking;
+mod positions;
 pub mod resource;
 pub mod security;
 pub mod selectors;

@@ -260,13 +260,27 @@ fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
         spec,
         origin,
     };
-    let problems = validate::validate(&resource);
+    let mut problems = validate::validate(&resource);
+    place(&mut problems, text, line_offset);
     let rejected = problems.iter().any(|p| p.severity == Severity::Error);
     out.problems.extend(problems);
     if !rejected {
         out.resources.push(resource);
     }
     out
+}
+
+/// Moves each problem that names a field to that field's own line and column.
+fn place(problems: &mut [Problem], text: &str, line_offset: usize) {
+    if problems.iter().all(|p| p.field.is_none()) {
+        return;
+    }
+    let positions = crate::positions::Positions::of(text);
+    for p in problems.iter_mut() {
+        if let Some((line, col)) = p.field.as_deref().and_then(|f| positions.find(f)) {
+            p.origin = p.origin.at(line + line_offset, col);
+        }
+    }
 }
 
 fn typed<S: DeserializeOwned>(text: &str) -> Result<(ObjectMeta, S), serde_yaml_ng::Error> {

@@ -469,6 +469,14 @@ mod tests {
     }
 
     #[test]
+    fn semantic_problems_point_at_their_field() {
+        let text = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: x}\nspec:\n  host: r\n  subsets:\n  - name: v1\n  - name: v1\n";
+        let l = load_str(text, "dr.yaml");
+        let e = l.errors().next().expect("duplicate subset");
+        assert_eq!(e.origin.to_string(), "dr.yaml:8:5", "{e}");
+    }
+
+    #[test]
     fn bad_regex_is_rejected_with_field() {
         let p = problems("  hosts: [r]\n  http:\n  - match:\n    - uri: {regex: \"(\"}\n    route:\n    - destination: {host: r}\n", "VirtualService");
         assert!(has(&p, "spec.http[0].match[0].uri.regex"), "{p:?}");
