@@ -52,6 +52,8 @@ enum Command {
     Get(cmd::config::GetArgs),
     /// Delete config applied to a running mesh.
     Delete(cmd::config::DeleteArgs),
+    /// Cross-resource checks with Istio's message codes (exit 79 on findings).
+    Analyze(cmd::analyze::AnalyzeArgs),
     /// Per proxy and xDS type: sent, ACKed or NACKed (with the reason).
     ProxyStatus(cmd::config::Target),
     /// Run the control plane (started by `weft up`).
@@ -145,6 +147,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Validate(args) => return cmd::config::validate(&args),
         Command::Get(args) => cmd::config::get(&args)?,
         Command::Delete(args) => return cmd::config::delete(&args),
+        Command::Analyze(args) => return cmd::analyze::analyze(&args),
         Command::ProxyStatus(target) => return cmd::status::proxy_status(&target),
         Command::ControlPlane {
             config_dir,

@@ -68,6 +68,13 @@ fn bookinfo_routing_end_to_end() {
         );
     }
 
+    let analysis = weft(&["analyze", "--mesh", &mesh.name, "-A"]);
+    let report = String::from_utf8_lossy(&analysis.stdout);
+    assert!(
+        analysis.status.success() && report.contains("No validation issues"),
+        "the running mesh analyzes clean: {report}"
+    );
+
     shift_all_to_v3_without_errors(&mesh, &page);
     header_routing(&mesh, &page);
     weighted_split(&mesh, &page);
@@ -289,7 +296,7 @@ fn bad_file_keeps_last_good_config(mesh: &Mesh, page: &str) {
     wait_until(
         "the control plane to report the broken file",
         Duration::from_secs(5),
-        || curl(&problems_url, &[]).1.contains("zz-broken.yaml:1"),
+        || curl(&problems_url, &[]).1.contains("zz-broken.yaml:7:5"),
     );
     let (_, problems) = curl(&problems_url, &[]);
     assert!(problems.contains("spec.subsets[0].name"), "{problems}");

@@ -1,4 +1,5 @@
 //! Subcommands that talk to a running mesh or read config offline.
 
+pub mod analyze;
 pub mod config;
 pub mod status;

@@ -1,0 +1,246 @@
+//! References to things that do not exist: hosts, subsets, gateways,
+//! namespaces, service accounts, and selectors that select nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use weft_config::networking::Destination;
+use weft_config::{Kind, Resource, Spec};
+
+use crate::{
+    Findings, Input, Level, NO_MATCHING_WORKLOADS, REFERENCED_RESOURCE_NOT_FOUND,
+    SUBSET_SELECTS_NO_PODS,
+};
+
+pub(crate) fn check(input: &Input, f: &mut Findings) {
+    for vs in input.of_kind(Kind::VirtualService) {
+        virtual_service(input, f, vs);
+    }
+    for dr in input.of_kind(Kind::DestinationRule) {
+        subsets_select_pods(input, f, dr);
+    }
+    for gw in input.of_kind(Kind::Gateway) {
+        let selector = &gw.as_gateway().expect("gateway").selector;
+        if !selector.is_empty()
+            && !input
+                .registry
+                .workloads
+                .iter()
+                .any(|w| selects(selector, &w.labels))
+        {
+            f.push(
+                Level::Error,
+                REFERENCED_RESOURCE_NOT_FOUND,
+                gw,
+                format!("Referenced selector not found: {:?}", labels_text(selector)),
+                Some("no workload carries these labels; check the Gateway's selector against the gateway workload's labels"),
+            );
+        }
+    }
+    for r in input.config {
+        policy_selects_workloads(input, f, r);
+    }
+    for ap in input.of_kind(Kind::AuthorizationPolicy) {
+        authorization_references(input, f, ap);
+    }
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A host is known when the registry has it or a ServiceEntry declares it.
+fn host_known(input: &Input, host: &str, ns: &str) -> bool {
+    if input.registry.service(host, ns).is_some() {
+        return true;
+    }
+    input.of_kind(Kind::ServiceEntry).any(|r| match &r.spec {
+        Spec::ServiceEntry(se) => se
+            .hosts
+            .iter()
+            .any(|h| h == host || h.strip_prefix('*').is_some_and(|s| host.ends_with(s))),
+        _ => false,
+    })
+}
+
+fn subset_defined(input: &Input, d: &Destination, ns: &str, subset: &str) -> bool {
+    let fqdn = input.registry.qualify(&d.host, ns);
+    input.of_kind(Kind::DestinationRule).any(|r| {
+        let dr = r.as_destination_rule().expect("destination rule");
+        input.registry.qualify(&dr.host, r.namespace()) == fqdn
+            && dr.subsets.iter().any(|s| s.name == subset)
+    })
+}
+
+fn virtual_service(input: &Input, f: &mut Findings, r: &Resource) {
+    let vs = r.as_virtual_service().expect("virtual service");
+    let ns = r.namespace();
+    let destinations = vs
+        .http
+        .iter()
+        .flat_map(|h| h.route.iter().map(|d| &d.destination))
+        .chain(
+            vs.tcp
+                .iter()
+                .flat_map(|t| t.route.iter().map(|d| &d.destination)),
+        );
+    for d in destinations {
+        if !host_known(input, &d.host, ns) {
+            f.push(
+                Level::Error,
+                REFERENCED_RESOURCE_NOT_FOUND,
+                r,
+                format!("Referenced host not found: {:?}", d.host),
+                Some("name a service of the registry, or declare the host in a ServiceEntry"),
+            );
+        } else if let Some(subset) = d.subset.as_deref() {
+            if !subset_defined(input, d, ns, subset) {
+                f.push(
+                    Level::Error,
+                    REFERENCED_RESOURCE_NOT_FOUND,
+                    r,
+                    format!(
+                        "Referenced host+subset in destinationrule not found: \"{}+{subset}\"",
+                        d.host
+                    ),
+                    Some("define the subset in a DestinationRule for this host"),
+                );
+            }
+        }
+    }
+    for g in vs.gateways.iter().filter(|g| g.as_str() != "mesh") {
+        let (gns, name) = g.split_once('/').unwrap_or((ns, g));
+        let found = input
+            .of_kind(Kind::Gateway)
+            .any(|gw| gw.namespace() == gns && gw.meta.name == name);
+        if !found {
+            f.push(
+                Level::Error,
+                REFERENCED_RESOURCE_NOT_FOUND,
+                r,
+                format!("Referenced gateway not found: {g:?}"),
+                None,
+            );
+        }
+    }
+}
+
+fn subsets_select_pods(input: &Input, f: &mut Findings, r: &Resource) {
+    let dr = r.as_destination_rule().expect("destination rule");
+    let Some(service) = input.registry.service(&dr.host, r.namespace()) else {
+        return;
+    };
+    for subset in &dr.subsets {
+        let any = service.ports.iter().any(|p| {
+            !input
+                .registry
+                .endpoints(service, p, &subset.labels)
+                .is_empty()
+        });
+        if !any {
+            f.push(
+                Level::Error,
+                SUBSET_SELECTS_NO_PODS,
+                r,
+                format!("The Subset {} defined in the DestinationRule does not select any pods, which leads to 503 UH (no healthy upstream).", subset.name),
+                Some("change the subset's labels, deploy the workloads it should select, or remove it"),
+            );
+        }
+    }
+}
+
+/// The workload selector of a policy-like resource, if it has one.
+fn selector_of(r: &Resource) -> Option<&BTreeMap<String, String>> {
+    match &r.spec {
+        Spec::AuthorizationPolicy(p) => p.selector.as_ref().map(|s| &s.match_labels),
+        Spec::PeerAuthentication(p) => p.selector.as_ref().map(|s| &s.match_labels),
+        Spec::RequestAuthentication(p) => p.selector.as_ref().map(|s| &s.match_labels),
+        Spec::Telemetry(p) => p.selector.as_ref().map(|s| &s.match_labels),
+        Spec::Sidecar(p) => p.workload_selector.as_ref().map(|s| &s.labels),
+        _ => None,
+    }
+}
+
+/// Istio's root namespace: a policy there applies to the whole mesh.
+const ROOT_NAMESPACE: &str = "istio-system";
+
+fn policy_selects_workloads(input: &Input, f: &mut Findings, r: &Resource) {
+    let Some(selector) = selector_of(r).filter(|s| !s.is_empty()) else {
+        return;
+    };
+    let ns = r.namespace();
+    let any = input
+        .registry
+        .workloads
+        .iter()
+        .filter(|w| ns == ROOT_NAMESPACE || w.namespace == ns)
+        .any(|w| selects(selector, &w.labels));
+    if !any {
+        f.push(
+            Level::Warning,
+            NO_MATCHING_WORKLOADS,
+            r,
+            format!(
+                "No matching workloads for this resource with the following labels: {}",
+                labels_text(selector)
+            ),
+            None,
+        );
+    }
+}
+
+/// Namespaces and service accounts an AuthorizationPolicy names must exist.
+fn authorization_references(input: &Input, f: &mut Findings, r: &Resource) {
+    let Spec::AuthorizationPolicy(ap) = &r.spec else {
+        return;
+    };
+    let namespaces: BTreeSet<&str> = input
+        .registry
+        .workloads
+        .iter()
+        .map(|w| w.namespace.as_str())
+        .chain(input.registry.services.iter().map(|s| s.namespace.as_str()))
+        .chain(input.config.iter().map(|c| c.namespace()))
+        .collect();
+    let accounts: BTreeSet<(&str, &str)> = input
+        .registry
+        .workloads
+        .iter()
+        .map(|w| (w.namespace.as_str(), w.service_account.as_str()))
+        .collect();
+    for source in ap
+        .rules
+        .iter()
+        .flat_map(|rule| rule.from.iter().map(|f| &f.source))
+    {
+        for ns in source.namespaces.iter().chain(&source.not_namespaces) {
+            if !ns.contains('*') && !namespaces.contains(ns.as_str()) {
+                f.push(
+                    Level::Error,
+                    REFERENCED_RESOURCE_NOT_FOUND,
+                    r,
+                    format!("Referenced namespace not found: {ns:?}"),
+                    None,
+                );
+            }
+        }
+        for p in source.principals.iter().chain(&source.not_principals) {
+            let parsed = p
+                .split_once("/ns/")
+                .and_then(|(_, rest)| rest.split_once("/sa/"));
+            if let Some((ns, sa)) = parsed.filter(|(ns, sa)| !ns.contains('*') && !sa.contains('*'))
+            {
+                if !accounts.contains(&(ns, sa)) {
+                    f.push(Level::Error, REFERENCED_RESOURCE_NOT_FOUND, r, format!("Referenced service account not found: {p:?}"), Some("principals are trust-domain/ns/NAMESPACE/sa/SERVICE_ACCOUNT of a workload"));
+                }
+            }
+        }
+    }
+}

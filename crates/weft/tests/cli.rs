@@ -1,0 +1,127 @@
+//! The CLI's offline commands, run as a user would: validate and analyze.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weft-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(example()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn the_example_analyzes_clean() {
+    let out = Command::new(WEFT)
+        .args(["analyze", "-A", "-f"])
+        .arg(example())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("No validation issues"), "{stdout}");
+}
+
+#[test]
+fn analyze_reports_codes_and_exits_79() {
+    let dir = scratch("analyze");
+    std::fs::write(
+        dir.join("bad.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  gateways: [no-such-gateway]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v9}\n",
+    )
+    .unwrap();
+    let out = Command::new(WEFT)
+        .args(["analyze", "-o", "json", "-f"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        out.status.code(),
+        Some(79),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let messages: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let texts: Vec<String> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| format!("{} {}", m["code"], m["text"]))
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("IST0101") && t.contains("no-such-gateway")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("IST0101") && t.contains("reviews+v9")),
+        "{texts:?}"
+    );
+    let origin = &messages[0]["origin"];
+    assert!(
+        origin["file"].as_str().unwrap().ends_with("bad.yaml") && origin["line"] == 1,
+        "{origin}"
+    );
+}
+
+#[test]
+fn warnings_fail_only_with_a_lower_threshold() {
+    let dir = scratch("threshold");
+    let pa = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: p}\nspec:\n  selector: {matchLabels: {app: nothing}}\n  mtls: {mode: STRICT}\n";
+    std::fs::write(dir.join("pa.yaml"), pa).unwrap();
+    let run = |threshold: &str| {
+        Command::new(WEFT)
+            .args(["analyze", "--failure-threshold", threshold, "-f"])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let default = run("error");
+    let strict = run("warning");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        default.status.success(),
+        "a warning alone passes the default threshold"
+    );
+    assert_eq!(strict.status.code(), Some(79));
+    assert!(String::from_utf8_lossy(&strict.stdout).contains("IST0127"));
+}
+
+#[test]
+fn validate_names_file_line_field() {
+    let dir = scratch("validate");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n  host: reviews\n  subsets:\n  - name: v1\n  - name: v1\n").unwrap();
+    let out = Command::new(WEFT)
+        .args(["validate", "-f"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("bad.yaml:8:5: error: DestinationRule default/r: spec.subsets[1].name"),
+        "{err}"
+    );
+}
