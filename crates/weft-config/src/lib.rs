@@ -6,6 +6,7 @@
 //! text into validated values and nothing else.
 
 pub mod error;
+pub mod gateway_api;
 pub mod load;
 pub mod meta;
 pub mod networking;

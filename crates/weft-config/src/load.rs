@@ -8,6 +8,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem, Severity};
+use crate::gateway_api::{
+    GatewayClass, GrpcRoute, HttpRoute, KubeGateway, ReferenceGrant, TcpRoute, TlsRoute,
+};
 use crate::meta::{ObjectMeta, Origin};
 use crate::networking::{
     DestinationRule, EnvoyFilter, Gateway, ProxyConfig, ServiceEntry, Sidecar, VirtualService,
@@ -152,6 +155,30 @@ struct Head {
     items: Vec<serde_json::Value>,
 }
 
+/// apiVersion and kind from top-level block-style lines, without a full
+/// parse: the common case reads each document once instead of twice. Any
+/// other shape (JSON, flow style, a List) takes the full parse.
+fn quick_head(text: &str) -> Option<Head> {
+    let value = |line: &str, key: &str| -> Option<String> {
+        let v = line.strip_prefix(key)?.strip_prefix(':')?;
+        let v = v.split(" #").next()?.trim().trim_matches(['"', '\'']);
+        (!v.is_empty()).then(|| v.to_string())
+    };
+    let (mut api_version, mut kind) = (None, None);
+    for line in text.lines() {
+        api_version = api_version.or_else(|| value(line, "apiVersion"));
+        kind = kind.or_else(|| value(line, "kind"));
+    }
+    match kind.as_deref() {
+        Some("List") | None => None,
+        Some(_) => Some(Head {
+            api_version,
+            kind,
+            items: Vec::new(),
+        }),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Envelope<S> {
@@ -167,7 +194,11 @@ struct Envelope<S> {
 
 fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
     let mut out = Loaded::default();
-    let head: Head = match serde_yaml_ng::from_str(text) {
+    let head = match quick_head(text) {
+        Some(head) => Ok(head),
+        None => serde_yaml_ng::from_str::<Head>(text),
+    };
+    let head: Head = match head {
         Ok(h) => h,
         Err(e) => {
             out.problems
@@ -193,12 +224,24 @@ fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
         });
         return out;
     };
-    let Some(kind) = Kind::ALL.into_iter().find(|k| k.name() == kind_name) else {
+    // Two kinds share a name (Istio's and the Gateway API's Gateway): the
+    // API group decides.
+    let group = api_version.split_once('/').map_or("", |(g, _)| g);
+    let named: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|k| k.name() == kind_name)
+        .collect();
+    let Some(kind) = named
+        .iter()
+        .find(|k| k.group_versions().0 == group)
+        .or(named.first())
+        .copied()
+    else {
         out.problems.push(error_at(
             &origin,
             None,
             "kind",
-            format!("unknown kind {kind_name:?}; Weft reads Istio's kinds (VirtualService, DestinationRule, Gateway, …)"),
+            format!("unknown kind {kind_name:?}; Weft reads Istio's kinds (VirtualService, DestinationRule, Gateway, …) and the Gateway API's"),
         ));
         return out;
     };
@@ -242,7 +285,14 @@ fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
         RequestAuthentication,
         AuthorizationPolicy,
         Telemetry,
-        WasmPlugin
+        WasmPlugin,
+        GatewayClass,
+        KubeGateway,
+        HttpRoute,
+        GrpcRoute,
+        TcpRoute,
+        TlsRoute,
+        ReferenceGrant
     );
     let (meta, spec) = match parsed {
         Ok(v) => v,
@@ -392,6 +442,38 @@ spec:
         let l = load_str(text, "list.json");
         assert!(!l.has_errors(), "{:?}", l.problems);
         assert_eq!(l.resources[0].key().to_string(), "DestinationRule prod/r");
+    }
+
+    #[test]
+    fn gateway_api_kinds_by_group() {
+        let text = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  gatewayClassName: istio\n  listeners:\n  - {name: http, port: 80, protocol: HTTP}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: g}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /api}}]\n    backendRefs: [{name: reviews, port: 9080}]\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]\n";
+        let l = load_str(text, "gw.yaml");
+        assert!(!l.has_errors(), "{:?}", l.problems);
+        let kinds: Vec<Kind> = l.resources.iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, [Kind::KubeGateway, Kind::HttpRoute, Kind::Gateway]);
+        assert_ne!(
+            l.resources[0].key(),
+            l.resources[2].key(),
+            "same name, different kinds"
+        );
+        let bad = text
+            .replace("port: 9080", "weight: 1")
+            .replace("value: /api", "value: api");
+        let l = load_str(&bad, "gw.yaml");
+        let errors: Vec<String> = l.errors().map(|e| e.to_string()).collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("backendRefs[0].port: Required value")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("path.value: must be an absolute path")),
+            "{errors:?}"
+        );
+        assert!(errors[0].contains("HTTPRoute default/r"), "{errors:?}");
     }
 
     #[test]

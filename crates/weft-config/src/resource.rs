@@ -4,6 +4,9 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::gateway_api::{
+    GatewayClass, GrpcRoute, HttpRoute, KubeGateway, ReferenceGrant, TcpRoute, TlsRoute,
+};
 use crate::meta::{ObjectMeta, Origin};
 use crate::networking::{
     DestinationRule, EnvoyFilter, Gateway, ProxyConfig, ServiceEntry, Sidecar, VirtualService,
@@ -32,10 +35,18 @@ pub enum Kind {
     AuthorizationPolicy,
     Telemetry,
     WasmPlugin,
+    GatewayClass,
+    /// The Gateway API's Gateway (gateway.networking.k8s.io), not Istio's.
+    KubeGateway,
+    HttpRoute,
+    GrpcRoute,
+    TcpRoute,
+    TlsRoute,
+    ReferenceGrant,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 21] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::Gateway,
@@ -50,6 +61,13 @@ impl Kind {
         Kind::AuthorizationPolicy,
         Kind::Telemetry,
         Kind::WasmPlugin,
+        Kind::GatewayClass,
+        Kind::KubeGateway,
+        Kind::HttpRoute,
+        Kind::GrpcRoute,
+        Kind::TcpRoute,
+        Kind::TlsRoute,
+        Kind::ReferenceGrant,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +86,13 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::Telemetry => "Telemetry",
             Kind::WasmPlugin => "WasmPlugin",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::KubeGateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::TcpRoute => "TCPRoute",
+            Kind::TlsRoute => "TLSRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
         }
     }
 
@@ -89,6 +114,12 @@ impl Kind {
             }
             Kind::Telemetry => ("telemetry.istio.io", &["v1", "v1alpha1"]),
             Kind::WasmPlugin => ("extensions.istio.io", &["v1alpha1"]),
+            Kind::GatewayClass | Kind::KubeGateway | Kind::HttpRoute => {
+                (GATEWAY_API, &["v1", "v1beta1"])
+            }
+            Kind::GrpcRoute => (GATEWAY_API, &["v1", "v1alpha2"]),
+            Kind::TcpRoute | Kind::TlsRoute => (GATEWAY_API, &["v1alpha2", "v1alpha3"]),
+            Kind::ReferenceGrant => (GATEWAY_API, &["v1beta1", "v1alpha2"]),
         }
     }
 
@@ -106,6 +137,9 @@ impl Kind {
             "pa" => Some(Kind::PeerAuthentication),
             "ra" => Some(Kind::RequestAuthentication),
             "ap" => Some(Kind::AuthorizationPolicy),
+            "gtw" | "gateways.gateway.networking.k8s.io" | "gateway.gateway.networking.k8s.io" => {
+                Some(Kind::KubeGateway)
+            }
             _ => None,
         };
         short.or_else(|| {
@@ -124,9 +158,16 @@ impl Kind {
     }
 }
 
+/// The Kubernetes Gateway API's group.
+pub const GATEWAY_API: &str = "gateway.networking.k8s.io";
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match self {
+            // Two kinds are called Gateway: say which one.
+            Kind::KubeGateway => write!(f, "Gateway.{GATEWAY_API}"),
+            _ => f.write_str(self.name()),
+        }
     }
 }
 
@@ -162,6 +203,13 @@ pub enum Spec {
     AuthorizationPolicy(Box<AuthorizationPolicy>),
     Telemetry(Box<Telemetry>),
     WasmPlugin(Box<WasmPlugin>),
+    GatewayClass(Box<GatewayClass>),
+    KubeGateway(Box<KubeGateway>),
+    HttpRoute(Box<HttpRoute>),
+    GrpcRoute(Box<GrpcRoute>),
+    TcpRoute(Box<TcpRoute>),
+    TlsRoute(Box<TlsRoute>),
+    ReferenceGrant(Box<ReferenceGrant>),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -73,6 +73,12 @@ pub(crate) fn validate(resource: &Resource) -> Vec<Problem> {
         Spec::AuthorizationPolicy(ap) => crate::security::check_authorization_policy(&mut r, ap),
         Spec::Telemetry(t) => crate::telemetry::check_telemetry(&mut r, t),
         Spec::WasmPlugin(w) => crate::telemetry::check_wasm_plugin(&mut r, w),
+        Spec::GatewayClass(g) => crate::gateway_api::check_gateway_class(&mut r, g),
+        Spec::KubeGateway(g) => crate::gateway_api::check_gateway(&mut r, g),
+        Spec::HttpRoute(h) => crate::gateway_api::check_http_route(&mut r, h),
+        Spec::GrpcRoute(g) => crate::gateway_api::check_grpc_route(&mut r, g),
+        Spec::TcpRoute(t) | Spec::TlsRoute(t) => crate::gateway_api::check_backend_route(&mut r, t),
+        Spec::ReferenceGrant(g) => crate::gateway_api::check_reference_grant(&mut r, g),
     }
     if !resource.kind.is_enforced() {
         r.warn(
@@ -201,6 +207,16 @@ fn virtual_service(r: &mut Report, vs: &VirtualService) {
                 &d.destination.host,
                 d.destination.subset.as_deref(),
             );
+        }
+        if let Some(t) = &route.timeout {
+            duration_at_least_1ms(r, &format!("{at}.timeout"), &t.0);
+        }
+        if let Some(per_try) = route
+            .retries
+            .as_ref()
+            .and_then(|v| v["perTryTimeout"].as_str())
+        {
+            duration_at_least_1ms(r, &format!("{at}.retries.perTryTimeout"), per_try);
         }
         for field in route.unenforced_fields() {
             r.warn(
@@ -495,6 +511,25 @@ mod tests {
         assert!(has(&p, "add up to 0"), "{p:?}");
         let ok = problems("  hosts: [r]\n  http:\n  - route:\n    - destination: {host: r, subset: a}\n      weight: 80\n    - destination: {host: r, subset: b}\n      weight: 20\n", "VirtualService");
         assert!(ok.is_empty(), "{ok:?}");
+    }
+
+    #[test]
+    fn durations_must_parse_and_be_at_least_1ms() {
+        let route = |extra: &str| {
+            format!("  hosts: [r]\n  http:\n  - route:\n    - destination: {{host: r}}\n{extra}")
+        };
+        let p = problems(&route("    timeout: soon\n"), "VirtualService");
+        assert!(
+            has(&p, "spec.http[0].timeout: must be a valid duration"),
+            "{p:?}"
+        );
+        let p = problems(
+            &route("    retries: {attempts: 3, perTryTimeout: 0.0001ms}\n"),
+            "VirtualService",
+        );
+        assert!(has(&p, "spec.http[0].retries.perTryTimeout"), "{p:?}");
+        let ok = problems(&route("    timeout: 0.5s\n"), "VirtualService");
+        assert!(!has(&ok, "error"), "{ok:?}");
     }
 
     #[test]
