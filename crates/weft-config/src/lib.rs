@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod gateway_api;
+pub mod kube;
 pub mod load;
 pub mod meta;
 pub mod networking;

@@ -11,6 +11,7 @@ use crate::error::{ConfigError, Problem, Severity};
 use crate::gateway_api::{
     GatewayClass, GrpcRoute, HttpRoute, KubeGateway, ReferenceGrant, TcpRoute, TlsRoute,
 };
+use crate::kube;
 use crate::meta::{ObjectMeta, Origin};
 use crate::networking::{
     DestinationRule, EnvoyFilter, Gateway, ProxyConfig, ServiceEntry, Sidecar, VirtualService,
@@ -246,12 +247,10 @@ fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
         return out;
     };
     let (group, versions) = kind.group_versions();
-    let version_ok = api_version
-        .strip_prefix(group)
-        .and_then(|v| v.strip_prefix('/'))
-        .is_some_and(|v| versions.contains(&v));
+    let version_ok = versions.iter().any(|v| kind.api_version(v) == api_version);
+    let _ = group;
     if !version_ok {
-        let served: Vec<String> = versions.iter().map(|v| format!("{group}/{v}")).collect();
+        let served: Vec<String> = versions.iter().map(|v| kind.api_version(v)).collect();
         out.problems.push(error_at(
             &origin,
             None,
@@ -264,10 +263,12 @@ fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
         return out;
     }
     // Each kind's spec type has the kind's name.
+    // Kubernetes kinds keep their fields at the top level (`flat`).
     macro_rules! typed_spec {
-        ($($k:ident),*) => {
+        ($($k:ident),* ; $($f:ident),*) => {
             match kind {
                 $(Kind::$k => typed::<$k>(text).map(|(m, s)| (m, Spec::$k(Box::new(s)))),)*
+                $(Kind::$f => flat::<kube::$f>(text).map(|(m, s)| (m, Spec::$f(Box::new(s)))),)*
             }
         };
     }
@@ -292,7 +293,15 @@ fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
         GrpcRoute,
         TcpRoute,
         TlsRoute,
-        ReferenceGrant
+        ReferenceGrant;
+        Namespace,
+        Service,
+        Pod,
+        Deployment,
+        ServiceAccount,
+        EndpointSlice,
+        Secret,
+        ConfigMap
     );
     let (meta, spec) = match parsed {
         Ok(v) => v,
@@ -331,6 +340,20 @@ fn place(problems: &mut [Problem], text: &str, line_offset: usize) {
             p.origin = p.origin.at(line + line_offset, col);
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FlatEnvelope<B> {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(flatten)]
+    body: B,
+}
+
+fn flat<B: DeserializeOwned>(text: &str) -> Result<(ObjectMeta, B), serde_yaml_ng::Error> {
+    let env: FlatEnvelope<B> = serde_yaml_ng::from_str(text)?;
+    Ok((env.metadata, env.body))
 }
 
 fn typed<S: DeserializeOwned>(text: &str) -> Result<(ObjectMeta, S), serde_yaml_ng::Error> {

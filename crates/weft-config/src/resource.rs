@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::gateway_api::{
     GatewayClass, GrpcRoute, HttpRoute, KubeGateway, ReferenceGrant, TcpRoute, TlsRoute,
 };
+use crate::kube;
 use crate::meta::{ObjectMeta, Origin};
 use crate::networking::{
     DestinationRule, EnvoyFilter, Gateway, ProxyConfig, ServiceEntry, Sidecar, VirtualService,
@@ -43,10 +44,18 @@ pub enum Kind {
     TcpRoute,
     TlsRoute,
     ReferenceGrant,
+    Namespace,
+    Service,
+    Pod,
+    Deployment,
+    ServiceAccount,
+    EndpointSlice,
+    Secret,
+    ConfigMap,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 21] = [
+    pub const ALL: [Kind; 29] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::Gateway,
@@ -68,6 +77,14 @@ impl Kind {
         Kind::TcpRoute,
         Kind::TlsRoute,
         Kind::ReferenceGrant,
+        Kind::Namespace,
+        Kind::Service,
+        Kind::Pod,
+        Kind::Deployment,
+        Kind::ServiceAccount,
+        Kind::EndpointSlice,
+        Kind::Secret,
+        Kind::ConfigMap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +110,14 @@ impl Kind {
             Kind::TcpRoute => "TCPRoute",
             Kind::TlsRoute => "TLSRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Namespace => "Namespace",
+            Kind::Service => "Service",
+            Kind::Pod => "Pod",
+            Kind::Deployment => "Deployment",
+            Kind::ServiceAccount => "ServiceAccount",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 
@@ -120,6 +145,14 @@ impl Kind {
             Kind::GrpcRoute => (GATEWAY_API, &["v1", "v1alpha2"]),
             Kind::TcpRoute | Kind::TlsRoute => (GATEWAY_API, &["v1alpha2", "v1alpha3"]),
             Kind::ReferenceGrant => (GATEWAY_API, &["v1beta1", "v1alpha2"]),
+            Kind::Namespace
+            | Kind::Service
+            | Kind::Pod
+            | Kind::ServiceAccount
+            | Kind::Secret
+            | Kind::ConfigMap => ("", &["v1"]),
+            Kind::Deployment => ("apps", &["v1"]),
+            Kind::EndpointSlice => ("discovery.k8s.io", &["v1"]),
         }
     }
 
@@ -148,6 +181,29 @@ impl Kind {
                 t == n || t == format!("{n}s") || t == format!("{n}es")
             })
         })
+    }
+
+    /// Kubernetes' own kinds: read for discovery and analysis, not Istio config.
+    pub fn is_kube(self) -> bool {
+        matches!(
+            self,
+            Kind::Namespace
+                | Kind::Service
+                | Kind::Pod
+                | Kind::Deployment
+                | Kind::ServiceAccount
+                | Kind::EndpointSlice
+                | Kind::Secret
+                | Kind::ConfigMap
+        )
+    }
+
+    /// The apiVersion string for a version: `v1` for the core group.
+    pub fn api_version(self, version: &str) -> String {
+        match self.group_versions().0 {
+            "" => version.to_string(),
+            group => format!("{group}/{version}"),
+        }
     }
 
     pub fn is_enforced(self) -> bool {
@@ -210,6 +266,14 @@ pub enum Spec {
     TcpRoute(Box<TcpRoute>),
     TlsRoute(Box<TlsRoute>),
     ReferenceGrant(Box<ReferenceGrant>),
+    Namespace(Box<kube::Namespace>),
+    Service(Box<kube::Service>),
+    Pod(Box<kube::Pod>),
+    Deployment(Box<kube::Deployment>),
+    ServiceAccount(Box<kube::ServiceAccount>),
+    EndpointSlice(Box<kube::EndpointSlice>),
+    Secret(Box<kube::Secret>),
+    ConfigMap(Box<kube::ConfigMap>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -238,12 +302,22 @@ impl Resource {
     pub fn to_document(&self) -> serde_json::Value {
         let mut meta = self.meta.clone();
         meta.namespace = Some(self.namespace().to_string());
-        serde_json::json!({
+        let mut doc = serde_json::json!({
             "apiVersion": self.api_version,
             "kind": self.kind.name(),
             "metadata": meta,
-            "spec": self.spec,
-        })
+        });
+        // Kubernetes kinds keep their fields at the top level (spec, data, …).
+        match (self.kind.is_kube(), serde_json::to_value(&self.spec)) {
+            (true, Ok(serde_json::Value::Object(body))) => {
+                doc.as_object_mut().expect("object").extend(body)
+            }
+            (_, Ok(spec)) => {
+                doc["spec"] = spec;
+            }
+            (_, Err(_)) => {}
+        }
+        doc
     }
 
     pub fn as_virtual_service(&self) -> Option<&VirtualService> {

@@ -79,8 +79,16 @@ pub(crate) fn validate(resource: &Resource) -> Vec<Problem> {
         Spec::GrpcRoute(g) => crate::gateway_api::check_grpc_route(&mut r, g),
         Spec::TcpRoute(t) | Spec::TlsRoute(t) => crate::gateway_api::check_backend_route(&mut r, t),
         Spec::ReferenceGrant(g) => crate::gateway_api::check_reference_grant(&mut r, g),
+        Spec::Service(svc) => crate::kube::check_service(&mut r, svc),
+        Spec::Deployment(d) => crate::kube::check_deployment(&mut r, d),
+        Spec::Pod(p) => crate::kube::check_pod(&mut r, p),
+        Spec::Namespace(_)
+        | Spec::ServiceAccount(_)
+        | Spec::EndpointSlice(_)
+        | Spec::Secret(_)
+        | Spec::ConfigMap(_) => {}
     }
-    if !resource.kind.is_enforced() {
+    if !resource.kind.is_enforced() && !resource.kind.is_kube() {
         r.warn(
             "",
             format!(

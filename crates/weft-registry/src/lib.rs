@@ -9,6 +9,7 @@
 //!
 //! This crate knows nothing of Envoy, xDS or sockets.
 
+mod kube;
 mod mesh;
 mod registry;
 

@@ -125,3 +125,36 @@ fn validate_names_file_line_field() {
         "{err}"
     );
 }
+
+#[test]
+fn analyze_reads_kubernetes_manifests_as_the_registry() {
+    let dir = std::env::temp_dir().join(format!("weft-cli-kube-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("app.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews}\nspec:\n  ports: [{port: 9080, name: http}]\n  selector: {app: reviews}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: reviews-v1}\nspec:\n  selector: {matchLabels: {app: reviews, version: v1}}\n  template:\n    metadata: {labels: {app: reviews, version: v1}}\n    spec:\n      containers: [{name: reviews, image: reviews:v1, ports: [{containerPort: 9080}]}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("dr.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v4, labels: {version: v4}}\n",
+    )
+    .unwrap();
+    let out = Command::new(WEFT)
+        .args(["analyze", "-f"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(79), "{stdout}");
+    assert!(
+        stdout.contains("IST0173") && stdout.contains("Subset v4"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("Subset v1"),
+        "v1 selects the Deployment's pods: {stdout}"
+    );
+}

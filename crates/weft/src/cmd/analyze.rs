@@ -108,11 +108,14 @@ fn from_files(files: &[PathBuf]) -> anyhow::Result<(Vec<Resource>, Registry, Vec
             config.extend(loaded.resources);
         }
     }
+    // Without a mesh.yaml, Kubernetes manifests among the inputs (Services,
+    // Deployments, Pods) describe the registry, as for istioctl analyze.
     let registry = registry.unwrap_or_else(|| {
-        eprintln!(
-            "note: no mesh.yaml among the inputs: hosts are checked against ServiceEntries only"
-        );
-        Registry::default()
+        let from_kube = Registry::from_kube(&config);
+        if from_kube.services.is_empty() {
+            eprintln!("note: no mesh.yaml or Kubernetes Services among the inputs: hosts are checked against ServiceEntries only");
+        }
+        from_kube
     });
     Ok((config, registry, messages))
 }
