@@ -142,7 +142,7 @@ fn mtls(input: &Input, f: &mut Findings) {
             .traffic_policy
             .as_ref()
             .and_then(|tp| tp.tls.as_ref())
-            .and_then(|t| t["mode"].as_str());
+            .and_then(|t| t.mode.as_deref());
         let Some(tls_mode) = tls_mode else { continue };
         let Some(service) = input.registry.service(&dr.host, r.namespace()) else {
             continue;

@@ -217,13 +217,7 @@ fn virtual_service(r: &mut Report, vs: &VirtualService) {
         if let Some(t) = &route.timeout {
             duration_at_least_1ms(r, &format!("{at}.timeout"), &t.0);
         }
-        if let Some(per_try) = route
-            .retries
-            .as_ref()
-            .and_then(|v| v["perTryTimeout"].as_str())
-        {
-            duration_at_least_1ms(r, &format!("{at}.retries.perTryTimeout"), per_try);
-        }
+        http_policies(r, &at, route);
         for field in route.unenforced_fields() {
             r.warn(
                 format!("{at}.{field}"),
@@ -245,18 +239,64 @@ fn virtual_service(r: &mut Report, vs: &VirtualService) {
                 d.destination.subset.as_deref(),
             );
         }
-        if route.matches.is_some() {
+        if !route.matches.is_empty() {
             r.warn(
                 format!("{at}.match"),
                 "accepted but not enforced by this version of Weft",
             );
         }
     }
-    if vs.tls.is_some() {
+    if !vs.tls.is_empty() {
         r.warn(
             "spec.tls",
             "TLS routes are accepted but not enforced by this version of Weft",
         );
+    }
+}
+
+/// Durations, percentages and statuses of retries, faults and mirrors.
+fn http_policies(r: &mut Report, at: &str, route: &crate::networking::HttpRoute) {
+    if let Some(per_try) = route
+        .retries
+        .as_ref()
+        .and_then(|v| v.per_try_timeout.as_ref())
+    {
+        duration_at_least_1ms(r, &format!("{at}.retries.perTryTimeout"), &per_try.0);
+    }
+    let delay = route.fault.as_ref().and_then(|f| f.delay.as_ref());
+    let abort = route.fault.as_ref().and_then(|f| f.abort.as_ref());
+    if let Some(d) = delay.and_then(|d| d.fixed_delay.as_ref()) {
+        duration_at_least_1ms(r, &format!("{at}.fault.delay.fixedDelay"), &d.0);
+    }
+    let percentages = [
+        (
+            "fault.delay.percentage",
+            delay.and_then(|d| d.percentage.as_ref()),
+        ),
+        (
+            "fault.abort.percentage",
+            abort.and_then(|a| a.percentage.as_ref()),
+        ),
+        ("mirrorPercentage", route.mirror_percentage.as_ref()),
+    ];
+    for (name, pct) in percentages {
+        if pct.is_some_and(|p| !(0.0..=100.0).contains(&p.value)) {
+            r.error(
+                format!("{at}.{name}.value"),
+                "a percentage is between 0 and 100",
+            );
+        }
+    }
+    if let Some(code) = abort.and_then(|a| a.http_status) {
+        if !(200..=599).contains(&code) {
+            r.error(
+                format!("{at}.fault.abort.httpStatus"),
+                format!("{code} is not an HTTP status (200-599)"),
+            );
+        }
+    }
+    if route.mirror.is_some() && route.mirrors.is_some() {
+        r.error(format!("{at}.mirror"), "set only one of mirror and mirrors");
     }
 }
 
@@ -317,6 +357,84 @@ fn string_match(r: &mut Report, at: &str, sm: &StringMatch) {
             }
         }
         Some(_) => {}
+    }
+}
+
+/// Enums and durations inside a traffic policy.
+fn traffic_details(r: &mut Report, at: &str, tp: &crate::networking::TrafficPolicy) {
+    use crate::networking::traffic::CLIENT_TLS_MODES;
+    if let Some(mode) = tp.tls.as_ref().and_then(|t| t.mode.as_deref()) {
+        if !CLIENT_TLS_MODES.contains(&mode) {
+            r.error(
+                format!("{at}.tls.mode"),
+                format!(
+                    "Unsupported value: {mode:?}: use one of {}",
+                    CLIENT_TLS_MODES.join(", ")
+                ),
+            );
+        }
+    }
+    if let Some(pool) = &tp.connection_pool {
+        let tcp = pool.tcp.as_ref();
+        let http = pool.http.as_ref();
+        let durations = [
+            (
+                "connectionPool.tcp.connectTimeout",
+                tcp.and_then(|t| t.connect_timeout.as_ref()),
+            ),
+            (
+                "connectionPool.tcp.maxConnectionDuration",
+                tcp.and_then(|t| t.max_connection_duration.as_ref()),
+            ),
+            (
+                "connectionPool.http.idleTimeout",
+                http.and_then(|h| h.idle_timeout.as_ref()),
+            ),
+        ];
+        for (name, d) in durations {
+            if let Some(d) = d {
+                duration_at_least_1ms(r, &format!("{at}.{name}"), &d.0);
+            }
+        }
+        if let Some(p) = http.and_then(|h| h.h2_upgrade_policy.as_deref()) {
+            if !["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"].contains(&p) {
+                r.error(
+                    format!("{at}.connectionPool.http.h2UpgradePolicy"),
+                    format!("Unsupported value: {p:?}"),
+                );
+            }
+        }
+    }
+    if let Some(od) = &tp.outlier_detection {
+        for (name, d) in [
+            ("interval", &od.interval),
+            ("baseEjectionTime", &od.base_ejection_time),
+        ] {
+            if let Some(d) = d {
+                duration_at_least_1ms(r, &format!("{at}.outlierDetection.{name}"), &d.0);
+            }
+        }
+        if od
+            .max_ejection_percent
+            .is_some_and(|p| !(0..=100).contains(&p))
+        {
+            r.error(
+                format!("{at}.outlierDetection.maxEjectionPercent"),
+                "a percentage is between 0 and 100",
+            );
+        }
+    }
+    if let Some(v) = tp
+        .proxy_protocol
+        .as_ref()
+        .and_then(|p| p.version.as_deref())
+    {
+        if !["V1", "V2"].contains(&v) {
+            r.error(
+                format!("{at}.proxyProtocol.version"),
+                format!("Unsupported value: {v:?}: use V1 or V2"),
+            );
+        }
     }
 }
 
@@ -421,6 +539,7 @@ fn traffic_policy(r: &mut Report, at: &str, tp: &crate::networking::TrafficPolic
         }
         warmup(r, at, lb);
     }
+    traffic_details(r, at, tp);
     for field in tp.unenforced_fields() {
         r.warn(
             format!("{at}.{field}"),
@@ -461,6 +580,18 @@ fn gateway(r: &mut Report, gw: &Gateway) {
                 r.error(
                     format!("{at}.hosts[{j}]"),
                     format!("{host:?} is not a valid host"),
+                );
+            }
+        }
+        if let Some(mode) = server.tls.as_ref().and_then(|t| t.mode.as_deref()) {
+            let modes = crate::networking::traffic::SERVER_TLS_MODES;
+            if !modes.contains(&mode) {
+                r.error(
+                    format!("{at}.tls.mode"),
+                    format!(
+                        "Unsupported value: {mode:?}: use one of {}",
+                        modes.join(", ")
+                    ),
                 );
             }
         }
@@ -571,6 +702,27 @@ mod tests {
             has(&p, "spec.subsets[2].name: a subset needs a name"),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn typed_traffic_policy_rejects_typos_and_bad_values() {
+        let p = problems(
+            "  host: r\n  trafficPolicy:\n    connectionPool:\n      tcp: {maxConections: 10}\n",
+            "DestinationRule",
+        );
+        assert!(has(&p, "maxConections"), "{p:?}");
+        let p = problems("  host: r\n  trafficPolicy:\n    tls: {mode: ISTIO_MUTAL}\n    outlierDetection: {interval: 0s, maxEjectionPercent: 150}\n", "DestinationRule");
+        assert!(
+            has(&p, "spec.trafficPolicy.tls.mode: Unsupported value"),
+            "{p:?}"
+        );
+        assert!(
+            has(&p, "outlierDetection.interval: must be a valid duration"),
+            "{p:?}"
+        );
+        assert!(has(&p, "outlierDetection.maxEjectionPercent"), "{p:?}");
+        let ok = problems("  host: r\n  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: 10, connectTimeout: 30ms}, http: {http2MaxRequests: 100}}\n    tls: {mode: ISTIO_MUTUAL}\n", "DestinationRule");
+        assert!(!has(&ok, "error"), "{ok:?}");
     }
 
     #[test]

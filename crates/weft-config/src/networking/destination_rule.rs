@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-type Opaque = Option<serde_json::Value>;
+use super::traffic::{
+    BackendUtilization, ClientTls, ConnectionPool, ConsistentHash, LocalityLb, OutlierDetection,
+    PortTrafficPolicy, ProxyProtocol, RetryBudget, Tunnel,
+};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -21,7 +24,7 @@ pub struct DestinationRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workload_selector: Opaque,
+    pub workload_selector: Option<crate::selectors::WorkloadSelector>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -41,34 +44,34 @@ pub struct TrafficPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancerSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_pool: Opaque,
+    pub connection_pool: Option<ConnectionPool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outlier_detection: Opaque,
+    pub outlier_detection: Option<OutlierDetection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Opaque,
+    pub tls: Option<ClientTls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port_level_settings: Opaque,
+    pub port_level_settings: Option<Vec<PortTrafficPolicy>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tunnel: Opaque,
+    pub tunnel: Option<Tunnel>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy_protocol: Opaque,
+    pub proxy_protocol: Option<ProxyProtocol>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_budget: Opaque,
+    pub retry_budget: Option<RetryBudget>,
 }
 
 impl TrafficPolicy {
     pub fn unenforced_fields(&self) -> Vec<&'static str> {
         [
-            ("connectionPool", &self.connection_pool),
-            ("outlierDetection", &self.outlier_detection),
-            ("tls", &self.tls),
-            ("portLevelSettings", &self.port_level_settings),
-            ("tunnel", &self.tunnel),
-            ("proxyProtocol", &self.proxy_protocol),
-            ("retryBudget", &self.retry_budget),
+            ("connectionPool", self.connection_pool.is_some()),
+            ("outlierDetection", self.outlier_detection.is_some()),
+            ("tls", self.tls.is_some()),
+            ("portLevelSettings", self.port_level_settings.is_some()),
+            ("tunnel", self.tunnel.is_some()),
+            ("proxyProtocol", self.proxy_protocol.is_some()),
+            ("retryBudget", self.retry_budget.is_some()),
         ]
         .iter()
-        .filter(|(_, v)| v.is_some())
+        .filter(|(_, set)| *set)
         .map(|(n, _)| *n)
         .collect()
     }
@@ -81,11 +84,15 @@ pub struct LoadBalancerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simple: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consistent_hash: Opaque,
+    pub consistent_hash: Option<ConsistentHash>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub locality_lb_setting: Opaque,
+    pub locality_lb_setting: Option<LocalityLb>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_duration_secs: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_aware_lb_setting: Option<LocalityLb>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_utilization: Option<BackendUtilization>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup: Option<Warmup>,
 }

@@ -23,7 +23,7 @@ pub struct Server {
     #[serde(default)]
     pub hosts: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<super::traffic::ServerTls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

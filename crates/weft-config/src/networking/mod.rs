@@ -4,8 +4,10 @@ pub mod common;
 pub mod destination_rule;
 pub mod envoy_filter;
 pub mod gateway;
+pub mod http_policies;
 pub mod service_entry;
 pub mod sidecar;
+pub mod traffic;
 pub mod virtual_service;
 
 pub use common::{Duration, PortSelector, StringMatch};

@@ -5,8 +5,6 @@ use serde::{Deserialize, Serialize};
 use super::service_entry::LabelSelector;
 use crate::validate::Report;
 
-type Opaque = Option<serde_json::Value>;
-
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Sidecar {
@@ -19,7 +17,7 @@ pub struct Sidecar {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inbound_connection_pool: Opaque,
+    pub inbound_connection_pool: Option<super::traffic::ConnectionPool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -47,9 +45,9 @@ pub struct IngressListener {
     #[serde(default)]
     pub default_endpoint: Option<String>,
     #[serde(default)]
-    pub tls: Opaque,
+    pub tls: Option<super::traffic::ServerTls>,
     #[serde(default)]
-    pub connection_pool: Opaque,
+    pub connection_pool: Option<super::traffic::ConnectionPool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -71,7 +69,17 @@ pub struct OutboundTrafficPolicy {
     #[serde(default)]
     pub mode: Option<String>,
     #[serde(default)]
-    pub egress_proxy: Opaque,
+    pub egress_proxy: Option<EgressProxy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressProxy {
+    pub host: String,
+    #[serde(default)]
+    pub subset: Option<String>,
+    #[serde(default)]
+    pub port: Option<super::common::PortSelector>,
 }
 
 const CAPTURE_MODES: &[&str] = &["DEFAULT", "IPTABLES", "NONE"];

@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Duration, PortSelector, StringMatch};
-
-type Opaque = Option<serde_json::Value>;
+use super::http_policies::{
+    CorsPolicy, Delegate, HttpDirectResponse, HttpFault, HttpRedirect, HttpRetry, HttpRewrite,
+    L4Match, MirrorPolicy, Percent, TlsRoute,
+};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -23,8 +25,8 @@ pub struct VirtualService {
     pub http: Vec<HttpRoute>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tcp: Vec<TcpRoute>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Opaque,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<TlsRoute>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
 }
@@ -43,48 +45,48 @@ pub struct HttpRoute {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirect: Opaque,
+    pub redirect: Option<HttpRedirect>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub direct_response: Opaque,
+    pub direct_response: Option<HttpDirectResponse>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delegate: Opaque,
+    pub delegate: Option<Delegate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rewrite: Opaque,
+    pub rewrite: Option<HttpRewrite>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Opaque,
+    pub retries: Option<HttpRetry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fault: Opaque,
+    pub fault: Option<HttpFault>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirror: Opaque,
+    pub mirror: Option<Destination>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirrors: Opaque,
+    pub mirrors: Option<Vec<MirrorPolicy>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirror_percentage: Opaque,
+    pub mirror_percentage: Option<Percent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirror_percent: Opaque,
+    pub mirror_percent: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cors_policy: Opaque,
+    pub cors_policy: Option<CorsPolicy>,
 }
 
 impl HttpRoute {
     /// Names of the fields that are set but not yet enforced by the proxy.
     pub fn unenforced_fields(&self) -> Vec<&'static str> {
-        let fields: [(&'static str, &Opaque); 11] = [
-            ("redirect", &self.redirect),
-            ("directResponse", &self.direct_response),
-            ("delegate", &self.delegate),
-            ("rewrite", &self.rewrite),
-            ("retries", &self.retries),
-            ("fault", &self.fault),
-            ("mirror", &self.mirror),
-            ("mirrors", &self.mirrors),
-            ("mirrorPercentage", &self.mirror_percentage),
-            ("mirrorPercent", &self.mirror_percent),
-            ("corsPolicy", &self.cors_policy),
+        let fields: [(&'static str, bool); 11] = [
+            ("redirect", self.redirect.is_some()),
+            ("directResponse", self.direct_response.is_some()),
+            ("delegate", self.delegate.is_some()),
+            ("rewrite", self.rewrite.is_some()),
+            ("retries", self.retries.is_some()),
+            ("fault", self.fault.is_some()),
+            ("mirror", self.mirror.is_some()),
+            ("mirrors", self.mirrors.is_some()),
+            ("mirrorPercentage", self.mirror_percentage.is_some()),
+            ("mirrorPercent", self.mirror_percent.is_some()),
+            ("corsPolicy", self.cors_policy.is_some()),
         ];
         let mut out: Vec<&'static str> = fields
             .iter()
-            .filter(|(_, v)| v.is_some())
+            .filter(|(_, set)| *set)
             .map(|(n, _)| *n)
             .collect();
         if self.timeout.is_some() {
@@ -196,8 +198,8 @@ pub struct HeaderOperations {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TcpRoute {
-    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
-    pub matches: Opaque,
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<L4Match>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<RouteDestination>,
 }
