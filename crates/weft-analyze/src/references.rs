@@ -39,6 +39,9 @@ pub(crate) fn check(input: &Input, f: &mut Findings) {
     for r in input.config {
         policy_selects_workloads(input, f, r);
     }
+    for gw in input.of_kind(Kind::Gateway) {
+        gateway_credentials(input, f, gw);
+    }
     for ap in input.of_kind(Kind::AuthorizationPolicy) {
         authorization_references(input, f, ap);
     }
@@ -231,6 +234,22 @@ fn authorization_references(input: &Input, f: &mut Findings, r: &Resource) {
                 );
             }
         }
+        for sa in source
+            .service_accounts
+            .iter()
+            .chain(&source.not_service_accounts)
+        {
+            let (ns, name) = sa.split_once('/').unwrap_or((r.namespace(), sa.as_str()));
+            if !name.contains('*') && !accounts.contains(&(ns, name)) {
+                f.push(
+                    Level::Error,
+                    REFERENCED_RESOURCE_NOT_FOUND,
+                    r,
+                    format!("Referenced service account not found: {sa:?}"),
+                    None,
+                );
+            }
+        }
         for p in source.principals.iter().chain(&source.not_principals) {
             let parsed = p
                 .split_once("/ns/")
@@ -240,6 +259,42 @@ fn authorization_references(input: &Input, f: &mut Findings, r: &Resource) {
                 if !accounts.contains(&(ns, sa)) {
                     f.push(Level::Error, REFERENCED_RESOURCE_NOT_FOUND, r, format!("Referenced service account not found: {p:?}"), Some("principals are trust-domain/ns/NAMESPACE/sa/SERVICE_ACCOUNT of a workload"));
                 }
+            }
+        }
+    }
+}
+
+/// A Gateway server's TLS credentialName names a Secret in the namespace of
+/// the gateway workloads it selects.
+fn gateway_credentials(input: &Input, f: &mut Findings, r: &Resource) {
+    let gw = r.as_gateway().expect("gateway");
+    let namespaces: BTreeSet<&str> = input
+        .registry
+        .workloads
+        .iter()
+        .filter(|w| !gw.selector.is_empty() && selects(&gw.selector, &w.labels))
+        .map(|w| w.namespace.as_str())
+        .collect();
+    let secrets: BTreeSet<(&str, &str)> = input
+        .of_kind(Kind::Secret)
+        .map(|s| (s.namespace(), s.meta.name.as_str()))
+        .collect();
+    for server in &gw.servers {
+        let Some(tls) = &server.tls else { continue };
+        let names = tls.credential_name.iter().chain(&tls.credential_names);
+        for name in names {
+            if !namespaces.is_empty()
+                && !namespaces
+                    .iter()
+                    .any(|ns| secrets.contains(&(*ns, name.as_str())))
+            {
+                f.push(
+                    Level::Error,
+                    REFERENCED_RESOURCE_NOT_FOUND,
+                    r,
+                    format!("Referenced credentialName not found: {name:?}"),
+                    Some("create a TLS Secret of that name in the gateway workload's namespace"),
+                );
             }
         }
     }

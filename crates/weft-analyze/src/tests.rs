@@ -257,3 +257,16 @@ fn ist0173_subset_selects_no_pods() {
 fn gateway_selector_matching_nothing_is_ist0101() {
     assert!(codes(&GW.replace("istio: ingressgateway", "istio: egress")).contains(&"IST0101"));
 }
+
+#[test]
+fn ist0101_gateway_credential_and_service_accounts() {
+    let tls = GW.replace("  - port: {number: 8080, name: http, protocol: HTTP}\n", "  - port: {number: 8080, name: https, protocol: HTTPS}\n    tls: {mode: SIMPLE, credentialName: bookinfo-cert}\n");
+    assert!(codes(&tls).contains(&"IST0101"), "{:?}", codes(&tls));
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: bookinfo-cert, namespace: istio-system}\ntype: kubernetes.io/tls\n";
+    assert!(!codes(&format!("{tls}---\n{secret}")).contains(&"IST0101"));
+    let ap = |sa: &str| {
+        format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: a}}\nspec:\n  rules:\n  - from:\n    - source: {{serviceAccounts: [{sa}]}}\n")
+    };
+    assert!(codes(&ap("default/ghost")).contains(&"IST0101"));
+    assert!(!codes(&ap("default/bookinfo-reviews")).contains(&"IST0101"));
+}

@@ -53,7 +53,7 @@ pub struct Tracing {
     #[serde(default)]
     pub disable_span_reporting: Option<bool>,
     #[serde(default)]
-    pub custom_tags: Opaque,
+    pub custom_tags: BTreeMap<String, CustomTag>,
     #[serde(default)]
     pub use_request_id_for_trace_sampling: Option<bool>,
     #[serde(default)]
@@ -114,7 +114,44 @@ pub struct AccessLogging {
     #[serde(default)]
     pub disabled: Option<bool>,
     #[serde(default)]
-    pub filter: Opaque,
+    pub filter: Option<AccessLogFilter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFilter {
+    #[serde(default)]
+    pub expression: String,
+}
+
+/// One of literal, environment, header or formatter.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomTag {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub literal: Option<TagValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<TagSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<TagSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub formatter: Option<TagValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagValue {
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TagSource {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_value: Option<String>,
 }
 
 fn providers(r: &mut Report, at: &str, list: &[ProviderRef]) {

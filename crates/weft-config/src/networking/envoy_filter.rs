@@ -43,13 +43,13 @@ pub struct PatchMatch {
     #[serde(default)]
     pub context: Option<String>,
     #[serde(default)]
-    pub proxy: Opaque,
+    pub proxy: Option<ProxyMatch>,
     #[serde(default)]
-    pub listener: Opaque,
+    pub listener: Option<ListenerMatch>,
     #[serde(default)]
-    pub route_configuration: Opaque,
+    pub route_configuration: Option<RouteConfigurationMatch>,
     #[serde(default)]
-    pub cluster: Opaque,
+    pub cluster: Option<ClusterMatch>,
     #[serde(default)]
     pub waypoint: Option<WaypointMatch>,
 }
@@ -58,11 +58,118 @@ pub struct PatchMatch {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WaypointMatch {
     #[serde(default)]
-    pub filter: Opaque,
+    pub filter: Option<FilterMatch>,
     #[serde(default)]
-    pub route: Opaque,
+    pub route: Option<NameMatch>,
     #[serde(default)]
     pub port_number: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProxyMatch {
+    #[serde(default)]
+    pub proxy_version: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListenerMatch {
+    #[serde(default)]
+    pub port_number: Option<u32>,
+    #[serde(default)]
+    pub port_name: Option<String>,
+    #[serde(default)]
+    pub filter_chain: Option<FilterChainMatch>,
+    #[serde(default)]
+    pub listener_filter: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FilterChainMatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub transport_protocol: Option<String>,
+    #[serde(default)]
+    pub application_protocols: Option<String>,
+    #[serde(default)]
+    pub filter: Option<FilterMatch>,
+    #[serde(default)]
+    pub destination_port: Option<u32>,
+    #[serde(default)]
+    pub transport_socket: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FilterMatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub sub_filter: Option<NameMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameMatch {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteConfigurationMatch {
+    #[serde(default)]
+    pub port_number: Option<u32>,
+    #[serde(default)]
+    pub port_name: Option<String>,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub vhost: Option<VirtualHostMatch>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VirtualHostMatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub domain_name: Option<String>,
+    #[serde(default)]
+    pub route: Option<RouteMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterMatch {
+    #[serde(default)]
+    pub port_number: Option<u32>,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub subset: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -70,6 +177,7 @@ pub struct WaypointMatch {
 pub struct Patch {
     #[serde(default)]
     pub operation: Option<String>,
+    /// Envoy config of any shape: opaque by design.
     #[serde(default)]
     pub value: Opaque,
     #[serde(default)]
