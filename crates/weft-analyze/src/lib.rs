@@ -84,27 +84,33 @@ impl Findings {
     fn push(
         &mut self,
         level: Level,
-        (code, name): (&'static str, &'static str),
+        code: (&'static str, &'static str),
         r: &Resource,
         text: String,
         fix: Option<&str>,
     ) {
-        self.messages.push(Message {
-            level,
-            code,
-            name,
-            resource: format!("{} {}/{}", r.kind, r.namespace(), r.meta.name),
-            origin: Some(r.origin.clone()),
-            text,
-            fix: fix.map(str::to_string),
-        });
+        let resource = format!("{} {}/{}", r.kind, r.namespace(), r.meta.name);
+        self.add(level, code, resource, Some(r.origin.clone()), text, fix);
     }
 
+    /// A finding about the registry (a Service), which has no file position.
     fn push_registry(
+        &mut self,
+        level: Level,
+        code: (&'static str, &'static str),
+        resource: String,
+        text: String,
+        fix: Option<&str>,
+    ) {
+        self.add(level, code, resource, None, text, fix);
+    }
+
+    fn add(
         &mut self,
         level: Level,
         (code, name): (&'static str, &'static str),
         resource: String,
+        origin: Option<Origin>,
         text: String,
         fix: Option<&str>,
     ) {
@@ -113,7 +119,7 @@ impl Findings {
             code,
             name,
             resource,
-            origin: None,
+            origin,
             text,
             fix: fix.map(str::to_string),
         });

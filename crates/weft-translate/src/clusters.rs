@@ -28,26 +28,19 @@ pub(crate) fn outbound(inputs: &Inputs, out: &mut ProxyResources) {
         let rule = destination_rule(inputs.config, inputs.registry, service);
         for port in &service.ports {
             let policy = rule.and_then(|r| r.traffic_policy.as_ref());
-            let name = cluster_name("outbound", port.port, "", &service.fqdn());
-            out.clusters.push(eds_cluster(&name, policy));
-            out.endpoints.push(load_assignment(
-                &name,
-                inputs.registry,
-                service,
-                port,
-                &BTreeMap::new(),
-            ));
+            let all = BTreeMap::new();
+            push_cluster(inputs, out, service, port, "", policy, &all);
             for subset in rule.map(|r| r.subsets.as_slice()).unwrap_or_default() {
-                let name = cluster_name("outbound", port.port, &subset.name, &service.fqdn());
                 let policy = subset.traffic_policy.as_ref().or(policy);
-                out.clusters.push(eds_cluster(&name, policy));
-                out.endpoints.push(load_assignment(
-                    &name,
-                    inputs.registry,
+                push_cluster(
+                    inputs,
+                    out,
                     service,
                     port,
+                    &subset.name,
+                    policy,
                     &subset.labels,
-                ));
+                );
             }
         }
     }
@@ -68,6 +61,27 @@ pub(crate) fn outbound(inputs: &Inputs, out: &mut ProxyResources) {
         ..Default::default()
     });
     out.clusters.push(inbound);
+}
+
+/// One EDS cluster and its endpoints; `labels` narrows them to a subset.
+fn push_cluster(
+    inputs: &Inputs,
+    out: &mut ProxyResources,
+    service: &Service,
+    port: &weft_registry::ServicePort,
+    subset: &str,
+    policy: Option<&TrafficPolicy>,
+    labels: &BTreeMap<String, String>,
+) {
+    let name = cluster_name("outbound", port.port, subset, &service.fqdn());
+    out.clusters.push(eds_cluster(&name, policy));
+    out.endpoints.push(load_assignment(
+        &name,
+        inputs.registry,
+        service,
+        port,
+        labels,
+    ));
 }
 
 /// The DestinationRule for a service: Istio picks the one in the service's

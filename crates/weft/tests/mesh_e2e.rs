@@ -261,14 +261,11 @@ fn weighted_split(mesh: &Mesh, page: &str) {
 }
 
 fn bad_yaml_is_refused(mesh: &Mesh, page: &str) {
-    let bad = write(
-        &mesh.config_dir,
-        "../weft-e2e-bad-route.yaml",
+    let out = mesh.apply_yaml(
+        "weft-e2e-bad-route.yaml",
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v3}\n      weigth: 100\n",
     );
-    let out = mesh.apply(&bad);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let _ = std::fs::remove_file(&bad);
     assert!(!out.status.success(), "apply of a bad document must fail");
     assert!(
         stderr.contains("weft-e2e-bad-route.yaml:10:"),
@@ -308,13 +305,7 @@ fn bad_file_keeps_last_good_config(mesh: &Mesh, page: &str) {
 fn unsupported_resource_is_nacked(mesh: &Mesh, page: &str) {
     // consistentHash becomes an Envoy RING_HASH cluster, which this proxy
     // does not implement: every sidecar must NACK it and keep its old config.
-    let dr = write(
-        &mesh.config_dir,
-        "../weft-e2e-ring-hash.yaml",
-        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: end-user}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n",
-    );
-    let out = mesh.apply(&dr);
-    let _ = std::fs::remove_file(&dr);
+    let out = mesh.apply_yaml("weft-e2e-ring-hash.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: end-user}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n");
     assert!(
         out.status.success(),
         "{}",
@@ -354,13 +345,7 @@ fn unsupported_resource_is_nacked(mesh: &Mesh, page: &str) {
 
 fn dead_upstreams_get_response_flags(mesh: &Mesh) {
     // A subset with no endpoints: no healthy upstream (UH).
-    let dr = write(
-        &mesh.config_dir,
-        "../weft-e2e-empty-subset.yaml",
-        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: details}\nspec:\n  host: details\n  subsets:\n  - name: v9\n    labels: {version: v9}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: details}\nspec:\n  hosts: [details]\n  http:\n  - route:\n    - destination: {host: details, subset: v9}\n",
-    );
-    let out = mesh.apply(&dr);
-    let _ = std::fs::remove_file(&dr);
+    let out = mesh.apply_yaml("weft-e2e-empty-subset.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: details}\nspec:\n  host: details\n  subsets:\n  - name: v9\n    labels: {version: v9}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: details}\nspec:\n  hosts: [details]\n  http:\n  - route:\n    - destination: {host: details, subset: v9}\n");
     assert!(
         out.status.success(),
         "{}",

@@ -133,6 +133,17 @@ impl Mesh {
         weft(&["apply", "-f", file.to_str().unwrap(), "--mesh", &self.name])
     }
 
+    /// `weft apply` on a file holding `text`, named `name` (so messages can
+    /// be checked for it), outside the watched config directory.
+    pub fn apply_yaml(&self, name: &str, text: &str) -> Output {
+        let dir = std::env::temp_dir().join(format!("weft-e2e-apply-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = write(&dir, name, text);
+        let out = self.apply(&file);
+        let _ = std::fs::remove_dir_all(&dir);
+        out
+    }
+
     pub fn api(&self) -> String {
         let state = std::fs::read_to_string(format!("/run/weft/{}/state.json", self.name)).unwrap();
         let v: serde_json::Value = serde_json::from_str(&state).unwrap();
