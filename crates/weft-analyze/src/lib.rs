@@ -141,6 +141,7 @@ pub(crate) const MTLS_POLICY_CONFLICT: (&str, &str) = ("IST0113", "MTLSPolicyCon
 pub(crate) const PORT_NAME_NOT_UNDER_CONVENTION: (&str, &str) =
     ("IST0118", "PortNameIsNotUnderNamingConvention");
 pub(crate) const NO_MATCHING_WORKLOADS: (&str, &str) = ("IST0127", "NoMatchingWorkloadsFound");
+pub(crate) const DEPRECATED_ANNOTATION: (&str, &str) = ("IST0135", "DeprecatedAnnotation");
 pub(crate) const VS_INEFFECTIVE_MATCH: (&str, &str) = ("IST0131", "VirtualServiceIneffectiveMatch");
 pub(crate) const SUBSET_SELECTS_NO_PODS: (&str, &str) =
     ("IST0173", "DestinationRuleSubsetNotSelectPods");
@@ -152,6 +153,7 @@ pub fn analyze(input: &Input) -> Vec<Message> {
     conflicts::check(input, &mut f);
     naming::check(input, &mut f);
     let mut out = f.messages;
+    out.retain(|m| !suppressed(input, m));
     out.sort_by(|a, b| {
         b.level
             .cmp(&a.level)
@@ -159,6 +161,22 @@ pub fn analyze(input: &Input) -> Vec<Message> {
             .then_with(|| a.text.cmp(&b.text))
     });
     out
+}
+
+/// The annotation `galley.istio.io/analyze-suppress: IST0101,IST0118` (or
+/// `*`) on a resource silences those codes for it, as in Istio.
+fn suppressed(input: &Input, m: &Message) -> bool {
+    input.config.iter().any(|r| {
+        format!("{} {}/{}", r.kind, r.namespace(), r.meta.name) == m.resource
+            && r.meta
+                .annotations
+                .get("galley.istio.io/analyze-suppress")
+                .is_some_and(|codes| {
+                    codes
+                        .split(',')
+                        .any(|c| c.trim() == "*" || c.trim() == m.code)
+                })
+    })
 }
 
 #[cfg(test)]

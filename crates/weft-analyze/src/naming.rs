@@ -4,8 +4,8 @@ use weft_config::Kind;
 use weft_registry::Protocol;
 
 use crate::{
-    Findings, Input, Level, GATEWAY_PORT_NOT_ON_WORKLOAD, PORT_NAME_NOT_UNDER_CONVENTION,
-    UNKNOWN_ANNOTATION,
+    Findings, Input, Level, DEPRECATED_ANNOTATION, GATEWAY_PORT_NOT_ON_WORKLOAD,
+    PORT_NAME_NOT_UNDER_CONVENTION, UNKNOWN_ANNOTATION,
 };
 
 pub(crate) fn check(input: &Input, f: &mut Findings) {
@@ -93,16 +93,50 @@ const KNOWN_ANNOTATIONS: &[&str] = &[
     "traffic.sidecar.istio.io/excludeOutboundPorts",
     "traffic.sidecar.istio.io/includeOutboundPorts",
     "networking.istio.io/exportTo",
+    "sidecar.istio.io/nativeSidecar",
+    "sidecar.istio.io/bootstrapOverride",
+    "sidecar.istio.io/userVolume",
+    "sidecar.istio.io/userVolumeMount",
+    "sidecar.istio.io/statsInclusionPrefixes",
+    "sidecar.istio.io/agentLogLevel",
+    "sidecar.istio.io/proxyImage",
+    "sidecar.istio.io/interceptionMode",
     "istio.io/dry-run",
     "istio.io/rev",
-    "kubectl.kubernetes.io/last-applied-configuration",
+    "galley.istio.io/analyze-suppress",
+    "inject.istio.io/templates",
+    "prometheus.istio.io/merge-metrics",
+    "readiness.status.sidecar.istio.io/applicationPorts",
+    "readiness.status.sidecar.istio.io/initialDelaySeconds",
+    "readiness.status.sidecar.istio.io/periodSeconds",
+    "readiness.status.sidecar.istio.io/failureThreshold",
+    "ambient.istio.io/redirection",
+    "ambient.istio.io/bypass-inbound-capture",
+    "install.operator.istio.io/chart-owner",
+    "install.operator.istio.io/owner-generation",
+    "install.operator.istio.io/version",
+];
+
+/// Annotations Istio still recognises but has deprecated.
+const DEPRECATED_ANNOTATIONS: &[&str] = &[
+    "alpha.istio.io/canonical-serviceaccounts",
+    "alpha.istio.io/identity",
+    "alpha.istio.io/kubernetes-serviceaccounts",
 ];
 
 fn annotations(input: &Input, f: &mut Findings) {
     for r in input.config {
         for key in r.meta.annotations.keys() {
             let domain = key.split_once('/').map(|(d, _)| d).unwrap_or("");
-            if domain.ends_with("istio.io") && !KNOWN_ANNOTATIONS.contains(&key.as_str()) {
+            if DEPRECATED_ANNOTATIONS.contains(&key.as_str()) {
+                f.push(
+                    Level::Warning,
+                    DEPRECATED_ANNOTATION,
+                    r,
+                    format!("Deprecated annotation: {key}"),
+                    Some("remove it before upgrading; it will stop taking effect"),
+                );
+            } else if domain.ends_with("istio.io") && !KNOWN_ANNOTATIONS.contains(&key.as_str()) {
                 f.push(
                     Level::Warning,
                     UNKNOWN_ANNOTATION,

@@ -169,6 +169,19 @@ fn ist0108_unknown_annotation() {
     assert!(codes(&with("sidecar.istio.io/injekt")).contains(&"IST0108"));
     assert!(!codes(&with("sidecar.istio.io/inject")).contains(&"IST0108"));
     assert!(!codes(&with("example.com/anything")).contains(&"IST0108"));
+    assert!(codes(&with("alpha.istio.io/identity")).contains(&"IST0135"));
+    assert!(!codes(&with("sidecar.istio.io/inject")).contains(&"IST0135"));
+}
+
+#[test]
+fn analyze_suppress_annotation_silences_codes() {
+    let dr = DR.replace("version: v2", "version: v4");
+    assert!(codes(&dr).contains(&"IST0173"));
+    let quiet = dr.replace(
+        "metadata: {name: reviews}",
+        "metadata: {name: reviews, annotations: {galley.istio.io/analyze-suppress: 'IST0173'}}",
+    );
+    assert!(!codes(&quiet).contains(&"IST0173"), "{:?}", codes(&quiet));
 }
 
 #[test]
