@@ -7,7 +7,214 @@ use serde::{Deserialize, Serialize};
 use crate::selectors::port_in_range;
 use crate::validate::Report;
 
-type Opaque = Option<serde_json::Value>;
+/// A reference to another object (parameters, certificates, extensions).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayAddress {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Infrastructure {
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters_ref: Option<ObjectRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListenerTls {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificate_refs: Vec<ObjectRef>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub options: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend_validation: Option<FrontendValidation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FrontendValidation {
+    #[serde(default)]
+    pub ca_certificate_refs: Vec<ObjectRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedRoutes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<RouteNamespaces>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<RouteGroupKind>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteNamespaces {
+    /// All, Same (default) or Selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteGroupKind {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub kind: String,
+}
+
+/// An HTTPRoute or GRPCRoute filter: `type` names which one field is set.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteFilter {
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_header_modifier: Option<HeaderModifier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header_modifier: Option<HeaderModifier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_mirror: Option<RequestMirror>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<RequestRedirect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_rewrite: Option<UrlRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension_ref: Option<ObjectRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderModifier {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HeaderValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HeaderValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderValue {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestMirror {
+    pub backend_ref: BackendRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<Fraction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fraction {
+    pub numerator: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestRedirect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlRewrite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifier>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PathModifier {
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_full_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_prefix_match: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRetry {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SessionPersistence {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absolute_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_config: Option<CookieConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CookieConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_type: Option<String>,
+}
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -15,7 +222,7 @@ pub struct GatewayClass {
     #[serde(default)]
     pub controller_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters_ref: Opaque,
+    pub parameters_ref: Option<ObjectRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
@@ -27,14 +234,15 @@ pub struct KubeGateway {
     pub gateway_class_name: String,
     #[serde(default)]
     pub listeners: Vec<Listener>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<GatewayAddress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub addresses: Opaque,
+    pub infrastructure: Option<Infrastructure>,
+    /// Experimental channel fields, kept as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub infrastructure: Opaque,
+    pub allowed_listeners: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed_listeners: Opaque,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backend_tls: Opaque,
+    pub backend_tls: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -48,9 +256,9 @@ pub struct Listener {
     #[serde(default)]
     pub protocol: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Opaque,
+    pub tls: Option<ListenerTls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed_routes: Opaque,
+    pub allowed_routes: Option<AllowedRoutes>,
 }
 
 /// A route's attachment to a Gateway (or Service, for mesh routes).
@@ -87,7 +295,7 @@ pub struct BackendRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filters: Opaque,
+    pub filters: Option<Vec<RouteFilter>>,
 }
 
 /// HTTPRoute and GRPCRoute share their outer shape; their rules differ.
@@ -110,15 +318,15 @@ pub struct HttpRouteRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<HttpRouteMatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filters: Opaque,
+    pub filters: Option<Vec<RouteFilter>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backend_refs: Vec<BackendRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry: Opaque,
+    pub retry: Option<RouteRetry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_persistence: Opaque,
+    pub session_persistence: Option<SessionPersistence>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -171,11 +379,11 @@ pub struct GrpcRouteRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<GrpcRouteMatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filters: Opaque,
+    pub filters: Option<Vec<RouteFilter>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backend_refs: Vec<BackendRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_persistence: Opaque,
+    pub session_persistence: Option<SessionPersistence>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -345,10 +553,57 @@ fn backends(r: &mut Report, at: &str, refs: &[BackendRef]) {
 const PATH_TYPES: &[&str] = &["Exact", "PathPrefix", "RegularExpression"];
 const VALUE_TYPES: &[&str] = &["Exact", "RegularExpression"];
 
+const FILTER_TYPES: &[&str] = &[
+    "RequestHeaderModifier",
+    "ResponseHeaderModifier",
+    "RequestMirror",
+    "RequestRedirect",
+    "URLRewrite",
+    "ExtensionRef",
+    "CORS",
+];
+
+fn filters(r: &mut Report, at: &str, list: Option<&Vec<RouteFilter>>) {
+    for (j, f) in list.into_iter().flatten().enumerate() {
+        let here = format!("{at}.filters[{j}]");
+        if !FILTER_TYPES.contains(&f.kind.as_str()) {
+            r.error(
+                format!("{here}.type"),
+                format!(
+                    "Unsupported value: {:?}: use one of {}",
+                    f.kind,
+                    FILTER_TYPES.join(", ")
+                ),
+            );
+        }
+        let set = [
+            ("RequestHeaderModifier", f.request_header_modifier.is_some()),
+            (
+                "ResponseHeaderModifier",
+                f.response_header_modifier.is_some(),
+            ),
+            ("RequestMirror", f.request_mirror.is_some()),
+            ("RequestRedirect", f.request_redirect.is_some()),
+            ("URLRewrite", f.url_rewrite.is_some()),
+            ("ExtensionRef", f.extension_ref.is_some()),
+            ("CORS", f.cors.is_some()),
+        ];
+        if !set.iter().any(|(k, is)| *is && *k == f.kind)
+            || set.iter().filter(|(_, is)| *is).count() != 1
+        {
+            r.error(
+                &here,
+                format!("a {} filter sets exactly the field of its type", f.kind),
+            );
+        }
+    }
+}
+
 pub(crate) fn check_http_route(r: &mut Report, route: &HttpRoute) {
     parents_and_hosts(r, route);
     for (i, rule) in route.rules.iter().enumerate() {
         let at = format!("spec.rules[{i}]");
+        filters(r, &at, rule.filters.as_ref());
         for (j, m) in rule.matches.iter().enumerate() {
             if let Some(path) = &m.path {
                 let kind = path.kind.as_deref().unwrap_or("PathPrefix");
@@ -409,6 +664,7 @@ pub(crate) fn check_grpc_route(r: &mut Report, route: &GrpcRoute) {
     parents_and_hosts(r, route);
     for (i, rule) in route.rules.iter().enumerate() {
         let at = format!("spec.rules[{i}]");
+        filters(r, &at, rule.filters.as_ref());
         for (j, m) in rule.matches.iter().enumerate() {
             if let Some(method) = &m.method {
                 if method.service.is_none() && method.method.is_none() {

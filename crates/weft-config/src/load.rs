@@ -497,6 +497,18 @@ spec:
             "{errors:?}"
         );
         assert!(errors[0].contains("HTTPRoute default/r"), "{errors:?}");
+        let mismatched = text.replace(
+            "backendRefs: [{name: reviews, port: 9080}]",
+            "filters: [{type: URLRewrite, requestRedirect: {statusCode: 301}}]\n    backendRefs: [{name: reviews, port: 9080}]",
+        );
+        let l = load_str(&mismatched, "gw.yaml");
+        let errors: Vec<String> = l.errors().map(|e| e.to_string()).collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("filters[0]: a URLRewrite filter sets exactly")),
+            "{errors:?}"
+        );
     }
 
     #[test]
