@@ -389,6 +389,11 @@ fn yaml_problem(
     if let Some(i) = text.rfind(" at line ") {
         text.truncate(i);
     }
+    // In flow style a ':' before ',', ']' or '}' ends a plain scalar (YAML
+    // 1.2; Go's parser is laxer): say how to write such a value.
+    if text.contains("found unexpected ':'") {
+        text.push_str("; quote values that contain ':' in [ ] or { } (for example \"2001:db8::\")");
+    }
     let (field, message) = match text.split_once(": ") {
         Some((path, rest)) if !path.contains(' ') => (Some(path.to_string()), rest.to_string()),
         _ => (None, text),

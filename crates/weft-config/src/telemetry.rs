@@ -165,7 +165,24 @@ fn providers(r: &mut Report, at: &str, list: &[ProviderRef]) {
     }
 }
 
+const MODES: &[&str] = &["CLIENT_AND_SERVER", "CLIENT", "SERVER"];
+const MODES_WITH_UNDEFINED: &[&str] = &["UNDEFINED", "CLIENT", "SERVER", "CLIENT_AND_SERVER"];
+const METRICS: &[&str] = &[
+    "ALL_METRICS",
+    "REQUEST_COUNT",
+    "REQUEST_DURATION",
+    "REQUEST_SIZE",
+    "RESPONSE_SIZE",
+    "TCP_OPENED_CONNECTIONS",
+    "TCP_CLOSED_CONNECTIONS",
+    "TCP_SENT_BYTES",
+    "TCP_RECEIVED_BYTES",
+    "GRPC_REQUEST_MESSAGES",
+    "GRPC_RESPONSE_MESSAGES",
+];
+
 pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
+    use crate::validate::one_of;
     let ns = r.namespace();
     check_targets(
         r,
@@ -174,6 +191,39 @@ pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
         &t.target_refs,
         &ns,
     );
+    for (i, tr) in t.tracing.iter().enumerate() {
+        one_of(
+            r,
+            &format!("spec.tracing[{i}].match.mode"),
+            tr.matches.as_ref().and_then(|m| m.mode.as_deref()),
+            MODES,
+        );
+    }
+    for (i, al) in t.access_logging.iter().enumerate() {
+        one_of(
+            r,
+            &format!("spec.accessLogging[{i}].match.mode"),
+            al.matches.as_ref().and_then(|m| m.mode.as_deref()),
+            MODES,
+        );
+    }
+    for (i, m) in t.metrics.iter().enumerate() {
+        for (j, o) in m.overrides.iter().enumerate() {
+            let sel = o.matches.as_ref();
+            one_of(
+                r,
+                &format!("spec.metrics[{i}].overrides[{j}].match.metric"),
+                sel.and_then(|s| s.metric.as_deref()),
+                METRICS,
+            );
+            one_of(
+                r,
+                &format!("spec.metrics[{i}].overrides[{j}].match.mode"),
+                sel.and_then(|s| s.mode.as_deref()),
+                MODES,
+            );
+        }
+    }
     for (i, tr) in t.tracing.iter().enumerate() {
         let at = format!("spec.tracing[{i}]");
         providers(r, &at, &tr.providers);
@@ -364,7 +414,46 @@ pub(crate) fn check_wasm_plugin(r: &mut Report, w: &WasmPlugin) {
             );
         }
     }
+    use crate::validate::one_of;
+    one_of(
+        r,
+        "spec.phase",
+        w.phase.as_deref(),
+        &["UNSPECIFIED_PHASE", "AUTHN", "AUTHZ", "STATS"],
+    );
+    one_of(
+        r,
+        "spec.failStrategy",
+        w.fail_strategy.as_deref(),
+        &["FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"],
+    );
+    one_of(
+        r,
+        "spec.imagePullPolicy",
+        w.image_pull_policy.as_deref(),
+        &["UNSPECIFIED_POLICY", "IfNotPresent", "Always"],
+    );
+    one_of(
+        r,
+        "spec.type",
+        w.r#type.as_deref(),
+        &["UNSPECIFIED_PLUGIN_TYPE", "HTTP", "NETWORK"],
+    );
+    for (i, env) in w.vm_config.iter().flat_map(|v| v.env.iter()).enumerate() {
+        one_of(
+            r,
+            &format!("spec.vmConfig.env[{i}].valueFrom"),
+            env.value_from.as_deref(),
+            &["INLINE", "HOST"],
+        );
+    }
     for (i, m) in w.r#match.iter().enumerate() {
+        one_of(
+            r,
+            &format!("spec.match[{i}].mode"),
+            m.mode.as_deref(),
+            MODES_WITH_UNDEFINED,
+        );
         for (j, p) in m.ports.iter().enumerate() {
             crate::selectors::port_in_range(
                 r,

@@ -44,6 +44,21 @@ impl Report<'_> {
     }
 }
 
+/// `value`, when set, must be one of `allowed` (an enum of Istio's API).
+pub(crate) fn one_of(r: &mut Report, at: &str, value: Option<&str>, allowed: &[&str]) {
+    if let Some(v) = value {
+        if !allowed.contains(&v) {
+            r.error(
+                at,
+                format!(
+                    "Unsupported value: {v:?}: use one of {}",
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+}
+
 pub(crate) fn validate(resource: &Resource) -> Vec<Problem> {
     let mut r = Report {
         resource,
@@ -583,6 +598,21 @@ fn gateway(r: &mut Report, gw: &Gateway) {
                 );
             }
         }
+        const TLS_VERSIONS: &[&str] = &["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"];
+        if let Some(tls) = &server.tls {
+            one_of(
+                r,
+                &format!("{at}.tls.minProtocolVersion"),
+                tls.min_protocol_version.as_deref(),
+                TLS_VERSIONS,
+            );
+            one_of(
+                r,
+                &format!("{at}.tls.maxProtocolVersion"),
+                tls.max_protocol_version.as_deref(),
+                TLS_VERSIONS,
+            );
+        }
         if let Some(mode) = server.tls.as_ref().and_then(|t| t.mode.as_deref()) {
             let modes = crate::networking::traffic::SERVER_TLS_MODES;
             if !modes.contains(&mode) {
@@ -723,6 +753,38 @@ mod tests {
         assert!(has(&p, "outlierDetection.maxEjectionPercent"), "{p:?}");
         let ok = problems("  host: r\n  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: 10, connectTimeout: 30ms}, http: {http2MaxRequests: 100}}\n    tls: {mode: ISTIO_MUTUAL}\n", "DestinationRule");
         assert!(!has(&ok, "error"), "{ok:?}");
+    }
+
+    #[test]
+    fn enums_of_every_kind_are_checked() {
+        let doc = |api: &str, kind: &str, spec: &str| {
+            format!("apiVersion: {api}\nkind: {kind}\nmetadata: {{name: x}}\nspec:\n{spec}")
+        };
+        let cases = [
+            (doc("networking.istio.io/v1", "ServiceEntry", "  hosts: [a.example]\n  location: MESH_ELSEWHERE\n"), "spec.location"),
+            (doc("extensions.istio.io/v1alpha1", "WasmPlugin", "  url: oci://x/y\n  phase: LATE\n"), "spec.phase"),
+            (doc("telemetry.istio.io/v1", "Telemetry", "  metrics:\n  - overrides:\n    - match: {metric: REQUEST_COUNTS}\n"), "match.metric"),
+            (doc("networking.istio.io/v1", "Gateway", "  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: SIMPLE, minProtocolVersion: TLSV1_4}\n"), "tls.minProtocolVersion"),
+            (doc("security.istio.io/v1", "RequestAuthentication", "  jwtRules:\n  - jwksUri: https://x/jwks\n"), "jwtRules[0].issuer"),
+        ];
+        for (text, field) in cases {
+            let l = load_str(&text, "e.yaml");
+            let errors: Vec<String> = l.errors().map(|e| e.to_string()).collect();
+            assert!(
+                errors.iter().any(|e| e.contains(field)),
+                "{field}: {errors:?}"
+            );
+            let fixed = load_str(
+                &text
+                    .replace("MESH_ELSEWHERE", "MESH_EXTERNAL")
+                    .replace("LATE", "AUTHN")
+                    .replace("REQUEST_COUNTS", "REQUEST_COUNT")
+                    .replace("TLSV1_4", "TLSV1_2")
+                    .replace("- jwksUri", "- issuer: https://x\n    jwksUri"),
+                "e.yaml",
+            );
+            assert!(!fixed.has_errors(), "{field}: {:?}", fixed.problems);
+        }
     }
 
     #[test]

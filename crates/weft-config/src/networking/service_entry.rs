@@ -187,6 +187,12 @@ pub(crate) fn check_service_entry(r: &mut Report, se: &ServiceEntry) {
             }
         }
     }
+    crate::validate::one_of(
+        r,
+        "spec.location",
+        se.location.as_deref(),
+        &["MESH_EXTERNAL", "MESH_INTERNAL"],
+    );
     let resolution = se.resolution.as_deref().unwrap_or("NONE");
     if !RESOLUTIONS.contains(&resolution) {
         r.error(

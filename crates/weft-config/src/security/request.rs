@@ -105,6 +105,12 @@ fn non_empty(r: &mut Report, at: &str, items: &[String]) {
 }
 
 fn jwt_rule(r: &mut Report, at: &str, rule: &JwtRule) {
+    if rule.issuer.is_empty() {
+        r.error(
+            format!("{at}.issuer"),
+            "issuer must be set: the iss claim a token must carry",
+        );
+    }
     non_empty(r, &format!("{at}.audiences"), &rule.audiences);
     non_empty(r, &format!("{at}.fromParams"), &rule.from_params);
     non_empty(r, &format!("{at}.fromCookies"), &rule.from_cookies);
