@@ -42,7 +42,8 @@ pub(crate) struct Shared {
     pub options: ProxyOptions,
 }
 
-/// Runs the proxy until the process is stopped.
+/// Runs the proxy until SIGTERM or SIGINT; buffered access-log lines are
+/// written out before it returns.
 pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         config: ArcSwap::from_pointee(Compiled::default()),
@@ -50,6 +51,7 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
         http: http::Upstreams::new(),
         options: options.clone(),
     });
+    tokio::spawn(access_log::flush_every_second());
     let admin = admin::bind(options.admin).await?;
     tokio::spawn(admin::serve(admin, shared.clone()));
     let applier = xds_state::XdsState::new(shared.clone());
@@ -61,6 +63,12 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
             ..Default::default()
         },
     };
-    weft_xds::run_client(client, applier).await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = weft_xds::run_client(client, applier) => {}
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    access_log::flush();
     Ok(())
 }

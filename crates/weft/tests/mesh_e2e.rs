@@ -37,10 +37,10 @@ fn bookinfo_routing_end_to_end() {
     }
     let (code, _) = curl(&format!("{}/nowhere", mesh.ingress), &[]);
     assert_eq!(code, 404, "a path no VirtualService routes gets 404 (NR)");
-    assert!(
-        mesh.log("istio-ingressgateway.log").contains("404 NR"),
-        "the gateway logs NR"
-    );
+    // Access logs are flushed once a second, as Envoy's are.
+    wait_until("the gateway to log NR", Duration::from_secs(3), || {
+        mesh.log("istio-ingressgateway.log").contains("404 NR")
+    });
 
     // Names resolve inside pods, in all three forms, through the capture.
     for host in [
@@ -361,10 +361,9 @@ fn dead_upstreams_get_response_flags(mesh: &Mesh) {
                 .contains("details: 503 Service Unavailable no healthy upstream")
         },
     );
-    assert!(
-        mesh.log("productpage-v1.sidecar.log").contains("503 UH"),
-        "UH in the access log"
-    );
+    wait_until("UH in the access log", Duration::from_secs(3), || {
+        mesh.log("productpage-v1.sidecar.log").contains("503 UH")
+    });
     let _ = weft(&["delete", "vs", "details", "--mesh", &mesh.name]);
 
     // The ratings app dies: its sidecar cannot connect (UF).
@@ -384,10 +383,10 @@ fn dead_upstreams_get_response_flags(mesh: &Mesh) {
     wait_until("a 503 from the dead app", Duration::from_secs(3), || {
         curl(&rating, &[]).0 == 503
     });
-    let log = mesh.log("ratings-v1.sidecar.log");
-    assert!(
-        log.contains("\" 503 UF "),
-        "UF in the ratings sidecar's access log:\n{log}"
+    wait_until(
+        "UF in the ratings sidecar's access log",
+        Duration::from_secs(3),
+        || mesh.log("ratings-v1.sidecar.log").contains("\" 503 UF "),
     );
 }
 
