@@ -26,15 +26,30 @@ pub struct UpOptions {
 }
 
 /// Starts the mesh, prints where everything runs, and serves until SIGINT
-/// or SIGTERM; then removes everything it created.
+/// or SIGTERM; then removes everything it created. A signal during start-up
+/// abandons the start and cleans up just the same.
 pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let dir = crate::state_dir(&opts.mesh);
-    start(&opts, &dir).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    tokio::pin!(stop);
+    // Biased: start runs first, so by the time a signal can win, the mesh
+    // this process creates is the one recorded in its state directory.
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        biased;
+        started = start(&opts, &dir) => { started?; }
+        _ = &mut stop => {
+            eprintln!("interrupted while starting mesh {:?}", opts.mesh);
+            down(&opts.mesh)?;
+            bail!("mesh {:?} did not start: interrupted", opts.mesh);
+        }
     }
+    stop.await;
     eprintln!("stopping mesh {:?} …", opts.mesh);
     down(&opts.mesh)?;
     eprintln!("mesh {:?} removed", opts.mesh);

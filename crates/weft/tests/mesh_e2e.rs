@@ -443,6 +443,21 @@ fn down_removes_everything_even_after_sigkill() {
     assert!(again.status.success(), "weft down twice is harmless");
 }
 
+/// SIGTERM (and Ctrl-C, the same handler) on `weft up` removes the mesh
+/// by itself: no `weft down` needed.
+#[test]
+fn sigterm_on_up_removes_everything() {
+    let mut mesh = Mesh::up("e2eterm", 104, 18104);
+    let recorded = mesh.recorded_processes();
+    let (status, err) = mesh.signal_up_process("TERM");
+    assert!(status.success(), "weft up exits cleanly on SIGTERM: {err}");
+    assert!(err.contains("mesh \"e2eterm\" removed"), "{err}");
+    let left = leftovers("e2eterm");
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let alive = still_running(&recorded);
+    assert!(alive.is_empty(), "processes still running: {alive:?}");
+}
+
 /// An app that cannot start fails `weft up` quickly, with the app's own
 /// error, and leaves nothing behind.
 #[test]

@@ -125,6 +125,33 @@ impl Mesh {
         child.wait().unwrap();
     }
 
+    /// Sends `signal` (TERM, INT) to `weft up` and waits for it to exit, as
+    /// Ctrl-C or a service manager would; returns what it wrote to stderr.
+    pub fn signal_up_process(&mut self, signal: &str) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("weft up did not exit within 30 s of SIG{signal}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        (status, err)
+    }
+
     pub fn netns(&self, workload: &str) -> String {
         format!("weft-{}-{workload}", self.name)
     }
