@@ -6,8 +6,9 @@ use weft_config::networking::HttpMatchRequest;
 use weft_config::{Kind, Resource, Spec};
 
 use crate::{
-    Findings, Input, Level, CONFLICTING_MESH_GATEWAY_VS_HOSTS, CONFLICTING_SIDECAR_SELECTORS,
-    MTLS_POLICY_CONFLICT, MULTIPLE_SIDECARS_WITHOUT_SELECTOR, VS_INEFFECTIVE_MATCH,
+    Findings, Input, Level, CONFLICTING_GATEWAYS, CONFLICTING_MESH_GATEWAY_VS_HOSTS,
+    CONFLICTING_SIDECAR_SELECTORS, MTLS_POLICY_CONFLICT, MULTIPLE_SIDECARS_WITHOUT_SELECTOR,
+    VS_INEFFECTIVE_MATCH, VS_UNREACHABLE_RULE,
 };
 
 pub(crate) fn check(input: &Input, f: &mut Findings) {
@@ -16,6 +17,48 @@ pub(crate) fn check(input: &Input, f: &mut Findings) {
     mtls(input, f);
     for vs in input.of_kind(Kind::VirtualService) {
         ineffective_matches(f, vs);
+    }
+    gateways(input, f);
+}
+
+/// Two Gateways that select the same workloads and claim the same port for
+/// the same host: the proxy cannot serve both. (Different hosts on one port
+/// are fine: they become virtual hosts of one listener.)
+fn gateways(input: &Input, f: &mut Findings) {
+    type Claim<'a> = (&'a Resource, &'a BTreeMap<String, String>, u32, String);
+    let mut claims: Vec<Claim> = Vec::new();
+    for r in input.of_kind(Kind::Gateway) {
+        let gw = r.as_gateway().expect("gateway");
+        for server in &gw.servers {
+            for host in &server.hosts {
+                let host = host.rsplit('/').next().unwrap_or(host).to_string();
+                claims.push((r, &gw.selector, server.port.number, host));
+            }
+        }
+    }
+    for (i, (a, selector, port, host)) in claims.iter().enumerate() {
+        for (b, other_selector, other_port, other_host) in &claims[i + 1..] {
+            if a.key() == b.key()
+                || port != other_port
+                || host != other_host
+                || selector != other_selector
+            {
+                continue;
+            }
+            for (r, other) in [(a, b), (b, a)] {
+                f.push(
+                    Level::Error,
+                    CONFLICTING_GATEWAYS,
+                    r,
+                    format!(
+                        "Conflict with Gateway {}/{} (same workload selector, port {port}, host {host}).",
+                        other.namespace(),
+                        other.meta.name
+                    ),
+                    Some("serve the host from one Gateway, or give the servers different ports"),
+                );
+            }
+        }
     }
 }
 
@@ -190,7 +233,7 @@ fn ineffective_matches(f: &mut Findings, r: &Resource) {
     let mut seen: Vec<(usize, &HttpMatchRequest)> = Vec::new();
     for (i, route) in vs.http.iter().enumerate() {
         if let Some(c) = catch_all {
-            f.push(Level::Info, VS_INEFFECTIVE_MATCH, r, format!("VirtualService rule #{i} is not used (rule #{c} before it matches every request)."), Some("put the most specific routes first and the catch-all last"));
+            f.push(Level::Warning, VS_UNREACHABLE_RULE, r, format!("VirtualService rule #{i} not used (rule #{c} before it matches every request)."), Some("put the most specific routes first and the catch-all last"));
             continue;
         }
         for (j, m) in route.matches.iter().enumerate() {

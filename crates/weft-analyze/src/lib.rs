@@ -128,6 +128,8 @@ impl Findings {
 
 pub(crate) const REFERENCED_RESOURCE_NOT_FOUND: (&str, &str) =
     ("IST0101", "ReferencedResourceNotFound");
+pub(crate) const DESTINATION_PORT_SELECTOR_REQUIRED: (&str, &str) =
+    ("IST0112", "VirtualServiceDestinationPortSelectorRequired");
 pub(crate) const GATEWAY_PORT_NOT_ON_WORKLOAD: (&str, &str) =
     ("IST0104", "GatewayPortNotOnWorkload");
 pub(crate) const UNKNOWN_ANNOTATION: (&str, &str) = ("IST0108", "UnknownAnnotation");
@@ -142,6 +144,8 @@ pub(crate) const PORT_NAME_NOT_UNDER_CONVENTION: (&str, &str) =
     ("IST0118", "PortNameIsNotUnderNamingConvention");
 pub(crate) const NO_MATCHING_WORKLOADS: (&str, &str) = ("IST0127", "NoMatchingWorkloadsFound");
 pub(crate) const DEPRECATED_ANNOTATION: (&str, &str) = ("IST0135", "DeprecatedAnnotation");
+pub(crate) const VS_UNREACHABLE_RULE: (&str, &str) = ("IST0130", "VirtualServiceUnreachableRule");
+pub(crate) const CONFLICTING_GATEWAYS: (&str, &str) = ("IST0145", "ConflictingGateways");
 pub(crate) const VS_INEFFECTIVE_MATCH: (&str, &str) = ("IST0131", "VirtualServiceIneffectiveMatch");
 pub(crate) const SUBSET_SELECTS_NO_PODS: (&str, &str) =
     ("IST0173", "DestinationRuleSubsetNotSelectPods");

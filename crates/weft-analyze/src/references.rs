@@ -7,8 +7,8 @@ use weft_config::networking::Destination;
 use weft_config::{Kind, Resource, Spec};
 
 use crate::{
-    Findings, Input, Level, NO_MATCHING_WORKLOADS, REFERENCED_RESOURCE_NOT_FOUND,
-    SUBSET_SELECTS_NO_PODS,
+    Findings, Input, Level, DESTINATION_PORT_SELECTOR_REQUIRED, NO_MATCHING_WORKLOADS,
+    REFERENCED_RESOURCE_NOT_FOUND, SUBSET_SELECTS_NO_PODS,
 };
 
 pub(crate) fn check(input: &Input, f: &mut Findings) {
@@ -82,6 +82,38 @@ fn subset_defined(input: &Input, d: &Destination, ns: &str, subset: &str) -> boo
     })
 }
 
+/// A destination on a multi-port service must say which port; a port it
+/// names must exist on the service.
+fn destination_port(input: &Input, f: &mut Findings, r: &Resource, d: &Destination) {
+    let Some(service) = input.registry.service(&d.host, r.namespace()) else {
+        return;
+    };
+    let ports: Vec<String> = service.ports.iter().map(|p| p.port.to_string()).collect();
+    match &d.port {
+        None if service.ports.len() > 1 => f.push(
+            Level::Error,
+            DESTINATION_PORT_SELECTOR_REQUIRED,
+            r,
+            format!(
+                "This VirtualService routes to service {:?}, which exposes ports [{}]; the destination must say which one.",
+                d.host,
+                ports.join(", ")
+            ),
+            Some("add `port: {number: N}` to the destination"),
+        ),
+        Some(p) if u16::try_from(p.number).ok().and_then(|n| service.port(n)).is_none() => {
+            f.push(
+                Level::Error,
+                REFERENCED_RESOURCE_NOT_FOUND,
+                r,
+                format!("Referenced host:port not found: \"{}:{}\"", d.host, p.number),
+                Some(&format!("the service's ports are [{}]", ports.join(", "))),
+            )
+        }
+        _ => {}
+    }
+}
+
 fn virtual_service(input: &Input, f: &mut Findings, r: &Resource) {
     let vs = r.as_virtual_service().expect("virtual service");
     let ns = r.namespace();
@@ -95,6 +127,7 @@ fn virtual_service(input: &Input, f: &mut Findings, r: &Resource) {
                 .flat_map(|t| t.route.iter().map(|d| &d.destination)),
         );
     for d in destinations {
+        destination_port(input, f, r, d);
         if !host_known(input, &d.host, ns) {
             f.push(
                 Level::Error,

@@ -251,13 +251,58 @@ fn ist0127_policy_selects_nothing() {
 }
 
 #[test]
-fn ist0131_route_after_catch_all_and_duplicate_match() {
+fn ist0130_route_after_catch_all() {
     let after = vs("  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n  - match:\n    - uri: {prefix: /api}\n    route:\n    - destination: {host: reviews}\n");
-    assert!(codes(&after).contains(&"IST0131"));
+    assert!(codes(&after).contains(&"IST0130"), "{:?}", codes(&after));
+    let fine = vs("  hosts: [reviews]\n  http:\n  - match:\n    - uri: {prefix: /api}\n    route:\n    - destination: {host: reviews}\n  - route:\n    - destination: {host: reviews}\n");
+    assert!(!codes(&fine).contains(&"IST0130"));
+}
+
+#[test]
+fn ist0131_duplicate_match() {
     let dup = vs("  hosts: [reviews]\n  http:\n  - match:\n    - uri: {prefix: /api}\n    route:\n    - destination: {host: reviews}\n  - match:\n    - uri: {prefix: /api}\n    route:\n    - destination: {host: reviews}\n");
     assert!(codes(&dup).contains(&"IST0131"));
-    let fine = vs("  hosts: [reviews]\n  http:\n  - match:\n    - uri: {prefix: /api}\n    route:\n    - destination: {host: reviews}\n  - route:\n    - destination: {host: reviews}\n");
-    assert!(!codes(&fine).contains(&"IST0131"));
+    let distinct = dup.replacen("/api", "/v2", 1);
+    assert!(!codes(&distinct).contains(&"IST0131"));
+}
+
+#[test]
+fn ist0112_destination_port_on_multi_port_service() {
+    let mut r = registry();
+    r.services[0].ports.push(ServicePort {
+        name: "grpc".into(),
+        port: 9090,
+        target_port: None,
+        app_protocol: None,
+        protocol: None,
+    });
+    let route = |dest: &str| {
+        vs(&format!(
+            "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {dest}\n"
+        ))
+    };
+    assert!(codes_with(&r, &route("{host: reviews}")).contains(&"IST0112"));
+    let with_port = route("{host: reviews, port: {number: 9090}}");
+    assert!(
+        codes_with(&r, &with_port).is_empty(),
+        "{:?}",
+        codes_with(&r, &with_port)
+    );
+    // One port needs no selector; a port the service lacks is IST0101.
+    assert!(codes(&route("{host: reviews}")).is_empty());
+    let wrong = route("{host: reviews, port: {number: 9999}}");
+    assert_eq!(codes_with(&r, &wrong), ["IST0101"]);
+}
+
+#[test]
+fn ist0145_conflicting_gateways() {
+    let other = GW.replace("name: gw", "name: gw2");
+    let both = format!("{GW}---\n{other}");
+    assert_eq!(codes(&both), ["IST0145", "IST0145"]);
+    let other_host = other.replace("hosts: ['*']", "hosts: [bookinfo.example]");
+    assert!(codes(&format!("{GW}---\n{other_host}")).is_empty());
+    let other_port = other.replace("number: 8080", "number: 9443");
+    assert!(!codes(&format!("{GW}---\n{other_port}")).contains(&"IST0145"));
 }
 
 #[test]

@@ -158,3 +158,26 @@ fn analyze_reads_kubernetes_manifests_as_the_registry() {
         "v1 selects the Deployment's pods: {stdout}"
     );
 }
+
+#[test]
+fn a_later_file_replaces_a_resource_of_the_same_name() {
+    // The three sample routes all define VirtualService default/reviews: as
+    // with kubectl apply, each replaces the one before; they do not conflict.
+    let out = Command::new(WEFT)
+        .args(["analyze", "-f"])
+        .arg(example())
+        .arg("-f")
+        .arg(example().join("routes"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(!stdout.contains("IST0109"), "{stdout}");
+    assert!(
+        stderr.contains("virtual-service-reviews-v3.yaml:1 replaces the one at"),
+        "{stderr}"
+    );
+}

@@ -191,12 +191,11 @@ fn shift_all_to_v3_without_errors(mesh: &Mesh, page: &str) {
         "apply failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let applied = Instant::now();
+    // The bound: the change is in force within 2 s of apply returning.
     wait_until("v3 to take over", Duration::from_secs(2), || {
         reviews_seen(page, 1, &[]) == ["reviews-v3"]
     });
     let seen = reviews_seen(page, 100, &[]);
-    assert!(applied.elapsed() < Duration::from_secs(2) + Duration::from_secs(30));
     assert_eq!(
         count(&seen, "reviews-v3"),
         100,

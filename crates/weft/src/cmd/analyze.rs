@@ -82,7 +82,7 @@ fn print_human(messages: &[Message]) {
 /// Loads the files; schema problems become IST0106 messages. The registry
 /// is the one `weft up` would build from a mesh.yaml among the inputs.
 fn from_files(files: &[PathBuf]) -> anyhow::Result<(Vec<Resource>, Registry, Vec<Message>)> {
-    let mut config = Vec::new();
+    let mut config = Inputs::default();
     let mut messages = Vec::new();
     let mut registry = None;
     for f in files {
@@ -105,9 +105,12 @@ fn from_files(files: &[PathBuf]) -> anyhow::Result<(Vec<Resource>, Registry, Vec
                     .filter(|p| p.severity == Severity::Error)
                     .map(schema_message),
             );
-            config.extend(loaded.resources);
+            for r in loaded.resources {
+                config.add(r);
+            }
         }
     }
+    let config = config.resources;
     // Without a mesh.yaml, Kubernetes manifests among the inputs (Services,
     // Deployments, Pods) describe the registry, as for istioctl analyze.
     let registry = registry.unwrap_or_else(|| {
@@ -118,6 +121,35 @@ fn from_files(files: &[PathBuf]) -> anyhow::Result<(Vec<Resource>, Registry, Vec
         from_kube
     });
     Ok((config, registry, messages))
+}
+
+/// Inputs are read as `kubectl apply` would take them, in order: a later
+/// resource with the same kind, namespace and name replaces the earlier one.
+#[derive(Default)]
+struct Inputs {
+    resources: Vec<Resource>,
+    index: std::collections::HashMap<weft_config::Key, usize>,
+}
+
+impl Inputs {
+    fn add(&mut self, r: Resource) {
+        match self.index.get(&r.key()) {
+            Some(&i) => {
+                let old = &mut self.resources[i];
+                eprintln!(
+                    "note: {} at {} replaces the one at {} (same kind, namespace and name)",
+                    r.key(),
+                    r.origin,
+                    old.origin
+                );
+                *old = r;
+            }
+            None => {
+                self.index.insert(r.key(), self.resources.len());
+                self.resources.push(r);
+            }
+        }
+    }
 }
 
 fn registry_of(mesh: &Path) -> anyhow::Result<Registry> {
