@@ -113,10 +113,38 @@ impl Store {
         for (k, r) in &self.applied {
             by_key.insert(k.clone(), r.clone());
         }
-        self.merged = Arc::new(by_key.into_values().collect());
         self.revision += 1;
+        let before: BTreeMap<Key, &Resource> = self.merged.iter().map(|r| (r.key(), r)).collect();
+        for (key, r) in &mut by_key {
+            stamp(r, before.get(key).copied(), self.revision);
+        }
+        self.merged = Arc::new(by_key.into_values().collect());
         true
     }
+}
+
+/// Kubernetes' bookkeeping: `resourceVersion` is the store revision at which
+/// the resource last changed at all; `generation` counts changes of its spec.
+/// Whatever the document itself said of either is overwritten, as the API
+/// server does.
+fn stamp(r: &mut Resource, before: Option<&Resource>, revision: u64) {
+    let (generation, version) = match before {
+        None => (1, revision.to_string()),
+        Some(old) => {
+            let generation = old.meta.generation.unwrap_or(1) + i64::from(old.spec != r.spec);
+            let mut same_meta = r.meta.clone();
+            same_meta.resource_version = old.meta.resource_version.clone();
+            same_meta.generation = old.meta.generation;
+            let unchanged = old.spec == r.spec && old.meta == same_meta;
+            let version = match (&old.meta.resource_version, unchanged) {
+                (Some(v), true) => v.clone(),
+                _ => revision.to_string(),
+            };
+            (generation, version)
+        }
+    };
+    r.meta.generation = Some(generation);
+    r.meta.resource_version = Some(version);
 }
 
 #[cfg(test)]
@@ -143,6 +171,45 @@ mod tests {
         let r = rs.iter().find(|r| r.meta.name == "r").unwrap();
         assert_eq!(r.as_destination_rule().unwrap().subsets[0].name, "v1");
         assert!(!s.problems().is_empty());
+    }
+
+    #[test]
+    fn resource_version_and_generation_follow_changes() {
+        let meta = |s: &Store, name: &str| {
+            let rs = s.resources();
+            let r = rs.iter().find(|r| r.meta.name == name).unwrap();
+            (
+                r.meta.resource_version.clone().unwrap(),
+                r.meta.generation.unwrap(),
+            )
+        };
+        let mut s = Store::default();
+        s.load_file("f.yaml", weft_config::load_str(GOOD, "f.yaml"));
+        let (v1, g1) = meta(&s, "r");
+        assert_eq!(g1, 1);
+        // Another resource changes: r keeps its version and generation.
+        s.load_file(
+            "f.yaml",
+            weft_config::load_str(&GOOD.replace("{host: d}", "{host: d3}"), "f.yaml"),
+        );
+        assert_eq!(meta(&s, "r"), (v1.clone(), 1));
+        assert_eq!(meta(&s, "d").1, 2, "d's spec changed");
+        // A label is metadata: a new resourceVersion, the same generation.
+        let labelled = GOOD.replace(
+            "metadata: {name: r}",
+            "metadata: {name: r, labels: {team: books}}",
+        );
+        s.load_file("f.yaml", weft_config::load_str(&labelled, "f.yaml"));
+        let (v2, g2) = meta(&s, "r");
+        assert_ne!(v2, v1);
+        assert_eq!(g2, 1);
+        // A version written in the document itself is not trusted.
+        let pasted = labelled.replace(
+            "labels: {team: books}",
+            "labels: {team: books}, resourceVersion: '999', generation: 7",
+        );
+        s.load_file("f.yaml", weft_config::load_str(&pasted, "f.yaml"));
+        assert_eq!(meta(&s, "r"), (v2, 1));
     }
 
     #[test]

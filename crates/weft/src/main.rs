@@ -45,10 +45,10 @@ enum Command {
         name: String,
     },
     /// Apply Istio YAML to a running mesh (all documents or none).
-    Apply(cmd::config::FileArgs),
+    Apply(cmd::config::ApplyArgs),
     /// Check Istio YAML offline: file:line, resource, field and reason.
     Validate(cmd::config::FileArgs),
-    /// Show config stored in a running mesh.
+    /// Show config stored in a running mesh (or, with -f, read from files).
     Get(cmd::config::GetArgs),
     /// Delete config applied to a running mesh.
     Delete(cmd::config::DeleteArgs),
@@ -143,9 +143,9 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             weft_up::down(&name)?;
             println!("mesh {name:?} removed");
         }
-        Command::Apply(args) => return cmd::config::apply(&args, true),
+        Command::Apply(args) => return cmd::config::apply(&args),
         Command::Validate(args) => return cmd::config::validate(&args),
-        Command::Get(args) => cmd::config::get(&args)?,
+        Command::Get(args) => return cmd::config::get(&args),
         Command::Delete(args) => return cmd::config::delete(&args),
         Command::Analyze(args) => return cmd::analyze::analyze(&args),
         Command::ProxyStatus(target) => return cmd::status::proxy_status(&target),

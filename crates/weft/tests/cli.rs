@@ -181,3 +181,32 @@ fn a_later_file_replaces_a_resource_of_the_same_name() {
         "{stderr}"
     );
 }
+
+#[test]
+fn get_reads_files_offline() {
+    let out = Command::new(WEFT)
+        .args(["get", "dr", "reviews", "-o", "json", "-f"])
+        .arg(example())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let items: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let items = items.as_array().unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(
+        items[0]["metadata"]["namespace"], "default",
+        "namespace filled in"
+    );
+    assert_eq!(items[0]["spec"]["subsets"].as_array().unwrap().len(), 3);
+    let unknown = Command::new(WEFT)
+        .args(["get", "nosuchkind", "-f"])
+        .arg(example())
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown kind \"nosuchkind\""));
+}

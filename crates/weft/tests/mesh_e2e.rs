@@ -144,6 +144,30 @@ fn get_and_delete(mesh: &Mesh, page: &str) {
         4,
         "the four rules of destination-rule-all.yaml"
     );
+    for rule in rules.as_array().unwrap() {
+        let meta = &rule["metadata"];
+        assert!(
+            meta["resourceVersion"].is_string() && meta["generation"].as_i64() >= Some(1),
+            "the store stamps resourceVersion and generation: {meta}"
+        );
+    }
+    // A dry run validates on the control plane and stores nothing.
+    let v3 = routes("virtual-service-reviews-v3.yaml");
+    let out = weft(&[
+        "apply",
+        "--dry-run",
+        "-f",
+        v3.to_str().unwrap(),
+        "--mesh",
+        &mesh.name,
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("dry run"), "{said}");
+    let out = weft(&["get", "vs", "reviews", "--mesh", &mesh.name, "-o", "yaml"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("weight: 80"),
+        "the dry run changed nothing"
+    );
     let out = weft(&["delete", "vs", "reviews", "--mesh", &mesh.name]);
     assert!(
         out.status.success(),

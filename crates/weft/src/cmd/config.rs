@@ -46,6 +46,15 @@ pub struct FileArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub input: FileArgs,
+    /// Have the control plane validate everything and store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct GetArgs {
     /// Kind: virtualservice (vs), destinationrule (dr), gateway (gw), …
     pub kind: String,
@@ -54,6 +63,10 @@ pub struct GetArgs {
     pub namespace: Option<String>,
     #[arg(short = 'o', long, default_value = "yaml")]
     pub output: String,
+    /// Read these files offline (as the store would hold them) instead of
+    /// asking a running control plane.
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<String>,
     #[command(flatten)]
     pub target: Target,
 }
@@ -114,14 +127,19 @@ pub fn validate(args: &FileArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn apply(args: &FileArgs, _store: bool) -> anyhow::Result<ExitCode> {
-    let api = args.target.api()?;
+pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    let api = args.input.target.api()?;
+    let (endpoint, done) = if args.dry_run {
+        ("/api/v1/validate", "valid (dry run: not stored)")
+    } else {
+        ("/api/v1/apply", "applied")
+    };
     let mut failed = false;
-    for (name, text) in read_inputs(&args.files)? {
+    for (name, text) in read_inputs(&args.input.files)? {
         let (code, body) = call(
             api,
             "POST",
-            "/api/v1/apply",
+            endpoint,
             &[("x-weft-file", &name)],
             text.as_bytes(),
         )?;
@@ -134,7 +152,7 @@ pub fn apply(args: &FileArgs, _store: bool) -> anyhow::Result<ExitCode> {
             continue;
         }
         for k in body["applied"].as_array().into_iter().flatten() {
-            println!("{} applied", k.as_str().unwrap_or_default());
+            println!("{} {done}", k.as_str().unwrap_or_default());
         }
     }
     Ok(if failed {
@@ -144,7 +162,29 @@ pub fn apply(args: &FileArgs, _store: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn get(args: &GetArgs) -> anyhow::Result<()> {
+pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
+    let (items, ok) = if args.files.is_empty() {
+        (get_from_control_plane(args)?, true)
+    } else {
+        get_from_files(args)?
+    };
+    match args.output.as_str() {
+        "json" => println!("{}", serde_json::to_string_pretty(&items)?),
+        "yaml" => {
+            for item in items {
+                print!("---\n{}", serde_yaml_ng::to_string(&item)?);
+            }
+        }
+        other => bail!("output format {other:?}: use yaml or json"),
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn get_from_control_plane(args: &GetArgs) -> anyhow::Result<Vec<serde_json::Value>> {
     let api = args.target.api()?;
     let mut path = format!("/api/v1/resources?kind={}", args.kind);
     if let Some(n) = &args.name {
@@ -157,17 +197,33 @@ pub fn get(args: &GetArgs) -> anyhow::Result<()> {
     if code != 200 {
         bail!("{}", body["error"].as_str().unwrap_or("request failed"));
     }
-    let items = body["items"].as_array().cloned().unwrap_or_default();
-    match args.output.as_str() {
-        "json" => println!("{}", serde_json::to_string_pretty(&items)?),
-        "yaml" => {
-            for item in items {
-                print!("---\n{}", serde_yaml_ng::to_string(&item)?);
-            }
+    Ok(body["items"].as_array().cloned().unwrap_or_default())
+}
+
+/// The matching resources of the files, as the store would hold them
+/// (namespace filled in, defaults applied); false when a document failed.
+fn get_from_files(args: &GetArgs) -> anyhow::Result<(Vec<serde_json::Value>, bool)> {
+    let kind = weft_config::Kind::parse(&args.kind)
+        .with_context(|| format!("unknown kind {:?}", args.kind))?;
+    let mut items = Vec::new();
+    let mut ok = true;
+    for (name, text) in read_inputs(&args.files)? {
+        let loaded = weft_config::load_str(&text, &name);
+        for p in &loaded.problems {
+            eprintln!("{p}");
         }
-        other => bail!("output format {other:?}: use yaml or json"),
+        ok &= !loaded.has_errors();
+        items.extend(
+            loaded
+                .resources
+                .iter()
+                .filter(|r| r.kind == kind)
+                .filter(|r| args.name.as_ref().is_none_or(|n| &r.meta.name == n))
+                .filter(|r| args.namespace.as_ref().is_none_or(|ns| r.namespace() == ns))
+                .map(|r| r.to_document()),
+        );
     }
-    Ok(())
+    Ok((items, ok))
 }
 
 pub fn delete(args: &DeleteArgs) -> anyhow::Result<ExitCode> {
