@@ -5,6 +5,9 @@
 # ratios against the direct path and against nginx. Loopback only.
 #
 #   bench/run.sh [seconds per run, default 10] [connections, default 32]
+#
+# With PROFILE=FILE, the Weft run is also recorded with `perf record -g`
+# into FILE (read it with `perf report -i FILE`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -18,31 +21,39 @@ WORK=$(mktemp -d /tmp/weft-bench.XXXXXX)
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  for p in upstream proxy; do
+    [ -f "$WORK/$p.pid" ] && kill "$(cat "$WORK/$p.pid")" 2>/dev/null || true
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 UP=18000 WEFT_PORT=18001 NGINX_PORT=18002 HAPROXY_PORT=18003
-mkdir -p "$WORK/nginx" "$WORK/config"
+mkdir -p "$WORK/config"
 
-# The upstream and the nginx proxy: one nginx process, one worker.
-cat > "$WORK/nginx/nginx.conf" <<NGINX
+# The upstream and the nginx proxy are two nginx processes of one worker
+# each, so that nginx as a proxy, like Weft and HAProxy, has a worker to
+# itself and the upstream costs every path the same.
+nginx_conf() { # name, server block
+  mkdir -p "$WORK/$1"
+  cat > "$WORK/$1/nginx.conf" <<NGINX
 worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/error.log;
+pid $WORK/$1.pid;
+error_log $WORK/$1/error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream origin { server 127.0.0.1:$UP; keepalive 128; }
-  server { listen 127.0.0.1:$UP; location / { return 200 "hello from the upstream\n"; } }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
+  $2
 }
 NGINX
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx"
+  nginx -c "$WORK/$1/nginx.conf" -p "$WORK/$1"
+}
+nginx_conf upstream "server { listen 127.0.0.1:$UP; location / { return 200 \"hello from the upstream\\n\"; } }"
+nginx_conf proxy "upstream origin { server 127.0.0.1:$UP; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }"
 
 cat > "$WORK/haproxy.cfg" <<HAPROXY
 global
@@ -98,6 +109,7 @@ WEFT_LOG=warn WEFT_WORKER_THREADS=1 "$WEFT" proxy --xds http://127.0.0.1:18010 \
   --node-id "router~127.0.0.2~bench-gateway.default~default.svc.cluster.local" \
   --admin 127.0.0.1:18015 --bind-ip 127.0.0.1 >/dev/null 2>"$WORK/proxy.log" &
 PIDS+=($!)
+WEFT_PROXY_PID=$!
 
 for port in $UP $WEFT_PORT $NGINX_PORT $HAPROXY_PORT; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
@@ -116,7 +128,12 @@ measure() {
   P99[$name]=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
 }
 measure direct $UP
+if [ -n "${PROFILE:-}" ]; then
+  perf record -g -o "$PROFILE" -p "$WEFT_PROXY_PID" -- sleep $((DURATION * 2)) 2>/dev/null &
+  PERF_PID=$!
+fi
 measure weft $WEFT_PORT
+[ -n "${PROFILE:-}" ] && wait "$PERF_PID"
 measure nginx $NGINX_PORT
 measure haproxy $HAPROXY_PORT
 

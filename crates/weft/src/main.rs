@@ -101,14 +101,21 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    // WEFT_WORKER_THREADS pins the thread count (benchmarks give every proxy one core).
-    if let Some(n) = std::env::var("WEFT_WORKER_THREADS")
+    // WEFT_WORKER_THREADS pins the thread count (benchmarks give every proxy
+    // one core). One means one thread in all: the current-thread scheduler,
+    // with no handoff between an I/O thread and a worker.
+    let threads: Option<usize> = std::env::var("WEFT_WORKER_THREADS")
         .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        builder.worker_threads(n);
-    }
+        .and_then(|v| v.parse().ok());
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = builder.enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
