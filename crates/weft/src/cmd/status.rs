@@ -7,12 +7,19 @@ use crate::cmd::config::Target;
 
 pub fn proxy_status(target: &Target) -> anyhow::Result<ExitCode> {
     let (_, body) = call(target.api()?, "GET", "/debug/syncz", &[], b"")?;
+    let proxies: Vec<&serde_json::Value> = body.as_array().into_iter().flatten().collect();
+    let width = proxies
+        .iter()
+        .map(|p| display_name(p["node_id"].as_str().unwrap_or_default()).len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
     println!(
-        "{:<70} {:<10} {:<10} {:<10} {:<10}",
-        "NAME", "CDS", "LDS", "EDS", "RDS"
+        "{:<width$} {:<12} {:<12} {:<12} {:<12} {:<12}",
+        "NAME", "TYPE", "CDS", "LDS", "EDS", "RDS"
     );
     let mut nacks = Vec::new();
-    for p in body.as_array().into_iter().flatten() {
+    for p in proxies {
         let id = p["node_id"].as_str().unwrap_or_default();
         let mut state = |t: &str| {
             let s = &p["types"][t];
@@ -33,13 +40,28 @@ pub fn proxy_status(target: &Target) -> anyhow::Result<ExitCode> {
             }
         };
         let row = [state("CDS"), state("LDS"), state("EDS"), state("RDS")];
+        let kind = if id.starts_with("router~") {
+            "gateway"
+        } else {
+            "sidecar"
+        };
         println!(
-            "{id:<70} {:<10} {:<10} {:<10} {:<10}",
-            row[0], row[1], row[2], row[3]
+            "{:<width$} {kind:<12} {:<12} {:<12} {:<12} {:<12}",
+            display_name(id),
+            row[0],
+            row[1],
+            row[2],
+            row[3]
         );
     }
     for n in &nacks {
         println!("NACK {n}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `name.namespace`, as istioctl shows a proxy, from an Istio node id
+/// (`sidecar~IP~name.namespace~namespace.svc.cluster.local`).
+fn display_name(node_id: &str) -> &str {
+    node_id.split('~').nth(2).unwrap_or(node_id)
 }
