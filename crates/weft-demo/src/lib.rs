@@ -108,10 +108,12 @@ impl App {
             (Role::Details, "details") => json_reply(json!({
                 "workload": self.workload, "id": 0, "author": "William Shakespeare",
                 "year": 1595, "type": "paperback", "pages": 200, "publisher": "PublisherA",
+                "received": received(&req),
             })),
             (Role::Reviews, "reviews") => self.reviews(&req).await,
             (Role::Ratings, "ratings") => json_reply(json!({
                 "workload": self.workload, "id": 0, "ratings": {"Reviewer1": 5, "Reviewer2": 4},
+                "received": received(&req),
             })),
             _ => text(
                 StatusCode::NOT_FOUND,
@@ -132,6 +134,7 @@ impl App {
         };
         json_reply(json!({
             "workload": self.workload,
+            "received": received(req),
             "stars": stars,
             "ratings": ratings,
             "reviews": [
@@ -213,6 +216,20 @@ impl App {
         serde_json::from_slice(&body)
             .unwrap_or_else(|e| json!({"error": format!("{service}: {e}")}))
     }
+}
+
+/// The forwarded headers this request arrived with, so a test (or a
+/// person) can follow a trace and a user through the chain.
+fn received(req: &Request<Incoming>) -> Value {
+    FORWARDED_HEADERS
+        .iter()
+        .filter(|name| **name != "user-agent")
+        .filter_map(|name| {
+            let v = req.headers().get(*name)?.to_str().ok()?;
+            Some((name.to_string(), Value::String(v.to_string())))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

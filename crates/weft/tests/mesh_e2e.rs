@@ -76,6 +76,7 @@ fn bookinfo_routing_end_to_end() {
     );
 
     shift_all_to_v3_without_errors(&mesh, &page);
+    trace_headers_follow_the_chain(&page);
     header_routing(&mesh, &page);
     weighted_split(&mesh, &page);
     bad_yaml_is_refused(&mesh, &page);
@@ -237,6 +238,50 @@ fn shift_all_to_v3_without_errors(mesh: &Mesh, page: &str) {
         0,
         "no request failed during the change"
     );
+}
+
+/// The JSON a page shows for one part (`details` or `reviews`).
+fn page_part(page: &str, part: &str) -> serde_json::Value {
+    let prefix = format!("<p>{part}: ");
+    let line = page
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {part} on the page:\n{page}"));
+    serde_json::from_str(line.trim_end_matches("</p>")).expect("the part is JSON")
+}
+
+/// Trace and user headers cross every hop (gateway, sidecars, apps), and a
+/// request that arrives without an x-request-id gets one that every hop shares.
+fn trace_headers_follow_the_chain(page: &str) {
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (code, body) = curl(
+        page,
+        &[
+            "-H",
+            "x-request-id: weft-e2e-trace-1",
+            "-H",
+            &format!("traceparent: {traceparent}"),
+            "-H",
+            "x-b3-traceid: 80f198ee56343ba864fe8b2a57d3eff7",
+            "-H",
+            "end-user: jason",
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    let ratings = &page_part(&body, "reviews")["ratings"]["received"];
+    assert_eq!(ratings["x-request-id"], "weft-e2e-trace-1", "{ratings}");
+    assert_eq!(ratings["traceparent"], traceparent, "{ratings}");
+    assert_eq!(ratings["x-b3-traceid"], "80f198ee56343ba864fe8b2a57d3eff7");
+    assert_eq!(ratings["end-user"], "jason");
+
+    let (_, body) = curl(page, &[]);
+    let details = &page_part(&body, "details")["received"]["x-request-id"];
+    let ratings = &page_part(&body, "reviews")["ratings"]["received"]["x-request-id"];
+    assert!(
+        details.as_str().is_some_and(|id| id.len() == 36),
+        "the gateway adds a UUID x-request-id: {details}"
+    );
+    assert_eq!(details, ratings, "one request id along the whole chain");
 }
 
 fn header_routing(mesh: &Mesh, page: &str) {
