@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::service_entry::LabelSelector;
 use crate::selectors::{PolicyTargetReference, WorkloadSelector};
-use crate::validate::Report;
+use crate::validate::{one_of, Report};
 
 type Opaque = Option<serde_json::Value>;
 
@@ -216,20 +216,6 @@ const OPERATIONS: &[&str] = &[
     "REPLACE",
     "MERGE_AND_REPLACE_LIST",
 ];
-
-fn one_of(r: &mut Report, at: &str, value: Option<&str>, allowed: &[&str]) {
-    if let Some(v) = value {
-        if !allowed.contains(&v) {
-            r.error(
-                at,
-                format!(
-                    "Unsupported value: {v:?}: use one of {}",
-                    allowed.join(", ")
-                ),
-            );
-        }
-    }
-}
 
 pub(crate) fn check(r: &mut Report, ef: &EnvoyFilter) {
     if ef.workload_selector.is_some() && !ef.target_refs.is_empty() {
