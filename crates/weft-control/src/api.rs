@@ -124,6 +124,7 @@ async fn apply(req: Request<Incoming>, state: &State, store: bool) -> Response<F
         .iter()
         .map(|r| r.key().to_string())
         .collect();
+    let analysis = analyze_with(state, &loaded.resources, &keys);
     if store {
         let changed = state
             .store
@@ -136,8 +137,34 @@ async fn apply(req: Request<Incoming>, state: &State, store: bool) -> Response<F
     }
     reply(
         StatusCode::OK,
-        json!({"applied": keys, "problems": problems}),
+        json!({"applied": keys, "problems": problems, "analysis": analysis}),
     )
+}
+
+/// What `weft analyze` would say of the applied resources once they are in
+/// the store. A dangling reference is not an error (resources may arrive in
+/// any order, as in Istio), but the person applying should hear of it.
+fn analyze_with(state: &State, incoming: &[weft_config::Resource], keys: &[String]) -> Vec<String> {
+    let mut config: Vec<weft_config::Resource> = {
+        let stored = state.store.read().expect("store lock").resources();
+        let replaced: std::collections::HashSet<Key> = incoming.iter().map(|r| r.key()).collect();
+        stored
+            .iter()
+            .filter(|r| !replaced.contains(&r.key()))
+            .cloned()
+            .collect()
+    };
+    config.extend(incoming.iter().cloned());
+    let registry = state.registry.read().expect("registry lock").clone();
+    let input = weft_analyze::Input {
+        config: &config,
+        registry: &registry,
+    };
+    weft_analyze::analyze(&input)
+        .into_iter()
+        .filter(|m| keys.contains(&m.resource))
+        .map(|m| m.to_string())
+        .collect()
 }
 
 fn get(q: &HashMap<String, String>, state: &State) -> Response<Full<Bytes>> {

@@ -84,6 +84,7 @@ fn bookinfo_routing_end_to_end() {
     unsupported_resource_is_nacked(&mesh, &page);
     opaque_tcp_passes_the_mesh(&mesh);
     get_and_delete(&mesh, &page);
+    dangling_reference_warns_and_gets_nc(&mesh, &page);
     dead_upstreams_get_response_flags(&mesh);
 }
 
@@ -189,6 +190,38 @@ fn get_and_delete(mesh: &Mesh, page: &str) {
     assert!(
         !out.status.success() && err.contains("destination-rule-all.yaml"),
         "a file's resource is edited in its file: {err}"
+    );
+}
+
+/// A route to a subset nobody defined is accepted (config may arrive in
+/// any order, as in Istio), `weft apply` says what it references that does
+/// not exist, and requests get Envoy's 503 NC (no cluster).
+fn dangling_reference_warns_and_gets_nc(mesh: &Mesh, page: &str) {
+    let out = mesh.apply_yaml(
+        "weft-e2e-dangling.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v9}}]\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("IST0101")
+            && err.contains("reviews+v9")
+            && err.contains("weft-e2e-dangling.yaml:1"),
+        "apply names the missing subset and where it was written: {err}"
+    );
+    wait_until("reviews to fail with NC", Duration::from_secs(3), || {
+        curl(page, &[])
+            .1
+            .contains("reviews: 503 Service Unavailable")
+    });
+    wait_until("NC in the access log", Duration::from_secs(3), || {
+        mesh.log("productpage-v1.sidecar.log").contains("503 NC 0")
+    });
+    let out = weft(&["delete", "vs", "reviews", "--mesh", &mesh.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

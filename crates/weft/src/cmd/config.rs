@@ -154,6 +154,9 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         for k in body["applied"].as_array().into_iter().flatten() {
             println!("{} {done}", k.as_str().unwrap_or_default());
         }
+        for m in body["analysis"].as_array().into_iter().flatten() {
+            eprintln!("{}", m.as_str().unwrap_or_default());
+        }
     }
     Ok(if failed {
         ExitCode::FAILURE
