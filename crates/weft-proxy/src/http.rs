@@ -101,7 +101,7 @@ fn route(
     req: &Request<Incoming>,
     routes: &RouteRef,
     snapshot: &Compiled,
-) -> Result<(String, String), Flagged> {
+) -> Result<(Arc<str>, Arc<str>), Flagged> {
     let table = match routes {
         RouteRef::Inline(t) => Some(t),
         RouteRef::Rds(name) => snapshot.routes.get(name),
@@ -116,8 +116,11 @@ fn route(
         .iter()
         .find(|r| r.matches(path, req.headers()))
         .ok_or((StatusCode::NOT_FOUND, "NR"))?;
-    let cluster = route.action.pick(|total| fastrand::u32(..total));
-    Ok((route.name.clone(), cluster.to_string()))
+    let cluster = route
+        .action
+        .pick(|total| fastrand::u32(..total))
+        .ok_or((StatusCode::SERVICE_UNAVAILABLE, "NC"))?;
+    Ok((route.name.clone(), cluster.clone()))
 }
 
 fn authority(req: &Request<Incoming>) -> &str {
@@ -242,7 +245,7 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Envoy gives every request an x-request-id (a UUID) when it has none.
+/// Envoy gives every request an x-request-id (a version-4 UUID) when it has none.
 fn ensure_request_id(req: &mut Request<Incoming>) -> String {
     if let Some(id) = req
         .headers()
@@ -251,18 +254,39 @@ fn ensure_request_id(req: &mut Request<Incoming>) -> String {
     {
         return id.to_string();
     }
-    let r = fastrand::u128(..);
-    let hex = format!("{r:032x}");
-    let id = format!(
-        "{}-{}-4{}-a{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[13..16],
-        &hex[17..20],
-        &hex[20..32]
-    );
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    let id = uuid_v4(fastrand::u128(..));
+    let text = std::str::from_utf8(&id).expect("hex digits").to_string();
+    if let Ok(v) = HeaderValue::from_bytes(&id) {
         req.headers_mut().insert("x-request-id", v);
     }
-    id
+    text
+}
+
+/// The textual form of a random UUID (RFC 9562 version 4, variant 10).
+fn uuid_v4(random: u128) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = (random & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
+    let mut out = [b'-'; 36];
+    let mut nibble = 32;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        nibble -= 1;
+        *slot = HEX[((bits >> (nibble * 4)) & 0xf) as usize];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_version_4_uuids() {
+        let id = super::uuid_v4(u128::MAX);
+        assert_eq!(&id, b"ffffffff-ffff-4fff-bfff-ffffffffffff");
+        let id = super::uuid_v4(0);
+        assert_eq!(&id, b"00000000-0000-4000-8000-000000000000");
+        let id = super::uuid_v4(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        assert_eq!(&id, b"01234567-89ab-4def-8123-456789abcdef");
+    }
 }

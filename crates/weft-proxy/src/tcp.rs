@@ -22,7 +22,7 @@ pub(crate) async fn proxy(
     let mut entry = Entry {
         start: Some(std::time::SystemTime::now()),
         flags: "-",
-        cluster: cluster_name.to_string(),
+        cluster: cluster_name.into(),
         downstream: Some(conn.peer),
         listener: conn.listener.clone(),
         ..Default::default()

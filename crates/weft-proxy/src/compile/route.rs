@@ -5,6 +5,11 @@ use envoy_types::pb::envoy::config::route::v3::{
     VirtualHost,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::HeaderName;
 use regex::Regex;
 use serde::Serialize;
 
@@ -12,6 +17,50 @@ use serde::Serialize;
 pub struct RouteTable {
     pub name: String,
     pub virtual_hosts: Vec<VirtualHostCfg>,
+    /// Envoy's domain precedence, precomputed: a sidecar's table holds a
+    /// virtual host per service, so the lookup must not scan them all.
+    #[serde(skip)]
+    index: DomainIndex,
+}
+
+/// Indexes into `virtual_hosts`.
+#[derive(Debug, Default)]
+struct DomainIndex {
+    exact: HashMap<String, usize>,
+    /// `*.suffix` domains (stored without the `*`), longest first.
+    suffixes: Vec<(String, usize)>,
+    /// `prefix.*` domains (stored without the `*`), longest first.
+    prefixes: Vec<(String, usize)>,
+    any: Option<usize>,
+}
+
+impl DomainIndex {
+    /// The first virtual host to claim a domain keeps it, as in Envoy
+    /// (which rejects duplicates outright; the control plane never sends them).
+    fn new(virtual_hosts: &[VirtualHostCfg]) -> DomainIndex {
+        let mut index = DomainIndex::default();
+        for (i, vh) in virtual_hosts.iter().enumerate() {
+            for d in &vh.domains {
+                if d == "*" {
+                    index.any.get_or_insert(i);
+                } else if let Some(suffix) = d.strip_prefix('*') {
+                    index.suffixes.push((suffix.to_string(), i));
+                } else if let Some(prefix) = d.strip_suffix('*') {
+                    index.prefixes.push((prefix.to_string(), i));
+                } else {
+                    index.exact.entry(d.clone()).or_insert(i);
+                }
+            }
+        }
+        // Stable sorts: among equal lengths the earlier virtual host wins.
+        index
+            .suffixes
+            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        index
+            .prefixes
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        index
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -23,7 +72,7 @@ pub struct VirtualHostCfg {
 
 #[derive(Debug, Serialize)]
 pub struct RouteCfg {
-    pub name: String,
+    pub name: Arc<str>,
     pub path: PathMatch,
     pub headers: Vec<HeaderMatch>,
     pub action: Action,
@@ -38,7 +87,8 @@ pub enum PathMatch {
 
 #[derive(Debug, Serialize)]
 pub struct HeaderMatch {
-    pub name: String,
+    #[serde(with = "header_name_text")]
+    pub name: HeaderName,
     pub value: ValueMatch,
 }
 
@@ -52,12 +102,18 @@ pub enum ValueMatch {
 
 #[derive(Debug, Serialize)]
 pub enum Action {
-    Cluster(String),
+    Cluster(Arc<str>),
     /// Clusters with their cumulative weight bounds, for one random draw.
     Weighted {
-        clusters: Vec<(String, u32)>,
+        clusters: Vec<(Arc<str>, u32)>,
         total: u32,
     },
+}
+
+mod header_name_text {
+    pub fn serialize<S: serde::Serializer>(n: &http::HeaderName, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(n.as_str())
+    }
 }
 
 mod regex_text {
@@ -67,32 +123,42 @@ mod regex_text {
 }
 
 impl RouteTable {
+    pub fn new(name: String, virtual_hosts: Vec<VirtualHostCfg>) -> RouteTable {
+        let index = DomainIndex::new(&virtual_hosts);
+        RouteTable {
+            name,
+            virtual_hosts,
+            index,
+        }
+    }
+
     /// Envoy's virtual host selection: exact domain, then the longest
     /// `*.suffix`, then the longest `prefix.*`, then `*`.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHostCfg> {
-        let host = host.to_ascii_lowercase();
-        let mut best: Option<(u8, usize, &VirtualHostCfg)> = None;
-        for vh in &self.virtual_hosts {
-            for d in &vh.domains {
-                let rank = if *d == host {
-                    Some((3, d.len()))
-                } else if d == "*" {
-                    Some((0, 0))
-                } else if let Some(suffix) = d.strip_prefix('*') {
-                    host.ends_with(suffix).then_some((2, d.len()))
-                } else if let Some(prefix) = d.strip_suffix('*') {
-                    host.starts_with(prefix).then_some((1, d.len()))
-                } else {
-                    None
-                };
-                if let Some((class, len)) = rank {
-                    if best.is_none_or(|(bc, bl, _)| (class, len) > (bc, bl)) {
-                        best = Some((class, len, vh));
-                    }
-                }
-            }
-        }
-        best.map(|(_, _, vh)| vh)
+        let host: Cow<str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
+        let ix = &self.index;
+        let found = ix
+            .exact
+            .get(host.as_ref())
+            .copied()
+            .or_else(|| {
+                ix.suffixes
+                    .iter()
+                    .find(|(s, _)| host.ends_with(s.as_str()))
+                    .map(|(_, i)| *i)
+            })
+            .or_else(|| {
+                ix.prefixes
+                    .iter()
+                    .find(|(p, _)| host.starts_with(p.as_str()))
+                    .map(|(_, i)| *i)
+            })
+            .or(ix.any)?;
+        self.virtual_hosts.get(found)
     }
 }
 
@@ -119,17 +185,16 @@ impl RouteCfg {
 
 impl Action {
     /// The cluster for one request; `draw` is uniform in `0..total`.
-    pub fn pick(&self, draw: impl FnOnce(u32) -> u32) -> &str {
+    pub fn pick(&self, draw: impl FnOnce(u32) -> u32) -> Option<&Arc<str>> {
         match self {
-            Action::Cluster(c) => c,
+            Action::Cluster(c) => Some(c),
             Action::Weighted { clusters, total } => {
                 let x = draw(*total);
                 clusters
                     .iter()
                     .find(|(_, bound)| x < *bound)
                     .or(clusters.last())
-                    .map(|(c, _)| c.as_str())
-                    .unwrap_or("")
+                    .map(|(c, _)| c)
             }
         }
     }
@@ -141,10 +206,7 @@ pub(crate) fn compile_route_table(rc: &RouteConfiguration) -> Result<RouteTable,
         .iter()
         .map(|vh| compile_virtual_host(vh).map_err(|e| format!("virtual host {:?}: {e}", vh.name)))
         .collect::<Result<_, _>>()?;
-    Ok(RouteTable {
-        name: rc.name.clone(),
-        virtual_hosts,
-    })
+    Ok(RouteTable::new(rc.name.clone(), virtual_hosts))
 }
 
 fn compile_virtual_host(vh: &VirtualHost) -> Result<VirtualHostCfg, String> {
@@ -196,7 +258,7 @@ fn compile_route(r: &Route) -> Result<RouteCfg, String> {
         _ => return Err("route action is not supported".into()),
     };
     Ok(RouteCfg {
-        name: r.name.clone(),
+        name: r.name.as_str().into(),
         path,
         headers,
         action,
@@ -220,10 +282,9 @@ fn compile_header(h: &HeaderMatcher) -> Result<HeaderMatch, String> {
             ))
         }
     };
-    Ok(HeaderMatch {
-        name: h.name.to_ascii_lowercase(),
-        value,
-    })
+    let name = HeaderName::from_bytes(h.name.as_bytes())
+        .map_err(|_| format!("header {:?}: not a valid header name", h.name))?;
+    Ok(HeaderMatch { name, value })
 }
 
 fn string_match(sm: &StringMatcher) -> Result<ValueMatch, String> {
@@ -256,13 +317,13 @@ fn compile_action(
         return Err("route actions support cluster and weighted_clusters only (timeouts, retries, rewrites, mirrors are not implemented yet)".into());
     }
     match &a.cluster_specifier {
-        Some(route_action::ClusterSpecifier::Cluster(c)) => Ok(Action::Cluster(c.clone())),
+        Some(route_action::ClusterSpecifier::Cluster(c)) => Ok(Action::Cluster(c.as_str().into())),
         Some(route_action::ClusterSpecifier::WeightedClusters(w)) => {
             let mut total = 0u32;
             let mut clusters = Vec::new();
             for c in &w.clusters {
                 total += c.weight.map(|w| w.value).unwrap_or(0);
-                clusters.push((c.name.clone(), total));
+                clusters.push((c.name.as_str().into(), total));
             }
             if total == 0 {
                 return Err("weighted_clusters: weights add up to 0".into());
@@ -287,17 +348,25 @@ mod tests {
 
     #[test]
     fn virtual_host_precedence() {
-        let t = RouteTable {
-            name: "80".into(),
-            virtual_hosts: vec![
+        let t = RouteTable::new(
+            "80".into(),
+            vec![
                 vh("any", &["*"]),
                 vh("suffix", &["*.example.com"]),
+                vh("longer-suffix", &["*.b.example.com"]),
+                vh("prefix", &["a.*"]),
                 vh("exact", &["a.example.com"]),
             ],
-        };
-        assert_eq!(t.virtual_host("a.example.com").unwrap().name, "exact");
-        assert_eq!(t.virtual_host("B.example.com").unwrap().name, "suffix");
-        assert_eq!(t.virtual_host("other").unwrap().name, "any");
+        );
+        let name = |host: &str| t.virtual_host(host).map(|v| v.name.as_str());
+        assert_eq!(name("a.example.com"), Some("exact"));
+        assert_eq!(name("A.Example.com"), Some("exact"), "domains ignore case");
+        assert_eq!(name("c.example.com"), Some("suffix"));
+        assert_eq!(name("c.b.example.com"), Some("longer-suffix"));
+        assert_eq!(name("a.example.org"), Some("prefix"));
+        assert_eq!(name("other"), Some("any"));
+        let no_default = RouteTable::new("80".into(), vec![vh("exact", &["a"])]);
+        assert!(no_default.virtual_host("b").is_none());
     }
 
     #[test]
@@ -306,10 +375,11 @@ mod tests {
             clusters: vec![("v1".into(), 80), ("v2".into(), 100)],
             total: 100,
         };
-        assert_eq!(a.pick(|_| 0), "v1");
-        assert_eq!(a.pick(|_| 79), "v1");
-        assert_eq!(a.pick(|_| 80), "v2");
-        assert_eq!(a.pick(|_| 99), "v2");
+        let pick = |x: u32| a.pick(|_| x).map(|c| c.to_string());
+        assert_eq!(pick(0).as_deref(), Some("v1"));
+        assert_eq!(pick(79).as_deref(), Some("v1"));
+        assert_eq!(pick(80).as_deref(), Some("v2"));
+        assert_eq!(pick(99).as_deref(), Some("v2"));
     }
 
     #[test]
@@ -318,7 +388,7 @@ mod tests {
             name: "r".into(),
             path: PathMatch::Regex(full_regex("/api/v[0-9]+").unwrap()),
             headers: vec![HeaderMatch {
-                name: "end-user".into(),
+                name: HeaderName::from_static("end-user"),
                 value: ValueMatch::Exact("jason".into()),
             }],
             action: Action::Cluster("c".into()),
