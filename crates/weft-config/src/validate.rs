@@ -204,14 +204,22 @@ fn virtual_service(r: &mut Report, vs: &VirtualService) {
                     string_match(r, &format!("{at}.{field}"), sm);
                 }
             }
-            for (name, sm) in m.headers.iter() {
-                if name.is_empty() || name.bytes().any(|b| b.is_ascii_uppercase()) {
-                    r.error(
-                        format!("{at}.headers"),
-                        format!("header name {name:?} must be non-empty and lower case"),
-                    );
+            for (field, map) in [
+                ("headers", &m.headers),
+                ("withoutHeaders", &m.without_headers),
+            ] {
+                for (name, sm) in map {
+                    if name.is_empty() || name.bytes().any(|b| b.is_ascii_uppercase()) {
+                        r.error(
+                            format!("{at}.{field}"),
+                            format!("header name {name:?} must be non-empty and lower case"),
+                        );
+                    }
+                    presence_or_string_match(r, &format!("{at}.{field}.{name}"), sm);
                 }
-                string_match(r, &format!("{at}.headers.{name}"), sm);
+            }
+            for (name, sm) in &m.query_params {
+                presence_or_string_match(r, &format!("{at}.queryParams.{name}"), sm);
             }
             for field in m.unenforced_fields() {
                 r.warn(
@@ -352,6 +360,14 @@ fn route_weights(r: &mut Report, at: &str, weights: impl Iterator<Item = Option<
             format!("{at}.route"),
             format!("the destinations' weights add up to {total}, not 100; they are used as proportions"),
         );
+    }
+}
+
+/// For headers and query parameters an empty match (`{}`) asks only that
+/// the name be present.
+fn presence_or_string_match(r: &mut Report, at: &str, sm: &StringMatch) {
+    if *sm != StringMatch::default() {
+        string_match(r, at, sm);
     }
 }
 

@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::access_log::{self, Entry};
-use crate::compile::{Compiled, RouteRef};
+use crate::compile::{Compiled, RequestView, RouteRef};
 use crate::Shared;
 
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
@@ -107,14 +107,22 @@ fn route(
         RouteRef::Rds(name) => snapshot.routes.get(name),
     };
     let table = table.ok_or((StatusCode::NOT_FOUND, "NR"))?;
+    let host = authority(req);
     let vhost = table
-        .virtual_host(authority(req))
+        .virtual_host(host)
         .ok_or((StatusCode::NOT_FOUND, "NR"))?;
-    let path = req.uri().path();
+    let view = RequestView {
+        method: req.method().as_str(),
+        authority: host,
+        scheme: req.uri().scheme_str().unwrap_or("http"),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: req.headers(),
+    };
     let route = vhost
         .routes
         .iter()
-        .find(|r| r.matches(path, req.headers()))
+        .find(|r| r.matches(&view))
         .ok_or((StatusCode::NOT_FOUND, "NR"))?;
     let cluster = route
         .action

@@ -11,7 +11,7 @@ use weft_config::Resource;
 use weft_registry::Workload;
 
 use crate::envoy::{hcm_rds, socket};
-use crate::routes::{virtual_service_routes, Scope};
+use crate::routes::{virtual_service_routes, Context, Scope};
 use crate::{Inputs, ProxyResources};
 
 /// A Gateway server, resolved to the port the gateway proxy really binds.
@@ -49,7 +49,7 @@ pub(crate) fn build(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources)
         });
         out.routes.push(RouteConfiguration {
             name: route_name,
-            virtual_hosts: virtual_hosts(inputs, &servers, port),
+            virtual_hosts: virtual_hosts(inputs, proxy, &servers, port),
             validate_clusters: Some(BoolValue { value: false }),
             ..Default::default()
         });
@@ -84,7 +84,12 @@ fn bind_port(inputs: &Inputs, proxy: &Workload, number: u32) -> u16 {
 
 /// VirtualServices bound to any of these servers' Gateways, one virtual host
 /// per VirtualService host that the server's hosts admit.
-fn virtual_hosts(inputs: &Inputs, servers: &[BoundServer], port: u16) -> Vec<VirtualHost> {
+fn virtual_hosts(
+    inputs: &Inputs,
+    proxy: &Workload,
+    servers: &[BoundServer],
+    port: u16,
+) -> Vec<VirtualHost> {
     let mut hosts: BTreeMap<String, VirtualHost> = BTreeMap::new();
     for resource in inputs.config {
         let Some(vs) = resource.as_virtual_service() else {
@@ -114,6 +119,9 @@ fn virtual_hosts(inputs: &Inputs, servers: &[BoundServer], port: u16) -> Vec<Vir
                 registry: inputs.registry,
                 namespace: ns,
                 port,
+                match_port: bound[0].server.port.number,
+                proxy,
+                context: Context::Gateways(bound.iter().map(|b| b.gateway).collect()),
             };
             vh.routes.extend(virtual_service_routes(vs, &scope));
         }
@@ -131,7 +139,7 @@ fn domains(host: &str, port: u16) -> Vec<String> {
 
 /// `gateways: [bookinfo-gateway]` names a Gateway in the VirtualService's
 /// namespace; `istio-system/gw` names one elsewhere.
-fn names_gateway(reference: &str, vs_namespace: &str, gateway: &Resource) -> bool {
+pub(crate) fn names_gateway(reference: &str, vs_namespace: &str, gateway: &Resource) -> bool {
     let (ns, name) = reference
         .split_once('/')
         .unwrap_or((vs_namespace, reference));

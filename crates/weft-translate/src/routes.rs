@@ -1,26 +1,43 @@
 //! VirtualService HTTP routes → Envoy routes.
 
 use envoy_types::pb::envoy::config::route::v3::{
-    header_matcher, route, route_action, route_match, weighted_cluster, HeaderMatcher, Route,
-    RouteAction, RouteMatch, WeightedCluster,
+    header_matcher, query_parameter_matcher, route, route_action, route_match, weighted_cluster,
+    HeaderMatcher, QueryParameterMatcher, Route, RouteAction, RouteMatch, WeightedCluster,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
-use envoy_types::pb::google::protobuf::UInt32Value;
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use weft_config::networking::common::MatchForm;
 use weft_config::networking::{
     Destination, HttpMatchRequest, HttpRoute, StringMatch, VirtualService,
 };
-use weft_registry::Registry;
+use weft_config::Resource;
+use weft_registry::{Registry, Workload};
 
 use crate::clusters::cluster_name;
 
-/// Where a VirtualService sits, needed to resolve its short host names.
+/// Where a VirtualService sits and which proxy its routes are for.
 pub(crate) struct Scope<'a> {
     pub registry: &'a Registry,
+    /// The VirtualService's namespace, to resolve its short host names.
     pub namespace: &'a str,
     /// The port the request arrived for, used when a destination names no
     /// port and its service has several.
     pub port: u16,
+    /// The port a match's `port` is compared with: the service port for a
+    /// sidecar, the Gateway server's port for a gateway.
+    pub match_port: u32,
+    /// Conditions on the source (`sourceLabels`, `sourceNamespace`) are
+    /// decided per proxy when its config is built, as Istio does.
+    pub proxy: &'a Workload,
+    pub context: Context<'a>,
+}
+
+/// What a match's `gateways` list is compared with.
+pub(crate) enum Context<'a> {
+    /// A sidecar: the reserved gateway name `mesh`.
+    Mesh,
+    /// A gateway proxy: the Gateway resources this listener serves.
+    Gateways(Vec<&'a Resource>),
 }
 
 /// One Envoy route per (HTTP route × match), in order, as Istio does: the
@@ -36,7 +53,9 @@ pub(crate) fn virtual_service_routes(vs: &VirtualService, scope: &Scope) -> Vec<
             out.push(route(&name, catch_all(), action));
             continue;
         }
-        for m in &http.matches {
+        // A route whose matches all concern other proxies is no route here
+        // (not a catch-all).
+        for m in http.matches.iter().filter(|m| applies_here(m, scope)) {
             out.push(route(&name, route_match(m), action.clone()));
         }
     }
@@ -67,6 +86,28 @@ fn catch_all() -> RouteMatch {
     }
 }
 
+/// The parts of a match that depend on where the route is installed.
+fn applies_here(m: &HttpMatchRequest, scope: &Scope) -> bool {
+    let proxy = scope.proxy;
+    m.port.is_none_or(|p| p == scope.match_port)
+        && m.source_labels
+            .iter()
+            .all(|(k, v)| proxy.labels.get(k) == Some(v))
+        && m.source_namespace
+            .as_ref()
+            .is_none_or(|ns| *ns == proxy.namespace)
+        && (m.gateways.is_empty()
+            || m.gateways.iter().any(|g| match &scope.context {
+                Context::Mesh => g == "mesh",
+                Context::Gateways(gws) => gws
+                    .iter()
+                    .any(|gw| crate::gateway::names_gateway(g, scope.namespace, gw)),
+            }))
+}
+
+/// The request conditions of a match, in Envoy's terms: `method`,
+/// `authority` and `scheme` are the pseudo-headers `:method`, `:authority`
+/// and `:scheme`; `withoutHeaders` are inverted header matchers.
 fn route_match(m: &HttpMatchRequest) -> RouteMatch {
     let path = match m.uri.as_ref().and_then(StringMatch::form) {
         Some(MatchForm::Exact(p)) => route_match::PathSpecifier::Path(p.into()),
@@ -74,23 +115,61 @@ fn route_match(m: &HttpMatchRequest) -> RouteMatch {
         Some(MatchForm::Regex(r)) => route_match::PathSpecifier::SafeRegex(regex(r)),
         None => route_match::PathSpecifier::Prefix("/".into()),
     };
-    let headers = m
-        .headers
+    let pseudo = [
+        (":method", &m.method),
+        (":authority", &m.authority),
+        (":scheme", &m.scheme),
+    ];
+    let mut headers: Vec<HeaderMatcher> = pseudo
+        .into_iter()
+        .filter_map(|(name, sm)| Some(header_matcher(name, sm.as_ref()?, false)))
+        .collect();
+    headers.extend(
+        m.headers
+            .iter()
+            .map(|(name, sm)| header_matcher(name, sm, false)),
+    );
+    headers.extend(
+        m.without_headers
+            .iter()
+            .map(|(name, sm)| header_matcher(name, sm, true)),
+    );
+    let query_parameters = m
+        .query_params
         .iter()
-        .filter_map(|(name, sm)| {
-            Some(HeaderMatcher {
-                name: name.clone(),
-                header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
-                    string_matcher_of(sm)?,
-                )),
-                ..Default::default()
-            })
+        .map(|(name, sm)| QueryParameterMatcher {
+            name: name.clone(),
+            query_parameter_match_specifier: Some(match string_matcher_of(sm) {
+                Some(s) => query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(s),
+                None => query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true),
+            }),
         })
         .collect();
     RouteMatch {
         path_specifier: Some(path),
         headers,
+        query_parameters,
+        case_sensitive: (m.ignore_uri_case == Some(true)).then_some(BoolValue { value: false }),
         ..Default::default()
+    }
+}
+
+/// A string match, or presence when the match is empty (`{}`), as in Istio.
+/// Inverted (`withoutHeaders`), a request without the header matches: only
+/// a header that is there and matches excludes the request.
+fn header_matcher(name: &str, sm: &StringMatch, invert: bool) -> HeaderMatcher {
+    let (specifier, is_string) = match string_matcher_of(sm) {
+        Some(s) => (header_matcher::HeaderMatchSpecifier::StringMatch(s), true),
+        None => (
+            header_matcher::HeaderMatchSpecifier::PresentMatch(true),
+            false,
+        ),
+    };
+    HeaderMatcher {
+        name: name.into(),
+        header_match_specifier: Some(specifier),
+        invert_match: invert,
+        treat_missing_header_as_empty: invert && is_string,
     }
 }
 

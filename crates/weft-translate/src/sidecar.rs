@@ -13,7 +13,7 @@ use weft_registry::{Protocol, Service, Workload};
 
 use crate::clusters::{cluster_name, static_cluster, INBOUND_PASSTHROUGH, PASSTHROUGH};
 use crate::envoy::{hcm_inline, hcm_rds, socket, tcp_proxy};
-use crate::routes::{route_to_cluster, virtual_service_routes, Scope};
+use crate::routes::{route_to_cluster, virtual_service_routes, Context, Scope};
 use crate::{Inputs, ProxyResources};
 
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
@@ -150,6 +150,9 @@ fn service_virtual_host(
                 registry: inputs.registry,
                 namespace: ns,
                 port,
+                match_port: u32::from(port),
+                proxy,
+                context: Context::Mesh,
             };
             routes.extend(virtual_service_routes(vs, &scope));
         }

@@ -204,3 +204,59 @@ fn gateway_binds_server_port_and_routes_bound_virtual_services() {
         )
     );
 }
+
+fn translated_with(extra: &str, proxy: usize) -> ProxyResources {
+    let loaded = weft_config::load_str(extra, "extra.yaml");
+    assert!(!loaded.has_errors(), "{:?}", loaded.problems);
+    let registry = registry();
+    let inputs = Inputs {
+        config: &loaded.resources,
+        registry: &registry,
+    };
+    translate(&inputs, &registry.workloads[proxy])
+}
+
+#[test]
+fn every_match_condition_reaches_envoy() {
+    use envoy_types::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match:\n    - method: {exact: POST}\n      authority: {prefix: reviews}\n      scheme: {exact: http}\n      headers: {x-canary: {}}\n      withoutHeaders: {x-debug: {exact: '1'}}\n      queryParams: {v: {exact: '2'}}\n      ignoreUriCase: true\n      uri: {prefix: /API}\n    route: [{destination: {host: reviews, subset: v2}}]\n";
+    let out = translated_with(vs, 0);
+    let rc = out.routes.iter().find(|r| r.name == "9080").unwrap();
+    let m = rc.virtual_hosts[0].routes[0].r#match.as_ref().unwrap();
+    let names: Vec<&str> = m.headers.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [":method", ":authority", ":scheme", "x-canary", "x-debug"]
+    );
+    assert_eq!(
+        m.headers[3].header_match_specifier,
+        Some(HeaderMatchSpecifier::PresentMatch(true)),
+        "an empty match checks presence"
+    );
+    let without = &m.headers[4];
+    assert!(without.invert_match && without.treat_missing_header_as_empty);
+    assert_eq!(m.query_parameters[0].name, "v");
+    assert_eq!(m.case_sensitive.map(|b| b.value), Some(false));
+}
+
+#[test]
+fn matches_for_other_proxies_are_left_out() {
+    // sourceLabels and match-level gateways are decided per proxy: the
+    // reviews-v1 sidecar gets the route, reviews-v2's gets none (not a catch-all).
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match:\n    - sourceLabels: {version: v1}\n    - gateways: [gw]\n    - port: 9999\n    route: [{destination: {host: reviews, subset: v2}}]\n";
+    let routes = |proxy: usize| {
+        let out = translated_with(vs, proxy);
+        let rc = out.routes.iter().find(|r| r.name == "9080").unwrap();
+        rc.virtual_hosts[0]
+            .routes
+            .iter()
+            .map(|r| r.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(routes(0), ["route-0"], "one match applies to reviews-v1");
+    assert_eq!(
+        routes(1),
+        ["default"],
+        "none applies to reviews-v2: the service's default route only"
+    );
+}

@@ -48,20 +48,11 @@ fn bookinfo_routing_end_to_end() {
         "reviews.default",
         "reviews.default.svc.cluster.local",
     ] {
-        let out = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &mesh.netns("productpage-v1"),
-                "curl",
-                "-s",
-                "-m",
-                "5",
-            ])
-            .arg(format!("http://{host}:9080/reviews/0"))
-            .output()
-            .unwrap();
-        let body = String::from_utf8_lossy(&out.stdout);
+        let body = pod_curl(
+            &mesh,
+            "productpage-v1",
+            &[&format!("http://{host}:9080/reviews/0")],
+        );
         assert!(
             body.contains("\"workload\":\"reviews-v"),
             "{host} from productpage's pod: {body}"
@@ -85,6 +76,7 @@ fn bookinfo_routing_end_to_end() {
     opaque_tcp_passes_the_mesh(&mesh);
     get_and_delete(&mesh, &page);
     dangling_reference_warns_and_gets_nc(&mesh, &page);
+    method_query_and_without_headers_route(&mesh);
     dead_upstreams_get_response_flags(&mesh);
 }
 
@@ -217,6 +209,64 @@ fn dangling_reference_warns_and_gets_nc(mesh: &Mesh, page: &str) {
     wait_until("NC in the access log", Duration::from_secs(3), || {
         mesh.log("productpage-v1.sidecar.log").contains("503 NC 0")
     });
+    let out = weft(&["delete", "vs", "reviews", "--mesh", &mesh.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// curl from inside a pod (through its sidecar); returns the body.
+fn pod_curl(mesh: &Mesh, workload: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &mesh.netns(workload),
+            "curl",
+            "-s",
+            "-m",
+            "5",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Match conditions beyond path and headers, from a sidecar's point of view.
+fn method_query_and_without_headers_route(mesh: &Mesh) {
+    let out = mesh.apply_yaml(
+        "weft-e2e-matches.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{method: {exact: POST}}]\n    route: [{destination: {host: reviews, subset: v2}}]\n  - match: [{queryParams: {v: {exact: '3'}}, withoutHeaders: {x-debug: {exact: '1'}}}]\n    route: [{destination: {host: reviews, subset: v3}}]\n  - route: [{destination: {host: reviews, subset: v1}}]\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.contains("not enforced"),
+        "every condition is enforced: {err}"
+    );
+    let url = "http://reviews:9080/reviews/0";
+    let workload = |args: &[&str]| {
+        let body = pod_curl(mesh, "productpage-v1", args);
+        ["reviews-v1", "reviews-v2", "reviews-v3"]
+            .into_iter()
+            .find(|v| body.contains(v))
+            .unwrap_or("none")
+            .to_string()
+    };
+    wait_until("POST to reach v2", Duration::from_secs(3), || {
+        workload(&["-X", "POST", url]) == "reviews-v2"
+    });
+    let with_v3 = format!("{url}?v=3");
+    assert_eq!(workload(&[&with_v3]), "reviews-v3", "query parameter match");
+    assert_eq!(
+        workload(&["-H", "x-debug: 1", &with_v3]),
+        "reviews-v1",
+        "withoutHeaders excludes a request carrying the header"
+    );
+    assert_eq!(workload(&[url]), "reviews-v1");
     let out = weft(&["delete", "vs", "reviews", "--mesh", &mesh.name]);
     assert!(
         out.status.success(),

@@ -141,16 +141,7 @@ impl HttpMatchRequest {
                 out.push(name)
             }
         };
-        note(self.scheme.is_some(), "scheme");
-        note(self.method.is_some(), "method");
-        note(self.authority.is_some(), "authority");
-        note(self.port.is_some(), "port");
-        note(!self.source_labels.is_empty(), "sourceLabels");
-        note(!self.gateways.is_empty(), "gateways");
-        note(!self.query_params.is_empty(), "queryParams");
-        note(self.ignore_uri_case.is_some(), "ignoreUriCase");
-        note(!self.without_headers.is_empty(), "withoutHeaders");
-        note(self.source_namespace.is_some(), "sourceNamespace");
+        note(self.stat_prefix.is_some(), "statPrefix");
         out
     }
 }

@@ -7,6 +7,7 @@
 
 mod cluster;
 mod listener;
+mod matcher;
 mod route;
 
 use std::collections::HashMap;
@@ -16,7 +17,8 @@ use serde::Serialize;
 
 pub use cluster::{ClusterCfg, ClusterKind, Endpoints, LbPolicy};
 pub use listener::{ChainAction, ChainCfg, ListenerCfg, RouteRef};
-pub use route::{Action, HeaderMatch, PathMatch, RouteCfg, RouteTable, VirtualHostCfg};
+pub use matcher::{HeaderKey, HeaderMatch, PathMatch, QueryMatch, RequestView, ValueMatch};
+pub use route::{Action, RouteCfg, RouteTable, VirtualHostCfg};
 
 pub(crate) use cluster::{compile_cluster, compile_endpoints};
 pub(crate) use listener::compile_listener;

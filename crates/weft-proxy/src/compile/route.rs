@@ -1,17 +1,17 @@
 //! Route tables: virtual hosts by domain, routes in order.
 
-use envoy_types::pb::envoy::config::route::v3::{
-    header_matcher, route, route_action, route_match, HeaderMatcher, Route, RouteConfiguration,
-    VirtualHost,
-};
-use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::HeaderName;
-use regex::Regex;
+use envoy_types::pb::envoy::config::route::v3::{
+    route, route_action, Route, RouteConfiguration, RouteMatch, VirtualHost,
+};
 use serde::Serialize;
+
+use super::matcher::{
+    compile_header, compile_path, compile_query, HeaderMatch, PathMatch, QueryMatch, RequestView,
+};
 
 #[derive(Debug, Serialize)]
 pub struct RouteTable {
@@ -75,29 +75,8 @@ pub struct RouteCfg {
     pub name: Arc<str>,
     pub path: PathMatch,
     pub headers: Vec<HeaderMatch>,
+    pub query: Vec<QueryMatch>,
     pub action: Action,
-}
-
-#[derive(Debug, Serialize)]
-pub enum PathMatch {
-    Prefix(String),
-    Exact(String),
-    Regex(#[serde(with = "regex_text")] Regex),
-}
-
-#[derive(Debug, Serialize)]
-pub struct HeaderMatch {
-    #[serde(with = "header_name_text")]
-    pub name: HeaderName,
-    pub value: ValueMatch,
-}
-
-#[derive(Debug, Serialize)]
-pub enum ValueMatch {
-    Exact(String),
-    Prefix(String),
-    Regex(#[serde(with = "regex_text")] Regex),
-    Present,
 }
 
 #[derive(Debug, Serialize)]
@@ -108,18 +87,6 @@ pub enum Action {
         clusters: Vec<(Arc<str>, u32)>,
         total: u32,
     },
-}
-
-mod header_name_text {
-    pub fn serialize<S: serde::Serializer>(n: &http::HeaderName, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(n.as_str())
-    }
-}
-
-mod regex_text {
-    pub fn serialize<S: serde::Serializer>(r: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(r.as_str())
-    }
 }
 
 impl RouteTable {
@@ -163,23 +130,10 @@ impl RouteTable {
 }
 
 impl RouteCfg {
-    pub fn matches(&self, path: &str, headers: &http::HeaderMap) -> bool {
-        let path_ok = match &self.path {
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
-            PathMatch::Exact(p) => path == p,
-            PathMatch::Regex(r) => r.is_match(path),
-        };
-        path_ok
-            && self.headers.iter().all(|h| {
-                let value = headers.get(&h.name).and_then(|v| v.to_str().ok());
-                match (&h.value, value) {
-                    (_, None) => false,
-                    (ValueMatch::Present, Some(_)) => true,
-                    (ValueMatch::Exact(e), Some(v)) => v == e,
-                    (ValueMatch::Prefix(p), Some(v)) => v.starts_with(p.as_str()),
-                    (ValueMatch::Regex(r), Some(v)) => r.is_match(v),
-                }
-            })
+    pub fn matches(&self, req: &RequestView) -> bool {
+        self.path.matches(req.path)
+            && self.headers.iter().all(|h| h.matches(req))
+            && self.query.iter().all(|q| q.matches(req.query))
     }
 }
 
@@ -228,24 +182,25 @@ fn compile_virtual_host(vh: &VirtualHost) -> Result<VirtualHostCfg, String> {
 
 fn compile_route(r: &Route) -> Result<RouteCfg, String> {
     let m = r.r#match.as_ref().ok_or("a route needs a match")?;
-    if m.case_sensitive.as_ref().is_some_and(|b| !b.value)
-        || !m.query_parameters.is_empty()
-        || m.grpc.is_some()
-    {
-        return Err(
-            "case-insensitive, query-parameter and gRPC route matches are not supported".into(),
-        );
-    }
-    let path = match &m.path_specifier {
-        Some(route_match::PathSpecifier::Prefix(p)) => PathMatch::Prefix(p.clone()),
-        Some(route_match::PathSpecifier::Path(p)) => PathMatch::Exact(p.clone()),
-        Some(route_match::PathSpecifier::SafeRegex(r)) => PathMatch::Regex(full_regex(&r.regex)?),
-        _ => return Err("path match must be prefix, path or safe_regex".into()),
+    let supported = RouteMatch {
+        path_specifier: m.path_specifier.clone(),
+        case_sensitive: m.case_sensitive,
+        headers: m.headers.clone(),
+        query_parameters: m.query_parameters.clone(),
+        ..Default::default()
     };
+    if *m != supported {
+        return Err("route matches support path, case_sensitive, headers and query_parameters only (not runtime_fraction, cookies, grpc, tls_context or metadata)".into());
+    }
     let headers = m
         .headers
         .iter()
         .map(compile_header)
+        .collect::<Result<_, _>>()?;
+    let query = m
+        .query_parameters
+        .iter()
+        .map(compile_query)
         .collect::<Result<_, _>>()?;
     let action = match &r.action {
         Some(route::Action::Route(a)) => compile_action(a)?,
@@ -259,51 +214,11 @@ fn compile_route(r: &Route) -> Result<RouteCfg, String> {
     };
     Ok(RouteCfg {
         name: r.name.as_str().into(),
-        path,
+        path: compile_path(m)?,
         headers,
+        query,
         action,
     })
-}
-
-fn compile_header(h: &HeaderMatcher) -> Result<HeaderMatch, String> {
-    if h.invert_match {
-        return Err(format!(
-            "header {:?}: invert_match is not supported",
-            h.name
-        ));
-    }
-    let value = match &h.header_match_specifier {
-        Some(header_matcher::HeaderMatchSpecifier::StringMatch(sm)) => string_match(sm)?,
-        Some(header_matcher::HeaderMatchSpecifier::PresentMatch(true)) => ValueMatch::Present,
-        _ => {
-            return Err(format!(
-                "header {:?}: only string_match and present_match are supported",
-                h.name
-            ))
-        }
-    };
-    let name = HeaderName::from_bytes(h.name.as_bytes())
-        .map_err(|_| format!("header {:?}: not a valid header name", h.name))?;
-    Ok(HeaderMatch { name, value })
-}
-
-fn string_match(sm: &StringMatcher) -> Result<ValueMatch, String> {
-    if sm.ignore_case {
-        return Err("ignore_case is not supported".into());
-    }
-    Ok(match &sm.match_pattern {
-        Some(string_matcher::MatchPattern::Exact(v)) => ValueMatch::Exact(v.clone()),
-        Some(string_matcher::MatchPattern::Prefix(v)) => ValueMatch::Prefix(v.clone()),
-        Some(string_matcher::MatchPattern::SafeRegex(r)) => {
-            ValueMatch::Regex(full_regex(&r.regex)?)
-        }
-        _ => return Err("only exact, prefix and safe_regex string matches are supported".into()),
-    })
-}
-
-/// Envoy's safe_regex must match the whole value.
-fn full_regex(r: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{r})$")).map_err(|e| format!("regex {r:?}: {e}"))
 }
 
 fn compile_action(
@@ -380,26 +295,5 @@ mod tests {
         assert_eq!(pick(79).as_deref(), Some("v1"));
         assert_eq!(pick(80).as_deref(), Some("v2"));
         assert_eq!(pick(99).as_deref(), Some("v2"));
-    }
-
-    #[test]
-    fn header_and_regex_matching() {
-        let r = RouteCfg {
-            name: "r".into(),
-            path: PathMatch::Regex(full_regex("/api/v[0-9]+").unwrap()),
-            headers: vec![HeaderMatch {
-                name: HeaderName::from_static("end-user"),
-                value: ValueMatch::Exact("jason".into()),
-            }],
-            action: Action::Cluster("c".into()),
-        };
-        let mut h = http::HeaderMap::new();
-        assert!(!r.matches("/api/v1", &h));
-        h.insert("end-user", "jason".parse().unwrap());
-        assert!(r.matches("/api/v1", &h));
-        assert!(
-            !r.matches("/api/v1/x", &h),
-            "safe_regex matches the whole path"
-        );
     }
 }
