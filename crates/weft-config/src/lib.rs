@@ -6,6 +6,7 @@
 //! text into validated values and nothing else.
 
 pub mod error;
+pub mod extensions;
 pub mod gateway_api;
 pub mod kube;
 pub mod load;

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem, Severity};
+use crate::extensions::{TrafficExtension, WasmPlugin};
 use crate::gateway_api::{
     GatewayClass, GrpcRoute, HttpRoute, KubeGateway, ReferenceGrant, TcpRoute, TlsRoute,
 };
@@ -19,7 +20,7 @@ use crate::networking::{
 };
 use crate::resource::{Kind, Resource, Spec};
 use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
-use crate::telemetry::{Telemetry, WasmPlugin};
+use crate::telemetry::Telemetry;
 use crate::validate;
 
 /// What a load produced: the resources that passed, and every problem found.
@@ -287,6 +288,7 @@ fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
         AuthorizationPolicy,
         Telemetry,
         WasmPlugin,
+        TrafficExtension,
         GatewayClass,
         KubeGateway,
         HttpRoute,

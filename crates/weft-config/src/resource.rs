@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::extensions::{TrafficExtension, WasmPlugin};
 use crate::gateway_api::{
     GatewayClass, GrpcRoute, HttpRoute, KubeGateway, ReferenceGrant, TcpRoute, TlsRoute,
 };
@@ -14,7 +15,7 @@ use crate::networking::{
     WorkloadEntry, WorkloadGroup,
 };
 use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
-use crate::telemetry::{Telemetry, WasmPlugin};
+use crate::telemetry::Telemetry;
 
 /// Every Istio kind Weft accepts. All are typed and validated; the first
 /// three are compiled into proxy config, the others are stored and served
@@ -36,6 +37,7 @@ pub enum Kind {
     AuthorizationPolicy,
     Telemetry,
     WasmPlugin,
+    TrafficExtension,
     GatewayClass,
     /// The Gateway API's Gateway (gateway.networking.k8s.io), not Istio's.
     KubeGateway,
@@ -55,7 +57,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 29] = [
+    pub const ALL: [Kind; 30] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::Gateway,
@@ -70,6 +72,7 @@ impl Kind {
         Kind::AuthorizationPolicy,
         Kind::Telemetry,
         Kind::WasmPlugin,
+        Kind::TrafficExtension,
         Kind::GatewayClass,
         Kind::KubeGateway,
         Kind::HttpRoute,
@@ -103,6 +106,7 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::Telemetry => "Telemetry",
             Kind::WasmPlugin => "WasmPlugin",
+            Kind::TrafficExtension => "TrafficExtension",
             Kind::GatewayClass => "GatewayClass",
             Kind::KubeGateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
@@ -138,7 +142,7 @@ impl Kind {
                 ("security.istio.io", &["v1", "v1beta1"])
             }
             Kind::Telemetry => ("telemetry.istio.io", &["v1", "v1alpha1"]),
-            Kind::WasmPlugin => ("extensions.istio.io", &["v1alpha1"]),
+            Kind::WasmPlugin | Kind::TrafficExtension => ("extensions.istio.io", &["v1alpha1"]),
             Kind::GatewayClass | Kind::KubeGateway | Kind::HttpRoute => {
                 (GATEWAY_API, &["v1", "v1beta1"])
             }
@@ -259,6 +263,7 @@ pub enum Spec {
     AuthorizationPolicy(Box<AuthorizationPolicy>),
     Telemetry(Box<Telemetry>),
     WasmPlugin(Box<WasmPlugin>),
+    TrafficExtension(Box<TrafficExtension>),
     GatewayClass(Box<GatewayClass>),
     KubeGateway(Box<KubeGateway>),
     HttpRoute(Box<HttpRoute>),

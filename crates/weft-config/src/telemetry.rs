@@ -1,4 +1,4 @@
-//! telemetry.istio.io Telemetry and extensions.istio.io WasmPlugin.
+//! telemetry.istio.io Telemetry.
 
 use std::collections::BTreeMap;
 
@@ -7,8 +7,6 @@ use serde::{Deserialize, Serialize};
 use crate::networking::common::parse_duration;
 use crate::selectors::{check_targets, PolicyTargetReference, WorkloadSelector};
 use crate::validate::Report;
-
-type Opaque = Option<serde_json::Value>;
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -166,7 +164,8 @@ fn providers(r: &mut Report, at: &str, list: &[ProviderRef]) {
 }
 
 const MODES: &[&str] = &["CLIENT_AND_SERVER", "CLIENT", "SERVER"];
-const MODES_WITH_UNDEFINED: &[&str] = &["UNDEFINED", "CLIENT", "SERVER", "CLIENT_AND_SERVER"];
+pub(crate) const MODES_WITH_UNDEFINED: &[&str] =
+    &["UNDEFINED", "CLIENT", "SERVER", "CLIENT_AND_SERVER"];
 const METRICS: &[&str] = &[
     "ALL_METRICS",
     "REQUEST_COUNT",
@@ -273,212 +272,6 @@ pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
                     ),
                 }
             }
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct WasmPlugin {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<WorkloadSelector>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_ref: Option<PolicyTargetReference>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub target_refs: Vec<PolicyTargetReference>,
-    pub url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_policy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_secret: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plugin_config: Opaque,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plugin_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fail_strategy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vm_config: Option<VmConfig>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub r#match: Vec<TrafficSelector>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub r#type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verification_key: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VmConfig {
-    #[serde(default)]
-    pub env: Vec<EnvVar>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct EnvVar {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub value_from: Option<String>,
-    #[serde(default)]
-    pub value: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrafficSelector {
-    #[serde(default)]
-    pub mode: Option<String>,
-    #[serde(default)]
-    pub ports: Vec<PortNumber>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PortNumber {
-    pub number: i64,
-}
-
-pub(crate) fn check_wasm_plugin(r: &mut Report, w: &WasmPlugin) {
-    let ns = r.namespace();
-    check_targets(
-        r,
-        w.selector.as_ref(),
-        w.target_ref.as_ref(),
-        &w.target_refs,
-        &ns,
-    );
-    if w.url.is_empty() {
-        r.error(
-            "spec.url",
-            "spec.url in body should be at least 1 chars long",
-        );
-    } else if !url_scheme_ok(&w.url) {
-        r.error(
-            "spec.url",
-            format!(
-                "url must have schema one of [http, https, file, oci]: {:?}",
-                w.url
-            ),
-        );
-    }
-    if let Some(sha) = &w.sha256 {
-        if !(sha.is_empty()
-            || sha.len() == 64
-                && sha
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        {
-            r.error(
-                "spec.sha256",
-                "spec.sha256 in body should match (^$|^[a-f0-9]{64}$)",
-            );
-        }
-    }
-    for (field, value) in [
-        ("imagePullSecret", &w.image_pull_secret),
-        ("pluginName", &w.plugin_name),
-    ] {
-        if value.as_deref() == Some("") {
-            r.error(
-                format!("spec.{field}"),
-                format!("spec.{field} in body should be at least 1 chars long"),
-            );
-        }
-    }
-    let mut names = std::collections::BTreeSet::new();
-    for (i, env) in w.vm_config.iter().flat_map(|v| v.env.iter()).enumerate() {
-        let at = format!("spec.vmConfig.env[{i}]");
-        if env.name.is_empty() {
-            r.error(
-                format!("{at}.name"),
-                "spec.vmConfig.env[].name in body should be at least 1 chars long",
-            );
-        } else if !names.insert(env.name.as_str()) {
-            r.error(
-                format!("{at}.name"),
-                format!("Duplicate value: {:?}", env.name),
-            );
-        }
-        if env.value_from.as_deref() == Some("HOST") && env.value.is_some() {
-            r.error(
-                format!("{at}.value"),
-                "value may only be set when valueFrom is INLINE",
-            );
-        }
-    }
-    use crate::validate::one_of;
-    one_of(
-        r,
-        "spec.phase",
-        w.phase.as_deref(),
-        &["UNSPECIFIED_PHASE", "AUTHN", "AUTHZ", "STATS"],
-    );
-    one_of(
-        r,
-        "spec.failStrategy",
-        w.fail_strategy.as_deref(),
-        &["FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"],
-    );
-    one_of(
-        r,
-        "spec.imagePullPolicy",
-        w.image_pull_policy.as_deref(),
-        &["UNSPECIFIED_POLICY", "IfNotPresent", "Always"],
-    );
-    one_of(
-        r,
-        "spec.type",
-        w.r#type.as_deref(),
-        &["UNSPECIFIED_PLUGIN_TYPE", "HTTP", "NETWORK"],
-    );
-    for (i, env) in w.vm_config.iter().flat_map(|v| v.env.iter()).enumerate() {
-        one_of(
-            r,
-            &format!("spec.vmConfig.env[{i}].valueFrom"),
-            env.value_from.as_deref(),
-            &["INLINE", "HOST"],
-        );
-    }
-    for (i, m) in w.r#match.iter().enumerate() {
-        one_of(
-            r,
-            &format!("spec.match[{i}].mode"),
-            m.mode.as_deref(),
-            MODES_WITH_UNDEFINED,
-        );
-        for (j, p) in m.ports.iter().enumerate() {
-            crate::selectors::port_in_range(
-                r,
-                &format!("spec.match[{i}].ports[{j}].number"),
-                p.number,
-            );
-        }
-    }
-}
-
-/// Istio accepts http, https, oci and file URLs, or a bare registry
-/// reference (which it reads as oci).
-fn url_scheme_ok(url: &str) -> bool {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            ["http", "https", "oci", "file"].contains(&scheme.to_ascii_lowercase().as_str())
-                && !rest.is_empty()
-        }
-        None => {
-            url.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric())
-                && url
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-._~/:@".contains(c))
         }
     }
 }

@@ -85,7 +85,8 @@ pub(crate) fn validate(resource: &Resource) -> Vec<Problem> {
         }
         Spec::AuthorizationPolicy(ap) => crate::security::check_authorization_policy(&mut r, ap),
         Spec::Telemetry(t) => crate::telemetry::check_telemetry(&mut r, t),
-        Spec::WasmPlugin(w) => crate::telemetry::check_wasm_plugin(&mut r, w),
+        Spec::WasmPlugin(w) => crate::extensions::check_wasm_plugin(&mut r, w),
+        Spec::TrafficExtension(t) => crate::extensions::check_traffic_extension(&mut r, t),
         Spec::GatewayClass(g) => crate::gateway_api::check_gateway_class(&mut r, g),
         Spec::KubeGateway(g) => crate::gateway_api::check_gateway(&mut r, g),
         Spec::HttpRoute(h) => crate::gateway_api::check_http_route(&mut r, h),
@@ -315,6 +316,20 @@ fn http_policies(r: &mut Report, at: &str, route: &crate::networking::HttpRoute)
             r.error(
                 format!("{at}.fault.abort.httpStatus"),
                 format!("{code} is not an HTTP status (200-599)"),
+            );
+        }
+    }
+    if let Some(redirect) = &route.redirect {
+        if redirect.uri.is_some() && redirect.prefix_rewrite.is_some() {
+            r.error(
+                format!("{at}.redirect"),
+                "uri and prefixRewrite are alternatives: set one",
+            );
+        }
+        if redirect.port.is_some() && redirect.derive_port.is_some() {
+            r.error(
+                format!("{at}.redirect"),
+                "port and derivePort are alternatives: set one",
             );
         }
     }
@@ -772,6 +787,44 @@ mod tests {
     }
 
     #[test]
+    fn traffic_extension_needs_exactly_one_of_wasm_or_lua() {
+        let doc = |spec: &str| {
+            format!("apiVersion: extensions.istio.io/v1alpha1\nkind: TrafficExtension\nmetadata: {{name: x}}\nspec:\n{spec}")
+        };
+        let errors = |spec: &str| -> Vec<String> {
+            load_str(&doc(spec), "t.yaml")
+                .errors()
+                .map(|e| e.to_string())
+                .collect()
+        };
+        let neither = errors("  phase: AUTHN\n");
+        assert!(
+            neither
+                .iter()
+                .any(|e| e.contains("exactly one of wasm or lua")),
+            "{neither:?}"
+        );
+        let both = errors("  wasm: {url: oci://x/y}\n  lua: {inlineCode: x}\n");
+        assert!(
+            both.iter()
+                .any(|e| e.contains("exactly one of wasm or lua")),
+            "{both:?}"
+        );
+        let empty_lua = errors("  lua: {inlineCode: ''}\n");
+        assert!(
+            empty_lua.iter().any(|e| e.contains("spec.lua.inlineCode")),
+            "{empty_lua:?}"
+        );
+        let bad_url = errors("  wasm: {url: 'ftp://x/y'}\n");
+        assert!(
+            bad_url.iter().any(|e| e.contains("spec.wasm.url")),
+            "{bad_url:?}"
+        );
+        assert!(errors("  lua: {inlineCode: 'function envoy_on_request(h) end'}\n").is_empty());
+        assert!(errors("  targetRefs: [{kind: Service, name: reviews}]\n  wasm: {url: oci://x/y, vmConfig: {env: [{name: A, value: b}]}}\n").is_empty());
+    }
+
+    #[test]
     fn enums_of_every_kind_are_checked() {
         let doc = |api: &str, kind: &str, spec: &str| {
             format!("apiVersion: {api}\nkind: {kind}\nmetadata: {{name: x}}\nspec:\n{spec}")
@@ -779,6 +832,7 @@ mod tests {
         let cases = [
             (doc("networking.istio.io/v1", "ServiceEntry", "  hosts: [a.example]\n  location: MESH_ELSEWHERE\n"), "spec.location"),
             (doc("extensions.istio.io/v1alpha1", "WasmPlugin", "  url: oci://x/y\n  phase: LATE\n"), "spec.phase"),
+            (doc("extensions.istio.io/v1alpha1", "TrafficExtension", "  phase: LATE\n  lua: {inlineCode: x}\n"), "spec.phase"),
             (doc("telemetry.istio.io/v1", "Telemetry", "  metrics:\n  - overrides:\n    - match: {metric: REQUEST_COUNTS}\n"), "match.metric"),
             (doc("networking.istio.io/v1", "Gateway", "  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: SIMPLE, minProtocolVersion: TLSV1_4}\n"), "tls.minProtocolVersion"),
             (doc("security.istio.io/v1", "RequestAuthentication", "  jwtRules:\n  - jwksUri: https://x/jwks\n"), "jwtRules[0].issuer"),

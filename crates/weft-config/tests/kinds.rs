@@ -19,6 +19,7 @@ const SAMPLES: &[&str] = &[
     "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec:\n  action: DENY\n  rules: [{to: [{operation: {methods: [POST]}}]}]\n",
     "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: a}\nspec:\n  tracing: [{randomSamplingPercentage: 10.0}]\n",
     "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: a}\nspec:\n  url: oci://registry.example/plugin:1\n  phase: AUTHN\n",
+    "apiVersion: extensions.istio.io/v1alpha1\nkind: TrafficExtension\nmetadata: {name: a}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  phase: AUTHN\n  lua: {inlineCode: 'function envoy_on_request(h) end'}\n",
     "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: a}\nspec:\n  controllerName: istio.io/gateway-controller\n",
     "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: a}\nspec:\n  gatewayClassName: istio\n  listeners:\n  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}\n  - {name: https, port: 443, protocol: HTTPS, tls: {mode: Terminate, certificateRefs: [{name: cert}]}}\n",
     "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: a}\nspec:\n  parentRefs: [{name: a}]\n  rules:\n  - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-team, value: books}]}}]\n    backendRefs: [{name: reviews, port: 9080, weight: 90}]\n",

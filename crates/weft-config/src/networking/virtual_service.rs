@@ -64,6 +64,13 @@ pub struct HttpRoute {
     pub mirror_percentage: Option<Percent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percent: Option<i32>,
+    /// The same, under the snake_case name Istio's schema also serves.
+    #[serde(
+        default,
+        rename = "mirror_percent",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mirror_percent_snake: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_policy: Option<CorsPolicy>,
 }
@@ -71,7 +78,7 @@ pub struct HttpRoute {
 impl HttpRoute {
     /// Names of the fields that are set but not yet enforced by the proxy.
     pub fn unenforced_fields(&self) -> Vec<&'static str> {
-        let fields: [(&'static str, bool); 11] = [
+        let fields: [(&'static str, bool); 12] = [
             ("redirect", self.redirect.is_some()),
             ("directResponse", self.direct_response.is_some()),
             ("delegate", self.delegate.is_some()),
@@ -82,6 +89,7 @@ impl HttpRoute {
             ("mirrors", self.mirrors.is_some()),
             ("mirrorPercentage", self.mirror_percentage.is_some()),
             ("mirrorPercent", self.mirror_percent.is_some()),
+            ("mirror_percent", self.mirror_percent_snake.is_some()),
             ("corsPolicy", self.cors_policy.is_some()),
         ];
         let mut out: Vec<&'static str> = fields
