@@ -83,6 +83,13 @@ pub async fn start(opts: &UpOptions, dir: &Path) -> anyhow::Result<Plan> {
             opts.mesh
         );
     }
+    // The gateway would find out only after the mesh is up, as a NACK.
+    if let Err(e) = std::net::TcpListener::bind(plan.ingress) {
+        bail!(
+            "the ingress address {} is not free ({e}): stop what listens there, or choose another with --ingress-port",
+            plan.ingress
+        );
+    }
     std::fs::create_dir_all(dir.join("logs"))?;
     let mut state = MeshState {
         name: opts.mesh.clone(),
@@ -287,8 +294,17 @@ async fn wait_ready(
         .map(|w| w.node_id())
         .collect();
     loop {
-        let synced = synced_proxies(plan.addresses.api);
-        let missing: Vec<&String> = expected.iter().filter(|id| !synced.contains(id)).collect();
+        let sync = sync_status(plan.addresses.api);
+        if let Some((id, kind, reason)) = sync.nacks.first() {
+            bail!(
+                "proxy {id} rejected its {kind} config: {reason}\n(the mesh cannot start on this config; logs in {})",
+                crate::state_dir(&plan.mesh).join("logs").display()
+            );
+        }
+        let missing: Vec<&String> = expected
+            .iter()
+            .filter(|id| !sync.synced.contains(id))
+            .collect();
         if missing.is_empty() {
             break;
         }
@@ -335,27 +351,49 @@ fn http_ports(plan: &Plan, pod: &Pod) -> Vec<u16> {
         .collect()
 }
 
-/// Node ids the control plane reports as synced.
-fn synced_proxies(api: SocketAddr) -> Vec<String> {
+/// What the control plane reports of its proxies.
+#[derive(Default)]
+struct SyncStatus {
+    /// Node ids whose listeners and clusters are ACKed at the sent version.
+    synced: Vec<String>,
+    /// (node id, xDS type, reason) of every NACK of the sent version.
+    nacks: Vec<(String, String, String)>,
+}
+
+fn sync_status(api: SocketAddr) -> SyncStatus {
     let Some(body) =
         http_get(api, "/debug/syncz").and_then(|(code, body)| (code == 200).then_some(body))
     else {
-        return Vec::new();
+        return SyncStatus::default();
     };
     let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(&body) else {
-        return Vec::new();
+        return SyncStatus::default();
     };
-    list.iter()
-        .filter(|p| {
-            p["connected"].as_bool() == Some(true)
-                && ["CDS", "LDS"].iter().all(|t| {
-                    let s = &p["types"][t];
-                    !s["sent_version"].as_str().unwrap_or("").is_empty()
-                        && s["sent_version"] == s["acked_version"]
-                })
-        })
-        .filter_map(|p| p["node_id"].as_str().map(str::to_string))
-        .collect()
+    let mut status = SyncStatus::default();
+    for p in list
+        .iter()
+        .filter(|p| p["connected"].as_bool() == Some(true))
+    {
+        let id = p["node_id"].as_str().unwrap_or_default().to_string();
+        for (kind, s) in p["types"].as_object().into_iter().flatten() {
+            let sent = s["sent_version"].as_str().unwrap_or("");
+            if !sent.is_empty() && s["nacked_version"].as_str() == Some(sent) {
+                let reason = s["nack"].as_str().unwrap_or("no reason given");
+                status
+                    .nacks
+                    .push((id.clone(), kind.clone(), reason.to_string()));
+            }
+        }
+        let acked = ["CDS", "LDS"].iter().all(|t| {
+            let s = &p["types"][t];
+            !s["sent_version"].as_str().unwrap_or("").is_empty()
+                && s["sent_version"] == s["acked_version"]
+        });
+        if acked {
+            status.synced.push(id);
+        }
+    }
+    status
 }
 
 /// True once the app answers (through its sidecar) with anything but a 503.

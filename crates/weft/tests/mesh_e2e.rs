@@ -650,3 +650,55 @@ fn a_broken_workload_fails_up_with_its_log() {
     let left = leftovers("e2ebad");
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// `weft up` on ground it cannot use says why at once, and leaves nothing:
+/// an ingress port that is taken; config every proxy rejects.
+#[test]
+fn up_fails_fast_on_a_taken_port_or_rejected_config() {
+    require_root();
+    let taken = std::net::TcpListener::bind("127.0.0.1:18105").unwrap();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo");
+    let up = |dir: &std::path::Path, port: &str| {
+        weft(&[
+            "up",
+            dir.to_str().unwrap(),
+            "--name",
+            "e2efast",
+            "--subnet",
+            "105",
+            "--ingress-port",
+            port,
+            "--timeout",
+            "60",
+        ])
+    };
+    let out = up(&example, "18105");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("127.0.0.1:18105 is not free") && err.contains("--ingress-port"),
+        "{err}"
+    );
+    assert!(leftovers("e2efast").is_empty());
+    drop(taken);
+
+    let dir = std::env::temp_dir().join(format!("weft-e2e-nack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(example.join("mesh.yaml"), dir.join("mesh.yaml")).unwrap();
+    write(&dir, "ring.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: end-user}}}\n");
+    let started = Instant::now();
+    let out = up(&dir, "18105");
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("rejected its CDS config") && err.contains("RING_HASH"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "it fails on the NACK, not at the timeout"
+    );
+    let left = leftovers("e2efast");
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
