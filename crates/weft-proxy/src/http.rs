@@ -13,13 +13,12 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::access_log::{self, Entry};
 use crate::compile::{Compiled, RequestView, RouteRef};
+use crate::upstream::{self, UpstreamError};
 use crate::Shared;
 
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
@@ -31,24 +30,6 @@ pub(crate) struct Connection {
     /// Original destination (the service VIP or pod address the app dialled).
     pub destination: SocketAddr,
     pub listener: String,
-}
-
-/// Pooled upstream HTTP/1.1 connections, shared by every listener; the pool
-/// is keyed by endpoint address.
-pub(crate) struct Upstreams {
-    client: Client<HttpConnector, Incoming>,
-}
-
-impl Upstreams {
-    pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .build(connector);
-        Upstreams { client }
-    }
 }
 
 pub(crate) async fn serve(
@@ -84,7 +65,7 @@ async fn handle(
         Ok((route_name, cluster_name)) => {
             entry.route = route_name;
             entry.cluster = cluster_name.clone();
-            forward(req, conn, &cluster_name, &snapshot, shared, &mut entry).await
+            forward(req, conn, &cluster_name, &snapshot, &mut entry).await
         }
     };
     entry.status = response.status().as_u16();
@@ -144,7 +125,6 @@ async fn forward(
     conn: &Connection,
     cluster_name: &str,
     snapshot: &Compiled,
-    shared: &Shared,
     entry: &mut Entry,
 ) -> Response<Body> {
     let Some(cluster) = snapshot.clusters.get(cluster_name) else {
@@ -154,32 +134,34 @@ async fn forward(
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "UH", entry);
     };
     entry.upstream = Some(endpoint);
-    if let Some(host) = req.uri().authority().map(|a| a.to_string()) {
-        if !req.headers().contains_key(HOST) {
-            if let Ok(v) = HeaderValue::from_str(&host) {
-                req.headers_mut().insert(HOST, v);
-            }
+    // HTTP/2 requests carry the authority in the URI, HTTP/1.1 needs Host.
+    if !req.headers().contains_key(HOST) {
+        if let Some(v) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(HOST, v);
         }
     }
-    let path = req
+    // Upstream requests are written in origin form (`/path?query`).
+    let origin_form = req
         .uri()
         .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let Ok(uri) = Uri::try_from(format!("http://{endpoint}{path}")) else {
-        return local_reply(StatusCode::BAD_REQUEST, "DPE", entry);
-    };
-    *req.uri_mut() = uri;
+        .cloned()
+        .map(Uri::from)
+        .unwrap_or_else(|| Uri::from_static("/"));
+    *req.uri_mut() = origin_form;
     *req.version_mut() = http::Version::HTTP_11;
     strip_hop_by_hop(req.headers_mut());
-    match shared.http.client.request(req).await {
+    match upstream::send(endpoint, req).await {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, body.boxed())
         }
-        Err(e) if e.is_connect() => {
-            entry.detail = Some(format!("{e:?}"));
+        Err(UpstreamError::Connect(e)) => {
+            entry.detail = Some(e.to_string());
             local_reply_body(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "UF",
@@ -187,8 +169,8 @@ async fn forward(
                 entry,
             )
         }
-        Err(e) => {
-            entry.detail = Some(format!("{e:?}"));
+        Err(UpstreamError::Request(e)) => {
+            entry.detail = Some(e.to_string());
             local_reply_body(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "UC",

@@ -11,6 +11,7 @@ pub mod compile;
 mod http;
 mod listeners;
 mod tcp;
+mod upstream;
 mod xds_state;
 
 use std::net::{IpAddr, SocketAddr};
@@ -38,7 +39,6 @@ pub struct ProxyOptions {
 pub(crate) struct Shared {
     pub config: ArcSwap<Compiled>,
     pub ready: AtomicBool,
-    pub http: http::Upstreams,
     pub options: ProxyOptions,
 }
 
@@ -48,7 +48,6 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         config: ArcSwap::from_pointee(Compiled::default()),
         ready: AtomicBool::new(false),
-        http: http::Upstreams::new(),
         options: options.clone(),
     });
     tokio::spawn(access_log::flush_every_second());
