@@ -70,8 +70,21 @@ fn checkout(endpoint: SocketAddr) -> Option<Sender> {
     })
 }
 
+/// About every this many checkins, lists of closed connections are swept, so
+/// endpoints that left the config do not keep entries forever.
+const SWEEP_EVERY: u32 = 1024;
+
 fn checkin(endpoint: SocketAddr, sender: Sender) {
-    IDLE.with(|idle| idle.borrow_mut().entry(endpoint).or_default().push(sender));
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        idle.entry(endpoint).or_default().push(sender);
+        if fastrand::u32(..SWEEP_EVERY) == 0 {
+            idle.retain(|_, list| {
+                list.retain(|s| !s.is_closed());
+                !list.is_empty()
+            });
+        }
+    });
 }
 
 async fn connect(endpoint: SocketAddr) -> Result<Sender, UpstreamError> {
