@@ -108,3 +108,127 @@ async fn connect(endpoint: SocketAddr) -> Result<Sender, UpstreamError> {
     });
     Ok(sender)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An upstream that counts its connections and answers every request on
+    /// them; with `close_after_one`, it closes each connection after one
+    /// response (keep-alive in its headers), as a server whose idle timeout fired.
+    async fn upstream(close_after_one: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.clear();
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(reply).await.is_err() || close_after_one {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// A front server that forwards every request with `send`, so the
+    /// request bodies are hyper's own `Incoming`, as in the proxy.
+    async fn front(upstream: SocketAddr) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let svc = hyper::service::service_fn(move |req| async move {
+                    let status = match send(upstream, req).await {
+                        Ok(resp) => resp.status(),
+                        Err(_) => http::StatusCode::BAD_GATEWAY,
+                    };
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    *r.status_mut() = status;
+                    Ok::<_, Infallible>(r)
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc),
+                );
+            }
+        });
+        addr
+    }
+
+    async fn get(front: SocketAddr) -> http::StatusCode {
+        let s = TcpStream::connect(front).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/")
+            .header("host", "upstream")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status();
+        let _ = resp.into_body().collect().await;
+        status
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn one_connection_serves_request_after_request() {
+        let (up, accepted) = upstream(false).await;
+        let front = front(up).await;
+        for i in 0..10 {
+            assert_eq!(get(front).await, http::StatusCode::OK, "request {i}");
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "the pooled connection is reused"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connections_the_upstream_closed_are_not_reused() {
+        let (up, accepted) = upstream(true).await;
+        let front = front(up).await;
+        for i in 0..5 {
+            assert_eq!(get(front).await, http::StatusCode::OK, "request {i}");
+            // Time for the close to reach the connection's task. (A request
+            // sent into a close already in flight fails with UC, as in Envoy.)
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_connection_is_a_connect_error() {
+        let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = free.local_addr().unwrap();
+        drop(free);
+        let err = connect(addr).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
+    }
+}
