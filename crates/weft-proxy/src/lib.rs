@@ -2,8 +2,11 @@
 //!
 //! It speaks Envoy's API only (never Istio's): xDS updates are compiled into
 //! plain structures (`compile`), swapped in atomically, and read by the
-//! request path without locks. Accept loops live in `listeners`, the HTTP
-//! path in `http`, opaque TCP in `tcp`, the admin port in `admin`.
+//! request path without locks. The control side (xDS, admin) runs on the
+//! caller's runtime; connections run on `workers`, one single-threaded
+//! runtime per core. Accept loops live in `listeners`, the HTTP path in
+//! `http` (upstream connections in `upstream`), opaque TCP in `tcp`, the
+//! admin port in `admin`.
 
 mod access_log;
 mod admin;
@@ -12,6 +15,7 @@ mod http;
 mod listeners;
 mod tcp;
 mod upstream;
+mod workers;
 mod xds_state;
 
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +37,8 @@ pub struct ProxyOptions {
     /// Listeners on 0.0.0.0 bind this address instead (a gateway on a host
     /// that should only listen on loopback).
     pub bind_ip: Option<IpAddr>,
+    /// Worker threads for the data plane (one per core is the usual).
+    pub workers: usize,
 }
 
 /// State shared by every task of one proxy.
@@ -53,7 +59,8 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
     tokio::spawn(access_log::flush_every_second());
     let admin = admin::bind(options.admin).await?;
     tokio::spawn(admin::serve(admin, shared.clone()));
-    let applier = xds_state::XdsState::new(shared.clone());
+    let workers = workers::Workers::start(options.workers, shared.clone())?;
+    let applier = xds_state::XdsState::new(shared.clone(), workers);
     let client = weft_xds::ClientConfig {
         address: options.xds_address.clone(),
         node: Node {

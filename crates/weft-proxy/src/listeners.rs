@@ -6,58 +6,56 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 use crate::compile::ChainAction;
+use crate::workers::Workers;
 use crate::Shared;
 
+/// Which listeners are bound, and where; the sockets themselves live on the
+/// workers, one per worker per listener.
 pub(crate) struct Listeners {
     shared: Arc<Shared>,
-    running: HashMap<String, (SocketAddr, JoinHandle<()>)>,
+    workers: Workers,
+    running: HashMap<String, SocketAddr>,
 }
 
 impl Listeners {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, workers: Workers) -> Self {
         Listeners {
             shared,
+            workers,
             running: HashMap::new(),
         }
     }
 
     /// Starts listeners that are wanted and not running, stops the others.
-    /// Stopping closes the listening socket only; accepted connections go on.
+    /// Every new socket is bound before any is handed out, so a port that
+    /// cannot be bound rejects the update with nothing changed. Stopping
+    /// closes the listening sockets only; accepted connections go on.
     pub fn reconcile(&mut self, wanted: &BTreeMap<String, SocketAddr>) -> Result<(), String> {
-        let mut started = Vec::new();
+        let mut bound = Vec::new();
         for (name, addr) in wanted {
-            if self.running.get(name).is_some_and(|(a, _)| a == addr) {
+            if self.running.get(name) == Some(addr) {
                 continue;
             }
             let bind_addr = self.bind_address(*addr);
-            match bind(bind_addr) {
-                Ok(listener) => {
-                    tracing::info!(listener = %name, address = %bind_addr, "listening");
-                    let task =
-                        tokio::spawn(accept_loop(listener, name.clone(), self.shared.clone()));
-                    started.push((name.clone(), (*addr, task)));
-                }
-                Err(e) => {
-                    for (_, (_, task)) in started {
-                        task.abort();
-                    }
-                    return Err(format!("listener {name:?}: cannot bind {bind_addr}: {e}"));
-                }
-            }
+            let sockets = (0..self.workers.count())
+                .map(|_| bind(bind_addr))
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|e| format!("listener {name:?}: cannot bind {bind_addr}: {e}"))?;
+            bound.push((name.clone(), *addr, bind_addr, sockets));
         }
-        for (name, entry) in started {
-            if let Some((_, old)) = self.running.insert(name, entry) {
-                old.abort();
-            }
+        for (name, addr, bind_addr, sockets) in bound {
+            tracing::info!(listener = %name, address = %bind_addr, "listening");
+            self.workers.listen(&name, sockets);
+            self.running.insert(name, addr);
         }
-        self.running.retain(|name, (_, task)| {
+        let workers = &self.workers;
+        self.running.retain(|name, _| {
             let keep = wanted.contains_key(name);
             if !keep {
                 tracing::info!(listener = %name, "listener removed");
-                task.abort();
+                workers.close(name);
             }
             keep
         });
@@ -72,20 +70,23 @@ impl Listeners {
     }
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// One worker's socket: `SO_REUSEPORT` lets every worker bind the same
+/// address and the kernel spread connections over them.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         None,
     )?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
-async fn accept_loop(listener: TcpListener, name: String, shared: Arc<Shared>) {
+pub(crate) async fn accept_loop(listener: TcpListener, name: String, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {

@@ -18,6 +18,7 @@ use crate::compile::{
     compile_cluster, compile_endpoints, compile_listener, compile_route_table, unpack, Compiled,
 };
 use crate::listeners::Listeners;
+use crate::workers::Workers;
 use crate::Shared;
 
 pub(crate) struct XdsState {
@@ -31,9 +32,9 @@ pub(crate) struct XdsState {
 }
 
 impl XdsState {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, workers: Workers) -> Self {
         XdsState {
-            bound: Listeners::new(shared.clone()),
+            bound: Listeners::new(shared.clone(), workers),
             shared,
             listeners: Vec::new(),
             routes: Vec::new(),

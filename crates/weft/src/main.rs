@@ -101,20 +101,12 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // WEFT_WORKER_THREADS pins the thread count (benchmarks give every proxy
-    // one core). One means one thread in all: the current-thread scheduler,
-    // with no handoff between an I/O thread and a worker.
-    let threads: Option<usize> = std::env::var("WEFT_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    let mut builder = match threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    // A proxy's main thread only follows xDS and serves the admin port: its
+    // connections run on worker threads of their own (WEFT_WORKER_THREADS,
+    // default one per core). Everything else gets tokio's usual runtime.
+    let mut builder = match cli.command {
+        Command::Proxy { .. } => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = builder.enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli.command)) {
@@ -124,6 +116,14 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// WEFT_WORKER_THREADS, else one per core.
+fn worker_threads() -> usize {
+    std::env::var("WEFT_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
@@ -181,6 +181,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 node_id,
                 admin,
                 bind_ip,
+                workers: worker_threads(),
             })
             .await?;
         }
