@@ -68,6 +68,7 @@ enum Command {
         api: SocketAddr,
     },
     /// Run a proxy (sidecar or gateway) fed by a control plane over ADS.
+    /// Connections run on WEFT_WORKER_THREADS workers (default: one per core).
     Proxy {
         /// Control plane xDS address, e.g. http://127.0.0.1:15010
         #[arg(long)]
