@@ -80,21 +80,19 @@ async fn serve(mut commands: mpsc::UnboundedReceiver<Command>, shared: Arc<Share
     let mut accepting: HashMap<String, JoinHandle<()>> = HashMap::new();
     while let Some(command) = commands.recv().await {
         match command {
-            Command::Listen { name, socket } => {
-                match tokio::net::TcpListener::from_std(socket) {
-                    Ok(listener) => {
-                        let task = tokio::spawn(crate::listeners::accept_loop(
-                            listener,
-                            name.clone(),
-                            shared.clone(),
-                        ));
-                        if let Some(old) = accepting.insert(name, task) {
-                            old.abort();
-                        }
+            Command::Listen { name, socket } => match tokio::net::TcpListener::from_std(socket) {
+                Ok(listener) => {
+                    let task = tokio::spawn(crate::listeners::accept_loop(
+                        listener,
+                        name.clone(),
+                        shared.clone(),
+                    ));
+                    if let Some(old) = accepting.insert(name, task) {
+                        old.abort();
                     }
-                    Err(e) => tracing::error!(listener = %name, error = %e, "cannot serve socket"),
                 }
-            }
+                Err(e) => tracing::error!(listener = %name, error = %e, "cannot serve socket"),
+            },
             Command::Close { name } => {
                 if let Some(task) = accepting.remove(&name) {
                     task.abort();

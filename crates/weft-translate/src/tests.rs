@@ -115,14 +115,7 @@ spec:
 ";
 
 fn translated(proxy: usize) -> ProxyResources {
-    let loaded = weft_config::load_str(CONFIG, "t.yaml");
-    assert!(!loaded.has_errors(), "{:?}", loaded.problems);
-    let registry = registry();
-    let inputs = Inputs {
-        config: &loaded.resources,
-        registry: &registry,
-    };
-    translate(&inputs, &registry.workloads[proxy])
+    translated_with(CONFIG, proxy)
 }
 
 fn cluster_of(
@@ -205,8 +198,8 @@ fn gateway_binds_server_port_and_routes_bound_virtual_services() {
     );
 }
 
-fn translated_with(extra: &str, proxy: usize) -> ProxyResources {
-    let loaded = weft_config::load_str(extra, "extra.yaml");
+fn translated_with(config: &str, proxy: usize) -> ProxyResources {
+    let loaded = weft_config::load_str(config, "t.yaml");
     assert!(!loaded.has_errors(), "{:?}", loaded.problems);
     let registry = registry();
     let inputs = Inputs {

@@ -624,18 +624,7 @@ fn a_broken_workload_fails_up_with_its_log() {
     )
     .unwrap();
     let started = Instant::now();
-    let out = weft(&[
-        "up",
-        dir.to_str().unwrap(),
-        "--name",
-        "e2ebad",
-        "--subnet",
-        "103",
-        "--ingress-port",
-        "18103",
-        "--timeout",
-        "60",
-    ]);
+    let out = up_to_the_end(&dir, "e2ebad", 103, 18103);
     let _ = std::fs::remove_dir_all(&dir);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "weft up must fail");
@@ -658,21 +647,8 @@ fn up_fails_fast_on_a_taken_port_or_rejected_config() {
     require_root();
     let taken = std::net::TcpListener::bind("127.0.0.1:18105").unwrap();
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo");
-    let up = |dir: &std::path::Path, port: &str| {
-        weft(&[
-            "up",
-            dir.to_str().unwrap(),
-            "--name",
-            "e2efast",
-            "--subnet",
-            "105",
-            "--ingress-port",
-            port,
-            "--timeout",
-            "60",
-        ])
-    };
-    let out = up(&example, "18105");
+    let up = |dir: &std::path::Path| up_to_the_end(dir, "e2efast", 105, 18105);
+    let out = up(&example);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -687,7 +663,7 @@ fn up_fails_fast_on_a_taken_port_or_rejected_config() {
     std::fs::copy(example.join("mesh.yaml"), dir.join("mesh.yaml")).unwrap();
     write(&dir, "ring.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: end-user}}}\n");
     let started = Instant::now();
-    let out = up(&dir, "18105");
+    let out = up(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

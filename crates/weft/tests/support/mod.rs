@@ -36,6 +36,23 @@ pub fn weft(args: &[&str]) -> Output {
         .expect("running weft")
 }
 
+/// `weft up DIR` in the foreground, for a start that is expected to fail:
+/// returns when it exits (it gives up after 60 s).
+pub fn up_to_the_end(dir: &Path, name: &str, subnet: u8, ingress_port: u16) -> Output {
+    weft(&[
+        "up",
+        dir.to_str().unwrap(),
+        "--name",
+        name,
+        "--subnet",
+        &subnet.to_string(),
+        "--ingress-port",
+        &ingress_port.to_string(),
+        "--timeout",
+        "60",
+    ])
+}
+
 /// A running mesh built from a private copy of examples/bookinfo, removed on drop.
 pub struct Mesh {
     pub name: String,
