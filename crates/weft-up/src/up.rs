@@ -376,20 +376,14 @@ fn sync_status(api: SocketAddr) -> SyncStatus {
     {
         let id = p["node_id"].as_str().unwrap_or_default().to_string();
         for (kind, s) in p["types"].as_object().into_iter().flatten() {
-            let sent = s["sent_version"].as_str().unwrap_or("");
-            if !sent.is_empty() && s["nacked_version"].as_str() == Some(sent) {
+            if s["state"] == "NACKED" {
                 let reason = s["nack"].as_str().unwrap_or("no reason given");
                 status
                     .nacks
                     .push((id.clone(), kind.clone(), reason.to_string()));
             }
         }
-        let acked = ["CDS", "LDS"].iter().all(|t| {
-            let s = &p["types"][t];
-            !s["sent_version"].as_str().unwrap_or("").is_empty()
-                && s["sent_version"] == s["acked_version"]
-        });
-        if acked {
+        if p["synced"] == true {
             status.synced.push(id);
         }
     }

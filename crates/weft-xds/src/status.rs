@@ -20,11 +20,14 @@ pub struct TypeStatus {
     /// a later ACK of a newer version.
     pub nack: Option<String>,
     pub nacked_version: Option<String>,
+    /// NOT SENT, SYNCED, NACKED or STALE, kept current by the board so
+    /// every reader (proxy-status, weft up) reads one verdict.
+    pub state: &'static str,
 }
 
 impl TypeStatus {
     /// SYNCED when the last version sent was ACKed, as istioctl says it.
-    pub fn state(&self) -> &'static str {
+    fn verdict(&self) -> &'static str {
         if self.sent_version.is_empty() {
             "NOT SENT"
         } else if self.acked_version == self.sent_version {
@@ -43,14 +46,19 @@ pub struct ProxyStatus {
     pub connected: bool,
     /// Keyed by short type name (CDS, EDS, LDS, RDS).
     pub types: BTreeMap<String, TypeStatus>,
+    /// Connected, with its listeners and clusters ACKed at the sent version.
+    pub synced: bool,
 }
 
 impl ProxyStatus {
-    pub fn synced(&self) -> bool {
-        self.connected
+    fn refresh(&mut self) {
+        for t in self.types.values_mut() {
+            t.state = t.verdict();
+        }
+        self.synced = self.connected
             && ["CDS", "LDS"]
                 .iter()
-                .all(|t| self.types.get(*t).is_some_and(|s| s.state() == "SYNCED"))
+                .all(|t| self.types.get(*t).is_some_and(|s| s.state == "SYNCED"));
     }
 }
 
@@ -71,6 +79,7 @@ impl StatusBoard {
                 ..Default::default()
             });
         f(entry);
+        entry.refresh();
     }
 
     pub fn snapshot(&self) -> Vec<ProxyStatus> {
@@ -80,5 +89,34 @@ impl StatusBoard {
             .values()
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_board_keeps_each_verdict_current() {
+        let board = StatusBoard::default();
+        board.update("p", |s| {
+            s.connected = true;
+            for t in ["CDS", "LDS"] {
+                let ts = s.types.entry(t.into()).or_default();
+                ts.sent_version = "1".into();
+                ts.acked_version = "1".into();
+            }
+        });
+        assert!(board.snapshot()[0].synced);
+        board.update("p", |s| {
+            let cds = s.types.get_mut("CDS").unwrap();
+            cds.sent_version = "2".into();
+            cds.nacked_version = Some("2".into());
+        });
+        let p = &board.snapshot()[0];
+        assert_eq!(p.types["CDS"].state, "NACKED");
+        assert!(!p.synced);
+        board.update("p", |s| s.connected = false);
+        assert!(!board.snapshot()[0].synced);
     }
 }

@@ -23,20 +23,13 @@ pub fn proxy_status(target: &Target) -> anyhow::Result<ExitCode> {
         let id = p["node_id"].as_str().unwrap_or_default();
         let mut state = |t: &str| {
             let s = &p["types"][t];
-            let sent = s["sent_version"].as_str().unwrap_or("");
             if let Some(reason) = s["nack"].as_str() {
                 nacks.push(format!("{id} {t}: {reason}"));
             }
-            if !p["connected"].as_bool().unwrap_or(false) {
+            if p["connected"].as_bool() != Some(true) {
                 "DISCONNECTED"
-            } else if sent.is_empty() {
-                "NOT SENT"
-            } else if s["acked_version"].as_str() == Some(sent) {
-                "SYNCED"
-            } else if s["nacked_version"].as_str() == Some(sent) {
-                "NACKED"
             } else {
-                "STALE"
+                s["state"].as_str().unwrap_or("NOT SENT")
             }
         };
         let row = [state("CDS"), state("LDS"), state("EDS"), state("RDS")];
