@@ -145,16 +145,7 @@ async fn apply(req: Request<Incoming>, state: &State, store: bool) -> Response<F
 /// the store. A dangling reference is not an error (resources may arrive in
 /// any order, as in Istio), but the person applying should hear of it.
 fn analyze_with(state: &State, incoming: &[weft_config::Resource], keys: &[String]) -> Vec<String> {
-    let mut config: Vec<weft_config::Resource> = {
-        let stored = state.store.read().expect("store lock").resources();
-        let replaced: std::collections::HashSet<Key> = incoming.iter().map(|r| r.key()).collect();
-        stored
-            .iter()
-            .filter(|r| !replaced.contains(&r.key()))
-            .cloned()
-            .collect()
-    };
-    config.extend(incoming.iter().cloned());
+    let config = state.store.read().expect("store lock").preview(incoming);
     let registry = state.registry.read().expect("registry lock").clone();
     let input = weft_analyze::Input {
         config: &config,

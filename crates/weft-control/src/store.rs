@@ -99,6 +99,18 @@ impl Store {
         self.merged.clone()
     }
 
+    /// The config as it would be if `incoming` were applied: what an apply
+    /// (or a dry run) is analyzed against, without touching the store.
+    pub fn preview(&self, incoming: &[Resource]) -> Vec<Resource> {
+        let replaced: std::collections::HashSet<Key> = incoming.iter().map(|r| r.key()).collect();
+        self.merged
+            .iter()
+            .filter(|r| !replaced.contains(&r.key()))
+            .chain(incoming)
+            .cloned()
+            .collect()
+    }
+
     pub fn revision(&self) -> u64 {
         self.revision
     }
