@@ -176,13 +176,11 @@ impl WasmModule {
 }
 
 pub(crate) fn check_wasm_plugin(r: &mut Report, w: &WasmPlugin) {
-    let ns = r.namespace();
     check_targets(
         r,
         w.selector.as_ref(),
         w.target_ref.as_ref(),
         &w.target_refs,
-        &ns,
     );
     check_wasm(r, "spec", &w.fields());
     one_of(
@@ -195,8 +193,7 @@ pub(crate) fn check_wasm_plugin(r: &mut Report, w: &WasmPlugin) {
 }
 
 pub(crate) fn check_traffic_extension(r: &mut Report, t: &TrafficExtension) {
-    let ns = r.namespace();
-    check_targets(r, t.selector.as_ref(), None, &t.target_refs, &ns);
+    check_targets(r, t.selector.as_ref(), None, &t.target_refs);
     match (&t.wasm, &t.lua) {
         (Some(w), None) => check_wasm(r, "spec.wasm", &w.fields()),
         (None, Some(lua)) => {

@@ -117,8 +117,8 @@ pub(crate) fn check_targets(
     selector: Option<&WorkloadSelector>,
     target_ref: Option<&PolicyTargetReference>,
     target_refs: &[PolicyTargetReference],
-    own_namespace: &str,
 ) {
+    let own_namespace = r.namespace();
     let set = usize::from(selector.is_some())
         + usize::from(target_ref.is_some())
         + usize::from(!target_refs.is_empty());
@@ -129,10 +129,10 @@ pub(crate) fn check_targets(
         s.check(r, "spec.selector");
     }
     if let Some(t) = target_ref {
-        t.check(r, "spec.targetRef", own_namespace);
+        t.check(r, "spec.targetRef", &own_namespace);
     }
     for (i, t) in target_refs.iter().enumerate() {
-        t.check(r, &format!("spec.targetRefs[{i}]"), own_namespace);
+        t.check(r, &format!("spec.targetRefs[{i}]"), &own_namespace);
     }
 }
 

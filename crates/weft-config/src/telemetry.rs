@@ -182,13 +182,11 @@ const METRICS: &[&str] = &[
 
 pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
     use crate::validate::one_of;
-    let ns = r.namespace();
     check_targets(
         r,
         t.selector.as_ref(),
         t.target_ref.as_ref(),
         &t.target_refs,
-        &ns,
     );
     for (i, tr) in t.tracing.iter().enumerate() {
         one_of(

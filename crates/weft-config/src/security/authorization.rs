@@ -125,13 +125,11 @@ pub struct Condition {
 pub const ACTIONS: &[&str] = &["ALLOW", "DENY", "AUDIT", "CUSTOM"];
 
 pub(crate) fn check(r: &mut Report, ap: &AuthorizationPolicy) {
-    let ns = r.namespace();
     check_targets(
         r,
         ap.selector.as_ref(),
         ap.target_ref.as_ref(),
         &ap.target_refs,
-        &ns,
     );
     let action = ap.action.as_deref().unwrap_or("ALLOW");
     if !ACTIONS.contains(&action) {

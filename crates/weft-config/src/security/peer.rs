@@ -43,8 +43,7 @@ fn mode(r: &mut Report, at: &str, m: &MutualTls) {
 }
 
 pub(crate) fn check(r: &mut Report, pa: &PeerAuthentication) {
-    let ns = r.namespace();
-    check_targets(r, pa.selector.as_ref(), None, &[], &ns);
+    check_targets(r, pa.selector.as_ref(), None, &[]);
     if let Some(m) = &pa.mtls {
         mode(r, "spec.mtls", m);
     }

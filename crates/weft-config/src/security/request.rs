@@ -80,13 +80,11 @@ pub struct ClaimToHeader {
 }
 
 pub(crate) fn check(r: &mut Report, ra: &RequestAuthentication) {
-    let ns = r.namespace();
     check_targets(
         r,
         ra.selector.as_ref(),
         ra.target_ref.as_ref(),
         &ra.target_refs,
-        &ns,
     );
     for (i, rule) in ra.jwt_rules.iter().enumerate() {
         jwt_rule(r, &format!("spec.jwtRules[{i}]"), rule);
