@@ -27,8 +27,8 @@ pub(crate) struct Entry {
     pub request_id: String,
     pub authority: String,
     pub upstream: Option<SocketAddr>,
-    pub cluster: std::sync::Arc<str>,
-    pub route: std::sync::Arc<str>,
+    pub cluster: Arc<str>,
+    pub route: Arc<str>,
     pub downstream: Option<SocketAddr>,
     pub listener: String,
     pub detail: Option<String>,
@@ -115,7 +115,7 @@ pub(crate) fn flush() {
 
 /// Flushes once a second, for as long as the proxy runs.
 pub(crate) async fn flush_every_second() {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         flush();

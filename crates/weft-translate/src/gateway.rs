@@ -119,7 +119,7 @@ fn virtual_hosts(
                 registry: inputs.registry,
                 namespace: ns,
                 port,
-                match_port: bound[0].server.port.number,
+                match_ports: bound.iter().map(|b| b.server.port.number).collect(),
                 proxy,
                 context: Context::Gateways(bound.iter().map(|b| b.gateway).collect()),
             };

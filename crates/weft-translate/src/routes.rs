@@ -23,9 +23,9 @@ pub(crate) struct Scope<'a> {
     /// The port the request arrived for, used when a destination names no
     /// port and its service has several.
     pub port: u16,
-    /// The port a match's `port` is compared with: the service port for a
-    /// sidecar, the Gateway server's port for a gateway.
-    pub match_port: u32,
+    /// The ports a match's `port` may name: the service port for a
+    /// sidecar, the ports of the Gateway servers behind this listener.
+    pub match_ports: Vec<u32>,
     /// Conditions on the source (`sourceLabels`, `sourceNamespace`) are
     /// decided per proxy when its config is built, as Istio does.
     pub proxy: &'a Workload,
@@ -89,7 +89,7 @@ fn catch_all() -> RouteMatch {
 /// The parts of a match that depend on where the route is installed.
 fn applies_here(m: &HttpMatchRequest, scope: &Scope) -> bool {
     let proxy = scope.proxy;
-    m.port.is_none_or(|p| p == scope.match_port)
+    m.port.is_none_or(|p| scope.match_ports.contains(&p))
         && m.source_labels
             .iter()
             .all(|(k, v)| proxy.labels.get(k) == Some(v))

@@ -150,7 +150,7 @@ fn service_virtual_host(
                 registry: inputs.registry,
                 namespace: ns,
                 port,
-                match_port: u32::from(port),
+                match_ports: vec![u32::from(port)],
                 proxy,
                 context: Context::Mesh,
             };
