@@ -319,6 +319,58 @@ fn http_policies(r: &mut Report, at: &str, route: &crate::networking::HttpRoute)
             );
         }
     }
+    // Istio's rules: a redirect or direct response answers the request
+    // itself, so it cannot also forward, rewrite or answer the other way.
+    let exclusive = [
+        (
+            route.redirect.is_some() && !route.route.is_empty(),
+            "redirect",
+            "route",
+        ),
+        (
+            route.direct_response.is_some() && !route.route.is_empty(),
+            "directResponse",
+            "route",
+        ),
+        (
+            route.redirect.is_some() && route.direct_response.is_some(),
+            "redirect",
+            "directResponse",
+        ),
+        (
+            route.redirect.is_some() && route.rewrite.is_some(),
+            "redirect",
+            "rewrite",
+        ),
+    ];
+    for (both, a, b) in exclusive {
+        if both {
+            r.error(
+                format!("{at}.{a}"),
+                format!("an HTTP route cannot have both {a} and {b}"),
+            );
+        }
+    }
+    if let Some(rw) = &route.rewrite {
+        if rw.uri.is_some() && rw.uri_regex_rewrite.is_some() {
+            r.error(
+                format!("{at}.rewrite"),
+                "uri and uriRegexRewrite are alternatives: set one",
+            );
+        }
+    }
+    if delay.is_some_and(|d| d.fixed_delay.is_none()) {
+        r.error(
+            format!("{at}.fault.delay"),
+            "a delay needs fixedDelay (exponentialDelay is not supported, as in Istio)",
+        );
+    }
+    if abort.is_some_and(|a| a.http_status.is_none() && a.grpc_status.is_none()) {
+        r.error(
+            format!("{at}.fault.abort"),
+            "an abort needs httpStatus or grpcStatus (http2Error is not supported)",
+        );
+    }
     if let Some(redirect) = &route.redirect {
         if redirect.uri.is_some() && redirect.prefix_rewrite.is_some() {
             r.error(
@@ -876,11 +928,15 @@ mod tests {
 
     #[test]
     fn unenforced_fields_warn_but_load() {
-        let text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec:\n  hosts: [r]\n  http:\n  - fault: {abort: {httpStatus: 500, percentage: {value: 100}}}\n    route:\n    - destination: {host: r}\n";
+        let text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec:\n  hosts: [r]\n  http:\n  - fault: {abort: {httpStatus: 500, percentage: {value: 100}}}\n    mirror: {host: m}\n    route:\n    - destination: {host: r}\n";
         let l = load_str(text, "t.yaml");
         assert_eq!(l.resources.len(), 1);
-        assert!(l.problems.iter().any(|p| p
-            .to_string()
-            .contains("spec.http[0].fault: accepted but not enforced")));
+        let said = |needle: &str| l.problems.iter().any(|p| p.to_string().contains(needle));
+        assert!(said("spec.http[0].mirror: accepted but not enforced"));
+        assert!(
+            !said("http[0].fault"),
+            "fault is enforced: {:?}",
+            l.problems
+        );
     }
 }

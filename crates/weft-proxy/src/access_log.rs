@@ -12,7 +12,43 @@ use std::time::{Duration, SystemTime};
 
 use http::Request;
 
+use crate::error::Flags;
 use crate::http::Connection;
+
+/// One request's log line, written when the record is dropped: normally
+/// after `finish`, but also when the request's future is dropped midway
+/// (the client went away), which Envoy logs with status 0 and flag DC.
+pub(crate) struct Record {
+    pub entry: Entry,
+    started: std::time::Instant,
+    finished: bool,
+}
+
+impl Record {
+    pub fn new(entry: Entry) -> Record {
+        Record {
+            entry,
+            started: std::time::Instant::now(),
+            finished: false,
+        }
+    }
+
+    pub fn finish(&mut self, status: http::StatusCode) {
+        self.entry.status = status.as_u16();
+        self.finished = true;
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.entry.status = 0;
+            self.entry.flags.insert(Flags::DOWNSTREAM_TERMINATION);
+        }
+        self.entry.duration = self.started.elapsed();
+        write(&self.entry);
+    }
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Entry {
@@ -22,7 +58,7 @@ pub(crate) struct Entry {
     pub protocol: &'static str,
     pub status: u16,
     /// Envoy's response flags (`-` when none).
-    pub flags: &'static str,
+    pub flags: Flags,
     pub duration: Duration,
     pub request_id: String,
     pub authority: String,
@@ -49,7 +85,6 @@ impl Entry {
                 http::Version::HTTP_10 => "HTTP/1.0",
                 _ => "HTTP/1.1",
             },
-            flags: "-",
             request_id,
             authority: req
                 .headers()
@@ -214,7 +249,7 @@ mod tests {
             path: "/ratings/0".into(),
             protocol: "HTTP/1.1",
             status: 503,
-            flags: "UF",
+            flags: Flags::CONNECT_FAILURE,
             duration: Duration::from_millis(7),
             request_id: "r1".into(),
             authority: "ratings:9080".into(),

@@ -4,15 +4,21 @@
 //! plain structures (`compile`), swapped in atomically, and read by the
 //! request path without locks. The control side (xDS, admin) runs on the
 //! caller's runtime; connections run on `workers`, one single-threaded
-//! runtime per core. Accept loops live in `listeners`, the HTTP path in
-//! `http` (upstream connections in `upstream`), opaque TCP in `tcp`, the
-//! admin port in `admin`.
+//! runtime per core. The layout follows a request: `listeners` (accept,
+//! original destination, filter chain), `http` (the connection manager and
+//! local replies), `filters` (one module per HTTP filter), `router` (route
+//! choice, retries, timeouts), `upstream` (peers, pooled connections),
+//! `tcp` (opaque TCP); `error` maps every failure to Envoy's response flags
+//! in one place; `admin` serves the admin port.
 
 mod access_log;
 mod admin;
 pub mod compile;
+mod error;
+mod filters;
 mod http;
 mod listeners;
+mod router;
 mod tcp;
 mod upstream;
 mod workers;
@@ -77,4 +83,47 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
     }
     access_log::flush();
     Ok(())
+}
+
+/// A proxy fed with fixed Envoy resources instead of a control plane: the
+/// in-process test layer (the proxy on loopback, no root) and a way to run
+/// the data plane without xDS. Each `apply` is one xDS response for one
+/// type, accepted whole or rejected with the reason a NACK would carry.
+pub struct StaticProxy {
+    state: xds_state::XdsState,
+    version: u64,
+}
+
+impl StaticProxy {
+    /// Starts `workers` worker threads with no listeners yet.
+    pub fn start(workers: usize) -> std::io::Result<StaticProxy> {
+        let options = ProxyOptions {
+            xds_address: String::new(),
+            node_id: "static".into(),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            bind_ip: None,
+            workers,
+        };
+        let shared = Arc::new(Shared {
+            config: ArcSwap::from_pointee(Compiled::default()),
+            ready: AtomicBool::new(false),
+            options,
+        });
+        let workers = workers::Workers::start(workers, shared.clone())?;
+        Ok(StaticProxy {
+            state: xds_state::XdsState::new(shared, workers),
+            version: 0,
+        })
+    }
+
+    pub fn apply(
+        &mut self,
+        type_url: &str,
+        resources: &[envoy_types::pb::google::protobuf::Any],
+    ) -> Result<(), String> {
+        use weft_xds::Applier;
+        self.version += 1;
+        self.state
+            .apply(type_url, &self.version.to_string(), resources)
+    }
 }

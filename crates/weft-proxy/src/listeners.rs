@@ -141,7 +141,9 @@ async fn dispatch(sock: TcpStream, peer: SocketAddr, listener: String, shared: A
         listener: target.name.clone(),
     };
     match chain.action.clone() {
-        ChainAction::Http { routes, .. } => crate::http::serve(sock, conn, routes, shared).await,
+        ChainAction::Http {
+            routes, filters, ..
+        } => crate::http::serve(sock, conn, crate::http::Chain { routes, filters }, shared).await,
         ChainAction::Tcp { cluster, .. } => {
             crate::tcp::proxy(sock, conn, &cluster, snapshot, shared).await
         }

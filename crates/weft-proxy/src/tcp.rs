@@ -4,11 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::access_log::{self, Entry};
-use crate::compile::{ClusterCfg, Compiled};
+use crate::compile::Compiled;
+use crate::error::ProxyError;
 use crate::http::Connection;
+use crate::upstream;
 use crate::Shared;
 
 pub(crate) async fn proxy(
@@ -21,14 +23,16 @@ pub(crate) async fn proxy(
     let start = Instant::now();
     let mut entry = Entry {
         start: Some(std::time::SystemTime::now()),
-        flags: "-",
         cluster: cluster_name.into(),
         downstream: Some(conn.peer),
         listener: conn.listener.clone(),
         ..Default::default()
     };
     match connect(&conn, cluster_name, &snapshot, &down).await {
-        Err(flag) => entry.flags = flag,
+        Err(e) => {
+            entry.flags.insert(e.flag());
+            entry.detail = e.detail();
+        }
         Ok((mut up, addr)) => {
             entry.upstream = Some(addr);
             if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
@@ -45,33 +49,23 @@ async fn connect(
     cluster_name: &str,
     snapshot: &Compiled,
     down: &TcpStream,
-) -> Result<(TcpStream, SocketAddr), &'static str> {
-    let cluster = snapshot.clusters.get(cluster_name).ok_or("NC")?;
-    let addr = cluster.pick(conn.destination).ok_or("UH")?;
+) -> Result<(TcpStream, SocketAddr), ProxyError> {
+    let cluster = snapshot
+        .clusters
+        .get(cluster_name)
+        .ok_or(ProxyError::NoCluster)?;
+    let addr = cluster
+        .pick(conn.destination)
+        .ok_or(ProxyError::NoHealthyUpstream)?;
     // A connection made straight to the capture port would otherwise be
     // passed through to itself, forever.
     if down.local_addr().is_ok_and(|l| l == addr) {
-        return Err("UF");
+        return Err(ProxyError::ConnectFailure(std::io::Error::other(
+            "the destination is this listener itself",
+        )));
     }
-    let stream = tokio::time::timeout(cluster.connect_timeout, dial(cluster, addr))
+    let stream = upstream::connect(&cluster.peer(addr))
         .await
-        .map_err(|_| "UF")?
-        .map_err(|e| {
-            tracing::debug!(%addr, error = %e, "upstream connect failed");
-            "UF"
-        })?;
-    let _ = stream.set_nodelay(true);
+        .map_err(ProxyError::ConnectFailure)?;
     Ok((stream, addr))
-}
-
-async fn dial(cluster: &ClusterCfg, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if let Some(source) = cluster.bind_source {
-        socket.bind(SocketAddr::new(source, 0))?;
-    }
-    socket.connect(addr).await
 }

@@ -9,21 +9,35 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::router::body::UpBody;
 
-type Sender = SendRequest<Incoming>;
+/// Everything needed to reach one upstream endpoint, built from its
+/// cluster. HTTP and TCP connect through the same `connect`, so every
+/// cluster setting reaches the socket; the HTTP pool is keyed on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Peer {
+    pub addr: SocketAddr,
+    /// Source address (`upstream_bind_config`).
+    pub bind_source: Option<IpAddr>,
+    pub connect_timeout: Duration,
+}
+
+/// Envoy's default idle timeout for upstream HTTP connections.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+type Sender = SendRequest<UpBody>;
 
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<Sender>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<Peer, Vec<(Sender, Instant)>>> = RefCell::new(HashMap::new());
 }
 
 /// Why a request did not get a response, in the terms Envoy's response
@@ -31,42 +45,54 @@ thread_local! {
 #[derive(Debug)]
 pub(crate) enum UpstreamError {
     Connect(std::io::Error),
-    Request(hyper::Error),
+    /// `reused`: the connection had served requests before, so a failure
+    /// before any response most likely means the upstream closed it idle.
+    Request {
+        error: hyper::Error,
+        reused: bool,
+    },
 }
 
-/// Sends `req` (origin-form URI, Host set) to `endpoint` on a pooled
+/// Sends `req` (origin-form URI, Host set) to `peer` on a pooled
 /// connection, or a new one. A pooled connection that the upstream closed
 /// meanwhile hands the request back unsent, and the next one is tried.
 pub(crate) async fn send(
-    endpoint: SocketAddr,
-    mut req: Request<Incoming>,
+    peer: &Peer,
+    mut req: Request<UpBody>,
 ) -> Result<Response<Incoming>, UpstreamError> {
     loop {
-        let (mut sender, pooled) = match checkout(endpoint) {
+        let (mut sender, reused) = match checkout(peer) {
             Some(s) => (s, true),
-            None => (connect(endpoint).await?, false),
+            None => (handshake(peer).await?, false),
         };
         match sender.try_send_request(req).await {
             Ok(resp) => {
-                checkin(endpoint, sender);
+                checkin(peer, sender);
                 return Ok(resp);
             }
             Err(mut e) => match e.take_message() {
-                Some(unsent) if pooled => req = unsent,
-                _ => return Err(UpstreamError::Request(e.into_error())),
+                Some(unsent) if reused => req = unsent,
+                _ => {
+                    return Err(UpstreamError::Request {
+                        error: e.into_error(),
+                        reused,
+                    })
+                }
             },
         }
     }
 }
 
-/// A ready connection to `endpoint`; closed ones are dropped on the way.
-fn checkout(endpoint: SocketAddr) -> Option<Sender> {
+/// A ready connection to `peer`; closed and long-idle ones are dropped on
+/// the way.
+fn checkout(peer: &Peer) -> Option<Sender> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.get_mut(&endpoint)?;
-        list.retain(|s| !s.is_closed());
-        let ready = list.iter().position(|s| s.is_ready())?;
-        Some(list.swap_remove(ready))
+        let list = idle.get_mut(peer)?;
+        let now = Instant::now();
+        list.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT);
+        let ready = list.iter().position(|(s, _)| s.is_ready())?;
+        Some(list.swap_remove(ready).0)
     })
 }
 
@@ -74,33 +100,59 @@ fn checkout(endpoint: SocketAddr) -> Option<Sender> {
 /// endpoints that left the config do not keep entries forever.
 const SWEEP_EVERY: u32 = 1024;
 
-fn checkin(endpoint: SocketAddr, sender: Sender) {
+fn checkin(peer: &Peer, sender: Sender) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        idle.entry(endpoint).or_default().push(sender);
+        idle.entry(*peer)
+            .or_default()
+            .push((sender, Instant::now()));
         if fastrand::u32(..SWEEP_EVERY) == 0 {
             idle.retain(|_, list| {
-                list.retain(|s| !s.is_closed());
+                list.retain(|(s, _)| !s.is_closed());
                 !list.is_empty()
             });
         }
     });
 }
 
-async fn connect(endpoint: SocketAddr) -> Result<Sender, UpstreamError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint))
+/// A TCP connection to `peer`, within its connect timeout, from its bind
+/// source; Nagle off, as Envoy sets it.
+pub(crate) async fn connect(peer: &Peer) -> std::io::Result<TcpStream> {
+    let dial = async {
+        let socket = if peer.addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(source) = peer.bind_source {
+            socket.bind(SocketAddr::new(source, 0))?;
+        }
+        socket.connect(peer.addr).await
+    };
+    let stream = tokio::time::timeout(peer.connect_timeout, dial)
         .await
         .map_err(|_| {
-            UpstreamError::Connect(std::io::Error::new(
+            std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("connect to {endpoint} timed out after {CONNECT_TIMEOUT:?}"),
-            ))
-        })?
-        .map_err(UpstreamError::Connect)?;
-    stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+                format!(
+                    "connect to {} timed out after {:?}",
+                    peer.addr, peer.connect_timeout
+                ),
+            )
+        })??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+async fn handshake(peer: &Peer) -> Result<Sender, UpstreamError> {
+    let stream = connect(peer).await.map_err(UpstreamError::Connect)?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(UpstreamError::Request)?;
+        .map_err(|error| UpstreamError::Request {
+            error,
+            reused: false,
+        })?;
+    let endpoint = peer.addr;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(%endpoint, error = %e, "upstream connection ended with an error");
@@ -162,8 +214,14 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
-                let svc = hyper::service::service_fn(move |req| async move {
-                    let status = match send(upstream, req).await {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                    let peer = Peer {
+                        addr: upstream,
+                        bind_source: None,
+                        connect_timeout: Duration::from_secs(1),
+                    };
+                    let req = req.map(http_body_util::Either::Left);
+                    let status = match send(&peer, req).await {
                         Ok(resp) => resp.status(),
                         Err(_) => http::StatusCode::BAD_GATEWAY,
                     };
@@ -228,7 +286,12 @@ mod tests {
         let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = free.local_addr().unwrap();
         drop(free);
-        let err = connect(addr).await.unwrap_err();
+        let peer = Peer {
+            addr,
+            bind_source: None,
+            connect_timeout: Duration::from_secs(1),
+        };
+        let err = handshake(&peer).await.unwrap_err();
         assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
     }
 }

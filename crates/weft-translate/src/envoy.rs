@@ -6,6 +6,8 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager, HttpFilter, Rds,
@@ -16,6 +18,7 @@ use envoy_types::util::pack_any;
 pub const HCM: &str = "envoy.filters.network.http_connection_manager";
 pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 pub const ROUTER: &str = "envoy.filters.http.router";
+pub const CORS: &str = "envoy.filters.http.cors";
 
 pub fn socket(ip: &str, port: u32) -> Address {
     Address {
@@ -37,14 +40,22 @@ pub fn ads() -> ConfigSource {
     }
 }
 
-fn router() -> HttpFilter {
+fn http_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -> HttpFilter {
     HttpFilter {
-        name: ROUTER.into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-            Router::default(),
-        ))),
+        name: name.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
         ..Default::default()
     }
+}
+
+/// The HTTP filters istiod puts in every connection manager, in its order:
+/// fault and CORS (configured per route), then the router.
+fn http_filters() -> Vec<HttpFilter> {
+    vec![
+        http_filter(crate::policies::FAULT, pack_any(HttpFault::default())),
+        http_filter(CORS, pack_any(Cors::default())),
+        http_filter(ROUTER, pack_any(Router::default())),
+    ]
 }
 
 /// An HTTP connection manager that takes its routes from RDS.
@@ -67,7 +78,7 @@ fn hcm(stat_prefix: &str, routes: RouteSpecifier) -> Filter {
     let manager = HttpConnectionManager {
         stat_prefix: stat_prefix.into(),
         route_specifier: Some(routes),
-        http_filters: vec![router()],
+        http_filters: http_filters(),
         ..Default::default()
     };
     Filter {

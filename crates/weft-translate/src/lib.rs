@@ -9,6 +9,7 @@
 mod clusters;
 mod envoy;
 mod gateway;
+mod policies;
 mod routes;
 mod sidecar;
 

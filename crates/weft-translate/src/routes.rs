@@ -8,12 +8,13 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, 
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use weft_config::networking::common::MatchForm;
 use weft_config::networking::{
-    Destination, HttpMatchRequest, HttpRoute, StringMatch, VirtualService,
+    Destination, HttpMatchRequest, HttpRoute, HttpRouteDestination, StringMatch, VirtualService,
 };
 use weft_config::Resource;
 use weft_registry::{Registry, Workload};
 
 use crate::clusters::cluster_name;
+use crate::policies;
 
 /// Where a VirtualService sits and which proxy its routes are for.
 pub(crate) struct Scope<'a> {
@@ -45,38 +46,82 @@ pub(crate) enum Context<'a> {
 pub(crate) fn virtual_service_routes(vs: &VirtualService, scope: &Scope) -> Vec<Route> {
     let mut out = Vec::new();
     for (i, http) in vs.http.iter().enumerate() {
-        let Some(action) = route_action(http, scope) else {
+        let name = http.name.clone().unwrap_or_else(|| format!("route-{i}"));
+        let Some(template) = http_route(&name, http, scope) else {
             continue;
         };
-        let name = http.name.clone().unwrap_or_else(|| format!("route-{i}"));
         if http.matches.is_empty() {
-            out.push(route(&name, catch_all(), action));
+            out.push(Route {
+                r#match: Some(catch_all()),
+                ..template
+            });
             continue;
         }
         // A route whose matches all concern other proxies is no route here
         // (not a catch-all).
         for m in http.matches.iter().filter(|m| applies_here(m, scope)) {
-            out.push(route(&name, route_match(m), action.clone()));
+            out.push(Route {
+                r#match: Some(route_match(m)),
+                ..template.clone()
+            });
         }
     }
     out
 }
 
-pub(crate) fn route_to_cluster(name: &str, cluster: &str) -> Route {
+/// A catch-all route to one cluster: the default outbound route of a
+/// service (with Istio's default retries) or an inbound or passthrough
+/// route (without). No timeout, as istiod writes them.
+pub(crate) fn route_to_cluster(name: &str, cluster: &str, retries: bool) -> Route {
     let action = RouteAction {
         cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.into())),
+        timeout: Some(policies::timeout(None)),
+        retry_policy: retries.then(policies::default_retry),
         ..Default::default()
     };
-    route(name, catch_all(), action)
-}
-
-fn route(name: &str, matcher: RouteMatch, action: RouteAction) -> Route {
     Route {
         name: name.into(),
-        r#match: Some(matcher),
+        r#match: Some(catch_all()),
         action: Some(route::Action::Route(action)),
         ..Default::default()
     }
+}
+
+/// Everything of an Envoy route but its match: the action (forward,
+/// redirect or direct response), header mutations and the fault filter's
+/// per-route config. None when the route has nowhere to go.
+fn http_route(name: &str, http: &HttpRoute, scope: &Scope) -> Option<Route> {
+    let action = if let Some(r) = &http.redirect {
+        route::Action::Redirect(policies::redirect(r, scope.port))
+    } else if let Some(d) = &http.direct_response {
+        route::Action::DirectResponse(policies::direct_response(d))
+    } else {
+        route::Action::Route(route_action(http, scope)?)
+    };
+    let headers = http.headers.as_ref();
+    let mut request = policies::header_mutations(headers.and_then(|h| h.request.as_ref()));
+    let mut response = policies::header_mutations(headers.and_then(|h| h.response.as_ref()));
+    // One destination's headers join the route's; several destinations
+    // keep theirs on their weighted clusters (see `route_action`).
+    if let [only] = http.route.as_slice() {
+        let dh = only.headers.as_ref();
+        let dreq = policies::header_mutations(dh.and_then(|h| h.request.as_ref()));
+        let dresp = policies::header_mutations(dh.and_then(|h| h.response.as_ref()));
+        request.add.extend(dreq.add);
+        request.remove.extend(dreq.remove);
+        response.add.extend(dresp.add);
+        response.remove.extend(dresp.remove);
+    }
+    Some(Route {
+        name: name.into(),
+        action: Some(action),
+        request_headers_to_add: request.add,
+        request_headers_to_remove: request.remove,
+        response_headers_to_add: response.add,
+        response_headers_to_remove: response.remove,
+        typed_per_filter_config: http.fault.as_ref().map(policies::fault).unwrap_or_default(),
+        ..Default::default()
+    })
 }
 
 fn catch_all() -> RouteMatch {
@@ -199,23 +244,41 @@ fn route_action(http: &HttpRoute, scope: &Scope) -> Option<RouteAction> {
             route_action::ClusterSpecifier::Cluster(destination_cluster(&only.destination, scope))
         }
         many => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
-            clusters: many
-                .iter()
-                .map(|d| weighted_cluster::ClusterWeight {
-                    name: destination_cluster(&d.destination, scope),
-                    weight: Some(UInt32Value {
-                        value: u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0),
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
+            clusters: many.iter().map(|d| weighted(d, scope)).collect(),
             ..Default::default()
         }),
     };
+    let rewrite = http.rewrite.as_ref();
     Some(RouteAction {
         cluster_specifier: Some(specifier),
+        timeout: Some(policies::timeout(http.timeout.as_ref())),
+        retry_policy: policies::retry(http.retries.as_ref()),
+        prefix_rewrite: rewrite.and_then(|r| r.uri.clone()).unwrap_or_default(),
+        regex_rewrite: rewrite
+            .and_then(|r| r.uri_regex_rewrite.as_ref())
+            .map(|r| policies::regex_rewrite(&r.pattern, &r.rewrite)),
+        host_rewrite_specifier: rewrite
+            .and_then(|r| r.authority.clone())
+            .map(route_action::HostRewriteSpecifier::HostRewriteLiteral),
         ..Default::default()
     })
+}
+
+fn weighted(d: &HttpRouteDestination, scope: &Scope) -> weighted_cluster::ClusterWeight {
+    let dh = d.headers.as_ref();
+    let request = policies::header_mutations(dh.and_then(|h| h.request.as_ref()));
+    let response = policies::header_mutations(dh.and_then(|h| h.response.as_ref()));
+    weighted_cluster::ClusterWeight {
+        name: destination_cluster(&d.destination, scope),
+        weight: Some(UInt32Value {
+            value: u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0),
+        }),
+        request_headers_to_add: request.add,
+        request_headers_to_remove: request.remove,
+        response_headers_to_add: response.add,
+        response_headers_to_remove: response.remove,
+        ..Default::default()
+    }
 }
 
 /// The outbound cluster a destination names. The port is the destination's,

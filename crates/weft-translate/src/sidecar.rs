@@ -108,7 +108,7 @@ fn outbound_routes(
     virtual_hosts.push(VirtualHost {
         name: "allow_any".into(),
         domains: vec!["*".into()],
-        routes: vec![route_to_cluster("allow_any", PASSTHROUGH)],
+        routes: vec![route_to_cluster("allow_any", PASSTHROUGH, false)],
         ..Default::default()
     });
     RouteConfiguration {
@@ -161,6 +161,7 @@ fn service_virtual_host(
         routes.push(route_to_cluster(
             "default",
             &cluster_name("outbound", port, "", &fqdn),
+            true,
         ));
     }
     VirtualHost {
@@ -212,7 +213,7 @@ fn inbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
                     virtual_hosts: vec![VirtualHost {
                         name: format!("inbound|http|{port}"),
                         domains: vec!["*".into()],
-                        routes: vec![route_to_cluster("default", &cluster)],
+                        routes: vec![route_to_cluster("default", &cluster, false)],
                         ..Default::default()
                     }],
                     ..Default::default()

@@ -78,13 +78,8 @@ pub struct HttpRoute {
 impl HttpRoute {
     /// Names of the fields that are set but not yet enforced by the proxy.
     pub fn unenforced_fields(&self) -> Vec<&'static str> {
-        let fields: [(&'static str, bool); 12] = [
-            ("redirect", self.redirect.is_some()),
-            ("directResponse", self.direct_response.is_some()),
+        let fields: [(&'static str, bool); 7] = [
             ("delegate", self.delegate.is_some()),
-            ("rewrite", self.rewrite.is_some()),
-            ("retries", self.retries.is_some()),
-            ("fault", self.fault.is_some()),
             ("mirror", self.mirror.is_some()),
             ("mirrors", self.mirrors.is_some()),
             ("mirrorPercentage", self.mirror_percentage.is_some()),
@@ -92,18 +87,11 @@ impl HttpRoute {
             ("mirror_percent", self.mirror_percent_snake.is_some()),
             ("corsPolicy", self.cors_policy.is_some()),
         ];
-        let mut out: Vec<&'static str> = fields
+        fields
             .iter()
             .filter(|(_, set)| *set)
             .map(|(n, _)| *n)
-            .collect();
-        if self.timeout.is_some() {
-            out.push("timeout");
-        }
-        if self.headers.is_some() {
-            out.push("headers");
-        }
-        out
+            .collect()
     }
 }
 

@@ -46,6 +46,15 @@ pub struct ClusterCfg {
 }
 
 impl ClusterCfg {
+    /// How to reach one of this cluster's endpoints.
+    pub(crate) fn peer(&self, addr: SocketAddr) -> crate::upstream::Peer {
+        crate::upstream::Peer {
+            addr,
+            bind_source: self.bind_source,
+            connect_timeout: self.connect_timeout,
+        }
+    }
+
     /// The endpoint for the next request or connection; None when the
     /// cluster has no endpoint (Envoy's "no healthy upstream", flag UH).
     pub fn pick(&self, original_dst: SocketAddr) -> Option<SocketAddr> {

@@ -7,13 +7,14 @@ use envoy_types::pb::envoy::config::listener::v3::{
     filter, listener_filter, FilterChain, Listener,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager,
+    http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
 use serde::Serialize;
 
 use super::route::{compile_route_table, RouteTable};
 use super::{socket_addr, unpack};
+use crate::filters::{compile_chain as compile_http_filters, FilterChain as HttpFilters};
 
 #[derive(Debug, Serialize)]
 pub struct ListenerCfg {
@@ -40,6 +41,7 @@ pub enum ChainAction {
     Http {
         stat_prefix: String,
         routes: RouteRef,
+        filters: Arc<HttpFilters>,
     },
     Tcp {
         stat_prefix: String,
@@ -67,7 +69,6 @@ impl ListenerCfg {
 const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
 const HCM: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
-const ROUTER: &str = "envoy.filters.http.router";
 
 pub(crate) fn compile_listener(l: &Listener) -> Result<ListenerCfg, String> {
     let address = socket_addr(&l.address)?;
@@ -154,13 +155,7 @@ fn compile_chain(c: &FilterChain) -> Result<ChainCfg, String> {
 }
 
 fn http_action(hcm: &HttpConnectionManager) -> Result<ChainAction, String> {
-    for f in &hcm.http_filters {
-        let is_router = f.name == ROUTER
-            || matches!(&f.config_type, Some(http_filter::ConfigType::TypedConfig(a)) if a.type_url.ends_with("router.v3.Router"));
-        if !is_router {
-            return Err(format!("HTTP filter {:?} is not supported", f.name));
-        }
-    }
+    let filters = Arc::new(compile_http_filters(&hcm.http_filters)?);
     let routes = match &hcm.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => RouteRef::Rds(rds.route_config_name.clone()),
         Some(RouteSpecifier::RouteConfig(rc)) => {
@@ -171,6 +166,7 @@ fn http_action(hcm: &HttpConnectionManager) -> Result<ChainAction, String> {
     Ok(ChainAction::Http {
         stat_prefix: hcm.stat_prefix.clone(),
         routes,
+        filters,
     })
 }
 

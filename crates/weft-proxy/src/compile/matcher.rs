@@ -72,7 +72,7 @@ mod header_name_text {
     }
 }
 
-mod regex_text {
+pub(super) mod regex_text {
     pub fn serialize<S: serde::Serializer>(r: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(r.as_str())
     }

@@ -6,6 +6,7 @@
 //! implement is an error, which becomes the NACK's reason.
 
 mod cluster;
+mod headers;
 mod listener;
 mod matcher;
 mod route;
@@ -16,9 +17,13 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use cluster::{ClusterCfg, ClusterKind, Endpoints, LbPolicy};
+pub use headers::{Append, HeaderOps};
 pub use listener::{ChainAction, ChainCfg, ListenerCfg, RouteRef};
 pub use matcher::{HeaderKey, HeaderMatch, PathMatch, QueryMatch, RequestView, ValueMatch};
-pub use route::{Action, RouteCfg, RouteTable, VirtualHostCfg};
+pub use route::{
+    Action, Clusters, Forward, PathRewrite, Redirect, RouteCfg, RouteTable, VirtualHostCfg,
+    WeightedTarget,
+};
 
 pub(crate) use cluster::{compile_cluster, compile_endpoints};
 pub(crate) use listener::compile_listener;
@@ -87,4 +92,14 @@ pub(crate) fn socket_addr(
         )
     })?;
     Ok(std::net::SocketAddr::new(ip, port))
+}
+
+/// A protobuf duration as a std one; negative ones are an error.
+pub(crate) fn duration(
+    d: &envoy_types::pb::google::protobuf::Duration,
+) -> Result<std::time::Duration, String> {
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(format!("negative duration {}s {}ns", d.seconds, d.nanos));
+    }
+    Ok(std::time::Duration::new(d.seconds as u64, d.nanos as u32))
 }

@@ -4,14 +4,24 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::route::v3::{
-    route, route_action, Route, RouteConfiguration, RouteMatch, VirtualHost,
+    redirect_action, route, route_action, DirectResponseAction, RedirectAction, Route, RouteAction,
+    RouteConfiguration, RouteMatch, VirtualHost,
 };
+use http::{HeaderValue, StatusCode};
+use regex::Regex;
 use serde::Serialize;
 
+use super::duration;
+use super::headers::{compile_header_ops, HeaderOps};
 use super::matcher::{
     compile_header, compile_path, compile_query, HeaderMatch, PathMatch, QueryMatch, RequestView,
 };
+use crate::filters::{compile_route_filters, RouteFilters};
+use crate::router::retry::{self, RetryPolicy};
 
 #[derive(Debug, Serialize)]
 pub struct RouteTable {
@@ -77,16 +87,88 @@ pub struct RouteCfg {
     pub headers: Vec<HeaderMatch>,
     pub query: Vec<QueryMatch>,
     pub action: Action,
+    /// Per-route filter config (`typed_per_filter_config`), compiled.
+    pub filters: RouteFilters,
+    /// The route's own mutations, then its virtual host's.
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
 }
 
 #[derive(Debug, Serialize)]
 pub enum Action {
-    Cluster(Arc<str>),
+    Forward(Box<Forward>),
+    Redirect(Box<Redirect>),
+    Direct {
+        #[serde(serialize_with = "status_code")]
+        status: StatusCode,
+        #[serde(serialize_with = "lossy")]
+        body: Bytes,
+    },
+}
+
+/// Where a request goes upstream, and how (Envoy's `RouteAction`).
+#[derive(Debug, Serialize)]
+pub struct Forward {
+    pub clusters: Clusters,
+    /// None: no timeout (Istio's default, `0s`); Envoy's default when the
+    /// field is absent is 15 s.
+    pub timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
+    pub rewrite: Option<PathRewrite>,
+    #[serde(serialize_with = "opt_value")]
+    pub host_rewrite: Option<HeaderValue>,
+}
+
+#[derive(Debug, Serialize)]
+pub enum Clusters {
+    One(Arc<str>),
     /// Clusters with their cumulative weight bounds, for one random draw.
     Weighted {
-        clusters: Vec<(Arc<str>, u32)>,
+        clusters: Vec<WeightedTarget>,
         total: u32,
     },
+}
+
+#[derive(Debug, Serialize)]
+pub struct WeightedTarget {
+    pub name: Arc<str>,
+    pub bound: u32,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+#[derive(Debug, Serialize)]
+pub enum PathRewrite {
+    /// Replaces the matched prefix (or the whole path, for other matches).
+    Prefix(String),
+    Regex(#[serde(with = "super::matcher::regex_text")] Regex, String),
+}
+
+#[derive(Debug, Serialize)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub prefix: Option<String>,
+    #[serde(serialize_with = "status_code")]
+    pub code: StatusCode,
+    pub strip_query: bool,
+}
+
+fn status_code<S: serde::Serializer>(c: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u16(c.as_u16())
+}
+
+fn lossy<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(b))
+}
+
+fn opt_value<S: serde::Serializer>(v: &Option<HeaderValue>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(&String::from_utf8_lossy(v.as_bytes())),
+        None => s.serialize_none(),
+    }
 }
 
 impl RouteTable {
@@ -137,19 +219,30 @@ impl RouteCfg {
     }
 }
 
-impl Action {
+impl Clusters {
     /// The cluster for one request; `draw` is uniform in `0..total`.
-    pub fn pick(&self, draw: impl FnOnce(u32) -> u32) -> Option<&Arc<str>> {
+    pub fn pick(&self, draw: impl FnOnce(u32) -> u32) -> (&Arc<str>, Option<&WeightedTarget>) {
         match self {
-            Action::Cluster(c) => Some(c),
-            Action::Weighted { clusters, total } => {
+            Clusters::One(c) => (c, None),
+            Clusters::Weighted { clusters, total } => {
                 let x = draw(*total);
-                clusters
+                let t = clusters
                     .iter()
-                    .find(|(_, bound)| x < *bound)
-                    .or(clusters.last())
-                    .map(|(c, _)| c)
+                    .find(|t| x < t.bound)
+                    .unwrap_or(&clusters[clusters.len() - 1]);
+                (&t.name, Some(t))
             }
+        }
+    }
+}
+
+impl RouteCfg {
+    /// The length of the path prefix a prefix rewrite replaces: the matched
+    /// prefix for prefix matches, the whole path otherwise (as Envoy does).
+    pub fn rewritten_len(&self, path: &str) -> usize {
+        match &self.path {
+            PathMatch::Prefix(p) | PathMatch::PrefixIgnoreCase(p) => p.len().min(path.len()),
+            _ => path.len(),
         }
     }
 }
@@ -164,15 +257,29 @@ pub(crate) fn compile_route_table(rc: &RouteConfiguration) -> Result<RouteTable,
 }
 
 fn compile_virtual_host(vh: &VirtualHost) -> Result<VirtualHostCfg, String> {
-    if vh.require_tls != 0 || !vh.virtual_clusters.is_empty() || vh.retry_policy.is_some() {
-        return Err("require_tls, virtual_clusters and retry_policy are not supported".into());
+    if vh.require_tls != 0
+        || !vh.virtual_clusters.is_empty()
+        || vh.retry_policy.is_some()
+        || !vh.typed_per_filter_config.is_empty()
+    {
+        return Err("require_tls, virtual_clusters, retry_policy and typed_per_filter_config on virtual hosts are not supported".into());
     }
+    let vh_request = compile_header_ops(&vh.request_headers_to_add, &vh.request_headers_to_remove)?;
+    let vh_response =
+        compile_header_ops(&vh.response_headers_to_add, &vh.response_headers_to_remove)?;
     let routes = vh
         .routes
         .iter()
         .enumerate()
-        .map(|(i, r)| compile_route(r).map_err(|e| format!("routes[{i}] {:?}: {e}", r.name)))
-        .collect::<Result<_, _>>()?;
+        .map(|(i, r)| {
+            let mut route =
+                compile_route(r).map_err(|e| format!("routes[{i}] {:?}: {e}", r.name))?;
+            // Resolved once here: the route's mutations, then the host's.
+            route.request_headers = std::mem::take(&mut route.request_headers).then(&vh_request);
+            route.response_headers = std::mem::take(&mut route.response_headers).then(&vh_response);
+            Ok(route)
+        })
+        .collect::<Result<_, String>>()?;
     Ok(VirtualHostCfg {
         name: vh.name.clone(),
         domains: vh.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
@@ -203,13 +310,9 @@ fn compile_route(r: &Route) -> Result<RouteCfg, String> {
         .map(compile_query)
         .collect::<Result<_, _>>()?;
     let action = match &r.action {
-        Some(route::Action::Route(a)) => compile_action(a)?,
-        Some(route::Action::Redirect(_)) => {
-            return Err("redirect routes are not supported yet".into())
-        }
-        Some(route::Action::DirectResponse(_)) => {
-            return Err("direct_response routes are not supported yet".into())
-        }
+        Some(route::Action::Route(a)) => Action::Forward(Box::new(compile_forward(a)?)),
+        Some(route::Action::Redirect(a)) => Action::Redirect(Box::new(compile_redirect(a)?)),
+        Some(route::Action::DirectResponse(d)) => compile_direct(d)?,
         _ => return Err("route action is not supported".into()),
     };
     Ok(RouteCfg {
@@ -218,35 +321,180 @@ fn compile_route(r: &Route) -> Result<RouteCfg, String> {
         headers,
         query,
         action,
+        filters: compile_route_filters(&r.typed_per_filter_config)?,
+        request_headers: compile_header_ops(
+            &r.request_headers_to_add,
+            &r.request_headers_to_remove,
+        )?,
+        response_headers: compile_header_ops(
+            &r.response_headers_to_add,
+            &r.response_headers_to_remove,
+        )?,
     })
 }
 
-fn compile_action(
-    a: &envoy_types::pb::envoy::config::route::v3::RouteAction,
-) -> Result<Action, String> {
-    let plain = envoy_types::pb::envoy::config::route::v3::RouteAction {
+fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
+    let supported = RouteAction {
         cluster_specifier: a.cluster_specifier.clone(),
+        timeout: a.timeout,
+        retry_policy: a.retry_policy.clone(),
+        prefix_rewrite: a.prefix_rewrite.clone(),
+        regex_rewrite: a.regex_rewrite.clone(),
+        host_rewrite_specifier: a.host_rewrite_specifier.clone(),
+        // Istio sets these beside `timeout`; they bound HTTP/2 streams and
+        // gRPC deadlines, which the timeout already covers for HTTP/1.1.
+        max_stream_duration: a.max_stream_duration,
         ..Default::default()
     };
-    if *a != plain {
-        return Err("route actions support cluster and weighted_clusters only (timeouts, retries, rewrites, mirrors are not implemented yet)".into());
+    if *a != supported {
+        return Err("route actions support cluster, weighted_clusters, timeout, retry_policy, prefix_rewrite, regex_rewrite and host_rewrite_literal only (mirrors, hash policies, upgrades are not implemented yet)".into());
     }
-    match &a.cluster_specifier {
-        Some(route_action::ClusterSpecifier::Cluster(c)) => Ok(Action::Cluster(c.as_str().into())),
+    if !a.prefix_rewrite.is_empty() && a.regex_rewrite.is_some() {
+        return Err("set only one of prefix_rewrite and regex_rewrite".into());
+    }
+    let rewrite = match &a.regex_rewrite {
+        Some(rr) => {
+            let pattern = rr.pattern.as_ref().ok_or("regex_rewrite needs a pattern")?;
+            let re = Regex::new(&pattern.regex)
+                .map_err(|e| format!("regex_rewrite {:?}: {e}", pattern.regex))?;
+            Some(PathRewrite::Regex(re, envoy_substitution(&rr.substitution)))
+        }
+        None if !a.prefix_rewrite.is_empty() => Some(PathRewrite::Prefix(a.prefix_rewrite.clone())),
+        None => None,
+    };
+    let host_rewrite = match &a.host_rewrite_specifier {
+        None => None,
+        Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(h)) => Some(
+            HeaderValue::from_str(h)
+                .map_err(|_| format!("host_rewrite_literal {h:?} is not a valid host"))?,
+        ),
+        Some(_) => return Err("only host_rewrite_literal is supported".into()),
+    };
+    let timeout = match &a.timeout {
+        None => Some(Duration::from_secs(15)),
+        Some(d) => Some(duration(d)?).filter(|d| !d.is_zero()),
+    };
+    Ok(Forward {
+        clusters: compile_clusters(&a.cluster_specifier)?,
+        timeout,
+        retry: a.retry_policy.as_ref().map(retry::compile).transpose()?,
+        rewrite,
+        host_rewrite,
+    })
+}
+
+/// Envoy's substitutions name groups as `\1`; the regex crate as `${1}`.
+fn envoy_substitution(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                out.push_str("${");
+                while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                    out.push(d);
+                }
+                out.push('}');
+            }
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn compile_clusters(spec: &Option<route_action::ClusterSpecifier>) -> Result<Clusters, String> {
+    match spec {
+        Some(route_action::ClusterSpecifier::Cluster(c)) => Ok(Clusters::One(c.as_str().into())),
         Some(route_action::ClusterSpecifier::WeightedClusters(w)) => {
             let mut total = 0u32;
             let mut clusters = Vec::new();
             for c in &w.clusters {
-                total += c.weight.map(|w| w.value).unwrap_or(0);
-                clusters.push((c.name.as_str().into(), total));
+                if !c.cluster_header.is_empty() || c.metadata_match.is_some() {
+                    return Err(format!("weighted cluster {:?}: cluster_header and metadata_match are not supported", c.name));
+                }
+                total = total
+                    .checked_add(c.weight.map(|w| w.value).unwrap_or(0))
+                    .ok_or("weighted_clusters: weights overflow")?;
+                clusters.push(WeightedTarget {
+                    name: c.name.as_str().into(),
+                    bound: total,
+                    request_headers: compile_header_ops(
+                        &c.request_headers_to_add,
+                        &c.request_headers_to_remove,
+                    )?,
+                    response_headers: compile_header_ops(
+                        &c.response_headers_to_add,
+                        &c.response_headers_to_remove,
+                    )?,
+                });
             }
             if total == 0 {
                 return Err("weighted_clusters: weights add up to 0".into());
             }
-            Ok(Action::Weighted { clusters, total })
+            Ok(Clusters::Weighted { clusters, total })
         }
         _ => Err("only cluster and weighted_clusters are supported".into()),
     }
+}
+
+fn compile_redirect(a: &RedirectAction) -> Result<Redirect, String> {
+    use redirect_action::{
+        PathRewriteSpecifier as P, RedirectResponseCode as C, SchemeRewriteSpecifier as S,
+    };
+    let code = match C::try_from(a.response_code) {
+        Ok(C::MovedPermanently) => StatusCode::MOVED_PERMANENTLY,
+        Ok(C::Found) => StatusCode::FOUND,
+        Ok(C::SeeOther) => StatusCode::SEE_OTHER,
+        Ok(C::TemporaryRedirect) => StatusCode::TEMPORARY_REDIRECT,
+        Ok(C::PermanentRedirect) => StatusCode::PERMANENT_REDIRECT,
+        Err(_) => {
+            return Err(format!(
+                "unknown redirect response_code {}",
+                a.response_code
+            ))
+        }
+    };
+    let scheme = match &a.scheme_rewrite_specifier {
+        None => None,
+        Some(S::HttpsRedirect(true)) => Some("https".to_string()),
+        Some(S::HttpsRedirect(false)) => None,
+        Some(S::SchemeRedirect(s)) => Some(s.to_ascii_lowercase()),
+    };
+    let (path, prefix) = match &a.path_rewrite_specifier {
+        None => (None, None),
+        Some(P::PathRedirect(p)) => (Some(p.clone()), None),
+        Some(P::PrefixRewrite(p)) => (None, Some(p.clone())),
+        Some(_) => return Err("redirects support path_redirect and prefix_rewrite only".into()),
+    };
+    Ok(Redirect {
+        scheme,
+        host: Some(a.host_redirect.clone()).filter(|h| !h.is_empty()),
+        port: match a.port_redirect {
+            0 => None,
+            p => Some(u16::try_from(p).map_err(|_| format!("port_redirect {p} out of range"))?),
+        },
+        path,
+        prefix,
+        code,
+        strip_query: a.strip_query,
+    })
+}
+
+fn compile_direct(d: &DirectResponseAction) -> Result<Action, String> {
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+    let status = u16::try_from(d.status)
+        .ok()
+        .filter(|s| (200..600).contains(s))
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .ok_or_else(|| format!("direct_response status {} is not in 200..599", d.status))?;
+    let body = match d.body.as_ref().and_then(|b| b.specifier.as_ref()) {
+        None => Bytes::new(),
+        Some(Specifier::InlineString(s)) => Bytes::from(s.clone()),
+        Some(Specifier::InlineBytes(b)) => Bytes::from(b.clone()),
+        Some(_) => return Err("direct_response body must be inline_string or inline_bytes".into()),
+    };
+    Ok(Action::Direct { status, body })
 }
 
 #[cfg(test)]
@@ -286,14 +534,26 @@ mod tests {
 
     #[test]
     fn weighted_pick_follows_bounds() {
-        let a = Action::Weighted {
-            clusters: vec![("v1".into(), 80), ("v2".into(), 100)],
+        let target = |name: &str, bound| WeightedTarget {
+            name: name.into(),
+            bound,
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
+        };
+        let a = Clusters::Weighted {
+            clusters: vec![target("v1", 80), target("v2", 100)],
             total: 100,
         };
-        let pick = |x: u32| a.pick(|_| x).map(|c| c.to_string());
-        assert_eq!(pick(0).as_deref(), Some("v1"));
-        assert_eq!(pick(79).as_deref(), Some("v1"));
-        assert_eq!(pick(80).as_deref(), Some("v2"));
-        assert_eq!(pick(99).as_deref(), Some("v2"));
+        let pick = |x: u32| a.pick(|_| x).0.to_string();
+        assert_eq!(pick(0), "v1");
+        assert_eq!(pick(79), "v1");
+        assert_eq!(pick(80), "v2");
+        assert_eq!(pick(99), "v2");
+    }
+
+    #[test]
+    fn envoy_substitutions_become_regex_crate_ones() {
+        assert_eq!(envoy_substitution("/v2/\\1/x\\12"), "/v2/${1}/x${12}");
+        assert_eq!(envoy_substitution("$cost"), "$$cost");
     }
 }

@@ -1,0 +1,150 @@
+//! Why a request or connection did not get what it asked for, and the one
+//! place that maps each reason to Envoy's status, body and response flag.
+//!
+//! Flags are a bit set: a request can carry several (a delayed request that
+//! then timed out is `DI,UT`), and they print in Envoy's own order so access
+//! logs read as Envoy's do.
+
+use http::StatusCode;
+
+/// Envoy's response flags, in the order Envoy prints them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Flags(u32);
+
+impl Flags {
+    pub const NO_HEALTHY_UPSTREAM: Flags = Flags(1 << 0); // UH
+    pub const UPSTREAM_TIMEOUT: Flags = Flags(1 << 1); // UT
+    pub const CONNECT_FAILURE: Flags = Flags(1 << 2); // UF
+    pub const CONNECTION_TERMINATION: Flags = Flags(1 << 3); // UC
+    pub const NO_ROUTE: Flags = Flags(1 << 4); // NR
+    pub const DELAY_INJECTED: Flags = Flags(1 << 5); // DI
+    pub const FAULT_INJECTED: Flags = Flags(1 << 6); // FI
+    pub const DOWNSTREAM_TERMINATION: Flags = Flags(1 << 7); // DC
+    pub const RETRY_LIMIT_EXCEEDED: Flags = Flags(1 << 8); // URX
+    pub const NO_CLUSTER: Flags = Flags(1 << 9); // NC
+
+    const NAMES: [&'static str; 10] = ["UH", "UT", "UF", "UC", "NR", "DI", "FI", "DC", "URX", "NC"];
+
+    pub fn insert(&mut self, other: Flags) {
+        self.0 |= other.0;
+    }
+
+    #[cfg(test)]
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::fmt::Display for Flags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("-");
+        }
+        let mut first = true;
+        for (bit, name) in Flags::NAMES.iter().enumerate() {
+            if self.0 & (1 << bit) != 0 {
+                if !first {
+                    f.write_str(",")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every way the proxy answers a request itself instead of with an
+/// upstream's response.
+#[derive(Debug)]
+pub(crate) enum ProxyError {
+    /// No virtual host or route matched.
+    NoRoute,
+    /// The route names a cluster this proxy does not have.
+    NoCluster,
+    /// The cluster has no endpoint to send to.
+    NoHealthyUpstream,
+    /// No connection could be made.
+    ConnectFailure(std::io::Error),
+    /// The connection failed after the request was handed to it.
+    ConnectionTermination(hyper::Error),
+    /// The route's timeout (or the last try's timeout) passed.
+    UpstreamTimeout,
+    /// The fault filter aborted the request with this status.
+    FaultAbort(StatusCode),
+    /// The fault filter aborted a gRPC request with this gRPC status.
+    GrpcFaultAbort(u32),
+    /// Reading the request body from the client failed.
+    DownstreamBody(hyper::Error),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::DownstreamBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::FaultAbort(s) => *s,
+            // gRPC carries its status in `grpc-status`, on an HTTP 200.
+            ProxyError::GrpcFaultAbort(_) => StatusCode::OK,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn flag(&self) -> Flags {
+        match self {
+            ProxyError::NoRoute => Flags::NO_ROUTE,
+            ProxyError::DownstreamBody(_) => Flags::DOWNSTREAM_TERMINATION,
+            ProxyError::NoCluster => Flags::NO_CLUSTER,
+            ProxyError::NoHealthyUpstream => Flags::NO_HEALTHY_UPSTREAM,
+            ProxyError::ConnectFailure(_) => Flags::CONNECT_FAILURE,
+            ProxyError::ConnectionTermination(_) => Flags::CONNECTION_TERMINATION,
+            ProxyError::UpstreamTimeout => Flags::UPSTREAM_TIMEOUT,
+            ProxyError::FaultAbort(_) | ProxyError::GrpcFaultAbort(_) => Flags::FAULT_INJECTED,
+        }
+    }
+
+    /// The body of Envoy's local reply for this reason.
+    pub fn body(&self) -> &'static str {
+        match self {
+            ProxyError::NoHealthyUpstream => "no healthy upstream",
+            ProxyError::ConnectFailure(_) => {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+            }
+            ProxyError::ConnectionTermination(_) => {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+            }
+            ProxyError::UpstreamTimeout => "upstream request timeout",
+            ProxyError::FaultAbort(_) | ProxyError::GrpcFaultAbort(_) => "fault filter abort",
+            ProxyError::NoRoute | ProxyError::NoCluster | ProxyError::DownstreamBody(_) => "",
+        }
+    }
+
+    /// What the access log's detail field says, when there is more to say.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            ProxyError::ConnectFailure(e) => Some(e.to_string()),
+            ProxyError::ConnectionTermination(e) | ProxyError::DownstreamBody(e) => {
+                Some(e.to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Flags;
+
+    #[test]
+    fn flags_print_in_envoys_order() {
+        assert_eq!(Flags::default().to_string(), "-");
+        let mut f = Flags::RETRY_LIMIT_EXCEEDED;
+        f.insert(Flags::CONNECT_FAILURE);
+        assert_eq!(f.to_string(), "UF,URX");
+        let mut f = Flags::UPSTREAM_TIMEOUT;
+        f.insert(Flags::DELAY_INJECTED);
+        assert_eq!(f.to_string(), "UT,DI");
+        assert!(f.contains(Flags::DELAY_INJECTED));
+    }
+}

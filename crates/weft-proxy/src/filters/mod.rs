@@ -1,0 +1,149 @@
+//! The HTTP filter chain: the HttpConnectionManager's `http_filters`,
+//! compiled into a list of a concrete enum, one small module per filter.
+//!
+//! A request runs each filter's request phase in order up to the router,
+//! which must come last; the response comes back through the chain in
+//! reverse. Per-route configuration (`typed_per_filter_config`) is compiled
+//! into the route itself, so the request path never looks it up by name. A
+//! filter the chain does not name costs nothing; one Weft does not know is
+//! a NACK.
+//!
+//! Where the later filters go: `envoy.filters.http.jwt_authn` and
+//! `envoy.filters.http.rbac` before fault (Istio's authn/authz phases),
+//! `istio.stats` just before the router, Lua and Wasm where the list puts
+//! them.
+
+pub(crate) mod fault;
+
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_filter, HttpFilter as HttpFilterProto,
+};
+use serde::Serialize;
+
+use crate::compile::unpack;
+use crate::error::{Flags, ProxyError};
+
+pub const CORS: &str = "envoy.filters.http.cors";
+pub const ROUTER: &str = "envoy.filters.http.router";
+
+#[derive(Debug, Clone, Serialize)]
+pub enum HttpFilter {
+    /// The filter's own fault config, used by routes that set none.
+    Fault(Option<fault::FaultCfg>),
+    /// CORS with no policy on any route does nothing; routes' CORS policies
+    /// are not implemented yet (the translator does not emit them).
+    Cors,
+}
+
+/// The filters before the router, in order.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FilterChain {
+    pub filters: Vec<HttpFilter>,
+}
+
+/// What one route overrides in the filters (`typed_per_filter_config`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RouteFilters {
+    pub fault: Option<fault::FaultCfg>,
+}
+
+pub(crate) fn compile_chain(list: &[HttpFilterProto]) -> Result<FilterChain, String> {
+    let Some((last, rest)) = list.split_last() else {
+        return Err("http_filters is empty; the router must be the last filter".into());
+    };
+    if filter_kind(last)? != Kind::Router {
+        return Err(format!(
+            "the last HTTP filter must be {ROUTER}, not {:?}",
+            last.name
+        ));
+    }
+    let mut filters = Vec::new();
+    for f in rest {
+        let compiled = match filter_kind(f)? {
+            Kind::Router => return Err(format!("{ROUTER} must be the last HTTP filter")),
+            Kind::Fault => {
+                let own = match &f.config_type {
+                    Some(http_filter::ConfigType::TypedConfig(any)) => {
+                        let proto = unpack(any)?;
+                        let cfg = fault::compile(&proto)?;
+                        (cfg.delay.is_some() || cfg.abort.is_some()).then_some(cfg)
+                    }
+                    _ => None,
+                };
+                HttpFilter::Fault(own)
+            }
+            Kind::Cors => HttpFilter::Cors,
+        };
+        filters.push(compiled);
+    }
+    Ok(FilterChain { filters })
+}
+
+#[derive(PartialEq)]
+enum Kind {
+    Fault,
+    Cors,
+    Router,
+}
+
+/// A filter is known by its name or by its config's type URL, as in Envoy.
+fn filter_kind(f: &HttpFilterProto) -> Result<Kind, String> {
+    let type_url = match &f.config_type {
+        Some(http_filter::ConfigType::TypedConfig(any)) => any.type_url.as_str(),
+        _ => "",
+    };
+    let by = |name: &str, ty: &str| f.name == name || type_url.ends_with(ty);
+    if by(fault::NAME, ".fault.v3.HTTPFault") {
+        Ok(Kind::Fault)
+    } else if by(CORS, ".cors.v3.Cors") {
+        Ok(Kind::Cors)
+    } else if by(ROUTER, ".router.v3.Router") {
+        Ok(Kind::Router)
+    } else if f.is_optional {
+        Err(format!(
+            "HTTP filter {:?} is not supported (is_optional is honoured only for known filters)",
+            f.name
+        ))
+    } else {
+        Err(format!("HTTP filter {:?} is not supported", f.name))
+    }
+}
+
+/// Compiles a route's `typed_per_filter_config`: fault may be overridden;
+/// any other filter's per-route config is refused.
+pub(crate) fn compile_route_filters(
+    per_filter: &std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any>,
+) -> Result<RouteFilters, String> {
+    let mut out = RouteFilters::default();
+    for (name, any) in per_filter {
+        if name == fault::NAME || any.type_url.ends_with(".fault.v3.HTTPFault") {
+            out.fault = Some(fault::compile(&unpack(any)?)?);
+        } else {
+            return Err(format!(
+                "typed_per_filter_config for {name:?} is not supported"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+impl FilterChain {
+    /// Runs every request phase, in order, for one request on `route`.
+    pub(crate) async fn on_request(
+        &self,
+        route: &RouteFilters,
+        flags: &mut Flags,
+    ) -> Result<(), ProxyError> {
+        for f in &self.filters {
+            match f {
+                HttpFilter::Fault(own) => {
+                    if let Some(cfg) = route.fault.as_ref().or(own.as_ref()) {
+                        fault::on_request(cfg, flags).await?;
+                    }
+                }
+                HttpFilter::Cors => {}
+            }
+        }
+        Ok(())
+    }
+}

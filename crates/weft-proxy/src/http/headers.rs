@@ -1,0 +1,79 @@
+//! Headers the proxy itself owns: hop-by-hop headers never cross it, and
+//! every request carries an `x-request-id`.
+
+use http::header::{HeaderName, HeaderValue, CONNECTION};
+use http::Request;
+
+const HOP_BY_HOP: [&str; 6] = [
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+/// Connection-scoped headers must not cross the proxy (RFC 9110 §7.6.1),
+/// including the ones the Connection header itself names.
+pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    headers.remove(CONNECTION);
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+}
+
+/// Envoy gives every request an x-request-id (a version-4 UUID) when it has none.
+pub(crate) fn ensure_request_id<B>(req: &mut Request<B>) -> String {
+    if let Some(id) = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        return id.to_string();
+    }
+    let id = uuid_v4(fastrand::u128(..));
+    let text = std::str::from_utf8(&id).expect("hex digits").to_string();
+    if let Ok(v) = HeaderValue::from_bytes(&id) {
+        req.headers_mut().insert("x-request-id", v);
+    }
+    text
+}
+
+/// The textual form of a random UUID (RFC 9562 version 4, variant 10).
+fn uuid_v4(random: u128) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = (random & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
+    let mut out = [b'-'; 36];
+    let mut nibble = 32;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        nibble -= 1;
+        *slot = HEX[((bits >> (nibble * 4)) & 0xf) as usize];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_version_4_uuids() {
+        let id = super::uuid_v4(u128::MAX);
+        assert_eq!(&id, b"ffffffff-ffff-4fff-bfff-ffffffffffff");
+        let id = super::uuid_v4(0);
+        assert_eq!(&id, b"00000000-0000-4000-8000-000000000000");
+        let id = super::uuid_v4(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        assert_eq!(&id, b"01234567-89ab-4def-8123-456789abcdef");
+    }
+}

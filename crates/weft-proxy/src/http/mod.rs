@@ -1,0 +1,101 @@
+//! The HTTP connection manager: one request's lifecycle, start to end, on
+//! the config snapshot it started with.
+//!
+//! accept → codec (hyper) → route → filters' request phases in order →
+//! the route's action (router upstream, redirect or direct response) →
+//! response mutations → access log (written even if the client leaves).
+
+mod headers;
+mod local_reply;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+use crate::access_log::{Entry, Record};
+use crate::compile::{Action, Compiled, RouteRef};
+use crate::error::ProxyError;
+use crate::filters::FilterChain;
+use crate::router;
+use crate::Shared;
+
+pub(crate) use headers::strip_hop_by_hop;
+
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What the request path knows about its downstream connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    pub peer: SocketAddr,
+    /// Original destination (the service VIP or pod address the app dialled).
+    pub destination: SocketAddr,
+    pub listener: String,
+}
+
+/// The HTTP side of one filter chain: where its routes come from and which
+/// filters run before the router.
+#[derive(Clone)]
+pub(crate) struct Chain {
+    pub routes: RouteRef,
+    pub filters: Arc<FilterChain>,
+}
+
+pub(crate) async fn serve(sock: TcpStream, conn: Connection, chain: Chain, shared: Arc<Shared>) {
+    let conn = Arc::new(conn);
+    let service = service_fn(move |req| {
+        let (conn, chain, shared) = (conn.clone(), chain.clone(), shared.clone());
+        async move { Ok::<_, Infallible>(handle(req, &conn, &chain, &shared).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder.serve_connection(TokioIo::new(sock), service).await {
+        tracing::debug!(error = %e, "downstream connection ended with an error");
+    }
+}
+
+/// One request, start to end, on one config snapshot.
+async fn handle(
+    mut req: Request<Incoming>,
+    conn: &Connection,
+    chain: &Chain,
+    shared: &Shared,
+) -> Response<Body> {
+    let snapshot = shared.config.load_full();
+    let request_id = headers::ensure_request_id(&mut req);
+    let mut record = Record::new(Entry::for_request(&req, conn, request_id));
+    let response = match process(req, conn, chain, &snapshot, &mut record.entry).await {
+        Ok(r) => r,
+        Err(e) => local_reply::error(&e, &mut record.entry),
+    };
+    record.finish(response.status());
+    response
+}
+
+async fn process(
+    req: Request<Incoming>,
+    conn: &Connection,
+    chain: &Chain,
+    snapshot: &Compiled,
+    entry: &mut Entry,
+) -> Result<Response<Body>, ProxyError> {
+    let route = router::find_route(&req, &chain.routes, snapshot)?;
+    entry.route = route.name.clone();
+    chain
+        .filters
+        .on_request(&route.filters, &mut entry.flags)
+        .await?;
+    let mut response = match &route.action {
+        Action::Direct { status, body } => local_reply::direct(*status, body.clone()),
+        Action::Redirect(r) => local_reply::redirect(r, route, &req),
+        Action::Forward(fwd) => router::forward(req, route, fwd, conn, snapshot, entry).await?,
+    };
+    route.response_headers.apply(response.headers_mut());
+    Ok(response)
+}

@@ -1,0 +1,263 @@
+//! `envoy.filters.http.router`: the route a request takes, the request it
+//! becomes upstream (rewrites, header mutations), and the tries that send
+//! it: endpoint choice, per-try and route timeouts, retries with back-off.
+
+pub(crate) mod body;
+pub(crate) mod retry;
+
+use std::net::SocketAddr;
+
+use http::header::{HeaderValue, HOST};
+use http::request::Parts;
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::access_log::Entry;
+use crate::compile::{
+    ClusterCfg, Compiled, Forward, PathRewrite, RequestView, RouteCfg, RouteRef, WeightedTarget,
+};
+use crate::error::{Flags, ProxyError};
+use crate::http::{strip_hop_by_hop, Body, Connection};
+use crate::upstream::{self, UpstreamError};
+use body::Replay;
+use retry::{Outcome, RetryPolicy};
+
+/// Virtual host by authority, then the first route that matches (NR when
+/// none does).
+pub(crate) fn find_route<'a, B>(
+    req: &Request<B>,
+    routes: &'a RouteRef,
+    snapshot: &'a Compiled,
+) -> Result<&'a RouteCfg, ProxyError> {
+    let table = match routes {
+        RouteRef::Inline(t) => Some(t),
+        RouteRef::Rds(name) => snapshot.routes.get(name),
+    };
+    let table = table.ok_or(ProxyError::NoRoute)?;
+    let host = authority(req);
+    let vhost = table.virtual_host(host).ok_or(ProxyError::NoRoute)?;
+    let view = RequestView {
+        method: req.method().as_str(),
+        authority: host,
+        scheme: req.uri().scheme_str().unwrap_or("http"),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: req.headers(),
+    };
+    vhost
+        .routes
+        .iter()
+        .find(|r| r.matches(&view))
+        .ok_or(ProxyError::NoRoute)
+}
+
+pub(crate) fn authority<B>(req: &Request<B>) -> &str {
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+/// Sends the request upstream as the route says, within its timeout, with
+/// its retries; the response comes back with hop-by-hop headers removed
+/// and the chosen weighted cluster's response mutations applied.
+pub(crate) async fn forward(
+    req: Request<Incoming>,
+    route: &RouteCfg,
+    fwd: &Forward,
+    conn: &Connection,
+    snapshot: &Compiled,
+    entry: &mut Entry,
+) -> Result<Response<Body>, ProxyError> {
+    let (cluster_name, target) = fwd.clusters.pick(|total| fastrand::u32(..total));
+    entry.cluster = cluster_name.clone();
+    let cluster = snapshot
+        .clusters
+        .get(&**cluster_name)
+        .ok_or(ProxyError::NoCluster)?;
+    let (mut parts, body) = req.into_parts();
+    upstream_request(&mut parts, route, fwd, target);
+    let body = Replay::new(body, &parts.headers)
+        .await
+        .map_err(ProxyError::DownstreamBody)?;
+    let tries = Tries {
+        parts,
+        body,
+        cluster,
+        policy: fwd.retry.as_ref(),
+        destination: conn.destination,
+    };
+    let resp = match fwd.timeout {
+        Some(t) => tokio::time::timeout(t, tries.run(entry))
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout)??,
+        None => tries.run(entry).await?,
+    };
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(t) = target {
+        t.response_headers.apply(&mut parts.headers);
+    }
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// The downstream request made into the upstream one: path and host
+/// rewrites, the route's and the weighted cluster's header mutations,
+/// origin-form URI, HTTP/1.1, no hop-by-hop headers.
+fn upstream_request(
+    parts: &mut Parts,
+    route: &RouteCfg,
+    fwd: &Forward,
+    target: Option<&WeightedTarget>,
+) {
+    // HTTP/2 requests carry the authority in the URI, HTTP/1.1 needs Host.
+    if !parts.headers.contains_key(HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, v);
+        }
+    }
+    let path = rewritten_path(&parts.uri, route, fwd.rewrite.as_ref());
+    if path.is_some() {
+        if let Some(original) = parts
+            .uri
+            .path_and_query()
+            .and_then(|p| HeaderValue::from_str(p.as_str()).ok())
+        {
+            parts.headers.insert("x-envoy-original-path", original);
+        }
+    }
+    let origin_form = match path {
+        Some(p) => Uri::try_from(p).ok(),
+        None => parts.uri.path_and_query().cloned().map(Uri::from),
+    };
+    parts.uri = origin_form.unwrap_or_else(|| Uri::from_static("/"));
+    parts.version = http::Version::HTTP_11;
+    if let Some(host) = &fwd.host_rewrite {
+        parts.headers.insert(HOST, host.clone());
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    route.request_headers.apply(&mut parts.headers);
+    if let Some(t) = target {
+        t.request_headers.apply(&mut parts.headers);
+    }
+}
+
+/// The path (and query) after the route's rewrite, or None when unchanged.
+fn rewritten_path(uri: &Uri, route: &RouteCfg, rewrite: Option<&PathRewrite>) -> Option<String> {
+    let path = uri.path();
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    match rewrite? {
+        PathRewrite::Prefix(prefix) => {
+            let rest = &path[route.rewritten_len(path)..];
+            Some(format!("{prefix}{rest}{query}"))
+        }
+        PathRewrite::Regex(re, substitution) => Some(format!(
+            "{}{query}",
+            re.replace_all(path, substitution.as_str())
+        )),
+    }
+}
+
+/// One request's tries at its upstream.
+struct Tries<'a> {
+    parts: Parts,
+    body: Replay,
+    cluster: &'a ClusterCfg,
+    policy: Option<&'a RetryPolicy>,
+    destination: SocketAddr,
+}
+
+/// How one try failed.
+enum TryError {
+    Upstream(UpstreamError),
+    PerTryTimeout,
+}
+
+impl Tries<'_> {
+    async fn run(mut self, entry: &mut Entry) -> Result<Response<Incoming>, ProxyError> {
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut retries = 0u32;
+        loop {
+            let addr = self.pick(&tried).ok_or(ProxyError::NoHealthyUpstream)?;
+            entry.upstream = Some(addr);
+            let result = self.try_once(addr).await;
+            let outcome = match &result {
+                Ok(resp) => Outcome::Response(resp.status(), resp.headers()),
+                Err(TryError::PerTryTimeout) => Outcome::PerTryTimeout,
+                Err(TryError::Upstream(UpstreamError::Connect(_))) => Outcome::ConnectFailure,
+                // A kept-alive connection that fails before any response
+                // was almost surely closed idle by the upstream: the request
+                // was never processed, so it is retried as a connect failure.
+                Err(TryError::Upstream(UpstreamError::Request { reused: true, .. })) => {
+                    Outcome::ConnectFailure
+                }
+                Err(TryError::Upstream(UpstreamError::Request { .. })) => Outcome::Reset,
+            };
+            let Some(policy) = self.policy.filter(|p| p.retries(&outcome)) else {
+                return finish(result);
+            };
+            if retries >= policy.num_retries || !self.body.replayable() {
+                entry.flags.insert(Flags::RETRY_LIMIT_EXCEEDED);
+                return finish(result);
+            }
+            drop(result);
+            retries += 1;
+            tried.push(addr);
+            tokio::time::sleep(policy.back_off(retries, |ceiling| fastrand::u64(..ceiling))).await;
+        }
+    }
+
+    /// An endpoint; with the previous-hosts predicate, one not tried yet if
+    /// a few draws find one.
+    fn pick(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let avoid = self
+            .policy
+            .filter(|p| p.previous_hosts && !tried.is_empty());
+        let draws = avoid.map_or(1, |p| p.host_selection_attempts.max(1));
+        let mut addr = None;
+        for _ in 0..draws {
+            addr = self.cluster.pick(self.destination);
+            if addr.is_none_or(|a| !tried.contains(&a)) {
+                break;
+            }
+        }
+        addr
+    }
+
+    async fn try_once(&mut self, addr: SocketAddr) -> Result<Response<Incoming>, TryError> {
+        let body = self
+            .body
+            .next()
+            .expect("a try is only made with a body to send");
+        let mut req = Request::new(body);
+        *req.method_mut() = self.parts.method.clone();
+        *req.uri_mut() = self.parts.uri.clone();
+        *req.version_mut() = self.parts.version;
+        *req.headers_mut() = self.parts.headers.clone();
+        let peer = self.cluster.peer(addr);
+        let send = upstream::send(&peer, req);
+        match self.policy.and_then(|p| p.per_try_timeout) {
+            Some(t) => match tokio::time::timeout(t, send).await {
+                Ok(r) => r.map_err(TryError::Upstream),
+                Err(_) => Err(TryError::PerTryTimeout),
+            },
+            None => send.await.map_err(TryError::Upstream),
+        }
+    }
+}
+
+fn finish(result: Result<Response<Incoming>, TryError>) -> Result<Response<Incoming>, ProxyError> {
+    result.map_err(|e| match e {
+        TryError::PerTryTimeout => ProxyError::UpstreamTimeout,
+        TryError::Upstream(UpstreamError::Connect(e)) => ProxyError::ConnectFailure(e),
+        TryError::Upstream(UpstreamError::Request { error, .. }) => {
+            ProxyError::ConnectionTermination(error)
+        }
+    })
+}
