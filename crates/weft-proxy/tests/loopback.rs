@@ -1,0 +1,409 @@
+//! The proxy on loopback, one scenario per test: HTTP filters (fault), the
+//! router's timeouts and retries, redirects, direct responses, rewrites
+//! and header mutations, each through real sockets.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::core::v3::{
+    header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    redirect_action, retry_policy, route, DirectResponseAction, RedirectAction, RetryPolicy,
+};
+use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{fault_delay, FaultDelay};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
+    fault_abort, FaultAbort, HttpFault,
+};
+use envoy_types::pb::envoy::r#type::v3::{fractional_percent::DenominatorType, FractionalPercent};
+use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+use envoy_types::util::pack_any;
+use support::*;
+
+fn millis(ms: u64) -> PbDuration {
+    PbDuration {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+fn percent(p: u32) -> Option<FractionalPercent> {
+    Some(FractionalPercent {
+        numerator: p,
+        denominator: DenominatorType::Hundred as i32,
+    })
+}
+
+/// A route with the fault filter's per-route config.
+fn with_fault(
+    mut r: envoy_types::pb::envoy::config::route::v3::Route,
+    f: HttpFault,
+) -> envoy_types::pb::envoy::config::route::v3::Route {
+    r.typed_per_filter_config
+        .insert("envoy.filters.http.fault".into(), pack_any(f));
+    r
+}
+
+fn abort(status: u32, pct: u32) -> HttpFault {
+    HttpFault {
+        abort: Some(FaultAbort {
+            error_type: Some(fault_abort::ErrorType::HttpStatus(status)),
+            percentage: percent(pct),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Istio's default retry policy, as istiod sends it.
+fn istio_default_retries() -> RetryPolicy {
+    RetryPolicy {
+        retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+            .into(),
+        num_retries: Some(UInt32Value { value: 2 }),
+        retriable_status_codes: vec![503],
+        retry_host_predicate: vec![retry_policy::RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".into(),
+            ..Default::default()
+        }],
+        host_selection_retry_max_attempts: 5,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn plain_route_forwards() {
+    let up = upstream("a", None).await;
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route_to("c")]);
+    let r = get(p.addr, "/hello?x=1").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with("a\n/hello?x=1\n"), "{}", r.body);
+    assert!(r.body.contains("x-request-id: "), "{}", r.body);
+}
+
+#[tokio::test]
+async fn fault_abort_answers_for_the_upstream() {
+    let up = upstream("a", None).await;
+    let route = with_fault(route_to("c"), abort(418, 100));
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route]);
+    let r = get(p.addr, "/").await;
+    assert_eq!(r.status, 418);
+    assert_eq!(r.body, "fault filter abort");
+    assert_eq!(
+        up.requests.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn fault_abort_of_half_hits_half() {
+    let up = upstream("a", None).await;
+    let route = with_fault(route_to("c"), abort(503, 50));
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route]);
+    let seen = statuses(p.addr, "/", 400).await;
+    let aborted = seen.get(&503).copied().unwrap_or(0);
+    // 50% ± 8 points over 400 requests (the bound; ~3.4 sigma).
+    assert!((168..=232).contains(&aborted), "{seen:?}");
+    assert_eq!(seen.values().sum::<usize>(), 400);
+}
+
+#[tokio::test]
+async fn fault_delay_holds_the_request() {
+    let up = upstream("a", None).await;
+    let delay = HttpFault {
+        delay: Some(FaultDelay {
+            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(millis(300))),
+            percentage: percent(100),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let p = proxy(
+        vec![static_cluster("c", &[up.addr])],
+        vec![with_fault(route_to("c"), delay)],
+    );
+    let start = Instant::now();
+    let r = get(p.addr, "/").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn route_timeout_is_504_upstream_request_timeout() {
+    let up = upstream("a", None).await;
+    let mut route = route_to("c");
+    action(&mut route).timeout = Some(millis(200));
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route]);
+    let r = get(p.addr, "/delay/2000").await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.body, "upstream request timeout");
+    assert_eq!(get(p.addr, "/delay/10").await.status, 200);
+}
+
+#[tokio::test]
+async fn default_retries_hide_an_upstream_failing_one_in_three() {
+    let up = upstream("a", Some(3)).await;
+    let mut route = route_to("c");
+    action(&mut route).retry_policy = Some(istio_default_retries());
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route]);
+    let seen = statuses(p.addr, "/", 300).await;
+    assert_eq!(seen.get(&200), Some(&300), "{seen:?}");
+    assert!(
+        up.requests.load(Ordering::SeqCst) > 300,
+        "failed tries were retried"
+    );
+}
+
+#[tokio::test]
+async fn without_retries_the_failure_reaches_the_client() {
+    let up = upstream("a", Some(3)).await;
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route_to("c")]);
+    let seen = statuses(p.addr, "/", 30).await;
+    assert_eq!(seen.get(&503), Some(&10), "{seen:?}");
+}
+
+#[tokio::test]
+async fn exhausted_retries_pass_the_last_response_on() {
+    let up = upstream("a", None).await;
+    let mut route = route_to("c");
+    action(&mut route).retry_policy = Some(istio_default_retries());
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route]);
+    let r = get(p.addr, "/status/503").await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.body.starts_with("a\n"),
+        "the upstream's own response: {}",
+        r.body
+    );
+    assert_eq!(
+        up.requests.load(Ordering::SeqCst),
+        3,
+        "one try and two retries"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_is_retried_on_another_host() {
+    let up = upstream("a", None).await;
+    let dead = free_port();
+    let mut route = route_to("c");
+    action(&mut route).retry_policy = Some(istio_default_retries());
+    let p = proxy(vec![static_cluster("c", &[dead, up.addr])], vec![route]);
+    let seen = statuses(p.addr, "/", 20).await;
+    assert_eq!(seen.get(&200), Some(&20), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_dead_upstream_without_retries_is_503_connect_failure() {
+    let dead = free_port();
+    let p = proxy(vec![static_cluster("c", &[dead])], vec![route_to("c")]);
+    let r = get(p.addr, "/").await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.body.ends_with("reset reason: connection failure"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn per_try_timeout_moves_on_to_the_next_try() {
+    let up = upstream("a", None).await;
+    let mut route = route_to("c");
+    action(&mut route).retry_policy = Some(RetryPolicy {
+        retry_on: "5xx".into(),
+        num_retries: Some(UInt32Value { value: 2 }),
+        per_try_timeout: Some(millis(100)),
+        ..Default::default()
+    });
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route]);
+    let r = get(p.addr, "/delay/1000").await;
+    assert_eq!(r.status, 504);
+    assert_eq!(
+        up.requests.load(Ordering::SeqCst),
+        3,
+        "each try timed out in turn"
+    );
+}
+
+#[tokio::test]
+async fn post_bodies_are_replayed_on_retry() {
+    let up = upstream("a", Some(2)).await;
+    let mut route = route_to("c");
+    action(&mut route).retry_policy = Some(istio_default_retries());
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route]);
+    let req = http::Request::post("/submit")
+        .header("host", "test.local")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"payload",
+        )))
+        .unwrap();
+    let first = send(p.addr, req).await;
+    assert_eq!(first.status, 200);
+    let req = http::Request::post("/submit")
+        .header("host", "test.local")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"payload",
+        )))
+        .unwrap();
+    let retried = send(p.addr, req).await;
+    assert_eq!(
+        retried.status, 200,
+        "the second request's first try got 503"
+    );
+    assert!(retried.body.ends_with("payload"), "{}", retried.body);
+}
+
+#[tokio::test]
+async fn direct_response_answers_with_its_body() {
+    let mut route = route_to("c");
+    route.action = Some(route::Action::DirectResponse(DirectResponseAction {
+        status: 418,
+        body: Some(envoy_types::pb::envoy::config::core::v3::DataSource {
+            specifier: Some(
+                envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(
+                    "short and stout".into(),
+                ),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }));
+    let p = proxy(vec![], vec![route]);
+    let r = get(p.addr, "/teapot").await;
+    assert_eq!(r.status, 418);
+    assert_eq!(r.body, "short and stout");
+}
+
+#[tokio::test]
+async fn redirect_swaps_the_parts_it_names() {
+    let mut route = route_to("c");
+    route.action = Some(route::Action::Redirect(RedirectAction {
+        host_redirect: "new.example".into(),
+        path_rewrite_specifier: Some(redirect_action::PathRewriteSpecifier::PathRedirect(
+            "/v2/login".into(),
+        )),
+        scheme_rewrite_specifier: Some(redirect_action::SchemeRewriteSpecifier::SchemeRedirect(
+            "https".into(),
+        )),
+        response_code: redirect_action::RedirectResponseCode::PermanentRedirect as i32,
+        ..Default::default()
+    }));
+    let p = proxy(vec![], vec![route]);
+    let r = get(p.addr, "/login?next=home").await;
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.headers["location"],
+        "https://new.example/v2/login?next=home"
+    );
+}
+
+#[tokio::test]
+async fn prefix_and_host_rewrites_reach_the_upstream() {
+    let up = upstream("a", None).await;
+    let mut route = route_to("c");
+    if let Some(envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier::Prefix(p)) =
+        route
+            .r#match
+            .as_mut()
+            .and_then(|m| m.path_specifier.as_mut())
+    {
+        *p = "/old".into();
+    }
+    let a = action(&mut route);
+    a.prefix_rewrite = "/new".into();
+    a.host_rewrite_specifier = Some(
+        envoy_types::pb::envoy::config::route::v3::route_action::HostRewriteSpecifier::HostRewriteLiteral(
+            "rewritten.local".into(),
+        ),
+    );
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route]);
+    let r = get(p.addr, "/old/page?q=1").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with("a\n/new/page?q=1\n"), "{}", r.body);
+    assert!(r.body.contains("host: rewritten.local"), "{}", r.body);
+    assert!(
+        r.body.contains("x-envoy-original-path: /old/page?q=1"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn header_mutations_on_request_and_response() {
+    let up = upstream("a", None).await;
+    let mut route = route_to("c");
+    let set = |k: &str, v: &str, action: HeaderAppendAction| HeaderValueOption {
+        header: Some(HeaderValue {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        }),
+        append_action: action as i32,
+        ..Default::default()
+    };
+    route.request_headers_to_add = vec![set(
+        "x-set",
+        "mesh",
+        HeaderAppendAction::OverwriteIfExistsOrAdd,
+    )];
+    route.request_headers_to_remove = vec!["x-secret".into()];
+    route.response_headers_to_add = vec![set(
+        "x-served-by",
+        "weft",
+        HeaderAppendAction::AppendIfExistsOrAdd,
+    )];
+    route.response_headers_to_remove = vec!["x-upstream".into()];
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route]);
+    let r = get_with(p.addr, "/", &[("x-set", "client"), ("x-secret", "s3cr3t")]).await;
+    assert!(r.body.contains("x-set: mesh"), "{}", r.body);
+    assert!(!r.body.contains("client"), "{}", r.body);
+    assert!(!r.body.contains("s3cr3t"), "{}", r.body);
+    assert_eq!(r.headers["x-served-by"], "weft");
+    assert!(!r.headers.contains_key("x-upstream"));
+}
+
+#[tokio::test]
+async fn an_unknown_http_filter_is_rejected_with_its_name() {
+    let mut p = proxy(vec![], vec![route_to("c")]);
+    let mut l = listener(free_port(), vec![route_to("c")]);
+    let mut hcm: envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager =
+        weft_proxy_unpack(&l);
+    hcm.http_filters.insert(
+        0,
+        envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter {
+            name: "envoy.filters.http.lua".into(),
+            ..Default::default()
+        },
+    );
+    l.filter_chains[0].filters[0].config_type = Some(
+        envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(pack_any(
+            hcm,
+        )),
+    );
+    let err = p.inner.apply(LISTENER, &[pack_any(l)]).unwrap_err();
+    assert!(err.contains("envoy.filters.http.lua"), "{err}");
+    assert_eq!(
+        get(p.addr, "/").await.status,
+        503,
+        "the old listener still serves"
+    );
+}
+
+fn weft_proxy_unpack<M: prost::Message + Default>(
+    l: &envoy_types::pb::envoy::config::listener::v3::Listener,
+) -> M {
+    match &l.filter_chains[0].filters[0].config_type {
+        Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+            any,
+        )) => M::decode(any.value.as_slice()).unwrap(),
+        _ => panic!("no typed config"),
+    }
+}

@@ -1,0 +1,275 @@
+//! The in-process test layer: a Weft proxy on loopback fed with Envoy
+//! resources directly (no control plane, no root), real upstream servers
+//! and a real HTTP client on real sockets.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, SocketAddress};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+use envoy_types::pb::envoy::config::route::v3::{
+    route, route_action, route_match, Route, RouteAction, RouteConfiguration, RouteMatch,
+    VirtualHost,
+};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager, HttpFilter,
+};
+use envoy_types::util::pack_any;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use weft_proxy::StaticProxy;
+
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+
+/// A test upstream: answers `/status/N` with N, `/delay/MS` after MS
+/// milliseconds, anything else with 200; every body names the upstream,
+/// then the path it received, then the request's headers. With
+/// `fail_every: n`, every n-th request gets 503.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicUsize>,
+}
+
+pub async fn upstream(name: &'static str, fail_every: Option<usize>) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let count = count.clone();
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                async move { Ok::<_, Infallible>(answer(name, n, fail_every, req).await) }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc),
+            );
+        }
+    });
+    Upstream { addr, requests }
+}
+
+async fn answer(
+    name: &str,
+    n: usize,
+    fail_every: Option<usize>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().to_string();
+    let mut status = StatusCode::OK;
+    if let Some(code) = path.strip_prefix("/status/") {
+        status = StatusCode::from_u16(code.parse().unwrap()).unwrap();
+    }
+    if let Some(ms) = path.strip_prefix("/delay/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+    }
+    if fail_every.is_some_and(|k| n % k == 0) {
+        status = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let mut body = format!("{name}\n{path}\n");
+    for (k, v) in req.headers() {
+        body.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+    }
+    let received = req.into_body().collect().await.unwrap().to_bytes();
+    body.push_str(&String::from_utf8_lossy(&received));
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert("x-upstream", name.parse().unwrap());
+    r
+}
+
+pub fn socket(addr: SocketAddr) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: addr.ip().to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                addr.port(),
+            ))),
+            ..Default::default()
+        })),
+    }
+}
+
+pub fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Cluster {
+    Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.into(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: endpoints
+                    .iter()
+                    .map(|a| LbEndpoint {
+                        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                            address: Some(socket(*a)),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A catch-all route to `cluster` with no timeout and no retries; tests
+/// set the fields they are about.
+pub fn route_to(cluster: &str) -> Route {
+    Route {
+        name: "test".into(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.into())),
+            timeout: Some(envoy_types::pb::google::protobuf::Duration::default()),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+pub fn action(r: &mut Route) -> &mut RouteAction {
+    match r.action.as_mut() {
+        Some(route::Action::Route(a)) => a,
+        _ => panic!("not a forwarding route"),
+    }
+}
+
+fn http_filter(name: &str, any: envoy_types::pb::google::protobuf::Any) -> HttpFilter {
+    HttpFilter {
+        name: name.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any)),
+        ..Default::default()
+    }
+}
+
+/// A listener on `addr` with Istio's filter list (fault, router) and the
+/// given routes inline.
+pub fn listener(addr: SocketAddr, routes: Vec<Route>) -> Listener {
+    let hcm = HttpConnectionManager {
+        stat_prefix: "test".into(),
+        route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration {
+            name: "test".into(),
+            virtual_hosts: vec![VirtualHost {
+                name: "test".into(),
+                domains: vec!["*".into()],
+                routes,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+        http_filters: vec![
+            http_filter("envoy.filters.http.fault", pack_any(HttpFault::default())),
+            http_filter("envoy.filters.http.router", pack_any(Router::default())),
+        ],
+        ..Default::default()
+    };
+    Listener {
+        name: "test".into(),
+        address: Some(socket(addr)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// A free loopback port (bound and released; the proxy binds it next).
+pub fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A running proxy: clusters first, then the listener, as xDS orders them.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub inner: StaticProxy,
+}
+
+pub fn proxy(clusters: Vec<Cluster>, routes: Vec<Route>) -> Proxy {
+    let addr = free_port();
+    let mut inner = StaticProxy::start(1).unwrap();
+    let clusters: Vec<_> = clusters.into_iter().map(pack_any).collect();
+    inner.apply(CLUSTER, &clusters).unwrap();
+    inner
+        .apply(LISTENER, &[pack_any(listener(addr, routes))])
+        .unwrap();
+    Proxy { addr, inner }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// One request on a new connection.
+pub async fn send(to: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
+    let s = TcpStream::connect(to).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+pub async fn get(to: SocketAddr, path: &str) -> Reply {
+    get_with(to, path, &[]).await
+}
+
+pub async fn get_with(to: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut b = Request::get(path).header("host", "test.local");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(to, b.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// How many replies had each status, over `n` requests.
+pub async fn statuses(to: SocketAddr, path: &str, n: usize) -> HashMap<u16, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        *seen.entry(get(to, path).await.status.as_u16()).or_default() += 1;
+    }
+    seen
+}
