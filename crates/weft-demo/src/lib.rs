@@ -9,6 +9,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -18,6 +19,13 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
+
+/// What Bookinfo's pages say when a service behind them fails.
+pub const DETAILS_UNAVAILABLE: &str =
+    "Sorry, product details are currently unavailable for this book.";
+pub const REVIEWS_UNAVAILABLE: &str =
+    "Sorry, product reviews are currently unavailable for this book.";
+pub const RATINGS_UNAVAILABLE: &str = "Ratings service is currently unavailable";
 
 /// Headers Bookinfo's services pass from the request they serve to the
 /// requests they make.
@@ -128,8 +136,22 @@ impl App {
             "v3" => Some("red"),
             _ => None,
         };
+        // Bookinfo's reviews waits 10 s for ratings in v2 (black stars)
+        // and 2.5 s in v3, and says so when ratings fail.
+        let wait = if stars == Some("black") {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_millis(2500)
+        };
         let ratings = match stars {
-            Some(_) => self.call("ratings", "/ratings/0", req).await,
+            Some(_) => {
+                let r = self.call("ratings", "/ratings/0", req, wait, 1).await;
+                if r.get("error").is_some() {
+                    json!({"error": RATINGS_UNAVAILABLE, "cause": r["error"]})
+                } else {
+                    r
+                }
+            }
             None => Value::Null,
         };
         json_reply(json!({
@@ -147,8 +169,23 @@ impl App {
     /// The page shows the whole chain, so a test (or a person) can see which
     /// workloads served each part of it.
     async fn productpage(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-        let details = self.call("details", "/details/0", req).await;
-        let reviews = self.call("reviews", "/reviews/0", req).await;
+        // Bookinfo's timeouts: 3 s for details; 3 s for reviews, tried
+        // twice (the "bug" Istio's fault-injection task shows).
+        let details = self
+            .call("details", "/details/0", req, Duration::from_secs(3), 1)
+            .await;
+        let reviews = self
+            .call("reviews", "/reviews/0", req, Duration::from_secs(3), 2)
+            .await;
+        let notice = |v: &Value, sorry: &str| {
+            if v.get("error").is_some() {
+                format!("<p class=\"error\">{sorry}</p>\n")
+            } else {
+                String::new()
+            }
+        };
+        let notices =
+            notice(&details, DETAILS_UNAVAILABLE) + &notice(&reviews, REVIEWS_UNAVAILABLE);
         let name = |v: &Value| {
             v["workload"]
                 .as_str()
@@ -179,7 +216,7 @@ impl App {
             rating_part
         );
         let body = format!(
-            "<html><head><title>Bookinfo on Weft</title></head><body>\n<h1>The Comedy of Errors</h1>\n<p>end-user: {user}</p>\n<p id=\"chain\">{chain}</p>\n<p>details: {details}</p>\n<p>reviews: {reviews}</p>\n</body></html>\n"
+            "<html><head><title>Bookinfo on Weft</title></head><body>\n<h1>The Comedy of Errors</h1>\n<p>end-user: {user}</p>\n<p id=\"chain\">{chain}</p>\n{notices}<p>details: {details}</p>\n<p>reviews: {reviews}</p>\n</body></html>\n"
         );
         let mut r = text(StatusCode::OK, body);
         r.headers_mut()
@@ -187,9 +224,31 @@ impl App {
         r
     }
 
-    /// GET http://SERVICE:9080/PATH with the forwarded headers; errors come
-    /// back as `{"error": …}` so the page still renders, as Bookinfo's does.
-    async fn call(&self, service: &str, path: &str, from: &Request<Incoming>) -> Value {
+    /// GET http://SERVICE:9080/PATH with the forwarded headers, `tries`
+    /// times at most, each within `timeout`; errors come back as
+    /// `{"error": …}` so the page still renders, as Bookinfo's does.
+    async fn call(
+        &self,
+        service: &str,
+        path: &str,
+        from: &Request<Incoming>,
+        timeout: Duration,
+        tries: u32,
+    ) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..tries.max(1) {
+            last = match tokio::time::timeout(timeout, self.fetch(service, path, from)).await {
+                Ok(v) => v,
+                Err(_) => json!({"error": format!("{service}: no answer within {timeout:?}")}),
+            };
+            if last.get("error").is_none() {
+                break;
+            }
+        }
+        last
+    }
+
+    async fn fetch(&self, service: &str, path: &str, from: &Request<Incoming>) -> Value {
         let mut req = Request::get(format!("http://{service}:9080{path}"));
         for name in FORWARDED_HEADERS {
             if let Some(v) = from.headers().get(*name) {

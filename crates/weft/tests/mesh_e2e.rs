@@ -217,24 +217,6 @@ fn dangling_reference_warns_and_gets_nc(mesh: &Mesh, page: &str) {
     );
 }
 
-/// curl from inside a pod (through its sidecar); returns the body.
-fn pod_curl(mesh: &Mesh, workload: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &mesh.netns(workload),
-            "curl",
-            "-s",
-            "-m",
-            "5",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 /// Match conditions beyond path and headers, from a sidecar's point of view.
 fn method_query_and_without_headers_route(mesh: &Mesh) {
     let out = mesh.apply_yaml(

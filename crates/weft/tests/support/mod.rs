@@ -342,3 +342,21 @@ pub fn leftovers(name: &str) -> Vec<String> {
     }
     out
 }
+
+/// curl from inside a pod (through its sidecar); returns the body.
+pub fn pod_curl(mesh: &Mesh, workload: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &mesh.netns(workload),
+            "curl",
+            "-s",
+            "-m",
+            "5",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}

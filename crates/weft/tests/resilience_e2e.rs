@@ -1,0 +1,189 @@
+//! End-to-end: Istio's traffic-management tasks with Istio's own YAML, on
+//! `weft up` meshes of the Bookinfo example, checking what Istio's docs say
+//! the user sees and the response flag each hop logs. Each test owns one
+//! mesh (its own name, subnet and ingress port), so they run in parallel.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const REVIEWS_UNAVAILABLE: &str = "Sorry, product reviews are currently unavailable for this book.";
+const RATINGS_UNAVAILABLE: &str = "Ratings service is currently unavailable";
+
+fn sample(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/bookinfo/routes")
+        .join(file)
+}
+
+fn apply(mesh: &Mesh, file: &str) {
+    let out = mesh.apply(&sample(file));
+    assert!(
+        out.status.success(),
+        "{file}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn apply_yaml(mesh: &Mesh, name: &str, text: &str) {
+    let out = mesh.apply_yaml(name, text);
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The product page as `user` sees it, and how long it took.
+fn page_as(mesh: &Mesh, user: Option<&str>) -> (u16, String, Duration) {
+    let url = format!("{}/productpage", mesh.ingress);
+    let header = user.map(|u| format!("end-user: {u}"));
+    let extra: Vec<&str> = match &header {
+        Some(h) => vec!["-H", h.as_str()],
+        None => vec![],
+    };
+    let start = Instant::now();
+    let (code, body) = curl(&url, &extra);
+    (code, body, start.elapsed())
+}
+
+/// Applies the task's routing and waits until jason is routed to reviews-v2.
+fn jason_on_reviews_v2(mesh: &Mesh) {
+    apply(mesh, "virtual-service-all-v1.yaml");
+    apply(mesh, "virtual-service-reviews-jason-v2-v1.yaml");
+    wait_until("jason to reach reviews-v2", Duration::from_secs(10), || {
+        page_as(mesh, Some("jason")).1.contains("reviews-v2")
+    });
+}
+
+/// Istio's fault-injection task, delay: ratings is delayed 7 s for jason;
+/// reviews-v2 would wait 10 s, but productpage gives up on reviews after
+/// 3 s × 2 tries, so the page says the reviews are unavailable.
+#[test]
+fn fault_injection_delay_for_jason() {
+    let mesh = Mesh::up("fdelay", 102, 18102);
+    jason_on_reviews_v2(&mesh);
+    apply(&mesh, "virtual-service-ratings-test-delay.yaml");
+    wait_until("the delay to apply", Duration::from_secs(20), || {
+        let (code, body, took) = page_as(&mesh, Some("jason"));
+        code == 200 && body.contains(REVIEWS_UNAVAILABLE) && took >= Duration::from_secs(6)
+    });
+    let (code, body, took) = page_as(&mesh, None);
+    assert_eq!(code, 200);
+    assert!(
+        !body.contains(REVIEWS_UNAVAILABLE),
+        "others are not delayed: {body}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "others are not delayed: {took:?}"
+    );
+    // reviews-v2's sidecar delayed its call to ratings (flag DI); the
+    // caller gave up first, so the line reads `0 DI,DC`, as Envoy's would.
+    wait_until(
+        "reviews-v2's sidecar to log DI",
+        Duration::from_secs(3),
+        || mesh.log("reviews-v2.sidecar.log").contains("\" 0 DI,DC "),
+    );
+}
+
+/// Istio's fault-injection task, abort: ratings answers jason with 500, and
+/// the page shows "Ratings service is currently unavailable".
+#[test]
+fn fault_injection_abort_for_jason() {
+    let mesh = Mesh::up("fabort", 103, 18103);
+    jason_on_reviews_v2(&mesh);
+    apply(&mesh, "virtual-service-ratings-test-abort.yaml");
+    wait_until("the abort to apply", Duration::from_secs(10), || {
+        page_as(&mesh, Some("jason"))
+            .1
+            .contains(RATINGS_UNAVAILABLE)
+    });
+    let (_, body, _) = page_as(&mesh, None);
+    assert!(
+        !body.contains(RATINGS_UNAVAILABLE),
+        "others are not aborted: {body}"
+    );
+    wait_until(
+        "reviews-v2's sidecar to log 500 FI",
+        Duration::from_secs(3),
+        || mesh.log("reviews-v2.sidecar.log").contains("\" 500 FI "),
+    );
+}
+
+/// Istio's request-timeouts task: ratings delayed 2 s, then a 0.5 s
+/// timeout on reviews: the page says reviews are unavailable, in about a
+/// second (productpage tries twice), and productpage's sidecar logs UT.
+#[test]
+fn request_timeouts_task() {
+    let mesh = Mesh::up("timeouts", 104, 18104);
+    apply(&mesh, "virtual-service-all-v1.yaml");
+    apply_yaml(&mesh, "reviews-v2.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts:\n  - reviews\n  http:\n  - route:\n    - destination:\n        host: reviews\n        subset: v2\n");
+    apply_yaml(&mesh, "ratings-delay.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ratings\nspec:\n  hosts:\n  - ratings\n  http:\n  - fault:\n      delay:\n        percentage:\n          value: 100\n        fixedDelay: 2s\n    route:\n    - destination:\n        host: ratings\n        subset: v1\n");
+    wait_until(
+        "ratings to be delayed by 2 s",
+        Duration::from_secs(15),
+        || {
+            let (_, body, took) = page_as(&mesh, None);
+            body.contains("reviews-v2")
+                && body.contains("ratings-v1")
+                && took >= Duration::from_secs(2)
+        },
+    );
+    apply_yaml(&mesh, "reviews-timeout.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts:\n  - reviews\n  http:\n  - route:\n    - destination:\n        host: reviews\n        subset: v2\n    timeout: 0.5s\n");
+    wait_until(
+        "the 0.5 s timeout to apply",
+        Duration::from_secs(15),
+        || {
+            let (code, body, took) = page_as(&mesh, None);
+            code == 200 && body.contains(REVIEWS_UNAVAILABLE) && took < Duration::from_secs(2)
+        },
+    );
+    wait_until(
+        "productpage's sidecar to log 504 UT",
+        Duration::from_secs(3),
+        || {
+            mesh.log("productpage-v1.sidecar.log")
+                .contains("\" 504 UT ")
+        },
+    );
+}
+
+/// Redirect, rewrite, direct response and header operations, seen from
+/// inside productpage's pod through its sidecar.
+#[test]
+fn redirect_rewrite_direct_response_and_headers() {
+    let mesh = Mesh::up("httprts", 105, 18105);
+    apply_yaml(&mesh, "details-routes.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: details\nspec:\n  hosts:\n  - details\n  http:\n  - match:\n    - uri:\n        prefix: /old\n    redirect:\n      uri: /details/0\n      authority: details.example\n  - match:\n    - uri:\n        exact: /teapot\n    directResponse:\n      status: 418\n      body:\n        string: short and stout\n  - match:\n    - uri:\n        prefix: /v2/details\n    rewrite:\n      uri: /details\n    headers:\n      request:\n        set:\n          end-user: rewritten\n      response:\n        add:\n          x-weft: resilience\n    route:\n    - destination:\n        host: details\n  - route:\n    - destination:\n        host: details\n");
+    let url = |path: &str| format!("http://details:9080{path}");
+    wait_until("the routes to apply", Duration::from_secs(10), || {
+        pod_curl(&mesh, "productpage-v1", &[&url("/teapot")]) == "short and stout"
+    });
+    let head = pod_curl(
+        &mesh,
+        "productpage-v1",
+        &["-D", "-", "-o", "/dev/null", &url("/old/x")],
+    );
+    assert!(head.starts_with("HTTP/1.1 301"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("location: http://details.example/details/0"),
+        "{head}"
+    );
+    let got = pod_curl(&mesh, "productpage-v1", &["-D", "-", &url("/v2/details/0")]);
+    assert!(
+        got.contains("\"workload\":\"details-v1\""),
+        "rewritten to /details/0: {got}"
+    );
+    assert!(
+        got.contains("\"end-user\":\"rewritten\""),
+        "request header set: {got}"
+    );
+    assert!(
+        got.to_ascii_lowercase().contains("x-weft: resilience"),
+        "response header added: {got}"
+    );
+}
