@@ -117,7 +117,6 @@ async fn fault_delay_holds_the_request() {
         delay: Some(FaultDelay {
             fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(millis(300))),
             percentage: percent(100),
-            ..Default::default()
         }),
         ..Default::default()
     };

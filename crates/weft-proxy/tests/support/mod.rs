@@ -81,7 +81,7 @@ async fn answer(
     if let Some(ms) = path.strip_prefix("/delay/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
     }
-    if fail_every.is_some_and(|k| n % k == 0) {
+    if fail_every.is_some_and(|k| n.is_multiple_of(k)) {
         status = StatusCode::SERVICE_UNAVAILABLE;
     }
     let mut body = format!("{name}\n{path}\n");
