@@ -253,3 +253,52 @@ fn matches_for_other_proxies_are_left_out() {
         "none applies to reviews-v2: the service's default route only"
     );
 }
+
+/// Istio's route policies reach Envoy as istiod writes them: the fault as
+/// the fault filter's per-route config, `timeout`, `retries` converted, and
+/// Istio's default retry policy on a route that sets none.
+#[test]
+fn route_policies_reach_envoy_as_istiod_writes_them() {
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match:\n    - headers: {end-user: {exact: jason}}\n    fault:\n      delay: {percentage: {value: 50}, fixedDelay: 7s}\n      abort: {percentage: {value: 0.5}, httpStatus: 500}\n    timeout: 2s\n    retries: {attempts: 3, perTryTimeout: 1s, retryOn: 'gateway-error,409'}\n    headers:\n      request: {set: {x-a: '1'}, remove: [x-b]}\n    route: [{destination: {host: reviews, subset: v2}}]\n  - route: [{destination: {host: reviews, subset: v1}}]\n";
+    let out = translated_with(vs, 0);
+    let rc = out.routes.iter().find(|r| r.name == "9080").unwrap();
+    let routes = &rc.virtual_hosts[0].routes;
+    let action = |i: usize| match routes[i].action.clone() {
+        Some(route::Action::Route(a)) => a,
+        other => panic!("not a route action: {other:?}"),
+    };
+    let faulty = action(0);
+    assert_eq!(faulty.timeout.unwrap().seconds, 2);
+    let retry = faulty.retry_policy.unwrap();
+    assert_eq!(retry.retry_on, "gateway-error,retriable-status-codes");
+    assert_eq!(retry.retriable_status_codes, vec![409]);
+    assert_eq!(retry.num_retries.unwrap().value, 3);
+    assert_eq!(retry.per_try_timeout.unwrap().seconds, 1);
+    let any = &routes[0].typed_per_filter_config["envoy.filters.http.fault"];
+    let fault: HttpFault = prost::Message::decode(any.value.as_slice()).unwrap();
+    let delay = fault.delay.unwrap();
+    assert_eq!(
+        delay.percentage.unwrap().numerator,
+        500_000,
+        "50% in millionths"
+    );
+    let abort = fault.abort.unwrap();
+    assert_eq!(abort.percentage.unwrap().numerator, 5_000);
+    assert_eq!(
+        routes[0].request_headers_to_add[0]
+            .header
+            .as_ref()
+            .unwrap()
+            .key,
+        "x-a"
+    );
+    assert_eq!(routes[0].request_headers_to_remove, vec!["x-b".to_string()]);
+    let plain = action(1);
+    assert_eq!(plain.timeout.unwrap(), Default::default(), "no timeout: 0s");
+    assert_eq!(
+        plain.retry_policy.unwrap().retriable_status_codes,
+        vec![503]
+    );
+    assert!(routes[1].typed_per_filter_config.is_empty());
+}
