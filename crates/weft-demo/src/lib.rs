@@ -20,6 +20,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 
+mod httpbin;
+
 /// What Bookinfo's pages say when a service behind them fails.
 pub const DETAILS_UNAVAILABLE: &str =
     "Sorry, product details are currently unavailable for this book.";
@@ -52,6 +54,8 @@ pub enum Role {
     Ratings,
     /// Opaque TCP: echoes each line back, prefixed with the workload name.
     TcpEcho,
+    /// httpbin's endpoints, for the resilience tasks (`httpbin.rs`).
+    Httpbin,
 }
 
 impl std::str::FromStr for Role {
@@ -63,27 +67,44 @@ impl std::str::FromStr for Role {
             "reviews" => Ok(Role::Reviews),
             "ratings" => Ok(Role::Ratings),
             "tcp-echo" => Ok(Role::TcpEcho),
+            "httpbin" => Ok(Role::Httpbin),
             _ => Err(format!(
-                "unknown demo service {s:?}: productpage, details, reviews, ratings or tcp-echo"
+                "unknown demo service {s:?}: productpage, details, reviews, ratings, httpbin or tcp-echo"
             )),
         }
     }
 }
 
+/// The failure knob every HTTP demo service has: answer a share of
+/// requests with 503, and/or add latency to every request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Knob {
+    /// Percent of requests answered 503 (0–100).
+    pub fail_percent: u8,
+    pub delay: Duration,
+}
+
 pub struct App {
     role: Role,
+    knob: Knob,
     version: String,
     workload: String,
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
-pub async fn run(role: Role, version: String, listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn run(
+    role: Role,
+    version: String,
+    listen: SocketAddr,
+    knob: Knob,
+) -> anyhow::Result<()> {
     if role == Role::TcpEcho {
         return tcp_echo(format!("tcp-echo-{version}"), listen).await;
     }
     let name = format!("{role:?}").to_ascii_lowercase();
     let app = Arc::new(App {
         role,
+        knob,
         workload: format!("{name}-{version}"),
         version,
         client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
@@ -91,12 +112,12 @@ pub async fn run(role: Role, version: String, listen: SocketAddr) -> anyhow::Res
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(workload = %app.workload, %listen, "demo service listening");
     loop {
-        let (sock, _) = listener.accept().await?;
+        let (sock, peer) = listener.accept().await?;
         let app = app.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(app.handle(req).await) }
+                async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(sock), svc)
@@ -106,7 +127,19 @@ pub async fn run(role: Role, version: String, listen: SocketAddr) -> anyhow::Res
 }
 
 impl App {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        if !self.knob.delay.is_zero() {
+            tokio::time::sleep(self.knob.delay).await;
+        }
+        if self.knob.fail_percent > 0 && fastrand::u8(..100) < self.knob.fail_percent {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{} failed on purpose (--fail-percent)\n", self.workload),
+            );
+        }
+        if self.role == Role::Httpbin {
+            return httpbin::handle(&self.workload, peer, req).await;
+        }
         let path = req.uri().path().to_string();
         if path == "/" || path == "/health" {
             return text(StatusCode::OK, format!("{} ok\n", self.workload));

@@ -406,3 +406,49 @@ fn weft_proxy_unpack<M: prost::Message + Default>(
         _ => panic!("no typed config"),
     }
 }
+
+fn mirror_to(
+    cluster: &str,
+) -> envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy {
+    envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy {
+        cluster: cluster.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn mirrors_get_a_copy_and_the_client_gets_the_main_answer() {
+    let main = upstream("main", None).await;
+    let shadow = upstream("shadow", None).await;
+    let mut route = route_to("main");
+    action(&mut route).request_mirror_policies = vec![mirror_to("shadow")];
+    let clusters = vec![
+        static_cluster("main", &[main.addr]),
+        static_cluster("shadow", &[shadow.addr]),
+    ];
+    let p = proxy(clusters, vec![route]);
+    for _ in 0..10 {
+        let r = get(p.addr, "/copy").await;
+        assert!(r.body.starts_with("main\n"), "{}", r.body);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shadow.requests.load(Ordering::SeqCst) < 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(shadow.requests.load(Ordering::SeqCst), 10);
+    assert_eq!(main.requests.load(Ordering::SeqCst), 10);
+}
+
+#[tokio::test]
+async fn a_dead_mirror_never_fails_the_main_request() {
+    let main = upstream("main", None).await;
+    let mut route = route_to("main");
+    action(&mut route).request_mirror_policies = vec![mirror_to("dead"), mirror_to("missing")];
+    let clusters = vec![
+        static_cluster("main", &[main.addr]),
+        static_cluster("dead", &[free_port()]),
+    ];
+    let p = proxy(clusters, vec![route]);
+    let seen = statuses(p.addr, "/", 20).await;
+    assert_eq!(seen.get(&200), Some(&20), "{seen:?}");
+}

@@ -118,8 +118,12 @@ pub(crate) fn retry(r: Option<&HttpRetry>) -> Option<RetryPolicy> {
 
 /// Istio's percentage (a float of 100) in Envoy's millionths.
 fn percent(p: &Percent) -> FractionalPercent {
+    percent_of(p.value)
+}
+
+pub(crate) fn percent_of(value: f64) -> FractionalPercent {
     FractionalPercent {
-        numerator: (p.value.clamp(0.0, 100.0) * 10_000.0).round() as u32,
+        numerator: (value.clamp(0.0, 100.0) * 10_000.0).round() as u32,
         denominator: DenominatorType::Million as i32,
     }
 }

@@ -13,6 +13,8 @@ use weft_config::networking::{
 use weft_config::Resource;
 use weft_registry::{Registry, Workload};
 
+use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
+
 use crate::clusters::cluster_name;
 use crate::policies;
 
@@ -260,8 +262,41 @@ fn route_action(http: &HttpRoute, scope: &Scope) -> Option<RouteAction> {
         host_rewrite_specifier: rewrite
             .and_then(|r| r.authority.clone())
             .map(route_action::HostRewriteSpecifier::HostRewriteLiteral),
+        request_mirror_policies: mirrors(http, scope),
         ..Default::default()
     })
+}
+
+/// `mirror` (with `mirrorPercentage`, or the deprecated `mirrorPercent`)
+/// and `mirrors`, each 100% unless said; a 0% mirror is left out, as
+/// istiod leaves it.
+fn mirrors(http: &HttpRoute, scope: &Scope) -> Vec<route_action::RequestMirrorPolicy> {
+    let legacy = http
+        .mirror_percent
+        .map(f64::from)
+        .or(http.mirror_percent_snake.map(f64::from));
+    let single = http.mirror.as_ref().map(|d| {
+        let pct = http.mirror_percentage.as_ref().map(|p| p.value).or(legacy);
+        (d, pct)
+    });
+    let listed = http
+        .mirrors
+        .iter()
+        .flatten()
+        .map(|m| (&m.destination, m.percentage.as_ref().map(|p| p.value)));
+    single
+        .into_iter()
+        .chain(listed)
+        .filter(|(_, pct)| pct.is_none_or(|p| p > 0.0))
+        .map(|(d, pct)| route_action::RequestMirrorPolicy {
+            cluster: destination_cluster(d, scope),
+            runtime_fraction: Some(RuntimeFractionalPercent {
+                default_value: Some(policies::percent_of(pct.unwrap_or(100.0))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn weighted(d: &HttpRouteDestination, scope: &Scope) -> weighted_cluster::ClusterWeight {

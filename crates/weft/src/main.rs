@@ -84,12 +84,19 @@ enum Command {
     },
     /// Run one of the Bookinfo-like demo services.
     Demo {
-        /// productpage, details, reviews or ratings
+        /// productpage, details, reviews, ratings, httpbin or tcp-echo
         service: weft_demo::Role,
         #[arg(long, default_value = "v1")]
         version: String,
         #[arg(long, default_value = "0.0.0.0:9080")]
         listen: SocketAddr,
+        /// Answer this percent of requests with 503 (for retries and
+        /// outlier detection).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        fail_percent: u8,
+        /// Add this many milliseconds to every request (a slow service).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
 }
 
@@ -190,7 +197,15 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             service,
             version,
             listen,
-        } => weft_demo::run(service, version, listen).await?,
+            fail_percent,
+            delay_ms,
+        } => {
+            let knob = weft_demo::Knob {
+                fail_percent,
+                delay: std::time::Duration::from_millis(delay_ms),
+            };
+            weft_demo::run(service, version, listen, knob).await?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -187,3 +187,35 @@ fn redirect_rewrite_direct_response_and_headers() {
         "response header added: {got}"
     );
 }
+
+const MIRROR: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: httpbin\nspec:\n  hosts:\n  - httpbin\n  http:\n  - route:\n    - destination:\n        host: httpbin\n        subset: v1\n      weight: 100\n    mirror:\n      host: httpbin\n      subset: v2\n    mirrorPercentage:\n      value: 100.0\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: httpbin\nspec:\n  host: httpbin\n  subsets:\n  - name: v1\n    labels:\n      version: v1\n  - name: v2\n    labels:\n      version: v2\n";
+
+/// Istio's mirroring task: v1 answers every request, v2 receives a copy
+/// (its host with Envoy's `-shadow` suffix) and its answers are dropped.
+#[test]
+fn mirroring_task() {
+    let mesh = Mesh::up_example("httpbin", "mirror", 106, 18106);
+    apply_yaml(&mesh, "mirror.yaml", MIRROR);
+    let get = || pod_curl(&mesh, "curl", &["http://httpbin:8000/headers"]);
+    wait_until("the mirror to apply", Duration::from_secs(10), || {
+        get().contains("\"workload\":\"httpbin-v1\"")
+            && mesh
+                .log("httpbin-v2.log")
+                .contains("host=httpbin-shadow:8000")
+    });
+    for i in 0..10 {
+        let body = get();
+        assert!(
+            body.contains("\"workload\":\"httpbin-v1\""),
+            "request {i}: {body}"
+        );
+    }
+    wait_until("v2 to get every copy", Duration::from_secs(5), || {
+        mesh.log("httpbin-v2.log")
+            .matches("GET /headers host=httpbin-shadow:8000")
+            .count()
+            >= 11
+    });
+    let v1 = mesh.log("httpbin-v1.log");
+    assert!(!v1.contains("shadow"), "v1 gets the originals only");
+}

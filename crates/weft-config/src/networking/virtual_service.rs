@@ -78,13 +78,8 @@ pub struct HttpRoute {
 impl HttpRoute {
     /// Names of the fields that are set but not yet enforced by the proxy.
     pub fn unenforced_fields(&self) -> Vec<&'static str> {
-        let fields: [(&'static str, bool); 7] = [
+        let fields: [(&'static str, bool); 2] = [
             ("delegate", self.delegate.is_some()),
-            ("mirror", self.mirror.is_some()),
-            ("mirrors", self.mirrors.is_some()),
-            ("mirrorPercentage", self.mirror_percentage.is_some()),
-            ("mirrorPercent", self.mirror_percent.is_some()),
-            ("mirror_percent", self.mirror_percent_snake.is_some()),
             ("corsPolicy", self.cors_policy.is_some()),
         ];
         fields

@@ -21,7 +21,7 @@ pub use headers::{Append, HeaderOps};
 pub use listener::{ChainAction, ChainCfg, ListenerCfg, RouteRef};
 pub use matcher::{HeaderKey, HeaderMatch, PathMatch, QueryMatch, RequestView, ValueMatch};
 pub use route::{
-    Action, Clusters, Forward, PathRewrite, Redirect, RouteCfg, RouteTable, VirtualHostCfg,
+    Action, Clusters, Forward, Mirror, PathRewrite, Redirect, RouteCfg, RouteTable, VirtualHostCfg,
     WeightedTarget,
 };
 
@@ -102,4 +102,70 @@ pub(crate) fn duration(
         return Err(format!("negative duration {}s {}ns", d.seconds, d.nanos));
     }
     Ok(std::time::Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+/// A share of requests, in parts per million (Envoy's finest denominator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PerMillion(pub u32);
+
+impl PerMillion {
+    pub const ALL: PerMillion = PerMillion(1_000_000);
+
+    /// One draw: does this request fall in the share?
+    pub fn hit(self) -> bool {
+        self.0 >= 1_000_000 || fastrand::u32(..1_000_000) < self.0
+    }
+}
+
+/// An Envoy percentage; none is the proto default, 0% (Istio's "not
+/// specified, no request is delayed/aborted").
+pub(crate) fn share(
+    p: Option<&envoy_types::pb::envoy::r#type::v3::FractionalPercent>,
+) -> Result<PerMillion, String> {
+    use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
+    let Some(p) = p else {
+        return Ok(PerMillion(0));
+    };
+    let scale = match DenominatorType::try_from(p.denominator) {
+        Ok(DenominatorType::Hundred) => 10_000,
+        Ok(DenominatorType::TenThousand) => 100,
+        Ok(DenominatorType::Million) => 1,
+        Err(_) => return Err(format!("unknown percentage denominator {}", p.denominator)),
+    };
+    Ok(PerMillion(p.numerator.saturating_mul(scale).min(1_000_000)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::r#type::v3::{
+        fractional_percent::DenominatorType, FractionalPercent,
+    };
+
+    #[test]
+    fn shares_convert_to_parts_per_million() {
+        let p = |numerator, d: DenominatorType| FractionalPercent {
+            numerator,
+            denominator: d as i32,
+        };
+        assert_eq!(share(None).unwrap(), PerMillion(0));
+        assert_eq!(
+            share(Some(&p(50, DenominatorType::Hundred))).unwrap(),
+            PerMillion(500_000)
+        );
+        assert_eq!(
+            share(Some(&p(1, DenominatorType::TenThousand))).unwrap(),
+            PerMillion(100)
+        );
+        assert_eq!(
+            share(Some(&p(250_000, DenominatorType::Million))).unwrap(),
+            PerMillion(250_000)
+        );
+        assert_eq!(
+            share(Some(&p(900, DenominatorType::Hundred))).unwrap(),
+            PerMillion::ALL
+        );
+        assert!(!PerMillion(0).hit());
+        assert!(PerMillion::ALL.hit());
+    }
 }

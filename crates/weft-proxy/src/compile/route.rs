@@ -15,11 +15,11 @@ use http::{HeaderValue, StatusCode};
 use regex::Regex;
 use serde::Serialize;
 
-use super::duration;
 use super::headers::{compile_header_ops, HeaderOps};
 use super::matcher::{
     compile_header, compile_path, compile_query, HeaderMatch, PathMatch, QueryMatch, RequestView,
 };
+use super::{duration, share, PerMillion};
 use crate::filters::{compile_route_filters, RouteFilters};
 use crate::router::retry::{self, RetryPolicy};
 
@@ -117,6 +117,14 @@ pub struct Forward {
     pub rewrite: Option<PathRewrite>,
     #[serde(serialize_with = "opt_value")]
     pub host_rewrite: Option<HeaderValue>,
+    /// Clusters that get a fire-and-forget copy of a share of requests.
+    pub mirrors: Vec<Mirror>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Mirror {
+    pub cluster: Arc<str>,
+    pub share: PerMillion,
 }
 
 #[derive(Debug, Serialize)]
@@ -344,10 +352,11 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         // Istio sets these beside `timeout`; they bound HTTP/2 streams and
         // gRPC deadlines, which the timeout already covers for HTTP/1.1.
         max_stream_duration: a.max_stream_duration,
+        request_mirror_policies: a.request_mirror_policies.clone(),
         ..Default::default()
     };
     if *a != supported {
-        return Err("route actions support cluster, weighted_clusters, timeout, retry_policy, prefix_rewrite, regex_rewrite and host_rewrite_literal only (mirrors, hash policies, upgrades are not implemented yet)".into());
+        return Err("route actions support cluster, weighted_clusters, timeout, retry_policy, prefix_rewrite, regex_rewrite, host_rewrite_literal and request_mirror_policies only (hash policies, upgrades are not implemented yet)".into());
     }
     if !a.prefix_rewrite.is_empty() && a.regex_rewrite.is_some() {
         return Err("set only one of prefix_rewrite and regex_rewrite".into());
@@ -380,6 +389,28 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         retry: a.retry_policy.as_ref().map(retry::compile).transpose()?,
         rewrite,
         host_rewrite,
+        mirrors: a
+            .request_mirror_policies
+            .iter()
+            .map(compile_mirror)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+fn compile_mirror(m: &route_action::RequestMirrorPolicy) -> Result<Mirror, String> {
+    if m.cluster.is_empty() || !m.cluster_header.is_empty() {
+        return Err(
+            "request_mirror_policies need a cluster (cluster_header is not supported)".into(),
+        );
+    }
+    // No runtime_fraction mirrors every request, as in Envoy.
+    let share = match m.runtime_fraction.as_ref() {
+        None => PerMillion::ALL,
+        Some(f) => share(f.default_value.as_ref())?,
+    };
+    Ok(Mirror {
+        cluster: m.cluster.as_str().into(),
+        share,
     })
 }
 

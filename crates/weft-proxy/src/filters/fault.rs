@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::fault_delay::FaultDelaySecifier;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{fault_abort, HttpFault};
-use envoy_types::pb::envoy::r#type::v3::{fractional_percent::DenominatorType, FractionalPercent};
 use http::StatusCode;
 use serde::Serialize;
 
+use crate::compile::{share, PerMillion};
 use crate::error::{Flags, ProxyError};
 
 pub const NAME: &str = "envoy.filters.http.fault";
@@ -25,16 +25,6 @@ pub enum Abort {
     Http(u16),
     /// A gRPC status code, sent as `grpc-status` on a 200 response.
     Grpc(u32),
-}
-
-/// A share of requests, in parts per million (Envoy's finest denominator).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct PerMillion(pub u32);
-
-impl PerMillion {
-    fn hit(self) -> bool {
-        self.0 >= 1_000_000 || fastrand::u32(..1_000_000) < self.0
-    }
 }
 
 pub(crate) fn compile(f: &HttpFault) -> Result<FaultCfg, String> {
@@ -77,21 +67,6 @@ pub(crate) fn compile(f: &HttpFault) -> Result<FaultCfg, String> {
     Ok(FaultCfg { delay, abort })
 }
 
-/// No percentage is Envoy's proto default, 0% (Istio's "not specified,
-/// no request is delayed/aborted").
-fn share(p: Option<&FractionalPercent>) -> Result<PerMillion, String> {
-    let Some(p) = p else {
-        return Ok(PerMillion(0));
-    };
-    let scale = match DenominatorType::try_from(p.denominator) {
-        Ok(DenominatorType::Hundred) => 10_000,
-        Ok(DenominatorType::TenThousand) => 100,
-        Ok(DenominatorType::Million) => 1,
-        Err(_) => return Err(format!("unknown percentage denominator {}", p.denominator)),
-    };
-    Ok(PerMillion(p.numerator.saturating_mul(scale).min(1_000_000)))
-}
-
 /// The request phase: sleeps for an injected delay (flag DI), then returns
 /// the injected abort (flag FI), each drawn on its own as in Envoy.
 pub(crate) async fn on_request(cfg: &FaultCfg, flags: &mut Flags) -> Result<(), ProxyError> {
@@ -112,36 +87,4 @@ pub(crate) async fn on_request(cfg: &FaultCfg, flags: &mut Flags) -> Result<(), 
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shares_convert_to_parts_per_million() {
-        let p = |numerator, d: DenominatorType| FractionalPercent {
-            numerator,
-            denominator: d as i32,
-        };
-        assert_eq!(share(None).unwrap(), PerMillion(0));
-        assert_eq!(
-            share(Some(&p(50, DenominatorType::Hundred))).unwrap(),
-            PerMillion(500_000)
-        );
-        assert_eq!(
-            share(Some(&p(1, DenominatorType::TenThousand))).unwrap(),
-            PerMillion(100)
-        );
-        assert_eq!(
-            share(Some(&p(250_000, DenominatorType::Million))).unwrap(),
-            PerMillion(250_000)
-        );
-        assert_eq!(
-            share(Some(&p(900, DenominatorType::Hundred))).unwrap(),
-            PerMillion(1_000_000)
-        );
-        assert!(!PerMillion(0).hit());
-        assert!(PerMillion(1_000_000).hit());
-    }
 }

@@ -3,6 +3,7 @@
 //! it: endpoint choice, per-try and route timeouts, retries with back-off.
 
 pub(crate) mod body;
+mod mirror;
 pub(crate) mod retry;
 
 use std::net::SocketAddr;
@@ -82,6 +83,9 @@ pub(crate) async fn forward(
     let body = Replay::new(body, &parts.headers)
         .await
         .map_err(ProxyError::DownstreamBody)?;
+    for m in fwd.mirrors.iter().filter(|m| m.share.hit()) {
+        mirror::spawn(&parts, &body, &m.cluster, snapshot);
+    }
     let tries = Tries {
         parts,
         body,
@@ -250,6 +254,16 @@ impl Tries<'_> {
             None => send.await.map_err(TryError::Upstream),
         }
     }
+}
+
+/// A new request with the method, URI, version and headers of `parts`.
+fn request(parts: &Parts, body: body::UpBody) -> Request<body::UpBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
 }
 
 fn finish(result: Result<Response<Incoming>, TryError>) -> Result<Response<Incoming>, ProxyError> {

@@ -63,6 +63,11 @@ pub struct Mesh {
 
 impl Mesh {
     pub fn up(name: &str, subnet: u8, ingress_port: u16) -> Mesh {
+        Mesh::up_example("bookinfo", name, subnet, ingress_port)
+    }
+
+    /// A mesh of `examples/<example>`.
+    pub fn up_example(example: &str, name: &str, subnet: u8, ingress_port: u16) -> Mesh {
         require_root();
         // A mesh left by an earlier, interrupted run of this same test.
         let _ = weft(&["down", "--name", name]);
@@ -70,7 +75,9 @@ impl Mesh {
             std::env::temp_dir().join(format!("weft-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&config_dir);
         std::fs::create_dir_all(&config_dir).unwrap();
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo");
+        let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples")
+            .join(example);
         for entry in std::fs::read_dir(&example).unwrap() {
             let path = entry.unwrap().path();
             if path.is_file() {
