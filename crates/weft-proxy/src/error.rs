@@ -16,14 +16,17 @@ impl Flags {
     pub const UPSTREAM_TIMEOUT: Flags = Flags(1 << 1); // UT
     pub const CONNECT_FAILURE: Flags = Flags(1 << 2); // UF
     pub const CONNECTION_TERMINATION: Flags = Flags(1 << 3); // UC
-    pub const NO_ROUTE: Flags = Flags(1 << 4); // NR
-    pub const DELAY_INJECTED: Flags = Flags(1 << 5); // DI
-    pub const FAULT_INJECTED: Flags = Flags(1 << 6); // FI
-    pub const DOWNSTREAM_TERMINATION: Flags = Flags(1 << 7); // DC
-    pub const RETRY_LIMIT_EXCEEDED: Flags = Flags(1 << 8); // URX
-    pub const NO_CLUSTER: Flags = Flags(1 << 9); // NC
+    pub const OVERFLOW: Flags = Flags(1 << 4); // UO
+    pub const NO_ROUTE: Flags = Flags(1 << 5); // NR
+    pub const DELAY_INJECTED: Flags = Flags(1 << 6); // DI
+    pub const FAULT_INJECTED: Flags = Flags(1 << 7); // FI
+    pub const DOWNSTREAM_TERMINATION: Flags = Flags(1 << 8); // DC
+    pub const RETRY_LIMIT_EXCEEDED: Flags = Flags(1 << 9); // URX
+    pub const NO_CLUSTER: Flags = Flags(1 << 10); // NC
 
-    const NAMES: [&'static str; 10] = ["UH", "UT", "UF", "UC", "NR", "DI", "FI", "DC", "URX", "NC"];
+    const NAMES: [&'static str; 11] = [
+        "UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "DC", "URX", "NC",
+    ];
 
     pub fn insert(&mut self, other: Flags) {
         self.0 |= other.0;
@@ -70,6 +73,8 @@ pub(crate) enum ProxyError {
     ConnectionTermination(hyper::Error),
     /// The route's timeout (or the last try's timeout) passed.
     UpstreamTimeout,
+    /// A circuit breaker's limit (connections, pending or active requests).
+    Overflow,
     /// The fault filter aborted the request with this status.
     FaultAbort(StatusCode),
     /// The fault filter aborted a gRPC request with this gRPC status.
@@ -100,6 +105,7 @@ impl ProxyError {
             ProxyError::ConnectFailure(_) => Flags::CONNECT_FAILURE,
             ProxyError::ConnectionTermination(_) => Flags::CONNECTION_TERMINATION,
             ProxyError::UpstreamTimeout => Flags::UPSTREAM_TIMEOUT,
+            ProxyError::Overflow => Flags::OVERFLOW,
             ProxyError::FaultAbort(_) | ProxyError::GrpcFaultAbort(_) => Flags::FAULT_INJECTED,
         }
     }
@@ -115,6 +121,9 @@ impl ProxyError {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
             }
             ProxyError::UpstreamTimeout => "upstream request timeout",
+            ProxyError::Overflow => {
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+            }
             ProxyError::FaultAbort(_) | ProxyError::GrpcFaultAbort(_) => "fault filter abort",
             ProxyError::NoRoute | ProxyError::NoCluster | ProxyError::DownstreamBody(_) => "",
         }

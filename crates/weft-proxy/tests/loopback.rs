@@ -452,3 +452,58 @@ async fn a_dead_mirror_never_fails_the_main_request() {
     let seen = statuses(p.addr, "/", 20).await;
     assert_eq!(seen.get(&200), Some(&20), "{seen:?}");
 }
+
+/// Istio's circuit-breaking settings (one connection, one pending request,
+/// one request per connection): of five concurrent requests, one is
+/// served, one waits for the connection and is served next, and three
+/// overflow with 503 UO.
+#[tokio::test]
+async fn circuit_breaker_overflow_is_503_uo() {
+    use envoy_types::pb::envoy::config::cluster::v3::{
+        circuit_breakers::Thresholds, CircuitBreakers,
+    };
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+    let up = upstream("a", None).await;
+    let mut cluster = static_cluster("c", &[up.addr]);
+    let one = Some(UInt32Value { value: 1 });
+    cluster.circuit_breakers = Some(CircuitBreakers {
+        thresholds: vec![Thresholds {
+            max_connections: one,
+            max_pending_requests: one,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let options = HttpProtocolOptions {
+        common_http_protocol_options: Some(
+            envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions {
+                max_requests_per_connection: one,
+                ..Default::default()
+            },
+        ),
+        ..Default::default()
+    };
+    cluster.typed_extension_protocol_options.insert(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+        pack_any(options),
+    );
+    let p = proxy(vec![cluster], vec![route_to("c")]);
+    let calls: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(get(p.addr, "/delay/300")))
+        .collect();
+    let mut ok = 0;
+    let mut overflow = 0;
+    for c in calls {
+        let r = c.await.unwrap();
+        match r.status.as_u16() {
+            200 => ok += 1,
+            503 => {
+                assert!(r.body.ends_with("reset reason: overflow"), "{}", r.body);
+                overflow += 1;
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    assert_eq!((ok, overflow), (2, 3));
+    assert_eq!(up.requests.load(Ordering::SeqCst), 2);
+}

@@ -13,6 +13,7 @@ use weft_config::Resource;
 use weft_registry::{Registry, Service};
 
 use crate::envoy::{ads, socket};
+use crate::pool;
 use crate::{Inputs, ProxyResources};
 
 pub const PASSTHROUGH: &str = "PassthroughCluster";
@@ -31,14 +32,14 @@ pub(crate) fn outbound(inputs: &Inputs, out: &mut ProxyResources) {
             let all = BTreeMap::new();
             push_cluster(inputs, out, service, port, "", policy, &all);
             for subset in rule.map(|r| r.subsets.as_slice()).unwrap_or_default() {
-                let policy = subset.traffic_policy.as_ref().or(policy);
+                let merged = merge(policy, subset.traffic_policy.as_ref());
                 push_cluster(
                     inputs,
                     out,
                     service,
                     port,
                     &subset.name,
-                    policy,
+                    merged.as_ref(),
                     &subset.labels,
                 );
             }
@@ -61,6 +62,30 @@ pub(crate) fn outbound(inputs: &Inputs, out: &mut ProxyResources) {
         ..Default::default()
     });
     out.clusters.push(inbound);
+}
+
+/// A subset's policy over the rule's, field by field, as Istio merges them.
+fn merge(top: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>) -> Option<TrafficPolicy> {
+    let (top, subset) = match (top, subset) {
+        (None, None) => return None,
+        (Some(t), None) => return Some(t.clone()),
+        (None, Some(s)) => return Some(s.clone()),
+        (Some(t), Some(s)) => (t, s),
+    };
+    let mut merged = top.clone();
+    if subset.load_balancer.is_some() {
+        merged.load_balancer = subset.load_balancer.clone();
+    }
+    if subset.connection_pool.is_some() {
+        merged.connection_pool = subset.connection_pool.clone();
+    }
+    if subset.outlier_detection.is_some() {
+        merged.outlier_detection = subset.outlier_detection.clone();
+    }
+    if subset.tls.is_some() {
+        merged.tls = subset.tls.clone();
+    }
+    Some(merged)
 }
 
 /// One EDS cluster and its endpoints; `labels` narrows them to a subset.
@@ -129,11 +154,10 @@ fn eds_cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
             service_name: name.into(),
         }),
         lb_policy: lb_policy(policy) as i32,
-        connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
-            seconds: 10,
-            nanos: 0,
-        }),
-        ..Default::default()
+        ..pool::apply(
+            Cluster::default(),
+            policy.and_then(|p| p.connection_pool.as_ref()),
+        )
     }
 }
 

@@ -10,6 +10,7 @@ mod clusters;
 mod envoy;
 mod gateway;
 mod policies;
+mod pool;
 mod routes;
 mod sidecar;
 

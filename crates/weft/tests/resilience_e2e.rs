@@ -219,3 +219,47 @@ fn mirroring_task() {
     let v1 = mesh.log("httpbin-v1.log");
     assert!(!v1.contains("shadow"), "v1 gets the originals only");
 }
+
+/// Istio's circuit-breaking task's DestinationRule, unchanged.
+const CIRCUIT_BREAKER: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: httpbin\nspec:\n  host: httpbin\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        maxConnections: 1\n      http:\n        http1MaxPendingRequests: 1\n        maxRequestsPerConnection: 1\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 3m\n      maxEjectionPercent: 100\n";
+
+/// Istio's circuit-breaking task: with one connection and one pending
+/// request allowed, concurrent load through the client's sidecar gets some
+/// 503s, which its access log flags UO, and the rest through.
+#[test]
+fn circuit_breaking_task() {
+    let mesh = Mesh::up_example("httpbin", "breaker", 107, 18107);
+    apply_yaml(&mesh, "breaker.yaml", CIRCUIT_BREAKER);
+    let url = "http://httpbin:8000/delay/0.2";
+    wait_until(
+        "the rule to reach the client",
+        Duration::from_secs(10),
+        || {
+            pod_curl(
+                &mesh,
+                "curl",
+                &["-o", "/dev/null", "-w", "%{http_code}", url],
+            ) == "200"
+        },
+    );
+    // 30 requests, 6 at a time, as fortio -c 6 -n 30 would send them.
+    let mut args = vec!["--parallel", "--parallel-max", "6", "-w", "%{http_code}\n"];
+    for _ in 0..30 {
+        args.extend(["-o", "/dev/null", url]);
+    }
+    let out = pod_curl(&mesh, "curl", &args);
+    let codes: Vec<&str> = out.lines().collect();
+    assert_eq!(codes.len(), 30, "{out}");
+    let ok = codes.iter().filter(|c| **c == "200").count();
+    let overflow = codes.iter().filter(|c| **c == "503").count();
+    assert_eq!(ok + overflow, 30, "{codes:?}");
+    assert!(
+        ok > 0 && overflow > 0,
+        "some pass, some trip the breaker: {codes:?}"
+    );
+    wait_until(
+        "the client's sidecar to log UO",
+        Duration::from_secs(3),
+        || mesh.log("curl.sidecar.log").contains("\" 503 UO "),
+    );
+}

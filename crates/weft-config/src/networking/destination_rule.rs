@@ -61,8 +61,37 @@ pub struct TrafficPolicy {
 
 impl TrafficPolicy {
     pub fn unenforced_fields(&self) -> Vec<&'static str> {
+        let tcp = self.connection_pool.as_ref().and_then(|p| p.tcp.as_ref());
+        let http = self.connection_pool.as_ref().and_then(|p| p.http.as_ref());
         [
-            ("connectionPool", self.connection_pool.is_some()),
+            (
+                "connectionPool.tcp.tcpKeepalive",
+                tcp.is_some_and(|t| t.tcp_keepalive.is_some()),
+            ),
+            (
+                "connectionPool.tcp.maxConnectionDuration",
+                tcp.is_some_and(|t| t.max_connection_duration.is_some()),
+            ),
+            (
+                "connectionPool.tcp.idleTimeout",
+                tcp.is_some_and(|t| t.idle_timeout.is_some()),
+            ),
+            (
+                "connectionPool.http.h2UpgradePolicy",
+                http.is_some_and(|h| h.h2_upgrade_policy.is_some()),
+            ),
+            (
+                "connectionPool.http.useClientProtocol",
+                http.is_some_and(|h| h.use_client_protocol.is_some()),
+            ),
+            (
+                "connectionPool.http.maxConcurrentStreams",
+                http.is_some_and(|h| h.max_concurrent_streams.is_some()),
+            ),
+            (
+                "connectionPool.http.http2KeepAlive",
+                http.is_some_and(|h| h.http2_keep_alive.is_some()),
+            ),
             ("outlierDetection", self.outlier_detection.is_some()),
             ("tls", self.tls.is_some()),
             ("portLevelSettings", self.port_level_settings.is_some()),

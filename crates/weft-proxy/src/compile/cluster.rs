@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssig
 use serde::Serialize;
 
 use super::socket_addr;
+use crate::upstream::Limits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum ClusterKind {
@@ -42,6 +43,10 @@ pub struct ClusterCfg {
     /// Source address for upstream connections (`upstream_bind_config`);
     /// Istio binds inbound passthrough to 127.0.0.6 so iptables lets it by.
     pub bind_source: Option<std::net::IpAddr>,
+    /// Upstream HTTP connections idle this long are closed (Envoy: 1 h).
+    pub idle_timeout: std::time::Duration,
+    /// Circuit-breaker limits and their live counts, shared by the workers.
+    pub breaker: std::sync::Arc<crate::upstream::Breaker>,
     pub endpoints: Endpoints,
 }
 
@@ -52,6 +57,7 @@ impl ClusterCfg {
             addr,
             bind_source: self.bind_source,
             connect_timeout: self.connect_timeout,
+            idle_timeout: self.idle_timeout,
         }
     }
 
@@ -108,9 +114,11 @@ pub(crate) fn compile_cluster(
     if c.transport_socket.is_some() {
         return Err("transport_socket (upstream TLS) is not supported yet".into());
     }
-    if c.circuit_breakers.is_some() || c.outlier_detection.is_some() {
-        return Err("circuit_breakers and outlier_detection are not supported yet".into());
+    if c.outlier_detection.is_some() {
+        return Err("outlier_detection is not supported yet".into());
     }
+    let (mut limits, idle_timeout) = http_options(c)?;
+    apply_thresholds(c, &mut limits)?;
     let addresses = match kind {
         ClusterKind::Eds => eds.map(<[SocketAddr]>::to_vec).unwrap_or_default(),
         ClusterKind::Static => c
@@ -144,11 +152,90 @@ pub(crate) fn compile_cluster(
         lb,
         connect_timeout,
         bind_source,
+        idle_timeout,
+        breaker: std::sync::Arc::new(crate::upstream::Breaker::new(limits)),
         endpoints: Endpoints {
             addresses,
             next: AtomicUsize::new(0),
         },
     })
+}
+
+const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// The cluster's HTTP protocol options: requests per connection and the
+/// idle timeout; HTTP/1.1 only (HTTP/2 upstreams are not built yet).
+#[allow(deprecated)] // `max_requests_per_connection` on the cluster itself.
+fn http_options(c: &Cluster) -> Result<(Limits, std::time::Duration), String> {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+        http_protocol_options::{explicit_http_config::ProtocolConfig, UpstreamProtocolOptions},
+        HttpProtocolOptions,
+    };
+    let mut limits = Limits {
+        max_requests_per_connection: c
+            .max_requests_per_connection
+            .map(|v| v.value)
+            .filter(|v| *v > 0),
+        ..Limits::default()
+    };
+    let mut idle = std::time::Duration::from_secs(3600);
+    for (name, any) in &c.typed_extension_protocol_options {
+        if name != HTTP_OPTIONS {
+            return Err(format!(
+                "typed_extension_protocol_options {name:?} is not supported"
+            ));
+        }
+        let o: HttpProtocolOptions = super::unpack(any)?;
+        match &o.upstream_protocol_options {
+            None => {}
+            Some(UpstreamProtocolOptions::ExplicitHttpConfig(e))
+                if matches!(e.protocol_config, None | Some(ProtocolConfig::HttpProtocolOptions(_))) => {}
+            Some(_) => {
+                return Err("upstream HTTP/2, HTTP/3 and protocol selection are not supported yet (HTTP/1.1 only)".into())
+            }
+        }
+        if !o.http_filters.is_empty() || o.upstream_http_protocol_options.is_some() {
+            return Err(
+                "upstream http_filters and upstream_http_protocol_options are not supported".into(),
+            );
+        }
+        if let Some(common) = &o.common_http_protocol_options {
+            if let Some(max) = common
+                .max_requests_per_connection
+                .map(|v| v.value)
+                .filter(|v| *v > 0)
+            {
+                limits.max_requests_per_connection = Some(max);
+            }
+            if let Some(d) = common.idle_timeout.as_ref() {
+                idle = super::duration(d)?;
+            }
+        }
+    }
+    Ok((limits, idle))
+}
+
+/// The default-priority thresholds; other priorities are never used, as
+/// Weft routes everything at default priority.
+fn apply_thresholds(c: &Cluster, limits: &mut Limits) -> Result<(), String> {
+    let Some(cb) = &c.circuit_breakers else {
+        return Ok(());
+    };
+    for t in cb.thresholds.iter().filter(|t| t.priority == 0) {
+        if t.retry_budget.is_some() {
+            return Err("circuit_breakers retry_budget is not supported".into());
+        }
+        let set = |v: Option<envoy_types::pb::google::protobuf::UInt32Value>, into: &mut u32| {
+            if let Some(v) = v {
+                *into = v.value;
+            }
+        };
+        set(t.max_connections, &mut limits.max_connections);
+        set(t.max_pending_requests, &mut limits.max_pending_requests);
+        set(t.max_requests, &mut limits.max_requests);
+        set(t.max_retries, &mut limits.max_retries);
+    }
+    Ok(())
 }
 
 pub(crate) fn compile_endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<SocketAddr>, String> {

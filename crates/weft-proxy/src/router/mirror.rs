@@ -32,8 +32,9 @@ pub(super) fn spawn(parts: &Parts, body: &Replay, cluster: &str, snapshot: &Comp
         }
     }
     let peer = cluster.peer(addr);
+    let breaker = cluster.breaker.clone();
     tokio::spawn(async move {
-        match upstream::send(&peer, req).await {
+        match upstream::send(&peer, &breaker, req).await {
             // Read the body to its end so the connection can be reused.
             Ok(resp) => drop(http_body_util::BodyExt::collect(resp.into_body()).await),
             Err(e) => tracing::debug!(upstream = %peer.addr, error = ?e, "mirror failed"),

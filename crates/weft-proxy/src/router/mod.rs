@@ -187,6 +187,8 @@ impl Tries<'_> {
     async fn run(mut self, entry: &mut Entry) -> Result<Response<Incoming>, ProxyError> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut retries = 0u32;
+        // The retry in flight holds its slot until the next decision.
+        let mut _retry_slot = None;
         loop {
             let addr = self.pick(&tried).ok_or(ProxyError::NoHealthyUpstream)?;
             entry.upstream = Some(addr);
@@ -202,6 +204,8 @@ impl Tries<'_> {
                     Outcome::ConnectFailure
                 }
                 Err(TryError::Upstream(UpstreamError::Request { .. })) => Outcome::Reset,
+                // Envoy does not retry a circuit breaker's overflow.
+                Err(TryError::Upstream(UpstreamError::Overflow)) => return finish(result),
             };
             let Some(policy) = self.policy.filter(|p| p.retries(&outcome)) else {
                 return finish(result);
@@ -210,10 +214,16 @@ impl Tries<'_> {
                 entry.flags.insert(Flags::RETRY_LIMIT_EXCEEDED);
                 return finish(result);
             }
+            // Concurrent retries are a circuit breaker's resource too; over
+            // the limit the retry is not made.
+            let Some(_retry) = self.cluster.breaker.retry() else {
+                return finish(result);
+            };
             drop(result);
             retries += 1;
             tried.push(addr);
             tokio::time::sleep(policy.back_off(retries, |ceiling| fastrand::u64(..ceiling))).await;
+            _retry_slot = Some(_retry);
         }
     }
 
@@ -245,7 +255,7 @@ impl Tries<'_> {
         *req.version_mut() = self.parts.version;
         *req.headers_mut() = self.parts.headers.clone();
         let peer = self.cluster.peer(addr);
-        let send = upstream::send(&peer, req);
+        let send = upstream::send(&peer, &self.cluster.breaker, req);
         match self.policy.and_then(|p| p.per_try_timeout) {
             Some(t) => match tokio::time::timeout(t, send).await {
                 Ok(r) => r.map_err(TryError::Upstream),
@@ -273,5 +283,6 @@ fn finish(result: Result<Response<Incoming>, TryError>) -> Result<Response<Incom
         TryError::Upstream(UpstreamError::Request { error, .. }) => {
             ProxyError::ConnectionTermination(error)
         }
+        TryError::Upstream(UpstreamError::Overflow) => ProxyError::Overflow,
     })
 }

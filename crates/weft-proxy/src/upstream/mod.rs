@@ -10,6 +10,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -20,6 +21,9 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::router::body::UpBody;
 
+mod breaker;
+pub use breaker::{Breaker, Limits};
+
 /// Everything needed to reach one upstream endpoint, built from its
 /// cluster. HTTP and TCP connect through the same `connect`, so every
 /// cluster setting reaches the socket; the HTTP pool is keyed on it.
@@ -29,19 +33,34 @@ pub(crate) struct Peer {
     /// Source address (`upstream_bind_config`).
     pub bind_source: Option<IpAddr>,
     pub connect_timeout: Duration,
+    /// A pooled connection idle this long is closed.
+    pub idle_timeout: Duration,
 }
 
-/// Envoy's default idle timeout for upstream HTTP connections.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How often a request waiting for a connection looks again, besides
+/// being woken when one closes or returns to the pool.
+const PENDING_RECHECK: Duration = Duration::from_millis(5);
 
 type Sender = SendRequest<UpBody>;
 
+/// A pooled connection and how many requests it has carried.
+struct Pooled {
+    sender: Sender,
+    served: u32,
+    idle_since: Instant,
+}
+
 thread_local! {
-    static IDLE: RefCell<HashMap<Peer, Vec<(Sender, Instant)>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<Peer, Vec<Pooled>>> = RefCell::new(HashMap::new());
+    /// Open connections per peer on this thread: Envoy lets every worker's
+    /// pool open one connection whatever the circuit breaker says, so a
+    /// worker is never starved by connections other workers hold.
+    static OPEN: RefCell<HashMap<Peer, u32>> = RefCell::new(HashMap::new());
 }
 
 /// Why a request did not get a response, in the terms Envoy's response
-/// flags need: no connection at all (UF), or a connection that failed (UC).
+/// flags need: no connection at all (UF), a connection that failed (UC),
+/// or a circuit breaker's limit (UO).
 #[derive(Debug)]
 pub(crate) enum UpstreamError {
     Connect(std::io::Error),
@@ -51,23 +70,49 @@ pub(crate) enum UpstreamError {
         error: hyper::Error,
         reused: bool,
     },
+    Overflow,
 }
 
 /// Sends `req` (origin-form URI, Host set) to `peer` on a pooled
-/// connection, or a new one. A pooled connection that the upstream closed
-/// meanwhile hands the request back unsent, and the next one is tried.
+/// connection, a new one, or, when the cluster's connection limit is
+/// reached, the first one freed (as a pending request, itself limited).
+/// A pooled connection that the upstream closed meanwhile hands the
+/// request back unsent, and the next one is tried.
 pub(crate) async fn send(
     peer: &Peer,
+    breaker: &Arc<Breaker>,
     mut req: Request<UpBody>,
 ) -> Result<Response<Incoming>, UpstreamError> {
+    let _active = breaker.request().ok_or(UpstreamError::Overflow)?;
+    let mut pending = None;
     loop {
-        let (mut sender, reused) = match checkout(peer) {
-            Some(s) => (s, true),
-            None => (handshake(peer).await?, false),
+        let (mut conn, reused) = match checkout(peer) {
+            Some(c) => (c, true),
+            None => match open(peer, breaker).await? {
+                Some(c) => (c, false),
+                None => {
+                    if pending.is_none() {
+                        pending = Some(breaker.pending().ok_or(UpstreamError::Overflow)?);
+                    }
+                    let freed = breaker.freed.notified();
+                    let _ = tokio::time::timeout(PENDING_RECHECK, freed).await;
+                    continue;
+                }
+            },
         };
-        match sender.try_send_request(req).await {
+        match conn.sender.try_send_request(req).await {
             Ok(resp) => {
-                checkin(peer, sender);
+                conn.served += 1;
+                let spent = breaker
+                    .limits
+                    .max_requests_per_connection
+                    .is_some_and(|max| conn.served >= max);
+                // A spent connection is dropped: it closes once its
+                // response is read, which frees its slot.
+                if !spent {
+                    checkin(peer, conn);
+                    breaker.freed.notify_waiters();
+                }
                 return Ok(resp);
             }
             Err(mut e) => match e.take_message() {
@@ -85,14 +130,16 @@ pub(crate) async fn send(
 
 /// A ready connection to `peer`; closed and long-idle ones are dropped on
 /// the way.
-fn checkout(peer: &Peer) -> Option<Sender> {
+fn checkout(peer: &Peer) -> Option<Pooled> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(peer)?;
         let now = Instant::now();
-        list.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT);
-        let ready = list.iter().position(|(s, _)| s.is_ready())?;
-        Some(list.swap_remove(ready).0)
+        list.retain(|c| {
+            !c.sender.is_closed() && now.duration_since(c.idle_since) < peer.idle_timeout
+        });
+        let ready = list.iter().position(|c| c.sender.is_ready())?;
+        Some(list.swap_remove(ready))
     })
 }
 
@@ -100,15 +147,14 @@ fn checkout(peer: &Peer) -> Option<Sender> {
 /// endpoints that left the config do not keep entries forever.
 const SWEEP_EVERY: u32 = 1024;
 
-fn checkin(peer: &Peer, sender: Sender) {
+fn checkin(peer: &Peer, mut conn: Pooled) {
+    conn.idle_since = Instant::now();
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        idle.entry(*peer)
-            .or_default()
-            .push((sender, Instant::now()));
+        idle.entry(*peer).or_default().push(conn);
         if fastrand::u32(..SWEEP_EVERY) == 0 {
             idle.retain(|_, list| {
-                list.retain(|(s, _)| !s.is_closed());
+                list.retain(|c| !c.sender.is_closed());
                 !list.is_empty()
             });
         }
@@ -144,21 +190,57 @@ pub(crate) async fn connect(peer: &Peer) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
-async fn handshake(peer: &Peer) -> Result<Sender, UpstreamError> {
+/// A new connection, if the cluster's connection limit allows one (or
+/// this thread has none to the peer yet); None when the request must wait.
+async fn open(peer: &Peer, breaker: &Arc<Breaker>) -> Result<Option<Pooled>, UpstreamError> {
+    let first_here = OPEN.with(|o| o.borrow().get(peer).copied().unwrap_or(0) == 0);
+    if !breaker.open_connection(first_here) {
+        return Ok(None);
+    }
+    OPEN.with(|o| *o.borrow_mut().entry(*peer).or_default() += 1);
+    let closed = {
+        let (peer, breaker) = (*peer, breaker.clone());
+        move || {
+            OPEN.with(|o| {
+                if let Some(n) = o.borrow_mut().get_mut(&peer) {
+                    *n = n.saturating_sub(1);
+                }
+            });
+            breaker.connection_closed();
+        }
+    };
+    match handshake(peer).await {
+        Ok((sender, conn)) => {
+            let endpoint = peer.addr;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%endpoint, error = %e, "upstream connection ended with an error");
+                }
+                closed();
+            });
+            Ok(Some(Pooled {
+                sender,
+                served: 0,
+                idle_since: Instant::now(),
+            }))
+        }
+        Err(e) => {
+            closed();
+            Err(e)
+        }
+    }
+}
+
+type Connection = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, UpBody>;
+
+async fn handshake(peer: &Peer) -> Result<(Sender, Connection), UpstreamError> {
     let stream = connect(peer).await.map_err(UpstreamError::Connect)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|error| UpstreamError::Request {
             error,
             reused: false,
-        })?;
-    let endpoint = peer.addr;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%endpoint, error = %e, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+        })
 }
 
 #[cfg(test)]
@@ -219,9 +301,11 @@ mod tests {
                         addr: upstream,
                         bind_source: None,
                         connect_timeout: Duration::from_secs(1),
+                        idle_timeout: Duration::from_secs(60),
                     };
                     let req = req.map(http_body_util::Either::Left);
-                    let status = match send(&peer, req).await {
+                    let breaker = Arc::new(Breaker::default());
+                    let status = match send(&peer, &breaker, req).await {
                         Ok(resp) => resp.status(),
                         Err(_) => http::StatusCode::BAD_GATEWAY,
                     };
@@ -290,6 +374,7 @@ mod tests {
             addr,
             bind_source: None,
             connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
         };
         let err = handshake(&peer).await.unwrap_err();
         assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
