@@ -128,10 +128,13 @@ pub async fn run(
 
 impl App {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
-        if !self.knob.delay.is_zero() {
+        // Probes (`/`, `/health`) are answered whatever the knob says, as a
+        // failing pod can still be ready.
+        let probe = matches!(req.uri().path(), "/" | "/health");
+        if !self.knob.delay.is_zero() && !probe {
             tokio::time::sleep(self.knob.delay).await;
         }
-        if self.knob.fail_percent > 0 && fastrand::u8(..100) < self.knob.fail_percent {
+        if !probe && self.knob.fail_percent > 0 && fastrand::u8(..100) < self.knob.fail_percent {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("{} failed on purpose (--fail-percent)\n", self.workload),

@@ -507,3 +507,48 @@ async fn circuit_breaker_overflow_is_503_uo() {
     assert_eq!((ok, overflow), (2, 3));
     assert_eq!(up.requests.load(Ordering::SeqCst), 2);
 }
+
+fn with_outlier_detection(
+    mut c: envoy_types::pb::envoy::config::cluster::v3::Cluster,
+) -> envoy_types::pb::envoy::config::cluster::v3::Cluster {
+    use envoy_types::pb::envoy::config::cluster::v3::{cluster::CommonLbConfig, OutlierDetection};
+    c.outlier_detection = Some(OutlierDetection {
+        consecutive_5xx: Some(UInt32Value { value: 1 }),
+        interval: Some(millis(1000)),
+        base_ejection_time: Some(millis(60_000)),
+        max_ejection_percent: Some(UInt32Value { value: 100 }),
+        ..Default::default()
+    });
+    c.common_lb_config = Some(CommonLbConfig {
+        healthy_panic_threshold: Some(envoy_types::pb::envoy::r#type::v3::Percent { value: 0.0 }),
+        ..Default::default()
+    });
+    c
+}
+
+#[tokio::test]
+async fn outlier_detection_ejects_the_failing_host() {
+    let good = upstream("good", None).await;
+    let bad = upstream("bad", Some(1)).await;
+    let cluster = with_outlier_detection(static_cluster("c", &[bad.addr, good.addr]));
+    let p = proxy(vec![cluster], vec![route_to("c")]);
+    let seen = statuses(p.addr, "/", 20).await;
+    assert_eq!(
+        bad.requests.load(Ordering::SeqCst),
+        1,
+        "ejected after its first 5xx"
+    );
+    assert_eq!(seen.get(&200), Some(&19), "{seen:?}");
+}
+
+#[tokio::test]
+async fn all_hosts_ejected_is_503_no_healthy_upstream() {
+    let bad = upstream("bad", Some(1)).await;
+    let cluster = with_outlier_detection(static_cluster("c", &[bad.addr]));
+    let p = proxy(vec![cluster], vec![route_to("c")]);
+    assert!(get(p.addr, "/").await.body.starts_with("bad\n"));
+    let r = get(p.addr, "/").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.body, "no healthy upstream");
+    assert_eq!(bad.requests.load(Ordering::SeqCst), 1);
+}

@@ -154,9 +154,12 @@ fn eds_cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
             service_name: name.into(),
         }),
         lb_policy: lb_policy(policy) as i32,
-        ..pool::apply(
-            Cluster::default(),
-            policy.and_then(|p| p.connection_pool.as_ref()),
+        ..pool::outlier(
+            pool::apply(
+                Cluster::default(),
+                policy.and_then(|p| p.connection_pool.as_ref()),
+            ),
+            policy.and_then(|p| p.outlier_detection.as_ref()),
         )
     }
 }

@@ -1,7 +1,9 @@
-//! DestinationRule `connectionPool` → an Envoy cluster's circuit breakers,
-//! connect timeout and HTTP protocol options, as istiod writes them: a
-//! threshold Istio's user did not set is the largest value (Istio does not
-//! want Envoy's 1024 defaults to bite), the connect timeout defaults to 10 s.
+//! DestinationRule `connectionPool` and `outlierDetection` → an Envoy
+//! cluster's circuit breakers, connect timeout, HTTP protocol options and
+//! outlier detection, as istiod writes them: a threshold Istio's user did
+//! not set is the largest value (Istio does not want Envoy's 1024 defaults
+//! to bite), the connect timeout defaults to 10 s, and outlier detection
+//! turns Envoy's panic threshold off unless `minHealthPercent` says.
 
 use std::collections::HashMap;
 
@@ -19,7 +21,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
-use weft_config::networking::traffic::ConnectionPool;
+use weft_config::networking::traffic::{ConnectionPool, OutlierDetection};
 
 use crate::policies::duration;
 
@@ -77,5 +79,51 @@ pub(crate) fn apply(mut cluster: Cluster, pool: Option<&ConnectionPool>) -> Clus
         cluster.typed_extension_protocol_options =
             HashMap::from([(HTTP_OPTIONS.to_string(), pack_any(options))]);
     }
+    cluster
+}
+
+/// `outlierDetection` as istiod converts it: a consecutive-error count set
+/// to 0 is not enforced; success-rate ejection is off.
+pub(crate) fn outlier(mut cluster: Cluster, od: Option<&OutlierDetection>) -> Cluster {
+    use envoy_types::pb::envoy::config::cluster::v3::{
+        cluster::CommonLbConfig, OutlierDetection as Envoy,
+    };
+    let Some(od) = od else {
+        return cluster;
+    };
+    let count = |v: Option<u32>| v.map(|v| UInt32Value { value: v });
+    let enforce = |v: Option<u32>| {
+        v.map(|v| UInt32Value {
+            value: if v > 0 { 100 } else { 0 },
+        })
+    };
+    // The deprecated `consecutiveErrors` counts as 5xx errors.
+    let five_xx = od
+        .consecutive_5xx_errors
+        .or(od.consecutive_errors.map(|v| v.max(0) as u32));
+    cluster.outlier_detection = Some(Envoy {
+        consecutive_5xx: count(five_xx),
+        enforcing_consecutive_5xx: enforce(five_xx),
+        consecutive_gateway_failure: count(od.consecutive_gateway_errors),
+        enforcing_consecutive_gateway_failure: enforce(od.consecutive_gateway_errors),
+        interval: od.interval.as_ref().and_then(|d| d.parse()).map(duration),
+        base_ejection_time: od
+            .base_ejection_time
+            .as_ref()
+            .and_then(|d| d.parse())
+            .map(duration),
+        max_ejection_percent: od
+            .max_ejection_percent
+            .filter(|v| *v > 0)
+            .map(|v| UInt32Value { value: v as u32 }),
+        enforcing_success_rate: Some(UInt32Value { value: 0 }),
+        ..Default::default()
+    });
+    cluster.common_lb_config = Some(CommonLbConfig {
+        healthy_panic_threshold: Some(envoy_types::pb::envoy::r#type::v3::Percent {
+            value: f64::from(od.min_health_percent.unwrap_or(0).clamp(0, 100)),
+        }),
+        ..Default::default()
+    });
     cluster
 }

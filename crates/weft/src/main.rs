@@ -91,7 +91,7 @@ enum Command {
         #[arg(long, default_value = "0.0.0.0:9080")]
         listen: SocketAddr,
         /// Answer this percent of requests with 503 (for retries and
-        /// outlier detection).
+        /// outlier detection); probes of `/` and `/health` still pass.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
         fail_percent: u8,
         /// Add this many milliseconds to every request (a slow service).

@@ -263,3 +263,50 @@ fn circuit_breaking_task() {
         || mesh.log("curl.sidecar.log").contains("\" 503 UO "),
     );
 }
+
+/// Outlier detection: httpbin-v2 fails every request; after its first 5xx
+/// it is ejected for three minutes and gets nothing more, while the client
+/// sees no failure (Istio's default retries send the one failed try to v1).
+#[test]
+fn outlier_detection_ejects_a_failing_replica() {
+    let mesh = Mesh::up_edited("httpbin", "outlier", 108, 18108, |m| {
+        m.replace(
+            "[weft, demo, httpbin, --version, v2,",
+            "[weft, demo, httpbin, --fail-percent, \"100\", --version, v2,",
+        )
+    });
+    apply_yaml(&mesh, "outlier.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: httpbin\nspec:\n  host: httpbin\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 3m\n      maxEjectionPercent: 100\n");
+    let get = || {
+        pod_curl(
+            &mesh,
+            "curl",
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "http://httpbin:8000/get",
+            ],
+        )
+    };
+    // Until the rule arrives, round robin keeps sending v2 its share.
+    wait_until("v2 to be ejected", Duration::from_secs(10), || {
+        (0..4).all(|_| get() == "200") && mesh.log("httpbin-v2.sidecar.log").contains("\" 503 ")
+    });
+    let failed_before = mesh
+        .log("httpbin-v2.sidecar.log")
+        .matches("\" 503 ")
+        .count();
+    for i in 0..20 {
+        assert_eq!(get(), "200", "request {i}");
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // one access-log flush
+    let failed_after = mesh
+        .log("httpbin-v2.sidecar.log")
+        .matches("\" 503 ")
+        .count();
+    assert_eq!(
+        failed_before, failed_after,
+        "the ejected replica got nothing"
+    );
+}

@@ -63,6 +63,7 @@ impl TrafficPolicy {
     pub fn unenforced_fields(&self) -> Vec<&'static str> {
         let tcp = self.connection_pool.as_ref().and_then(|p| p.tcp.as_ref());
         let http = self.connection_pool.as_ref().and_then(|p| p.http.as_ref());
+        let od = self.outlier_detection.as_ref();
         [
             (
                 "connectionPool.tcp.tcpKeepalive",
@@ -92,7 +93,18 @@ impl TrafficPolicy {
                 "connectionPool.http.http2KeepAlive",
                 http.is_some_and(|h| h.http2_keep_alive.is_some()),
             ),
-            ("outlierDetection", self.outlier_detection.is_some()),
+            (
+                "outlierDetection.splitExternalLocalOriginErrors",
+                od.is_some_and(|o| o.split_external_local_origin_errors.is_some()),
+            ),
+            (
+                "outlierDetection.consecutiveLocalOriginFailures",
+                od.is_some_and(|o| o.consecutive_local_origin_failures.is_some()),
+            ),
+            (
+                "outlierDetection.outlierDetectionHttpErrorCodes",
+                od.is_some_and(|o| !o.outlier_detection_http_error_codes.is_empty()),
+            ),
             ("tls", self.tls.is_some()),
             ("portLevelSettings", self.port_level_settings.is_some()),
             ("tunnel", self.tunnel.is_some()),

@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssig
 use serde::Serialize;
 
 use super::socket_addr;
-use crate::upstream::Limits;
+use crate::upstream::{Limits, Outliers};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum ClusterKind {
@@ -47,6 +47,11 @@ pub struct ClusterCfg {
     pub idle_timeout: std::time::Duration,
     /// Circuit-breaker limits and their live counts, shared by the workers.
     pub breaker: std::sync::Arc<crate::upstream::Breaker>,
+    /// Outlier detection's per-host records, when the cluster asks for it.
+    pub outliers: Option<Outliers>,
+    /// Below this percentage of hosts not ejected, balance over all of
+    /// them anyway (Envoy's panic threshold, 50% by default; Istio sets 0).
+    pub panic_threshold: u32,
     pub endpoints: Endpoints,
 }
 
@@ -71,11 +76,32 @@ impl ClusterCfg {
         if eps.is_empty() {
             return None;
         }
-        let i = match self.lb {
+        let start = match self.lb {
             LbPolicy::RoundRobin => self.endpoints.next.fetch_add(1, Ordering::Relaxed),
             LbPolicy::Random => fastrand::usize(..eps.len()),
         };
-        Some(eps[i % eps.len()])
+        let n = eps.len();
+        if let Some(o) = &self.outliers {
+            let healthy = (0..n).filter(|i| !o.is_ejected(*i)).count();
+            let panic = healthy * 100 < self.panic_threshold as usize * n;
+            if !panic {
+                // The next host in turn that is not ejected; none: UH.
+                return (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|i| !o.is_ejected(*i))
+                    .map(|i| eps[i]);
+            }
+        }
+        Some(eps[start % n])
+    }
+
+    /// Tells outlier detection how a request to `addr` ended.
+    pub(crate) fn report(&self, addr: SocketAddr, result: crate::upstream::outlier::Result5xx) {
+        if let Some(o) = &self.outliers {
+            if let Some(i) = self.endpoints.addresses.iter().position(|a| *a == addr) {
+                o.report(i, result);
+            }
+        }
     }
 }
 
@@ -114,9 +140,6 @@ pub(crate) fn compile_cluster(
     if c.transport_socket.is_some() {
         return Err("transport_socket (upstream TLS) is not supported yet".into());
     }
-    if c.outlier_detection.is_some() {
-        return Err("outlier_detection is not supported yet".into());
-    }
     let (mut limits, idle_timeout) = http_options(c)?;
     apply_thresholds(c, &mut limits)?;
     let addresses = match kind {
@@ -154,6 +177,17 @@ pub(crate) fn compile_cluster(
         bind_source,
         idle_timeout,
         breaker: std::sync::Arc::new(crate::upstream::Breaker::new(limits)),
+        outliers: c
+            .outlier_detection
+            .as_ref()
+            .map(crate::upstream::outlier::compile)
+            .transpose()?
+            .map(|cfg| Outliers::new(cfg, addresses.len())),
+        panic_threshold: c
+            .common_lb_config
+            .as_ref()
+            .and_then(|l| l.healthy_panic_threshold.as_ref())
+            .map_or(50, |p| p.value.clamp(0.0, 100.0) as u32),
         endpoints: Endpoints {
             addresses,
             next: AtomicUsize::new(0),

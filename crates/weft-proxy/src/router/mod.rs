@@ -20,6 +20,7 @@ use crate::compile::{
 };
 use crate::error::{Flags, ProxyError};
 use crate::http::{strip_hop_by_hop, Body, Connection};
+use crate::upstream::outlier::Result5xx;
 use crate::upstream::{self, UpstreamError};
 use body::Replay;
 use retry::{Outcome, RetryPolicy};
@@ -207,6 +208,7 @@ impl Tries<'_> {
                 // Envoy does not retry a circuit breaker's overflow.
                 Err(TryError::Upstream(UpstreamError::Overflow)) => return finish(result),
             };
+            self.cluster.report(addr, health(&outcome));
             let Some(policy) = self.policy.filter(|p| p.retries(&outcome)) else {
                 return finish(result);
             };
@@ -262,6 +264,19 @@ impl Tries<'_> {
                 Err(_) => Err(TryError::PerTryTimeout),
             },
             None => send.await.map_err(TryError::Upstream),
+        }
+    }
+}
+
+/// What outlier detection makes of a try's outcome.
+fn health(outcome: &Outcome) -> Result5xx {
+    match outcome {
+        Outcome::Response(status, _) if status.is_server_error() => Result5xx::ServerError {
+            gateway: matches!(status.as_u16(), 502..=504),
+        },
+        Outcome::Response(..) => Result5xx::Success,
+        Outcome::ConnectFailure | Outcome::Reset | Outcome::PerTryTimeout => {
+            Result5xx::LocalFailure
         }
     }
 }

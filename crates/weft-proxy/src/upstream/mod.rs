@@ -22,7 +22,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use crate::router::body::UpBody;
 
 mod breaker;
+pub(crate) mod outlier;
 pub use breaker::{Breaker, Limits};
+pub use outlier::Outliers;
 
 /// Everything needed to reach one upstream endpoint, built from its
 /// cluster. HTTP and TCP connect through the same `connect`, so every

@@ -68,6 +68,18 @@ impl Mesh {
 
     /// A mesh of `examples/<example>`.
     pub fn up_example(example: &str, name: &str, subnet: u8, ingress_port: u16) -> Mesh {
+        Mesh::up_edited(example, name, subnet, ingress_port, |m| m)
+    }
+
+    /// A mesh of `examples/<example>` whose `mesh.yaml` is first passed
+    /// through `edit` (a replica that fails, say).
+    pub fn up_edited(
+        example: &str,
+        name: &str,
+        subnet: u8,
+        ingress_port: u16,
+        edit: impl FnOnce(String) -> String,
+    ) -> Mesh {
         require_root();
         // A mesh left by an earlier, interrupted run of this same test.
         let _ = weft(&["down", "--name", name]);
@@ -84,6 +96,9 @@ impl Mesh {
                 std::fs::copy(&path, config_dir.join(path.file_name().unwrap())).unwrap();
             }
         }
+        let mesh_yaml = config_dir.join("mesh.yaml");
+        let text = std::fs::read_to_string(&mesh_yaml).unwrap();
+        std::fs::write(&mesh_yaml, edit(text)).unwrap();
         let mut child = Command::new(WEFT)
             .args([
                 "up",
