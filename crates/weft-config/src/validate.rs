@@ -263,11 +263,13 @@ fn virtual_service(r: &mut Report, vs: &VirtualService) {
                 d.destination.subset.as_deref(),
             );
         }
-        if !route.matches.is_empty() {
-            r.warn(
-                format!("{at}.match"),
-                "accepted but not enforced by this version of Weft",
-            );
+        for (j, m) in route.matches.iter().enumerate() {
+            if m.source_subnet.is_some() {
+                r.warn(
+                    format!("{at}.match[{j}].sourceSubnet"),
+                    "accepted but not enforced by this version of Weft",
+                );
+            }
         }
     }
     if !vs.tls.is_empty() {

@@ -144,8 +144,9 @@ async fn dispatch(sock: TcpStream, peer: SocketAddr, listener: String, shared: A
         ChainAction::Http {
             routes, filters, ..
         } => crate::http::serve(sock, conn, crate::http::Chain { routes, filters }, shared).await,
-        ChainAction::Tcp { cluster, .. } => {
-            crate::tcp::proxy(sock, conn, &cluster, snapshot, shared).await
+        ChainAction::Tcp { clusters, .. } => {
+            let (cluster, _) = clusters.pick(|total| fastrand::u32(..total));
+            crate::tcp::proxy(sock, conn, cluster, snapshot.clone(), shared).await
         }
     }
 }

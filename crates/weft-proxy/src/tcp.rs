@@ -11,6 +11,7 @@ use crate::compile::Compiled;
 use crate::error::ProxyError;
 use crate::http::Connection;
 use crate::upstream;
+use crate::upstream::outlier::Result5xx;
 use crate::Shared;
 
 pub(crate) async fn proxy(
@@ -64,8 +65,14 @@ async fn connect(
             "the destination is this listener itself",
         )));
     }
-    let stream = upstream::connect(&cluster.peer(addr))
-        .await
-        .map_err(ProxyError::ConnectFailure)?;
-    Ok((stream, addr))
+    match upstream::connect(&cluster.peer(addr)).await {
+        Ok(stream) => {
+            cluster.report(addr, Result5xx::Success);
+            Ok((stream, addr))
+        }
+        Err(e) => {
+            cluster.report(addr, Result5xx::LocalFailure);
+            Err(ProxyError::ConnectFailure(e))
+        }
+    }
 }

@@ -13,6 +13,7 @@ mod policies;
 mod pool;
 mod routes;
 mod sidecar;
+mod tcp;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;

@@ -318,7 +318,7 @@ fn weighted(d: &HttpRouteDestination, scope: &Scope) -> weighted_cluster::Cluste
 
 /// The outbound cluster a destination names. The port is the destination's,
 /// else the service's only port, else the port the request came in on.
-fn destination_cluster(d: &Destination, scope: &Scope) -> String {
+pub(crate) fn destination_cluster(d: &Destination, scope: &Scope) -> String {
     let fqdn = scope.registry.qualify(&d.host, scope.namespace);
     let service = scope.registry.service(&d.host, scope.namespace);
     let port = match (&d.port, service) {

@@ -62,13 +62,14 @@ fn outbound_listeners(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResource
             if Protocol::of(port).is_http() {
                 http_ports.entry(port.port).or_default().push(service);
             } else if let Some(vip) = service.vip {
-                let cluster = cluster_name("outbound", port.port, "", &service.fqdn());
                 out.listeners.push(Listener {
                     name: format!("{vip}_{}", port.port),
                     address: Some(socket(&vip.to_string(), u32::from(port.port))),
                     bind_to_port: Some(BoolValue { value: false }),
                     filter_chains: vec![FilterChain {
-                        filters: vec![tcp_proxy(&cluster, &cluster)],
+                        filters: vec![crate::tcp::outbound_filter(
+                            inputs, proxy, service, port.port, vip,
+                        )],
                         ..Default::default()
                     }],
                     ..Default::default()
@@ -173,7 +174,7 @@ fn service_virtual_host(
 }
 
 /// VirtualServices that apply to sidecars: no `gateways`, or `mesh` among them.
-fn mesh_virtual_services<'a>(
+pub(crate) fn mesh_virtual_services<'a>(
     inputs: &'a Inputs,
 ) -> impl Iterator<Item = &'a weft_config::Resource> {
     inputs.config.iter().filter(|r| {

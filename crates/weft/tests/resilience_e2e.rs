@@ -310,3 +310,57 @@ fn outlier_detection_ejects_a_failing_replica() {
         "the ejected replica got nothing"
     );
 }
+
+/// Which tcp-echo version answered each of `n` new connections from
+/// productpage's pod.
+fn tcp_echo_versions(mesh: &Mesh, n: usize) -> Vec<String> {
+    let script = format!(
+        "import socket\nfor _ in range({n}):\n    s = socket.create_connection(('tcp-echo', 9000), timeout=5)\n    s.sendall(b'hi\\n')\n    print(s.recv(100).decode().split()[0])\n    s.close()\n"
+    );
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &mesh.netns("productpage-v1"),
+            "python3",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Istio's TCP traffic-shifting task: all connections to v1, then 80/20.
+#[test]
+fn tcp_traffic_shifting_task() {
+    let mesh = Mesh::up("tcpshift", 109, 18109);
+    apply(&mesh, "tcp-echo-all-v1.yaml");
+    wait_until(
+        "every connection to reach v1",
+        Duration::from_secs(10),
+        || {
+            tcp_echo_versions(&mesh, 10)
+                .iter()
+                .all(|v| v == "tcp-echo-v1")
+        },
+    );
+    apply(&mesh, "tcp-echo-20-v2.yaml");
+    wait_until("v2 to get connections", Duration::from_secs(10), || {
+        tcp_echo_versions(&mesh, 10)
+            .iter()
+            .any(|v| v == "tcp-echo-v2")
+    });
+    let seen = tcp_echo_versions(&mesh, 200);
+    assert_eq!(seen.len(), 200, "{seen:?}");
+    let v2 = seen.iter().filter(|v| *v == "tcp-echo-v2").count();
+    // 20% of 200 = 40; ±20 is beyond 3.5 sigma.
+    assert!((20..=60).contains(&v2), "v2 got {v2} of 200");
+    assert_eq!(
+        seen.iter().filter(|v| *v == "tcp-echo-v1").count(),
+        200 - v2
+    );
+}

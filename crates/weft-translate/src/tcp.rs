@@ -1,0 +1,143 @@
+//! VirtualService `tcp[]` routes → the tcp_proxy of a service's outbound
+//! TCP listener: the first route whose matches apply to this proxy and
+//! this listener wins; its destinations become one cluster or weighted
+//! clusters (Istio's TCP traffic shifting). No route: the service's own
+//! cluster.
+
+use std::net::IpAddr;
+
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+    tcp_proxy::{weighted_cluster::ClusterWeight, ClusterSpecifier, WeightedCluster},
+    TcpProxy,
+};
+use envoy_types::util::pack_any;
+use weft_config::networking::http_policies::L4Match;
+use weft_config::networking::virtual_service::TcpRoute;
+use weft_registry::{Service, Workload};
+
+use crate::clusters::cluster_name;
+use crate::envoy::TCP_PROXY;
+use crate::routes::{destination_cluster, Context, Scope};
+use crate::Inputs;
+
+/// The tcp_proxy filter for `service`'s TCP `port` on `vip`.
+pub(crate) fn outbound_filter(
+    inputs: &Inputs,
+    proxy: &Workload,
+    service: &Service,
+    port: u16,
+    vip: IpAddr,
+) -> Filter {
+    let fqdn = service.fqdn();
+    let default = cluster_name("outbound", port, "", &fqdn);
+    let chosen = crate::sidecar::mesh_virtual_services(inputs)
+        .filter_map(|r| Some((r, r.as_virtual_service()?)))
+        .filter(|(r, vs)| {
+            vs.hosts
+                .iter()
+                .any(|h| inputs.registry.qualify(h, r.namespace()) == fqdn)
+        })
+        .find_map(|(r, vs)| {
+            let scope = Scope {
+                registry: inputs.registry,
+                namespace: r.namespace(),
+                port,
+                match_ports: vec![u32::from(port)],
+                proxy,
+                context: Context::Mesh,
+            };
+            let route = vs.tcp.iter().find(|t| applies(t, &scope, vip))?;
+            Some(specifier(route, &scope))
+        });
+    let specifier = chosen.unwrap_or(ClusterSpecifier::Cluster(default.clone()));
+    let proxy = TcpProxy {
+        stat_prefix: default,
+        cluster_specifier: Some(specifier),
+        ..Default::default()
+    };
+    Filter {
+        name: TCP_PROXY.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack_any(proxy))),
+    }
+}
+
+/// A route with no match applies everywhere; otherwise one of its matches
+/// must fit: port, source labels and namespace, `mesh` among its gateways,
+/// and the VIP inside one of its destination subnets.
+fn applies(route: &TcpRoute, scope: &Scope, vip: IpAddr) -> bool {
+    route.matches.is_empty() || route.matches.iter().any(|m| fits(m, scope, vip))
+}
+
+fn fits(m: &L4Match, scope: &Scope, vip: IpAddr) -> bool {
+    let proxy = scope.proxy;
+    m.port.is_none_or(|p| scope.match_ports.contains(&p))
+        && m.source_labels
+            .iter()
+            .all(|(k, v)| proxy.labels.get(k) == Some(v))
+        && m.source_namespace
+            .as_ref()
+            .is_none_or(|ns| *ns == proxy.namespace)
+        && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+        && (m.destination_subnets.is_empty()
+            || m.destination_subnets.iter().any(|c| in_subnet(vip, c)))
+}
+
+fn specifier(route: &TcpRoute, scope: &Scope) -> ClusterSpecifier {
+    match route.route.as_slice() {
+        [only] => ClusterSpecifier::Cluster(destination_cluster(&only.destination, scope)),
+        many => ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: many
+                .iter()
+                .map(|d| ClusterWeight {
+                    name: destination_cluster(&d.destination, scope),
+                    weight: u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0),
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// Whether `ip` lies in `cidr` (`a.b.c.d/n`, `x::/n`, or a bare address).
+fn in_subnet(ip: IpAddr, cidr: &str) -> bool {
+    let (addr, len) = cidr.split_once('/').unwrap_or((cidr, ""));
+    let Ok(net) = addr.parse::<IpAddr>() else {
+        return false;
+    };
+    let bits = |ip: IpAddr| -> (u128, u32) {
+        match ip {
+            IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+            IpAddr::V6(v) => (u128::from(v), 128),
+        }
+    };
+    let ((a, width), (b, width_b)) = (bits(ip), bits(net));
+    if width != width_b {
+        return false;
+    }
+    let len: u32 = if len.is_empty() {
+        width
+    } else {
+        len.parse().unwrap_or(u32::MAX)
+    };
+    if len > width {
+        return false;
+    }
+    let shift = width - len;
+    len == 0 || (a >> shift) == (b >> shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_subnet;
+
+    #[test]
+    fn subnets() {
+        let ip = "198.19.0.14".parse().unwrap();
+        assert!(in_subnet(ip, "198.19.0.0/16"));
+        assert!(in_subnet(ip, "198.19.0.14"));
+        assert!(in_subnet(ip, "0.0.0.0/0"));
+        assert!(!in_subnet(ip, "198.18.0.0/16"));
+        assert!(!in_subnet(ip, "::/0"));
+    }
+}
