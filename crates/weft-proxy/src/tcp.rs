@@ -11,6 +11,7 @@ use crate::compile::Compiled;
 use crate::error::ProxyError;
 use crate::http::Connection;
 use crate::upstream;
+use crate::upstream::balancer::hash_of;
 use crate::upstream::outlier::Result5xx;
 use crate::Shared;
 
@@ -56,7 +57,7 @@ async fn connect(
         .get(cluster_name)
         .ok_or(ProxyError::NoCluster)?;
     let addr = cluster
-        .pick(conn.destination)
+        .pick(conn.destination, Some(hash_of(conn.peer.ip())))
         .ok_or(ProxyError::NoHealthyUpstream)?;
     // A connection made straight to the capture port would otherwise be
     // passed through to itself, forever.

@@ -552,3 +552,88 @@ async fn all_hosts_ejected_is_503_no_healthy_upstream() {
     assert_eq!(r.body, "no healthy upstream");
     assert_eq!(bad.requests.load(Ordering::SeqCst), 1);
 }
+
+fn hashed_route(
+    policy: envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::PolicySpecifier,
+) -> envoy_types::pb::envoy::config::route::v3::Route {
+    let mut route = route_to("c");
+    action(&mut route).hash_policy = vec![
+        envoy_types::pb::envoy::config::route::v3::route_action::HashPolicy {
+            policy_specifier: Some(policy),
+            ..Default::default()
+        },
+    ];
+    route
+}
+
+async fn ring_of_three() -> (
+    Vec<support::Upstream>,
+    envoy_types::pb::envoy::config::cluster::v3::Cluster,
+) {
+    let ups = vec![
+        upstream("u0", None).await,
+        upstream("u1", None).await,
+        upstream("u2", None).await,
+    ];
+    let mut cluster = static_cluster("c", &ups.iter().map(|u| u.addr).collect::<Vec<_>>());
+    cluster.lb_policy =
+        envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy::RingHash as i32;
+    (ups, cluster)
+}
+
+#[tokio::test]
+async fn ring_hash_keeps_each_header_value_on_one_host() {
+    use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::{
+        Header, PolicySpecifier,
+    };
+    let (_ups, cluster) = ring_of_three().await;
+    let route = hashed_route(PolicySpecifier::Header(Header {
+        header_name: "x-user".into(),
+        ..Default::default()
+    }));
+    let p = proxy(vec![cluster], vec![route]);
+    let mut hosts_seen = std::collections::HashSet::new();
+    for user in 0..12 {
+        let user = format!("user-{user}");
+        let first = get_with(p.addr, "/", &[("x-user", &user)]).await.body[..2].to_string();
+        for _ in 0..5 {
+            let again = get_with(p.addr, "/", &[("x-user", &user)]).await;
+            assert_eq!(&again.body[..2], first, "{user} moved");
+        }
+        hosts_seen.insert(first);
+    }
+    assert!(
+        hosts_seen.len() > 1,
+        "users spread over hosts: {hosts_seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_generated_cookie_pins_the_client() {
+    use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::{
+        Cookie, PolicySpecifier,
+    };
+    let (_ups, cluster) = ring_of_three().await;
+    let route = hashed_route(PolicySpecifier::Cookie(Cookie {
+        name: "session".into(),
+        ttl: Some(millis(60_000)),
+        path: "/".into(),
+        ..Default::default()
+    }));
+    let p = proxy(vec![cluster], vec![route]);
+    let first = get(p.addr, "/").await;
+    let set = first.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.starts_with("session=\"") && set.contains("Max-Age=60") && set.contains("Path=/"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    for _ in 0..10 {
+        let r = get_with(p.addr, "/", &[("cookie", &cookie)]).await;
+        assert_eq!(&r.body[..2], &first.body[..2]);
+        assert!(
+            !r.headers.contains_key("set-cookie"),
+            "a client with the cookie keeps it"
+        );
+    }
+}

@@ -13,7 +13,7 @@ use weft_config::Resource;
 use weft_registry::{Registry, Service};
 
 use crate::envoy::{ads, socket};
-use crate::pool;
+use crate::{hashing, pool};
 use crate::{Inputs, ProxyResources};
 
 pub const PASSTHROUGH: &str = "PassthroughCluster";
@@ -65,7 +65,10 @@ pub(crate) fn outbound(inputs: &Inputs, out: &mut ProxyResources) {
 }
 
 /// A subset's policy over the rule's, field by field, as Istio merges them.
-fn merge(top: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>) -> Option<TrafficPolicy> {
+pub(crate) fn merge(
+    top: Option<&TrafficPolicy>,
+    subset: Option<&TrafficPolicy>,
+) -> Option<TrafficPolicy> {
     let (top, subset) = match (top, subset) {
         (None, None) => return None,
         (Some(t), None) => return Some(t.clone()),
@@ -111,7 +114,7 @@ fn push_cluster(
 
 /// The DestinationRule for a service: Istio picks the one in the service's
 /// namespace first, then any other that names it (sorted, so the pick is stable).
-fn destination_rule<'a>(
+pub(crate) fn destination_rule<'a>(
     config: &'a [Resource],
     registry: &Registry,
     service: &Service,
@@ -133,7 +136,11 @@ fn lb_policy(policy: Option<&TrafficPolicy>) -> cluster::LbPolicy {
         return cluster::LbPolicy::RoundRobin;
     };
     if lb.consistent_hash.is_some() {
-        return cluster::LbPolicy::RingHash;
+        return if hashing::is_maglev(policy) {
+            cluster::LbPolicy::Maglev
+        } else {
+            cluster::LbPolicy::RingHash
+        };
     }
     match lb.simple.as_deref() {
         Some("RANDOM") => cluster::LbPolicy::Random,
@@ -144,6 +151,10 @@ fn lb_policy(policy: Option<&TrafficPolicy>) -> cluster::LbPolicy {
 }
 
 fn eds_cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
+    // PASSTHROUGH: connect where the client meant to, as istiod writes it.
+    if lb_policy(policy) == cluster::LbPolicy::ClusterProvided {
+        return original_dst(name);
+    }
     Cluster {
         name: name.into(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
@@ -154,6 +165,7 @@ fn eds_cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
             service_name: name.into(),
         }),
         lb_policy: lb_policy(policy) as i32,
+        lb_config: hashing::lb_config(policy),
         ..pool::outlier(
             pool::apply(
                 Cluster::default(),

@@ -117,6 +117,7 @@ fn virtual_hosts(
             });
             let scope = Scope {
                 registry: inputs.registry,
+                config: inputs.config,
                 namespace: ns,
                 port,
                 match_ports: bound.iter().map(|b| b.server.port.number).collect(),

@@ -9,6 +9,7 @@
 mod clusters;
 mod envoy;
 mod gateway;
+mod hashing;
 mod policies;
 mod pool;
 mod routes;

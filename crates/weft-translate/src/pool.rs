@@ -117,6 +117,9 @@ pub(crate) fn outlier(mut cluster: Cluster, od: Option<&OutlierDetection>) -> Cl
             .filter(|v| *v > 0)
             .map(|v| UInt32Value { value: v as u32 }),
         enforcing_success_rate: Some(UInt32Value { value: 0 }),
+        split_external_local_origin_errors: od.split_external_local_origin_errors == Some(true),
+        consecutive_local_origin_failure: count(od.consecutive_local_origin_failures),
+        enforcing_consecutive_local_origin_failure: enforce(od.consecutive_local_origin_failures),
         ..Default::default()
     });
     cluster.common_lb_config = Some(CommonLbConfig {

@@ -21,6 +21,8 @@ use crate::policies;
 /// Where a VirtualService sits and which proxy its routes are for.
 pub(crate) struct Scope<'a> {
     pub registry: &'a Registry,
+    /// Every resource, for the DestinationRules of a route's destinations.
+    pub config: &'a [weft_config::Resource],
     /// The VirtualService's namespace, to resolve its short host names.
     pub namespace: &'a str,
     /// The port the request arrived for, used when a destination names no
@@ -263,6 +265,10 @@ fn route_action(http: &HttpRoute, scope: &Scope) -> Option<RouteAction> {
             .and_then(|r| r.authority.clone())
             .map(route_action::HostRewriteSpecifier::HostRewriteLiteral),
         request_mirror_policies: mirrors(http, scope),
+        hash_policy: crate::hashing::route_hash_policy(
+            http.route.iter().map(|d| &d.destination),
+            scope,
+        ),
         ..Default::default()
     })
 }

@@ -149,6 +149,7 @@ fn service_virtual_host(
         {
             let scope = Scope {
                 registry: inputs.registry,
+                config: inputs.config,
                 namespace: ns,
                 port,
                 match_ports: vec![u32::from(port)],
@@ -159,11 +160,28 @@ fn service_virtual_host(
         }
     }
     if routes.is_empty() {
-        routes.push(route_to_cluster(
-            "default",
-            &cluster_name("outbound", port, "", &fqdn),
-            true,
-        ));
+        let mut route =
+            route_to_cluster("default", &cluster_name("outbound", port, "", &fqdn), true);
+        // The service's DestinationRule may still ask for consistent hashing.
+        let scope = Scope {
+            registry: inputs.registry,
+            config: inputs.config,
+            namespace: &service.namespace,
+            port,
+            match_ports: vec![u32::from(port)],
+            proxy,
+            context: Context::Mesh,
+        };
+        let itself = weft_config::networking::Destination {
+            host: fqdn.clone(),
+            ..Default::default()
+        };
+        if let Some(envoy_types::pb::envoy::config::route::v3::route::Action::Route(a)) =
+            &mut route.action
+        {
+            a.hash_policy = crate::hashing::route_hash_policy(std::iter::once(&itself), &scope);
+        }
+        routes.push(route);
     }
     VirtualHost {
         name: format!("{fqdn}:{port}"),

@@ -41,6 +41,7 @@ pub(crate) fn outbound_filter(
         .find_map(|(r, vs)| {
             let scope = Scope {
                 registry: inputs.registry,
+                config: inputs.config,
                 namespace: r.namespace(),
                 port,
                 match_ports: vec![u32::from(port)],

@@ -436,9 +436,10 @@ fn bad_file_keeps_last_good_config(mesh: &Mesh, page: &str) {
 }
 
 fn unsupported_resource_is_nacked(mesh: &Mesh, page: &str) {
-    // consistentHash becomes an Envoy RING_HASH cluster, which this proxy
+    // splitExternalLocalOriginErrors becomes Envoy's outlier-detection field
+    // of that name, which this proxy
     // does not implement: every sidecar must NACK it and keep its old config.
-    let out = mesh.apply_yaml("weft-e2e-ring-hash.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: end-user}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n");
+    let out = mesh.apply_yaml("weft-e2e-split.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy:\n    outlierDetection: {splitExternalLocalOriginErrors: true}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n");
     assert!(
         out.status.success(),
         "{}",
@@ -450,14 +451,14 @@ fn unsupported_resource_is_nacked(mesh: &Mesh, page: &str) {
         Duration::from_secs(5),
         || {
             let (_, body) = curl(&syncz, &[]);
-            body.contains("RING_HASH is not supported")
+            body.contains("split_external_local_origin_errors is not supported")
                 && body.contains("outbound|9080||ratings.default.svc.cluster.local")
         },
     );
     let status = weft(&["proxy-status", "--mesh", &mesh.name]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
-        text.contains("NACKED") && text.contains("RING_HASH"),
+        text.contains("NACKED") && text.contains("split_external_local_origin_errors"),
         "{text}"
     );
     assert_eq!(
@@ -472,7 +473,9 @@ fn unsupported_resource_is_nacked(mesh: &Mesh, page: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_until("the NACK to clear", Duration::from_secs(5), || {
-        !curl(&syncz, &[]).1.contains("RING_HASH")
+        !curl(&syncz, &[])
+            .1
+            .contains("split_external_local_origin_errors")
     });
 }
 
@@ -643,14 +646,15 @@ fn up_fails_fast_on_a_taken_port_or_rejected_config() {
     let dir = std::env::temp_dir().join(format!("weft-e2e-nack-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(example.join("mesh.yaml"), dir.join("mesh.yaml")).unwrap();
-    write(&dir, "ring.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: end-user}}}\n");
+    write(&dir, "split.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy: {outlierDetection: {splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 3}}\n");
     let started = Instant::now();
     let out = up(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("rejected its CDS config") && err.contains("RING_HASH"),
+        err.contains("rejected its CDS config")
+            && err.contains("split_external_local_origin_errors"),
         "{err}"
     );
     assert!(

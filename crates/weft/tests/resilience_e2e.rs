@@ -64,7 +64,7 @@ fn jason_on_reviews_v2(mesh: &Mesh) {
 /// 3 s × 2 tries, so the page says the reviews are unavailable.
 #[test]
 fn fault_injection_delay_for_jason() {
-    let mesh = Mesh::up("fdelay", 102, 18102);
+    let mesh = Mesh::up("fdelay", 110, 18110);
     jason_on_reviews_v2(&mesh);
     apply(&mesh, "virtual-service-ratings-test-delay.yaml");
     wait_until("the delay to apply", Duration::from_secs(20), || {
@@ -94,7 +94,7 @@ fn fault_injection_delay_for_jason() {
 /// the page shows "Ratings service is currently unavailable".
 #[test]
 fn fault_injection_abort_for_jason() {
-    let mesh = Mesh::up("fabort", 103, 18103);
+    let mesh = Mesh::up("fabort", 111, 18111);
     jason_on_reviews_v2(&mesh);
     apply(&mesh, "virtual-service-ratings-test-abort.yaml");
     wait_until("the abort to apply", Duration::from_secs(10), || {
@@ -119,7 +119,7 @@ fn fault_injection_abort_for_jason() {
 /// second (productpage tries twice), and productpage's sidecar logs UT.
 #[test]
 fn request_timeouts_task() {
-    let mesh = Mesh::up("timeouts", 104, 18104);
+    let mesh = Mesh::up("timeouts", 112, 18112);
     apply(&mesh, "virtual-service-all-v1.yaml");
     apply_yaml(&mesh, "reviews-v2.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts:\n  - reviews\n  http:\n  - route:\n    - destination:\n        host: reviews\n        subset: v2\n");
     apply_yaml(&mesh, "ratings-delay.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ratings\nspec:\n  hosts:\n  - ratings\n  http:\n  - fault:\n      delay:\n        percentage:\n          value: 100\n        fixedDelay: 2s\n    route:\n    - destination:\n        host: ratings\n        subset: v1\n");
@@ -156,7 +156,7 @@ fn request_timeouts_task() {
 /// inside productpage's pod through its sidecar.
 #[test]
 fn redirect_rewrite_direct_response_and_headers() {
-    let mesh = Mesh::up("httprts", 105, 18105);
+    let mesh = Mesh::up("httprts", 113, 18113);
     apply_yaml(&mesh, "details-routes.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: details\nspec:\n  hosts:\n  - details\n  http:\n  - match:\n    - uri:\n        prefix: /old\n    redirect:\n      uri: /details/0\n      authority: details.example\n  - match:\n    - uri:\n        exact: /teapot\n    directResponse:\n      status: 418\n      body:\n        string: short and stout\n  - match:\n    - uri:\n        prefix: /v2/details\n    rewrite:\n      uri: /details\n    headers:\n      request:\n        set:\n          end-user: rewritten\n      response:\n        add:\n          x-weft: resilience\n    route:\n    - destination:\n        host: details\n  - route:\n    - destination:\n        host: details\n");
     let url = |path: &str| format!("http://details:9080{path}");
     wait_until("the routes to apply", Duration::from_secs(10), || {
@@ -194,7 +194,7 @@ const MIRROR: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\n
 /// (its host with Envoy's `-shadow` suffix) and its answers are dropped.
 #[test]
 fn mirroring_task() {
-    let mesh = Mesh::up_example("httpbin", "mirror", 106, 18106);
+    let mesh = Mesh::up_example("httpbin", "mirror", 114, 18114);
     apply_yaml(&mesh, "mirror.yaml", MIRROR);
     let get = || pod_curl(&mesh, "curl", &["http://httpbin:8000/headers"]);
     wait_until("the mirror to apply", Duration::from_secs(10), || {
@@ -228,7 +228,7 @@ const CIRCUIT_BREAKER: &str = "apiVersion: networking.istio.io/v1\nkind: Destina
 /// 503s, which its access log flags UO, and the rest through.
 #[test]
 fn circuit_breaking_task() {
-    let mesh = Mesh::up_example("httpbin", "breaker", 107, 18107);
+    let mesh = Mesh::up_example("httpbin", "breaker", 115, 18115);
     apply_yaml(&mesh, "breaker.yaml", CIRCUIT_BREAKER);
     let url = "http://httpbin:8000/delay/0.2";
     wait_until(
@@ -269,7 +269,7 @@ fn circuit_breaking_task() {
 /// sees no failure (Istio's default retries send the one failed try to v1).
 #[test]
 fn outlier_detection_ejects_a_failing_replica() {
-    let mesh = Mesh::up_edited("httpbin", "outlier", 108, 18108, |m| {
+    let mesh = Mesh::up_edited("httpbin", "outlier", 116, 18116, |m| {
         m.replace(
             "[weft, demo, httpbin, --version, v2,",
             "[weft, demo, httpbin, --fail-percent, \"100\", --version, v2,",
@@ -337,7 +337,7 @@ fn tcp_echo_versions(mesh: &Mesh, n: usize) -> Vec<String> {
 /// Istio's TCP traffic-shifting task: all connections to v1, then 80/20.
 #[test]
 fn tcp_traffic_shifting_task() {
-    let mesh = Mesh::up("tcpshift", 109, 18109);
+    let mesh = Mesh::up("tcpshift", 117, 18117);
     apply(&mesh, "tcp-echo-all-v1.yaml");
     wait_until(
         "every connection to reach v1",
@@ -362,5 +362,37 @@ fn tcp_traffic_shifting_task() {
     assert_eq!(
         seen.iter().filter(|v| *v == "tcp-echo-v1").count(),
         200 - v2
+    );
+}
+
+/// DestinationRule consistentHash by header: every request carrying the
+/// same `x-user` reaches the same replica.
+#[test]
+fn consistent_hash_by_header() {
+    let mesh = Mesh::up_example("httpbin", "hashing", 118, 18118);
+    apply_yaml(&mesh, "hash.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: httpbin\nspec:\n  host: httpbin\n  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpHeaderName: x-user\n");
+    let who = |user: &str| {
+        let header = format!("x-user: {user}");
+        let body = pod_curl(&mesh, "curl", &["-H", &header, "http://httpbin:8000/get"]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["workload"].as_str().unwrap_or("").to_string()
+    };
+    wait_until("the hash policy to apply", Duration::from_secs(10), || {
+        let first = who("alice");
+        !first.is_empty() && (0..6).all(|_| who("alice") == first)
+    });
+    let mut versions = std::collections::BTreeSet::new();
+    for user in 0..16 {
+        let user = format!("user-{user}");
+        let first = who(&user);
+        for _ in 0..3 {
+            assert_eq!(who(&user), first, "{user} stays on one replica");
+        }
+        versions.insert(first);
+    }
+    assert_eq!(
+        versions.len(),
+        2,
+        "users spread over both replicas: {versions:?}"
     );
 }

@@ -1,7 +1,7 @@
 //! Clusters and their endpoints, with the load balancer state they need.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::HealthStatus;
@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssig
 use serde::Serialize;
 
 use super::socket_addr;
+use crate::upstream::balancer::Balancer;
 use crate::upstream::{Limits, Outliers};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -21,24 +22,16 @@ pub enum ClusterKind {
     OriginalDst,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum LbPolicy {
-    RoundRobin,
-    Random,
-}
-
 #[derive(Debug, Default, Serialize)]
 pub struct Endpoints {
     pub addresses: Vec<SocketAddr>,
-    #[serde(skip)]
-    next: AtomicUsize,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ClusterCfg {
     pub name: String,
     pub kind: ClusterKind,
-    pub lb: LbPolicy,
+    pub lb: Balancer,
     pub connect_timeout: std::time::Duration,
     /// Source address for upstream connections (`upstream_bind_config`);
     /// Istio binds inbound passthrough to 127.0.0.6 so iptables lets it by.
@@ -66,33 +59,31 @@ impl ClusterCfg {
         }
     }
 
-    /// The endpoint for the next request or connection; None when the
-    /// cluster has no endpoint (Envoy's "no healthy upstream", flag UH).
-    pub fn pick(&self, original_dst: SocketAddr) -> Option<SocketAddr> {
+    /// The endpoint for the next request or connection, skipping ejected
+    /// hosts (unless so many are out that Envoy's panic threshold says to
+    /// use them all); `hash` is the request's hash for consistent
+    /// balancers. None when no host is usable (Envoy's "no healthy
+    /// upstream", flag UH).
+    pub fn pick(&self, original_dst: SocketAddr, hash: Option<u64>) -> Option<SocketAddr> {
         if self.kind == ClusterKind::OriginalDst {
             return Some(original_dst);
         }
         let eps = &self.endpoints.addresses;
-        if eps.is_empty() {
-            return None;
-        }
-        let start = match self.lb {
-            LbPolicy::RoundRobin => self.endpoints.next.fetch_add(1, Ordering::Relaxed),
-            LbPolicy::Random => fastrand::usize(..eps.len()),
-        };
         let n = eps.len();
-        if let Some(o) = &self.outliers {
+        let outliers = self.outliers.as_ref().filter(|o| {
             let healthy = (0..n).filter(|i| !o.is_ejected(*i)).count();
-            let panic = healthy * 100 < self.panic_threshold as usize * n;
-            if !panic {
-                // The next host in turn that is not ejected; none: UH.
-                return (0..n)
-                    .map(|k| (start + k) % n)
-                    .find(|i| !o.is_ejected(*i))
-                    .map(|i| eps[i]);
-            }
-        }
-        Some(eps[start % n])
+            // In panic, every host is used, ejected or not.
+            healthy * 100 >= self.panic_threshold as usize * n
+        });
+        let usable = |i: usize| outliers.is_none_or(|o| !o.is_ejected(i));
+        self.lb.choose(n, hash, usable).map(|i| eps[i])
+    }
+
+    /// Counts a request as active on `addr` while the guard lives (for
+    /// least-request balancing).
+    pub(crate) fn track(&self, addr: SocketAddr) -> Option<crate::upstream::balancer::Active<'_>> {
+        let i = self.endpoints.addresses.iter().position(|a| *a == addr)?;
+        self.lb.track(i)
     }
 
     /// Tells outlier detection how a request to `addr` ended.
@@ -125,18 +116,8 @@ pub(crate) fn compile_cluster(
             )
         }
     };
-    let lb = match P::try_from(c.lb_policy) {
-        Ok(P::RoundRobin) => LbPolicy::RoundRobin,
-        Ok(P::Random) => LbPolicy::Random,
-        Ok(P::ClusterProvided) if kind == ClusterKind::OriginalDst => LbPolicy::RoundRobin,
-        Ok(other) => {
-            return Err(format!(
-                "lb_policy {} is not supported",
-                other.as_str_name()
-            ))
-        }
-        Err(_) => return Err(format!("unknown lb_policy {}", c.lb_policy)),
-    };
+    let policy =
+        P::try_from(c.lb_policy).map_err(|_| format!("unknown lb_policy {}", c.lb_policy))?;
     if c.transport_socket.is_some() {
         return Err("transport_socket (upstream TLS) is not supported yet".into());
     }
@@ -169,6 +150,7 @@ pub(crate) fn compile_cluster(
         ),
         None => None,
     };
+    let lb = balancer(c, policy, kind, &addresses)?;
     Ok(ClusterCfg {
         name: c.name.clone(),
         kind,
@@ -188,11 +170,49 @@ pub(crate) fn compile_cluster(
             .as_ref()
             .and_then(|l| l.healthy_panic_threshold.as_ref())
             .map_or(50, |p| p.value.clamp(0.0, 100.0) as u32),
-        endpoints: Endpoints {
-            addresses,
-            next: AtomicUsize::new(0),
-        },
+        endpoints: Endpoints { addresses },
     })
+}
+
+/// The cluster's load balancer, built for its hosts.
+fn balancer(
+    c: &Cluster,
+    policy: cluster::LbPolicy,
+    kind: ClusterKind,
+    hosts: &[SocketAddr],
+) -> Result<Balancer, String> {
+    use cluster::{LbConfig, LbPolicy as P};
+    let round_robin = || Balancer::RoundRobin(AtomicUsize::new(0));
+    let lb = match policy {
+        P::RoundRobin => round_robin(),
+        P::Random => Balancer::Random,
+        P::LeastRequest => Balancer::least_request(hosts.len()),
+        P::ClusterProvided if kind == ClusterKind::OriginalDst => round_robin(),
+        P::RingHash => {
+            let min = match &c.lb_config {
+                Some(LbConfig::RingHashLbConfig(r)) => {
+                    r.minimum_ring_size.map_or(1024, |v| v.value)
+                }
+                _ => 1024,
+            };
+            // Envoy caps rings at 8M entries; Weft keeps them smaller.
+            Balancer::ring(hosts, min.clamp(1, 1 << 20))
+        }
+        P::Maglev => {
+            let size = match &c.lb_config {
+                Some(LbConfig::MaglevLbConfig(m)) => m.table_size.map_or(65537, |v| v.value),
+                _ => 65537,
+            };
+            Balancer::maglev(hosts, size.clamp(1, 5_000_011))
+        }
+        other => {
+            return Err(format!(
+                "lb_policy {} is not supported",
+                other.as_str_name()
+            ))
+        }
+    };
+    Ok(lb)
 }
 
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use cluster::{ClusterCfg, ClusterKind, Endpoints, LbPolicy};
+pub use cluster::{ClusterCfg, ClusterKind, Endpoints};
 pub use headers::{Append, HeaderOps};
 pub use listener::{ChainAction, ChainCfg, ListenerCfg, RouteRef};
 pub use matcher::{HeaderKey, HeaderMatch, PathMatch, QueryMatch, RequestView, ValueMatch};

@@ -21,6 +21,7 @@ use super::matcher::{
 };
 use super::{duration, share, PerMillion};
 use crate::filters::{compile_route_filters, RouteFilters};
+use crate::router::hash::HashRule;
 use crate::router::retry::{self, RetryPolicy};
 
 #[derive(Debug, Serialize)]
@@ -119,6 +120,8 @@ pub struct Forward {
     pub host_rewrite: Option<HeaderValue>,
     /// Clusters that get a fire-and-forget copy of a share of requests.
     pub mirrors: Vec<Mirror>,
+    /// The key consistent-hash balancers place the request by.
+    pub hash_policy: Vec<HashRule>,
 }
 
 #[derive(Debug, Serialize)]
@@ -353,10 +356,11 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         // gRPC deadlines, which the timeout already covers for HTTP/1.1.
         max_stream_duration: a.max_stream_duration,
         request_mirror_policies: a.request_mirror_policies.clone(),
+        hash_policy: a.hash_policy.clone(),
         ..Default::default()
     };
     if *a != supported {
-        return Err("route actions support cluster, weighted_clusters, timeout, retry_policy, prefix_rewrite, regex_rewrite, host_rewrite_literal and request_mirror_policies only (hash policies, upgrades are not implemented yet)".into());
+        return Err("route actions support cluster, weighted_clusters, timeout, retry_policy, prefix_rewrite, regex_rewrite, host_rewrite_literal and request_mirror_policies only (upgrades, rate limits and the rest are not implemented yet)".into());
     }
     if !a.prefix_rewrite.is_empty() && a.regex_rewrite.is_some() {
         return Err("set only one of prefix_rewrite and regex_rewrite".into());
@@ -394,6 +398,7 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
             .iter()
             .map(compile_mirror)
             .collect::<Result<_, _>>()?,
+        hash_policy: crate::router::hash::compile(&a.hash_policy)?,
     })
 }
 

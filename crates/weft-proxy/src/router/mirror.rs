@@ -19,7 +19,7 @@ pub(super) fn spawn(parts: &Parts, body: &Replay, cluster: &str, snapshot: &Comp
         tracing::debug!(cluster, "mirror cluster not found");
         return;
     };
-    let Some(addr) = cluster.pick(std::net::SocketAddr::from(([0, 0, 0, 0], 0))) else {
+    let Some(addr) = cluster.pick(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), None) else {
         return;
     };
     let mut req = super::request(

@@ -3,6 +3,7 @@
 //! it: endpoint choice, per-try and route timeouts, retries with back-off.
 
 pub(crate) mod body;
+pub(crate) mod hash;
 mod mirror;
 pub(crate) mod retry;
 
@@ -80,6 +81,7 @@ pub(crate) async fn forward(
         .get(&**cluster_name)
         .ok_or(ProxyError::NoCluster)?;
     let (mut parts, body) = req.into_parts();
+    let (hash, set_cookie) = hash::hash(&fwd.hash_policy, &parts, conn.peer.ip());
     upstream_request(&mut parts, route, fwd, target);
     let body = Replay::new(body, &parts.headers)
         .await
@@ -93,6 +95,7 @@ pub(crate) async fn forward(
         cluster,
         policy: fwd.retry.as_ref(),
         destination: conn.destination,
+        hash,
     };
     let resp = match fwd.timeout {
         Some(t) => tokio::time::timeout(t, tries.run(entry))
@@ -104,6 +107,9 @@ pub(crate) async fn forward(
     strip_hop_by_hop(&mut parts.headers);
     if let Some(t) = target {
         t.response_headers.apply(&mut parts.headers);
+    }
+    if let Some(cookie) = set_cookie {
+        parts.headers.append(http::header::SET_COOKIE, cookie);
     }
     Ok(Response::from_parts(parts, body.boxed()))
 }
@@ -176,6 +182,8 @@ struct Tries<'a> {
     cluster: &'a ClusterCfg,
     policy: Option<&'a RetryPolicy>,
     destination: SocketAddr,
+    /// The request's hash, for consistent balancers.
+    hash: Option<u64>,
 }
 
 /// How one try failed.
@@ -238,7 +246,7 @@ impl Tries<'_> {
         let draws = avoid.map_or(1, |p| p.host_selection_attempts.max(1));
         let mut addr = None;
         for _ in 0..draws {
-            addr = self.cluster.pick(self.destination);
+            addr = self.cluster.pick(self.destination, self.hash);
             if addr.is_none_or(|a| !tried.contains(&a)) {
                 break;
             }
@@ -257,6 +265,7 @@ impl Tries<'_> {
         *req.version_mut() = self.parts.version;
         *req.headers_mut() = self.parts.headers.clone();
         let peer = self.cluster.peer(addr);
+        let _active = self.cluster.track(addr);
         let send = upstream::send(&peer, &self.cluster.breaker, req);
         match self.policy.and_then(|p| p.per_try_timeout) {
             Some(t) => match tokio::time::timeout(t, send).await {

@@ -21,6 +21,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::router::body::UpBody;
 
+pub(crate) mod balancer;
 mod breaker;
 pub(crate) mod outlier;
 pub use breaker::{Breaker, Limits};
