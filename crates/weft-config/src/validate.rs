@@ -930,11 +930,11 @@ mod tests {
 
     #[test]
     fn unenforced_fields_warn_but_load() {
-        let text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec:\n  hosts: [r]\n  http:\n  - fault: {abort: {httpStatus: 500, percentage: {value: 100}}}\n    corsPolicy: {allowOrigins: [{exact: 'https://x'}]}\n    route:\n    - destination: {host: r}\n";
+        let text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec:\n  hosts: [r]\n  http:\n  - fault: {abort: {httpStatus: 500, percentage: {value: 100}}}\n    delegate: {name: other}\n    route:\n    - destination: {host: r}\n";
         let l = load_str(text, "t.yaml");
         assert_eq!(l.resources.len(), 1);
         let said = |needle: &str| l.problems.iter().any(|p| p.to_string().contains(needle));
-        assert!(said("spec.http[0].corsPolicy: accepted but not enforced"));
+        assert!(said("spec.http[0].delegate: accepted but not enforced"));
         assert!(
             !said("http[0].fault"),
             "fault is enforced: {:?}",

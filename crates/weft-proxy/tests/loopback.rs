@@ -637,3 +637,107 @@ async fn a_generated_cookie_pins_the_client() {
         );
     }
 }
+
+fn with_cors(
+    mut route: envoy_types::pb::envoy::config::route::v3::Route,
+) -> envoy_types::pb::envoy::config::route::v3::Route {
+    use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+    use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
+    let policy = CorsPolicy {
+        allow_origin_string_match: vec![StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::Exact(
+                "https://app.example".into(),
+            )),
+            ..Default::default()
+        }],
+        allow_methods: "GET,POST".into(),
+        allow_headers: "x-token".into(),
+        expose_headers: "x-upstream".into(),
+        max_age: "600".into(),
+        allow_credentials: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
+        ..Default::default()
+    };
+    route
+        .typed_per_filter_config
+        .insert("envoy.filters.http.cors".into(), pack_any(policy));
+    route
+}
+
+/// The CORS filter in the chain, as istiod lists it.
+fn cors_proxy(
+    clusters: Vec<envoy_types::pb::envoy::config::cluster::v3::Cluster>,
+    route: envoy_types::pb::envoy::config::route::v3::Route,
+) -> Proxy {
+    let addr = free_port();
+    let mut l = listener(addr, vec![route]);
+    let mut hcm: envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager =
+        weft_proxy_unpack(&l);
+    hcm.http_filters.insert(
+        1,
+        envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter {
+            name: "envoy.filters.http.cors".into(),
+            config_type: Some(envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(
+                pack_any(envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors::default()),
+            )),
+            ..Default::default()
+        },
+    );
+    l.filter_chains[0].filters[0].config_type = Some(
+        envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(pack_any(
+            hcm,
+        )),
+    );
+    let mut inner = weft_proxy::StaticProxy::start(1).unwrap();
+    let clusters: Vec<_> = clusters.into_iter().map(pack_any).collect();
+    inner.apply(CLUSTER, &clusters).unwrap();
+    inner.apply(LISTENER, &[pack_any(l)]).unwrap();
+    Proxy { addr, inner }
+}
+
+#[tokio::test]
+async fn cors_preflight_is_answered_by_the_proxy() {
+    let up = upstream("a", None).await;
+    let p = cors_proxy(
+        vec![static_cluster("c", &[up.addr])],
+        with_cors(route_to("c")),
+    );
+    let req = http::Request::options("/api")
+        .header("host", "test.local")
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let r = send(p.addr, req).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(r.headers["access-control-allow-methods"], "GET,POST");
+    assert_eq!(r.headers["access-control-allow-headers"], "x-token");
+    assert_eq!(r.headers["access-control-max-age"], "600");
+    assert_eq!(r.headers["access-control-allow-credentials"], "true");
+    assert_eq!(
+        up.requests.load(Ordering::SeqCst),
+        0,
+        "the preflight stays in the proxy"
+    );
+}
+
+#[tokio::test]
+async fn cors_headers_only_for_allowed_origins() {
+    let up = upstream("a", None).await;
+    let p = cors_proxy(
+        vec![static_cluster("c", &[up.addr])],
+        with_cors(route_to("c")),
+    );
+    let ok = get_with(p.addr, "/", &[("origin", "https://app.example")]).await;
+    assert_eq!(
+        ok.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(ok.headers["access-control-expose-headers"], "x-upstream");
+    let other = get_with(p.addr, "/", &[("origin", "https://evil.example")]).await;
+    assert_eq!(other.status, 200);
+    assert!(!other.headers.contains_key("access-control-allow-origin"));
+}

@@ -123,7 +123,7 @@ fn http_route(name: &str, http: &HttpRoute, scope: &Scope) -> Option<Route> {
         request_headers_to_remove: request.remove,
         response_headers_to_add: response.add,
         response_headers_to_remove: response.remove,
-        typed_per_filter_config: http.fault.as_ref().map(policies::fault).unwrap_or_default(),
+        typed_per_filter_config: filter_configs(http),
         ..Default::default()
     })
 }
@@ -239,6 +239,52 @@ fn string_matcher_of(sm: &StringMatch) -> Option<StringMatcher> {
         match_pattern: Some(pattern),
         ..Default::default()
     })
+}
+
+/// The per-route configs of the fault and CORS filters.
+fn filter_configs(
+    http: &HttpRoute,
+) -> std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any> {
+    let mut out = http.fault.as_ref().map(policies::fault).unwrap_or_default();
+    if let Some(c) = &http.cors_policy {
+        out.insert(crate::envoy::CORS.to_string(), cors_policy(c));
+    }
+    out
+}
+
+/// `corsPolicy` as istiod writes it (the deprecated `allowOrigin` list is
+/// exact origins).
+fn cors_policy(
+    c: &weft_config::networking::http_policies::CorsPolicy,
+) -> envoy_types::pb::google::protobuf::Any {
+    use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+    let exact = c.allow_origin.iter().map(|o| StringMatcher {
+        match_pattern: Some(string_matcher::MatchPattern::Exact(o.clone())),
+        ..Default::default()
+    });
+    let policy = CorsPolicy {
+        allow_origin_string_match: c
+            .allow_origins
+            .iter()
+            .filter_map(string_matcher_of)
+            .chain(exact)
+            .collect(),
+        allow_methods: c.allow_methods.join(","),
+        allow_headers: c.allow_headers.join(","),
+        expose_headers: c.expose_headers.join(","),
+        max_age: c
+            .max_age
+            .as_ref()
+            .and_then(|d| d.parse())
+            .map(|d| d.as_secs().to_string())
+            .unwrap_or_default(),
+        allow_credentials: c.allow_credentials.map(|value| BoolValue { value }),
+        forward_not_matching_preflights: Some(BoolValue {
+            value: c.unmatched_preflights.as_deref() != Some("IGNORE"),
+        }),
+        ..Default::default()
+    };
+    envoy_types::util::pack_any(policy)
 }
 
 fn route_action(http: &HttpRoute, scope: &Scope) -> Option<RouteAction> {

@@ -302,3 +302,37 @@ fn route_policies_reach_envoy_as_istiod_writes_them() {
     );
     assert!(routes[1].typed_per_filter_config.is_empty());
 }
+
+/// corsPolicy becomes the CORS filter's per-route policy; mirror becomes a
+/// mirror policy at 100% unless a percentage says otherwise.
+#[test]
+fn cors_and_mirror_reach_envoy() {
+    use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - corsPolicy:\n      allowOrigins: [{exact: 'https://a.example'}, {prefix: 'https://b.'}]\n      allowMethods: [GET, POST]\n      maxAge: 24h\n      allowCredentials: true\n    mirror: {host: reviews, subset: v2}\n    mirrorPercentage: {value: 25}\n    route: [{destination: {host: reviews, subset: v1}}]\n";
+    let out = translated_with(vs, 0);
+    let rc = out.routes.iter().find(|r| r.name == "9080").unwrap();
+    let route = &rc.virtual_hosts[0].routes[0];
+    let any = &route.typed_per_filter_config["envoy.filters.http.cors"];
+    let cors: CorsPolicy = prost::Message::decode(any.value.as_slice()).unwrap();
+    assert_eq!(cors.allow_origin_string_match.len(), 2);
+    assert_eq!(cors.allow_methods, "GET,POST");
+    assert_eq!(cors.max_age, "86400");
+    assert!(cors.allow_credentials.unwrap().value);
+    let Some(route::Action::Route(a)) = &route.action else {
+        panic!("not a route action")
+    };
+    let m = &a.request_mirror_policies[0];
+    assert_eq!(
+        m.cluster,
+        "outbound|9080|v2|reviews.default.svc.cluster.local"
+    );
+    assert_eq!(
+        m.runtime_fraction
+            .as_ref()
+            .unwrap()
+            .default_value
+            .unwrap()
+            .numerator,
+        250_000
+    );
+}

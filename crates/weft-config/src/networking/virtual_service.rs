@@ -78,10 +78,7 @@ pub struct HttpRoute {
 impl HttpRoute {
     /// Names of the fields that are set but not yet enforced by the proxy.
     pub fn unenforced_fields(&self) -> Vec<&'static str> {
-        let fields: [(&'static str, bool); 2] = [
-            ("delegate", self.delegate.is_some()),
-            ("corsPolicy", self.cors_policy.is_some()),
-        ];
+        let fields: [(&'static str, bool); 1] = [("delegate", self.delegate.is_some())];
         fields
             .iter()
             .filter(|(_, set)| *set)

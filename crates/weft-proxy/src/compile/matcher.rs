@@ -58,7 +58,7 @@ pub struct QueryMatch {
     pub value: ValueMatch,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub enum ValueMatch {
     Exact(String),
     Prefix(String),
@@ -93,7 +93,7 @@ impl PathMatch {
 }
 
 impl ValueMatch {
-    fn matches(&self, value: &str) -> bool {
+    pub(crate) fn matches(&self, value: &str) -> bool {
         match self {
             ValueMatch::Present => true,
             ValueMatch::Exact(e) => value == e,
@@ -197,7 +197,7 @@ pub(super) fn compile_query(q: &QueryParameterMatcher) -> Result<QueryMatch, Str
     })
 }
 
-fn string_match(sm: &StringMatcher) -> Result<ValueMatch, String> {
+pub(crate) fn string_match(sm: &StringMatcher) -> Result<ValueMatch, String> {
     if sm.ignore_case {
         return Err("ignore_case is not supported".into());
     }

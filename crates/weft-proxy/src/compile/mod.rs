@@ -27,6 +27,7 @@ pub use route::{
 
 pub(crate) use cluster::{compile_cluster, compile_endpoints};
 pub(crate) use listener::compile_listener;
+pub(crate) use matcher::string_match;
 pub(crate) use route::compile_route_table;
 
 /// One immutable snapshot of everything the proxy runs. Requests hold an

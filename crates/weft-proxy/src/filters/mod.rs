@@ -13,6 +13,7 @@
 //! `istio.stats` just before the router, Lua and Wasm where the list puts
 //! them.
 
+pub(crate) mod cors;
 pub(crate) mod fault;
 
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -23,15 +24,13 @@ use serde::Serialize;
 use crate::compile::unpack;
 use crate::error::{Flags, ProxyError};
 
-pub const CORS: &str = "envoy.filters.http.cors";
 pub const ROUTER: &str = "envoy.filters.http.router";
 
 #[derive(Debug, Clone, Serialize)]
 pub enum HttpFilter {
     /// The filter's own fault config, used by routes that set none.
     Fault(Option<fault::FaultCfg>),
-    /// CORS with no policy on any route does nothing; routes' CORS policies
-    /// are not implemented yet (the translator does not emit them).
+    /// CORS: routes carry their policies; a route with none passes.
     Cors,
 }
 
@@ -45,6 +44,7 @@ pub struct FilterChain {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RouteFilters {
     pub fault: Option<fault::FaultCfg>,
+    pub cors: Option<cors::CorsCfg>,
 }
 
 pub(crate) fn compile_chain(list: &[HttpFilterProto]) -> Result<FilterChain, String> {
@@ -95,7 +95,7 @@ fn filter_kind(f: &HttpFilterProto) -> Result<Kind, String> {
     let by = |name: &str, ty: &str| f.name == name || type_url.ends_with(ty);
     if by(fault::NAME, ".fault.v3.HTTPFault") {
         Ok(Kind::Fault)
-    } else if by(CORS, ".cors.v3.Cors") {
+    } else if by(cors::NAME, ".cors.v3.Cors") {
         Ok(Kind::Cors)
     } else if by(ROUTER, ".router.v3.Router") {
         Ok(Kind::Router)
@@ -118,6 +118,8 @@ pub(crate) fn compile_route_filters(
     for (name, any) in per_filter {
         if name == fault::NAME || any.type_url.ends_with(".fault.v3.HTTPFault") {
             out.fault = Some(fault::compile(&unpack(any)?)?);
+        } else if name == cors::NAME || any.type_url.ends_with(".cors.v3.CorsPolicy") {
+            out.cors = Some(cors::compile(&unpack(any)?)?);
         } else {
             return Err(format!(
                 "typed_per_filter_config for {name:?} is not supported"
@@ -127,13 +129,29 @@ pub(crate) fn compile_route_filters(
     Ok(out)
 }
 
+/// What the request phases leave for the response phases.
+#[derive(Default)]
+pub(crate) struct Verdict {
+    /// CORS: the allowed origin to echo on the response.
+    cors_origin: Option<http::HeaderValue>,
+}
+
+/// The request phases either let the request go on (with what the
+/// response phases will need) or answer it themselves.
+pub(crate) enum Next {
+    Continue(Verdict),
+    Reply(http::Response<crate::http::Body>),
+}
+
 impl FilterChain {
     /// Runs every request phase, in order, for one request on `route`.
-    pub(crate) async fn on_request(
+    pub(crate) async fn on_request<B>(
         &self,
         route: &RouteFilters,
+        req: &http::Request<B>,
         flags: &mut Flags,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<Next, ProxyError> {
+        let mut verdict = Verdict::default();
         for f in &self.filters {
             match f {
                 HttpFilter::Fault(own) => {
@@ -141,9 +159,36 @@ impl FilterChain {
                         fault::on_request(cfg, flags).await?;
                     }
                 }
-                HttpFilter::Cors => {}
+                HttpFilter::Cors => {
+                    if let Some(cfg) = &route.cors {
+                        match cors::on_request(cfg, req) {
+                            cors::Cors::Pass => {}
+                            cors::Cors::Allowed(origin) => verdict.cors_origin = Some(origin),
+                            cors::Cors::Reply(r) => return Ok(Next::Reply(r)),
+                        }
+                    }
+                }
             }
         }
-        Ok(())
+        Ok(Next::Continue(verdict))
+    }
+
+    /// Runs the response phases, in reverse order.
+    pub(crate) fn on_response(
+        &self,
+        route: &RouteFilters,
+        verdict: Verdict,
+        resp: &mut http::Response<crate::http::Body>,
+    ) {
+        for f in self.filters.iter().rev() {
+            match f {
+                HttpFilter::Cors => {
+                    if let (Some(cfg), Some(origin)) = (&route.cors, verdict.cors_origin.clone()) {
+                        cors::on_response(cfg, origin, resp);
+                    }
+                }
+                HttpFilter::Fault(_) => {}
+            }
+        }
     }
 }

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use crate::access_log::{Entry, Record};
 use crate::compile::{Action, Compiled, RouteRef};
 use crate::error::ProxyError;
-use crate::filters::FilterChain;
+use crate::filters::{FilterChain, Next};
 use crate::router;
 use crate::Shared;
 
@@ -87,15 +87,21 @@ async fn process(
 ) -> Result<Response<Body>, ProxyError> {
     let route = router::find_route(&req, &chain.routes, snapshot)?;
     entry.route = route.name.clone();
-    chain
+    let next = chain
         .filters
-        .on_request(&route.filters, &mut entry.flags)
-        .await?;
+        .on_request(&route.filters, &req, &mut entry.flags);
+    let verdict = match next.await? {
+        Next::Continue(v) => v,
+        Next::Reply(r) => return Ok(r),
+    };
     let mut response = match &route.action {
         Action::Direct { status, body } => local_reply::direct(*status, body.clone()),
         Action::Redirect(r) => local_reply::redirect(r, route, &req),
         Action::Forward(fwd) => router::forward(req, route, fwd, conn, snapshot, entry).await?,
     };
+    chain
+        .filters
+        .on_response(&route.filters, verdict, &mut response);
     route.response_headers.apply(response.headers_mut());
     Ok(response)
 }
