@@ -9,36 +9,23 @@
 //! GET    /debug/problems    current problems in the watched files
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use weft_config::{Key, Kind, Severity};
 
 use crate::State;
 
 pub(crate) async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
-    loop {
-        let Ok((sock, _)) = listener.accept().await else {
-            continue;
-        };
+    weft_xds::debug_http::serve(listener, "api", move |req| {
         let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(req, &state).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(sock), svc)
-                .await;
-        });
-    }
+        async move { handle(req, &state).await }
+    })
+    .await
 }
 
 fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {

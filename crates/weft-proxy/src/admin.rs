@@ -5,7 +5,6 @@
 //! form, not Envoy's proto3 JSON, because the proto crate carries no JSON
 //! mapping (see ARCHITECTURE.md).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,8 +13,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -28,21 +25,11 @@ pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        let Ok((sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(req, &shared)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(sock), svc)
-                .await;
-        });
-    }
+    weft_xds::debug_http::serve(listener, "admin", move |req| {
+        let response = handle(req, &shared);
+        async move { response }
+    })
+    .await
 }
 
 fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {

@@ -11,6 +11,12 @@ use crate::compile::ChainAction;
 use crate::workers::Workers;
 use crate::Shared;
 
+/// Sockets bound for an update, not yet serving.
+pub(crate) struct Bound {
+    sockets: Vec<(String, SocketAddr, SocketAddr, Vec<std::net::TcpListener>)>,
+    wanted: std::collections::BTreeSet<String>,
+}
+
 /// Which listeners are bound, and where; the sockets themselves live on the
 /// workers, one per worker per listener.
 pub(crate) struct Listeners {
@@ -28,38 +34,48 @@ impl Listeners {
         }
     }
 
-    /// Starts listeners that are wanted and not running, stops the others.
-    /// Every new socket is bound before any is handed out, so a port that
-    /// cannot be bound rejects the update with nothing changed. Stopping
-    /// closes the listening sockets only; accepted connections go on.
-    pub fn reconcile(&mut self, wanted: &BTreeMap<String, SocketAddr>) -> Result<(), String> {
-        let mut bound = Vec::new();
+    /// Binds every socket a new config needs, one per worker, and hands
+    /// none out yet: a port that cannot be bound rejects the update with
+    /// nothing changed.
+    pub fn bind(&self, wanted: &BTreeMap<String, SocketAddr>) -> Result<Bound, String> {
+        let mut sockets = Vec::new();
         for (name, addr) in wanted {
             if self.running.get(name) == Some(addr) {
                 continue;
             }
             let bind_addr = self.bind_address(*addr);
-            let sockets = (0..self.workers.count())
+            let per_worker = (0..self.workers.count())
                 .map(|_| bind(bind_addr))
                 .collect::<std::io::Result<Vec<_>>>()
                 .map_err(|e| format!("listener {name:?}: cannot bind {bind_addr}: {e}"))?;
-            bound.push((name.clone(), *addr, bind_addr, sockets));
+            sockets.push((name.clone(), *addr, bind_addr, per_worker));
         }
-        for (name, addr, bind_addr, sockets) in bound {
+        Ok(Bound {
+            sockets,
+            wanted: wanted.keys().cloned().collect(),
+        })
+    }
+
+    /// Hands the new sockets to the workers and stops the listeners the
+    /// config no longer names. Called once the snapshot that names the new
+    /// listeners is stored, so no accepted connection finds its listener
+    /// missing. Stopping closes the listening sockets only; accepted
+    /// connections go on.
+    pub fn commit(&mut self, bound: Bound) {
+        for (name, addr, bind_addr, sockets) in bound.sockets {
             tracing::info!(listener = %name, address = %bind_addr, "listening");
             self.workers.listen(&name, sockets);
             self.running.insert(name, addr);
         }
         let workers = &self.workers;
         self.running.retain(|name, _| {
-            let keep = wanted.contains_key(name);
+            let keep = bound.wanted.contains(name);
             if !keep {
                 tracing::info!(listener = %name, "listener removed");
                 workers.close(name);
             }
             keep
         });
-        Ok(())
     }
 
     fn bind_address(&self, addr: SocketAddr) -> SocketAddr {

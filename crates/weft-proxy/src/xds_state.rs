@@ -44,43 +44,52 @@ impl XdsState {
         }
     }
 
+    /// Compiles everything once into a snapshot; every resource that does
+    /// not compile is named in the error.
     fn rebuild(&self) -> Result<Compiled, String> {
         let mut c = Compiled {
             versions: self.versions.clone(),
             ..Default::default()
         };
+        let mut errors = Vec::new();
+        let mut note =
+            |kind: &str, name: &str, e: String| errors.push(format!("{kind} {name:?}: {e}"));
         for l in &self.listeners {
-            c.listeners.push(Arc::new(compile_listener(l)?));
+            match compile_listener(l) {
+                Ok(cfg) => c.listeners.push(Arc::new(cfg)),
+                Err(e) => note("Listener", &l.name, e),
+            }
         }
         for r in &self.routes {
-            c.routes
-                .insert(r.name.clone(), Arc::new(compile_route_table(r)?));
+            match compile_route_table(r) {
+                Ok(t) => drop(c.routes.insert(r.name.clone(), Arc::new(t))),
+                Err(e) => note("RouteConfiguration", &r.name, e),
+            }
         }
         for cl in &self.clusters {
             let eds = self.endpoints.get(&cl.name).map(Vec::as_slice);
-            c.clusters
-                .insert(cl.name.clone(), Arc::new(compile_cluster(cl, eds)?));
+            match compile_cluster(cl, eds) {
+                Ok(cfg) => drop(c.clusters.insert(cl.name.clone(), Arc::new(cfg))),
+                Err(e) => note("Cluster", &cl.name, e),
+            }
         }
-        Ok(c)
+        if errors.is_empty() {
+            Ok(c)
+        } else {
+            Err(errors.join("; "))
+        }
     }
 }
 
-/// Decodes every resource, checks each compiles, and names the failures.
+/// Decodes every resource of one response; undecodable ones are named.
 fn decode_all<M: prost::Message + prost::Name + Default>(
     resources: &[Any],
-    name: impl Fn(&M) -> String,
-    check: impl Fn(&M) -> Result<(), String>,
 ) -> Result<Vec<M>, String> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for any in resources {
         match unpack::<M>(any) {
-            Ok(m) => {
-                if let Err(e) = check(&m) {
-                    errors.push(format!("{} {:?}: {e}", M::NAME, name(&m)));
-                }
-                out.push(m);
-            }
+            Ok(m) => out.push(m),
             Err(e) => errors.push(e),
         }
     }
@@ -92,60 +101,56 @@ fn decode_all<M: prost::Message + prost::Name + Default>(
 }
 
 impl weft_xds::Applier for XdsState {
+    /// One xDS response: the new resources replace that type's, the whole
+    /// config is compiled once, new listener sockets are bound, the
+    /// snapshot is stored, and only then do the new sockets start
+    /// accepting. Any failure leaves everything as it was.
     fn apply(&mut self, type_url: &str, version: &str, resources: &[Any]) -> Result<(), String> {
-        let mut next_listeners = None;
+        let mut next = XdsCandidate {
+            listeners: None,
+            routes: None,
+            clusters: None,
+            endpoints: None,
+        };
         match type_url {
-            types::LISTENER => {
-                let ls = decode_all::<Listener>(
-                    resources,
-                    |l| l.name.clone(),
-                    |l| compile_listener(l).map(|_| ()),
-                )?;
-                next_listeners = Some(ls);
-            }
-            types::ROUTE => {
-                self.routes = decode_all::<RouteConfiguration>(
-                    resources,
-                    |r| r.name.clone(),
-                    |r| compile_route_table(r).map(|_| ()),
-                )?;
-            }
-            types::CLUSTER => {
-                self.clusters = decode_all::<Cluster>(
-                    resources,
-                    |c| c.name.clone(),
-                    |c| compile_cluster(c, None).map(|_| ()),
-                )?;
-            }
+            types::LISTENER => next.listeners = Some(decode_all::<Listener>(resources)?),
+            types::ROUTE => next.routes = Some(decode_all::<RouteConfiguration>(resources)?),
+            types::CLUSTER => next.clusters = Some(decode_all::<Cluster>(resources)?),
             types::ENDPOINT => {
-                let cla = decode_all::<ClusterLoadAssignment>(
-                    resources,
-                    |c| c.cluster_name.clone(),
-                    |c| compile_endpoints(c).map(|_| ()),
-                )?;
                 let mut map = HashMap::new();
-                for c in &cla {
-                    map.insert(c.cluster_name.clone(), compile_endpoints(c)?);
+                for cla in decode_all::<ClusterLoadAssignment>(resources)? {
+                    let eps = compile_endpoints(&cla).map_err(|e| {
+                        format!("ClusterLoadAssignment {:?}: {e}", cla.cluster_name)
+                    })?;
+                    map.insert(cla.cluster_name.clone(), eps);
                 }
-                self.endpoints = map;
+                next.endpoints = Some(map);
             }
             other => return Err(format!("resource type {other} is not supported")),
         }
-        if let Some(ls) = next_listeners {
-            // Bind new listeners before accepting the update: a port that
-            // cannot be bound is a rejected update, as in Envoy.
-            let wanted: BTreeMap<String, SocketAddr> = ls
+        let old = next.swap_into(self);
+        let old_versions = self.versions.clone();
+        self.versions.insert(short(type_url), version.to_string());
+        let outcome = self.rebuild().and_then(|compiled| {
+            let wanted: BTreeMap<String, SocketAddr> = compiled
+                .listeners
                 .iter()
-                .filter_map(|l| compile_listener(l).ok())
                 .filter(|l| l.bind)
                 .map(|l| (l.name.clone(), l.address))
                 .collect();
-            self.bound.reconcile(&wanted)?;
-            self.listeners = ls;
-        }
-        self.versions.insert(short(type_url), version.to_string());
-        let compiled = self.rebuild()?;
+            Ok((compiled, self.bound.bind(&wanted)?))
+        });
+        let (compiled, sockets) = match outcome {
+            Ok(ok) => ok,
+            Err(e) => {
+                // Put back what this update replaced.
+                old.swap_into(self);
+                self.versions = old_versions;
+                return Err(e);
+            }
+        };
         self.shared.config.store(Arc::new(compiled));
+        self.bound.commit(sockets);
         if ["CDS", "EDS", "LDS", "RDS"]
             .iter()
             .all(|t| self.versions.contains_key(t))
@@ -153,6 +158,29 @@ impl weft_xds::Applier for XdsState {
             self.shared.ready.store(true, Ordering::Release);
         }
         Ok(())
+    }
+}
+
+/// The resources of one type an update brings, swapped with the state's.
+struct XdsCandidate {
+    listeners: Option<Vec<Listener>>,
+    routes: Option<Vec<RouteConfiguration>>,
+    clusters: Option<Vec<Cluster>>,
+    endpoints: Option<HashMap<String, Vec<SocketAddr>>>,
+}
+
+impl XdsCandidate {
+    /// Puts the new resources in `state` and returns what they replaced.
+    fn swap_into(self, state: &mut XdsState) -> XdsCandidate {
+        fn swap<T>(new: Option<T>, slot: &mut T) -> Option<T> {
+            new.map(|n| std::mem::replace(slot, n))
+        }
+        XdsCandidate {
+            listeners: swap(self.listeners, &mut state.listeners),
+            routes: swap(self.routes, &mut state.routes),
+            clusters: swap(self.clusters, &mut state.clusters),
+            endpoints: swap(self.endpoints, &mut state.endpoints),
+        }
     }
 }
 

@@ -29,20 +29,32 @@ pub trait Applier: Send + 'static {
 
 /// Runs forever: one ADS session after another.
 pub async fn run_client<A: Applier>(config: ClientConfig, mut applier: A) {
-    let mut backoff = Duration::from_millis(100);
+    const FIRST: Duration = Duration::from_millis(100);
+    let mut backoff = FIRST;
     loop {
-        match session(&config, &mut applier).await {
+        let mut answered = false;
+        match session(&config, &mut applier, &mut answered).await {
             Ok(()) => {
                 tracing::warn!(address = %config.address, "control plane closed the xDS stream")
             }
             Err(e) => tracing::warn!(address = %config.address, error = %e, "xDS session failed"),
+        }
+        // A stream that worked before it broke starts the back-off over:
+        // only a control plane that keeps failing is retried more slowly.
+        if answered {
+            backoff = FIRST;
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
-async fn session<A: Applier>(config: &ClientConfig, applier: &mut A) -> Result<(), String> {
+/// One ADS stream until it ends; `answered` is set once a response came.
+async fn session<A: Applier>(
+    config: &ClientConfig,
+    applier: &mut A,
+    answered: &mut bool,
+) -> Result<(), String> {
     let mut client = AggregatedDiscoveryServiceClient::connect(config.address.clone())
         .await
         .map_err(|e| format!("connect: {e}"))?
@@ -65,6 +77,7 @@ async fn session<A: Applier>(config: &ClientConfig, applier: &mut A) -> Result<(
     tracing::info!(address = %config.address, "xDS stream open");
     let mut accepted: HashMap<String, String> = HashMap::new();
     while let Some(response) = responses.message().await.map_err(|e| e.to_string())? {
+        *answered = true;
         let kind = short_name(&response.type_url);
         let outcome = applier.apply(
             &response.type_url,
