@@ -13,4 +13,7 @@ scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo test --workspace 2>&1 | tee /tmp/weft-test.log
+# At most four tests at once: each end-to-end test runs a whole mesh (a
+# dozen processes), and more at once on two cores turn Bookinfo's own
+# timeouts (3 s) into flakes.
+cargo test --workspace -- --test-threads=4 2>&1 | tee /tmp/weft-test.log

@@ -125,7 +125,7 @@ fn request_timeouts_task() {
     apply_yaml(&mesh, "ratings-delay.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ratings\nspec:\n  hosts:\n  - ratings\n  http:\n  - fault:\n      delay:\n        percentage:\n          value: 100\n        fixedDelay: 2s\n    route:\n    - destination:\n        host: ratings\n        subset: v1\n");
     wait_until(
         "ratings to be delayed by 2 s",
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         || {
             let (_, body, took) = page_as(&mesh, None);
             body.contains("reviews-v2")

@@ -136,6 +136,33 @@ pub(crate) fn share(
     Ok(PerMillion(p.numerator.saturating_mul(scale).min(1_000_000)))
 }
 
+/// Decodes one resource of an xDS type from its protobuf bytes and
+/// compiles it, as an update would, without touching any state: the entry
+/// point of the compile step's fuzz target.
+pub fn check(type_url: &str, bytes: &[u8]) -> Result<(), String> {
+    use envoy_types::pb::envoy::config::{
+        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+        route::v3::RouteConfiguration,
+    };
+    use prost::Message;
+    let bad = |e: prost::DecodeError| e.to_string();
+    match type_url {
+        weft_xds::types::LISTENER => {
+            compile_listener(&Listener::decode(bytes).map_err(bad)?).map(drop)
+        }
+        weft_xds::types::ROUTE => {
+            compile_route_table(&RouteConfiguration::decode(bytes).map_err(bad)?).map(drop)
+        }
+        weft_xds::types::CLUSTER => {
+            compile_cluster(&Cluster::decode(bytes).map_err(bad)?, None).map(drop)
+        }
+        weft_xds::types::ENDPOINT => {
+            compile_endpoints(&ClusterLoadAssignment::decode(bytes).map_err(bad)?).map(drop)
+        }
+        other => Err(format!("resource type {other} is not supported")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
