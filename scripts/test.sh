@@ -12,6 +12,7 @@ scripts/setup.sh
 # the mesh's uid-1337 proxies (so it must be world-readable: not under /root).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
 cargo fmt --all -- --check
+scripts/unused-deps.sh
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # At most four tests at once: each end-to-end test runs a whole mesh (a
 # dozen processes), and more at once on two cores turn Bookinfo's own

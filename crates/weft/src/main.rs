@@ -158,12 +158,12 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             weft_up::down(&name)?;
             println!("mesh {name:?} removed");
         }
-        Command::Apply(args) => return cmd::config::apply(&args),
+        Command::Apply(args) => return cmd::config::apply(&args).await,
         Command::Validate(args) => return cmd::config::validate(&args),
-        Command::Get(args) => return cmd::config::get(&args),
-        Command::Delete(args) => return cmd::config::delete(&args),
-        Command::Analyze(args) => return cmd::analyze::analyze(&args),
-        Command::ProxyStatus(target) => return cmd::status::proxy_status(&target),
+        Command::Get(args) => return cmd::config::get(&args).await,
+        Command::Delete(args) => return cmd::config::delete(&args).await,
+        Command::Analyze(args) => return cmd::analyze::analyze(&args).await,
+        Command::ProxyStatus(target) => return cmd::status::proxy_status(&target).await,
         Command::ControlPlane {
             config_dir,
             registry,

@@ -33,11 +33,11 @@ pub struct AnalyzeArgs {
 /// istioctl's exit code when analysis finds issues at or above the threshold.
 const FOUND_ISSUES: u8 = 79;
 
-pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
+pub async fn analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let threshold = Level::parse(&args.failure_threshold)
         .context("--failure-threshold is error, warning or info")?;
     let (config, registry, mut messages) = if args.files.is_empty() {
-        from_mesh(&args.target)?
+        from_mesh(&args.target).await?
     } else {
         from_files(&args.files)?
     };
@@ -175,8 +175,8 @@ fn schema_message(p: &weft_config::Problem) -> Message {
 }
 
 /// The running mesh: its stored config and the registry `weft up` wrote.
-fn from_mesh(target: &Target) -> anyhow::Result<(Vec<Resource>, Registry, Vec<Message>)> {
-    let (code, body) = call(target.api()?, "GET", "/api/v1/resources", &[], b"")?;
+async fn from_mesh(target: &Target) -> anyhow::Result<(Vec<Resource>, Registry, Vec<Message>)> {
+    let (code, body) = call(target.api()?, "GET", "/api/v1/resources", &[], b"").await?;
     if code != 200 {
         bail!("control plane answered {code}: {body}");
     }

@@ -127,7 +127,7 @@ pub fn validate(args: &FileArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+pub async fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let api = args.input.target.api()?;
     let (endpoint, done) = if args.dry_run {
         ("/api/v1/validate", "valid (dry run: not stored)")
@@ -142,7 +142,8 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
             endpoint,
             &[("x-weft-file", &name)],
             text.as_bytes(),
-        )?;
+        )
+        .await?;
         for p in body["problems"].as_array().into_iter().flatten() {
             eprintln!("{}", p["text"].as_str().unwrap_or_default());
         }
@@ -165,9 +166,9 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
+pub async fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
     let (items, ok) = if args.files.is_empty() {
-        (get_from_control_plane(args)?, true)
+        (get_from_control_plane(args).await?, true)
     } else {
         get_from_files(args)?
     };
@@ -187,7 +188,7 @@ pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn get_from_control_plane(args: &GetArgs) -> anyhow::Result<Vec<serde_json::Value>> {
+async fn get_from_control_plane(args: &GetArgs) -> anyhow::Result<Vec<serde_json::Value>> {
     let api = args.target.api()?;
     let mut path = format!("/api/v1/resources?kind={}", args.kind);
     if let Some(n) = &args.name {
@@ -196,7 +197,7 @@ fn get_from_control_plane(args: &GetArgs) -> anyhow::Result<Vec<serde_json::Valu
     if let Some(ns) = &args.namespace {
         path.push_str(&format!("&namespace={ns}"));
     }
-    let (code, body) = call(api, "GET", &path, &[], b"")?;
+    let (code, body) = call(api, "GET", &path, &[], b"").await?;
     if code != 200 {
         bail!("{}", body["error"].as_str().unwrap_or("request failed"));
     }
@@ -229,7 +230,7 @@ fn get_from_files(args: &GetArgs) -> anyhow::Result<(Vec<serde_json::Value>, boo
     Ok((items, ok))
 }
 
-pub fn delete(args: &DeleteArgs) -> anyhow::Result<ExitCode> {
+pub async fn delete(args: &DeleteArgs) -> anyhow::Result<ExitCode> {
     let api = args.target.api()?;
     let mut keys = Vec::new();
     if let (Some(kind), Some(name)) = (&args.kind, &args.name) {
@@ -256,7 +257,8 @@ pub fn delete(args: &DeleteArgs) -> anyhow::Result<ExitCode> {
             &format!("/api/v1/resources?kind={kind}&namespace={ns}&name={name}"),
             &[],
             b"",
-        )?;
+        )
+        .await?;
         if code == 200 {
             println!("{} deleted", body["deleted"].as_str().unwrap_or_default());
         } else {

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use crate::api_client::call;
 use crate::cmd::config::Target;
 
-pub fn proxy_status(target: &Target) -> anyhow::Result<ExitCode> {
-    let (_, body) = call(target.api()?, "GET", "/debug/syncz", &[], b"")?;
+pub async fn proxy_status(target: &Target) -> anyhow::Result<ExitCode> {
+    let (_, body) = call(target.api()?, "GET", "/debug/syncz", &[], b"").await?;
     let proxies: Vec<&serde_json::Value> = body.as_array().into_iter().flatten().collect();
     let width = proxies
         .iter()
