@@ -164,11 +164,29 @@ fn host_is_valid(host: &str) -> bool {
 }
 
 fn virtual_service(r: &mut Report, vs: &VirtualService) {
+    // No hosts: a delegate, which only HTTP routes of another VirtualService
+    // bring in (Istio's rules).
     if vs.hosts.is_empty() {
-        r.error(
-            "spec.hosts",
-            "at least one host is required (the service name, or a domain for a gateway)",
-        );
+        if !vs.gateways.is_empty() {
+            r.error(
+                "spec.gateways",
+                "a delegate VirtualService (no hosts) must not name gateways",
+            );
+        }
+        if !vs.tcp.is_empty() || !vs.tls.is_empty() {
+            r.error(
+                "spec",
+                "a delegate VirtualService (no hosts) may hold HTTP routes only",
+            );
+        }
+        for (i, route) in vs.http.iter().enumerate() {
+            if route.delegate.is_some() {
+                r.error(
+                    format!("spec.http[{i}].delegate"),
+                    "a delegate VirtualService cannot delegate again",
+                );
+            }
+        }
     }
     for (i, host) in vs.hosts.iter().enumerate() {
         if !host_is_valid(host) {
@@ -242,12 +260,6 @@ fn virtual_service(r: &mut Report, vs: &VirtualService) {
             duration_at_least_1ms(r, &format!("{at}.timeout"), &t.0);
         }
         http_policies(r, &at, route);
-        for field in route.unenforced_fields() {
-            r.warn(
-                format!("{at}.{field}"),
-                "accepted but not enforced by this version of Weft",
-            );
-        }
     }
     for (i, route) in vs.tcp.iter().enumerate() {
         let at = format!("spec.tcp[{i}]");
@@ -930,11 +942,13 @@ mod tests {
 
     #[test]
     fn unenforced_fields_warn_but_load() {
-        let text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec:\n  hosts: [r]\n  http:\n  - fault: {abort: {httpStatus: 500, percentage: {value: 100}}}\n    delegate: {name: other}\n    route:\n    - destination: {host: r}\n";
+        let text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec:\n  hosts: [r]\n  http:\n  - fault: {abort: {httpStatus: 500, percentage: {value: 100}}}\n    match: [{statPrefix: x}]\n    mirror: {host: r}\n    route:\n    - destination: {host: r}\n";
         let l = load_str(text, "t.yaml");
         assert_eq!(l.resources.len(), 1);
         let said = |needle: &str| l.problems.iter().any(|p| p.to_string().contains(needle));
-        assert!(said("spec.http[0].delegate: accepted but not enforced"));
+        assert!(said(
+            "spec.http[0].match[0].statPrefix: accepted but not enforced"
+        ));
         assert!(
             !said("http[0].fault"),
             "fault is enforced: {:?}",

@@ -7,6 +7,7 @@
 //! troubleshooting knowledge carries over to `weft proxy-config`.
 
 mod clusters;
+mod delegate;
 mod envoy;
 mod gateway;
 mod hashing;

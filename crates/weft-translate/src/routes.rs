@@ -51,6 +51,10 @@ pub(crate) fn virtual_service_routes(vs: &VirtualService, scope: &Scope) -> Vec<
     let mut out = Vec::new();
     for (i, http) in vs.http.iter().enumerate() {
         let name = http.name.clone().unwrap_or_else(|| format!("route-{i}"));
+        if http.delegate.is_some() {
+            out.extend(delegated_routes(http, scope));
+            continue;
+        }
         let Some(template) = http_route(&name, http, scope) else {
             continue;
         };
@@ -69,6 +73,53 @@ pub(crate) fn virtual_service_routes(vs: &VirtualService, scope: &Scope) -> Vec<
                 ..template.clone()
             });
         }
+    }
+    out
+}
+
+/// The routes of the delegate a root route names, in its place, each under
+/// the root's matches; the delegate's short names resolve in its own
+/// namespace. One level only: a delegate's own delegates are ignored (the
+/// config crate rejects them).
+fn delegated_routes(root: &HttpRoute, scope: &Scope) -> Vec<Route> {
+    let Some((delegate, ns)) = crate::delegate::find(scope.config, root, scope.namespace) else {
+        return Vec::new();
+    };
+    let inner = Scope {
+        namespace: ns,
+        match_ports: scope.match_ports.clone(),
+        context: match &scope.context {
+            Context::Mesh => Context::Mesh,
+            Context::Gateways(g) => Context::Gateways(g.clone()),
+        },
+        ..*scope
+    };
+    let mut out = Vec::new();
+    for (i, http) in delegate
+        .http
+        .iter()
+        .filter(|h| h.delegate.is_none())
+        .enumerate()
+    {
+        let Some(matches) = crate::delegate::merged_matches(&root.matches, &http.matches) else {
+            continue;
+        };
+        let merged = HttpRoute {
+            matches,
+            ..http.clone()
+        };
+        let one = VirtualService {
+            http: vec![HttpRoute {
+                name: merged
+                    .name
+                    .clone()
+                    .or_else(|| Some(format!("delegate-{i}"))),
+                ..merged
+            }],
+            ..Default::default()
+        };
+        // The root's gateways decide where a merged match applies.
+        out.extend(virtual_service_routes(&one, &inner));
     }
     out
 }

@@ -336,3 +336,36 @@ fn cors_and_mirror_reach_envoy() {
         250_000
     );
 }
+
+/// A delegate's routes take the root route's place, under its match.
+#[test]
+fn delegate_routes_merge_under_the_root_match() {
+    let config = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match:\n    - uri: {prefix: /api}\n      headers: {end-user: {exact: jason}}\n    delegate: {name: reviews-api}\n  - route: [{destination: {host: reviews, subset: v1}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews-api}\nspec:\n  http:\n  - match:\n    - uri: {prefix: /api/v2}\n    route: [{destination: {host: reviews, subset: v2}}]\n  - match:\n    - uri: {prefix: /elsewhere}\n    route: [{destination: {host: reviews, subset: v2}}]\n  - route: [{destination: {host: reviews, subset: v1}}]\n";
+    let out = translated_with(config, 0);
+    let rc = out.routes.iter().find(|r| r.name == "9080").unwrap();
+    let routes = &rc.virtual_hosts[0].routes;
+    let path = |i: usize| format!("{:?}", routes[i].r#match.as_ref().unwrap().path_specifier);
+    assert_eq!(
+        routes.len(),
+        3,
+        "the /elsewhere route lies outside /api: {routes:?}"
+    );
+    assert!(path(0).contains("/api/v2"), "{}", path(0));
+    assert_eq!(
+        routes[0].r#match.as_ref().unwrap().headers[0].name,
+        "end-user"
+    );
+    assert!(path(1).contains("\"/api\""), "{}", path(1));
+    assert_eq!(
+        cluster_of(rc, 0, 0),
+        route_action::ClusterSpecifier::Cluster(
+            "outbound|9080|v2|reviews.default.svc.cluster.local".into()
+        )
+    );
+    assert_eq!(
+        cluster_of(rc, 0, 1),
+        route_action::ClusterSpecifier::Cluster(
+            "outbound|9080|v1|reviews.default.svc.cluster.local".into()
+        )
+    );
+}

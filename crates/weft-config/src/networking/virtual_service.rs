@@ -75,18 +75,6 @@ pub struct HttpRoute {
     pub cors_policy: Option<CorsPolicy>,
 }
 
-impl HttpRoute {
-    /// Names of the fields that are set but not yet enforced by the proxy.
-    pub fn unenforced_fields(&self) -> Vec<&'static str> {
-        let fields: [(&'static str, bool); 1] = [("delegate", self.delegate.is_some())];
-        fields
-            .iter()
-            .filter(|(_, set)| *set)
-            .map(|(n, _)| *n)
-            .collect()
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpMatchRequest {
