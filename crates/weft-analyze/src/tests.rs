@@ -33,6 +33,7 @@ fn workload(
             protocol: None,
         }],
         proxy,
+        locality: None,
     }
 }
 

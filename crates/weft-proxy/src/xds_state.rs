@@ -26,7 +26,7 @@ pub(crate) struct XdsState {
     listeners: Vec<Listener>,
     routes: Vec<RouteConfiguration>,
     clusters: Vec<Cluster>,
-    endpoints: HashMap<String, Vec<SocketAddr>>,
+    endpoints: HashMap<String, Vec<(SocketAddr, u32)>>,
     versions: HashMap<&'static str, String>,
     bound: Listeners,
 }
@@ -166,7 +166,7 @@ struct XdsCandidate {
     listeners: Option<Vec<Listener>>,
     routes: Option<Vec<RouteConfiguration>>,
     clusters: Option<Vec<Cluster>>,
-    endpoints: Option<HashMap<String, Vec<SocketAddr>>>,
+    endpoints: Option<HashMap<String, Vec<(SocketAddr, u32)>>>,
 }
 
 impl XdsCandidate {

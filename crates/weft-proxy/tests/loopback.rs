@@ -741,3 +741,39 @@ async fn cors_headers_only_for_allowed_origins() {
     assert_eq!(other.status, 200);
     assert!(!other.headers.contains_key("access-control-allow-origin"));
 }
+
+/// Endpoints in two priorities (two localities): the first takes every
+/// request; once its host is ejected, the next takes over.
+#[tokio::test]
+async fn priorities_fail_over_when_the_local_hosts_are_ejected() {
+    let near = upstream("near", Some(5)).await;
+    let far = upstream("far", None).await;
+    let mut cluster = with_outlier_detection(static_cluster("c", &[near.addr, far.addr]));
+    if let Some(cla) = cluster.load_assignment.as_mut() {
+        let mut second = cla.endpoints[0].clone();
+        second.lb_endpoints.remove(0);
+        second.priority = 1;
+        cla.endpoints[0].lb_endpoints.truncate(1);
+        cla.endpoints.push(second);
+    }
+    let p = proxy(vec![cluster], vec![route_to("c")]);
+    for i in 0..4 {
+        let r = get(p.addr, "/").await;
+        assert!(
+            r.body.starts_with("near\n"),
+            "request {i} stays near: {}",
+            r.body
+        );
+    }
+    // The fifth request fails on the near host, which is ejected.
+    assert_eq!(get(p.addr, "/").await.status, 503);
+    for i in 0..10 {
+        let r = get(p.addr, "/").await;
+        assert!(
+            r.body.starts_with("far\n"),
+            "request {i} fails over: {}",
+            r.body
+        );
+    }
+    assert_eq!(near.requests.load(Ordering::SeqCst), 5);
+}

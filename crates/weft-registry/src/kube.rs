@@ -57,6 +57,9 @@ fn workload(
 ) -> Workload {
     // Istio's gateways are workloads labelled istio=…gateway.
     let gateway = labels.get("istio").is_some_and(|v| v.ends_with("gateway"));
+    // Istio's `istio-locality` pod label (region.zone.subzone) overrides
+    // the node's topology labels, which manifests do not carry.
+    let locality = labels.get("istio-locality").map(|l| l.replace('.', "/"));
     Workload {
         name: r.meta.name.clone(),
         namespace: r.namespace().to_string(),
@@ -81,6 +84,7 @@ fn workload(
         } else {
             ProxyKind::Sidecar
         },
+        locality,
     }
 }
 

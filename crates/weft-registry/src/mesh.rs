@@ -30,6 +30,32 @@ pub struct WorkloadSpec {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub ports: Vec<ContainerPort>,
+    /// Pods of this workload (each its own network namespace and address,
+    /// named `<name>-0`, `<name>-1`, …); one keeps the plain name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u16>,
+    /// `region/zone/subzone`, as a WorkloadEntry's locality.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+}
+
+impl WorkloadSpec {
+    /// One spec per pod: `replicas` copies named `<name>-<i>`.
+    pub fn pods(&self) -> Vec<WorkloadSpec> {
+        match self.replicas.unwrap_or(1) {
+            0 | 1 => vec![WorkloadSpec {
+                replicas: None,
+                ..self.clone()
+            }],
+            n => (0..n)
+                .map(|i| WorkloadSpec {
+                    name: format!("{}-{i}", self.name),
+                    replicas: None,
+                    ..self.clone()
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -115,4 +141,32 @@ fn valid_name(n: &str) -> bool {
         && n.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !n.starts_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_are_pods_named_by_index() {
+        let spec = WorkloadSpec {
+            name: "reviews-v1".into(),
+            replicas: Some(3),
+            locality: Some("us/z1".into()),
+            ..Default::default()
+        };
+        let pods = spec.pods();
+        let names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["reviews-v1-0", "reviews-v1-1", "reviews-v1-2"]);
+        assert!(pods.iter().all(|p| p.locality.as_deref() == Some("us/z1")));
+        let one = WorkloadSpec {
+            name: "ratings-v1".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            one.pods()[0].name,
+            "ratings-v1",
+            "one replica keeps the plain name"
+        );
+    }
 }

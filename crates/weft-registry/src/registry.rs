@@ -41,6 +41,9 @@ pub struct Workload {
     pub ip: IpAddr,
     pub ports: Vec<ContainerPort>,
     pub proxy: ProxyKind,
+    /// `region/zone/subzone` (any part may be empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
 }
 
 /// How the proxy treats a port's traffic, decided as Istio does: the
@@ -220,6 +223,7 @@ mod tests {
                 protocol: None,
             }],
             proxy: ProxyKind::Sidecar,
+            locality: None,
         };
         Registry {
             services: vec![Service {

@@ -8,12 +8,12 @@ use envoy_types::pb::envoy::config::core::v3::HealthStatus;
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
-use weft_config::networking::{DestinationRule, TrafficPolicy};
+use weft_config::networking::{DestinationRule, Subset, TrafficPolicy};
 use weft_config::Resource;
-use weft_registry::{Registry, Service};
+use weft_registry::{Registry, Service, Workload};
 
 use crate::envoy::{ads, socket};
-use crate::{hashing, pool};
+use crate::{hashing, locality, pool};
 use crate::{Inputs, ProxyResources};
 
 pub const PASSTHROUGH: &str = "PassthroughCluster";
@@ -24,23 +24,22 @@ pub fn cluster_name(direction: &str, port: u16, subset: &str, host: &str) -> Str
     format!("{direction}|{port}|{subset}|{host}")
 }
 
-pub(crate) fn outbound(inputs: &Inputs, out: &mut ProxyResources) {
+pub(crate) fn outbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
     for service in &inputs.registry.services {
         let rule = destination_rule(inputs.config, inputs.registry, service);
         for port in &service.ports {
             let policy = rule.and_then(|r| r.traffic_policy.as_ref());
-            let all = BTreeMap::new();
-            push_cluster(inputs, out, service, port, "", policy, &all);
+            push_cluster(inputs, proxy, out, service, port, None, policy);
             for subset in rule.map(|r| r.subsets.as_slice()).unwrap_or_default() {
                 let merged = merge(policy, subset.traffic_policy.as_ref());
                 push_cluster(
                     inputs,
+                    proxy,
                     out,
                     service,
                     port,
-                    &subset.name,
+                    Some(subset),
                     merged.as_ref(),
-                    &subset.labels,
                 );
             }
         }
@@ -91,25 +90,31 @@ pub(crate) fn merge(
     Some(merged)
 }
 
-/// One EDS cluster and its endpoints; `labels` narrows them to a subset.
+/// One EDS cluster and its endpoints, for the service or one subset of it;
+/// the endpoints are grouped by locality for this proxy.
 fn push_cluster(
     inputs: &Inputs,
+    proxy: &Workload,
     out: &mut ProxyResources,
     service: &Service,
     port: &weft_registry::ServicePort,
-    subset: &str,
+    subset: Option<&Subset>,
     policy: Option<&TrafficPolicy>,
-    labels: &BTreeMap<String, String>,
 ) {
-    let name = cluster_name("outbound", port.port, subset, &service.fqdn());
+    let (subset_name, labels) = match subset {
+        Some(s) => (s.name.as_str(), s.labels.clone()),
+        None => ("", BTreeMap::new()),
+    };
+    let name = cluster_name("outbound", port.port, subset_name, &service.fqdn());
     out.clusters.push(eds_cluster(&name, policy));
-    out.endpoints.push(load_assignment(
-        &name,
-        inputs.registry,
-        service,
-        port,
-        labels,
-    ));
+    let endpoints = inputs.registry.endpoints(service, port, &labels);
+    out.endpoints.push(ClusterLoadAssignment {
+        cluster_name: name,
+        endpoints: locality::groups(endpoints, proxy, policy, |a| {
+            lb_endpoint_at(&a.ip().to_string(), a.port())
+        }),
+        ..Default::default()
+    });
 }
 
 /// The DestinationRule for a service: Istio picks the one in the service's
@@ -213,28 +218,6 @@ fn lb_endpoint_at(ip: &str, port: u16) -> LbEndpoint {
             ..Default::default()
         })),
         health_status: HealthStatus::Healthy as i32,
-        ..Default::default()
-    }
-}
-
-fn load_assignment(
-    name: &str,
-    registry: &Registry,
-    service: &Service,
-    port: &weft_registry::ServicePort,
-    subset: &BTreeMap<String, String>,
-) -> ClusterLoadAssignment {
-    let lb_endpoints = registry
-        .endpoints(service, port, subset)
-        .into_iter()
-        .map(|(addr, _)| lb_endpoint_at(&addr.ip().to_string(), addr.port()))
-        .collect();
-    ClusterLoadAssignment {
-        cluster_name: name.into(),
-        endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints,
-            ..Default::default()
-        }],
         ..Default::default()
     }
 }

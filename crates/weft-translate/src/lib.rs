@@ -11,6 +11,7 @@ mod delegate;
 mod envoy;
 mod gateway;
 mod hashing;
+mod locality;
 mod policies;
 mod pool;
 mod routes;
@@ -43,7 +44,7 @@ pub struct Inputs<'a> {
 
 pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
     let mut out = ProxyResources::default();
-    clusters::outbound(inputs, &mut out);
+    clusters::outbound(inputs, proxy, &mut out);
     match proxy.proxy {
         ProxyKind::Sidecar => sidecar::build(inputs, proxy, &mut out),
         ProxyKind::Gateway => gateway::build(inputs, proxy, &mut out),

@@ -27,6 +27,7 @@ fn workload(name: &str, ip: &str, l: &[(&str, &str)], proxy: ProxyKind) -> Workl
             protocol: None,
         }],
         proxy,
+        locality: None,
     }
 }
 
@@ -389,4 +390,48 @@ fn gateway_virtual_services_for_one_host_merge() {
         "{paths:?}"
     );
     assert!(paths.iter().any(|p| p.contains("/other")), "{paths:?}");
+}
+
+/// With outlier detection on, each proxy's endpoints are ranked by
+/// locality: its own zone first, then its region, then `failover` regions,
+/// then the rest; without it, every endpoint is priority 0.
+#[test]
+fn localities_become_priorities_for_each_proxy() {
+    let mut registry = registry();
+    let place = |w: &mut Workload, l: &str| w.locality = Some(l.into());
+    place(&mut registry.workloads[0], "eu/zone1/a");
+    place(&mut registry.workloads[1], "us/zone1/a");
+    let mut third = registry.workloads[1].clone();
+    third.name = "reviews-v2-b".into();
+    third.ip = "198.18.0.4".parse().unwrap();
+    place(&mut third, "ap/zone1/a");
+    registry.workloads.insert(2, third);
+    let rule = |extra: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n  trafficPolicy:\n{extra}")
+    };
+    let eds = |config: &str| {
+        let loaded = weft_config::load_str(config, "t.yaml");
+        assert!(!loaded.has_errors(), "{:?}", loaded.problems);
+        let inputs = Inputs {
+            config: &loaded.resources,
+            registry: &registry,
+        };
+        let out = translate(&inputs, &registry.workloads[0]);
+        let cla = out
+            .endpoints
+            .iter()
+            .find(|c| c.cluster_name == "outbound|9080||reviews.default.svc.cluster.local")
+            .unwrap()
+            .clone();
+        cla.endpoints
+            .iter()
+            .map(|l| (l.locality.as_ref().unwrap().region.clone(), l.priority))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let plain = eds(&rule("    loadBalancer: {simple: ROUND_ROBIN}\n"));
+    assert!(plain.values().all(|p| *p == 0), "{plain:?}");
+    let failover = eds(&rule("    outlierDetection: {consecutive5xxErrors: 1}\n    loadBalancer:\n      localityLbSetting:\n        failover: [{from: eu, to: us}]\n"));
+    assert_eq!(failover["eu"], 0, "{failover:?}");
+    assert_eq!(failover["us"], 1, "the failover region next: {failover:?}");
+    assert_eq!(failover["ap"], 2, "{failover:?}");
 }

@@ -64,12 +64,13 @@ impl Plan {
         {
             bail!("mesh name {mesh:?}: 1-8 lower-case letters or digits (it becomes part of interface names)");
         }
-        if spec.workloads.len() > 200 || spec.services.len() > 200 {
-            bail!("at most 200 workloads and 200 services fit one mesh's /24");
+        let pod_specs: Vec<WorkloadSpec> =
+            spec.workloads.iter().flat_map(WorkloadSpec::pods).collect();
+        if pod_specs.len() > 200 || spec.services.len() > 200 {
+            bail!("at most 200 pods (replicas included) and 200 services fit one mesh's /24");
         }
         let addresses = MeshAddresses::new(subnet);
-        let pods: Vec<Pod> = spec
-            .workloads
+        let pods: Vec<Pod> = pod_specs
             .iter()
             .enumerate()
             .map(|(i, w)| Pod {
@@ -103,6 +104,7 @@ impl Plan {
                 ip: IpAddr::V4(p.ip),
                 ports: p.spec.ports.clone(),
                 proxy: ProxyKind::Sidecar,
+                locality: p.spec.locality.clone(),
             })
             .collect();
         workloads.push(gateway_workload(ingress_port));
@@ -181,5 +183,6 @@ fn gateway_workload(ingress_port: u16) -> Workload {
             protocol: None,
         }],
         proxy: ProxyKind::Gateway,
+        locality: None,
     }
 }

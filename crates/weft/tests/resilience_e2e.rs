@@ -396,3 +396,75 @@ fn consistent_hash_by_header() {
         "users spread over both replicas: {versions:?}"
     );
 }
+
+/// Locality failover: `curl` and httpbin-v1 share zone1, two replicas of
+/// httpbin-v2 and a second client, `curl2`, live in zone2. With outlier
+/// detection on, each client's traffic stays in its own zone: curl2's never
+/// reaches v1. v1 fails every request, is ejected by curl's sidecar, and
+/// the replicas in the next locality take over, curl seeing no error.
+#[test]
+fn locality_failover_to_the_next_zone() {
+    let mesh = Mesh::up_edited("httpbin", "locality", 119, 18119, |m| {
+        m.replace(
+            "  command: [weft, demo, httpbin, --version, v1,",
+            "  locality: region1/zone1\n  command: [weft, demo, httpbin, --fail-percent, \"100\", --version, v1,",
+        )
+        .replace(
+            "  command: [weft, demo, httpbin, --version, v2,",
+            "  replicas: 2\n  locality: region1/zone2\n  command: [weft, demo, httpbin, --version, v2,",
+        )
+        .replace(
+            "  command: [weft, demo, httpbin, --version, client,",
+            "  locality: region1/zone1\n  command: [weft, demo, httpbin, --version, client,",
+        )
+        .replace(
+            "services:",
+            "- name: curl2\n  labels: {app: curl2}\n  locality: region1/zone2\n  command: [weft, demo, httpbin, --version, client2, --listen, \"0.0.0.0:8080\"]\n  ports: [{containerPort: 8080, name: http}]\nservices:",
+        )
+    });
+    apply_yaml(&mesh, "failover.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: httpbin\nspec:\n  host: httpbin\n  trafficPolicy:\n    loadBalancer:\n      localityLbSetting:\n        enabled: true\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 3m\n      maxEjectionPercent: 100\n");
+    let who = || {
+        let body = pod_curl(&mesh, "curl", &["http://httpbin:8000/get"]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["workload"].as_str().unwrap_or("").to_string()
+    };
+    // curl2 (zone2) is served in zone2 only, once the rule is in.
+    let from_zone2 = || {
+        let body = pod_curl(&mesh, "curl2", &["http://httpbin:8000/get"]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["workload"].as_str().unwrap_or("").to_string()
+    };
+    wait_until("curl2's rule to apply", Duration::from_secs(10), || {
+        (0..6).all(|_| from_zone2() == "httpbin-v2")
+    });
+    let v1_before = mesh
+        .log("httpbin-v1.sidecar.log")
+        .matches("198.18.119.14")
+        .count();
+    for i in 0..10 {
+        assert_eq!(from_zone2(), "httpbin-v2", "curl2 request {i}");
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // one access-log flush
+    let v1_after = mesh
+        .log("httpbin-v1.sidecar.log")
+        .matches("198.18.119.14")
+        .count();
+    assert_eq!(v1_before, v1_after, "curl2's traffic stays in zone2");
+    // curl (zone1): v1 is ejected by the requests it fails.
+    wait_until("v1 to be ejected", Duration::from_secs(15), || {
+        let served: Vec<String> = (0..3).map(|_| who()).collect();
+        served.iter().all(|w| w == "httpbin-v2")
+            && mesh.log("httpbin-v1.sidecar.log").contains("\" 503 ")
+    });
+    for i in 0..20 {
+        assert_eq!(who(), "httpbin-v2", "request {i}");
+    }
+    // Both replicas (pods .11 and .12 of the mesh) took requests.
+    std::thread::sleep(Duration::from_millis(1500)); // one access-log flush
+    let log = mesh.log("curl.sidecar.log");
+    let seen: Vec<&str> = ["198.18.119.11:8080", "198.18.119.12:8080"]
+        .into_iter()
+        .filter(|a| log.contains(a))
+        .collect();
+    assert_eq!(seen.len(), 2, "both replicas in the next zone serve: {log}");
+}

@@ -64,7 +64,29 @@ impl TrafficPolicy {
         let tcp = self.connection_pool.as_ref().and_then(|p| p.tcp.as_ref());
         let http = self.connection_pool.as_ref().and_then(|p| p.http.as_ref());
         let od = self.outlier_detection.as_ref();
+        let lb = self.load_balancer.as_ref();
+        let locality = lb.and_then(|l| l.locality_lb_setting.as_ref());
         [
+            (
+                "loadBalancer.localityLbSetting.distribute",
+                locality.is_some_and(|l| !l.distribute.is_empty()),
+            ),
+            (
+                "loadBalancer.localityLbSetting.failoverPriority",
+                locality.is_some_and(|l| !l.failover_priority.is_empty()),
+            ),
+            (
+                "loadBalancer.warmupDurationSecs",
+                lb.is_some_and(|l| l.warmup_duration_secs.is_some() || l.warmup.is_some()),
+            ),
+            (
+                "loadBalancer.zoneAwareLbSetting",
+                lb.is_some_and(|l| l.zone_aware_lb_setting.is_some()),
+            ),
+            (
+                "loadBalancer.backendUtilization",
+                lb.is_some_and(|l| l.backend_utilization.is_some()),
+            ),
             (
                 "connectionPool.tcp.tcpKeepalive",
                 tcp.is_some_and(|t| t.tcp_keepalive.is_some()),

@@ -22,9 +22,27 @@ pub enum ClusterKind {
     OriginalDst,
 }
 
+/// A cluster's hosts, with the priority of each (0 is preferred; levels
+/// come from EDS, where istiod ranks localities by nearness).
 #[derive(Debug, Default, Serialize)]
 pub struct Endpoints {
     pub addresses: Vec<SocketAddr>,
+    pub priorities: Vec<u32>,
+    /// Whether the hosts span more than one priority.
+    #[serde(skip)]
+    tiered: bool,
+}
+
+impl Endpoints {
+    fn new(hosts: Vec<(SocketAddr, u32)>) -> Endpoints {
+        let (addresses, priorities): (Vec<_>, Vec<_>) = hosts.into_iter().unzip();
+        let tiered = priorities.windows(2).any(|w| w[0] != w[1]);
+        Endpoints {
+            addresses,
+            priorities,
+            tiered,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -76,7 +94,17 @@ impl ClusterCfg {
             healthy * 100 >= self.panic_threshold as usize * n
         });
         let usable = |i: usize| outliers.is_none_or(|o| !o.is_ejected(i));
-        self.lb.choose(n, hash, usable).map(|i| eps[i])
+        if !self.endpoints.tiered {
+            return self.lb.choose(n, hash, usable).map(|i| eps[i]);
+        }
+        // The best priority with a usable host takes every request (Envoy
+        // would spill a share to the next level as the first degrades; Weft
+        // moves when the level has no usable host left).
+        let prio = &self.endpoints.priorities;
+        let best = (0..n).filter(|i| usable(*i)).map(|i| prio[i]).min()?;
+        self.lb
+            .choose(n, hash, |i| prio[i] == best && usable(i))
+            .map(|i| eps[i])
     }
 
     /// Counts a request as active on `addr` while the guard lives (for
@@ -98,7 +126,7 @@ impl ClusterCfg {
 
 pub(crate) fn compile_cluster(
     c: &Cluster,
-    eds: Option<&[SocketAddr]>,
+    eds: Option<&[(SocketAddr, u32)]>,
 ) -> Result<ClusterCfg, String> {
     use cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy as P};
     let kind = match c.cluster_discovery_type {
@@ -123,8 +151,8 @@ pub(crate) fn compile_cluster(
     }
     let (mut limits, idle_timeout) = http_options(c)?;
     apply_thresholds(c, &mut limits)?;
-    let addresses = match kind {
-        ClusterKind::Eds => eds.map(<[SocketAddr]>::to_vec).unwrap_or_default(),
+    let hosts = match kind {
+        ClusterKind::Eds => eds.map(<[(SocketAddr, u32)]>::to_vec).unwrap_or_default(),
         ClusterKind::Static => c
             .load_assignment
             .as_ref()
@@ -133,6 +161,8 @@ pub(crate) fn compile_cluster(
             .unwrap_or_default(),
         ClusterKind::OriginalDst => Vec::new(),
     };
+    let endpoints = Endpoints::new(hosts);
+    let addresses = &endpoints.addresses;
     let connect_timeout = c
         .connect_timeout
         .map(|d| std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
@@ -150,7 +180,7 @@ pub(crate) fn compile_cluster(
         ),
         None => None,
     };
-    let lb = balancer(c, policy, kind, &addresses)?;
+    let lb = balancer(c, policy, kind, addresses)?;
     Ok(ClusterCfg {
         name: c.name.clone(),
         kind,
@@ -170,7 +200,7 @@ pub(crate) fn compile_cluster(
             .as_ref()
             .and_then(|l| l.healthy_panic_threshold.as_ref())
             .map_or(50, |p| p.value.clamp(0.0, 100.0) as u32),
-        endpoints: Endpoints { addresses },
+        endpoints,
     })
 }
 
@@ -292,21 +322,27 @@ fn apply_thresholds(c: &Cluster, limits: &mut Limits) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn compile_endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<SocketAddr>, String> {
+pub(crate) fn compile_endpoints(
+    cla: &ClusterLoadAssignment,
+) -> Result<Vec<(SocketAddr, u32)>, String> {
     endpoint_addresses(cla)
 }
 
-/// Healthy (or unknown-health) endpoints of all localities, flattened:
-/// Weft does not do locality-weighted balancing yet.
-fn endpoint_addresses(cla: &ClusterLoadAssignment) -> Result<Vec<SocketAddr>, String> {
+/// Healthy (or unknown-health) endpoints of every locality, each with its
+/// locality's priority. Locality weights (`load_balancing_weight`) are
+/// refused: locality-weighted balancing is not built.
+fn endpoint_addresses(cla: &ClusterLoadAssignment) -> Result<Vec<(SocketAddr, u32)>, String> {
     let mut out = Vec::new();
     for locality in &cla.endpoints {
+        if locality.load_balancing_weight.is_some() {
+            return Err("locality load_balancing_weight is not supported yet".into());
+        }
         for ep in &locality.lb_endpoints {
             let usable = ep.health_status == HealthStatus::Unknown as i32
                 || ep.health_status == HealthStatus::Healthy as i32;
             match &ep.host_identifier {
                 Some(lb_endpoint::HostIdentifier::Endpoint(e)) if usable => {
-                    out.push(socket_addr(&e.address)?)
+                    out.push((socket_addr(&e.address)?, locality.priority))
                 }
                 Some(lb_endpoint::HostIdentifier::Endpoint(_)) => {}
                 _ => return Err("named endpoints are not supported".into()),
