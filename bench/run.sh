@@ -99,6 +99,14 @@ spec:
   hosts: ["*"]
   gateways: [bench]
   http:
+  # The second Weft row: a route as a resilience course writes it.
+  - match: [{uri: {prefix: /policy}}]
+    timeout: 5s
+    retries: {attempts: 2, perTryTimeout: 2s, retryOn: "5xx,connect-failure"}
+    headers: {request: {set: {x-bench: policy}}}
+    fault: {abort: {httpStatus: 503, percentage: {value: 0}}}
+    route:
+    - destination: {host: origin, port: {number: $UP}}
   - route:
     - destination: {host: origin, port: {number: $UP}}
 YAML
@@ -120,9 +128,9 @@ done
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.3f", v }'; }
 declare -A RPS P50 P99
 measure() {
-  local name=$1 port=$2 out
-  wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/" >/dev/null 2>&1 # warm-up pass is the same run, shorter
-  out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
+  local name=$1 port=$2 path=${3:-/} out
+  wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$port$path" >/dev/null 2>&1 # warm-up pass is the same run, shorter
+  out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$port$path")
   RPS[$name]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   P50[$name]=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
   P99[$name]=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
@@ -134,14 +142,16 @@ if [ -n "${PROFILE:-}" ]; then
 fi
 measure weft $WEFT_PORT
 [ -n "${PROFILE:-}" ] && wait "$PERF_PID"
+measure weft-policy $WEFT_PORT /policy
 measure nginx $NGINX_PORT
 measure haproxy $HAPROXY_PORT
 
 echo
 echo "wrk -t1 -c$CONNS -d${DURATION}s, keep-alive, 24-byte body; each proxy on one worker thread; $(nproc) cores"
-printf '%-10s %12s %10s %10s %12s %12s\n' path req/s p50_ms p99_ms vs_direct vs_nginx
-for name in direct weft nginx haproxy; do
-  printf '%-10s %12.0f %10s %10s %12s %12s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
+printf '%-12s %12s %10s %10s %12s %12s\n' path req/s p50_ms p99_ms vs_direct vs_nginx
+for name in direct weft weft-policy nginx haproxy; do
+  printf '%-12s %12.0f %10s %10s %12s %12s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
     "$(awk -v a="${RPS[$name]}" -v b="${RPS[direct]}" 'BEGIN{printf "%.2f", a/b}')" \
     "$(awk -v a="${RPS[$name]}" -v b="${RPS[nginx]}" 'BEGIN{printf "%.2f", a/b}')"
 done
+echo "weft-policy (timeout, retries, a header set, a 0% fault) vs the plain route: $(awk -v a="${RPS[weft-policy]}" -v b="${RPS[weft]}" 'BEGIN{printf "%.2f", a/b}')"
