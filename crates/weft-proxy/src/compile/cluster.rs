@@ -110,6 +110,9 @@ impl ClusterCfg {
     /// Counts a request as active on `addr` while the guard lives (for
     /// least-request balancing).
     pub(crate) fn track(&self, addr: SocketAddr) -> Option<crate::upstream::balancer::Active<'_>> {
+        if !matches!(self.lb, Balancer::LeastRequest(_)) {
+            return None;
+        }
         let i = self.endpoints.addresses.iter().position(|a| *a == addr)?;
         self.lb.track(i)
     }

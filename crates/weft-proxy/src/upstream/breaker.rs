@@ -107,6 +107,14 @@ impl Breaker {
 
     pub(crate) fn connection_closed(&self) {
         self.connections.fetch_sub(1, Ordering::AcqRel);
-        self.freed.notify_waiters();
+        self.wake_pending();
+    }
+
+    /// Wakes requests waiting for a connection, if any: `Notify` takes a
+    /// lock, which the common case (nobody waiting) never needs.
+    pub(crate) fn wake_pending(&self) {
+        if self.pending.load(Ordering::Acquire) > 0 {
+            self.freed.notify_waiters();
+        }
     }
 }

@@ -114,7 +114,7 @@ pub(crate) async fn send(
                 // response is read, which frees its slot.
                 if !spent {
                     checkin(peer, conn);
-                    breaker.freed.notify_waiters();
+                    breaker.wake_pending();
                 }
                 return Ok(resp);
             }
