@@ -777,3 +777,66 @@ async fn priorities_fail_over_when_the_local_hosts_are_ejected() {
     }
     assert_eq!(near.requests.load(Ordering::SeqCst), 5);
 }
+
+/// A 2 s delay on 50% of requests: of 100 concurrent requests, 50 ± 10
+/// take at least 2 s, and the rest do not wait.
+#[tokio::test]
+async fn fault_delay_of_half_delays_half() {
+    let up = upstream("a", None).await;
+    let delay = HttpFault {
+        delay: Some(FaultDelay {
+            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(millis(2000))),
+            percentage: percent(50),
+        }),
+        ..Default::default()
+    };
+    let p = proxy(
+        vec![static_cluster("c", &[up.addr])],
+        vec![with_fault(route_to("c"), delay)],
+    );
+    let calls: Vec<_> = (0..100)
+        .map(|_| {
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let r = get(p.addr, "/").await;
+                (r.status, start.elapsed())
+            })
+        })
+        .collect();
+    let mut delayed = 0;
+    for c in calls {
+        let (status, took) = c.await.unwrap();
+        assert_eq!(status, 200);
+        if took >= Duration::from_secs(2) {
+            delayed += 1;
+        }
+    }
+    assert!((40..=60).contains(&delayed), "{delayed} of 100 delayed");
+}
+
+/// An ejected host comes back once its ejection time has passed.
+#[tokio::test]
+async fn an_ejected_host_returns_after_its_ejection_time() {
+    let good = upstream("good", None).await;
+    let flaky = upstream("flaky", Some(2)).await;
+    let mut cluster = with_outlier_detection(static_cluster("c", &[flaky.addr, good.addr]));
+    if let Some(od) = cluster.outlier_detection.as_mut() {
+        od.base_ejection_time = Some(millis(500));
+    }
+    let p = proxy(vec![cluster], vec![route_to("c")]);
+    // Round robin: flaky's first request passes, its second fails and ejects it.
+    let _ = statuses(p.addr, "/", 4).await;
+    assert_eq!(flaky.requests.load(Ordering::SeqCst), 2);
+    let _ = statuses(p.addr, "/", 10).await;
+    assert_eq!(
+        flaky.requests.load(Ordering::SeqCst),
+        2,
+        "nothing while ejected"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let _ = statuses(p.addr, "/", 10).await;
+    assert!(
+        flaky.requests.load(Ordering::SeqCst) > 2,
+        "back after base_ejection_time"
+    );
+}

@@ -435,3 +435,53 @@ fn localities_become_priorities_for_each_proxy() {
     assert_eq!(failover["us"], 1, "the failover region next: {failover:?}");
     assert_eq!(failover["ap"], 2, "{failover:?}");
 }
+
+/// A DestinationRule's traffic policy reaches the cluster as istiod writes
+/// it: circuit breakers (unset thresholds at the maximum), connect
+/// timeout, requests per connection, outlier detection with the panic
+/// threshold off, ring hash; and the routes to it carry the hash policy.
+#[test]
+fn destination_rule_policies_reach_the_cluster() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: x-user, ringHash: {minimumRingSize: 2048}}\n    connectionPool:\n      tcp: {maxConnections: 7, connectTimeout: 2s}\n      http: {http1MaxPendingRequests: 3, maxRequestsPerConnection: 1}\n    outlierDetection: {consecutive5xxErrors: 2, interval: 5s, baseEjectionTime: 1m, maxEjectionPercent: 50}\n";
+    let out = translated_with(dr, 0);
+    let c = out
+        .clusters
+        .iter()
+        .find(|c| c.name == "outbound|9080||reviews.default.svc.cluster.local")
+        .unwrap();
+    let t = &c.circuit_breakers.as_ref().unwrap().thresholds[0];
+    assert_eq!(t.max_connections.unwrap().value, 7);
+    assert_eq!(t.max_pending_requests.unwrap().value, 3);
+    assert_eq!(
+        t.max_requests.unwrap().value,
+        u32::MAX,
+        "unset: the maximum"
+    );
+    assert_eq!(c.connect_timeout.unwrap().seconds, 2);
+    assert!(c
+        .typed_extension_protocol_options
+        .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"));
+    let od = c.outlier_detection.as_ref().unwrap();
+    assert_eq!(od.consecutive_5xx.unwrap().value, 2);
+    assert_eq!(od.enforcing_consecutive_5xx.unwrap().value, 100);
+    assert_eq!(od.base_ejection_time.unwrap().seconds, 60);
+    assert_eq!(od.max_ejection_percent.unwrap().value, 50);
+    let panic = c
+        .common_lb_config
+        .as_ref()
+        .unwrap()
+        .healthy_panic_threshold
+        .unwrap();
+    assert_eq!(panic.value, 0.0);
+    assert_eq!(c.lb_policy, LbPolicy::RingHash as i32);
+    let rc = out.routes.iter().find(|r| r.name == "9080").unwrap();
+    let Some(route::Action::Route(a)) = &rc.virtual_hosts[0].routes[0].action else {
+        panic!("not a route action")
+    };
+    assert_eq!(
+        a.hash_policy.len(),
+        1,
+        "the default route hashes by the rule's header"
+    );
+}
