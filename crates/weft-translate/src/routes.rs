@@ -188,16 +188,33 @@ fn catch_all() -> RouteMatch {
 
 /// The parts of a match that depend on where the route is installed.
 fn applies_here(m: &HttpMatchRequest, scope: &Scope) -> bool {
+    source_fits(
+        m.port,
+        &m.source_labels,
+        m.source_namespace.as_ref(),
+        &m.gateways,
+        scope,
+    )
+}
+
+/// Conditions on where a request comes from and arrives (HTTP and TCP
+/// matches share them): the port, the proxy's labels and namespace, and
+/// the gateways (or `mesh`) the route is installed on.
+pub(crate) fn source_fits(
+    port: Option<u32>,
+    source_labels: &std::collections::BTreeMap<String, String>,
+    source_namespace: Option<&String>,
+    gateways: &[String],
+    scope: &Scope,
+) -> bool {
     let proxy = scope.proxy;
-    m.port.is_none_or(|p| scope.match_ports.contains(&p))
-        && m.source_labels
+    port.is_none_or(|p| scope.match_ports.contains(&p))
+        && source_labels
             .iter()
             .all(|(k, v)| proxy.labels.get(k) == Some(v))
-        && m.source_namespace
-            .as_ref()
-            .is_none_or(|ns| *ns == proxy.namespace)
-        && (m.gateways.is_empty()
-            || m.gateways.iter().any(|g| match &scope.context {
+        && source_namespace.is_none_or(|ns| *ns == proxy.namespace)
+        && (gateways.is_empty()
+            || gateways.iter().any(|g| match &scope.context {
                 Context::Mesh => g == "mesh",
                 Context::Gateways(gws) => gws
                     .iter()

@@ -18,7 +18,7 @@ use weft_registry::{Service, Workload};
 
 use crate::clusters::cluster_name;
 use crate::envoy::TCP_PROXY;
-use crate::routes::{destination_cluster, Context, Scope};
+use crate::routes::{destination_cluster, source_fits, Context, Scope};
 use crate::Inputs;
 
 /// The tcp_proxy filter for `service`'s TCP `port` on `vip`.
@@ -71,17 +71,14 @@ fn applies(route: &TcpRoute, scope: &Scope, vip: IpAddr) -> bool {
 }
 
 fn fits(m: &L4Match, scope: &Scope, vip: IpAddr) -> bool {
-    let proxy = scope.proxy;
-    m.port.is_none_or(|p| scope.match_ports.contains(&p))
-        && m.source_labels
-            .iter()
-            .all(|(k, v)| proxy.labels.get(k) == Some(v))
-        && m.source_namespace
-            .as_ref()
-            .is_none_or(|ns| *ns == proxy.namespace)
-        && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
-        && (m.destination_subnets.is_empty()
-            || m.destination_subnets.iter().any(|c| in_subnet(vip, c)))
+    source_fits(
+        m.port,
+        &m.source_labels,
+        m.source_namespace.as_ref(),
+        &m.gateways,
+        scope,
+    ) && (m.destination_subnets.is_empty()
+        || m.destination_subnets.iter().any(|c| in_subnet(vip, c)))
 }
 
 fn specifier(route: &TcpRoute, scope: &Scope) -> ClusterSpecifier {
