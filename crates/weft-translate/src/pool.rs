@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 
+use envoy_types::pb::envoy::config::cluster::v3::UpstreamConnectionOptions;
 use envoy_types::pb::envoy::config::cluster::v3::{
     circuit_breakers::Thresholds, CircuitBreakers, Cluster,
 };
+use envoy_types::pb::envoy::config::core::v3::TcpKeepalive;
 use envoy_types::pb::envoy::config::core::v3::{
     Http1ProtocolOptions, HttpProtocolOptions as CommonOptions,
 };
@@ -60,11 +62,30 @@ pub(crate) fn apply(mut cluster: Cluster, pool: Option<&ConnectionPool>) -> Clus
     let idle = http
         .and_then(|h| h.idle_timeout.as_ref())
         .and_then(|d| d.parse());
-    if per_connection.is_some() || idle.is_some() {
+    let max_duration = tcp
+        .and_then(|t| t.max_connection_duration.as_ref())
+        .and_then(|d| d.parse());
+    if let Some(k) = tcp.and_then(|t| t.tcp_keepalive.as_ref()) {
+        let secs = |d: Option<&weft_config::networking::Duration>| {
+            d.and_then(|d| d.parse()).map(|d| UInt32Value {
+                value: d.as_secs() as u32,
+            })
+        };
+        cluster.upstream_connection_options = Some(UpstreamConnectionOptions {
+            tcp_keepalive: Some(TcpKeepalive {
+                keepalive_probes: k.probes.map(|value| UInt32Value { value }),
+                keepalive_time: secs(k.time.as_ref()),
+                keepalive_interval: secs(k.interval.as_ref()),
+            }),
+            ..Default::default()
+        });
+    }
+    if per_connection.is_some() || idle.is_some() || max_duration.is_some() {
         let options = HttpProtocolOptions {
             common_http_protocol_options: Some(CommonOptions {
                 max_requests_per_connection: per_connection,
                 idle_timeout: idle.map(duration),
+                max_connection_duration: max_duration.map(duration),
                 ..Default::default()
             }),
             upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(

@@ -443,7 +443,7 @@ fn localities_become_priorities_for_each_proxy() {
 #[test]
 fn destination_rule_policies_reach_the_cluster() {
     use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
-    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: x-user, ringHash: {minimumRingSize: 2048}}\n    connectionPool:\n      tcp: {maxConnections: 7, connectTimeout: 2s}\n      http: {http1MaxPendingRequests: 3, maxRequestsPerConnection: 1}\n    outlierDetection: {consecutive5xxErrors: 2, interval: 5s, baseEjectionTime: 1m, maxEjectionPercent: 50}\n";
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: x-user, ringHash: {minimumRingSize: 2048}}\n    connectionPool:\n      tcp: {maxConnections: 7, connectTimeout: 2s, maxConnectionDuration: 30m, tcpKeepalive: {time: 7200s, interval: 75s, probes: 9}}\n      http: {http1MaxPendingRequests: 3, maxRequestsPerConnection: 1}\n    outlierDetection: {consecutive5xxErrors: 2, interval: 5s, baseEjectionTime: 1m, maxEjectionPercent: 50}\n";
     let out = translated_with(dr, 0);
     let c = out
         .clusters
@@ -459,6 +459,14 @@ fn destination_rule_policies_reach_the_cluster() {
         "unset: the maximum"
     );
     assert_eq!(c.connect_timeout.unwrap().seconds, 2);
+    let keepalive = c
+        .upstream_connection_options
+        .as_ref()
+        .unwrap()
+        .tcp_keepalive
+        .unwrap();
+    assert_eq!(keepalive.keepalive_time.unwrap().value, 7200);
+    assert_eq!(keepalive.keepalive_probes.unwrap().value, 9);
     assert!(c
         .typed_extension_protocol_options
         .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"));

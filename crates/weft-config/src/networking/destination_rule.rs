@@ -88,14 +88,6 @@ impl TrafficPolicy {
                 lb.is_some_and(|l| l.backend_utilization.is_some()),
             ),
             (
-                "connectionPool.tcp.tcpKeepalive",
-                tcp.is_some_and(|t| t.tcp_keepalive.is_some()),
-            ),
-            (
-                "connectionPool.tcp.maxConnectionDuration",
-                tcp.is_some_and(|t| t.max_connection_duration.is_some()),
-            ),
-            (
                 "connectionPool.tcp.idleTimeout",
                 tcp.is_some_and(|t| t.idle_timeout.is_some()),
             ),

@@ -56,6 +56,8 @@ pub struct ClusterCfg {
     pub bind_source: Option<std::net::IpAddr>,
     /// Upstream HTTP connections idle this long are closed (Envoy: 1 h).
     pub idle_timeout: std::time::Duration,
+    pub max_connection_duration: Option<std::time::Duration>,
+    pub keepalive: Option<crate::upstream::Keepalive>,
     /// Circuit-breaker limits and their live counts, shared by the workers.
     pub breaker: std::sync::Arc<crate::upstream::Breaker>,
     /// Outlier detection's per-host records, when the cluster asks for it.
@@ -74,6 +76,8 @@ impl ClusterCfg {
             bind_source: self.bind_source,
             connect_timeout: self.connect_timeout,
             idle_timeout: self.idle_timeout,
+            max_connection_duration: self.max_connection_duration,
+            keepalive: self.keepalive,
         }
     }
 
@@ -152,7 +156,8 @@ pub(crate) fn compile_cluster(
     if c.transport_socket.is_some() {
         return Err("transport_socket (upstream TLS) is not supported yet".into());
     }
-    let (mut limits, idle_timeout) = http_options(c)?;
+    let (mut limits, idle_timeout, max_connection_duration) = http_options(c)?;
+    let keepalive = keepalive(c)?;
     apply_thresholds(c, &mut limits)?;
     let hosts = match kind {
         ClusterKind::Eds => eds.map(<[(SocketAddr, u32)]>::to_vec).unwrap_or_default(),
@@ -191,6 +196,8 @@ pub(crate) fn compile_cluster(
         connect_timeout,
         bind_source,
         idle_timeout,
+        max_connection_duration,
+        keepalive,
         breaker: std::sync::Arc::new(crate::upstream::Breaker::new(limits)),
         outliers: c
             .outlier_detection
@@ -253,7 +260,9 @@ const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptio
 /// The cluster's HTTP protocol options: requests per connection and the
 /// idle timeout; HTTP/1.1 only (HTTP/2 upstreams are not built yet).
 #[allow(deprecated)] // `max_requests_per_connection` on the cluster itself.
-fn http_options(c: &Cluster) -> Result<(Limits, std::time::Duration), String> {
+fn http_options(
+    c: &Cluster,
+) -> Result<(Limits, std::time::Duration, Option<std::time::Duration>), String> {
     use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
         http_protocol_options::{explicit_http_config::ProtocolConfig, UpstreamProtocolOptions},
         HttpProtocolOptions,
@@ -266,6 +275,7 @@ fn http_options(c: &Cluster) -> Result<(Limits, std::time::Duration), String> {
         ..Limits::default()
     };
     let mut idle = std::time::Duration::from_secs(3600);
+    let mut max_duration = None;
     for (name, any) in &c.typed_extension_protocol_options {
         if name != HTTP_OPTIONS {
             return Err(format!(
@@ -297,9 +307,38 @@ fn http_options(c: &Cluster) -> Result<(Limits, std::time::Duration), String> {
             if let Some(d) = common.idle_timeout.as_ref() {
                 idle = super::duration(d)?;
             }
+            if let Some(d) = common.max_connection_duration.as_ref() {
+                max_duration = Some(super::duration(d)?).filter(|d| !d.is_zero());
+            }
         }
     }
-    Ok((limits, idle))
+    Ok((limits, idle, max_duration))
+}
+
+/// `upstream_connection_options.tcp_keepalive`: keepalive on, with the
+/// parts the cluster sets.
+fn keepalive(c: &Cluster) -> Result<Option<crate::upstream::Keepalive>, String> {
+    let Some(options) = &c.upstream_connection_options else {
+        return Ok(None);
+    };
+    let only_keepalive = envoy_types::pb::envoy::config::cluster::v3::UpstreamConnectionOptions {
+        tcp_keepalive: options.tcp_keepalive,
+        ..Default::default()
+    };
+    if *options != only_keepalive {
+        return Err("upstream_connection_options supports tcp_keepalive only".into());
+    }
+    let Some(k) = &options.tcp_keepalive else {
+        return Ok(None);
+    };
+    let secs = |v: Option<envoy_types::pb::google::protobuf::UInt32Value>| {
+        v.map(|v| std::time::Duration::from_secs(u64::from(v.value)))
+    };
+    Ok(Some(crate::upstream::Keepalive {
+        time: secs(k.keepalive_time),
+        interval: secs(k.keepalive_interval),
+        probes: k.keepalive_probes.map(|v| v.value),
+    }))
 }
 
 /// The default-priority thresholds; other priorities are never used, as

@@ -38,6 +38,19 @@ pub(crate) struct Peer {
     pub connect_timeout: Duration,
     /// A pooled connection idle this long is closed.
     pub idle_timeout: Duration,
+    /// A connection this old takes no new request (Envoy's
+    /// `max_connection_duration`).
+    pub max_connection_duration: Option<Duration>,
+    /// TCP keepalive on upstream sockets.
+    pub keepalive: Option<Keepalive>,
+}
+
+/// TCP keepalive settings; a part left out is the system's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Keepalive {
+    pub time: Option<Duration>,
+    pub interval: Option<Duration>,
+    pub probes: Option<u32>,
 }
 
 /// How often a request waiting for a connection looks again, besides
@@ -50,7 +63,15 @@ type Sender = SendRequest<UpBody>;
 struct Pooled {
     sender: Sender,
     served: u32,
+    opened: Instant,
     idle_since: Instant,
+}
+
+impl Pooled {
+    fn too_old(&self, peer: &Peer, now: Instant) -> bool {
+        peer.max_connection_duration
+            .is_some_and(|max| now.duration_since(self.opened) >= max)
+    }
 }
 
 thread_local! {
@@ -109,7 +130,8 @@ pub(crate) async fn send(
                 let spent = breaker
                     .limits
                     .max_requests_per_connection
-                    .is_some_and(|max| conn.served >= max);
+                    .is_some_and(|max| conn.served >= max)
+                    || conn.too_old(peer, Instant::now());
                 // A spent connection is dropped: it closes once its
                 // response is read, which frees its slot.
                 if !spent {
@@ -139,7 +161,9 @@ fn checkout(peer: &Peer) -> Option<Pooled> {
         let list = idle.get_mut(peer)?;
         let now = Instant::now();
         list.retain(|c| {
-            !c.sender.is_closed() && now.duration_since(c.idle_since) < peer.idle_timeout
+            !c.sender.is_closed()
+                && now.duration_since(c.idle_since) < peer.idle_timeout
+                && !c.too_old(peer, now)
         });
         let ready = list.iter().position(|c| c.sender.is_ready())?;
         Some(list.swap_remove(ready))
@@ -190,6 +214,19 @@ pub(crate) async fn connect(peer: &Peer) -> std::io::Result<TcpStream> {
             )
         })??;
     stream.set_nodelay(true)?;
+    if let Some(k) = peer.keepalive {
+        let mut params = socket2::TcpKeepalive::new();
+        if let Some(t) = k.time {
+            params = params.with_time(t);
+        }
+        if let Some(i) = k.interval {
+            params = params.with_interval(i);
+        }
+        if let Some(n) = k.probes {
+            params = params.with_retries(n);
+        }
+        socket2::SockRef::from(&stream).set_tcp_keepalive(&params)?;
+    }
     Ok(stream)
 }
 
@@ -224,6 +261,7 @@ async fn open(peer: &Peer, breaker: &Arc<Breaker>) -> Result<Option<Pooled>, Ups
             Ok(Some(Pooled {
                 sender,
                 served: 0,
+                opened: Instant::now(),
                 idle_since: Instant::now(),
             }))
         }
@@ -305,6 +343,8 @@ mod tests {
                         bind_source: None,
                         connect_timeout: Duration::from_secs(1),
                         idle_timeout: Duration::from_secs(60),
+                        max_connection_duration: None,
+                        keepalive: None,
                     };
                     let req = req.map(http_body_util::Either::Left);
                     let breaker = Arc::new(Breaker::default());
@@ -378,8 +418,42 @@ mod tests {
             bind_source: None,
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
+            max_connection_duration: None,
+            keepalive: None,
         };
         let err = handshake(&peer).await.unwrap_err();
         assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connections_older_than_max_connection_duration_are_retired() {
+        let (up, accepted) = upstream(false).await;
+        let peer = Peer {
+            addr: up,
+            bind_source: None,
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            max_connection_duration: Some(Duration::from_millis(50)),
+            keepalive: Some(Keepalive {
+                time: Some(Duration::from_secs(60)),
+                interval: None,
+                probes: Some(3),
+            }),
+        };
+        let breaker = Arc::new(Breaker::default());
+        for _ in 0..2 {
+            let req = Request::get("/")
+                .header("host", "upstream")
+                .body(http_body_util::Either::Right(Full::new(Bytes::new())))
+                .unwrap();
+            let resp = send(&peer, &breaker, req).await.unwrap();
+            let _ = resp.into_body().collect().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the old connection was not reused"
+        );
     }
 }
