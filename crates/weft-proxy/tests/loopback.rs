@@ -840,3 +840,37 @@ async fn an_ejected_host_returns_after_its_ejection_time() {
         "back after base_ejection_time"
     );
 }
+
+/// With the previous-priorities retry plugin (Istio's
+/// `retryRemoteLocalities`), a failed try in the near locality is retried
+/// in the next one.
+#[tokio::test]
+async fn retries_move_to_remote_localities() {
+    let near = upstream("near", Some(1)).await;
+    let far = upstream("far", None).await;
+    let mut cluster = static_cluster("c", &[near.addr, far.addr]);
+    if let Some(cla) = cluster.load_assignment.as_mut() {
+        let mut second = cla.endpoints[0].clone();
+        second.lb_endpoints.remove(0);
+        second.priority = 1;
+        cla.endpoints[0].lb_endpoints.truncate(1);
+        cla.endpoints.push(second);
+    }
+    let mut route = route_to("c");
+    let mut retry = istio_default_retries();
+    retry.retry_priority = Some(retry_policy::RetryPriority {
+        name: "envoy.retry_priorities.previous_priorities".into(),
+        ..Default::default()
+    });
+    action(&mut route).retry_policy = Some(retry);
+    let p = proxy(vec![cluster], vec![route]);
+    for i in 0..5 {
+        let r = get(p.addr, "/").await;
+        assert!(r.body.starts_with("far\n"), "request {i}: {}", r.body);
+    }
+    assert_eq!(
+        near.requests.load(Ordering::SeqCst),
+        5,
+        "each first try stays near"
+    );
+}

@@ -87,6 +87,18 @@ impl ClusterCfg {
     /// balancers. None when no host is usable (Envoy's "no healthy
     /// upstream", flag UH).
     pub fn pick(&self, original_dst: SocketAddr, hash: Option<u64>) -> Option<SocketAddr> {
+        self.pick_excluding(original_dst, hash, &[])
+    }
+
+    /// `pick`, treating the `exclude`d hosts as unusable (a retry that
+    /// should leave the hosts, and so the priorities, already tried); with
+    /// every host excluded, the plain pick.
+    pub fn pick_excluding(
+        &self,
+        original_dst: SocketAddr,
+        hash: Option<u64>,
+        exclude: &[SocketAddr],
+    ) -> Option<SocketAddr> {
         if self.kind == ClusterKind::OriginalDst {
             return Some(original_dst);
         }
@@ -97,7 +109,11 @@ impl ClusterCfg {
             // In panic, every host is used, ejected or not.
             healthy * 100 >= self.panic_threshold as usize * n
         });
-        let usable = |i: usize| outliers.is_none_or(|o| !o.is_ejected(i));
+        let usable =
+            |i: usize| outliers.is_none_or(|o| !o.is_ejected(i)) && !exclude.contains(&eps[i]);
+        if !exclude.is_empty() && !(0..n).any(usable) {
+            return self.pick_excluding(original_dst, hash, &[]);
+        }
         if !self.endpoints.tiered {
             return self.lb.choose(n, hash, usable).map(|i| eps[i]);
         }

@@ -240,6 +240,11 @@ impl Tries<'_> {
     /// An endpoint; with the previous-hosts predicate, one not tried yet if
     /// a few draws find one.
     fn pick(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        if self.policy.is_some_and(|p| p.previous_priorities) && !tried.is_empty() {
+            return self
+                .cluster
+                .pick_excluding(self.destination, self.hash, tried);
+        }
         let avoid = self
             .policy
             .filter(|p| p.previous_hosts && !tried.is_empty());

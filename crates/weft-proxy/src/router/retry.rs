@@ -69,6 +69,10 @@ pub struct RetryPolicy {
     /// Avoid hosts already tried (`envoy.retry_host_predicates.previous_hosts`).
     pub previous_hosts: bool,
     pub host_selection_attempts: u32,
+    /// Retry in the priorities (localities) not tried yet
+    /// (`envoy.retry_priorities.previous_priorities`, Istio's
+    /// `retryRemoteLocalities`).
+    pub previous_priorities: bool,
 }
 
 const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
@@ -101,9 +105,6 @@ pub(crate) fn compile(p: &RetryProto) -> Result<RetryPolicy, String> {
         }
         previous_hosts = true;
     }
-    // Weft has one priority level per cluster, so "other priorities first"
-    // changes nothing yet; it is accepted as Istio sends it for
-    // retryRemoteLocalities.
     if let Some(pri) = &p.retry_priority {
         if pri.name != PREVIOUS_PRIORITIES {
             return Err(format!("retry priority {:?} is not supported", pri.name));
@@ -149,6 +150,7 @@ pub(crate) fn compile(p: &RetryProto) -> Result<RetryPolicy, String> {
         previous_hosts,
         host_selection_attempts: u32::try_from(p.host_selection_retry_max_attempts.max(1))
             .unwrap_or(1),
+        previous_priorities: p.retry_priority.is_some(),
     })
 }
 
