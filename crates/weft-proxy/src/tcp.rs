@@ -40,6 +40,9 @@ pub(crate) async fn proxy(
             if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
                 tracing::debug!(error = %e, "tcp proxy ended with an error");
             }
+            if let Some(cluster) = snapshot.clusters.get(cluster_name) {
+                cluster.breaker.connection_closed();
+            }
         }
     }
     entry.duration = start.elapsed();
@@ -59,6 +62,23 @@ async fn connect(
     let addr = cluster
         .pick(conn.destination, Some(hash_of(conn.peer.ip())))
         .ok_or(ProxyError::NoHealthyUpstream)?;
+    // The cluster's connection limit holds for opaque TCP too (UO); the
+    // slot is given back when the proxied connection ends.
+    if !cluster.breaker.open_connection(false) {
+        return Err(ProxyError::Overflow);
+    }
+    let result = dial(cluster, addr, down).await;
+    if result.is_err() {
+        cluster.breaker.connection_closed();
+    }
+    result.map(|stream| (stream, addr))
+}
+
+async fn dial(
+    cluster: &crate::compile::ClusterCfg,
+    addr: SocketAddr,
+    down: &TcpStream,
+) -> Result<TcpStream, ProxyError> {
     // A connection made straight to the capture port would otherwise be
     // passed through to itself, forever.
     if down.local_addr().is_ok_and(|l| l == addr) {
@@ -69,7 +89,7 @@ async fn connect(
     match upstream::connect(&cluster.peer(addr)).await {
         Ok(stream) => {
             cluster.report(addr, Result5xx::Success);
-            Ok((stream, addr))
+            Ok(stream)
         }
         Err(e) => {
             cluster.report(addr, Result5xx::LocalFailure);

@@ -874,3 +874,57 @@ async fn retries_move_to_remote_localities() {
         "each first try stays near"
     );
 }
+
+/// Opaque TCP honours the cluster's connection limit: over it, the
+/// connection is closed at once (UO); a freed slot admits the next one.
+#[tokio::test]
+async fn tcp_connections_over_the_limit_are_closed() {
+    use envoy_types::pb::envoy::config::cluster::v3::{
+        circuit_breakers::Thresholds, CircuitBreakers,
+    };
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        tcp_proxy, TcpProxy,
+    };
+    use tokio::io::AsyncReadExt;
+    let up = upstream("a", None).await;
+    let mut cluster = static_cluster("c", &[up.addr]);
+    cluster.circuit_breakers = Some(CircuitBreakers {
+        thresholds: vec![Thresholds {
+            max_connections: Some(UInt32Value { value: 1 }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let addr = free_port();
+    let mut l = listener(addr, vec![]);
+    l.filter_chains[0].filters[0] = envoy_types::pb::envoy::config::listener::v3::Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(
+            envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+                pack_any(TcpProxy {
+                    stat_prefix: "c".into(),
+                    cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster("c".into())),
+                    ..Default::default()
+                }),
+            ),
+        ),
+    };
+    let mut inner = weft_proxy::StaticProxy::start(1).unwrap();
+    inner.apply(CLUSTER, &[pack_any(cluster)]).unwrap();
+    inner.apply(LISTENER, &[pack_any(l)]).unwrap();
+    let closed_soon = |mut s: tokio::net::TcpStream| async move {
+        let mut buf = [0u8; 16];
+        matches!(
+            tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await,
+            Ok(Ok(0))
+        )
+    };
+    let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(closed_soon(second).await, "over the limit: closed");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(!closed_soon(third).await, "the freed slot admits the next");
+}

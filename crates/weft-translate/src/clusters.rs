@@ -188,7 +188,8 @@ fn original_dst(name: &str) -> Cluster {
             cluster::DiscoveryType::OriginalDst as i32,
         )),
         lb_policy: cluster::LbPolicy::ClusterProvided as i32,
-        ..Default::default()
+        // Istio's defaults: no circuit-breaker limit (not Envoy's 1024).
+        ..pool::apply(Cluster::default(), None)
     }
 }
 
@@ -207,7 +208,7 @@ pub(crate) fn static_cluster(name: &str, ip: &str, port: u16) -> Cluster {
             }],
             ..Default::default()
         }),
-        ..Default::default()
+        ..pool::apply(Cluster::default(), None)
     }
 }
 
