@@ -57,6 +57,16 @@ fn abort(status: u32, pct: u32) -> HttpFault {
     }
 }
 
+fn delay(ms: u64, pct: u32) -> HttpFault {
+    HttpFault {
+        delay: Some(FaultDelay {
+            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(millis(ms))),
+            percentage: percent(pct),
+        }),
+        ..Default::default()
+    }
+}
+
 /// Istio's default retry policy, as istiod sends it.
 fn istio_default_retries() -> RetryPolicy {
     RetryPolicy {
@@ -113,13 +123,7 @@ async fn fault_abort_of_half_hits_half() {
 #[tokio::test]
 async fn fault_delay_holds_the_request() {
     let up = upstream("a", None).await;
-    let delay = HttpFault {
-        delay: Some(FaultDelay {
-            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(millis(300))),
-            percentage: percent(100),
-        }),
-        ..Default::default()
-    };
+    let delay = delay(300, 100);
     let p = proxy(
         vec![static_cluster("c", &[up.addr])],
         vec![with_fault(route_to("c"), delay)],
@@ -668,8 +672,14 @@ fn cors_proxy(
     clusters: Vec<envoy_types::pb::envoy::config::cluster::v3::Cluster>,
     route: envoy_types::pb::envoy::config::route::v3::Route,
 ) -> Proxy {
-    let addr = free_port();
-    let mut l = listener(addr, vec![route]);
+    serve(clusters, |addr| {
+        with_cors_filter(listener(addr, vec![route]))
+    })
+}
+
+fn with_cors_filter(
+    mut l: envoy_types::pb::envoy::config::listener::v3::Listener,
+) -> envoy_types::pb::envoy::config::listener::v3::Listener {
     let mut hcm: envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager =
         weft_proxy_unpack(&l);
     hcm.http_filters.insert(
@@ -687,11 +697,7 @@ fn cors_proxy(
             hcm,
         )),
     );
-    let mut inner = weft_proxy::StaticProxy::start(1).unwrap();
-    let clusters: Vec<_> = clusters.into_iter().map(pack_any).collect();
-    inner.apply(CLUSTER, &clusters).unwrap();
-    inner.apply(LISTENER, &[pack_any(l)]).unwrap();
-    Proxy { addr, inner }
+    l
 }
 
 #[tokio::test]
@@ -748,14 +754,7 @@ async fn cors_headers_only_for_allowed_origins() {
 async fn priorities_fail_over_when_the_local_hosts_are_ejected() {
     let near = upstream("near", Some(5)).await;
     let far = upstream("far", None).await;
-    let mut cluster = with_outlier_detection(static_cluster("c", &[near.addr, far.addr]));
-    if let Some(cla) = cluster.load_assignment.as_mut() {
-        let mut second = cla.endpoints[0].clone();
-        second.lb_endpoints.remove(0);
-        second.priority = 1;
-        cla.endpoints[0].lb_endpoints.truncate(1);
-        cla.endpoints.push(second);
-    }
+    let cluster = with_outlier_detection(two_priorities("c", near.addr, &[far.addr]));
     let p = proxy(vec![cluster], vec![route_to("c")]);
     for i in 0..4 {
         let r = get(p.addr, "/").await;
@@ -783,13 +782,7 @@ async fn priorities_fail_over_when_the_local_hosts_are_ejected() {
 #[tokio::test]
 async fn fault_delay_of_half_delays_half() {
     let up = upstream("a", None).await;
-    let delay = HttpFault {
-        delay: Some(FaultDelay {
-            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(millis(2000))),
-            percentage: percent(50),
-        }),
-        ..Default::default()
-    };
+    let delay = delay(2000, 50);
     let p = proxy(
         vec![static_cluster("c", &[up.addr])],
         vec![with_fault(route_to("c"), delay)],
@@ -848,14 +841,7 @@ async fn an_ejected_host_returns_after_its_ejection_time() {
 async fn retries_move_to_remote_localities() {
     let near = upstream("near", Some(1)).await;
     let far = upstream("far", None).await;
-    let mut cluster = static_cluster("c", &[near.addr, far.addr]);
-    if let Some(cla) = cluster.load_assignment.as_mut() {
-        let mut second = cla.endpoints[0].clone();
-        second.lb_endpoints.remove(0);
-        second.priority = 1;
-        cla.endpoints[0].lb_endpoints.truncate(1);
-        cla.endpoints.push(second);
-    }
+    let cluster = two_priorities("c", near.addr, &[far.addr]);
     let mut route = route_to("c");
     let mut retry = istio_default_retries();
     retry.retry_priority = Some(retry_policy::RetryPriority {
@@ -895,23 +881,23 @@ async fn tcp_connections_over_the_limit_are_closed() {
         }],
         ..Default::default()
     });
-    let addr = free_port();
-    let mut l = listener(addr, vec![]);
-    l.filter_chains[0].filters[0] = envoy_types::pb::envoy::config::listener::v3::Filter {
-        name: "envoy.filters.network.tcp_proxy".into(),
-        config_type: Some(
-            envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
-                pack_any(TcpProxy {
-                    stat_prefix: "c".into(),
-                    cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster("c".into())),
-                    ..Default::default()
-                }),
+    let p = serve(vec![cluster], |addr| {
+        let mut l = listener(addr, vec![]);
+        l.filter_chains[0].filters[0] = envoy_types::pb::envoy::config::listener::v3::Filter {
+            name: "envoy.filters.network.tcp_proxy".into(),
+            config_type: Some(
+                envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+                    pack_any(TcpProxy {
+                        stat_prefix: "c".into(),
+                        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster("c".into())),
+                        ..Default::default()
+                    }),
+                ),
             ),
-        ),
-    };
-    let mut inner = weft_proxy::StaticProxy::start(1).unwrap();
-    inner.apply(CLUSTER, &[pack_any(cluster)]).unwrap();
-    inner.apply(LISTENER, &[pack_any(l)]).unwrap();
+        };
+        l
+    });
+    let addr = p.addr;
     let closed_soon = |mut s: tokio::net::TcpStream| async move {
         let mut buf = [0u8; 16];
         matches!(

@@ -83,17 +83,7 @@ fn bookinfo_routing_end_to_end() {
 fn opaque_tcp_passes_the_mesh(mesh: &Mesh) {
     // A port named `tcp` is opaque TCP: captured, proxied by tcp_proxy, no HTTP.
     let script = "import socket; s=socket.create_connection(('tcp-echo', 9000), timeout=5); s.sendall(b'hello mesh\\n'); print(s.recv(200).decode().strip())";
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &mesh.netns("productpage-v1"),
-            "python3",
-            "-c",
-            script,
-        ])
-        .output()
-        .unwrap();
+    let out = pod_python(mesh, "productpage-v1", script);
     let reply = String::from_utf8_lossy(&out.stdout);
     let reply = reply.trim();
     assert!(

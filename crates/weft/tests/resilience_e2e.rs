@@ -317,17 +317,7 @@ fn tcp_echo_versions(mesh: &Mesh, n: usize) -> Vec<String> {
     let script = format!(
         "import socket\nfor _ in range({n}):\n    s = socket.create_connection(('tcp-echo', 9000), timeout=5)\n    s.sendall(b'hi\\n')\n    print(s.recv(100).decode().split()[0])\n    s.close()\n"
     );
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &mesh.netns("productpage-v1"),
-            "python3",
-            "-c",
-            &script,
-        ])
-        .output()
-        .unwrap();
+    let out = pod_python(mesh, "productpage-v1", &script);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)

@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
 use serde::Serialize;
 
-use super::route::{compile_route_table, Clusters, RouteTable, WeightedTarget};
+use super::route::{compile_route_table, weighted, Clusters, RouteTable};
 use super::{socket_addr, unpack};
 use crate::filters::{compile_chain as compile_http_filters, FilterChain as HttpFilters};
 
@@ -176,26 +176,15 @@ fn tcp_action(t: &TcpProxy) -> Result<ChainAction, String> {
     let clusters = match &t.cluster_specifier {
         Some(tcp_proxy::ClusterSpecifier::Cluster(c)) => Clusters::One(c.as_str().into()),
         Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => {
-            let mut total = 0u32;
-            let mut clusters = Vec::new();
-            for c in &w.clusters {
-                if c.metadata_match.is_some() {
-                    return Err("tcp_proxy weighted cluster metadata_match is not supported".into());
-                }
-                total = total
-                    .checked_add(c.weight)
-                    .ok_or("tcp_proxy weighted_clusters: weights overflow")?;
-                clusters.push(WeightedTarget {
-                    name: c.name.as_str().into(),
-                    bound: total,
-                    request_headers: Default::default(),
-                    response_headers: Default::default(),
-                });
-            }
-            if total == 0 {
-                return Err("tcp_proxy weighted_clusters: weights add up to 0".into());
-            }
-            Clusters::Weighted { clusters, total }
+            weighted(w.clusters.iter().map(|c| match c.metadata_match {
+                Some(_) => Err("tcp_proxy weighted cluster metadata_match is not supported".into()),
+                None => Ok((
+                    c.name.as_str(),
+                    c.weight,
+                    Default::default(),
+                    Default::default(),
+                )),
+            }))?
         }
         _ => return Err("tcp_proxy needs a cluster or weighted_clusters".into()),
     };

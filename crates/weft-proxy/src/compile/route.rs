@@ -443,35 +443,46 @@ fn compile_clusters(spec: &Option<route_action::ClusterSpecifier>) -> Result<Clu
     match spec {
         Some(route_action::ClusterSpecifier::Cluster(c)) => Ok(Clusters::One(c.as_str().into())),
         Some(route_action::ClusterSpecifier::WeightedClusters(w)) => {
-            let mut total = 0u32;
-            let mut clusters = Vec::new();
-            for c in &w.clusters {
+            let targets = w.clusters.iter().map(|c| {
                 if !c.cluster_header.is_empty() || c.metadata_match.is_some() {
                     return Err(format!("weighted cluster {:?}: cluster_header and metadata_match are not supported", c.name));
                 }
-                total = total
-                    .checked_add(c.weight.map(|w| w.value).unwrap_or(0))
-                    .ok_or("weighted_clusters: weights overflow")?;
-                clusters.push(WeightedTarget {
-                    name: c.name.as_str().into(),
-                    bound: total,
-                    request_headers: compile_header_ops(
-                        &c.request_headers_to_add,
-                        &c.request_headers_to_remove,
-                    )?,
-                    response_headers: compile_header_ops(
-                        &c.response_headers_to_add,
-                        &c.response_headers_to_remove,
-                    )?,
-                });
-            }
-            if total == 0 {
-                return Err("weighted_clusters: weights add up to 0".into());
-            }
-            Ok(Clusters::Weighted { clusters, total })
+                Ok((
+                    c.name.as_str(),
+                    c.weight.map(|w| w.value).unwrap_or(0),
+                    compile_header_ops(&c.request_headers_to_add, &c.request_headers_to_remove)?,
+                    compile_header_ops(&c.response_headers_to_add, &c.response_headers_to_remove)?,
+                ))
+            });
+            weighted(targets)
         }
         _ => Err("only cluster and weighted_clusters are supported".into()),
     }
+}
+
+/// Weighted clusters (HTTP routes' and tcp_proxy's) as cumulative bounds
+/// for one draw; the weights must add up to more than 0.
+pub(crate) fn weighted<'a>(
+    targets: impl Iterator<Item = Result<(&'a str, u32, HeaderOps, HeaderOps), String>>,
+) -> Result<Clusters, String> {
+    let mut total = 0u32;
+    let mut clusters = Vec::new();
+    for t in targets {
+        let (name, weight, request_headers, response_headers) = t?;
+        total = total
+            .checked_add(weight)
+            .ok_or("weighted clusters: weights overflow")?;
+        clusters.push(WeightedTarget {
+            name: name.into(),
+            bound: total,
+            request_headers,
+            response_headers,
+        });
+    }
+    if total == 0 {
+        return Err("weighted clusters: weights add up to 0".into());
+    }
+    Ok(Clusters::Weighted { clusters, total })
 }
 
 fn compile_redirect(a: &RedirectAction) -> Result<Redirect, String> {

@@ -219,15 +219,35 @@ pub struct Proxy {
     pub inner: StaticProxy,
 }
 
+/// A proxy with the standard HTTP listener (see `listener`) on a free port.
 pub fn proxy(clusters: Vec<Cluster>, routes: Vec<Route>) -> Proxy {
+    serve(clusters, |addr| listener(addr, routes))
+}
+
+/// A proxy with whatever listener `build` makes for a free port.
+pub fn serve(clusters: Vec<Cluster>, build: impl FnOnce(SocketAddr) -> Listener) -> Proxy {
     let addr = free_port();
     let mut inner = StaticProxy::start(1).unwrap();
     let clusters: Vec<_> = clusters.into_iter().map(pack_any).collect();
     inner.apply(CLUSTER, &clusters).unwrap();
-    inner
-        .apply(LISTENER, &[pack_any(listener(addr, routes))])
-        .unwrap();
+    inner.apply(LISTENER, &[pack_any(build(addr))]).unwrap();
     Proxy { addr, inner }
+}
+
+/// A static cluster whose first host is priority 0 and the rest priority 1
+/// (a near locality and a far one).
+pub fn two_priorities(name: &str, near: SocketAddr, far: &[SocketAddr]) -> Cluster {
+    let mut hosts = vec![near];
+    hosts.extend_from_slice(far);
+    let mut cluster = static_cluster(name, &hosts);
+    if let Some(cla) = cluster.load_assignment.as_mut() {
+        let mut second = cla.endpoints[0].clone();
+        second.lb_endpoints.remove(0);
+        second.priority = 1;
+        cla.endpoints[0].lb_endpoints.truncate(1);
+        cla.endpoints.push(second);
+    }
+    cluster
 }
 
 pub struct Reply {

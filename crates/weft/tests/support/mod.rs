@@ -382,3 +382,18 @@ pub fn pod_curl(mesh: &Mesh, workload: &str, args: &[&str]) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).to_string()
 }
+
+/// Runs a Python script inside a pod (through its sidecar's capture).
+pub fn pod_python(mesh: &Mesh, workload: &str, script: &str) -> Output {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &mesh.netns(workload),
+            "python3",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap()
+}
