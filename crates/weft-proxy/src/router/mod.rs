@@ -226,14 +226,14 @@ impl Tries<'_> {
             }
             // Concurrent retries are a circuit breaker's resource too; over
             // the limit the retry is not made.
-            let Some(_retry) = self.cluster.breaker.retry() else {
-                return finish(result);
-            };
+            match self.cluster.breaker.retry() {
+                Some(slot) => _retry_slot = Some(slot),
+                None => return finish(result),
+            }
             drop(result);
             retries += 1;
             tried.push(addr);
             tokio::time::sleep(policy.back_off(retries, |ceiling| fastrand::u64(..ceiling))).await;
-            _retry_slot = Some(_retry);
         }
     }
 
@@ -264,11 +264,7 @@ impl Tries<'_> {
             .body
             .next()
             .expect("a try is only made with a body to send");
-        let mut req = Request::new(body);
-        *req.method_mut() = self.parts.method.clone();
-        *req.uri_mut() = self.parts.uri.clone();
-        *req.version_mut() = self.parts.version;
-        *req.headers_mut() = self.parts.headers.clone();
+        let req = request(&self.parts, body);
         let peer = self.cluster.peer(addr);
         let _active = self.cluster.track(addr);
         let send = upstream::send(&peer, &self.cluster.breaker, req);
