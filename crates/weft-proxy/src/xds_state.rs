@@ -16,6 +16,7 @@ use weft_xds::types;
 
 use crate::compile::{
     compile_cluster, compile_endpoints, compile_listener, compile_route_table, unpack, Compiled,
+    Endpoints,
 };
 use crate::listeners::Listeners;
 use crate::workers::Workers;
@@ -26,7 +27,7 @@ pub(crate) struct XdsState {
     listeners: Vec<Listener>,
     routes: Vec<RouteConfiguration>,
     clusters: Vec<Cluster>,
-    endpoints: HashMap<String, Vec<(SocketAddr, u32)>>,
+    endpoints: HashMap<String, Endpoints>,
     versions: HashMap<&'static str, String>,
     bound: Listeners,
 }
@@ -67,7 +68,7 @@ impl XdsState {
             }
         }
         for cl in &self.clusters {
-            let eds = self.endpoints.get(&cl.name).map(Vec::as_slice);
+            let eds = self.endpoints.get(&cl.name);
             match compile_cluster(cl, eds) {
                 Ok(cfg) => drop(c.clusters.insert(cl.name.clone(), Arc::new(cfg))),
                 Err(e) => note("Cluster", &cl.name, e),
@@ -166,7 +167,7 @@ struct XdsCandidate {
     listeners: Option<Vec<Listener>>,
     routes: Option<Vec<RouteConfiguration>>,
     clusters: Option<Vec<Cluster>>,
-    endpoints: Option<HashMap<String, Vec<(SocketAddr, u32)>>>,
+    endpoints: Option<HashMap<String, Endpoints>>,
 }
 
 impl XdsCandidate {

@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -775,6 +777,62 @@ async fn priorities_fail_over_when_the_local_hosts_are_ejected() {
         );
     }
     assert_eq!(near.requests.load(Ordering::SeqCst), 5);
+}
+
+/// How many of `n` requests each upstream answered (by the first line of
+/// the body, the upstream's name).
+async fn answered_by(to: SocketAddr, n: usize) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let r = get(to, "/").await;
+        let name = r.body.lines().next().unwrap_or("").to_string();
+        *seen.entry(name).or_default() += 1;
+    }
+    seen
+}
+
+/// Envoy's gradual failover: with half of the near level ejected, its
+/// health is 1.4 × 1/2 = 70%, so 30% of requests spill to the far level
+/// and the rest stay near.
+#[tokio::test]
+async fn a_half_ejected_priority_spills_a_share_to_the_next() {
+    let good = upstream("near", None).await;
+    let bad = upstream("bad", Some(1)).await;
+    let far = upstream("far", None).await;
+    let cluster = with_outlier_detection(localities(
+        "c",
+        &[(0, None, &[good.addr, bad.addr]), (1, None, &[far.addr])],
+    ));
+    let p = proxy(vec![cluster], vec![route_to("c")]);
+    // Round robin reaches the bad host within two requests; it is ejected.
+    statuses(p.addr, "/", 2).await;
+    let seen = answered_by(p.addr, 300).await;
+    assert_eq!(seen.get("bad"), None, "{seen:?}");
+    let far = seen.get("far").copied().unwrap_or(0);
+    assert!(
+        (50..=130).contains(&far),
+        "about 90 of 300 go far: {seen:?}"
+    );
+}
+
+/// `locality_weighted_lb_config`: localities of one level share it by
+/// their weights (80/20, as Istio's `distribute` writes them).
+#[tokio::test]
+async fn localities_share_a_priority_by_weight() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{common_lb_config, CommonLbConfig};
+    let a = upstream("a", None).await;
+    let b = upstream("b", None).await;
+    let mut cluster = localities("c", &[(0, Some(80), &[a.addr]), (0, Some(20), &[b.addr])]);
+    cluster.common_lb_config = Some(CommonLbConfig {
+        locality_config_specifier: Some(
+            common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(Default::default()),
+        ),
+        ..Default::default()
+    });
+    let p = proxy(vec![cluster], vec![route_to("c")]);
+    let seen = answered_by(p.addr, 300).await;
+    let a = seen.get("a").copied().unwrap_or(0);
+    assert!((210..=270).contains(&a), "about 240 of 300 to a: {seen:?}");
 }
 
 /// A 2 s delay on 50% of requests: of 100 concurrent requests, 50 ± 10

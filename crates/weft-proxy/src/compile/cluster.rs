@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
-use envoy_types::pb::envoy::config::core::v3::HealthStatus;
-use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use serde::Serialize;
 
+use super::endpoints::Endpoints;
 use super::socket_addr;
 use crate::upstream::balancer::Balancer;
 use crate::upstream::{Limits, Outliers};
@@ -20,29 +20,6 @@ pub enum ClusterKind {
     Static,
     /// The upstream is the connection's original destination.
     OriginalDst,
-}
-
-/// A cluster's hosts, with the priority of each (0 is preferred; levels
-/// come from EDS, where istiod ranks localities by nearness).
-#[derive(Debug, Default, Serialize)]
-pub struct Endpoints {
-    pub addresses: Vec<SocketAddr>,
-    pub priorities: Vec<u32>,
-    /// Whether the hosts span more than one priority.
-    #[serde(skip)]
-    tiered: bool,
-}
-
-impl Endpoints {
-    fn new(hosts: Vec<(SocketAddr, u32)>) -> Endpoints {
-        let (addresses, priorities): (Vec<_>, Vec<_>) = hosts.into_iter().unzip();
-        let tiered = priorities.windows(2).any(|w| w[0] != w[1]);
-        Endpoints {
-            addresses,
-            priorities,
-            tiered,
-        }
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -81,50 +58,47 @@ impl ClusterCfg {
         }
     }
 
-    /// The endpoint for the next request or connection, skipping ejected
-    /// hosts (unless so many are out that Envoy's panic threshold says to
-    /// use them all); `hash` is the request's hash for consistent
-    /// balancers. None when no host is usable (Envoy's "no healthy
-    /// upstream", flag UH).
+    /// The endpoint for the next request or connection: a priority level
+    /// and locality by Envoy's load rules, then a host by the cluster's
+    /// balancer, skipping ejected hosts (unless the level is in panic);
+    /// `hash` is the request's hash for consistent balancers. None when no
+    /// host is usable (Envoy's "no healthy upstream", flag UH).
     pub fn pick(&self, original_dst: SocketAddr, hash: Option<u64>) -> Option<SocketAddr> {
-        self.pick_excluding(original_dst, hash, &[])
+        self.pick_leaving(original_dst, hash, &[])
     }
 
-    /// `pick`, treating the `exclude`d hosts as unusable (a retry that
-    /// should leave the hosts, and so the priorities, already tried); with
-    /// every host excluded, the plain pick.
-    pub fn pick_excluding(
+    /// `pick` for a retry that leaves the priority levels already `tried`
+    /// (Envoy's previous-priorities plugin); with every level tried, the
+    /// plain pick.
+    pub fn pick_leaving(
         &self,
         original_dst: SocketAddr,
         hash: Option<u64>,
-        exclude: &[SocketAddr],
+        tried: &[SocketAddr],
     ) -> Option<SocketAddr> {
         if self.kind == ClusterKind::OriginalDst {
             return Some(original_dst);
         }
-        let eps = &self.endpoints.addresses;
-        let n = eps.len();
-        let outliers = self.outliers.as_ref().filter(|o| {
-            let healthy = (0..n).filter(|i| !o.is_ejected(*i)).count();
-            // In panic, every host is used, ejected or not.
-            healthy * 100 >= self.panic_threshold as usize * n
-        });
-        let usable =
-            |i: usize| outliers.is_none_or(|o| !o.is_ejected(i)) && !exclude.contains(&eps[i]);
-        if !exclude.is_empty() && !(0..n).any(usable) {
-            return self.pick_excluding(original_dst, hash, &[]);
+        let eps = &self.endpoints;
+        let left: Vec<std::ops::Range<usize>> = tried
+            .iter()
+            .filter_map(|a| eps.addresses.iter().position(|x| x == a))
+            .filter_map(|i| eps.level_of(i))
+            .collect();
+        let ejected = |i: usize| self.outliers.as_ref().is_some_and(|o| o.is_ejected(i));
+        let usable = |i: usize| !ejected(i) && !left.iter().any(|r| r.contains(&i));
+        if !left.is_empty() && !(0..eps.addresses.len()).any(usable) {
+            return self.pick(original_dst, hash);
         }
-        if !self.endpoints.tiered {
-            return self.lb.choose(n, hash, usable).map(|i| eps[i]);
-        }
-        // The best priority with a usable host takes every request (Envoy
-        // would spill a share to the next level as the first degrades; Weft
-        // moves when the level has no usable host left).
-        let prio = &self.endpoints.priorities;
-        let best = (0..n).filter(|i| usable(*i)).map(|i| prio[i]).min()?;
+        let draw = hash.unwrap_or_else(|| fastrand::u64(..));
+        let c = eps.candidates(draw, usable, self.panic_threshold)?;
+        let n = eps.addresses.len();
         self.lb
-            .choose(n, hash, |i| prio[i] == best && usable(i))
-            .map(|i| eps[i])
+            .choose(n, hash, |i| {
+                c.hosts.contains(&i)
+                    && (usable(i) || (c.panic && !left.iter().any(|r| r.contains(&i))))
+            })
+            .map(|i| eps.addresses[i])
     }
 
     /// Counts a request as active on `addr` while the guard lives (for
@@ -147,10 +121,7 @@ impl ClusterCfg {
     }
 }
 
-pub(crate) fn compile_cluster(
-    c: &Cluster,
-    eds: Option<&[(SocketAddr, u32)]>,
-) -> Result<ClusterCfg, String> {
+pub(crate) fn compile_cluster(c: &Cluster, eds: Option<&Endpoints>) -> Result<ClusterCfg, String> {
     use cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy as P};
     let kind = match c.cluster_discovery_type {
         Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32 => ClusterKind::Eds,
@@ -175,17 +146,17 @@ pub(crate) fn compile_cluster(
     let (mut limits, idle_timeout, max_connection_duration) = http_options(c)?;
     let keepalive = keepalive(c)?;
     apply_thresholds(c, &mut limits)?;
-    let hosts = match kind {
-        ClusterKind::Eds => eds.map(<[(SocketAddr, u32)]>::to_vec).unwrap_or_default(),
+    let mut endpoints = match kind {
+        ClusterKind::Eds => eds.cloned().unwrap_or_default(),
         ClusterKind::Static => c
             .load_assignment
             .as_ref()
-            .map(endpoint_addresses)
+            .map(Endpoints::from_assignment)
             .transpose()?
             .unwrap_or_default(),
-        ClusterKind::OriginalDst => Vec::new(),
+        ClusterKind::OriginalDst => Endpoints::default(),
     };
-    let endpoints = Endpoints::new(hosts);
+    endpoints.weigh_localities(locality_weighted(c)?);
     let addresses = &endpoints.addresses;
     let connect_timeout = c
         .connect_timeout
@@ -380,32 +351,23 @@ fn apply_thresholds(c: &Cluster, limits: &mut Limits) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn compile_endpoints(
-    cla: &ClusterLoadAssignment,
-) -> Result<Vec<(SocketAddr, u32)>, String> {
-    endpoint_addresses(cla)
+pub(crate) fn compile_endpoints(cla: &ClusterLoadAssignment) -> Result<Endpoints, String> {
+    Endpoints::from_assignment(cla)
 }
 
-/// Healthy (or unknown-health) endpoints of every locality, each with its
-/// locality's priority. Locality weights (`load_balancing_weight`) are
-/// refused: locality-weighted balancing is not built.
-fn endpoint_addresses(cla: &ClusterLoadAssignment) -> Result<Vec<(SocketAddr, u32)>, String> {
-    let mut out = Vec::new();
-    for locality in &cla.endpoints {
-        if locality.load_balancing_weight.is_some() {
-            return Err("locality load_balancing_weight is not supported yet".into());
-        }
-        for ep in &locality.lb_endpoints {
-            let usable = ep.health_status == HealthStatus::Unknown as i32
-                || ep.health_status == HealthStatus::Healthy as i32;
-            match &ep.host_identifier {
-                Some(lb_endpoint::HostIdentifier::Endpoint(e)) if usable => {
-                    out.push((socket_addr(&e.address)?, locality.priority))
-                }
-                Some(lb_endpoint::HostIdentifier::Endpoint(_)) => {}
-                _ => return Err("named endpoints are not supported".into()),
-            }
+/// Whether the cluster weighs localities (`locality_weighted_lb_config`);
+/// zone-aware routing, the other locality mode, is refused.
+fn locality_weighted(c: &Cluster) -> Result<bool, String> {
+    use cluster::common_lb_config::LocalityConfigSpecifier as L;
+    match c
+        .common_lb_config
+        .as_ref()
+        .and_then(|l| l.locality_config_specifier.as_ref())
+    {
+        None => Ok(false),
+        Some(L::LocalityWeightedLbConfig(_)) => Ok(true),
+        Some(L::ZoneAwareLbConfig(_)) => {
+            Err("common_lb_config zone_aware_lb_config is not supported".into())
         }
     }
-    Ok(out)
 }

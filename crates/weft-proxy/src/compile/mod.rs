@@ -6,6 +6,7 @@
 //! implement is an error, which becomes the NACK's reason.
 
 mod cluster;
+mod endpoints;
 mod headers;
 mod listener;
 mod matcher;
@@ -16,7 +17,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use cluster::{ClusterCfg, ClusterKind, Endpoints};
+pub use cluster::{ClusterCfg, ClusterKind};
+pub use endpoints::{Endpoints, Locality};
 pub use headers::{Append, HeaderOps};
 pub use listener::{ChainAction, ChainCfg, ListenerCfg, RouteRef};
 pub use matcher::{HeaderKey, HeaderMatch, PathMatch, QueryMatch, RequestView, ValueMatch};

@@ -243,7 +243,7 @@ impl Tries<'_> {
         if self.policy.is_some_and(|p| p.previous_priorities) && !tried.is_empty() {
             return self
                 .cluster
-                .pick_excluding(self.destination, self.hash, tried);
+                .pick_leaving(self.destination, self.hash, tried);
         }
         let avoid = self
             .policy

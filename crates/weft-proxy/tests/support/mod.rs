@@ -237,15 +237,27 @@ pub fn serve(clusters: Vec<Cluster>, build: impl FnOnce(SocketAddr) -> Listener)
 /// A static cluster whose first host is priority 0 and the rest priority 1
 /// (a near locality and a far one).
 pub fn two_priorities(name: &str, near: SocketAddr, far: &[SocketAddr]) -> Cluster {
-    let mut hosts = vec![near];
-    hosts.extend_from_slice(far);
-    let mut cluster = static_cluster(name, &hosts);
+    localities(name, &[(0, None, &[near]), (1, None, far)])
+}
+
+/// A static cluster with one locality per (priority, weight, hosts).
+pub fn localities(name: &str, groups: &[(u32, Option<u32>, &[SocketAddr])]) -> Cluster {
+    let mut cluster = static_cluster(name, &[]);
     if let Some(cla) = cluster.load_assignment.as_mut() {
-        let mut second = cla.endpoints[0].clone();
-        second.lb_endpoints.remove(0);
-        second.priority = 1;
-        cla.endpoints[0].lb_endpoints.truncate(1);
-        cla.endpoints.push(second);
+        cla.endpoints = groups
+            .iter()
+            .map(|(priority, weight, hosts)| {
+                let mut group = static_cluster(name, hosts)
+                    .load_assignment
+                    .unwrap()
+                    .endpoints[0]
+                    .clone();
+                group.priority = *priority;
+                group.load_balancing_weight =
+                    weight.map(|value| envoy_types::pb::google::protobuf::UInt32Value { value });
+                group
+            })
+            .collect();
     }
     cluster
 }
