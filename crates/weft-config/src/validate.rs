@@ -8,6 +8,8 @@ use crate::networking::gateway::PROTOCOLS;
 use crate::networking::{DestinationRule, Gateway, StringMatch, VirtualService};
 use crate::resource::{Resource, Spec};
 
+mod locality;
+
 /// Collects problems for one resource, each tagged with its field path.
 pub(crate) struct Report<'a> {
     resource: &'a Resource,
@@ -652,6 +654,33 @@ fn traffic_policy(r: &mut Report, at: &str, tp: &crate::networking::TrafficPolic
         warmup(r, at, lb);
     }
     traffic_details(r, at, tp);
+    locality::check(r, at, tp);
+    for (i, p) in tp.port_level_settings.iter().flatten().enumerate() {
+        let at = format!("{at}.portLevelSettings[{i}]");
+        if p.port
+            .as_ref()
+            .is_none_or(|s| s.number == 0 || s.number > 65535)
+        {
+            r.error(
+                format!("{at}.port"),
+                "portTrafficPolicy must have valid port",
+            );
+        }
+        if p.is_empty() {
+            r.error(&at, "port traffic policy must have at least one field");
+        }
+        traffic_policy(r, &at, &p.as_policy());
+    }
+    if tp
+        .outlier_detection
+        .as_ref()
+        .is_some_and(|o| !o.outlier_detection_http_error_codes.is_empty())
+    {
+        r.warn(
+            format!("{at}.outlierDetection.outlierDetectionHttpErrorCodes"),
+            "sent to proxies as istiod writes it, but Weft's proxy does not implement it yet and rejects the cluster (NACK): the cluster keeps its previous config",
+        );
+    }
     for field in tp.unenforced_fields() {
         r.warn(
             format!("{at}.{field}"),

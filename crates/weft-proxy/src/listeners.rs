@@ -160,9 +160,14 @@ async fn dispatch(sock: TcpStream, peer: SocketAddr, listener: String, shared: A
         ChainAction::Http {
             routes, filters, ..
         } => crate::http::serve(sock, conn, crate::http::Chain { routes, filters }, shared).await,
-        ChainAction::Tcp { clusters, .. } => {
+        ChainAction::Tcp {
+            clusters,
+            idle_timeout,
+            ..
+        } => {
             let (cluster, _) = clusters.pick(|total| fastrand::u32(..total));
-            crate::tcp::proxy(sock, conn, cluster, snapshot.clone(), shared).await
+            let idle = idle_timeout;
+            crate::tcp::proxy(sock, conn, cluster, idle, snapshot.clone(), shared).await
         }
     }
 }

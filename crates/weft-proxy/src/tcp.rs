@@ -1,9 +1,12 @@
-//! Opaque TCP: pick an endpoint, connect, copy both ways.
+//! Opaque TCP: pick an endpoint, connect, copy both ways until both sides
+//! are done or neither has sent a byte for the idle timeout.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::access_log::{self, Entry};
@@ -19,6 +22,7 @@ pub(crate) async fn proxy(
     mut down: TcpStream,
     conn: Connection,
     cluster_name: &str,
+    idle: Option<Duration>,
     snapshot: Arc<Compiled>,
     _shared: Arc<Shared>,
 ) {
@@ -37,8 +41,12 @@ pub(crate) async fn proxy(
         }
         Ok((mut up, addr)) => {
             entry.upstream = Some(addr);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-                tracing::debug!(error = %e, "tcp proxy ended with an error");
+            match copy_until_idle(&mut down, &mut up, idle).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    entry.detail = Some("idle_timeout".into());
+                }
+                Err(e) => tracing::debug!(error = %e, "tcp proxy ended with an error"),
             }
             if let Some(cluster) = snapshot.clusters.get(cluster_name) {
                 cluster.breaker.connection_closed();
@@ -95,5 +103,61 @@ async fn dial(
             cluster.report(addr, Result5xx::LocalFailure);
             Err(ProxyError::ConnectFailure(e))
         }
+    }
+}
+
+/// Copies both ways until each side has closed its half; with an idle
+/// timeout, a quiet spell that long ends both (error `TimedOut`).
+async fn copy_until_idle(
+    down: &mut TcpStream,
+    up: &mut TcpStream,
+    idle: Option<Duration>,
+) -> std::io::Result<()> {
+    let Some(idle) = idle else {
+        return tokio::io::copy_bidirectional(down, up).await.map(drop);
+    };
+    let start = Instant::now();
+    // Milliseconds since `start` of the last byte moved either way.
+    let last = AtomicU64::new(0);
+    let (mut down_r, mut down_w) = down.split();
+    let (mut up_r, mut up_w) = up.split();
+    let both = async {
+        tokio::try_join!(
+            copy_half(&mut down_r, &mut up_w, &last, start),
+            copy_half(&mut up_r, &mut down_w, &last, start),
+        )
+    };
+    let quiet = async {
+        loop {
+            let since = Duration::from_millis(last.load(Ordering::Relaxed));
+            let deadline = start + since + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    };
+    tokio::select! {
+        r = both => r.map(drop),
+        () = quiet => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// One direction: read, note the time, write; at end of stream, shut the
+/// other side's write half.
+async fn copy_half(
+    from: &mut (impl AsyncRead + Unpin),
+    to: &mut (impl AsyncWrite + Unpin),
+    last: &AtomicU64,
+    start: Instant,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
     }
 }

@@ -919,15 +919,36 @@ async fn retries_move_to_remote_localities() {
     );
 }
 
+/// A proxy whose one listener is `tcp` (its cluster set to "c") to `cluster`.
+fn tcp_proxy(
+    cluster: envoy_types::pb::envoy::config::cluster::v3::Cluster,
+    tcp: envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy,
+) -> Proxy {
+    use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, Filter};
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        tcp_proxy::ClusterSpecifier, TcpProxy,
+    };
+    let tcp = TcpProxy {
+        stat_prefix: "c".into(),
+        cluster_specifier: Some(ClusterSpecifier::Cluster("c".into())),
+        ..tcp
+    };
+    serve(vec![cluster], move |addr| {
+        let mut l = listener(addr, vec![]);
+        l.filter_chains[0].filters[0] = Filter {
+            name: "envoy.filters.network.tcp_proxy".into(),
+            config_type: Some(ConfigType::TypedConfig(pack_any(tcp.clone()))),
+        };
+        l
+    })
+}
+
 /// Opaque TCP honours the cluster's connection limit: over it, the
 /// connection is closed at once (UO); a freed slot admits the next one.
 #[tokio::test]
 async fn tcp_connections_over_the_limit_are_closed() {
     use envoy_types::pb::envoy::config::cluster::v3::{
         circuit_breakers::Thresholds, CircuitBreakers,
-    };
-    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-        tcp_proxy, TcpProxy,
     };
     use tokio::io::AsyncReadExt;
     let up = upstream("a", None).await;
@@ -939,22 +960,7 @@ async fn tcp_connections_over_the_limit_are_closed() {
         }],
         ..Default::default()
     });
-    let p = serve(vec![cluster], |addr| {
-        let mut l = listener(addr, vec![]);
-        l.filter_chains[0].filters[0] = envoy_types::pb::envoy::config::listener::v3::Filter {
-            name: "envoy.filters.network.tcp_proxy".into(),
-            config_type: Some(
-                envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
-                    pack_any(TcpProxy {
-                        stat_prefix: "c".into(),
-                        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster("c".into())),
-                        ..Default::default()
-                    }),
-                ),
-            ),
-        };
-        l
-    });
+    let p = tcp_proxy(cluster, Default::default());
     let addr = p.addr;
     let closed_soon = |mut s: tokio::net::TcpStream| async move {
         let mut buf = [0u8; 16];
@@ -971,4 +977,33 @@ async fn tcp_connections_over_the_limit_are_closed() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let third = tokio::net::TcpStream::connect(addr).await.unwrap();
     assert!(!closed_soon(third).await, "the freed slot admits the next");
+}
+
+/// tcp_proxy's idle timeout: bytes flow, and once neither side sends for
+/// the timeout the proxy closes the connection.
+#[tokio::test]
+async fn quiet_tcp_connections_are_closed_after_the_idle_timeout() {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream("a", None).await;
+    let p = tcp_proxy(
+        static_cluster("c", &[up.addr]),
+        TcpProxy {
+            idle_timeout: Some(millis(300)),
+            ..Default::default()
+        },
+    );
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: c\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "the request went through"
+    );
+    // The upstream keeps its connection open; the proxy ends it.
+    let end = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(matches!(end, Ok(Ok(0))), "closed when idle: {end:?}");
 }

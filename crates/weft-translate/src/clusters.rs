@@ -28,10 +28,11 @@ pub(crate) fn outbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResourc
     for service in &inputs.registry.services {
         let rule = destination_rule(inputs.config, inputs.registry, service);
         for port in &service.ports {
-            let policy = rule.and_then(|r| r.traffic_policy.as_ref());
-            push_cluster(inputs, proxy, out, service, port, None, policy);
+            let top = rule.and_then(|r| r.traffic_policy.as_ref());
+            let policy = merge(top, None, port.port);
+            push_cluster(inputs, proxy, out, service, port, None, policy.as_ref());
             for subset in rule.map(|r| r.subsets.as_slice()).unwrap_or_default() {
-                let merged = merge(policy, subset.traffic_policy.as_ref());
+                let merged = merge(top, subset.traffic_policy.as_ref(), port.port);
                 push_cluster(
                     inputs,
                     proxy,
@@ -63,31 +64,19 @@ pub(crate) fn outbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResourc
     out.clusters.push(inbound);
 }
 
-/// A subset's policy over the rule's, field by field, as Istio merges them.
+/// The policy for `port` of a service or of one of its subsets, merged as
+/// Istio merges them (port-level settings included).
 pub(crate) fn merge(
     top: Option<&TrafficPolicy>,
     subset: Option<&TrafficPolicy>,
+    port: u16,
 ) -> Option<TrafficPolicy> {
-    let (top, subset) = match (top, subset) {
-        (None, None) => return None,
-        (Some(t), None) => return Some(t.clone()),
-        (None, Some(s)) => return Some(s.clone()),
-        (Some(t), Some(s)) => (t, s),
-    };
-    let mut merged = top.clone();
-    if subset.load_balancer.is_some() {
-        merged.load_balancer = subset.load_balancer.clone();
+    match (top, subset) {
+        (None, None) => None,
+        (Some(t), None) => Some(t.at_port(port)),
+        (None, Some(s)) => Some(TrafficPolicy::default().merged_for_subset(s, port)),
+        (Some(t), Some(s)) => Some(t.merged_for_subset(s, port)),
     }
-    if subset.connection_pool.is_some() {
-        merged.connection_pool = subset.connection_pool.clone();
-    }
-    if subset.outlier_detection.is_some() {
-        merged.outlier_detection = subset.outlier_detection.clone();
-    }
-    if subset.tls.is_some() {
-        merged.tls = subset.tls.clone();
-    }
-    Some(merged)
 }
 
 /// One EDS cluster and its endpoints, for the service or one subset of it;
@@ -160,7 +149,7 @@ fn eds_cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
     if lb_policy(policy) == cluster::LbPolicy::ClusterProvided {
         return original_dst(name);
     }
-    Cluster {
+    let mut c = Cluster {
         name: name.into(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Eds as i32,
@@ -175,10 +164,21 @@ fn eds_cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
             pool::apply(
                 Cluster::default(),
                 policy.and_then(|p| p.connection_pool.as_ref()),
+                policy.and_then(|p| p.outlier_detection.as_ref()),
             ),
             policy.and_then(|p| p.outlier_detection.as_ref()),
         )
+    };
+    if locality::weighted(policy) {
+        c.common_lb_config
+            .get_or_insert_with(Default::default)
+            .locality_config_specifier = Some(
+            cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                Default::default(),
+            ),
+        );
     }
+    c
 }
 
 fn original_dst(name: &str) -> Cluster {
@@ -189,7 +189,7 @@ fn original_dst(name: &str) -> Cluster {
         )),
         lb_policy: cluster::LbPolicy::ClusterProvided as i32,
         // Istio's defaults: no circuit-breaker limit (not Envoy's 1024).
-        ..pool::apply(Cluster::default(), None)
+        ..pool::apply(Cluster::default(), None, None)
     }
 }
 
@@ -208,7 +208,7 @@ pub(crate) fn static_cluster(name: &str, ip: &str, port: u16) -> Cluster {
             }],
             ..Default::default()
         }),
-        ..pool::apply(Cluster::default(), None)
+        ..pool::apply(Cluster::default(), None, None)
     }
 }
 

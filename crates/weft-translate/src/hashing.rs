@@ -71,7 +71,11 @@ fn destination_policy(d: &Destination, scope: &Scope) -> Option<TrafficPolicy> {
         .as_ref()
         .and_then(|name| rule.subsets.iter().find(|s| s.name == *name))
         .and_then(|s| s.traffic_policy.as_ref());
-    merge(rule.traffic_policy.as_ref(), subset)
+    merge(
+        rule.traffic_policy.as_ref(),
+        subset,
+        crate::routes::destination_port(d, scope),
+    )
 }
 
 fn to_envoy(c: &ConsistentHash) -> Vec<HashPolicy> {

@@ -30,7 +30,11 @@ use crate::policies::duration;
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 /// `cluster` with the pool's settings (and Istio's defaults) applied.
-pub(crate) fn apply(mut cluster: Cluster, pool: Option<&ConnectionPool>) -> Cluster {
+pub(crate) fn apply(
+    mut cluster: Cluster,
+    pool: Option<&ConnectionPool>,
+    od: Option<&OutlierDetection>,
+) -> Cluster {
     let tcp = pool.and_then(|p| p.tcp.as_ref());
     let http = pool.and_then(|p| p.http.as_ref());
     let limit = |v: Option<i32>| {
@@ -59,8 +63,10 @@ pub(crate) fn apply(mut cluster: Cluster, pool: Option<&ConnectionPool>) -> Clus
         .and_then(|h| h.max_requests_per_connection)
         .filter(|v| *v > 0)
         .map(|v| UInt32Value { value: v as u32 });
+    // The HTTP idle timeout wins; the TCP one stands in for it.
     let idle = http
         .and_then(|h| h.idle_timeout.as_ref())
+        .or(tcp.and_then(|t| t.idle_timeout.as_ref()))
         .and_then(|d| d.parse());
     let max_duration = tcp
         .and_then(|t| t.max_connection_duration.as_ref())
@@ -80,7 +86,8 @@ pub(crate) fn apply(mut cluster: Cluster, pool: Option<&ConnectionPool>) -> Clus
             ..Default::default()
         });
     }
-    if per_connection.is_some() || idle.is_some() || max_duration.is_some() {
+    let errors = error_codes(od);
+    if per_connection.is_some() || idle.is_some() || max_duration.is_some() || errors.is_some() {
         let options = HttpProtocolOptions {
             common_http_protocol_options: Some(CommonOptions {
                 max_requests_per_connection: per_connection,
@@ -95,12 +102,76 @@ pub(crate) fn apply(mut cluster: Cluster, pool: Option<&ConnectionPool>) -> Clus
                     )),
                 },
             )),
+            outlier_detection: errors,
             ..Default::default()
         };
         cluster.typed_extension_protocol_options =
             HashMap::from([(HTTP_OPTIONS.to_string(), pack_any(options))]);
     }
     cluster
+}
+
+/// `outlierDetectionHttpErrorCodes`: the responses outlier detection
+/// counts as errors, one `:status` match per code, or-ed.
+fn error_codes(
+    od: Option<&OutlierDetection>,
+) -> Option<envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::OutlierDetection>
+{
+    use envoy_types::pb::envoy::config::common::matcher::v3::{
+        match_predicate::{MatchSet, Rule},
+        HttpHeadersMatch, MatchPredicate,
+    };
+    use envoy_types::pb::envoy::config::route::v3::{header_matcher, HeaderMatcher};
+    use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
+    let codes = &od?.outlier_detection_http_error_codes;
+    if codes.is_empty() {
+        return None;
+    }
+    let status = |code: &u32| MatchPredicate {
+        rule: Some(Rule::HttpResponseHeadersMatch(HttpHeadersMatch {
+            headers: vec![HeaderMatcher {
+                name: ":status".into(),
+                header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
+                    StringMatcher {
+                        match_pattern: Some(string_matcher::MatchPattern::Exact(code.to_string())),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }],
+        })),
+    };
+    let matcher = match codes.as_slice() {
+        [one] => status(one),
+        many => MatchPredicate {
+            rule: Some(Rule::OrMatch(MatchSet {
+                rules: many.iter().map(status).collect(),
+            })),
+        },
+    };
+    Some(
+        envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::OutlierDetection {
+            error_matcher: Some(matcher),
+        },
+    )
+}
+
+/// The local-origin half of outlier detection: only with
+/// `splitExternalLocalOriginErrors`, and its count only when above 0.
+fn local_origin(
+    od: &OutlierDetection,
+) -> envoy_types::pb::envoy::config::cluster::v3::OutlierDetection {
+    let mut out = envoy_types::pb::envoy::config::cluster::v3::OutlierDetection::default();
+    if od.split_external_local_origin_errors != Some(true) {
+        return out;
+    }
+    out.split_external_local_origin_errors = true;
+    out.enforcing_local_origin_success_rate = Some(UInt32Value { value: 0 });
+    if let Some(n) = od.consecutive_local_origin_failures.filter(|n| *n > 0) {
+        out.consecutive_local_origin_failure = Some(UInt32Value { value: n });
+        out.enforcing_consecutive_local_origin_failure = Some(UInt32Value { value: 100 });
+    }
+    out
 }
 
 /// `outlierDetection` as istiod converts it: a consecutive-error count set
@@ -138,10 +209,7 @@ pub(crate) fn outlier(mut cluster: Cluster, od: Option<&OutlierDetection>) -> Cl
             .filter(|v| *v > 0)
             .map(|v| UInt32Value { value: v as u32 }),
         enforcing_success_rate: Some(UInt32Value { value: 0 }),
-        split_external_local_origin_errors: od.split_external_local_origin_errors == Some(true),
-        consecutive_local_origin_failure: count(od.consecutive_local_origin_failures),
-        enforcing_consecutive_local_origin_failure: enforce(od.consecutive_local_origin_failures),
-        ..Default::default()
+        ..local_origin(od)
     });
     cluster.common_lb_config = Some(CommonLbConfig {
         healthy_panic_threshold: Some(envoy_types::pb::envoy::r#type::v3::Percent {

@@ -440,11 +440,17 @@ fn weighted(d: &HttpRouteDestination, scope: &Scope) -> weighted_cluster::Cluste
 /// else the service's only port, else the port the request came in on.
 pub(crate) fn destination_cluster(d: &Destination, scope: &Scope) -> String {
     let fqdn = scope.registry.qualify(&d.host, scope.namespace);
+    let port = destination_port(d, scope);
+    cluster_name("outbound", port, d.subset.as_deref().unwrap_or(""), &fqdn)
+}
+
+/// The service port a destination reaches: its own, the service's only
+/// one, or the port the request came in on.
+pub(crate) fn destination_port(d: &Destination, scope: &Scope) -> u16 {
     let service = scope.registry.service(&d.host, scope.namespace);
-    let port = match (&d.port, service) {
+    match (&d.port, service) {
         (Some(p), _) => u16::try_from(p.number).unwrap_or(0),
         (None, Some(s)) if s.ports.len() == 1 => s.ports[0].port,
         _ => scope.port,
-    };
-    cluster_name("outbound", port, d.subset.as_deref().unwrap_or(""), &fqdn)
+    }
 }

@@ -2,7 +2,9 @@
 //! TCP listener: the first route whose matches apply to this proxy and
 //! this listener wins; its destinations become one cluster or weighted
 //! clusters (Istio's TCP traffic shifting). No route: the service's own
-//! cluster.
+//! cluster. The idle timeout is `connectionPool.tcp.idleTimeout` of the
+//! first destination's DestinationRule (its top-level policy, as istiod
+//! reads it).
 
 use std::net::IpAddr;
 
@@ -49,18 +51,49 @@ pub(crate) fn outbound_filter(
                 context: Context::Mesh,
             };
             let route = vs.tcp.iter().find(|t| applies(t, &scope, vip))?;
-            Some(specifier(route, &scope))
+            let first = route.route.first().map(|d| {
+                let host = &d.destination.host;
+                (host.clone(), r.namespace().to_string())
+            });
+            Some((specifier(route, &scope), first))
         });
-    let specifier = chosen.unwrap_or(ClusterSpecifier::Cluster(default.clone()));
+    let (specifier, first) = match chosen {
+        Some((s, first)) => (s, first),
+        None => (ClusterSpecifier::Cluster(default.clone()), None),
+    };
+    let (host, namespace) = first.unwrap_or((fqdn, service.namespace.clone()));
     let proxy = TcpProxy {
         stat_prefix: default,
         cluster_specifier: Some(specifier),
+        idle_timeout: idle_timeout(inputs, &host, &namespace),
         ..Default::default()
     };
     Filter {
         name: TCP_PROXY.into(),
         config_type: Some(filter::ConfigType::TypedConfig(pack_any(proxy))),
     }
+}
+
+/// `connectionPool.tcp.idleTimeout` of `host`'s DestinationRule (unset:
+/// Envoy's default of one hour).
+fn idle_timeout(
+    inputs: &Inputs,
+    host: &str,
+    namespace: &str,
+) -> Option<envoy_types::pb::google::protobuf::Duration> {
+    let service = inputs.registry.service(host, namespace)?;
+    let rule = crate::clusters::destination_rule(inputs.config, inputs.registry, service)?;
+    let tcp = rule
+        .traffic_policy
+        .as_ref()?
+        .connection_pool
+        .as_ref()?
+        .tcp
+        .as_ref()?;
+    tcp.idle_timeout
+        .as_ref()
+        .and_then(|d| d.parse())
+        .map(crate::policies::duration)
 }
 
 /// A route with no match applies everywhere; otherwise one of its matches

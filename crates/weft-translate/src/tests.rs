@@ -409,6 +409,8 @@ fn localities_become_priorities_for_each_proxy() {
     let rule = |extra: &str| {
         format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n  trafficPolicy:\n{extra}")
     };
+    // region → (priority, weight, endpoints), and whether the cluster
+    // weighs localities.
     let eds = |config: &str| {
         let loaded = weft_config::load_str(config, "t.yaml");
         assert!(!loaded.has_errors(), "{:?}", loaded.problems);
@@ -417,23 +419,69 @@ fn localities_become_priorities_for_each_proxy() {
             registry: &registry,
         };
         let out = translate(&inputs, &registry.workloads[0]);
+        let name = "outbound|9080||reviews.default.svc.cluster.local";
         let cla = out
             .endpoints
             .iter()
-            .find(|c| c.cluster_name == "outbound|9080||reviews.default.svc.cluster.local")
-            .unwrap()
-            .clone();
-        cla.endpoints
+            .find(|c| c.cluster_name == name)
+            .unwrap();
+        let groups = cla
+            .endpoints
             .iter()
-            .map(|l| (l.locality.as_ref().unwrap().region.clone(), l.priority))
-            .collect::<std::collections::BTreeMap<_, _>>()
+            .map(|l| {
+                let region = l.locality.as_ref().unwrap().region.clone();
+                let weight = l.load_balancing_weight.unwrap().value;
+                (region, (l.priority, weight, l.lb_endpoints.len()))
+            })
+            .collect::<std::collections::BTreeMap<_, _>>();
+        let cluster = out.clusters.iter().find(|c| c.name == name).unwrap();
+        let weighted = cluster
+            .common_lb_config
+            .as_ref()
+            .is_some_and(|c| c.locality_config_specifier.is_some());
+        (groups, weighted)
     };
-    let plain = eds(&rule("    loadBalancer: {simple: ROUND_ROBIN}\n"));
-    assert!(plain.values().all(|p| *p == 0), "{plain:?}");
-    let failover = eds(&rule("    outlierDetection: {consecutive5xxErrors: 1}\n    loadBalancer:\n      localityLbSetting:\n        failover: [{from: eu, to: us}]\n"));
-    assert_eq!(failover["eu"], 0, "{failover:?}");
-    assert_eq!(failover["us"], 1, "the failover region next: {failover:?}");
-    assert_eq!(failover["ap"], 2, "{failover:?}");
+    let priorities = |config: &str| {
+        let (groups, _) = eds(config);
+        groups
+            .into_iter()
+            .map(|(r, g)| (r, g.0))
+            .collect::<Vec<_>>()
+    };
+    let (plain, weighted) = eds(&rule("    loadBalancer: {simple: ROUND_ROBIN}\n"));
+    assert!(plain.values().all(|g| g.0 == 0 && g.1 == 1), "{plain:?}");
+    assert!(!weighted);
+    let failover = priorities(&rule("    outlierDetection: {consecutive5xxErrors: 1}\n    loadBalancer:\n      localityLbSetting:\n        failover: [{from: eu, to: us}]\n"));
+    assert_eq!(
+        failover,
+        [("ap".into(), 2), ("eu".into(), 0), ("us".into(), 1)],
+        "the failover region next"
+    );
+    // distribute: the proxy's region sends 80% to us, 20% to ap, none home.
+    let (split, weighted) = eds(&rule("    loadBalancer:\n      localityLbSetting:\n        distribute:\n        - from: eu/*\n          to: {\"us/*\": 80, \"ap/*\": 20}\n"));
+    assert_eq!(split["us"], (0, 80, 1));
+    assert_eq!(split["ap"], (0, 20, 1));
+    assert_eq!(split["eu"].2, 0, "an unnamed locality is emptied");
+    assert!(weighted);
+    // failoverPriority: ranked by the labels shared with the proxy (v1).
+    let od = "    outlierDetection: {consecutive5xxErrors: 1}\n    loadBalancer:\n      localityLbSetting:\n";
+    let by_version = priorities(&rule(&format!("{od}        failoverPriority: [version]\n")));
+    assert_eq!(
+        by_version,
+        [("ap".into(), 1), ("eu".into(), 0), ("us".into(), 1)]
+    );
+    let wanted = priorities(&rule(&format!(
+        "{od}        failoverPriority: [version=v2]\n"
+    )));
+    assert_eq!(
+        wanted,
+        [("ap".into(), 0), ("eu".into(), 1), ("us".into(), 0)]
+    );
+    // With failover rules too, localities rank within each label rank.
+    let both = priorities(&rule(&format!(
+        "{od}        failoverPriority: [version]\n        failover: [{{from: eu, to: ap}}]\n"
+    )));
+    assert_eq!(both, [("ap".into(), 1), ("eu".into(), 0), ("us".into(), 2)]);
 }
 
 /// A DestinationRule's traffic policy reaches the cluster as istiod writes
@@ -491,5 +539,90 @@ fn destination_rule_policies_reach_the_cluster() {
         a.hash_policy.len(),
         1,
         "the default route hashes by the rule's header"
+    );
+}
+
+/// `connectionPool.tcp.idleTimeout` reaches the outbound tcp_proxy (and
+/// stands in for the HTTP idle timeout on the cluster);
+/// `splitExternalLocalOriginErrors` counts local failures apart, as
+/// istiod writes it.
+#[test]
+fn tcp_idle_timeout_and_local_origin_errors_reach_envoy() {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+    use prost::Message;
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  trafficPolicy:\n    connectionPool:\n      tcp: {idleTimeout: 90s}\n    outlierDetection: {splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 3}\n";
+    let loaded = weft_config::load_str(dr, "t.yaml");
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+    let mut registry = registry();
+    registry.services[0].ports[0].name = "tcp".into();
+    let inputs = Inputs {
+        config: &loaded.resources,
+        registry: &registry,
+    };
+    let out = translate(&inputs, &registry.workloads[0]);
+    let tcp = out
+        .listeners
+        .iter()
+        .flat_map(|l| &l.filter_chains)
+        .flat_map(|c| &c.filters)
+        .filter_map(|f| match &f.config_type {
+            Some(ConfigType::TypedConfig(any)) if any.type_url.ends_with("TcpProxy") => {
+                TcpProxy::decode(any.value.as_slice()).ok()
+            }
+            _ => None,
+        })
+        .find(|t| t.stat_prefix.starts_with("outbound|"))
+        .expect("an outbound tcp_proxy for the TCP port");
+    assert_eq!(tcp.idle_timeout.unwrap().seconds, 90);
+    let c = out
+        .clusters
+        .iter()
+        .find(|c| c.name == "outbound|9080||reviews.default.svc.cluster.local")
+        .unwrap();
+    assert!(c
+        .typed_extension_protocol_options
+        .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"));
+    let od = c.outlier_detection.as_ref().unwrap();
+    assert!(od.split_external_local_origin_errors);
+    assert_eq!(od.consecutive_local_origin_failure.unwrap().value, 3);
+    assert_eq!(
+        od.enforcing_consecutive_local_origin_failure.unwrap().value,
+        100
+    );
+    assert_eq!(od.enforcing_local_origin_success_rate.unwrap().value, 0);
+}
+
+/// `portLevelSettings` override the top-level policy for their port, in
+/// the service's cluster and in its subsets' (whose own fields then win).
+#[test]
+fn port_level_settings_override_for_their_port() {
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: 7}}\n    loadBalancer: {simple: RANDOM}\n    portLevelSettings:\n    - port: {number: 9080}\n      connectionPool: {tcp: {maxConnections: 3}}\n    - port: {number: 9999}\n      connectionPool: {tcp: {maxConnections: 1}}\n  subsets:\n  - name: v2\n    labels: {version: v2}\n    trafficPolicy:\n      loadBalancer: {simple: LEAST_REQUEST}\n";
+    let loaded = weft_config::load_str(dr, "t.yaml");
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+    let out = translated_with(dr, 0);
+    let cluster = |name: &str| {
+        out.clusters
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no cluster {name}"))
+            .clone()
+    };
+    let max_connections = |c: &envoy_types::pb::envoy::config::cluster::v3::Cluster| {
+        c.circuit_breakers.as_ref().unwrap().thresholds[0]
+            .max_connections
+            .unwrap()
+            .value
+    };
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+    let service = cluster("outbound|9080||reviews.default.svc.cluster.local");
+    assert_eq!(max_connections(&service), 3, "the port's own setting");
+    assert_eq!(service.lb_policy, LbPolicy::Random as i32);
+    let v2 = cluster("outbound|9080|v2|reviews.default.svc.cluster.local");
+    assert_eq!(max_connections(&v2), 3);
+    assert_eq!(
+        v2.lb_policy,
+        LbPolicy::LeastRequest as i32,
+        "the subset's wins"
     );
 }

@@ -426,10 +426,10 @@ fn bad_file_keeps_last_good_config(mesh: &Mesh, page: &str) {
 }
 
 fn unsupported_resource_is_nacked(mesh: &Mesh, page: &str) {
-    // splitExternalLocalOriginErrors becomes Envoy's outlier-detection field
-    // of that name, which this proxy
+    // outlierDetectionHttpErrorCodes becomes an error_matcher in the
+    // cluster's HttpProtocolOptions, as istiod writes it, which this proxy
     // does not implement: every sidecar must NACK it and keep its old config.
-    let out = mesh.apply_yaml("weft-e2e-split.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy:\n    outlierDetection: {splitExternalLocalOriginErrors: true}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n");
+    let out = mesh.apply_yaml("weft-e2e-codes.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy:\n    outlierDetection: {outlierDetectionHttpErrorCodes: [500]}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n");
     assert!(
         out.status.success(),
         "{}",
@@ -441,14 +441,14 @@ fn unsupported_resource_is_nacked(mesh: &Mesh, page: &str) {
         Duration::from_secs(5),
         || {
             let (_, body) = curl(&syncz, &[]);
-            body.contains("split_external_local_origin_errors is not supported")
+            body.contains("error_matcher, Istio's outlierDetectionHttpErrorCodes) is not supported")
                 && body.contains("outbound|9080||ratings.default.svc.cluster.local")
         },
     );
     let status = weft(&["proxy-status", "--mesh", &mesh.name]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
-        text.contains("NACKED") && text.contains("split_external_local_origin_errors"),
+        text.contains("NACKED") && text.contains("outlierDetectionHttpErrorCodes"),
         "{text}"
     );
     assert_eq!(
@@ -465,7 +465,7 @@ fn unsupported_resource_is_nacked(mesh: &Mesh, page: &str) {
     wait_until("the NACK to clear", Duration::from_secs(5), || {
         !curl(&syncz, &[])
             .1
-            .contains("split_external_local_origin_errors")
+            .contains("outlierDetectionHttpErrorCodes")
     });
 }
 
@@ -636,15 +636,14 @@ fn up_fails_fast_on_a_taken_port_or_rejected_config() {
     let dir = std::env::temp_dir().join(format!("weft-e2e-nack-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(example.join("mesh.yaml"), dir.join("mesh.yaml")).unwrap();
-    write(&dir, "split.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy: {outlierDetection: {splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 3}}\n");
+    write(&dir, "codes.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy: {outlierDetection: {outlierDetectionHttpErrorCodes: [500, 503]}}\n");
     let started = Instant::now();
     let out = up(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("rejected its CDS config")
-            && err.contains("split_external_local_origin_errors"),
+        err.contains("rejected its CDS config") && err.contains("outlierDetectionHttpErrorCodes"),
         "{err}"
     );
     assert!(

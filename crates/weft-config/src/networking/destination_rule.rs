@@ -60,21 +60,59 @@ pub struct TrafficPolicy {
 }
 
 impl TrafficPolicy {
+    /// The policy for one port, as Istio resolves it: the
+    /// `portLevelSettings` entry for `port` replaces the load balancer,
+    /// connection pool, outlier detection and TLS it sets.
+    pub fn at_port(&self, port: u16) -> TrafficPolicy {
+        let mut out = TrafficPolicy {
+            port_level_settings: None,
+            ..self.clone()
+        };
+        if let Some(p) = self.port_setting(port) {
+            out.override_with(&p.as_policy());
+        }
+        out
+    }
+
+    fn port_setting(&self, port: u16) -> Option<&super::traffic::PortTrafficPolicy> {
+        self.port_level_settings
+            .iter()
+            .flatten()
+            .find(|p| p.port.as_ref().is_some_and(|s| s.number == u32::from(port)))
+    }
+
+    /// A subset's policy over this (the service's) one, for `port`, as
+    /// Istio merges them: the service's port-level settings, then the
+    /// subset's fields, then the subset's own port-level settings.
+    pub fn merged_for_subset(&self, subset: &TrafficPolicy, port: u16) -> TrafficPolicy {
+        let mut out = self.at_port(port);
+        out.override_with(subset);
+        if let Some(p) = subset.port_setting(port) {
+            out.override_with(&p.as_policy());
+        }
+        out
+    }
+
+    /// Each field `other` sets replaces this one's.
+    fn override_with(&mut self, other: &TrafficPolicy) {
+        fn take<T: Clone>(into: &mut Option<T>, from: &Option<T>) {
+            if from.is_some() {
+                into.clone_from(from);
+            }
+        }
+        take(&mut self.load_balancer, &other.load_balancer);
+        take(&mut self.connection_pool, &other.connection_pool);
+        take(&mut self.outlier_detection, &other.outlier_detection);
+        take(&mut self.tls, &other.tls);
+        take(&mut self.tunnel, &other.tunnel);
+        take(&mut self.proxy_protocol, &other.proxy_protocol);
+        take(&mut self.retry_budget, &other.retry_budget);
+    }
+
     pub fn unenforced_fields(&self) -> Vec<&'static str> {
-        let tcp = self.connection_pool.as_ref().and_then(|p| p.tcp.as_ref());
         let http = self.connection_pool.as_ref().and_then(|p| p.http.as_ref());
-        let od = self.outlier_detection.as_ref();
         let lb = self.load_balancer.as_ref();
-        let locality = lb.and_then(|l| l.locality_lb_setting.as_ref());
         [
-            (
-                "loadBalancer.localityLbSetting.distribute",
-                locality.is_some_and(|l| !l.distribute.is_empty()),
-            ),
-            (
-                "loadBalancer.localityLbSetting.failoverPriority",
-                locality.is_some_and(|l| !l.failover_priority.is_empty()),
-            ),
             (
                 "loadBalancer.warmupDurationSecs",
                 lb.is_some_and(|l| l.warmup_duration_secs.is_some() || l.warmup.is_some()),
@@ -86,10 +124,6 @@ impl TrafficPolicy {
             (
                 "loadBalancer.backendUtilization",
                 lb.is_some_and(|l| l.backend_utilization.is_some()),
-            ),
-            (
-                "connectionPool.tcp.idleTimeout",
-                tcp.is_some_and(|t| t.idle_timeout.is_some()),
             ),
             (
                 "connectionPool.http.h2UpgradePolicy",
@@ -107,20 +141,7 @@ impl TrafficPolicy {
                 "connectionPool.http.http2KeepAlive",
                 http.is_some_and(|h| h.http2_keep_alive.is_some()),
             ),
-            (
-                "outlierDetection.splitExternalLocalOriginErrors",
-                od.is_some_and(|o| o.split_external_local_origin_errors.is_some()),
-            ),
-            (
-                "outlierDetection.consecutiveLocalOriginFailures",
-                od.is_some_and(|o| o.consecutive_local_origin_failures.is_some()),
-            ),
-            (
-                "outlierDetection.outlierDetectionHttpErrorCodes",
-                od.is_some_and(|o| !o.outlier_detection_http_error_codes.is_empty()),
-            ),
             ("tls", self.tls.is_some()),
-            ("portLevelSettings", self.port_level_settings.is_some()),
             ("tunnel", self.tunnel.is_some()),
             ("proxyProtocol", self.proxy_protocol.is_some()),
             ("retryBudget", self.retry_budget.is_some()),

@@ -339,3 +339,23 @@ pub struct PortTrafficPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,
 }
+
+impl PortTrafficPolicy {
+    /// The fields it sets, as a traffic policy of their own.
+    pub fn as_policy(&self) -> super::TrafficPolicy {
+        super::TrafficPolicy {
+            load_balancer: self.load_balancer.clone(),
+            connection_pool: self.connection_pool.clone(),
+            outlier_detection: self.outlier_detection.clone(),
+            tls: self.tls.clone(),
+            ..Default::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.load_balancer.is_none()
+            && self.connection_pool.is_none()
+            && self.outlier_detection.is_none()
+            && self.tls.is_none()
+    }
+}

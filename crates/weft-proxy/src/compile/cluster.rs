@@ -278,6 +278,11 @@ fn http_options(
                 return Err("upstream HTTP/2, HTTP/3 and protocol selection are not supported yet (HTTP/1.1 only)".into())
             }
         }
+        if o.outlier_detection.is_some() {
+            return Err(
+                "HttpProtocolOptions outlier_detection (error_matcher, Istio's outlierDetectionHttpErrorCodes) is not supported yet".into(),
+            );
+        }
         if !o.http_filters.is_empty() || o.upstream_http_protocol_options.is_some() {
             return Err(
                 "upstream http_filters and upstream_http_protocol_options are not supported".into(),

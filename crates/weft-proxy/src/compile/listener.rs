@@ -46,6 +46,9 @@ pub enum ChainAction {
     Tcp {
         stat_prefix: String,
         clusters: Arc<Clusters>,
+        /// No bytes either way for this long closes both sides (Envoy's
+        /// default: 1 h; `0s` turns it off, here None).
+        idle_timeout: Option<std::time::Duration>,
     },
 }
 
@@ -188,8 +191,13 @@ fn tcp_action(t: &TcpProxy) -> Result<ChainAction, String> {
         }
         _ => return Err("tcp_proxy needs a cluster or weighted_clusters".into()),
     };
+    let idle_timeout = match &t.idle_timeout {
+        None => Some(std::time::Duration::from_secs(3600)),
+        Some(d) => Some(super::duration(d)?).filter(|d| !d.is_zero()),
+    };
     Ok(ChainAction::Tcp {
         stat_prefix: t.stat_prefix.clone(),
         clusters: Arc::new(clusters),
+        idle_timeout,
     })
 }

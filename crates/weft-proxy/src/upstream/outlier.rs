@@ -4,6 +4,9 @@
 //! times (502/503/504 and local failures), is ejected for
 //! `base_ejection_time × times ejected` (at most `max_ejection_time`), as
 //! long as no more than `max_ejection_percent` of the hosts are out.
+//! With `split_external_local_origin_errors`, local failures count apart,
+//! against `consecutive_local_origin_failure`, and the two 5xx kinds see
+//! only the upstream's own responses.
 //! Ejection is immediate, as in Envoy; the host comes back when its time
 //! has passed. Success-rate and failure-percentage ejection are not built.
 //!
@@ -24,17 +27,14 @@ pub struct OutlierCfg {
     /// (threshold, enforced)
     pub consecutive_5xx: (u32, bool),
     pub consecutive_gateway: (u32, bool),
+    /// Local failures counted on their own (split), with their threshold.
+    pub consecutive_local: Option<(u32, bool)>,
     pub base_ejection_time: Duration,
     pub max_ejection_time: Duration,
     pub max_ejection_percent: u32,
 }
 
 pub(crate) fn compile(o: &OutlierDetection) -> Result<OutlierCfg, String> {
-    if o.split_external_local_origin_errors {
-        return Err(
-            "outlier_detection split_external_local_origin_errors is not supported yet".into(),
-        );
-    }
     let value = |v: Option<envoy_types::pb::google::protobuf::UInt32Value>, default| {
         v.map_or(default, |v| v.value)
     };
@@ -53,6 +53,12 @@ pub(crate) fn compile(o: &OutlierDetection) -> Result<OutlierCfg, String> {
             value(o.consecutive_gateway_failure, 5),
             value(o.enforcing_consecutive_gateway_failure, 0) > 0,
         ),
+        consecutive_local: o.split_external_local_origin_errors.then(|| {
+            (
+                value(o.consecutive_local_origin_failure, 5),
+                value(o.enforcing_consecutive_local_origin_failure, 100) > 0,
+            )
+        }),
         base_ejection_time: time(&o.base_ejection_time, Duration::from_secs(30))?,
         max_ejection_time: time(&o.max_ejection_time, Duration::from_secs(300))?,
         max_ejection_percent: value(o.max_ejection_percent, 10).min(100),
@@ -64,6 +70,7 @@ pub(crate) fn compile(o: &OutlierDetection) -> Result<OutlierCfg, String> {
 struct HostState {
     consecutive_5xx: AtomicU32,
     consecutive_gateway: AtomicU32,
+    consecutive_local: AtomicU32,
     times_ejected: AtomicU32,
     /// Milliseconds since `epoch()` until which the host is out; 0: in.
     ejected_until: AtomicU64,
@@ -121,14 +128,28 @@ impl Outliers {
         let Some(h) = self.hosts.get(host) else {
             return;
         };
-        let (five_xx, gateway) = match result {
-            Result5xx::Success => {
+        let (five_xx, gateway) = match (result, self.cfg.consecutive_local) {
+            (Result5xx::Success, _) => {
                 h.consecutive_5xx.store(0, Ordering::Release);
                 h.consecutive_gateway.store(0, Ordering::Release);
+                h.consecutive_local.store(0, Ordering::Release);
                 return;
             }
-            Result5xx::ServerError { gateway } => (true, gateway),
-            Result5xx::LocalFailure => (true, true),
+            (Result5xx::LocalFailure, Some((threshold, enforced))) => {
+                let n = h.consecutive_local.fetch_add(1, Ordering::AcqRel) + 1;
+                if enforced && n >= threshold && !self.is_ejected(host) {
+                    self.eject(h);
+                }
+                return;
+            }
+            (Result5xx::ServerError { gateway }, split) => {
+                // The upstream answered, so its connection worked.
+                if split.is_some() {
+                    h.consecutive_local.store(0, Ordering::Release);
+                }
+                (true, gateway)
+            }
+            (Result5xx::LocalFailure, None) => (true, true),
         };
         let mut trip = false;
         if five_xx {
@@ -160,6 +181,7 @@ impl Outliers {
             .store(now_ms() + out.as_millis() as u64, Ordering::Release);
         h.consecutive_5xx.store(0, Ordering::Release);
         h.consecutive_gateway.store(0, Ordering::Release);
+        h.consecutive_local.store(0, Ordering::Release);
     }
 }
 
@@ -171,6 +193,7 @@ mod tests {
         OutlierCfg {
             consecutive_5xx: (2, true),
             consecutive_gateway: (5, false),
+            consecutive_local: None,
             base_ejection_time: Duration::from_secs(60),
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: max_percent,
@@ -198,5 +221,27 @@ mod tests {
         }
         assert!(o.is_ejected(0));
         assert!(!o.is_ejected(1), "a second ejection would be 100% > 50%");
+    }
+
+    #[test]
+    fn split_local_failures_count_apart_from_responses() {
+        let o = Outliers::new(
+            OutlierCfg {
+                consecutive_local: Some((3, true)),
+                ..cfg(100)
+            },
+            1,
+        );
+        // Two local failures, then a 5xx: the 5xx count is 1, not 3.
+        o.report(0, Result5xx::LocalFailure);
+        o.report(0, Result5xx::LocalFailure);
+        o.report(0, Result5xx::ServerError { gateway: false });
+        assert!(!o.is_ejected(0), "the 5xx reset the local count");
+        for _ in 0..2 {
+            o.report(0, Result5xx::LocalFailure);
+        }
+        assert!(!o.is_ejected(0));
+        o.report(0, Result5xx::LocalFailure);
+        assert!(o.is_ejected(0), "three local failures in a row");
     }
 }
