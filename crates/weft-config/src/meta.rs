@@ -65,6 +65,10 @@ pub struct ObjectMeta {
     pub resource_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// RFC 3339, set by the store when the resource is first stored;
+    /// Istio orders VirtualServices by it (oldest first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }

@@ -291,6 +291,16 @@ pub struct Resource {
 }
 
 impl Resource {
+    /// Istio's order for resources of one kind: oldest first, then by name,
+    /// then by namespace.
+    pub fn creation_order(&self) -> (&str, &str, &str) {
+        (
+            self.meta.creation_timestamp.as_deref().unwrap_or(""),
+            &self.meta.name,
+            self.namespace(),
+        )
+    }
+
     pub fn key(&self) -> Key {
         Key {
             kind: self.kind,

@@ -136,10 +136,14 @@ impl Store {
 }
 
 /// Kubernetes' bookkeeping: `resourceVersion` is the store revision at which
-/// the resource last changed at all; `generation` counts changes of its spec.
-/// Whatever the document itself said of either is overwritten, as the API
-/// server does.
+/// the resource last changed at all; `generation` counts changes of its spec;
+/// `creationTimestamp` is when it was first stored. Whatever the document
+/// itself said of these is overwritten, as the API server does.
 fn stamp(r: &mut Resource, before: Option<&Resource>, revision: u64) {
+    r.meta.creation_timestamp = match before.and_then(|b| b.meta.creation_timestamp.clone()) {
+        Some(kept) => Some(kept),
+        None => Some(weft_xds::clock::Rfc3339::seconds(std::time::SystemTime::now()).to_string()),
+    };
     let (generation, version) = match before {
         None => (1, revision.to_string()),
         Some(old) => {
@@ -241,5 +245,21 @@ mod tests {
         assert_eq!(s.resources().len(), 2);
         let file_key = s.resources()[0].key();
         assert!(s.delete(&file_key).unwrap_err().contains("f.yaml"));
+    }
+
+    #[test]
+    fn creation_timestamp_is_set_once() {
+        let created = |s: &Store| {
+            let rs = s.resources();
+            let r = rs.iter().find(|r| r.meta.name == "d").unwrap();
+            r.meta.creation_timestamp.clone().unwrap()
+        };
+        let mut s = Store::default();
+        s.load_file("f.yaml", weft_config::load_str(GOOD, "f.yaml"));
+        let first = created(&s);
+        assert!(first.ends_with('Z') && first.len() == 20, "{first}");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        s.load_file("f.yaml", weft_config::load_str(ONE_BAD, "f.yaml"));
+        assert_eq!(created(&s), first, "an update keeps the creation time");
     }
 }

@@ -171,7 +171,7 @@ impl std::fmt::Display for Addr {
 
 /// Appends one line to `buf`, formatting straight into it.
 fn format_line(buf: &mut Vec<u8>, e: &Entry) {
-    let ts = Rfc3339(e.start.unwrap_or_else(SystemTime::now));
+    let ts = weft_xds::clock::Rfc3339::millis(e.start.unwrap_or_else(SystemTime::now));
     let (upstream, downstream) = (Addr(e.upstream), Addr(e.downstream));
     let millis = e.duration.as_millis();
     let _ = if e.method.is_empty() {
@@ -204,38 +204,6 @@ fn format_line(buf: &mut Vec<u8>, e: &Entry) {
     buf.push(b'\n');
 }
 
-/// UTC timestamp with milliseconds, computed without a date crate
-/// (days-to-civil conversion from Howard Hinnant's algorithm).
-struct Rfc3339(SystemTime);
-
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let d = self
-            .0
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        let secs = d.as_secs() as i64;
-        let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60,
-            d.subsec_millis()
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,11 +231,5 @@ mod tests {
             String::from_utf8(buf).unwrap(),
             "[2025-11-24T16:00:00.123Z] \"GET /ratings/0 HTTP/1.1\" 503 UF 7 \"r1\" \"ratings:9080\" \"-\" - - 198.18.0.5:4000 virtualInbound\n"
         );
-    }
-
-    #[test]
-    fn timestamps() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_000_000_123);
-        assert_eq!(super::Rfc3339(t).to_string(), "2025-11-24T16:00:00.123Z");
     }
 }

@@ -91,7 +91,15 @@ fn virtual_hosts(
     port: u16,
 ) -> Vec<VirtualHost> {
     let mut hosts: BTreeMap<String, VirtualHost> = BTreeMap::new();
-    for resource in inputs.config {
+    // Routes of several VirtualServices for one host follow one another
+    // oldest first, as istiod merges them.
+    let mut services: Vec<_> = inputs
+        .config
+        .iter()
+        .filter(|r| r.as_virtual_service().is_some())
+        .collect();
+    services.sort_by(|a, b| a.creation_order().cmp(&b.creation_order()));
+    for resource in services {
         let Some(vs) = resource.as_virtual_service() else {
             continue;
         };

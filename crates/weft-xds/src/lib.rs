@@ -1,12 +1,14 @@
 //! Envoy's xDS v3 transport, both ends: an ADS server that tracks versions,
 //! nonces, ACKs and NACKs per proxy, and an ADS client that hands each update
 //! to the proxy and answers with an ACK or a NACK carrying the reason; and
-//! the small HTTP server both ends use for their debug ports.
+//! the small HTTP server both ends use for their debug ports, and their
+//! shared RFC 3339 clock format.
 //!
 //! This crate moves opaque `Any` resources; it knows nothing of Istio's API
 //! and nothing of what the resources mean.
 
 pub mod client;
+pub mod clock;
 pub mod debug_http;
 pub mod server;
 pub mod status;
