@@ -202,7 +202,12 @@ impl Mesh {
     /// `weft apply` on a file holding `text`, named `name` (so messages can
     /// be checked for it), outside the watched config directory.
     pub fn apply_yaml(&self, name: &str, text: &str) -> Output {
-        let dir = std::env::temp_dir().join(format!("weft-e2e-apply-{}", std::process::id()));
+        // One directory per mesh: tests in one process apply concurrently.
+        let dir = std::env::temp_dir().join(format!(
+            "weft-e2e-apply-{}-{}",
+            std::process::id(),
+            self.name
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let file = write(&dir, name, text);
         let out = self.apply(&file);
