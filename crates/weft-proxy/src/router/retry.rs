@@ -27,14 +27,16 @@ impl RetryOn {
     const GRPC_INTERNAL: u16 = 1 << 9;
     const GRPC_RESOURCE_EXHAUSTED: u16 = 1 << 10;
     const GRPC_UNAVAILABLE: u16 = 1 << 11;
+    const ENVOY_RATELIMITED: u16 = 1 << 12;
 
     fn has(self, bit: u16) -> bool {
         self.0 & bit != 0
     }
 
-    /// Parses Envoy's comma-separated list. Conditions Envoy knows but Weft
-    /// cannot tell apart yet (HTTP/3, rate limiting, retriable headers) are
-    /// refused rather than silently ignored.
+    /// Parses Envoy's comma-separated list. `retriable-headers` needs the
+    /// route's `retriable_headers` (which Istio never sets, and which this
+    /// proxy refuses), and `http3-post-connect-failure` needs HTTP/3
+    /// upstreams: without them Envoy never retries on either, nor does Weft.
     pub fn parse(text: &str) -> Result<RetryOn, String> {
         let mut bits = 0;
         for c in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
@@ -51,6 +53,8 @@ impl RetryOn {
                 "internal" => Self::GRPC_INTERNAL,
                 "resource-exhausted" => Self::GRPC_RESOURCE_EXHAUSTED,
                 "unavailable" => Self::GRPC_UNAVAILABLE,
+                "envoy-ratelimited" => Self::ENVOY_RATELIMITED,
+                "retriable-headers" | "http3-post-connect-failure" => 0,
                 other => return Err(format!("retry_on {other:?} is not supported")),
             };
         }
@@ -184,6 +188,8 @@ impl RetryPolicy {
                     || (on.has(RetryOn::RETRIABLE_4XX) && code == 409)
                     || (on.has(RetryOn::RETRIABLE_STATUS_CODES)
                         && self.status_codes.contains(&code))
+                    || (on.has(RetryOn::ENVOY_RATELIMITED)
+                        && headers.contains_key("x-envoy-ratelimited"))
                     || self.grpc_retries(headers)
             }
         }
@@ -276,6 +282,14 @@ mod tests {
         assert!(p("reset").retries(&Outcome::Reset));
         assert!(!p("connect-failure").retries(&Outcome::Reset));
         assert!(RetryOn::parse("5xx,bogus").is_err());
+        let mut limited = HeaderMap::new();
+        limited.insert("x-envoy-ratelimited", "true".parse().unwrap());
+        let ok = StatusCode::TOO_MANY_REQUESTS;
+        assert!(p("envoy-ratelimited").retries(&Outcome::Response(ok, &limited)));
+        assert!(!p("envoy-ratelimited").retries(&Outcome::Response(ok, &h)));
+        // Conditions that never fire here, as in Envoy without their setup.
+        let quiet = p("retriable-headers,http3-post-connect-failure");
+        assert!(!quiet.retries(&Outcome::Response(StatusCode::SERVICE_UNAVAILABLE, &h)));
     }
 
     #[test]
