@@ -458,3 +458,45 @@ fn locality_failover_to_the_next_zone() {
         .collect();
     assert_eq!(seen.len(), 2, "both replicas in the next zone serve: {log}");
 }
+
+/// Istio's locality load-balancing task, distribution: the client in
+/// region1/zone1 sends 70% to its own zone and 20% to zone2 (region3 has
+/// no endpoints, so zone1 has 70/90 of the traffic and zone2 20/90).
+#[test]
+fn locality_weighted_distribution() {
+    let mesh = Mesh::up_edited("httpbin", "distrib", 120, 18120, |m| {
+        m.replace(
+            "  command: [weft, demo, httpbin, --version, v1,",
+            "  locality: region1/zone1\n  command: [weft, demo, httpbin, --version, v1,",
+        )
+        .replace(
+            "  command: [weft, demo, httpbin, --version, v2,",
+            "  locality: region1/zone2\n  command: [weft, demo, httpbin, --version, v2,",
+        )
+        .replace(
+            "  command: [weft, demo, httpbin, --version, client,",
+            "  locality: region1/zone1\n  command: [weft, demo, httpbin, --version, client,",
+        )
+    });
+    apply_yaml(&mesh, "distribute.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: httpbin\nspec:\n  host: httpbin\n  trafficPolicy:\n    loadBalancer:\n      localityLbSetting:\n        enabled: true\n        distribute:\n        - from: region1/zone1/*\n          to:\n            \"region1/zone1/*\": 70\n            \"region1/zone2/*\": 20\n            \"region3/zone4/*\": 10\n    outlierDetection:\n      consecutive5xxErrors: 100\n      interval: 1s\n      baseEjectionTime: 1m\n");
+    let url = "http://httpbin:8000/get";
+    let shares = || {
+        let urls = vec![url; 200];
+        let out = pod_curl(&mesh, "curl", &urls);
+        (
+            out.matches("httpbin-v1").count(),
+            out.matches("httpbin-v2").count(),
+        )
+    };
+    // Before the rule is in, round robin gives about half each.
+    wait_until("the weights to apply", Duration::from_secs(15), || {
+        let (v1, v2) = shares();
+        v1 + v2 == 200 && v1 > 130
+    });
+    let (v1, v2) = shares();
+    assert_eq!(v1 + v2, 200);
+    assert!(
+        (135..=175).contains(&v1),
+        "about 156 of 200 stay in zone1 (70/90): {v1} v1, {v2} v2"
+    );
+}

@@ -91,7 +91,13 @@ impl ClusterCfg {
             return self.pick(original_dst, hash);
         }
         let draw = hash.unwrap_or_else(|| fastrand::u64(..));
-        let c = eps.candidates(draw, usable, self.panic_threshold)?;
+        // With no host ejected or left, nothing can be in panic.
+        let threshold = if self.outliers.is_none() && left.is_empty() {
+            0
+        } else {
+            self.panic_threshold
+        };
+        let c = eps.candidates(draw, usable, threshold)?;
         let n = eps.addresses.len();
         self.lb
             .choose(n, hash, |i| {
