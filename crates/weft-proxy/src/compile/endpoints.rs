@@ -149,8 +149,9 @@ impl Endpoints {
         let health = |r: &Range<usize>| {
             (u64::from(self.overprovisioning) * count(r) / r.len().max(1) as u64).min(100)
         };
-        let in_panic =
-            |r: &Range<usize>| count(r) * 100 < u64::from(panic_threshold) * r.len() as u64;
+        let in_panic = |r: &Range<usize>| {
+            panic_threshold > 0 && count(r) * 100 < u64::from(panic_threshold) * r.len() as u64
+        };
         if self.levels.len() == 1 && !self.weighted {
             let hosts = self.levels[0].hosts.clone();
             let panic = in_panic(&hosts);
