@@ -5,6 +5,10 @@
 mod support;
 
 use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -1006,4 +1010,59 @@ async fn quiet_tcp_connections_are_closed_after_the_idle_timeout() {
     // The upstream keeps its connection open; the proxy ends it.
     let end = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
     assert!(matches!(end, Ok(Ok(0))), "closed when idle: {end:?}");
+}
+
+/// A cluster with `http2_protocol_options` speaks h2c to its hosts: an
+/// HTTP/1.1 request arrives as HTTP/2 with its Host as `:authority`.
+#[tokio::test]
+async fn http2_clusters_send_http2_upstream() {
+    let up = h2_upstream("h2").await;
+    let p = proxy(
+        vec![http2_cluster(static_cluster("c", &[up.addr]))],
+        vec![route_to("c")],
+    );
+    let r = get(p.addr, "/").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "h2\n");
+    assert_eq!(r.headers["x-version"], "HTTP/2.0");
+    assert_eq!(r.headers["x-authority"], "test.local");
+}
+
+/// gRPC's shape end to end over h2c: `te: trailers` reaches the server and
+/// the response's trailers (`grpc-status`) reach the client.
+#[tokio::test]
+async fn h2c_requests_keep_te_trailers_and_trailers_come_back() {
+    let up = h2_upstream("grpc").await;
+    let p = proxy(
+        vec![http2_cluster(static_cluster("c", &[up.addr]))],
+        vec![route_to("c")],
+    );
+    let req = Request::post("http://svc/pkg.Svc/Call")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let (r, trailers) = send_h2(p.addr, req).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.headers["x-te"], "trailers");
+    let trailers = trailers.expect("trailers come back");
+    assert_eq!(trailers["grpc-status"], "0");
+}
+
+/// A local reply to a gRPC request is gRPC's: HTTP 200, trailers-only,
+/// `grpc-status` 14 (UNAVAILABLE) for Envoy's 503 and the text in
+/// `grpc-message`.
+#[tokio::test]
+async fn grpc_requests_get_grpc_local_replies() {
+    let p = proxy(vec![static_cluster("c", &[])], vec![route_to("c")]);
+    let req = Request::post("http://svc/pkg.Svc/Call")
+        .header("content-type", "application/grpc")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (r, _) = send_h2(p.addr, req).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "application/grpc");
+    assert_eq!(r.headers["grpc-status"], "14");
+    assert_eq!(r.headers["grpc-message"], "no healthy upstream");
+    assert_eq!(r.body, "");
 }

@@ -22,6 +22,16 @@ pub enum ClusterKind {
     OriginalDst,
 }
 
+/// Which HTTP version requests to the cluster's hosts use.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2(crate::upstream::Http2),
+    /// The downstream request's own (`use_downstream_protocol_config`,
+    /// Istio's `useClientProtocol`).
+    Downstream(crate::upstream::Http2),
+}
+
 #[derive(Debug, Serialize)]
 pub struct ClusterCfg {
     pub name: String,
@@ -35,6 +45,7 @@ pub struct ClusterCfg {
     pub idle_timeout: std::time::Duration,
     pub max_connection_duration: Option<std::time::Duration>,
     pub keepalive: Option<crate::upstream::Keepalive>,
+    pub protocol: UpstreamProtocol,
     /// Circuit-breaker limits and their live counts, shared by the workers.
     pub breaker: std::sync::Arc<crate::upstream::Breaker>,
     /// Outlier detection's per-host records, when the cluster asks for it.
@@ -46,9 +57,16 @@ pub struct ClusterCfg {
 }
 
 impl ClusterCfg {
-    /// How to reach one of this cluster's endpoints.
-    pub(crate) fn peer(&self, addr: SocketAddr) -> crate::upstream::Peer {
+    /// How to reach one of this cluster's endpoints, for a request that
+    /// came in over HTTP/2 or not.
+    pub(crate) fn peer(&self, addr: SocketAddr, downstream_h2: bool) -> crate::upstream::Peer {
+        let http2 = match self.protocol {
+            UpstreamProtocol::Http1 => None,
+            UpstreamProtocol::Http2(h2) => Some(h2),
+            UpstreamProtocol::Downstream(h2) => downstream_h2.then_some(h2),
+        };
         crate::upstream::Peer {
+            http2,
             addr,
             bind_source: self.bind_source,
             connect_timeout: self.connect_timeout,
@@ -149,7 +167,12 @@ pub(crate) fn compile_cluster(c: &Cluster, eds: Option<&Endpoints>) -> Result<Cl
     if c.transport_socket.is_some() {
         return Err("transport_socket (upstream TLS) is not supported yet".into());
     }
-    let (mut limits, idle_timeout, max_connection_duration) = http_options(c)?;
+    let HttpOptions {
+        mut limits,
+        idle_timeout,
+        max_connection_duration,
+        protocol,
+    } = http_options(c)?;
     let keepalive = keepalive(c)?;
     apply_thresholds(c, &mut limits)?;
     let mut endpoints = match kind {
@@ -191,6 +214,7 @@ pub(crate) fn compile_cluster(c: &Cluster, eds: Option<&Endpoints>) -> Result<Cl
         idle_timeout,
         max_connection_duration,
         keepalive,
+        protocol,
         breaker: std::sync::Arc::new(crate::upstream::Breaker::new(limits)),
         outliers: c
             .outlier_detection
@@ -250,25 +274,33 @@ fn balancer(
 
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
-/// The cluster's HTTP protocol options: requests per connection and the
-/// idle timeout; HTTP/1.1 only (HTTP/2 upstreams are not built yet).
+struct HttpOptions {
+    limits: Limits,
+    idle_timeout: std::time::Duration,
+    max_connection_duration: Option<std::time::Duration>,
+    protocol: UpstreamProtocol,
+}
+
+/// The cluster's HTTP protocol options: the upstream HTTP version,
+/// requests per connection, the idle timeout and the maximum age.
 #[allow(deprecated)] // `max_requests_per_connection` on the cluster itself.
-fn http_options(
-    c: &Cluster,
-) -> Result<(Limits, std::time::Duration, Option<std::time::Duration>), String> {
+fn http_options(c: &Cluster) -> Result<HttpOptions, String> {
     use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
         http_protocol_options::{explicit_http_config::ProtocolConfig, UpstreamProtocolOptions},
         HttpProtocolOptions,
     };
-    let mut limits = Limits {
-        max_requests_per_connection: c
-            .max_requests_per_connection
-            .map(|v| v.value)
-            .filter(|v| *v > 0),
-        ..Limits::default()
+    let mut out = HttpOptions {
+        limits: Limits {
+            max_requests_per_connection: c
+                .max_requests_per_connection
+                .map(|v| v.value)
+                .filter(|v| *v > 0),
+            ..Limits::default()
+        },
+        idle_timeout: std::time::Duration::from_secs(3600),
+        max_connection_duration: None,
+        protocol: UpstreamProtocol::Http1,
     };
-    let mut idle = std::time::Duration::from_secs(3600);
-    let mut max_duration = None;
     for (name, any) in &c.typed_extension_protocol_options {
         if name != HTTP_OPTIONS {
             return Err(format!(
@@ -276,14 +308,27 @@ fn http_options(
             ));
         }
         let o: HttpProtocolOptions = super::unpack(any)?;
-        match &o.upstream_protocol_options {
-            None => {}
-            Some(UpstreamProtocolOptions::ExplicitHttpConfig(e))
-                if matches!(e.protocol_config, None | Some(ProtocolConfig::HttpProtocolOptions(_))) => {}
-            Some(_) => {
-                return Err("upstream HTTP/2, HTTP/3 and protocol selection are not supported yet (HTTP/1.1 only)".into())
+        out.protocol = match &o.upstream_protocol_options {
+            None => UpstreamProtocol::Http1,
+            Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match &e.protocol_config {
+                None | Some(ProtocolConfig::HttpProtocolOptions(_)) => UpstreamProtocol::Http1,
+                Some(ProtocolConfig::Http2ProtocolOptions(h2)) => {
+                    UpstreamProtocol::Http2(http2_options(h2)?)
+                }
+                Some(ProtocolConfig::Http3ProtocolOptions(_)) => {
+                    return Err("upstream HTTP/3 is not supported".into())
+                }
+            },
+            Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(d)) => {
+                let h2 = d.http2_protocol_options.as_ref().map(http2_options);
+                UpstreamProtocol::Downstream(h2.transpose()?.unwrap_or_default())
             }
-        }
+            Some(UpstreamProtocolOptions::AutoConfig(_)) => {
+                return Err(
+                    "upstream auto_config (ALPN protocol selection) is not supported yet".into(),
+                )
+            }
+        };
         if o.outlier_detection.is_some() {
             return Err(
                 "HttpProtocolOptions outlier_detection (error_matcher, Istio's outlierDetectionHttpErrorCodes) is not supported yet".into(),
@@ -300,17 +345,46 @@ fn http_options(
                 .map(|v| v.value)
                 .filter(|v| *v > 0)
             {
-                limits.max_requests_per_connection = Some(max);
+                out.limits.max_requests_per_connection = Some(max);
             }
             if let Some(d) = common.idle_timeout.as_ref() {
-                idle = super::duration(d)?;
+                out.idle_timeout = super::duration(d)?;
             }
             if let Some(d) = common.max_connection_duration.as_ref() {
-                max_duration = Some(super::duration(d)?).filter(|d| !d.is_zero());
+                out.max_connection_duration = Some(super::duration(d)?).filter(|d| !d.is_zero());
             }
         }
     }
-    Ok((limits, idle, max_duration))
+    Ok(out)
+}
+
+/// `http2_protocol_options` as far as the upstream HTTP/2 pool honours
+/// them: flow-control windows and connection keepalive (PING).
+fn http2_options(
+    o: &envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions,
+) -> Result<crate::upstream::Http2, String> {
+    use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+    let honoured = Http2ProtocolOptions {
+        initial_stream_window_size: o.initial_stream_window_size,
+        initial_connection_window_size: o.initial_connection_window_size,
+        connection_keepalive: o.connection_keepalive.clone(),
+        ..Default::default()
+    };
+    if *o != honoured {
+        return Err("http2_protocol_options supports initial_stream_window_size, initial_connection_window_size and connection_keepalive only".into());
+    }
+    let keepalive = o.connection_keepalive.as_ref();
+    let time = |d: Option<&envoy_types::pb::google::protobuf::Duration>| {
+        d.map(super::duration)
+            .transpose()
+            .map(|d| d.filter(|d| !d.is_zero()))
+    };
+    Ok(crate::upstream::Http2 {
+        initial_stream_window: o.initial_stream_window_size.map(|v| v.value),
+        initial_connection_window: o.initial_connection_window_size.map(|v| v.value),
+        keepalive_interval: time(keepalive.and_then(|k| k.interval.as_ref()))?,
+        keepalive_timeout: time(keepalive.and_then(|k| k.timeout.as_ref()))?,
+    })
 }
 
 /// `upstream_connection_options.tcp_keepalive`: keepalive on, with the

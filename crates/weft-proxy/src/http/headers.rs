@@ -27,8 +27,16 @@ pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
         headers.remove(n);
     }
     headers.remove(CONNECTION);
+    // `te: trailers` is the one TE HTTP/2 allows, and gRPC needs it to
+    // reach the server.
+    let trailers = headers
+        .get(http::header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     for n in HOP_BY_HOP {
         headers.remove(n);
+    }
+    if trailers {
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
 }
 

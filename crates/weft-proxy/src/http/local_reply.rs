@@ -18,22 +18,72 @@ fn reply(status: StatusCode, body: Bytes) -> Response<Body> {
 }
 
 /// Envoy's local reply for a failed request; records its flag and detail.
-pub(crate) fn error(e: &ProxyError, entry: &mut Entry) -> Response<Body> {
+/// A gRPC client gets it the gRPC way (see `grpc`).
+pub(crate) fn error(e: &ProxyError, entry: &mut Entry, grpc: bool) -> Response<Body> {
     entry.flags.insert(e.flag());
     entry.detail = e.detail();
+    let explicit = match e {
+        ProxyError::GrpcFaultAbort(code) => Some(*code),
+        _ => None,
+    };
+    if grpc {
+        return grpc_reply(e.status(), explicit, e.body());
+    }
     let mut resp = reply(e.status(), Bytes::from_static(e.body().as_bytes()));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
+/// Whether Envoy treats the request as gRPC: content-type
+/// `application/grpc` or `application/grpc+…`.
+pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v == "application/grpc" || v.as_bytes().starts_with(b"application/grpc+"))
+}
+
+/// A local reply to a gRPC request, as Envoy writes it: HTTP 200 with
+/// only headers (trailers-only), `grpc-status` the explicit status or the
+/// HTTP status mapped, `grpc-message` the body percent-encoded.
+fn grpc_reply(status: StatusCode, explicit: Option<u32>, message: &str) -> Response<Body> {
+    let mut resp = reply(StatusCode::OK, Bytes::new());
     let headers = resp.headers_mut();
-    if let ProxyError::GrpcFaultAbort(code) = e {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert("grpc-status", HeaderValue::from(*code));
-        headers.insert(
-            "grpc-message",
-            HeaderValue::from_static("fault filter abort"),
-        );
-    } else {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    let code = explicit.unwrap_or_else(|| grpc_status_of(status));
+    headers.insert("grpc-status", HeaderValue::from(code));
+    if !message.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
+            headers.insert("grpc-message", v);
+        }
     }
     resp
+}
+
+/// Envoy's HTTP → gRPC status table.
+fn grpc_status_of(status: StatusCode) -> u32 {
+    match status.as_u16() {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    }
+}
+
+/// gRPC's `grpc-message` encoding: bytes outside printable ASCII, and
+/// `%`, become `%XX`.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 pub(crate) fn direct(status: StatusCode, body: Bytes) -> Response<Body> {
@@ -120,6 +170,16 @@ fn default_port(scheme: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_replies() {
+        assert_eq!(grpc_status_of(StatusCode::SERVICE_UNAVAILABLE), 14);
+        assert_eq!(grpc_status_of(StatusCode::GATEWAY_TIMEOUT), 14);
+        assert_eq!(grpc_status_of(StatusCode::NOT_FOUND), 12);
+        assert_eq!(grpc_status_of(StatusCode::IM_A_TEAPOT), 2);
+        assert_eq!(percent_encode("no healthy upstream"), "no healthy upstream");
+        assert_eq!(percent_encode("100% ~é\n"), "100%25 %7E%C3%A9%0A");
+    }
 
     #[test]
     fn authority_ports() {

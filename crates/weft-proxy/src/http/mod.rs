@@ -70,9 +70,10 @@ async fn handle(
     let snapshot = shared.config.load_full();
     let request_id = headers::ensure_request_id(&mut req);
     let mut record = Record::new(Entry::for_request(&req, conn, request_id));
+    let grpc = local_reply::is_grpc(&req);
     let response = match process(req, conn, chain, &snapshot, &mut record.entry).await {
         Ok(r) => r,
-        Err(e) => local_reply::error(&e, &mut record.entry),
+        Err(e) => local_reply::error(&e, &mut record.entry, grpc),
     };
     record.finish(response.status());
     response

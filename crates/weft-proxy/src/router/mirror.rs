@@ -31,7 +31,7 @@ pub(super) fn spawn(parts: &Parts, body: &Replay, cluster: &str, snapshot: &Comp
             req.headers_mut().insert(HOST, v);
         }
     }
-    let peer = cluster.peer(addr);
+    let peer = cluster.peer(addr, parts.version == http::Version::HTTP_2);
     let breaker = cluster.breaker.clone();
     tokio::spawn(async move {
         match upstream::send(&peer, &breaker, req).await {

@@ -148,7 +148,8 @@ fn upstream_request(
         None => parts.uri.path_and_query().cloned().map(Uri::from),
     };
     parts.uri = origin_form.unwrap_or_else(|| Uri::from_static("/"));
-    parts.version = http::Version::HTTP_11;
+    // The version stays the downstream's: the upstream pool sets its own,
+    // and a cluster that follows the client's protocol reads it.
     if let Some(host) = &fwd.host_rewrite {
         parts.headers.insert(HOST, host.clone());
     }
@@ -265,7 +266,9 @@ impl Tries<'_> {
             .next()
             .expect("a try is only made with a body to send");
         let req = request(&self.parts, body);
-        let peer = self.cluster.peer(addr);
+        let peer = self
+            .cluster
+            .peer(addr, self.parts.version == http::Version::HTTP_2);
         let _active = self.cluster.track(addr);
         let send = upstream::send(&peer, &self.cluster.breaker, req);
         match self.policy.and_then(|p| p.per_try_timeout) {

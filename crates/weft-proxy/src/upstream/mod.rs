@@ -1,4 +1,5 @@
-//! HTTP/1.1 connections to upstream endpoints, pooled per worker thread.
+//! Connections to upstream endpoints, pooled per worker thread: HTTP/1.1
+//! here (one request at a time per connection), HTTP/2 in `h2.rs`.
 //!
 //! Checkout and checkin touch only the current thread's idle list, so the
 //! request path takes no lock. A connection goes back to the list as soon as
@@ -23,8 +24,10 @@ use crate::router::body::UpBody;
 
 pub(crate) mod balancer;
 mod breaker;
+mod h2;
 pub(crate) mod outlier;
 pub use breaker::{Breaker, Limits};
+pub use h2::Http2;
 pub use outlier::Outliers;
 
 /// Everything needed to reach one upstream endpoint, built from its
@@ -43,6 +46,8 @@ pub(crate) struct Peer {
     pub max_connection_duration: Option<Duration>,
     /// TCP keepalive on upstream sockets.
     pub keepalive: Option<Keepalive>,
+    /// HTTP/2 to this peer (h2c) rather than HTTP/1.1.
+    pub http2: Option<Http2>,
 }
 
 /// TCP keepalive settings; a part left out is the system's default.
@@ -105,9 +110,21 @@ pub(crate) enum UpstreamError {
 pub(crate) async fn send(
     peer: &Peer,
     breaker: &Arc<Breaker>,
-    mut req: Request<UpBody>,
+    req: Request<UpBody>,
 ) -> Result<Response<Incoming>, UpstreamError> {
     let _active = breaker.request().ok_or(UpstreamError::Overflow)?;
+    match &peer.http2 {
+        Some(h2) => h2::send(peer, h2, breaker, req).await,
+        None => send_http1(peer, breaker, req).await,
+    }
+}
+
+async fn send_http1(
+    peer: &Peer,
+    breaker: &Arc<Breaker>,
+    mut req: Request<UpBody>,
+) -> Result<Response<Incoming>, UpstreamError> {
+    *req.version_mut() = http::Version::HTTP_11;
     let mut pending = None;
     loop {
         let (mut conn, reused) = match checkout(peer) {
@@ -345,6 +362,7 @@ mod tests {
                         idle_timeout: Duration::from_secs(60),
                         max_connection_duration: None,
                         keepalive: None,
+                        http2: None,
                     };
                     let req = req.map(http_body_util::Either::Left);
                     let breaker = Arc::new(Breaker::default());
@@ -420,6 +438,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             max_connection_duration: None,
             keepalive: None,
+            http2: None,
         };
         let err = handshake(&peer).await.unwrap_err();
         assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
@@ -434,6 +453,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
             max_connection_duration: Some(Duration::from_millis(50)),
+            http2: None,
             keepalive: Some(Keepalive {
                 time: Some(Duration::from_secs(60)),
                 interval: None,

@@ -305,3 +305,99 @@ pub async fn statuses(to: SocketAddr, path: &str, n: usize) -> HashMap<u16, usiz
     }
     seen
 }
+
+/// An HTTP/2-only (h2c) upstream: answers `name\n`, echoes what it saw in
+/// `x-version`, `x-authority` and `x-te`, and ends with a `grpc-status: 0`
+/// trailer, as a gRPC server does.
+pub async fn h2_upstream(name: &'static str) -> Upstream {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let count = count.clone();
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                count.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let seen = |v: Option<&http::HeaderValue>| {
+                        v.and_then(|v| v.to_str().ok()).unwrap_or("-").to_string()
+                    };
+                    let authority = req.uri().authority().map_or("-".into(), |a| a.to_string());
+                    let te = seen(req.headers().get("te"));
+                    let version = format!("{:?}", req.version());
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let body = Full::new(Bytes::from(format!("{name}\n")))
+                        .with_trailers(async move { Some(Ok(trailers)) });
+                    let resp = Response::builder()
+                        .header("x-version", version)
+                        .header("x-authority", authority)
+                        .header("x-te", te)
+                        .body(body)
+                        .unwrap();
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc),
+            );
+        }
+    });
+    Upstream { addr, requests }
+}
+
+/// `cluster` speaking HTTP/2 to its hosts, as istiod writes it for a
+/// `grpc` or `http2` port.
+pub fn http2_cluster(mut cluster: Cluster) -> Cluster {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+        http_protocol_options::{
+            explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
+        },
+        HttpProtocolOptions,
+    };
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Default::default())),
+            },
+        )),
+        ..Default::default()
+    };
+    cluster.typed_extension_protocol_options.insert(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+        pack_any(options),
+    );
+    cluster
+}
+
+/// One request over HTTP/2 with prior knowledge (h2c); the reply with its
+/// trailers.
+pub async fn send_h2(
+    to: SocketAddr,
+    req: Request<Full<Bytes>>,
+) -> (Reply, Option<http::HeaderMap>) {
+    let s = TcpStream::connect(to).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    let body = collected.to_bytes();
+    (
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        },
+        trailers,
+    )
+}
