@@ -367,7 +367,7 @@ fn http2_options(
     let honoured = Http2ProtocolOptions {
         initial_stream_window_size: o.initial_stream_window_size,
         initial_connection_window_size: o.initial_connection_window_size,
-        connection_keepalive: o.connection_keepalive.clone(),
+        connection_keepalive: o.connection_keepalive,
         ..Default::default()
     };
     if *o != honoured {
