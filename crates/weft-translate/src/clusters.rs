@@ -95,7 +95,11 @@ fn push_cluster(
         None => ("", BTreeMap::new()),
     };
     let name = cluster_name("outbound", port.port, subset_name, &service.fqdn());
-    out.clusters.push(eds_cluster(&name, policy));
+    out.clusters.push(eds_cluster(
+        &name,
+        weft_registry::Protocol::of(port),
+        policy,
+    ));
     let endpoints = inputs.registry.endpoints(service, port, &labels);
     out.endpoints.push(ClusterLoadAssignment {
         cluster_name: name,
@@ -144,7 +148,11 @@ fn lb_policy(policy: Option<&TrafficPolicy>) -> cluster::LbPolicy {
     }
 }
 
-fn eds_cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
+fn eds_cluster(
+    name: &str,
+    protocol: weft_registry::Protocol,
+    policy: Option<&TrafficPolicy>,
+) -> Cluster {
     // PASSTHROUGH: connect where the client meant to, as istiod writes it.
     if lb_policy(policy) == cluster::LbPolicy::ClusterProvided {
         return original_dst(name);
@@ -163,6 +171,7 @@ fn eds_cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
         ..pool::outlier(
             pool::apply(
                 Cluster::default(),
+                protocol,
                 policy.and_then(|p| p.connection_pool.as_ref()),
                 policy.and_then(|p| p.outlier_detection.as_ref()),
             ),
@@ -189,12 +198,17 @@ fn original_dst(name: &str) -> Cluster {
         )),
         lb_policy: cluster::LbPolicy::ClusterProvided as i32,
         // Istio's defaults: no circuit-breaker limit (not Envoy's 1024).
-        ..pool::apply(Cluster::default(), None, None)
+        ..pool::apply(Cluster::default(), weft_registry::Protocol::Tcp, None, None)
     }
 }
 
 /// A cluster with fixed endpoints and its assignment inline (inbound).
-pub(crate) fn static_cluster(name: &str, ip: &str, port: u16) -> Cluster {
+pub(crate) fn static_cluster(
+    name: &str,
+    ip: &str,
+    port: u16,
+    protocol: weft_registry::Protocol,
+) -> Cluster {
     Cluster {
         name: name.into(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
@@ -208,7 +222,7 @@ pub(crate) fn static_cluster(name: &str, ip: &str, port: u16) -> Cluster {
             }],
             ..Default::default()
         }),
-        ..pool::apply(Cluster::default(), None, None)
+        ..pool::apply(Cluster::default(), protocol, None, None)
     }
 }
 

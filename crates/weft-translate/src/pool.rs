@@ -13,7 +13,8 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 };
 use envoy_types::pb::envoy::config::core::v3::TcpKeepalive;
 use envoy_types::pb::envoy::config::core::v3::{
-    Http1ProtocolOptions, HttpProtocolOptions as CommonOptions,
+    Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CommonOptions,
+    KeepaliveSettings,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     http_protocol_options::{
@@ -23,7 +24,8 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
-use weft_config::networking::traffic::{ConnectionPool, OutlierDetection};
+use weft_config::networking::traffic::{ConnectionPool, HttpPool, OutlierDetection};
+use weft_registry::Protocol;
 
 use crate::policies::duration;
 
@@ -32,6 +34,7 @@ const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptio
 /// `cluster` with the pool's settings (and Istio's defaults) applied.
 pub(crate) fn apply(
     mut cluster: Cluster,
+    protocol: Protocol,
     pool: Option<&ConnectionPool>,
     od: Option<&OutlierDetection>,
 ) -> Cluster {
@@ -87,21 +90,20 @@ pub(crate) fn apply(
         });
     }
     let errors = error_codes(od);
-    if per_connection.is_some() || idle.is_some() || max_duration.is_some() || errors.is_some() {
-        let options = HttpProtocolOptions {
-            common_http_protocol_options: Some(CommonOptions {
+    let upstream = upstream_protocol(protocol, http);
+    let common =
+        (per_connection.is_some() || idle.is_some() || max_duration.is_some()).then(|| {
+            CommonOptions {
                 max_requests_per_connection: per_connection,
                 idle_timeout: idle.map(duration),
                 max_connection_duration: max_duration.map(duration),
                 ..Default::default()
-            }),
-            upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
-                ExplicitHttpConfig {
-                    protocol_config: Some(ProtocolConfig::HttpProtocolOptions(
-                        Http1ProtocolOptions::default(),
-                    )),
-                },
-            )),
+            }
+        });
+    if common.is_some() || errors.is_some() || upstream != Upstream::Http1 {
+        let options = HttpProtocolOptions {
+            common_http_protocol_options: common,
+            upstream_protocol_options: Some(protocol_options(upstream, http)),
             outlier_detection: errors,
             ..Default::default()
         };
@@ -109,6 +111,65 @@ pub(crate) fn apply(
             HashMap::from([(HTTP_OPTIONS.to_string(), pack_any(options))]);
     }
     cluster
+}
+
+/// The HTTP version a cluster's connections speak, as istiod decides it:
+/// `useClientProtocol` follows the client; gRPC and HTTP/2 ports speak
+/// HTTP/2; an HTTP port does when `h2UpgradePolicy: UPGRADE` says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upstream {
+    Http1,
+    Http2,
+    Downstream,
+}
+
+fn upstream_protocol(protocol: Protocol, http: Option<&HttpPool>) -> Upstream {
+    if http.and_then(|h| h.use_client_protocol) == Some(true) {
+        return Upstream::Downstream;
+    }
+    let upgrade = http.and_then(|h| h.h2_upgrade_policy.as_deref()) == Some("UPGRADE");
+    match protocol {
+        Protocol::Grpc | Protocol::Http2 => Upstream::Http2,
+        Protocol::Http if upgrade => Upstream::Http2,
+        _ => Upstream::Http1,
+    }
+}
+
+fn protocol_options(upstream: Upstream, http: Option<&HttpPool>) -> UpstreamProtocolOptions {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::UseDownstreamHttpConfig;
+    match upstream {
+        Upstream::Http1 => UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::HttpProtocolOptions(
+                Http1ProtocolOptions::default(),
+            )),
+        }),
+        Upstream::Http2 => UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(http2_options(http))),
+        }),
+        // istiod's fresh HTTP/2 block here drops keepalive settings.
+        Upstream::Downstream => {
+            UpstreamProtocolOptions::UseDownstreamProtocolConfig(UseDownstreamHttpConfig {
+                http_protocol_options: Some(Http1ProtocolOptions::default()),
+                http2_protocol_options: Some(Default::default()),
+                ..Default::default()
+            })
+        }
+    }
+}
+
+/// `http2KeepAlive` becomes the connection's PING keepalive.
+fn http2_options(http: Option<&HttpPool>) -> Http2ProtocolOptions {
+    let keepalive = http.and_then(|h| h.http2_keep_alive.as_ref());
+    let time =
+        |d: Option<&weft_config::networking::Duration>| d.and_then(|d| d.parse()).map(duration);
+    Http2ProtocolOptions {
+        connection_keepalive: keepalive.map(|k| KeepaliveSettings {
+            interval: time(k.interval.as_ref()),
+            timeout: time(k.timeout.as_ref()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// `outlierDetectionHttpErrorCodes`: the responses outlier detection

@@ -231,7 +231,7 @@ fn inbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
     for (port, protocol) in inbound_ports(inputs, proxy) {
         let cluster = cluster_name("inbound", port, "", "");
         out.clusters
-            .push(static_cluster(&cluster, "127.0.0.1", port));
+            .push(static_cluster(&cluster, "127.0.0.1", port, protocol));
         let filter: Filter = if protocol.is_http() {
             hcm_inline(
                 &cluster,

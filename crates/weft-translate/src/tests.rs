@@ -627,3 +627,54 @@ fn port_level_settings_override_for_their_port() {
         "the subset's wins"
     );
 }
+
+/// The upstream HTTP version, as istiod decides it: gRPC and HTTP/2 ports
+/// speak HTTP/2 (outbound and inbound), an HTTP port does with
+/// `h2UpgradePolicy: UPGRADE`, and `useClientProtocol` follows the client.
+#[test]
+fn upstream_protocols_follow_ports_and_policies() {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+        http_protocol_options::{explicit_http_config::ProtocolConfig, UpstreamProtocolOptions},
+        HttpProtocolOptions,
+    };
+    use prost::Message;
+    let protocol = |out: &ProxyResources, name: &str| {
+        let c = out.clusters.iter().find(|c| c.name == name).unwrap();
+        let Some(any) = c
+            .typed_extension_protocol_options
+            .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+        else {
+            return "http1";
+        };
+        let o = HttpProtocolOptions::decode(any.value.as_slice()).unwrap();
+        match o.upstream_protocol_options {
+            Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match e.protocol_config {
+                Some(ProtocolConfig::Http2ProtocolOptions(_)) => "http2",
+                _ => "http1",
+            },
+            Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(_)) => "downstream",
+            _ => "other",
+        }
+    };
+    let outbound = "outbound|9080||reviews.default.svc.cluster.local";
+    let out = translated_with(CONFIG, 0);
+    assert_eq!(protocol(&out, outbound), "http1");
+    let dr = |http: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n  trafficPolicy:\n    connectionPool:\n      http: {{{http}}}\n")
+    };
+    let upgraded = translated_with(&dr("h2UpgradePolicy: UPGRADE"), 0);
+    assert_eq!(protocol(&upgraded, outbound), "http2");
+    let client = translated_with(&dr("useClientProtocol: true"), 0);
+    assert_eq!(protocol(&client, outbound), "downstream");
+    // A gRPC port: HTTP/2 both ways.
+    let mut registry = registry();
+    registry.services[0].ports[0].name = "grpc".into();
+    let loaded = weft_config::load_str(CONFIG, "t.yaml");
+    let inputs = Inputs {
+        config: &loaded.resources,
+        registry: &registry,
+    };
+    let out = translate(&inputs, &registry.workloads[0]);
+    assert_eq!(protocol(&out, outbound), "http2");
+    assert_eq!(protocol(&out, "inbound|9080||"), "http2");
+}

@@ -126,20 +126,8 @@ impl TrafficPolicy {
                 lb.is_some_and(|l| l.backend_utilization.is_some()),
             ),
             (
-                "connectionPool.http.h2UpgradePolicy",
-                http.is_some_and(|h| h.h2_upgrade_policy.is_some()),
-            ),
-            (
-                "connectionPool.http.useClientProtocol",
-                http.is_some_and(|h| h.use_client_protocol.is_some()),
-            ),
-            (
                 "connectionPool.http.maxConcurrentStreams",
                 http.is_some_and(|h| h.max_concurrent_streams.is_some()),
-            ),
-            (
-                "connectionPool.http.http2KeepAlive",
-                http.is_some_and(|h| h.http2_keep_alive.is_some()),
             ),
             ("tls", self.tls.is_some()),
             ("tunnel", self.tunnel.is_some()),
