@@ -11,6 +11,7 @@ have curl || need+=(curl)
 have setpriv || need+=(util-linux)
 have ps || need+=(procps)
 have python3 || need+=(python3)
+have h2load || need+=(nghttp2-client)
 if [ "${WEFT_BENCH:-0}" = 1 ]; then
   have wrk || need+=(wrk)
   have nginx || need+=(nginx)

@@ -115,11 +115,20 @@ pub async fn run(
         let (sock, peer) = listener.accept().await?;
         let app = app.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |req: Request<Incoming>| {
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+                async move {
+                    // Which HTTP version reached the app, for HTTP/2 demos.
+                    let version = format!("{:?}", req.version());
+                    let mut resp = app.handle(req, peer).await;
+                    if let Ok(v) = http::HeaderValue::from_str(&version) {
+                        resp.headers_mut().insert("x-protocol", v);
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            // HTTP/1.1 and h2c (prior knowledge), as gRPC-era services do.
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(sock), svc)
                 .await;
         });
