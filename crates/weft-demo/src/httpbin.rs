@@ -1,6 +1,7 @@
 //! An httpbin-like service, for Istio's timeout, retry, mirroring and
 //! circuit-breaking tasks: `/status/{code}`, `/delay/{seconds}`,
-//! `/headers`, `/get`, `/anything…`, `/ip`. Every answer names the
+//! `/headers`, `/get`, `/anything…`, `/ip`, and `/websocket/echo` (an
+//! HTTP/1.1 upgrade whose bytes come back as sent). Every answer names the
 //! workload (`workload` in JSON bodies, and an `x-workload` header) and
 //! every request is logged on standard output, so a test can see which
 //! replica got what (a mirror's copy included).
@@ -17,7 +18,7 @@ use serde_json::{json, Map, Value};
 pub(crate) async fn handle(
     workload: &str,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let host = req
         .headers()
@@ -30,6 +31,7 @@ pub(crate) async fn handle(
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (first, rest) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     match first {
+        "websocket" if rest == "echo" => upgrade_echo(workload, &mut req),
         "status" => match rest
             .parse::<u16>()
             .ok()
@@ -132,4 +134,33 @@ fn reply(workload: &str, status: StatusCode, body: Value) -> Response<Full<Bytes
         r.headers_mut().insert("x-workload", v);
     }
     r
+}
+
+/// Switches an upgrade request (any `Upgrade` token, WebSocket's included)
+/// and echoes the upgraded stream byte for byte; WebSocket frames come
+/// back as the client sent them.
+fn upgrade_echo(workload: &str, req: &mut Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(token) = req.headers().get(http::header::UPGRADE).cloned() else {
+        return reply(
+            workload,
+            StatusCode::BAD_REQUEST,
+            json!({"error": "an Upgrade header is needed"}),
+        );
+    };
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let io = hyper_util::rt::TokioIo::new(upgraded);
+            let (mut r, mut w) = tokio::io::split(io);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+    });
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    resp.headers_mut().insert(http::header::UPGRADE, token);
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    resp
 }

@@ -129,7 +129,7 @@ pub async fn run(
             });
             // HTTP/1.1 and h2c (prior knowledge), as gRPC-era services do.
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(sock), svc)
+                .serve_connection_with_upgrades(TokioIo::new(sock), svc)
                 .await;
         });
     }

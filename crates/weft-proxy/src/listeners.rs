@@ -158,8 +158,18 @@ async fn dispatch(sock: TcpStream, peer: SocketAddr, listener: String, shared: A
     };
     match chain.action.clone() {
         ChainAction::Http {
-            routes, filters, ..
-        } => crate::http::serve(sock, conn, crate::http::Chain { routes, filters }, shared).await,
+            routes,
+            filters,
+            upgrades,
+            ..
+        } => {
+            let chain = crate::http::Chain {
+                routes,
+                filters,
+                upgrades,
+            };
+            crate::http::serve(sock, conn, chain, shared).await
+        }
         ChainAction::Tcp {
             clusters,
             idle_timeout,

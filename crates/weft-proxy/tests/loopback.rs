@@ -1066,3 +1066,28 @@ async fn grpc_requests_get_grpc_local_replies() {
     assert_eq!(r.headers["grpc-message"], "no healthy upstream");
     assert_eq!(r.body, "");
 }
+
+/// A WebSocket upgrade (the connection manager's `upgrade_configs`, as
+/// istiod writes them) is switched through: 101 comes back with its
+/// headers, then bytes flow both ways on the same connection.
+#[tokio::test]
+async fn websocket_upgrades_are_switched_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upgrade_echo_upstream().await;
+    let p = proxy(vec![static_cluster("c", &[up])], vec![route_to("c")]);
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nhost: test.local\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for msg in [&b"ping"[..], b"pong twice"] {
+        s.write_all(msg).await.unwrap();
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, msg);
+    }
+}

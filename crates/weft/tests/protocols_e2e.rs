@@ -95,3 +95,43 @@ fn grpc_fault_abort_through_a_sidecar() {
     let log = mesh.log("curl.sidecar.log");
     assert!(log.contains(" 200 FI "), "{log}");
 }
+
+/// A WebSocket upgrade from the curl pod to httpbin's `/websocket/echo`
+/// crosses both sidecars: 101, then bytes echoed on the same connection.
+#[test]
+fn websocket_through_sidecars() {
+    let mesh = Mesh::up_example("httpbin", "ws", 132, 18132);
+    let script = r#"
+import socket, sys
+s = socket.create_connection(("httpbin", 8000), timeout=5)
+s.sendall(b"GET /websocket/echo HTTP/1.1\r\nHost: httpbin:8000\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+head = b""
+while b"\r\n\r\n" not in head:
+    chunk = s.recv(1)
+    if not chunk:
+        break
+    head += chunk
+print(head.split(b"\r\n")[0].decode())
+for msg in [b"hello", b"mesh"]:
+    s.sendall(msg)
+    got = b""
+    while len(got) < len(msg):
+        got += s.recv(len(msg) - len(got))
+    print(got.decode())
+"#;
+    let mut last = String::new();
+    wait_until("the upgrade to go through", Duration::from_secs(10), || {
+        let out = pod_python(&mesh, "curl", script);
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last.starts_with("HTTP/1.1 101")
+    });
+    assert_eq!(
+        last.lines().collect::<Vec<_>>(),
+        ["HTTP/1.1 101 Switching Protocols", "hello", "mesh"],
+        "{last}"
+    );
+}

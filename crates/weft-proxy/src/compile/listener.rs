@@ -42,6 +42,9 @@ pub enum ChainAction {
         stat_prefix: String,
         routes: RouteRef,
         filters: Arc<HttpFilters>,
+        /// Upgrade types (lower case) the manager lets through, as its
+        /// `upgrade_configs` name them (Istio: `websocket`).
+        upgrades: Arc<[String]>,
     },
     Tcp {
         stat_prefix: String,
@@ -170,7 +173,29 @@ fn http_action(hcm: &HttpConnectionManager) -> Result<ChainAction, String> {
         stat_prefix: hcm.stat_prefix.clone(),
         routes,
         filters,
+        upgrades: upgrades(hcm)?,
     })
+}
+
+/// The enabled `upgrade_configs`; per-upgrade filter chains and CONNECT
+/// (tunnelling) are refused.
+fn upgrades(hcm: &HttpConnectionManager) -> Result<Arc<[String]>, String> {
+    let mut out = Vec::new();
+    for u in &hcm.upgrade_configs {
+        if !u.filters.is_empty() {
+            return Err(format!(
+                "upgrade_configs {:?}: per-upgrade filters are not supported",
+                u.upgrade_type
+            ));
+        }
+        if u.upgrade_type.eq_ignore_ascii_case("CONNECT") {
+            return Err("CONNECT upgrades (tunnelling) are not supported".into());
+        }
+        if u.enabled.is_none_or(|e| e.value) {
+            out.push(u.upgrade_type.to_ascii_lowercase());
+        }
+    }
+    Ok(out.into())
 }
 
 /// One cluster, or weighted clusters drawn once per connection (Istio's

@@ -46,6 +46,8 @@ pub(crate) struct Connection {
 pub(crate) struct Chain {
     pub routes: RouteRef,
     pub filters: Arc<FilterChain>,
+    /// Upgrade types let through (`websocket`).
+    pub upgrades: Arc<[String]>,
 }
 
 pub(crate) async fn serve(sock: TcpStream, conn: Connection, chain: Chain, shared: Arc<Shared>) {
@@ -55,7 +57,8 @@ pub(crate) async fn serve(sock: TcpStream, conn: Connection, chain: Chain, share
         async move { Ok::<_, Infallible>(handle(req, &conn, &chain, &shared).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(sock), service).await {
+    let serving = builder.serve_connection_with_upgrades(TokioIo::new(sock), service);
+    if let Err(e) = serving.await {
         tracing::debug!(error = %e, "downstream connection ended with an error");
     }
 }
@@ -98,11 +101,29 @@ async fn process(
     let mut response = match &route.action {
         Action::Direct { status, body } => local_reply::direct(*status, body.clone()),
         Action::Redirect(r) => local_reply::redirect(r, route, &req),
-        Action::Forward(fwd) => router::forward(req, route, fwd, conn, snapshot, entry).await?,
+        Action::Forward(fwd) => match upgrade_of(&req, &chain.upgrades) {
+            Some(_) => router::upgrade::forward(req, route, fwd, conn, snapshot, entry).await?,
+            None => router::forward(req, route, fwd, conn, snapshot, entry).await?,
+        },
     };
     chain
         .filters
         .on_response(&route.filters, verdict, &mut response);
     route.response_headers.apply(response.headers_mut());
     Ok(response)
+}
+
+/// The upgrade an HTTP/1.1 request asks for (`Connection: upgrade` and an
+/// `Upgrade` token), when the connection manager lets that type through.
+fn upgrade_of<'a, B>(req: &'a Request<B>, allowed: &[String]) -> Option<&'a str> {
+    use http::header::{CONNECTION, UPGRADE};
+    let asks = req
+        .headers()
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let kind = req.headers().get(UPGRADE)?.to_str().ok()?;
+    (asks && allowed.iter().any(|a| a.eq_ignore_ascii_case(kind.trim()))).then_some(kind)
 }

@@ -6,6 +6,7 @@ pub(crate) mod body;
 pub(crate) mod hash;
 mod mirror;
 pub(crate) mod retry;
+pub(crate) mod upgrade;
 
 use std::net::SocketAddr;
 
@@ -188,7 +189,7 @@ struct Tries<'a> {
 }
 
 /// How one try failed.
-enum TryError {
+pub(super) enum TryError {
     Upstream(UpstreamError),
     PerTryTimeout,
 }
@@ -304,7 +305,9 @@ fn request(parts: &Parts, body: body::UpBody) -> Request<body::UpBody> {
     req
 }
 
-fn finish(result: Result<Response<Incoming>, TryError>) -> Result<Response<Incoming>, ProxyError> {
+pub(super) fn finish(
+    result: Result<Response<Incoming>, TryError>,
+) -> Result<Response<Incoming>, ProxyError> {
     result.map_err(|e| match e {
         TryError::PerTryTimeout => ProxyError::UpstreamTimeout,
         TryError::Upstream(UpstreamError::Connect(e)) => ProxyError::ConnectFailure(e),

@@ -170,6 +170,42 @@ async fn send_http1(
     }
 }
 
+/// An upgrade request (WebSocket) on a new HTTP/1.1 connection of its own,
+/// which becomes the upgraded stream if the upstream answers 101; it
+/// counts against the connection limit until then.
+pub(crate) async fn send_upgrade(
+    peer: &Peer,
+    breaker: &Arc<Breaker>,
+    mut req: Request<UpBody>,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let _active = breaker.request().ok_or(UpstreamError::Overflow)?;
+    if !breaker.open_connection(false) {
+        return Err(UpstreamError::Overflow);
+    }
+    let (mut sender, conn) = match handshake(peer).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            breaker.connection_closed();
+            return Err(e);
+        }
+    };
+    let (endpoint, closed) = (peer.addr, breaker.clone());
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(%endpoint, error = %e, "upstream upgrade connection ended with an error");
+        }
+        closed.connection_closed();
+    });
+    *req.version_mut() = http::Version::HTTP_11;
+    sender
+        .send_request(req)
+        .await
+        .map_err(|error| UpstreamError::Request {
+            error,
+            reused: false,
+        })
+}
+
 /// A ready connection to `peer`; closed and long-idle ones are dropped on
 /// the way.
 fn checkout(peer: &Peer) -> Option<Pooled> {

@@ -191,6 +191,13 @@ pub fn listener(addr: SocketAddr, routes: Vec<Route>) -> Listener {
             http_filter("envoy.filters.http.fault", pack_any(HttpFault::default())),
             http_filter("envoy.filters.http.router", pack_any(Router::default())),
         ],
+        // As istiod writes every connection manager.
+        upgrade_configs: vec![
+            envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::UpgradeConfig {
+                upgrade_type: "websocket".into(),
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     };
     Listener {
@@ -400,4 +407,43 @@ pub async fn send_h2(
         },
         trailers,
     )
+}
+
+/// A bare upstream that accepts any HTTP/1.1 upgrade (`101`, echoing the
+/// `Upgrade` token) and then echoes every byte, as a WebSocket echo server
+/// would echo frames.
+pub async fn upgrade_echo_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let token = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("upgrade:"))
+                    .map(str::trim)
+                    .unwrap_or("none")
+                    .to_string();
+                let reply = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: {token}\r\nconnection: upgrade\r\n\r\n"
+                );
+                if s.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
 }
