@@ -23,9 +23,10 @@ impl Flags {
     pub const DOWNSTREAM_TERMINATION: Flags = Flags(1 << 8); // DC
     pub const RETRY_LIMIT_EXCEEDED: Flags = Flags(1 << 9); // URX
     pub const NO_CLUSTER: Flags = Flags(1 << 10); // NC
+    pub const DURATION_TIMEOUT: Flags = Flags(1 << 11); // DT
 
-    const NAMES: [&'static str; 11] = [
-        "UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "DC", "URX", "NC",
+    const NAMES: [&'static str; 12] = [
+        "UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "DC", "URX", "NC", "DT",
     ];
 
     pub fn insert(&mut self, other: Flags) {
@@ -73,6 +74,9 @@ pub(crate) enum ProxyError {
     ConnectionTermination(hyper::Error),
     /// The route's timeout (or the last try's timeout) passed.
     UpstreamTimeout,
+    /// The stream's own deadline (a gRPC `grpc-timeout` under
+    /// `max_stream_duration`) passed.
+    StreamTimeout,
     /// A circuit breaker's limit (connections, pending or active requests).
     Overflow,
     /// The fault filter aborted the request with this status.
@@ -88,7 +92,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::DownstreamBody(_) => StatusCode::BAD_REQUEST,
-            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamTimeout | ProxyError::StreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::FaultAbort(s) => *s,
             // gRPC carries its status in `grpc-status`, on an HTTP 200.
             ProxyError::GrpcFaultAbort(_) => StatusCode::OK,
@@ -105,6 +109,7 @@ impl ProxyError {
             ProxyError::ConnectFailure(_) => Flags::CONNECT_FAILURE,
             ProxyError::ConnectionTermination(_) => Flags::CONNECTION_TERMINATION,
             ProxyError::UpstreamTimeout => Flags::UPSTREAM_TIMEOUT,
+            ProxyError::StreamTimeout => Flags::DURATION_TIMEOUT,
             ProxyError::Overflow => Flags::OVERFLOW,
             ProxyError::FaultAbort(_) | ProxyError::GrpcFaultAbort(_) => Flags::FAULT_INJECTED,
         }
@@ -121,11 +126,22 @@ impl ProxyError {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
             }
             ProxyError::UpstreamTimeout => "upstream request timeout",
+            ProxyError::StreamTimeout => "downstream duration timeout",
             ProxyError::Overflow => {
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow"
             }
             ProxyError::FaultAbort(_) | ProxyError::GrpcFaultAbort(_) => "fault filter abort",
             ProxyError::NoRoute | ProxyError::NoCluster | ProxyError::DownstreamBody(_) => "",
+        }
+    }
+
+    /// The gRPC status Envoy sets itself, where it does not map the HTTP
+    /// status.
+    pub fn grpc_status(&self) -> Option<u32> {
+        match self {
+            ProxyError::GrpcFaultAbort(code) => Some(*code),
+            ProxyError::StreamTimeout => Some(4), // DEADLINE_EXCEEDED
+            _ => None,
         }
     }
 

@@ -1091,3 +1091,41 @@ async fn websocket_upgrades_are_switched_through() {
         assert_eq!(got, msg);
     }
 }
+
+/// A route as istiod writes it for gRPC (`max_grpc_timeout`): a gRPC
+/// call's `grpc-timeout` is its deadline, and on expiry the client gets
+/// UNAVAILABLE with "upstream request timeout"; under
+/// `max_stream_duration.grpc_timeout_header_max` (istiod's inbound routes)
+/// it gets DEADLINE_EXCEEDED.
+#[tokio::test]
+async fn grpc_timeout_headers_set_the_deadline() {
+    use envoy_types::pb::envoy::config::route::v3::route_action::MaxStreamDuration;
+    let slow = upstream("slow", None).await;
+    let call = || {
+        Request::post("http://svc/delay/2000")
+            .header("content-type", "application/grpc")
+            .header("grpc-timeout", "200m")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let mut router_style = route_to("c");
+    #[allow(deprecated)]
+    {
+        action(&mut router_style).max_grpc_timeout = Some(millis(0));
+    }
+    let p = proxy(vec![static_cluster("c", &[slow.addr])], vec![router_style]);
+    let started = Instant::now();
+    let (r, _) = send_h2(p.addr, call()).await;
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert_eq!(r.headers["grpc-status"], "14", "{:?}", r.headers);
+    assert_eq!(r.headers["grpc-message"], "upstream request timeout");
+    let mut stream_style = route_to("c");
+    action(&mut stream_style).max_stream_duration = Some(MaxStreamDuration {
+        grpc_timeout_header_max: Some(millis(0)),
+        ..Default::default()
+    });
+    let p = proxy(vec![static_cluster("c", &[slow.addr])], vec![stream_style]);
+    let (r, _) = send_h2(p.addr, call()).await;
+    assert_eq!(r.headers["grpc-status"], "4", "{:?}", r.headers);
+    assert_eq!(r.headers["grpc-message"], "downstream duration timeout");
+}

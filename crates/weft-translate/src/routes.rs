@@ -124,14 +124,36 @@ fn delegated_routes(root: &HttpRoute, scope: &Scope) -> Vec<Route> {
     out
 }
 
-/// A catch-all route to one cluster: the default outbound route of a
-/// service (with Istio's default retries) or an inbound or passthrough
-/// route (without). No timeout, as istiod writes them.
-pub(crate) fn route_to_cluster(name: &str, cluster: &str, retries: bool) -> Route {
+/// Which catch-all route `route_to_cluster` builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DefaultRoute {
+    /// A service's default outbound route: Istio's default retries.
+    Outbound,
+    /// The outbound catch-all to the passthrough cluster.
+    Passthrough,
+    /// The inbound route to the app: a gRPC call's `grpc-timeout` bounds
+    /// its stream.
+    Inbound,
+}
+
+/// A catch-all route to one cluster, as istiod writes them: no timeout
+/// (`0s`); gRPC deadlines from `grpc-timeout`, uncapped (outbound through
+/// `max_grpc_timeout`, inbound through `max_stream_duration`).
+#[allow(deprecated)] // `max_grpc_timeout`, which istiod still writes.
+pub(crate) fn route_to_cluster(name: &str, cluster: &str, kind: DefaultRoute) -> Route {
+    let zero = policies::timeout(None);
     let action = RouteAction {
         cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.into())),
-        timeout: Some(policies::timeout(None)),
-        retry_policy: retries.then(policies::default_retry),
+        timeout: Some(zero),
+        retry_policy: (kind == DefaultRoute::Outbound).then(policies::default_retry),
+        max_grpc_timeout: (kind != DefaultRoute::Inbound).then_some(zero),
+        max_stream_duration: (kind == DefaultRoute::Inbound).then_some(
+            route_action::MaxStreamDuration {
+                max_stream_duration: Some(zero),
+                grpc_timeout_header_max: Some(zero),
+                ..Default::default()
+            },
+        ),
         ..Default::default()
     };
     Route {
@@ -355,6 +377,7 @@ fn cors_policy(
     envoy_types::util::pack_any(policy)
 }
 
+#[allow(deprecated)] // `max_grpc_timeout`, which istiod still writes.
 fn route_action(http: &HttpRoute, scope: &Scope) -> Option<RouteAction> {
     let specifier = match http.route.as_slice() {
         [] => return None,
@@ -370,6 +393,8 @@ fn route_action(http: &HttpRoute, scope: &Scope) -> Option<RouteAction> {
     Some(RouteAction {
         cluster_specifier: Some(specifier),
         timeout: Some(policies::timeout(http.timeout.as_ref())),
+        // istiod bounds a gRPC call's own deadline by the same timeout.
+        max_grpc_timeout: Some(policies::timeout(http.timeout.as_ref())),
         retry_policy: policies::retry(http.retries.as_ref()),
         prefix_rewrite: rewrite.and_then(|r| r.uri.clone()).unwrap_or_default(),
         regex_rewrite: rewrite

@@ -13,7 +13,7 @@ use weft_registry::{Protocol, Service, Workload};
 
 use crate::clusters::{cluster_name, static_cluster, INBOUND_PASSTHROUGH, PASSTHROUGH};
 use crate::envoy::{hcm_inline, hcm_rds, socket, tcp_proxy};
-use crate::routes::{route_to_cluster, virtual_service_routes, Context, Scope};
+use crate::routes::{route_to_cluster, virtual_service_routes, Context, DefaultRoute, Scope};
 use crate::{Inputs, ProxyResources};
 
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
@@ -109,7 +109,11 @@ fn outbound_routes(
     virtual_hosts.push(VirtualHost {
         name: "allow_any".into(),
         domains: vec!["*".into()],
-        routes: vec![route_to_cluster("allow_any", PASSTHROUGH, false)],
+        routes: vec![route_to_cluster(
+            "allow_any",
+            PASSTHROUGH,
+            DefaultRoute::Passthrough,
+        )],
         ..Default::default()
     });
     RouteConfiguration {
@@ -160,8 +164,11 @@ fn service_virtual_host(
         }
     }
     if routes.is_empty() {
-        let mut route =
-            route_to_cluster("default", &cluster_name("outbound", port, "", &fqdn), true);
+        let mut route = route_to_cluster(
+            "default",
+            &cluster_name("outbound", port, "", &fqdn),
+            DefaultRoute::Outbound,
+        );
         // The service's DestinationRule may still ask for consistent hashing.
         let scope = Scope {
             registry: inputs.registry,
@@ -240,7 +247,7 @@ fn inbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
                     virtual_hosts: vec![VirtualHost {
                         name: format!("inbound|http|{port}"),
                         domains: vec!["*".into()],
-                        routes: vec![route_to_cluster("default", &cluster, false)],
+                        routes: vec![route_to_cluster("default", &cluster, DefaultRoute::Inbound)],
                         ..Default::default()
                     }],
                     ..Default::default()

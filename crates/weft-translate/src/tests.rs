@@ -678,3 +678,43 @@ fn upstream_protocols_follow_ports_and_policies() {
     assert_eq!(protocol(&out, outbound), "http2");
     assert_eq!(protocol(&out, "inbound|9080||"), "http2");
 }
+
+/// gRPC deadlines as istiod writes them: outbound routes bound a call's
+/// `grpc-timeout` by the route timeout (`max_grpc_timeout`), the inbound
+/// route lets it bound the stream (`max_stream_duration`).
+#[test]
+#[allow(deprecated)]
+fn grpc_deadlines_reach_the_routes() {
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - timeout: 2s\n    route:\n    - destination: {host: reviews}\n";
+    let out = translated_with(vs, 0);
+    let action = |rc: &RouteConfiguration| match rc.virtual_hosts[0].routes[0].action.clone() {
+        Some(route::Action::Route(a)) => a,
+        other => panic!("not a route action: {other:?}"),
+    };
+    let outbound = out.routes.iter().find(|r| r.name == "9080").unwrap();
+    let a = action(outbound);
+    assert_eq!(a.timeout.unwrap().seconds, 2);
+    assert_eq!(a.max_grpc_timeout.unwrap().seconds, 2);
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        http_connection_manager::RouteSpecifier, HttpConnectionManager,
+    };
+    use prost::Message;
+    let inbound = out
+        .listeners
+        .iter()
+        .find(|l| l.name == "virtualInbound")
+        .expect("the inbound listener");
+    let Some(ConfigType::TypedConfig(any)) = &inbound.filter_chains[0].filters[0].config_type
+    else {
+        panic!("no typed config")
+    };
+    let hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+    let Some(RouteSpecifier::RouteConfig(rc)) = &hcm.route_specifier else {
+        panic!("inline routes expected")
+    };
+    let a = action(rc);
+    let stream = a.max_stream_duration.unwrap();
+    assert_eq!(stream.grpc_timeout_header_max.unwrap().seconds, 0);
+    assert!(a.max_grpc_timeout.is_none());
+}

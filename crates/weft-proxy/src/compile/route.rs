@@ -122,6 +122,62 @@ pub struct Forward {
     pub mirrors: Vec<Mirror>,
     /// The key consistent-hash balancers place the request by.
     pub hash_policy: Vec<HashRule>,
+    /// How a gRPC request's `grpc-timeout` sets its deadline, when the
+    /// route says.
+    pub grpc_timeout: Option<GrpcTimeout>,
+}
+
+/// A gRPC request's deadline from its `grpc-timeout` header, capped at
+/// `max` (None: no cap), in one of Envoy's two styles.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum GrpcTimeout {
+    /// `max_grpc_timeout` (istiod's outbound routes): the deadline replaces
+    /// the route timeout; with no header it is `max` (none: no deadline);
+    /// expiry is the router's 504, UT.
+    Router { max: Option<Duration> },
+    /// `max_stream_duration` with `grpc_timeout_header_max` (istiod's
+    /// inbound routes): the header's deadline bounds the whole stream;
+    /// expiry is DEADLINE_EXCEEDED, DT.
+    Stream { max: Option<Duration> },
+}
+
+impl Forward {
+    /// The deadline of one request: gRPC's from its header where the route
+    /// asks for that, else the route timeout; and whether its expiry is a
+    /// stream-duration timeout (DT) rather than the router's (UT).
+    pub fn deadline(&self, grpc: Option<&http::HeaderMap>) -> (Option<Duration>, bool) {
+        let header = grpc
+            .and_then(|h| h.get("grpc-timeout"))
+            .and_then(parse_grpc_timeout);
+        let capped = |max: Option<Duration>| match (header, max) {
+            (Some(h), Some(m)) => Some(h.min(m)),
+            (h, m) => h.or(m),
+        };
+        match self.grpc_timeout {
+            Some(GrpcTimeout::Router { max }) if grpc.is_some() => (capped(max), false),
+            Some(GrpcTimeout::Stream { max }) => (header.and_then(|_| capped(max)), true),
+            _ => (self.timeout, false),
+        }
+    }
+}
+
+/// gRPC's `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(v: &HeaderValue) -> Option<Duration> {
+    let text = v.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -344,6 +400,7 @@ fn compile_route(r: &Route) -> Result<RouteCfg, String> {
     })
 }
 
+#[allow(deprecated)] // `max_grpc_timeout`, which istiod still writes.
 fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
     let supported = RouteAction {
         cluster_specifier: a.cluster_specifier.clone(),
@@ -352,15 +409,14 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         prefix_rewrite: a.prefix_rewrite.clone(),
         regex_rewrite: a.regex_rewrite.clone(),
         host_rewrite_specifier: a.host_rewrite_specifier.clone(),
-        // Istio sets these beside `timeout`; they bound HTTP/2 streams and
-        // gRPC deadlines, which the timeout already covers for HTTP/1.1.
         max_stream_duration: a.max_stream_duration,
+        max_grpc_timeout: a.max_grpc_timeout,
         request_mirror_policies: a.request_mirror_policies.clone(),
         hash_policy: a.hash_policy.clone(),
         ..Default::default()
     };
     if *a != supported {
-        return Err("route actions support cluster, weighted_clusters, timeout, retry_policy, prefix_rewrite, regex_rewrite, host_rewrite_literal and request_mirror_policies only (upgrades, rate limits and the rest are not implemented yet)".into());
+        return Err("route actions support cluster, weighted_clusters, timeout, retry_policy, prefix_rewrite, regex_rewrite, host_rewrite_literal, request_mirror_policies, hash_policy, max_stream_duration and max_grpc_timeout only (rate limits and the rest are not implemented yet)".into());
     }
     if !a.prefix_rewrite.is_empty() && a.regex_rewrite.is_some() {
         return Err("set only one of prefix_rewrite and regex_rewrite".into());
@@ -383,10 +439,7 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
         ),
         Some(_) => return Err("only host_rewrite_literal is supported".into()),
     };
-    let timeout = match &a.timeout {
-        None => Some(Duration::from_secs(15)),
-        Some(d) => Some(duration(d)?).filter(|d| !d.is_zero()),
-    };
+    let (timeout, grpc_timeout) = timeouts(a)?;
     Ok(Forward {
         clusters: compile_clusters(&a.cluster_specifier)?,
         timeout,
@@ -399,7 +452,44 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
             .map(compile_mirror)
             .collect::<Result<_, _>>()?,
         hash_policy: crate::router::hash::compile(&a.hash_policy)?,
+        grpc_timeout,
     })
+}
+
+/// The route timeout (Envoy's default 15 s when absent; `0s`: none) and
+/// the gRPC deadline rule. With `max_stream_duration` on the route
+/// (Envoy's "new timeouts") the route timeout does not apply; a non-zero
+/// `max_stream_duration` itself is not supported yet.
+#[allow(deprecated)] // `max_grpc_timeout`, which istiod still writes.
+fn timeouts(a: &RouteAction) -> Result<(Option<Duration>, Option<GrpcTimeout>), String> {
+    let nonzero = |d: Option<&envoy_types::pb::google::protobuf::Duration>| {
+        d.map(duration)
+            .transpose()
+            .map(|d| d.filter(|d| !d.is_zero()))
+    };
+    if let Some(m) = &a.max_stream_duration {
+        if nonzero(m.max_stream_duration.as_ref())?.is_some() {
+            return Err("a non-zero max_stream_duration is not supported yet".into());
+        }
+        let grpc = match &m.grpc_timeout_header_max {
+            Some(max) => Some(GrpcTimeout::Stream {
+                max: nonzero(Some(max))?,
+            }),
+            None => None,
+        };
+        return Ok((None, grpc));
+    }
+    let timeout = match &a.timeout {
+        None => Some(Duration::from_secs(15)),
+        Some(d) => Some(duration(d)?).filter(|d| !d.is_zero()),
+    };
+    let grpc = match &a.max_grpc_timeout {
+        Some(max) => Some(GrpcTimeout::Router {
+            max: nonzero(Some(max))?,
+        }),
+        None => None,
+    };
+    Ok((timeout, grpc))
 }
 
 fn compile_mirror(m: &route_action::RequestMirrorPolicy) -> Result<Mirror, String> {

@@ -22,12 +22,8 @@ fn reply(status: StatusCode, body: Bytes) -> Response<Body> {
 pub(crate) fn error(e: &ProxyError, entry: &mut Entry, grpc: bool) -> Response<Body> {
     entry.flags.insert(e.flag());
     entry.detail = e.detail();
-    let explicit = match e {
-        ProxyError::GrpcFaultAbort(code) => Some(*code),
-        _ => None,
-    };
     if grpc {
-        return grpc_reply(e.status(), explicit, e.body());
+        return grpc_reply(e.status(), e.grpc_status(), e.body());
     }
     let mut resp = reply(e.status(), Bytes::from_static(e.body().as_bytes()));
     resp.headers_mut()
@@ -35,10 +31,10 @@ pub(crate) fn error(e: &ProxyError, entry: &mut Entry, grpc: bool) -> Response<B
     resp
 }
 
-/// Whether Envoy treats the request as gRPC: content-type
-/// `application/grpc` or `application/grpc+…`.
-pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
+/// Whether Envoy treats a request with these headers as gRPC:
+/// content-type `application/grpc` or `application/grpc+…`.
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
         .get(CONTENT_TYPE)
         .is_some_and(|v| v == "application/grpc" || v.as_bytes().starts_with(b"application/grpc+"))
 }

@@ -28,6 +28,7 @@ use crate::router;
 use crate::Shared;
 
 pub(crate) use headers::strip_hop_by_hop;
+pub(crate) use local_reply::is_grpc;
 
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -73,7 +74,7 @@ async fn handle(
     let snapshot = shared.config.load_full();
     let request_id = headers::ensure_request_id(&mut req);
     let mut record = Record::new(Entry::for_request(&req, conn, request_id));
-    let grpc = local_reply::is_grpc(&req);
+    let grpc = is_grpc(req.headers());
     let response = match process(req, conn, chain, &snapshot, &mut record.entry).await {
         Ok(r) => r,
         Err(e) => local_reply::error(&e, &mut record.entry, grpc),

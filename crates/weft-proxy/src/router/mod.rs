@@ -82,6 +82,8 @@ pub(crate) async fn forward(
         .get(&**cluster_name)
         .ok_or(ProxyError::NoCluster)?;
     let (mut parts, body) = req.into_parts();
+    let grpc = crate::http::is_grpc(&parts.headers).then_some(&parts.headers);
+    let (deadline, stream_deadline) = fwd.deadline(grpc);
     let (hash, set_cookie) = hash::hash(&fwd.hash_policy, &parts, conn.peer.ip());
     upstream_request(&mut parts, route, fwd, target);
     let body = Replay::new(body, &parts.headers)
@@ -98,10 +100,15 @@ pub(crate) async fn forward(
         destination: conn.destination,
         hash,
     };
-    let resp = match fwd.timeout {
+    let expired = if stream_deadline {
+        ProxyError::StreamTimeout
+    } else {
+        ProxyError::UpstreamTimeout
+    };
+    let resp = match deadline {
         Some(t) => tokio::time::timeout(t, tries.run(entry))
             .await
-            .map_err(|_| ProxyError::UpstreamTimeout)??,
+            .map_err(|_| expired)??,
         None => tries.run(entry).await?,
     };
     let (mut parts, body) = resp.into_parts();
