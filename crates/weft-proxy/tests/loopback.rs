@@ -1129,3 +1129,34 @@ async fn grpc_timeout_headers_set_the_deadline() {
     assert_eq!(r.headers["grpc-status"], "4", "{:?}", r.headers);
     assert_eq!(r.headers["grpc-message"], "downstream duration timeout");
 }
+
+/// A body of unknown length (chunked; a gRPC call's over HTTP/2) streams
+/// to the first try while a copy is kept, so Istio's default retry replays
+/// it whole on the next try.
+#[tokio::test]
+async fn unsized_bodies_are_replayed_on_retry() {
+    let up = upstream("a", Some(2)).await;
+    let mut route = route_to("c");
+    action(&mut route).retry_policy = Some(istio_default_retries());
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route]);
+    let chunked = || {
+        Request::post("/submit")
+            .header("host", "test.local")
+            .body(Chunks(
+                [&b"pay"[..], b"load"]
+                    .into_iter()
+                    .map(Bytes::from_static)
+                    .collect(),
+            ))
+            .unwrap()
+    };
+    assert_eq!(send(p.addr, chunked()).await.status, 200);
+    let retried = send(p.addr, chunked()).await;
+    assert_eq!(
+        retried.status, 200,
+        "the first try got 503: {}",
+        retried.body
+    );
+    assert!(retried.body.ends_with("payload"), "{}", retried.body);
+    assert_eq!(up.requests.load(Ordering::SeqCst), 3);
+}

@@ -1,26 +1,56 @@
-//! Request bodies that can be sent more than once, for retries (and,
-//! later, mirrors). A body with a declared length up to `REPLAY_LIMIT` is
-//! read whole before the first try and replayed from memory; a longer or
-//! unsized one streams through once, and is then not retried, as Envoy
-//! stops retrying a request whose body outgrew its buffer.
+//! Request bodies that can be sent more than once, for retries and
+//! mirrors, as Envoy buffers them: a body of declared length up to
+//! `REPLAY_LIMIT` is read whole before the first try and replayed from
+//! memory; an unsized one (a gRPC call over HTTP/2, a chunked upload)
+//! streams to the first try while a copy is kept, so a retry replays the
+//! copy and then reads on where the first try stopped — until the copy
+//! outgrows the limit, after which the request is not retried. A body
+//! declared over the limit streams once.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::HeaderMap;
-use http_body_util::{BodyExt, Either, Full};
-use hyper::body::{Body as _, Incoming};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-/// What the upstream connection is given: the downstream body itself, or
-/// a copy from memory.
-pub(crate) type UpBody = Either<Incoming, Full<Bytes>>;
-
-/// Envoy's default per-connection buffer limit is 1 MiB; Weft buffers at
-/// most this much per request for replay.
+/// Envoy's default per-connection buffer limit is 1 MiB; Weft keeps at
+/// most this much of a request for replay.
 pub(crate) const REPLAY_LIMIT: u64 = 1 << 20;
+
+/// What an upstream request carries.
+pub(crate) enum UpBody {
+    /// A copy from memory.
+    Full(Full<Bytes>),
+    /// The downstream body itself, once.
+    Stream(Incoming),
+    /// The downstream body through its kept copy.
+    Tee(TeeReader),
+}
 
 pub(crate) enum Replay {
     Buffered(Bytes),
+    Teed(Arc<Mutex<Tee>>),
     /// Taken by the first try.
     Stream(Option<Incoming>),
+}
+
+/// The downstream body not read yet, and the frames read so far.
+pub(crate) struct Tee {
+    rest: Option<Incoming>,
+    frames: Vec<Frame<Bytes>>,
+    size: u64,
+    /// The copy outgrew the limit and was dropped.
+    overflow: bool,
+}
+
+/// One try's view of a teed body: the kept frames from `next`, then the
+/// downstream body itself.
+pub(crate) struct TeeReader {
+    tee: Arc<Mutex<Tee>>,
+    next: usize,
 }
 
 impl Replay {
@@ -34,15 +64,30 @@ impl Replay {
             .and_then(|v| v.parse::<u64>().ok());
         match declared {
             Some(n) if n <= REPLAY_LIMIT => Ok(Replay::Buffered(body.collect().await?.to_bytes())),
-            _ => Ok(Replay::Stream(Some(body))),
+            Some(_) => Ok(Replay::Stream(Some(body))),
+            None => Ok(Replay::Teed(Arc::new(Mutex::new(Tee {
+                rest: Some(body),
+                frames: Vec::new(),
+                size: 0,
+                overflow: false,
+            })))),
         }
     }
 
     /// The body for the next try; None once a streamed body has been sent.
     pub fn next(&mut self) -> Option<UpBody> {
         match self {
-            Replay::Buffered(b) => Some(Either::Right(Full::new(b.clone()))),
-            Replay::Stream(s) => s.take().map(Either::Left),
+            Replay::Buffered(b) => Some(UpBody::Full(Full::new(b.clone()))),
+            Replay::Teed(tee) => {
+                let overflow = tee.lock().is_ok_and(|t| t.overflow);
+                (!overflow).then(|| {
+                    UpBody::Tee(TeeReader {
+                        tee: tee.clone(),
+                        next: 0,
+                    })
+                })
+            }
+            Replay::Stream(s) => s.take().map(UpBody::Stream),
         }
     }
 
@@ -50,7 +95,88 @@ impl Replay {
     pub fn replayable(&self) -> bool {
         match self {
             Replay::Buffered(_) => true,
+            Replay::Teed(tee) => !tee.lock().is_ok_and(|t| t.overflow),
             Replay::Stream(s) => s.is_some(),
+        }
+    }
+}
+
+fn copy(frame: &Frame<Bytes>) -> Frame<Bytes> {
+    match (frame.data_ref(), frame.trailers_ref()) {
+        (Some(d), _) => Frame::data(d.clone()),
+        (None, Some(t)) => Frame::trailers(t.clone()),
+        (None, None) => Frame::data(Bytes::new()),
+    }
+}
+
+impl Body for TeeReader {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let tee = self.tee.clone();
+        let mut t = tee.lock().unwrap_or_else(|e| e.into_inner());
+        if !t.overflow && self.next < t.frames.len() {
+            let frame = copy(&t.frames[self.next]);
+            self.next += 1;
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let Some(rest) = t.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(rest).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                t.size += len;
+                if t.size > REPLAY_LIMIT {
+                    t.overflow = true;
+                    t.frames = Vec::new();
+                } else if !t.overflow {
+                    t.frames.push(copy(&frame));
+                    self.next = t.frames.len();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                t.rest = None;
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpBody::Full(f) => Pin::new(f).poll_frame(cx).map_err(|never| match never {}),
+            UpBody::Stream(s) => Pin::new(s).poll_frame(cx),
+            UpBody::Tee(t) => Pin::new(t).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Full(f) => f.is_end_stream(),
+            UpBody::Stream(s) => s.is_end_stream(),
+            UpBody::Tee(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Full(f) => f.size_hint(),
+            UpBody::Stream(s) => s.size_hint(),
+            UpBody::Tee(_) => SizeHint::default(),
         }
     }
 }

@@ -24,7 +24,7 @@ pub(super) fn spawn(parts: &Parts, body: &Replay, cluster: &str, snapshot: &Comp
     };
     let mut req = super::request(
         parts,
-        http_body_util::Either::Right(http_body_util::Full::new(bytes.clone())),
+        super::body::UpBody::Full(http_body_util::Full::new(bytes.clone())),
     );
     if let Some(host) = req.headers().get(HOST).and_then(|h| h.to_str().ok()) {
         if let Ok(v) = HeaderValue::from_str(&shadow_host(host)) {

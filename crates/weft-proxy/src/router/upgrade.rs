@@ -40,7 +40,7 @@ pub(crate) async fn forward(
         .pick(conn.destination, None)
         .ok_or(ProxyError::NoHealthyUpstream)?;
     entry.upstream = Some(addr);
-    let req = Request::from_parts(parts, http_body_util::Either::Left(body));
+    let req = Request::from_parts(parts, super::body::UpBody::Stream(body));
     let peer = cluster.peer(addr, false);
     let send = upstream::send_upgrade(&peer, &cluster.breaker, req);
     let mut resp = match fwd.timeout {

@@ -400,7 +400,7 @@ mod tests {
                         keepalive: None,
                         http2: None,
                     };
-                    let req = req.map(http_body_util::Either::Left);
+                    let req = req.map(UpBody::Stream);
                     let breaker = Arc::new(Breaker::default());
                     let status = match send(&peer, &breaker, req).await {
                         Ok(resp) => resp.status(),
@@ -500,7 +500,7 @@ mod tests {
         for _ in 0..2 {
             let req = Request::get("/")
                 .header("host", "upstream")
-                .body(http_body_util::Either::Right(Full::new(Bytes::new())))
+                .body(UpBody::Full(Full::new(Bytes::new())))
                 .unwrap();
             let resp = send(&peer, &breaker, req).await.unwrap();
             let _ = resp.into_body().collect().await;

@@ -275,8 +275,28 @@ pub struct Reply {
     pub body: String,
 }
 
+/// A request body of unknown length (sent chunked over HTTP/1.1, without
+/// content-length over HTTP/2), in the given pieces.
+pub struct Chunks(pub std::collections::VecDeque<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
 /// One request on a new connection.
-pub async fn send(to: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
+pub async fn send<B>(to: SocketAddr, req: Request<B>) -> Reply
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let s = TcpStream::connect(to).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
         .await
