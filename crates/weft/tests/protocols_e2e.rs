@@ -56,6 +56,17 @@ fn http2_through_sidecars() {
         report.contains("400 succeeded, 0 failed") && report.contains("400 2xx"),
         "{report}"
     );
+    // The ingress gateway takes h2c too, and h2load through it succeeds.
+    let edge = format!("{}/get", mesh.ingress);
+    let (code, body) = curl(&edge, &["--http2-prior-knowledge", "-D", "-"]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("HTTP/2 200"), "{body}");
+    let out = Command::new("h2load")
+        .args(["-n", "200", "-c", "2", "-m", "10", &edge])
+        .output()
+        .expect("h2load (nghttp2-client) runs; scripts/setup.sh installs it");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("200 succeeded, 0 failed"), "{report}");
     std::thread::sleep(Duration::from_millis(1500)); // one access-log flush
     let log = mesh.log("curl.sidecar.log");
     assert!(
