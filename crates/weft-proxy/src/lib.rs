@@ -5,7 +5,8 @@
 //! request path without locks. The control side (xDS, admin) runs on the
 //! caller's runtime; connections run on `workers`, one single-threaded
 //! runtime per core. The layout follows a request: `listeners` (accept,
-//! original destination, filter chain), `http` (the connection manager and
+//! original destination, `sniff` of the first bytes, filter chain), `http`
+//! (the connection manager and
 //! local replies), `filters` (one module per HTTP filter), `router` (route
 //! choice, retries, timeouts), `upstream` (peers, pooled connections),
 //! `tcp` (opaque TCP); `error` maps every failure to Envoy's response flags
@@ -19,6 +20,7 @@ mod filters;
 mod http;
 mod listeners;
 mod router;
+mod sniff;
 mod tcp;
 mod upstream;
 mod workers;

@@ -147,7 +147,12 @@ async fn dispatch(sock: TcpStream, peer: SocketAddr, listener: String, shared: A
     } else {
         own
     };
-    let Some(chain) = target.chain_for(dst.port()) else {
+    let protocol = if target.sniffs(dst.port()) {
+        crate::sniff::http_protocol(&sock).await
+    } else {
+        None
+    };
+    let Some(chain) = target.chain_for(dst.port(), protocol) else {
         tracing::debug!(listener = %target.name, %dst, "no filter chain matched; closing");
         return;
     };

@@ -1160,3 +1160,71 @@ async fn unsized_bodies_are_replayed_on_retry() {
     assert!(retried.body.ends_with("payload"), "{}", retried.body);
     assert_eq!(up.requests.load(Ordering::SeqCst), 3);
 }
+
+/// Protocol sniffing (`http_inspector` and chains matched on
+/// `application_protocols`): HTTP/1.1 and h2c take the HTTP chain, other
+/// bytes the TCP chain.
+#[tokio::test]
+async fn sniffed_listeners_send_http_and_tcp_their_own_ways() {
+    use envoy_types::pb::envoy::config::listener::v3::{
+        filter::ConfigType, Filter, FilterChainMatch, ListenerFilter,
+    };
+    use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        tcp_proxy::ClusterSpecifier, TcpProxy,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let http = upstream("http", None).await;
+    let echo = tcp_echo().await;
+    let p = serve(
+        vec![
+            static_cluster("c", &[http.addr]),
+            static_cluster("e", &[echo]),
+        ],
+        |addr| {
+            let mut l = listener(addr, vec![route_to("c")]);
+            l.listener_filters.push(ListenerFilter {
+                name: "envoy.filters.listener.http_inspector".into(),
+                config_type: Some(
+                    envoy_types::pb::envoy::config::listener::v3::listener_filter::ConfigType::TypedConfig(
+                        pack_any(HttpInspector {}),
+                    ),
+                ),
+                ..Default::default()
+            });
+            l.filter_chains[0].filter_chain_match = Some(FilterChainMatch {
+                application_protocols: vec!["http/1.1".into(), "h2c".into()],
+                transport_protocol: "raw_buffer".into(),
+                ..Default::default()
+            });
+            let mut tcp = l.filter_chains[0].clone();
+            tcp.filter_chain_match = None;
+            tcp.filters = vec![Filter {
+                name: "envoy.filters.network.tcp_proxy".into(),
+                config_type: Some(ConfigType::TypedConfig(pack_any(TcpProxy {
+                    stat_prefix: "e".into(),
+                    cluster_specifier: Some(ClusterSpecifier::Cluster("e".into())),
+                    ..Default::default()
+                }))),
+            }];
+            l.filter_chains.push(tcp);
+            l
+        },
+    );
+    let r = get(p.addr, "/").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with("http\n"), "{}", r.body);
+    let (r, _) = send_h2(
+        p.addr,
+        Request::get("http://test.local/")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert!(r.body.starts_with("http\n"), "h2c: {}", r.body);
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"\x00\x01 not http\n").await.unwrap();
+    let mut got = [0u8; 12];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"\x00\x01 not http\n");
+}

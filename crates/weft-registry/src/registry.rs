@@ -54,6 +54,9 @@ pub enum Protocol {
     Http2,
     Grpc,
     Tcp,
+    /// No protocol declared, or one Istio does not know: the sidecar
+    /// sniffs each connection for HTTP, as Istio's protocol selection does.
+    Auto,
 }
 
 impl Protocol {
@@ -66,12 +69,16 @@ impl Protocol {
             "http" => Protocol::Http,
             "http2" | "grpc-web" => Protocol::Http2,
             "grpc" => Protocol::Grpc,
-            _ => Protocol::Tcp,
+            // Istio's other protocols are opaque to the sidecar (TLS is
+            // passed through, not terminated).
+            "tcp" | "https" | "tls" | "mongo" | "mysql" | "redis" | "udp" => Protocol::Tcp,
+            _ => Protocol::Auto,
         }
     }
 
+    /// Declared as HTTP of some kind (not sniffed).
     pub fn is_http(self) -> bool {
-        self != Protocol::Tcp
+        matches!(self, Protocol::Http | Protocol::Http2 | Protocol::Grpc)
     }
 }
 
@@ -286,7 +293,10 @@ mod tests {
         assert_eq!(p("http", None), Protocol::Http);
         assert_eq!(p("http-web", None), Protocol::Http);
         assert_eq!(p("grpc", None), Protocol::Grpc);
-        assert_eq!(p("db", None), Protocol::Tcp);
+        assert_eq!(p("db", None), Protocol::Auto, "not a protocol: sniffed");
+        assert_eq!(p("", None), Protocol::Auto);
+        assert_eq!(p("tcp-echo", None), Protocol::Tcp);
+        assert_eq!(p("mysql", None), Protocol::Tcp);
         assert_eq!(p("web", Some("http")), Protocol::Http);
     }
 

@@ -130,6 +130,8 @@ fn upstream_protocol(protocol: Protocol, http: Option<&HttpPool>) -> Upstream {
     let upgrade = http.and_then(|h| h.h2_upgrade_policy.as_deref()) == Some("UPGRADE");
     match protocol {
         Protocol::Grpc | Protocol::Http2 => Upstream::Http2,
+        // A sniffed port carries whatever the client spoke.
+        Protocol::Auto => Upstream::Downstream,
         Protocol::Http if upgrade => Upstream::Http2,
         _ => Upstream::Http1,
     }

@@ -54,33 +54,51 @@ fn virtual_outbound() -> Listener {
 }
 
 /// HTTP ports share one `0.0.0.0_PORT` listener and one route table named by
-/// the port; TCP ports get a listener on the service's VIP.
+/// the port; TCP ports get a listener on the service's VIP; a port with no
+/// protocol declared gets a VIP listener that sniffs each connection: HTTP
+/// goes through the port's route table, the rest through TCP proxying.
 fn outbound_listeners(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
     let mut http_ports: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
+    let mut route_ports: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
     for service in &inputs.registry.services {
         for port in &service.ports {
-            if Protocol::of(port).is_http() {
+            let protocol = Protocol::of(port);
+            if protocol.is_http() {
                 http_ports.entry(port.port).or_default().push(service);
-            } else if let Some(vip) = service.vip {
-                out.listeners.push(Listener {
-                    name: format!("{vip}_{}", port.port),
-                    address: Some(socket(&vip.to_string(), u32::from(port.port))),
-                    bind_to_port: Some(BoolValue { value: false }),
-                    filter_chains: vec![FilterChain {
-                        filters: vec![crate::tcp::outbound_filter(
-                            inputs, proxy, service, port.port, vip,
-                        )],
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                });
+                route_ports.entry(port.port).or_default().push(service);
+                continue;
             }
+            let Some(vip) = service.vip else {
+                continue;
+            };
+            let tcp = FilterChain {
+                filters: vec![crate::tcp::outbound_filter(
+                    inputs, proxy, service, port.port, vip,
+                )],
+                ..Default::default()
+            };
+            let mut listener = Listener {
+                name: format!("{vip}_{}", port.port),
+                address: Some(socket(&vip.to_string(), u32::from(port.port))),
+                bind_to_port: Some(BoolValue { value: false }),
+                filter_chains: vec![tcp],
+                ..Default::default()
+            };
+            if protocol == Protocol::Auto {
+                route_ports.entry(port.port).or_default().push(service);
+                let http = hcm_rds(
+                    &format!("outbound_{vip}_{}", port.port),
+                    &port.port.to_string(),
+                );
+                sniffing(&mut listener, None, http);
+            }
+            out.listeners.push(listener);
         }
     }
-    for (port, services) in http_ports {
+    for port in http_ports.keys() {
         out.listeners.push(Listener {
             name: format!("0.0.0.0_{port}"),
-            address: Some(socket("0.0.0.0", u32::from(port))),
+            address: Some(socket("0.0.0.0", u32::from(*port))),
             bind_to_port: Some(BoolValue { value: false }),
             filter_chains: vec![FilterChain {
                 filters: vec![hcm_rds(
@@ -91,9 +109,46 @@ fn outbound_listeners(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResource
             }],
             ..Default::default()
         });
+    }
+    for (port, services) in route_ports {
         out.routes
             .push(outbound_routes(inputs, proxy, port, &services));
     }
+}
+
+/// Istio's protocol sniffing on a listener: the `http_inspector` listener
+/// filter, and ahead of the listener's (TCP) chains an HTTP chain for
+/// plaintext HTTP/1.1 and h2c (on `port`, when the listener serves several).
+fn sniffing(listener: &mut Listener, port: Option<u16>, http: Filter) {
+    let inspector = ListenerFilter {
+        name: "envoy.filters.listener.http_inspector".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(
+            envoy_types::util::pack_any(
+                envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector {},
+            ),
+        )),
+        ..Default::default()
+    };
+    if !listener
+        .listener_filters
+        .iter()
+        .any(|f| f.name == inspector.name)
+    {
+        listener.listener_filters.push(inspector);
+    }
+    let chain = FilterChain {
+        filter_chain_match: Some(FilterChainMatch {
+            destination_port: port.map(|p| UInt32Value {
+                value: u32::from(p),
+            }),
+            application_protocols: vec!["http/1.1".into(), "http/1.0".into(), "h2c".into()],
+            transport_protocol: "raw_buffer".into(),
+            ..Default::default()
+        }),
+        filters: vec![http],
+        ..Default::default()
+    };
+    listener.filter_chains.insert(0, chain);
 }
 
 fn outbound_routes(
@@ -233,13 +288,22 @@ fn inbound_ports(inputs: &Inputs, proxy: &Workload) -> BTreeMap<u16, Protocol> {
     ports
 }
 
+/// `virtualInbound`: a chain per port the app serves — HTTP for declared
+/// HTTP ports, TCP for the rest, and for ports with no declared protocol
+/// both, chosen by sniffing — then the passthrough chain.
 fn inbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
-    let mut chains = Vec::new();
+    let mut listener = Listener {
+        name: VIRTUAL_INBOUND.into(),
+        address: Some(socket("0.0.0.0", INBOUND_PORT)),
+        listener_filters: vec![original_dst_filter()],
+        ..Default::default()
+    };
+    let mut sniffed = Vec::new();
     for (port, protocol) in inbound_ports(inputs, proxy) {
         let cluster = cluster_name("inbound", port, "", "");
         out.clusters
             .push(static_cluster(&cluster, "127.0.0.1", port, protocol));
-        let filter: Filter = if protocol.is_http() {
+        let http = || {
             hcm_inline(
                 &cluster,
                 RouteConfiguration {
@@ -253,10 +317,16 @@ fn inbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
                     ..Default::default()
                 },
             )
+        };
+        let filter = if protocol.is_http() {
+            http()
         } else {
             tcp_proxy(&cluster, &cluster)
         };
-        chains.push(FilterChain {
+        if protocol == Protocol::Auto {
+            sniffed.push((port, http()));
+        }
+        listener.filter_chains.push(FilterChain {
             name: format!("0.0.0.0_{port}"),
             filter_chain_match: Some(FilterChainMatch {
                 destination_port: Some(UInt32Value {
@@ -268,16 +338,13 @@ fn inbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
             ..Default::default()
         });
     }
-    chains.push(FilterChain {
+    listener.filter_chains.push(FilterChain {
         name: INBOUND_PASSTHROUGH.into(),
         filters: vec![tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH)],
         ..Default::default()
     });
-    out.listeners.push(Listener {
-        name: VIRTUAL_INBOUND.into(),
-        address: Some(socket("0.0.0.0", INBOUND_PORT)),
-        listener_filters: vec![original_dst_filter()],
-        filter_chains: chains,
-        ..Default::default()
-    });
+    for (port, http) in sniffed {
+        sniffing(&mut listener, Some(port), http);
+    }
+    out.listeners.push(listener);
 }

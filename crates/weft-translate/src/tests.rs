@@ -718,3 +718,54 @@ fn grpc_deadlines_reach_the_routes() {
     assert_eq!(stream.grpc_timeout_header_max.unwrap().seconds, 0);
     assert!(a.max_grpc_timeout.is_none());
 }
+
+/// A port with no declared protocol is sniffed, as Istio does: its VIP
+/// listener and its inbound chain gain an HTTP chain for `http/1.1`/`h2c`
+/// ahead of the TCP one, with the `http_inspector` listener filter; the
+/// port's routes exist; the clusters follow the client's protocol.
+#[test]
+fn undeclared_ports_are_sniffed() {
+    let mut registry = registry();
+    registry.services[0].ports[0].name = String::new();
+    let loaded = weft_config::load_str(CONFIG, "t.yaml");
+    let inputs = Inputs {
+        config: &loaded.resources,
+        registry: &registry,
+    };
+    let out = translate(&inputs, &registry.workloads[0]);
+    let sniffs = |name: &str| {
+        let l = out.listeners.iter().find(|l| l.name == name).unwrap();
+        assert!(
+            l.listener_filters
+                .iter()
+                .any(|f| f.name == "envoy.filters.listener.http_inspector"),
+            "{name}: {:?}",
+            l.listener_filters
+        );
+        let protocols: Vec<Vec<String>> = l
+            .filter_chains
+            .iter()
+            .map(|c| {
+                c.filter_chain_match
+                    .as_ref()
+                    .map(|m| m.application_protocols.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(protocols[0], ["http/1.1", "http/1.0", "h2c"], "{name}");
+        assert!(
+            protocols[1..].iter().any(Vec::is_empty),
+            "{name}: a TCP chain"
+        );
+    };
+    sniffs("198.19.0.10_9080");
+    sniffs("virtualInbound");
+    assert!(
+        out.routes.iter().any(|r| r.name == "9080"),
+        "the port's routes"
+    );
+    assert!(
+        !out.listeners.iter().any(|l| l.name == "0.0.0.0_9080"),
+        "no HTTP-only listener"
+    );
+}

@@ -146,3 +146,31 @@ for msg in [b"hello", b"mesh"]:
         "{last}"
     );
 }
+
+/// A service port that declares no protocol (`web` is not one Istio
+/// knows) is sniffed: HTTP/1.1 and h2c clients get HTTP routing, so a
+/// VirtualService applies to it.
+#[test]
+fn undeclared_ports_are_sniffed_for_http() {
+    let mesh = Mesh::up_edited("httpbin", "sniff", 133, 18133, |m| {
+        m.replace("{name: http, port: 8000", "{name: web, port: 8000")
+    });
+    let url = "http://httpbin:8000/get";
+    wait_until("the mesh to serve", Duration::from_secs(10), || {
+        head(&mesh, &[url]).contains(" 200")
+    });
+    let h2 = head(&mesh, &["--http2-prior-knowledge", url]);
+    assert!(h2.starts_with("HTTP/2 200"), "{h2}");
+    let out = mesh.apply_yaml("teapot.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: httpbin\nspec:\n  hosts:\n  - httpbin\n  http:\n  - fault:\n      abort:\n        httpStatus: 418\n        percentage:\n          value: 100\n    route:\n    - destination:\n        host: httpbin\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the route to apply", Duration::from_secs(10), || {
+        head(&mesh, &[url]).starts_with("HTTP/1.1 418")
+    });
+    std::thread::sleep(Duration::from_millis(1500)); // one access-log flush
+    let log = mesh.log("curl.sidecar.log");
+    assert!(log.contains("\"GET /get HTTP/1.1\" 418 FI"), "{log}");
+}

@@ -26,6 +26,9 @@ pub struct ListenerCfg {
     pub use_original_dst: bool,
     /// Match filter chains on the connection's original destination.
     pub original_dst_filter: bool,
+    /// Sniff the first bytes for HTTP (`http_inspector`), so chains can
+    /// match on `application_protocols`.
+    pub inspect_http: bool,
     pub chains: Vec<ChainCfg>,
 }
 
@@ -33,6 +36,8 @@ pub struct ListenerCfg {
 pub struct ChainCfg {
     pub name: String,
     pub destination_port: Option<u16>,
+    /// ALPN-style names the chain is for (`http/1.1`, `h2c`); empty: any.
+    pub application_protocols: Vec<String>,
     pub action: ChainAction,
 }
 
@@ -62,32 +67,59 @@ pub enum RouteRef {
 }
 
 impl ListenerCfg {
-    /// The filter chain for a destination port: a chain that names the port
-    /// wins over one that names none.
-    pub fn chain_for(&self, port: u16) -> Option<&ChainCfg> {
-        self.chains
-            .iter()
-            .find(|c| c.destination_port == Some(port))
-            .or_else(|| self.chains.iter().find(|c| c.destination_port.is_none()))
+    /// The filter chain for a destination port and the sniffed protocol,
+    /// in Envoy's order: a chain that names the port wins over one that
+    /// names none; then one that names the protocol over one that names
+    /// none.
+    pub fn chain_for(&self, port: u16, protocol: Option<&str>) -> Option<&ChainCfg> {
+        let fits = |c: &&ChainCfg| match protocol {
+            Some(p) => c.application_protocols.iter().any(|a| a == p),
+            None => false,
+        };
+        let any_protocol = |c: &&ChainCfg| c.application_protocols.is_empty();
+        let by_port = |want: Option<u16>| {
+            let mut of_port = self
+                .chains
+                .iter()
+                .filter(move |c| c.destination_port == want);
+            of_port
+                .clone()
+                .find(fits)
+                .or_else(|| of_port.find(any_protocol))
+        };
+        by_port(Some(port)).or_else(|| by_port(None))
+    }
+
+    /// Whether any chain for `port` asks for a protocol, so that sniffing
+    /// the connection matters.
+    pub fn sniffs(&self, port: u16) -> bool {
+        self.inspect_http
+            && self.chains.iter().any(|c| {
+                !c.application_protocols.is_empty() && c.destination_port.is_none_or(|p| p == port)
+            })
     }
 }
 
 const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
+const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
 const HCM: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 
 pub(crate) fn compile_listener(l: &Listener) -> Result<ListenerCfg, String> {
     let address = socket_addr(&l.address)?;
-    let mut original_dst_filter = false;
+    let (mut original_dst_filter, mut inspect_http) = (false, false);
     for f in &l.listener_filters {
-        match (f.name.as_str(), &f.config_type) {
-            (ORIGINAL_DST, _) => original_dst_filter = true,
-            (_, Some(listener_filter::ConfigType::TypedConfig(any)))
-                if any.type_url.ends_with("original_dst.v3.OriginalDst") =>
-            {
-                original_dst_filter = true
-            }
-            (name, _) => return Err(format!("listener filter {name:?} is not supported")),
+        let type_url = match &f.config_type {
+            Some(listener_filter::ConfigType::TypedConfig(any)) => any.type_url.as_str(),
+            _ => "",
+        };
+        if f.name == ORIGINAL_DST || type_url.ends_with("original_dst.v3.OriginalDst") {
+            original_dst_filter = true;
+        } else if f.name == HTTP_INSPECTOR || type_url.ends_with("http_inspector.v3.HttpInspector")
+        {
+            inspect_http = true;
+        } else {
+            return Err(format!("listener filter {:?} is not supported", f.name));
         }
     }
     if l.filter_chains.is_empty() {
@@ -108,6 +140,7 @@ pub(crate) fn compile_listener(l: &Listener) -> Result<ListenerCfg, String> {
         bind: l.bind_to_port.as_ref().is_none_or(|b| b.value),
         use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
         original_dst_filter,
+        inspect_http,
         chains,
     })
 }
@@ -116,17 +149,28 @@ fn compile_chain(c: &FilterChain) -> Result<ChainCfg, String> {
     if c.transport_socket.is_some() {
         return Err("transport_socket (TLS) is not supported yet".into());
     }
-    let destination_port = match &c.filter_chain_match {
-        None => None,
+    let (destination_port, application_protocols) = match &c.filter_chain_match {
+        None => (None, Vec::new()),
         Some(m) => {
-            let only_port = envoy_types::pb::envoy::config::listener::v3::FilterChainMatch {
+            let supported = envoy_types::pb::envoy::config::listener::v3::FilterChainMatch {
                 destination_port: m.destination_port,
+                application_protocols: m.application_protocols.clone(),
+                transport_protocol: m.transport_protocol.clone(),
                 ..Default::default()
             };
-            if *m != only_port {
-                return Err("filter_chain_match supports destination_port only".into());
+            if *m != supported {
+                return Err("filter_chain_match supports destination_port, application_protocols and transport_protocol raw_buffer only".into());
             }
-            m.destination_port.map(|p| p.value as u16)
+            if !matches!(m.transport_protocol.as_str(), "" | "raw_buffer") {
+                return Err(format!(
+                    "filter_chain_match transport_protocol {:?} is not supported (plaintext only)",
+                    m.transport_protocol
+                ));
+            }
+            (
+                m.destination_port.map(|p| p.value as u16),
+                m.application_protocols.clone(),
+            )
         }
     };
     let [filter] = c.filters.as_slice() else {
@@ -156,6 +200,7 @@ fn compile_chain(c: &FilterChain) -> Result<ChainCfg, String> {
     Ok(ChainCfg {
         name: c.name.clone(),
         destination_port,
+        application_protocols,
         action,
     })
 }
