@@ -1228,3 +1228,61 @@ async fn sniffed_listeners_send_http_and_tcp_their_own_ways() {
     s.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"\x00\x01 not http\n");
 }
+
+/// An upstream that does not switch protocols answers the upgrade request
+/// with its own status, which reaches the client as it is.
+#[tokio::test]
+async fn a_refused_upgrade_is_answered_with_the_upstreams_status() {
+    let up = upstream("plain", None).await;
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route_to("c")]);
+    let r = get_with(
+        p.addr,
+        "/status/426",
+        &[("connection", "upgrade"), ("upgrade", "websocket")],
+    )
+    .await;
+    assert_eq!(r.status, 426);
+    assert!(r.body.starts_with("plain\n"), "{}", r.body);
+}
+
+/// A client that breaks HTTP/2 framing loses its own connection (GOAWAY);
+/// other connections are served as before.
+#[tokio::test]
+async fn a_malformed_http2_client_loses_only_its_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream("a", None).await;
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route_to("c")]);
+    let mut bad = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    bad.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    // A HEADERS frame on stream 0, which HTTP/2 forbids.
+    bad.write_all(&[0, 0, 1, 1, 4, 0, 0, 0, 0, 0x82])
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), bad.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the bad connection is closed, not left hanging"
+    );
+    // Frames: a 24-bit length, a type (GOAWAY is 7), flags, stream id.
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= rest.len() {
+        let len = usize::from(rest[at]) << 16
+            | usize::from(rest[at + 1]) << 8
+            | usize::from(rest[at + 2]);
+        types.push(rest[at + 3]);
+        at += 9 + len;
+    }
+    assert!(types.contains(&7), "a GOAWAY was sent: {types:?}");
+    let (r, _) = send_h2(
+        p.addr,
+        Request::get("http://test.local/")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
