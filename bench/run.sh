@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# HTTP/1.1 reverse-proxy benchmark, one run, one machine: wrk (keep-alive,
+# Reverse-proxy benchmark, one run, one machine: wrk (HTTP/1.1, keep-alive,
 # small body) straight to an upstream, then through Weft, nginx and HAProxy,
-# each proxy on one worker thread. Prints requests/s, latency percentiles and
-# ratios against the direct path and against nginx. Loopback only.
+# each proxy on one worker thread; then h2load (h2c, multiplexed streams)
+# the same way, each proxy speaking HTTP/1.1 to the upstream. Prints
+# requests/s, latencies and ratios against the direct path and against
+# nginx. Loopback only.
 #
 #   bench/run.sh [seconds per run, default 10] [connections, default 32]
 #
@@ -29,6 +31,7 @@ cleanup() {
 trap cleanup EXIT
 
 UP=18000 WEFT_PORT=18001 NGINX_PORT=18002 HAPROXY_PORT=18003
+UP_H2=18004 NGINX_H2_PORT=18005 HAPROXY_H2_PORT=18006
 mkdir -p "$WORK/config"
 
 # The upstream and the nginx proxy are two nginx processes of one worker
@@ -48,10 +51,18 @@ http {
 NGINX
   nginx -c "$WORK/$1/nginx.conf" -p "$WORK/$1"
 }
-nginx_conf upstream "server { listen 127.0.0.1:$UP; location / { return 200 \"hello from the upstream\\n\"; } }"
+nginx_conf upstream "server { listen 127.0.0.1:$UP; location / { return 200 \"hello from the upstream\\n\"; } }
+  server { listen 127.0.0.1:$UP_H2 http2; keepalive_requests 100000000; location / { return 200 \"hello from the upstream\\n\"; } }"
 nginx_conf proxy "upstream origin { server 127.0.0.1:$UP; keepalive 128; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }
+  # nginx ends an HTTP/2 connection after keepalive_requests (1000) streams;
+  # h2load does not reconnect.
+  server {
+    listen 127.0.0.1:$NGINX_H2_PORT http2;
+    keepalive_requests 100000000;
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
   }"
 
@@ -67,6 +78,7 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:$HAPROXY_PORT
+  bind 127.0.0.1:$HAPROXY_H2_PORT proto h2
   default_backend be
 backend be
   server origin 127.0.0.1:$UP
@@ -155,3 +167,27 @@ for name in direct weft weft-policy nginx haproxy; do
     "$(awk -v a="${RPS[$name]}" -v b="${RPS[nginx]}" 'BEGIN{printf "%.2f", a/b}')"
 done
 echo "weft-policy (timeout, retries, a header set, a 0% fault) vs the plain route: $(awk -v a="${RPS[weft-policy]}" -v b="${RPS[weft]}" 'BEGIN{printf "%.2f", a/b}')"
+
+# HTTP/2: h2load over h2c, 4 connections × 16 streams; h2load prints
+# "finished in …, N req/s" and "time for request: min max mean sd".
+declare -A H2RPS H2MEAN
+measure_h2() {
+  local name=$1 port=$2 out
+  h2load -t1 -c4 -m16 -D 1 "http://127.0.0.1:$port/" >/dev/null # warm-up
+  out=$(h2load -t1 -c4 -m16 -D "$DURATION" "http://127.0.0.1:$port/")
+  grep -q " 0 failed" <<<"$out" || { echo "h2load against $name failed:"; echo "$out"; exit 1; }
+  H2RPS[$name]=$(awk '/^finished in/ {print $4}' <<<"$out")
+  H2MEAN[$name]=$(awk '/^time for request:/ {print $6}' <<<"$out" | to_ms)
+}
+measure_h2 direct $UP_H2
+measure_h2 weft $WEFT_PORT
+measure_h2 nginx $NGINX_H2_PORT
+measure_h2 haproxy $HAPROXY_H2_PORT
+echo
+echo "h2load -c4 -m16 -D${DURATION}, h2c; proxies speak HTTP/1.1 upstream"
+printf '%-12s %12s %10s %12s %12s\n' path req/s mean_ms vs_direct vs_nginx
+for name in direct weft nginx haproxy; do
+  printf '%-12s %12.0f %10s %12s %12s\n' "$name" "${H2RPS[$name]}" "${H2MEAN[$name]}" \
+    "$(awk -v a="${H2RPS[$name]}" -v b="${H2RPS[direct]}" 'BEGIN{printf "%.2f", a/b}')" \
+    "$(awk -v a="${H2RPS[$name]}" -v b="${H2RPS[nginx]}" 'BEGIN{printf "%.2f", a/b}')"
+done
