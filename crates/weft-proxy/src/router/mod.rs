@@ -64,6 +64,22 @@ pub(crate) fn authority<B>(req: &Request<B>) -> &str {
         .unwrap_or("")
 }
 
+/// The route's cluster (a weighted draw among several) and its weighted
+/// target, noted in the access-log entry; NC when this proxy lacks it.
+fn pick_cluster<'a>(
+    fwd: &'a Forward,
+    snapshot: &'a Compiled,
+    entry: &mut Entry,
+) -> Result<(&'a ClusterCfg, Option<&'a WeightedTarget>), ProxyError> {
+    let (cluster_name, target) = fwd.clusters.pick(|total| fastrand::u32(..total));
+    entry.cluster = cluster_name.clone();
+    let cluster = snapshot
+        .clusters
+        .get(&**cluster_name)
+        .ok_or(ProxyError::NoCluster)?;
+    Ok((cluster, target))
+}
+
 /// Sends the request upstream as the route says, within its timeout, with
 /// its retries; the response comes back with hop-by-hop headers removed
 /// and the chosen weighted cluster's response mutations applied.
@@ -75,12 +91,7 @@ pub(crate) async fn forward(
     snapshot: &Compiled,
     entry: &mut Entry,
 ) -> Result<Response<Body>, ProxyError> {
-    let (cluster_name, target) = fwd.clusters.pick(|total| fastrand::u32(..total));
-    entry.cluster = cluster_name.clone();
-    let cluster = snapshot
-        .clusters
-        .get(&**cluster_name)
-        .ok_or(ProxyError::NoCluster)?;
+    let (cluster, target) = pick_cluster(fwd, snapshot, entry)?;
     let (mut parts, body) = req.into_parts();
     let grpc = crate::http::is_grpc(&parts.headers).then_some(&parts.headers);
     let (deadline, stream_deadline) = fwd.deadline(grpc);

@@ -25,12 +25,7 @@ pub(crate) async fn forward(
     snapshot: &Compiled,
     entry: &mut Entry,
 ) -> Result<Response<Body>, ProxyError> {
-    let (cluster_name, target) = fwd.clusters.pick(|total| fastrand::u32(..total));
-    entry.cluster = cluster_name.clone();
-    let cluster = snapshot
-        .clusters
-        .get(&**cluster_name)
-        .ok_or(ProxyError::NoCluster)?;
+    let (cluster, target) = super::pick_cluster(fwd, snapshot, entry)?;
     let downstream = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
     let kept = parts.headers.get(UPGRADE).cloned();

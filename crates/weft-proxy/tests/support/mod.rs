@@ -48,20 +48,37 @@ pub struct Upstream {
 }
 
 pub async fn upstream(name: &'static str, fail_every: Option<usize>) -> Upstream {
+    serve_upstream(false, move |n, req| answer(name, n, fail_every, req)).await
+}
+
+/// Serves `handle(n, request)` (n counts requests from 1) on a free
+/// loopback port, over HTTP/1.1, or over h2c only.
+async fn serve_upstream<F, Fut, B>(h2: bool, handle: F) -> Upstream
+where
+    F: Fn(usize, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
     let count = requests.clone();
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
-            let count = count.clone();
+            let (count, handle) = (count.clone(), handle.clone());
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-                async move { Ok::<_, Infallible>(answer(name, n, fail_every, req).await) }
+                let reply = handle(count.fetch_add(1, Ordering::SeqCst) + 1, req);
+                async move { Ok::<_, Infallible>(reply.await) }
             });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc),
-            );
+            let io = TokioIo::new(s);
+            if h2 {
+                let builder =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                tokio::spawn(async move { builder.serve_connection(io, svc).await });
+            } else {
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, svc));
+            }
         }
     });
     Upstream { addr, requests }
@@ -337,43 +354,29 @@ pub async fn statuses(to: SocketAddr, path: &str, n: usize) -> HashMap<u16, usiz
 /// `x-version`, `x-authority` and `x-te`, and ends with a `grpc-status: 0`
 /// trailer, as a gRPC server does.
 pub async fn h2_upstream(name: &'static str) -> Upstream {
-    use http_body_util::BodyExt;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let count = requests.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            let count = count.clone();
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                count.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    let seen = |v: Option<&http::HeaderValue>| {
-                        v.and_then(|v| v.to_str().ok()).unwrap_or("-").to_string()
-                    };
-                    let authority = req.uri().authority().map_or("-".into(), |a| a.to_string());
-                    let te = seen(req.headers().get("te"));
-                    let version = format!("{:?}", req.version());
-                    let mut trailers = http::HeaderMap::new();
-                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                    let body = Full::new(Bytes::from(format!("{name}\n")))
-                        .with_trailers(async move { Some(Ok(trailers)) });
-                    let resp = Response::builder()
-                        .header("x-version", version)
-                        .header("x-authority", authority)
-                        .header("x-te", te)
-                        .body(body)
-                        .unwrap();
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            tokio::spawn(
-                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc),
-            );
-        }
-    });
-    Upstream { addr, requests }
+    serve_upstream(true, move |_, req| async move { h2_answer(name, &req) }).await
+}
+
+fn h2_answer(
+    name: &str,
+    req: &Request<Incoming>,
+) -> Response<http_body_util::combinators::BoxBody<Bytes, Infallible>> {
+    let seen =
+        |v: Option<&http::HeaderValue>| v.and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let body = Full::new(Bytes::from(format!("{name}\n")))
+        .with_trailers(async move { Some(Ok(trailers)) })
+        .boxed();
+    Response::builder()
+        .header("x-version", format!("{:?}", req.version()))
+        .header(
+            "x-authority",
+            req.uri().authority().map_or("-".into(), |a| a.to_string()),
+        )
+        .header("x-te", seen(req.headers().get("te")))
+        .body(body)
+        .unwrap()
 }
 
 /// `cluster` speaking HTTP/2 to its hosts, as istiod writes it for a
@@ -481,4 +484,12 @@ pub async fn tcp_echo() -> SocketAddr {
         }
     });
     addr
+}
+
+/// A GET over h2c.
+pub async fn get_h2(to: SocketAddr, path: &str) -> Reply {
+    let req = Request::get(format!("http://test.local{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send_h2(to, req).await.0
 }
