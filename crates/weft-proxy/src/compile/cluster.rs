@@ -116,12 +116,9 @@ impl ClusterCfg {
             self.panic_threshold
         };
         let c = eps.candidates(draw, usable, threshold)?;
-        let n = eps.addresses.len();
+        let in_panic = |i: usize| c.panic && !left.iter().any(|r| r.contains(&i));
         self.lb
-            .choose(n, hash, |i| {
-                c.hosts.contains(&i)
-                    && (usable(i) || (c.panic && !left.iter().any(|r| r.contains(&i))))
-            })
+            .choose(c.hosts.clone(), hash, |i| usable(i) || in_panic(i))
             .map(|i| eps.addresses[i])
     }
 

@@ -149,16 +149,19 @@ impl Endpoints {
         let health = |r: &Range<usize>| {
             (u64::from(self.overprovisioning) * count(r) / r.len().max(1) as u64).min(100)
         };
-        let in_panic = |r: &Range<usize>| {
+        let below_threshold = |r: &Range<usize>| {
             panic_threshold > 0 && count(r) * 100 < u64::from(panic_threshold) * r.len() as u64
         };
         if self.levels.len() == 1 && !self.weighted {
             let hosts = self.levels[0].hosts.clone();
-            let panic = in_panic(&hosts);
+            // Envoy never panics while the levels together are fully
+            // available.
+            let panic = health(&hosts) < 100 && below_threshold(&hosts);
             return Some(Candidates { hosts, panic });
         }
         let healths: Vec<u64> = self.levels.iter().map(|l| health(&l.hosts)).collect();
         let total: u64 = healths.iter().sum::<u64>().min(100);
+        let in_panic = |r: &Range<usize>| total < 100 && below_threshold(r);
         let level = if total == 0 {
             if panic_threshold == 0 || self.addresses.is_empty() {
                 return None;
@@ -289,6 +292,26 @@ mod tests {
         assert!(eps.candidates(0, |_| false, 0).is_none());
         // With a panic threshold, total failure uses every host.
         assert!(eps.candidates(0, |_| false, 50).unwrap().panic);
+    }
+
+    #[test]
+    fn no_level_panics_while_the_levels_together_are_available() {
+        let eps = Endpoints::new(
+            vec![(0, None, hosts(0, 10)), (1, None, hosts(20, 10))],
+            OVERPROVISIONING,
+        );
+        // Level 0 has 4 of 10 (below a 50% threshold); level 1 makes up
+        // the rest, so level 0's share uses only its usable hosts.
+        let usable = |i: usize| !(4..10).contains(&i);
+        for draw in 0..100 {
+            assert!(
+                !eps.candidates(draw, usable, 50).unwrap().panic,
+                "draw {draw}"
+            );
+        }
+        // Alone, a level that far down is in panic.
+        let alone = Endpoints::new(vec![(0, None, hosts(0, 10))], OVERPROVISIONING);
+        assert!(alone.candidates(0, usable, 50).unwrap().panic);
     }
 
     #[test]

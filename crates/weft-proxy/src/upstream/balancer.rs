@@ -86,18 +86,26 @@ impl Balancer {
         Balancer::LeastRequest((0..hosts).map(|_| AtomicU32::new(0)).collect())
     }
 
-    /// The host (an index below `n`) for one request. `hash` drives the
-    /// consistent balancers (none: a random point, as in Envoy).
+    /// The host (an index in `hosts`, the level or locality the pick is
+    /// confined to) for one request. `hash` drives the consistent balancers
+    /// (none: a random point, as in Envoy), whose tables span every host:
+    /// they walk on to the next one in range.
     pub fn choose(
         &self,
-        n: usize,
+        hosts: std::ops::Range<usize>,
         hash: Option<u64>,
         usable: impl Fn(usize) -> bool,
     ) -> Option<usize> {
+        let n = hosts.len();
         if n == 0 {
             return None;
         }
-        let first_usable_from = |start: usize| (0..n).map(|k| (start + k) % n).find(|i| usable(*i));
+        let first_usable_from = |start: usize| {
+            (0..n)
+                .map(|k| hosts.start + (start + k) % n)
+                .find(|i| usable(*i))
+        };
+        let usable = |i: usize| hosts.contains(&i) && usable(i);
         match self {
             Balancer::RoundRobin(next) => first_usable_from(next.fetch_add(1, Ordering::Relaxed)),
             Balancer::Random => first_usable_from(fastrand::usize(..n)),
@@ -112,14 +120,14 @@ impl Balancer {
                 let start = ring.partition_point(|(point, _)| *point < h);
                 (0..ring.len())
                     .map(|k| ring[(start + k) % ring.len()].1 as usize)
-                    .find(|i| *i < n && usable(*i))
+                    .find(|i| usable(*i))
             }
             Balancer::Maglev(table) => {
                 let h = hash.unwrap_or_else(|| fastrand::u64(..));
                 let start = (h % table.len().max(1) as u64) as usize;
                 (0..table.len())
                     .map(|k| table[(start + k) % table.len()] as usize)
-                    .find(|i| *i < n && usable(*i))
+                    .find(|i| usable(*i))
             }
         }
     }
@@ -162,13 +170,13 @@ mod tests {
         ] {
             for key in 0..50u64 {
                 let h = hash_of(key);
-                let first = b.choose(3, Some(h), |_| true);
-                assert!((0..10).all(|_| b.choose(3, Some(h), |_| true) == first));
+                let first = b.choose(0..3, Some(h), |_| true);
+                assert!((0..10).all(|_| b.choose(0..3, Some(h), |_| true) == first));
             }
             // Keys spread over every host.
             let mut seen = [0; 3];
             for key in 0..300u64 {
-                seen[b.choose(3, Some(hash_of(key)), |_| true).unwrap()] += 1;
+                seen[b.choose(0..3, Some(hash_of(key)), |_| true).unwrap()] += 1;
             }
             assert!(seen.iter().all(|c| *c > 40), "{seen:?}");
         }
@@ -178,11 +186,21 @@ mod tests {
     fn unusable_hosts_are_skipped() {
         let b = Balancer::ring(&hosts(3), 64);
         for key in 0..50u64 {
-            assert_ne!(b.choose(3, Some(hash_of(key)), |i| i != 1), Some(1));
+            assert_ne!(b.choose(0..3, Some(hash_of(key)), |i| i != 1), Some(1));
         }
-        assert_eq!(b.choose(3, Some(1), |_| false), None);
+        assert_eq!(b.choose(0..3, Some(1), |_| false), None);
         let rr = Balancer::RoundRobin(AtomicUsize::new(0));
-        assert_eq!(rr.choose(3, None, |i| i == 2), Some(2));
+        assert_eq!(rr.choose(0..3, None, |i| i == 2), Some(2));
+    }
+
+    #[test]
+    fn round_robin_spreads_evenly_inside_its_range() {
+        let rr = Balancer::RoundRobin(AtomicUsize::new(0));
+        let mut seen = [0; 9];
+        for _ in 0..90 {
+            seen[rr.choose(3..6, None, |_| true).unwrap()] += 1;
+        }
+        assert_eq!(seen, [0, 0, 0, 30, 30, 30, 0, 0, 0]);
     }
 
     #[test]
@@ -190,7 +208,7 @@ mod tests {
         let b = Balancer::least_request(2);
         let _busy = b.track(0);
         let picks: Vec<_> = (0..50)
-            .map(|_| b.choose(2, None, |_| true).unwrap())
+            .map(|_| b.choose(0..2, None, |_| true).unwrap())
             .collect();
         assert!(picks.iter().filter(|i| **i == 1).count() > 25, "{picks:?}");
     }
