@@ -32,7 +32,11 @@ fn classify(data: &[u8]) -> Verdict {
     let Some(end) = data.windows(2).position(|w| w == b"\r\n") else {
         // The method must be a token; a byte that cannot be in a request
         // line settles it early.
-        let plausible = data.iter().all(|b| b.is_ascii_graphic() || *b == b' ');
+        let last = data.len() - 1;
+        let plausible = data
+            .iter()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_graphic() || *b == b' ' || (*b == b'\r' && i == last));
         return if plausible && data.len() < MAX_LINE {
             Verdict::NeedMore
         } else {
@@ -53,7 +57,7 @@ fn classify(data: &[u8]) -> Verdict {
 /// The protocol of the connection's first bytes, peeked.
 pub(crate) async fn http_protocol(sock: &TcpStream) -> Option<&'static str> {
     let mut buf = vec![0u8; MAX_LINE];
-    let mut seen = 0;
+    let (mut seen, mut stalled) = (0, 0u64);
     loop {
         let n = sock.peek(&mut buf).await.ok()?;
         if n == 0 {
@@ -63,9 +67,13 @@ pub(crate) async fn http_protocol(sock: &TcpStream) -> Option<&'static str> {
             return p;
         }
         // More of the first line is on its way; peek returns at once
-        // while nothing new has come, so wait a little between looks.
+        // while nothing new has come, so wait between looks, longer the
+        // longer the client stalls.
         if n == seen {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            stalled = (stalled * 2).clamp(1, 100);
+            tokio::time::sleep(Duration::from_millis(stalled)).await;
+        } else {
+            stalled = 0;
         }
         seen = n;
     }
@@ -92,6 +100,11 @@ mod tests {
         );
         assert_eq!(p(b"PRI * HTTP"), Verdict::NeedMore);
         assert_eq!(p(b"GET /long"), Verdict::NeedMore);
+        assert_eq!(
+            p(b"GET / HTTP/1.1\r"),
+            Verdict::NeedMore,
+            "cut between CR and LF"
+        );
         assert_eq!(p(b"\x16\x03\x01\x02\x00"), Verdict::Protocol(None), "TLS");
         assert_eq!(p(b"hello world\r\n"), Verdict::Protocol(None));
         assert_eq!(p(b"*1\r\n$4\r\nPING\r\n"), Verdict::Protocol(None), "redis");

@@ -93,13 +93,7 @@ fn virtual_hosts(
     let mut hosts: BTreeMap<String, VirtualHost> = BTreeMap::new();
     // Routes of several VirtualServices for one host follow one another
     // oldest first, as istiod merges them.
-    let mut services: Vec<_> = inputs
-        .config
-        .iter()
-        .filter(|r| r.as_virtual_service().is_some())
-        .collect();
-    services.sort_by(|a, b| a.creation_order().cmp(&b.creation_order()));
-    for resource in services {
+    for resource in inputs.virtual_services(|_| true) {
         let Some(vs) = resource.as_virtual_service() else {
             continue;
         };

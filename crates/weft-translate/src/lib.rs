@@ -42,6 +42,23 @@ pub struct Inputs<'a> {
     pub registry: &'a Registry,
 }
 
+impl<'a> Inputs<'a> {
+    /// The VirtualServices `keep` accepts, oldest first (then by name and
+    /// namespace), the order istiod takes them in.
+    pub(crate) fn virtual_services(
+        &self,
+        keep: impl Fn(&weft_config::networking::VirtualService) -> bool,
+    ) -> Vec<&'a Resource> {
+        let mut out: Vec<&Resource> = self
+            .config
+            .iter()
+            .filter(|r| r.as_virtual_service().is_some_and(&keep))
+            .collect();
+        out.sort_by(|a, b| a.creation_order().cmp(&b.creation_order()));
+        out
+    }
+}
+
 pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
     let mut out = ProxyResources::default();
     clusters::outbound(inputs, proxy, &mut out);

@@ -103,17 +103,21 @@ pub(crate) fn groups(
     }
     let me = parts(proxy.locality.as_deref());
     let setting = setting(policy);
-    let distribute = setting.and_then(|s| s.distribute.iter().find(|d| matches(&me, &d.from)));
+    let distribute = setting.map(|s| s.distribute.as_slice()).unwrap_or_default();
     // (locality, priority, weight, endpoints)
     let mut out: Vec<([&str; 3], u32, u32, Vec<SocketAddr>)> = Vec::new();
-    if let Some(rule) = distribute {
-        let weights = distributed(&by_locality, &rule.to);
+    if !distribute.is_empty() {
+        // With `distribute`, failover never applies; a proxy no rule is
+        // `from` keeps the plain groups, as istiod leaves them.
+        let rule = distribute.iter().find(|d| matches(&me, &d.from));
+        let weights = rule.map(|r| distributed(&by_locality, &r.to));
         for (l, eps) in &by_locality {
-            let addrs = match weights.get(l) {
-                Some(_) => eps.iter().map(|e| e.0).collect(),
-                None => Vec::new(),
+            let own = eps.len() as u32;
+            let (weight, addrs) = match weights.as_ref().map(|w| w.get(l)) {
+                None => (own, eps.iter().map(|e| e.0).collect()),
+                Some(Some(w)) => (*w, eps.iter().map(|e| e.0).collect()),
+                Some(None) => (own, Vec::new()),
             };
-            let weight = weights.get(l).copied().unwrap_or(eps.len() as u32);
             out.push((*l, 0, weight, addrs));
         }
     } else {

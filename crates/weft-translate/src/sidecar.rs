@@ -259,16 +259,9 @@ fn service_virtual_host(
 pub(crate) fn mesh_virtual_services<'a>(
     inputs: &'a Inputs,
 ) -> impl Iterator<Item = &'a weft_config::Resource> {
-    let mut out: Vec<_> = inputs
-        .config
-        .iter()
-        .filter(|r| {
-            r.as_virtual_service()
-                .is_some_and(|vs| vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh"))
-        })
-        .collect();
-    out.sort_by(|a, b| a.creation_order().cmp(&b.creation_order()));
-    out.into_iter()
+    inputs
+        .virtual_services(|vs| vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh"))
+        .into_iter()
 }
 
 /// The ports the app serves: its container ports and the target ports of the

@@ -102,7 +102,7 @@ fn distribute(r: &mut Report, at: &str, l: &LocalityLb) {
 /// `region[/zone[/subzone]]`, a `*` only as the whole last part.
 fn locality(l: &str) -> Result<(), String> {
     let stars = l.matches('*').count();
-    if stars > 1 || (stars == 1 && !(l == "*" || l.ends_with("/*"))) {
+    if stars > 1 || (stars == 1 && !l.ends_with('*')) {
         return Err(format!(
             "locality {l:?}: wildcard '*' number can not exceed 1 and must be in the end"
         ));

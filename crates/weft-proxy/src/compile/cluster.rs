@@ -348,7 +348,7 @@ fn http_options(c: &Cluster) -> Result<HttpOptions, String> {
                 out.idle_timeout = super::duration(d)?;
             }
             if let Some(d) = common.max_connection_duration.as_ref() {
-                out.max_connection_duration = Some(super::duration(d)?).filter(|d| !d.is_zero());
+                out.max_connection_duration = super::nonzero(Some(d))?;
             }
         }
     }
@@ -371,11 +371,7 @@ fn http2_options(
         return Err("http2_protocol_options supports initial_stream_window_size, initial_connection_window_size and connection_keepalive only".into());
     }
     let keepalive = o.connection_keepalive.as_ref();
-    let time = |d: Option<&envoy_types::pb::google::protobuf::Duration>| {
-        d.map(super::duration)
-            .transpose()
-            .map(|d| d.filter(|d| !d.is_zero()))
-    };
+    let time = super::nonzero;
     Ok(crate::upstream::Http2 {
         initial_stream_window: o.initial_stream_window_size.map(|v| v.value),
         initial_connection_window: o.initial_connection_window_size.map(|v| v.value),

@@ -263,7 +263,7 @@ fn tcp_action(t: &TcpProxy) -> Result<ChainAction, String> {
     };
     let idle_timeout = match &t.idle_timeout {
         None => Some(std::time::Duration::from_secs(3600)),
-        Some(d) => Some(super::duration(d)?).filter(|d| !d.is_zero()),
+        Some(d) => super::nonzero(Some(d))?,
     };
     Ok(ChainAction::Tcp {
         stat_prefix: t.stat_prefix.clone(),

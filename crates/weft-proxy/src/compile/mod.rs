@@ -107,6 +107,13 @@ pub(crate) fn duration(
     Ok(std::time::Duration::new(d.seconds as u64, d.nanos as u32))
 }
 
+/// An optional duration where Envoy reads zero as "none" (disabled).
+pub(crate) fn nonzero(
+    d: Option<&envoy_types::pb::google::protobuf::Duration>,
+) -> Result<Option<std::time::Duration>, String> {
+    Ok(d.map(duration).transpose()?.filter(|d| !d.is_zero()))
+}
+
 /// A share of requests, in parts per million (Envoy's finest denominator).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PerMillion(pub u32);

@@ -19,7 +19,7 @@ use super::headers::{compile_header_ops, HeaderOps};
 use super::matcher::{
     compile_header, compile_path, compile_query, HeaderMatch, PathMatch, QueryMatch, RequestView,
 };
-use super::{duration, share, PerMillion};
+use super::{share, PerMillion};
 use crate::filters::{compile_route_filters, RouteFilters};
 use crate::router::hash::HashRule;
 use crate::router::retry::{self, RetryPolicy};
@@ -462,11 +462,7 @@ fn compile_forward(a: &RouteAction) -> Result<Forward, String> {
 /// `max_stream_duration` itself is not supported yet.
 #[allow(deprecated)] // `max_grpc_timeout`, which istiod still writes.
 fn timeouts(a: &RouteAction) -> Result<(Option<Duration>, Option<GrpcTimeout>), String> {
-    let nonzero = |d: Option<&envoy_types::pb::google::protobuf::Duration>| {
-        d.map(duration)
-            .transpose()
-            .map(|d| d.filter(|d| !d.is_zero()))
-    };
+    use super::nonzero;
     if let Some(m) = &a.max_stream_duration {
         if nonzero(m.max_stream_duration.as_ref())?.is_some() {
             return Err("a non-zero max_stream_duration is not supported yet".into());
@@ -481,7 +477,7 @@ fn timeouts(a: &RouteAction) -> Result<(Option<Duration>, Option<GrpcTimeout>), 
     }
     let timeout = match &a.timeout {
         None => Some(Duration::from_secs(15)),
-        Some(d) => Some(duration(d)?).filter(|d| !d.is_zero()),
+        Some(d) => nonzero(Some(d))?,
     };
     let grpc = match &a.max_grpc_timeout {
         Some(max) => Some(GrpcTimeout::Router {

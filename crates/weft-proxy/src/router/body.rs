@@ -42,7 +42,8 @@ pub(crate) struct Tee {
     rest: Option<Incoming>,
     frames: Vec<Frame<Bytes>>,
     size: u64,
-    /// The copy outgrew the limit and was dropped.
+    /// The copy outgrew the limit (or the body failed) and cannot be
+    /// replayed.
     overflow: bool,
 }
 
@@ -144,7 +145,14 @@ impl Body for TeeReader {
                 t.rest = None;
                 Poll::Ready(None)
             }
-            other => other,
+            Poll::Ready(Some(Err(e))) => {
+                // The copy is incomplete for good: a retry would send a
+                // truncated body as if whole.
+                t.overflow = true;
+                t.rest = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }

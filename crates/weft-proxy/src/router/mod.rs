@@ -257,22 +257,24 @@ impl Tries<'_> {
         }
     }
 
-    /// An endpoint; with the previous-hosts predicate, one not tried yet if
-    /// a few draws find one.
+    /// An endpoint: with the previous-priorities plugin, outside the
+    /// levels already tried; with the previous-hosts predicate, one not
+    /// tried yet if a few draws find one. Istio sets both for
+    /// `retryRemoteLocalities`.
     fn pick(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
-        if self.policy.is_some_and(|p| p.previous_priorities) && !tried.is_empty() {
-            return self
-                .cluster
-                .pick_leaving(self.destination, self.hash, tried);
-        }
-        let avoid = self
-            .policy
-            .filter(|p| p.previous_hosts && !tried.is_empty());
-        let draws = avoid.map_or(1, |p| p.host_selection_attempts.max(1));
+        let retry = self.policy.filter(|_| !tried.is_empty());
+        let leave_levels = retry.is_some_and(|p| p.previous_priorities);
+        let avoid_hosts = retry.filter(|p| p.previous_hosts);
+        let draws = avoid_hosts.map_or(1, |p| p.host_selection_attempts.max(1));
         let mut addr = None;
         for _ in 0..draws {
-            addr = self.cluster.pick(self.destination, self.hash);
-            if addr.is_none_or(|a| !tried.contains(&a)) {
+            addr = if leave_levels {
+                self.cluster
+                    .pick_leaving(self.destination, self.hash, tried)
+            } else {
+                self.cluster.pick(self.destination, self.hash)
+            };
+            if avoid_hosts.is_none() || addr.is_none_or(|a| !tried.contains(&a)) {
                 break;
             }
         }

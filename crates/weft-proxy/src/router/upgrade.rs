@@ -48,7 +48,10 @@ pub(crate) async fn forward(
         cluster.report(addr, Result5xx::LocalFailure);
         super::finish(Err(super::TryError::Upstream(e))).unwrap_err()
     })?;
-    cluster.report(addr, Result5xx::Success);
+    cluster.report(
+        addr,
+        super::health(&super::Outcome::Response(resp.status(), resp.headers())),
+    );
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);

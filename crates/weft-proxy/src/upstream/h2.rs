@@ -3,8 +3,8 @@
 //! one per worker: every request is a stream on it, so the cluster's
 //! `max_requests` (Istio's `http2MaxRequests`) is what limits concurrency.
 //! A connection that closed (or went away) is replaced on the next
-//! request; one past `max_requests_per_connection` or its maximum age
-//! takes no new stream and closes when its streams are done.
+//! request; one past `max_requests_per_connection`, its maximum age or the
+//! idle timeout takes no new stream and closes when its streams are done.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -34,6 +34,9 @@ struct Conn {
     sender: SendRequest<UpBody>,
     served: u32,
     opened: Instant,
+    /// When the last stream started; a connection unused for the
+    /// cluster's idle timeout is let go.
+    last_used: Instant,
 }
 
 thread_local! {
@@ -48,15 +51,32 @@ pub(crate) async fn send(
     breaker: &Arc<Breaker>,
     req: Request<UpBody>,
 ) -> Result<Response<Incoming>, UpstreamError> {
-    let req = to_h2(req);
-    let (mut sender, reused) = match checkout(peer, breaker) {
-        Some(s) => (s, true),
-        None => (open(peer, h2, breaker).await?, false),
-    };
+    let mut req = to_h2(req);
+    if let Some(mut sender) = checkout(peer, breaker) {
+        // A connection that went away before taking the stream hands the
+        // request back unsent; it goes on a new connection. A failure
+        // after that is a reset, never retried as a connect failure.
+        match sender.try_send_request(req).await {
+            Ok(resp) => return Ok(resp),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => req = unsent,
+                None => {
+                    return Err(UpstreamError::Request {
+                        error: e.into_error(),
+                        reused: false,
+                    })
+                }
+            },
+        }
+    }
+    let mut sender = open(peer, h2, breaker).await?;
     sender
         .send_request(req)
         .await
-        .map_err(|error| UpstreamError::Request { error, reused })
+        .map_err(|error| UpstreamError::Request {
+            error,
+            reused: false,
+        })
 }
 
 /// HTTP/2 carries the authority and scheme as pseudo-headers, which hyper
@@ -89,6 +109,7 @@ fn checkout(peer: &Peer, breaker: &Breaker) -> Option<SendRequest<UpBody>> {
         let mut conns = conns.borrow_mut();
         let conn = conns.get_mut(peer)?;
         let spent = conn.sender.is_closed()
+            || conn.last_used.elapsed() >= peer.idle_timeout
             || breaker
                 .limits
                 .max_requests_per_connection
@@ -101,6 +122,7 @@ fn checkout(peer: &Peer, breaker: &Breaker) -> Option<SendRequest<UpBody>> {
             return None;
         }
         conn.served += 1;
+        conn.last_used = Instant::now();
         Some(conn.sender.clone())
     })
 }
@@ -152,12 +174,19 @@ async fn open(
         breaker.connection_closed();
     });
     CONNS.with(|conns| {
-        conns.borrow_mut().insert(
+        let mut conns = conns.borrow_mut();
+        // Now and then, drop what closed, so peers that left the config
+        // do not keep entries.
+        if fastrand::u32(..super::SWEEP_EVERY) == 0 {
+            conns.retain(|_, c| !c.sender.is_closed());
+        }
+        conns.insert(
             *peer,
             Conn {
                 sender: sender.clone(),
                 served: 1,
                 opened: Instant::now(),
+                last_used: Instant::now(),
             },
         )
     });
