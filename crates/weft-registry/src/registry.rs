@@ -67,7 +67,7 @@ impl Protocol {
             .unwrap_or_else(|| port.name.split('-').next().unwrap_or(""));
         match declared.to_ascii_lowercase().as_str() {
             "http" => Protocol::Http,
-            "http2" | "grpc-web" => Protocol::Http2,
+            "http2" | "grpc-web" | "kubernetes.io/h2c" => Protocol::Http2,
             "grpc" => Protocol::Grpc,
             // Istio's other protocols are opaque to the sidecar (TLS is
             // passed through, not terminated).
@@ -298,6 +298,7 @@ mod tests {
         assert_eq!(p("tcp-echo", None), Protocol::Tcp);
         assert_eq!(p("mysql", None), Protocol::Tcp);
         assert_eq!(p("web", Some("http")), Protocol::Http);
+        assert_eq!(p("web", Some("kubernetes.io/h2c")), Protocol::Http2);
     }
 
     #[test]
