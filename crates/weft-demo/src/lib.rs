@@ -20,6 +20,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 
+pub mod boutique;
 mod httpbin;
 
 /// What Bookinfo's pages say when a service behind them fails.
@@ -56,6 +57,8 @@ pub enum Role {
     TcpEcho,
     /// httpbin's endpoints, for the resilience tasks (`httpbin.rs`).
     Httpbin,
+    /// A service of the Online-Boutique-like shop (`boutique/`).
+    Boutique(boutique::Service),
 }
 
 impl std::str::FromStr for Role {
@@ -68,9 +71,11 @@ impl std::str::FromStr for Role {
             "ratings" => Ok(Role::Ratings),
             "tcp-echo" => Ok(Role::TcpEcho),
             "httpbin" => Ok(Role::Httpbin),
-            _ => Err(format!(
-                "unknown demo service {s:?}: productpage, details, reviews, ratings, httpbin or tcp-echo"
-            )),
+            other => boutique::Service::from_name(other).map(Role::Boutique).ok_or_else(|| {
+                format!(
+                    "unknown demo service {s:?}: productpage, details, reviews, ratings, httpbin, tcp-echo, frontend, productcatalogservice, currencyservice or recommendationservice"
+                )
+            }),
         }
     }
 }
@@ -100,6 +105,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     if role == Role::TcpEcho {
         return tcp_echo(format!("tcp-echo-{version}"), listen).await;
+    }
+    if let Role::Boutique(service) = role {
+        let name = format!("{service:?}").to_ascii_lowercase();
+        return boutique::run(service, format!("{name}-{version}"), listen, knob.delay).await;
     }
     let name = format!("{role:?}").to_ascii_lowercase();
     let app = Arc::new(App {
