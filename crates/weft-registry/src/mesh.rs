@@ -37,6 +37,39 @@ pub struct WorkloadSpec {
     /// `region/zone/subzone`, as a WorkloadEntry's locality.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<String>,
+    /// The container's readiness probe, in Kubernetes' shape (`httpGet`
+    /// with a path); `weft up` waits on it (default: `GET /`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Probe {
+    pub http_get: HttpGet,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpGet {
+    #[serde(default = "root")]
+    pub path: String,
+    /// Accepted as Kubernetes writes it; the probe asks every HTTP port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<serde_json::Value>,
+}
+
+fn root() -> String {
+    "/".into()
+}
+
+impl WorkloadSpec {
+    /// The path `weft up` asks to see the app ready.
+    pub fn readiness_path(&self) -> &str {
+        self.readiness_probe
+            .as_ref()
+            .map_or("/", |p| p.http_get.path.as_str())
+    }
 }
 
 impl WorkloadSpec {

@@ -320,7 +320,7 @@ async fn wait_ready(
     for pod in &plan.pods {
         for port in http_ports(plan, pod) {
             let addr = SocketAddr::new(pod.ip.into(), port);
-            while !answers(addr) {
+            while !answers(addr, pod.spec.readiness_path()) {
                 alive()?;
                 if Instant::now() > deadline {
                     bail!(
@@ -391,8 +391,8 @@ fn sync_status(api: SocketAddr) -> SyncStatus {
 }
 
 /// True once the app answers (through its sidecar) with anything but a 503.
-fn answers(addr: SocketAddr) -> bool {
-    http_get(addr, "/").is_some_and(|(code, _)| code != 503)
+fn answers(addr: SocketAddr, path: &str) -> bool {
+    http_get(addr, path).is_some_and(|(code, _)| code != 503)
 }
 
 /// A minimal HTTP/1.0 GET, to avoid an HTTP client in this crate.

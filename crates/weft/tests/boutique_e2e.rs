@@ -102,3 +102,83 @@ fn grpc_abort_on_productcatalog() {
         "{log}"
     );
 }
+
+/// A 5 s delay on half of the calls to recommendationservice: of 10
+/// product pages loaded at once, about half take 5 s or more.
+#[test]
+fn delay_on_recommendation_for_half() {
+    let mesh = Mesh::up_example("boutique", "delay", 143, 18143);
+    let page = format!("{}/product/OLJCESPC7Z", mesh.ingress);
+    wait_until("the shop to serve", Duration::from_secs(15), || {
+        curl(&page, &[]).0 == 200
+    });
+    apply(&mesh, "recommendation-delay.yaml");
+    let slow_share = || {
+        let loads: Vec<_> = (0..10)
+            .map(|_| {
+                let page = page.clone();
+                std::thread::spawn(move || {
+                    let start = std::time::Instant::now();
+                    let (code, _) = curl(&page, &[]);
+                    (code, start.elapsed())
+                })
+            })
+            .collect();
+        let done: Vec<_> = loads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(done.iter().all(|(c, _)| *c == 200), "{done:?}");
+        done.iter()
+            .filter(|(_, t)| *t >= Duration::from_secs(5))
+            .count()
+    };
+    wait_until("the delay to apply", Duration::from_secs(30), || {
+        slow_share() > 0
+    });
+    let slow = slow_share();
+    assert!((2..=8).contains(&slow), "about 5 of 10 delayed, got {slow}");
+}
+
+/// productcatalogservice slowed by Online Boutique's latency knob (3 s),
+/// under a 2 s timeout with two retries of 0.5 s each: the home page fails
+/// fast with the router's UNAVAILABLE "upstream request timeout", and the
+/// catalog's sidecar saw each call three times.
+#[test]
+fn timeout_and_retries_on_a_slow_productcatalog() {
+    let mesh = Mesh::up_edited("boutique", "retry", 144, 18144, |m| {
+        m.replace("EXTRA_LATENCY: \"0s\"", "EXTRA_LATENCY: \"3s\"")
+    });
+    let home = format!("{}/", mesh.ingress);
+    wait_until(
+        "the shop to serve (slowly)",
+        Duration::from_secs(20),
+        || curl(&home, &[]).0 == 200,
+    );
+    apply(&mesh, "productcatalog-timeout-retries.yaml");
+    wait_until("the timeout to apply", Duration::from_secs(15), || {
+        curl(&home, &[]).0 == 500
+    });
+    std::thread::sleep(Duration::from_millis(1500)); // one access-log flush
+    let before = mesh
+        .log("productcatalogservice.sidecar.log")
+        .matches("ListProducts")
+        .count();
+    let start = std::time::Instant::now();
+    let (code, body) = curl(&home, &[]);
+    let took = start.elapsed();
+    assert_eq!(code, 500, "{body}");
+    assert!(
+        body.contains("code = Unavailable desc = upstream request timeout"),
+        "{body}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "fails before the 3 s latency: {took:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1500)); // one access-log flush
+    let after = mesh
+        .log("productcatalogservice.sidecar.log")
+        .matches("ListProducts")
+        .count();
+    assert_eq!(after - before, 3, "one try and two retries");
+    let log = mesh.log("frontend-v1.sidecar.log") + &mesh.log("frontend-v2.sidecar.log");
+    assert!(log.contains("UT,URX") || log.contains("URX"), "{log}");
+}
