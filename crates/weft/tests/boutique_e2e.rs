@@ -46,6 +46,51 @@ fn the_shop_serves_over_grpc() {
         .unwrap_or("");
     assert_eq!(recommended.split(' ').count(), 5, "{body}");
     assert!(!recommended.contains("66VCHSJNUP"), "{body}");
+    // A cart and a checkout: cart, catalog, currency, shipping, payment,
+    // email and checkout services, each behind its sidecar.
+    let me = ["-b", "shop_session-id=e2e"];
+    let cart = format!("{}/cart", mesh.ingress);
+    let add = |id: &str, n: &str| {
+        let form = [
+            "-d".to_string(),
+            format!("product_id={id}"),
+            "-d".into(),
+            format!("quantity={n}"),
+        ];
+        let mut args: Vec<&str> = me.to_vec();
+        args.extend(form.iter().map(String::as_str));
+        curl(&cart, &args)
+    };
+    assert_eq!(add("OLJCESPC7Z", "2").0, 200);
+    let (code, body) = add("9SIQT8TOJO", "1");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("OLJCESPC7Z x2") && body.contains("9SIQT8TOJO x1"),
+        "{body}"
+    );
+    let (code, body) = curl(&home, &me);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("cart: 3 items") && body.contains("ad: "),
+        "{body}"
+    );
+    let mut args = me.to_vec();
+    args.extend(["-X", "POST"]);
+    let (code, body) = curl(&format!("{cart}/checkout"), &args);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("Your order is complete!") && body.contains("tracking track-"),
+        "{body}"
+    );
+    let (_, body) = curl(&cart, &me);
+    assert!(!body.contains(" x"), "the cart is emptied: {body}");
+    std::thread::sleep(Duration::from_millis(1500)); // logs flush
+    assert!(
+        mesh.log("emailservice.log")
+            .contains("order confirmation order-"),
+        "{}",
+        mesh.log("emailservice.log")
+    );
 }
 
 /// Traffic splitting between frontend v1 and v2 (75/25) at the gateway.

@@ -1,8 +1,11 @@
 //! The shop's frontend: HTTP pages over the gRPC services. `/` lists the
-//! catalog with prices in the visitor's currency (`currency_code` cookie,
-//! USD by default); `/product/{id}` shows one product and the
-//! recommendations for it. A failed gRPC call is a 500 page naming the
-//! call and its status, as Online Boutique's frontend renders it.
+//! catalog with prices in the visitor's currency (`shop_currency` cookie,
+//! USD by default), the cart's size and an ad; `/product/{id}` shows one
+//! product and the recommendations for it; `/cart` shows the cart and
+//! takes `product_id` and `quantity` (POST); `/cart/checkout` (POST)
+//! places the order. The visitor is the `shop_session-id` cookie. A failed
+//! gRPC call is a 500 page naming the call and its status, as Online
+//! Boutique's frontend renders it.
 
 use std::convert::Infallible;
 use std::fmt::Write;
@@ -24,14 +27,20 @@ struct Frontend {
     catalog: Client,
     currency: Client,
     recommendation: Client,
+    cart: Client,
+    checkout: Client,
+    ad: Client,
 }
 
 pub async fn run(workload: String, listen: SocketAddr) -> anyhow::Result<()> {
     let app = Arc::new(Frontend {
         workload,
-        catalog: Client::new("http://productcatalogservice:3550")?,
-        currency: Client::new("http://currencyservice:7000")?,
+        catalog: Client::new(super::CATALOG_URL)?,
+        currency: Client::new(super::CURRENCY_URL)?,
         recommendation: Client::new("http://recommendationservice:8080")?,
+        cart: Client::new(super::CART_URL)?,
+        checkout: Client::new("http://checkoutservice:5050")?,
+        ad: Client::new("http://adservice:9555")?,
     });
     let listener = tokio::net::TcpListener::bind(listen).await?;
     loop {
@@ -75,15 +84,24 @@ fn failed(workload: &str, what: &str, e: &Status) -> Response<Full<Bytes>> {
     )
 }
 
-fn currency_of<B>(req: &Request<B>) -> String {
+fn cookie<B>(req: &Request<B>, name: &str, default: &str) -> String {
+    let prefix = format!("{name}=");
     req.headers()
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix("shop_currency="))
-        .unwrap_or("USD")
+        .find_map(|c| c.trim().strip_prefix(prefix.as_str()))
+        .unwrap_or(default)
         .to_string()
+}
+
+/// `a=1&b=2` form fields.
+fn field(form: &str, name: &str) -> Option<String> {
+    form.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
 }
 
 fn price(m: &Money) -> String {
@@ -98,22 +116,115 @@ fn price(m: &Money) -> String {
 impl Frontend {
     async fn page(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
-        let currency = currency_of(&req);
+        let currency = cookie(&req, "shop_currency", "USD");
+        let user = cookie(&req, "shop_session-id", "visitor");
+        let post = req.method() == http::Method::POST;
+        let form = if post {
+            use http_body_util::BodyExt;
+            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+            String::from_utf8_lossy(&body.unwrap_or_default()).into_owned()
+        } else {
+            String::new()
+        };
         let w = &self.workload;
-        match path.as_str() {
-            "/_healthz" => page(StatusCode::OK, w, "ok\n".into()),
-            "/" => match self.home(&currency).await {
-                Ok(body) => page(StatusCode::OK, w, body),
-                Err((what, e)) => failed(w, what, &e),
-            },
-            p if p.starts_with("/product/") => {
-                match self.product(&p["/product/".len()..], &currency).await {
-                    Ok(body) => page(StatusCode::OK, w, body),
-                    Err((what, e)) => failed(w, what, &e),
-                }
+        let result = match (path.as_str(), post) {
+            ("/_healthz", _) => return page(StatusCode::OK, w, "ok\n".into()),
+            ("/", false) => self.home(&currency, &user).await,
+            (p, false) if p.starts_with("/product/") => {
+                self.product(&p["/product/".len()..], &currency).await
             }
-            _ => page(StatusCode::NOT_FOUND, w, format!("{w}\nnot found\n")),
+            ("/cart", false) => self.view_cart(&user).await,
+            ("/cart", true) => self.add_to_cart(&user, &form).await,
+            ("/cart/checkout", true) => self.place_order(&user, &currency).await,
+            _ => return page(StatusCode::NOT_FOUND, w, format!("{w}\nnot found\n")),
+        };
+        match result {
+            Ok(body) => page(StatusCode::OK, w, body),
+            Err((what, e)) => failed(w, what, &e),
         }
+    }
+
+    async fn view_cart(&self, user: &str) -> Result<String, (&'static str, Status)> {
+        let cart = self.get_cart(user).await?;
+        let mut out = format!("{}\ncart of {user}\n", self.workload);
+        for i in cart.items {
+            let _ = writeln!(out, "{} x{}", i.product_id, i.quantity);
+        }
+        Ok(out)
+    }
+
+    async fn get_cart(&self, user: &str) -> Result<Cart, (&'static str, Status)> {
+        self.cart
+            .call(
+                "/hipstershop.CartService/GetCart",
+                UserRequest {
+                    user_id: user.into(),
+                },
+            )
+            .await
+            .map_err(|e| ("could not retrieve cart", e))
+    }
+
+    async fn add_to_cart(&self, user: &str, form: &str) -> Result<String, (&'static str, Status)> {
+        let product_id = field(form, "product_id").unwrap_or_default();
+        let quantity = field(form, "quantity")
+            .and_then(|q| q.parse().ok())
+            .unwrap_or(1);
+        let _: Empty = self
+            .cart
+            .call(
+                "/hipstershop.CartService/AddItem",
+                AddItemRequest {
+                    user_id: user.into(),
+                    item: Some(CartItem {
+                        product_id,
+                        quantity,
+                    }),
+                },
+            )
+            .await
+            .map_err(|e| ("failed to add to cart", e))?;
+        self.view_cart(user).await
+    }
+
+    async fn place_order(
+        &self,
+        user: &str,
+        currency: &str,
+    ) -> Result<String, (&'static str, Status)> {
+        let placed: PlaceOrderResponse = self
+            .checkout
+            .call(
+                "/hipstershop.CheckoutService/PlaceOrder",
+                PlaceOrderRequest {
+                    user_id: user.into(),
+                    user_currency: currency.into(),
+                    address: Some(Address {
+                        street_address: "1600 Amphitheatre Parkway".into(),
+                        city: "Mountain View".into(),
+                        state: "CA".into(),
+                        country: "United States".into(),
+                        zip_code: 94043,
+                    }),
+                    email: "someone@example.com".into(),
+                    credit_card: Some(CreditCardInfo {
+                        credit_card_number: "4432-8015-6152-0454".into(),
+                        credit_card_cvv: 672,
+                        credit_card_expiration_year: 2039,
+                        credit_card_expiration_month: 1,
+                    }),
+                },
+            )
+            .await
+            .map_err(|e| ("failed to complete the order", e))?;
+        let order = placed.order.unwrap_or_default();
+        Ok(format!(
+            "{}\nYour order is complete!\norder {} tracking {} shipping {}\n",
+            self.workload,
+            order.order_id,
+            order.shipping_tracking_id,
+            order.shipping_cost.as_ref().map(price).unwrap_or_default()
+        ))
     }
 
     async fn convert(&self, money: Option<Money>, to: &str) -> Result<Money, Status> {
@@ -128,7 +239,7 @@ impl Frontend {
             .await
     }
 
-    async fn home(&self, currency: &str) -> Result<String, (&'static str, Status)> {
+    async fn home(&self, currency: &str, user: &str) -> Result<String, (&'static str, Status)> {
         let currencies: GetSupportedCurrenciesResponse = self
             .currency
             .call(
@@ -142,10 +253,20 @@ impl Frontend {
             .call("/hipstershop.ProductCatalogService/ListProducts", Empty {})
             .await
             .map_err(|e| ("could not retrieve products", e))?;
+        let cart = self.get_cart(user).await?;
+        // As in Online Boutique, a missing ad does not fail the page.
+        let ad: Option<AdResponse> = self
+            .ad
+            .call("/hipstershop.AdService/GetAds", AdRequest::default())
+            .await
+            .ok();
         let mut out = format!(
-            "{}\nOnline Boutique\ncurrencies: {}\n",
+            "{}\nOnline Boutique\ncurrencies: {}\ncart: {} items\nad: {}\n",
             self.workload,
-            currencies.currency_codes.join(" ")
+            currencies.currency_codes.join(" "),
+            cart.items.iter().map(|i| i.quantity).sum::<i32>(),
+            ad.and_then(|a| a.ads.into_iter().next())
+                .map_or(String::new(), |a| a.text)
         );
         for p in list.products {
             let cost = self

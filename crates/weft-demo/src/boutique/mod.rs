@@ -1,14 +1,15 @@
 //! An Online-Boutique-like shop for the course's gRPC labs: `frontend`
 //! (HTTP) over gRPC services with Online Boutique's names, ports and
 //! messages (`productcatalogservice`, `currencyservice`,
-//! `recommendationservice`; the cart, checkout, payment, shipping, email
-//! and ad services are not built yet), so Istio config written for Online
-//! Boutique applies unchanged. As in Online Boutique, productcatalogservice
-//! adds the latency its `EXTRA_LATENCY` environment variable names.
+//! `recommendationservice` here; cart, shipping, payment, email, ad and
+//! checkout in `shop.rs`), so Istio config written for Online Boutique
+//! applies unchanged. As in Online Boutique, productcatalogservice adds
+//! the latency its `EXTRA_LATENCY` environment variable names.
 
 mod frontend;
 mod grpc;
 pub mod proto;
+mod shop;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -54,6 +55,12 @@ pub enum Service {
     ProductCatalog,
     Currency,
     Recommendation,
+    Cart,
+    Shipping,
+    Payment,
+    Email,
+    Checkout,
+    Ad,
 }
 
 impl Service {
@@ -63,6 +70,12 @@ impl Service {
             "productcatalogservice" => Service::ProductCatalog,
             "currencyservice" => Service::Currency,
             "recommendationservice" => Service::Recommendation,
+            "cartservice" => Service::Cart,
+            "shippingservice" => Service::Shipping,
+            "paymentservice" => Service::Payment,
+            "emailservice" => Service::Email,
+            "checkoutservice" => Service::Checkout,
+            "adservice" => Service::Ad,
             _ => return None,
         })
     }
@@ -83,10 +96,42 @@ pub async fn run(
         }
         Service::Currency => grpc::serve(listen, currency).await,
         Service::Recommendation => {
-            let catalog = grpc::Client::new("http://productcatalogservice:3550")?;
+            let catalog = grpc::Client::new(CATALOG_URL)?;
             grpc::serve(listen, move |req| recommendation(req, catalog.clone())).await
         }
+        Service::Cart => {
+            let carts = shop::Carts::default();
+            grpc::serve(listen, move |req| shop::cart(req, carts.clone())).await
+        }
+        Service::Shipping => grpc::serve(listen, shop::shipping).await,
+        Service::Payment => grpc::serve(listen, shop::payment).await,
+        Service::Email => grpc::serve(listen, move |req| shop::email(req, workload.clone())).await,
+        Service::Ad => grpc::serve(listen, shop::ad).await,
+        Service::Checkout => {
+            let clients = shop::Checkout {
+                cart: grpc::Client::new(CART_URL)?,
+                catalog: grpc::Client::new(CATALOG_URL)?,
+                currency: grpc::Client::new(CURRENCY_URL)?,
+                shipping: grpc::Client::new("http://shippingservice:50051")?,
+                payment: grpc::Client::new("http://paymentservice:50051")?,
+                email: grpc::Client::new("http://emailservice:5000")?,
+            };
+            grpc::serve(listen, move |req| shop::checkout(req, clients.clone())).await
+        }
     }
+}
+
+/// Where the services are, by Online Boutique's service names and ports.
+const CATALOG_URL: &str = "http://productcatalogservice:3550";
+const CURRENCY_URL: &str = "http://currencyservice:7000";
+const CART_URL: &str = "http://cartservice:7070";
+
+/// The first product of a category (for an ad's link).
+fn first_in(category: &str) -> &'static str {
+    CATALOG
+        .iter()
+        .find(|p| p.4 == category)
+        .map_or(CATALOG[0].0, |p| p.0)
 }
 
 /// `EXTRA_LATENCY`, as Online Boutique's productcatalogservice reads it
