@@ -2,7 +2,8 @@
 # Reverse-proxy benchmark, one run, one machine: wrk (HTTP/1.1, keep-alive,
 # small body) straight to an upstream, then through Weft, nginx and HAProxy,
 # each proxy on one worker thread; then h2load (h2c, multiplexed streams)
-# the same way, each proxy speaking HTTP/1.1 to the upstream. Prints
+# the same way, each proxy speaking HTTP/1.1 to the upstream; then gRPC
+# unary calls to a tonic server, each proxy speaking HTTP/2 to it. Prints
 # requests/s, latencies and ratios against the direct path and against
 # nginx. Loopback only.
 #
@@ -32,6 +33,7 @@ trap cleanup EXIT
 
 UP=18000 WEFT_PORT=18001 NGINX_PORT=18002 HAPROXY_PORT=18003
 UP_H2=18004 NGINX_H2_PORT=18005 HAPROXY_H2_PORT=18006
+UP_GRPC=18007 NGINX_GRPC_PORT=18008 HAPROXY_GRPC_PORT=18009
 mkdir -p "$WORK/config"
 
 # The upstream and the nginx proxy are two nginx processes of one worker
@@ -64,6 +66,12 @@ nginx_conf proxy "upstream origin { server 127.0.0.1:$UP; keepalive 128; }
     listen 127.0.0.1:$NGINX_H2_PORT http2;
     keepalive_requests 100000000;
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }
+  upstream grpc_origin { server 127.0.0.1:$UP_GRPC; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_GRPC_PORT http2;
+    keepalive_requests 100000000;
+    location / { grpc_pass grpc://grpc_origin; }
   }"
 
 cat > "$WORK/haproxy.cfg" <<HAPROXY
@@ -82,16 +90,27 @@ frontend fe
   default_backend be
 backend be
   server origin 127.0.0.1:$UP
+frontend fe_grpc
+  bind 127.0.0.1:$HAPROXY_GRPC_PORT proto h2
+  default_backend be_grpc
+backend be_grpc
+  server grpc_origin 127.0.0.1:$UP_GRPC proto h2
 HAPROXY
 haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
 
-# Weft: a control plane with one service and a gateway routing to it,
-# configured with Istio's Gateway + VirtualService.
+# The gRPC upstream: the boutique demo's currencyservice (tonic).
+"$WEFT" demo currencyservice --version bench --listen 127.0.0.1:$UP_GRPC >/dev/null 2>"$WORK/grpc.log" &
+PIDS+=($!)
+
+# Weft: a control plane with an HTTP and a gRPC service and a gateway
+# routing to them, configured with Istio's Gateway + VirtualService.
 cat > "$WORK/registry.json" <<JSON
-{"services":[{"name":"origin","namespace":"default","vip":null,"ports":[{"name":"http","port":$UP}],"selector":{"app":"origin"}}],
+{"services":[{"name":"origin","namespace":"default","vip":null,"ports":[{"name":"http","port":$UP}],"selector":{"app":"origin"}},
+  {"name":"grpc-origin","namespace":"default","vip":null,"ports":[{"name":"grpc","port":$UP_GRPC}],"selector":{"app":"grpc-origin"}}],
  "workloads":[
   {"name":"origin","namespace":"default","labels":{"app":"origin"},"service_account":"default","ip":"127.0.0.1","ports":[{"containerPort":$UP}],"proxy":"sidecar"},
+  {"name":"grpc-origin","namespace":"default","labels":{"app":"grpc-origin"},"service_account":"default","ip":"127.0.0.1","ports":[{"containerPort":$UP_GRPC}],"proxy":"sidecar"},
   {"name":"bench-gateway","namespace":"default","labels":{"istio":"ingressgateway"},"service_account":"default","ip":"127.0.0.2","ports":[{"containerPort":$WEFT_PORT}],"proxy":"gateway"}]}
 JSON
 cat > "$WORK/config/gateway.yaml" <<YAML
@@ -111,6 +130,9 @@ spec:
   hosts: ["*"]
   gateways: [bench]
   http:
+  - match: [{uri: {prefix: /hipstershop.}}]
+    route:
+    - destination: {host: grpc-origin, port: {number: $UP_GRPC}}
   # The second Weft row: a route as a resilience course writes it.
   - match: [{uri: {prefix: /policy}}]
     timeout: 5s
@@ -171,10 +193,11 @@ echo "weft-policy (timeout, retries, a header set, a 0% fault) vs the plain rout
 # HTTP/2: h2load over h2c, 4 connections × 16 streams; h2load prints
 # "finished in …, N req/s" and "time for request: min max mean sd".
 declare -A H2RPS H2MEAN
+H2_ARGS=()
 measure_h2() {
-  local name=$1 port=$2 out
-  h2load -t1 -c4 -m16 -D 1 "http://127.0.0.1:$port/" >/dev/null # warm-up
-  out=$(h2load -t1 -c4 -m16 -D "$DURATION" "http://127.0.0.1:$port/")
+  local name=$1 port=$2 path=${3:-/} out
+  h2load -t1 -c4 -m16 -D 1 "${H2_ARGS[@]}" "http://127.0.0.1:$port$path" >/dev/null # warm-up
+  out=$(h2load -t1 -c4 -m16 -D "$DURATION" "${H2_ARGS[@]}" "http://127.0.0.1:$port$path")
   grep -q " 0 failed" <<<"$out" || { echo "h2load against $name failed:"; echo "$out"; exit 1; }
   H2RPS[$name]=$(awk '/^finished in/ {print $4}' <<<"$out")
   H2MEAN[$name]=$(awk '/^time for request:/ {print $6}' <<<"$out" | to_ms)
@@ -186,8 +209,35 @@ measure_h2 haproxy $HAPROXY_H2_PORT
 echo
 echo "h2load -c4 -m16 -D${DURATION}, h2c; proxies speak HTTP/1.1 upstream"
 printf '%-12s %12s %10s %12s %12s\n' path req/s mean_ms vs_direct vs_nginx
-for name in direct weft nginx haproxy; do
-  printf '%-12s %12.0f %10s %12s %12s\n' "$name" "${H2RPS[$name]}" "${H2MEAN[$name]}" \
-    "$(awk -v a="${H2RPS[$name]}" -v b="${H2RPS[direct]}" 'BEGIN{printf "%.2f", a/b}')" \
-    "$(awk -v a="${H2RPS[$name]}" -v b="${H2RPS[nginx]}" 'BEGIN{printf "%.2f", a/b}')"
+h2_table() {
+  for name in direct weft nginx haproxy; do
+    printf '%-12s %12.0f %10s %12s %12s\n' "$name" "${H2RPS[$name]}" "${H2MEAN[$name]}" \
+      "$(awk -v a="${H2RPS[$name]}" -v b="${H2RPS[direct]}" 'BEGIN{printf "%.2f", a/b}')" \
+      "$(awk -v a="${H2RPS[$name]}" -v b="${H2RPS[nginx]}" 'BEGIN{printf "%.2f", a/b}')"
+  done
+}
+h2_table
+
+# gRPC unary: GetSupportedCurrencies (an empty message: a 5-byte frame)
+# against the tonic server, and through each proxy speaking HTTP/2 to it.
+printf '\0\0\0\0\0' > "$WORK/empty.grpc"
+GRPC_PATH=/hipstershop.CurrencyService/GetSupportedCurrencies
+H2_ARGS=(-d "$WORK/empty.grpc" -H "content-type: application/grpc" -H "te: trailers")
+for port in $UP_GRPC $WEFT_PORT $NGINX_GRPC_PORT $HAPROXY_GRPC_PORT; do
+  ok=""
+  for _ in $(seq 50); do
+    if curl -s --http2-prior-knowledge -o /dev/null -D - --data-binary @"$WORK/empty.grpc" \
+      -H "content-type: application/grpc" -H "te: trailers" "http://127.0.0.1:$port$GRPC_PATH" |
+      grep -qi "grpc-status: 0"; then ok=1; break; fi
+    sleep 0.1
+  done
+  [ -n "$ok" ] || { echo "no gRPC answer (grpc-status 0) on port $port"; cat "$WORK"/*.log; exit 1; }
 done
+measure_h2 direct $UP_GRPC "$GRPC_PATH"
+measure_h2 weft $WEFT_PORT "$GRPC_PATH"
+measure_h2 nginx $NGINX_GRPC_PORT "$GRPC_PATH"
+measure_h2 haproxy $HAPROXY_GRPC_PORT "$GRPC_PATH"
+echo
+echo "gRPC unary (h2load, same settings); proxies speak HTTP/2 upstream"
+printf '%-12s %12s %10s %12s %12s\n' path req/s mean_ms vs_direct vs_nginx
+h2_table
