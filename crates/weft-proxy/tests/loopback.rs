@@ -1273,3 +1273,29 @@ async fn a_malformed_http2_client_loses_only_its_connection() {
     assert!(types.contains(&7), "a GOAWAY was sent: {types:?}");
     assert_eq!(get_h2(p.addr, "/").await.status, 200);
 }
+
+/// A gRPC call routed to an HTTP/1.1 cluster whose server speaks only
+/// HTTP/2 fails at once with a gRPC error (UNAVAILABLE), never a hang.
+#[tokio::test]
+async fn grpc_to_an_http1_only_cluster_is_a_clear_error() {
+    let up = h2_upstream("h2-only").await;
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route_to("c")]);
+    let req = Request::post("http://svc/pkg.Svc/Call")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let (r, _) = tokio::time::timeout(Duration::from_secs(5), send_h2(p.addr, req))
+        .await
+        .expect("answered, not hung");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["grpc-status"], "14", "{:?}", r.headers);
+    assert!(
+        r.headers["grpc-message"]
+            .to_str()
+            .unwrap()
+            .starts_with("upstream connect error or disconnect/reset before headers"),
+        "{:?}",
+        r.headers
+    );
+}
