@@ -60,23 +60,12 @@ pub(crate) async fn send(
             Ok(resp) => return Ok(resp),
             Err(mut e) => match e.take_message() {
                 Some(unsent) => req = unsent,
-                None => {
-                    return Err(UpstreamError::Request {
-                        error: e.into_error(),
-                        reused: false,
-                    })
-                }
+                None => return Err(UpstreamError::fresh(e.into_error())),
             },
         }
     }
     let mut sender = open(peer, h2, breaker).await?;
-    sender
-        .send_request(req)
-        .await
-        .map_err(|error| UpstreamError::Request {
-            error,
-            reused: false,
-        })
+    sender.send_request(req).await.map_err(UpstreamError::fresh)
 }
 
 /// HTTP/2 carries the authority and scheme as pseudo-headers, which hyper
@@ -160,10 +149,7 @@ async fn open(
         Ok(pair) => pair,
         Err(error) => {
             breaker.connection_closed();
-            return Err(UpstreamError::Request {
-                error,
-                reused: false,
-            });
+            return Err(UpstreamError::fresh(error));
         }
     };
     let (endpoint, breaker) = (peer.addr, breaker.clone());

@@ -102,6 +102,17 @@ pub(crate) enum UpstreamError {
     Overflow,
 }
 
+impl UpstreamError {
+    /// A request that failed on a connection opened for it (never a
+    /// stale pooled one), so it is not retried as a connect failure.
+    pub(crate) fn fresh(error: hyper::Error) -> UpstreamError {
+        UpstreamError::Request {
+            error,
+            reused: false,
+        }
+    }
+}
+
 /// Sends `req` (origin-form URI, Host set) to `peer` on a pooled
 /// connection, a new one, or, when the cluster's connection limit is
 /// reached, the first one freed (as a pending request, itself limited).
@@ -197,13 +208,7 @@ pub(crate) async fn send_upgrade(
         closed.connection_closed();
     });
     *req.version_mut() = http::Version::HTTP_11;
-    sender
-        .send_request(req)
-        .await
-        .map_err(|error| UpstreamError::Request {
-            error,
-            reused: false,
-        })
+    sender.send_request(req).await.map_err(UpstreamError::fresh)
 }
 
 /// A ready connection to `peer`; closed and long-idle ones are dropped on
@@ -331,10 +336,7 @@ async fn handshake(peer: &Peer) -> Result<(Sender, Connection), UpstreamError> {
     let stream = connect(peer).await.map_err(UpstreamError::Connect)?;
     hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|error| UpstreamError::Request {
-            error,
-            reused: false,
-        })
+        .map_err(UpstreamError::fresh)
 }
 
 #[cfg(test)]
@@ -349,6 +351,19 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+
+    /// A plain HTTP/1.1 peer with short test timeouts.
+    fn test_peer(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            bind_source: None,
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            max_connection_duration: None,
+            keepalive: None,
+            http2: None,
+        }
+    }
 
     /// An upstream that counts its connections and answers every request on
     /// them; with `close_after_one`, it closes each connection after one
@@ -391,15 +406,7 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                    let peer = Peer {
-                        addr: upstream,
-                        bind_source: None,
-                        connect_timeout: Duration::from_secs(1),
-                        idle_timeout: Duration::from_secs(60),
-                        max_connection_duration: None,
-                        keepalive: None,
-                        http2: None,
-                    };
+                    let peer = test_peer(upstream);
                     let req = req.map(UpBody::Stream);
                     let breaker = Arc::new(Breaker::default());
                     let status = match send(&peer, &breaker, req).await {
@@ -467,15 +474,7 @@ mod tests {
         let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = free.local_addr().unwrap();
         drop(free);
-        let peer = Peer {
-            addr,
-            bind_source: None,
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(60),
-            max_connection_duration: None,
-            keepalive: None,
-            http2: None,
-        };
+        let peer = test_peer(addr);
         let err = handshake(&peer).await.unwrap_err();
         assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
     }
@@ -484,17 +483,13 @@ mod tests {
     async fn connections_older_than_max_connection_duration_are_retired() {
         let (up, accepted) = upstream(false).await;
         let peer = Peer {
-            addr: up,
-            bind_source: None,
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(60),
             max_connection_duration: Some(Duration::from_millis(50)),
-            http2: None,
             keepalive: Some(Keepalive {
                 time: Some(Duration::from_secs(60)),
                 interval: None,
                 probes: Some(3),
             }),
+            ..test_peer(up)
         };
         let breaker = Arc::new(Breaker::default());
         for _ in 0..2 {
