@@ -24,3 +24,13 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 have cargo || { echo "cargo is required (Rust toolchain via rustup)"; exit 1; }
+# Python's grpcio: the proxyless gRPC client of the tests and examples.
+# pip first (the python3 on PATH may not be Debian's); Debian's package
+# where pip may not install into the system Python.
+if ! python3 -c 'import grpc' 2>/dev/null; then
+  echo "installing: grpcio (Python)"
+  python3 -m pip install --quiet grpcio 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages grpcio 2>/dev/null ||
+    { apt-get update -qq && apt-get install -y -qq python3-grpcio >/dev/null; }
+  python3 -c 'import grpc' || { echo "could not install Python's grpcio"; exit 1; }
+fi

@@ -24,7 +24,12 @@ impl Generator for MeshGenerator {
             config: &config,
             registry: &registry,
         };
-        let out = weft_translate::translate(&inputs, workload);
+        // Istio tells a proxyless gRPC client by its node metadata.
+        let out = if weft_xds::node_generator(node) == Some("grpc") {
+            weft_translate::translate_proxyless(&inputs, workload)
+        } else {
+            weft_translate::translate(&inputs, workload)
+        };
         let mut g = Generated::default();
         g.by_type
             .insert(types::CLUSTER, named(out.clusters, |c| &c.name));

@@ -24,15 +24,19 @@ impl Registry {
                 }),
                 Spec::Deployment(d) => {
                     let t = &d.spec.template;
-                    registry
-                        .workloads
-                        .push(workload(r, t.metadata.labels.clone(), &t.spec));
+                    registry.workloads.push(workload(
+                        r,
+                        t.metadata.labels.clone(),
+                        &t.metadata.annotations,
+                        &t.spec,
+                    ));
                 }
-                Spec::Pod(p) => {
-                    registry
-                        .workloads
-                        .push(workload(r, r.meta.labels.clone(), &p.spec))
-                }
+                Spec::Pod(p) => registry.workloads.push(workload(
+                    r,
+                    r.meta.labels.clone(),
+                    &r.meta.annotations,
+                    &p.spec,
+                )),
                 _ => {}
             }
         }
@@ -53,6 +57,7 @@ fn service_port(p: &weft_config::kube::ServicePort) -> ServicePort {
 fn workload(
     r: &Resource,
     labels: std::collections::BTreeMap<String, String>,
+    annotations: &std::collections::BTreeMap<String, String>,
     spec: &PodSpec,
 ) -> Workload {
     // Istio's gateways are workloads labelled istio=…gateway.
@@ -82,7 +87,7 @@ fn workload(
         proxy: if gateway {
             ProxyKind::Gateway
         } else {
-            ProxyKind::Sidecar
+            ProxyKind::of_pod(annotations)
         },
         locality,
     }

@@ -22,6 +22,11 @@ pub struct WorkloadSpec {
     pub namespace: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// As on a Kubernetes pod; `inject.istio.io/templates: grpc-agent`
+    /// makes a proxyless gRPC pod (no sidecar, no capture, an xDS
+    /// bootstrap for the app), as Istio's injector does.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     #[serde(default = "default_namespace")]
     pub service_account: String,
     /// argv of the app; a first word of `weft` means this very binary.

@@ -30,6 +30,28 @@ pub struct Service {
 pub enum ProxyKind {
     Sidecar,
     Gateway,
+    /// No proxy: the app's own gRPC library takes xDS from the control
+    /// plane (Istio's `grpc-agent` injection template).
+    Proxyless,
+}
+
+/// The annotation Istio's injector reads to pick injection templates;
+/// `grpc-agent` among them makes a proxyless gRPC pod.
+pub const INJECT_TEMPLATES: &str = "inject.istio.io/templates";
+
+impl ProxyKind {
+    /// The kind of a pod (not a gateway) from its annotations, as Istio's
+    /// injector decides it.
+    pub fn of_pod(annotations: &BTreeMap<String, String>) -> ProxyKind {
+        let proxyless = annotations
+            .get(INJECT_TEMPLATES)
+            .is_some_and(|t| t.split(',').any(|t| t.trim() == "grpc-agent"));
+        if proxyless {
+            ProxyKind::Proxyless
+        } else {
+            ProxyKind::Sidecar
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,7 +135,8 @@ impl Workload {
     /// Istio's node id for this workload's proxy: `sidecar~IP~name.ns~ns.svc.cluster.local`.
     pub fn node_id(&self) -> String {
         let kind = match self.proxy {
-            ProxyKind::Sidecar => "sidecar",
+            // Istio's grpc-agent names its node as a sidecar does.
+            ProxyKind::Sidecar | ProxyKind::Proxyless => "sidecar",
             ProxyKind::Gateway => "router",
         };
         format!(
@@ -176,7 +199,7 @@ impl Registry {
     ) -> Vec<(SocketAddr, &Workload)> {
         self.workloads
             .iter()
-            .filter(|w| w.proxy == ProxyKind::Sidecar && w.namespace == service.namespace)
+            .filter(|w| w.proxy != ProxyKind::Gateway && w.namespace == service.namespace)
             .filter(|w| service.selects(&w.labels))
             .filter(|w| subset.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
             .filter_map(|w| Some((SocketAddr::new(w.ip, target_port(port, &w.ports)?), w)))

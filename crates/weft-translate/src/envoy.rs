@@ -75,6 +75,23 @@ pub fn hcm_inline(stat_prefix: &str, routes: RouteConfiguration) -> Filter {
     hcm(stat_prefix, RouteSpecifier::RouteConfig(routes))
 }
 
+/// The connection manager of a proxyless gRPC client's listener: routes
+/// from RDS, and only the filters gRPC runs (fault, router), as istiod's
+/// gRPC generator writes it.
+pub fn grpc_connection_manager(route_name: &str) -> HttpConnectionManager {
+    HttpConnectionManager {
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: route_name.into(),
+        })),
+        http_filters: vec![
+            http_filter(crate::policies::FAULT, pack_any(HttpFault::default())),
+            http_filter(ROUTER, pack_any(Router::default())),
+        ],
+        ..Default::default()
+    }
+}
+
 fn hcm(stat_prefix: &str, routes: RouteSpecifier) -> Filter {
     let manager = HttpConnectionManager {
         stat_prefix: stat_prefix.into(),

@@ -14,6 +14,7 @@ mod hashing;
 mod locality;
 mod policies;
 mod pool;
+mod proxyless;
 mod routes;
 mod sidecar;
 mod tcp;
@@ -26,6 +27,7 @@ use weft_config::Resource;
 use weft_registry::{ProxyKind, Registry, Workload};
 
 pub use clusters::cluster_name;
+pub use proxyless::translate_proxyless;
 
 /// Everything one proxy is sent, one list per xDS type.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -61,10 +63,16 @@ impl<'a> Inputs<'a> {
 
 pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
     let mut out = ProxyResources::default();
-    clusters::outbound(inputs, proxy, &mut out);
     match proxy.proxy {
-        ProxyKind::Sidecar => sidecar::build(inputs, proxy, &mut out),
-        ProxyKind::Gateway => gateway::build(inputs, proxy, &mut out),
+        ProxyKind::Sidecar => {
+            clusters::outbound(inputs, proxy, &mut out);
+            sidecar::build(inputs, proxy, &mut out);
+        }
+        ProxyKind::Gateway => {
+            clusters::outbound(inputs, proxy, &mut out);
+            gateway::build(inputs, proxy, &mut out);
+        }
+        ProxyKind::Proxyless => return translate_proxyless(inputs, proxy),
     }
     out
 }

@@ -179,7 +179,7 @@ fn outbound_routes(
     }
 }
 
-fn service_virtual_host(
+pub(crate) fn service_virtual_host(
     inputs: &Inputs,
     proxy: &Workload,
     service: &Service,

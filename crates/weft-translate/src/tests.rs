@@ -769,3 +769,76 @@ fn undeclared_ports_are_sniffed() {
         "no HTTP-only listener"
     );
 }
+
+/// A proxyless gRPC client gets istiod's gRPC flavour: a Listener per name
+/// it may dial (`host:port`, short names too) with an api_listener whose
+/// connection manager runs only fault and router, the route table with the
+/// VirtualService's routes less per-route config gRPC cannot run, EDS
+/// clusters only, and endpoint groups that all name a locality.
+#[test]
+fn proxyless_grpc_gets_api_listeners_and_lean_clusters() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        http_connection_manager::RouteSpecifier, HttpConnectionManager,
+    };
+    let vs = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}, outlierDetection: {consecutive5xxErrors: 3}}\n  subsets:\n  - {name: v1, labels: {version: v1}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - corsPolicy: {allowOrigins: [{exact: 'https://a.example'}]}\n    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}\n    route: [{destination: {host: reviews, subset: v1}}]\n";
+    let loaded = weft_config::load_str(vs, "t.yaml");
+    let mut reg = registry();
+    reg.workloads[0].proxy = ProxyKind::Proxyless;
+    let inputs = Inputs {
+        config: &loaded.resources,
+        registry: &reg,
+    };
+    let out = translate(&inputs, &reg.workloads[0]);
+    let names: Vec<&str> = out.listeners.iter().map(|l| l.name.as_str()).collect();
+    for name in [
+        "reviews.default.svc.cluster.local:9080",
+        "reviews.default:9080",
+        "reviews:9080",
+    ] {
+        assert!(names.contains(&name), "{names:?}");
+    }
+    let api = out.listeners[0]
+        .api_listener
+        .clone()
+        .unwrap()
+        .api_listener
+        .unwrap();
+    let hcm: HttpConnectionManager = prost::Message::decode(api.value.as_slice()).unwrap();
+    let filters: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        filters,
+        ["envoy.filters.http.fault", "envoy.filters.http.router"]
+    );
+    let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier else {
+        panic!("routes from RDS")
+    };
+    assert_eq!(
+        rds.route_config_name,
+        "reviews.default.svc.cluster.local:9080"
+    );
+    let rc = out
+        .routes
+        .iter()
+        .find(|r| r.name == rds.route_config_name)
+        .unwrap();
+    assert_eq!(rc.virtual_hosts.len(), 1, "no passthrough host for gRPC");
+    let vh = &rc.virtual_hosts[0];
+    assert!(
+        vh.domains.contains(&"reviews:9080".to_string()),
+        "{:?}",
+        vh.domains
+    );
+    let filters: Vec<&String> = vh.routes[0].typed_per_filter_config.keys().collect();
+    assert_eq!(filters, ["envoy.filters.http.fault"], "CORS is left out");
+    assert!(out.clusters.iter().all(|c| c.name.starts_with("outbound|")));
+    for c in &out.clusters {
+        assert_eq!(c.lb_policy(), LbPolicy::RingHash, "{}", c.name);
+        assert!(c.outlier_detection.is_none() && c.common_lb_config.is_none());
+    }
+    assert!(out
+        .endpoints
+        .iter()
+        .flat_map(|e| &e.endpoints)
+        .all(|g| g.locality.is_some() && g.load_balancing_weight.is_some()));
+}

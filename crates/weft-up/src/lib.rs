@@ -1,11 +1,14 @@
 //! The local mesh runtime (`weft up` / `weft down`): every workload in its
 //! own network namespace with its own address on a bridge, its traffic
 //! captured by the same iptables rules Istio's init container installs, a
-//! sidecar beside the app, one control plane and one ingress gateway.
+//! sidecar beside the app, one control plane and one ingress gateway. A pod
+//! annotated for Istio's `grpc-agent` template has no sidecar and no
+//! capture: its gRPC library takes xDS straight from the control plane.
 //!
 //! Everything it creates is recorded in a state file before it is created,
 //! so `weft down` can remove it all even after `weft up` was killed.
 
+mod bootstrap;
 mod capture;
 mod net;
 mod plan;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use weft_registry::{MeshSpec, Protocol};
+use weft_registry::{MeshSpec, Protocol, ProxyKind};
 
 use crate::net;
 use crate::plan::{Plan, Pod};
@@ -26,7 +26,8 @@ pub struct UpOptions {
 }
 
 /// Starts the mesh, prints where everything runs, and serves until SIGINT
-/// or SIGTERM; then removes everything it created. A signal during start-up
+/// or SIGTERM, then removes everything it created; or until `weft down`
+/// removed it. A signal during start-up
 /// abandons the start and cleans up just the same.
 pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let dir = crate::state_dir(&opts.mesh);
@@ -49,7 +50,20 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
             bail!("mesh {:?} did not start: interrupted", opts.mesh);
         }
     }
-    stop.await;
+    // `weft down` from elsewhere removes the state file: nothing is left
+    // to serve.
+    let removed = async {
+        while dir.join("state.json").exists() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    tokio::select! {
+        _ = &mut stop => {}
+        _ = removed => {
+            eprintln!("mesh {:?} was removed (weft down)", opts.mesh);
+            return Ok(());
+        }
+    }
     eprintln!("stopping mesh {:?} …", opts.mesh);
     down(&opts.mesh)?;
     eprintln!("mesh {:?} removed", opts.mesh);
@@ -219,7 +233,16 @@ fn start_pod(
         pod.ip,
         plan.addresses.gateway,
     )?;
-    net::install_capture(&pod.netns)?;
+    let workload = plan
+        .registry
+        .workloads
+        .iter()
+        .find(|w| w.name == pod.spec.name && w.namespace == pod.spec.namespace)
+        .expect("every pod is in the registry");
+    let proxyless = workload.proxy == ProxyKind::Proxyless;
+    if !proxyless {
+        net::install_capture(&pod.netns)?;
+    }
     let logs = dir.join("logs");
     let argv: Vec<String> = pod
         .spec
@@ -241,6 +264,13 @@ fn start_pod(
         ("INSTANCE_IP".into(), pod.ip.to_string()),
         ("SERVICE_ACCOUNT".into(), pod.spec.service_account.clone()),
     ]);
+    if proxyless {
+        let path = crate::bootstrap::write(plan, workload, dir)?;
+        env.push((
+            crate::bootstrap::BOOTSTRAP_ENV.into(),
+            path.display().to_string(),
+        ));
+    }
     let app = procs::spawn(Launch {
         role: format!("app/{}", pod.spec.name),
         argv,
@@ -250,12 +280,9 @@ fn start_pod(
         log: &logs.join(format!("{}.log", pod.spec.name)),
     })?;
     state.processes.push(app);
-    let workload = plan
-        .registry
-        .workloads
-        .iter()
-        .find(|w| w.name == pod.spec.name && w.namespace == pod.spec.namespace)
-        .expect("every pod is in the registry");
+    if proxyless {
+        return state.save(dir);
+    }
     let sidecar = procs::spawn(Launch {
         role: format!("sidecar/{}", pod.spec.name),
         argv: vec![
@@ -291,6 +318,8 @@ async fn wait_ready(
         .registry
         .workloads
         .iter()
+        // A proxyless app asks for xDS when it first dials a service.
+        .filter(|w| w.proxy != ProxyKind::Proxyless)
         .map(|w| w.node_id())
         .collect();
     loop {
@@ -451,6 +480,19 @@ fn print_table(plan: &Plan, dir: &Path) {
             s.namespace,
             s.vip.map(|v| v.to_string()).unwrap_or_default(),
             ports.join(",")
+        );
+    }
+    for w in plan
+        .registry
+        .workloads
+        .iter()
+        .filter(|w| w.proxy == ProxyKind::Proxyless)
+    {
+        println!(
+            "\nproxyless gRPC: {} (no sidecar; {}={})",
+            w.name,
+            crate::bootstrap::BOOTSTRAP_ENV,
+            crate::bootstrap::path(dir, w).display()
         );
     }
     println!("\ningress:        http://{}/", plan.ingress);

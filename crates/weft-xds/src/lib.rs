@@ -17,3 +17,20 @@ pub mod types;
 pub use client::{run_client, Applier, ClientConfig};
 pub use server::{AdsServer, Generated, Generator};
 pub use status::{ProxyStatus, StatusBoard, TypeStatus};
+
+/// The node metadata's `GENERATOR`, which Istio's agents set to pick the
+/// flavour of xDS a client takes (`grpc` for proxyless gRPC).
+pub fn node_generator(node: &envoy_types::pb::envoy::config::core::v3::Node) -> Option<&str> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    match node
+        .metadata
+        .as_ref()?
+        .fields
+        .get("GENERATOR")?
+        .kind
+        .as_ref()?
+    {
+        Kind::StringValue(s) => Some(s),
+        _ => None,
+    }
+}

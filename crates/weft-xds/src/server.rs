@@ -1,9 +1,14 @@
 //! The ADS server (state of the world). One task per proxy stream: it sends
 //! each subscribed type when the proxy asks, resends a type only when its
 //! content changed, and records every ACK and NACK on the status board.
+//!
+//! A client subscribes to a whole type (Envoy and Weft's proxy ask for
+//! every listener and cluster) or to resources by name (gRPC asks for each
+//! listener, route table, cluster and endpoint set it needs, and validates
+//! everything it is sent), so each response holds what was asked for.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -79,6 +84,7 @@ impl<G: Generator> AggregatedDiscoveryService for AdsServer<G> {
             node: None,
             current: None,
             sent: HashMap::new(),
+            subscriptions: HashMap::new(),
             nonce: 0,
         };
         tokio::spawn(stream.run(request.into_inner(), self.pushes.clone()));
@@ -100,6 +106,40 @@ struct Sent {
     version: String,
     nonce: String,
     hash: u64,
+    /// The subscription the response answered.
+    for_subscription: Subscription,
+}
+
+/// What a client wants of one type.
+#[derive(Debug, Clone, PartialEq, Default)]
+enum Subscription {
+    /// Every resource of the type: a first request that names none, or
+    /// one that names `*`.
+    #[default]
+    Wildcard,
+    Names(BTreeSet<String>),
+}
+
+impl Subscription {
+    /// The subscription after a request naming `names`, given the one
+    /// before it (none for the first request of a type).
+    fn after(before: Option<&Subscription>, names: &[String]) -> Subscription {
+        if names.iter().any(|n| n == "*") {
+            return Subscription::Wildcard;
+        }
+        match before {
+            // An empty list keeps a wildcard; after names it unsubscribes all.
+            Some(Subscription::Wildcard) | None if names.is_empty() => Subscription::Wildcard,
+            _ => Subscription::Names(names.iter().cloned().collect()),
+        }
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        match self {
+            Subscription::Wildcard => true,
+            Subscription::Names(names) => names.contains(name),
+        }
+    }
 }
 
 struct ProxyStream<G> {
@@ -109,6 +149,7 @@ struct ProxyStream<G> {
     node: Option<(Node, u64)>,
     current: Option<Generated>,
     sent: HashMap<String, Sent>,
+    subscriptions: HashMap<String, Subscription>,
     nonce: u64,
 }
 
@@ -165,6 +206,7 @@ impl<G: Generator> ProxyStream<G> {
             tracing::info!(node = %node.id, "proxy connected");
             self.board.update(&node.id, |s| {
                 s.connected = true;
+                s.generator = crate::node_generator(&node).map(str::to_string);
                 s.types.clear();
             });
             self.node = Some((node, generation));
@@ -176,34 +218,53 @@ impl<G: Generator> ProxyStream<G> {
             return Ok(());
         }
         let node_id = self.node_id();
-        let last_nonce = self.sent.get(&req.type_url).map(|s| s.nonce.clone());
-        match (req.response_nonce.as_str(), last_nonce) {
+        let subscription =
+            Subscription::after(self.subscriptions.get(&req.type_url), &req.resource_names);
+        self.subscriptions
+            .insert(req.type_url.clone(), subscription.clone());
+        let last = self
+            .sent
+            .get(&req.type_url)
+            .map(|s| (s.nonce.clone(), s.for_subscription != subscription));
+        match (req.response_nonce.as_str(), last) {
             // A first request (or a re-subscription): send what we have.
             ("", _) | (_, None) => self.send(&req.type_url, true).await?,
-            // An answer to our latest response: ACK or NACK.
-            (nonce, Some(last)) if nonce == last => {
-                self.board.update(&node_id, |s| {
-                    let t = s.types.entry(kind.to_string()).or_default();
-                    match &req.error_detail {
-                        Some(e) => {
-                            tracing::warn!(node = %node_id, type = kind, version = %t.sent_version, reason = %e.message, "NACK");
-                            t.nack = Some(e.message.clone());
-                            t.nacked_version = Some(t.sent_version.clone());
-                        }
-                        None => {
-                            t.acked_version = req.version_info.clone();
-                            if t.acked_version == t.sent_version {
-                                t.nack = None;
-                                t.nacked_version = None;
-                            }
-                        }
-                    }
-                });
+            // An answer to our latest response that also changes what the
+            // client wants: the resources it now names.
+            (nonce, Some((last, true))) if nonce == last => {
+                self.record_answer(&node_id, kind, &req);
+                self.send(&req.type_url, true).await?
             }
-            // An answer to an older response: superseded, ignore (per the xDS protocol).
+            // An answer to our latest response: ACK or NACK.
+            (nonce, Some((last, false))) if nonce == last => {
+                self.record_answer(&node_id, kind, &req)
+            }
+            // An answer to an older response: superseded, ignore (per the
+            // xDS protocol). A subscription it changes is answered once the
+            // latest response is.
             _ => {}
         }
         Ok(())
+    }
+
+    fn record_answer(&self, node_id: &str, kind: &str, req: &DiscoveryRequest) {
+        self.board.update(node_id, |s| {
+            let t = s.types.entry(kind.to_string()).or_default();
+            match &req.error_detail {
+                Some(e) => {
+                    tracing::warn!(node = %node_id, type = kind, version = %t.sent_version, reason = %e.message, "NACK");
+                    t.nack = Some(e.message.clone());
+                    t.nacked_version = Some(t.sent_version.clone());
+                }
+                None => {
+                    t.acked_version = req.version_info.clone();
+                    if t.acked_version == t.sent_version {
+                        t.nack = None;
+                        t.nacked_version = None;
+                    }
+                }
+            }
+        });
     }
 
     async fn on_push(&mut self, generation: u64) -> Result<(), ()> {
@@ -241,11 +302,30 @@ impl<G: Generator> ProxyStream<G> {
         let Some(current) = &self.current else {
             return Ok(());
         };
-        let named = current.by_type.get(type_url).cloned().unwrap_or_default();
+        let subscription = self
+            .subscriptions
+            .get(type_url)
+            .cloned()
+            .unwrap_or_default();
+        let named: Vec<(String, Any)> = current
+            .by_type
+            .get(type_url)
+            .map(|all| {
+                all.iter()
+                    .filter(|(n, _)| subscription.wants(n))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
         let resources: Vec<Any> = named.into_iter().map(|(_, a)| a).collect();
         let hash = content_hash(&resources);
-        if !force && self.sent.get(type_url).is_some_and(|s| s.hash == hash) {
+        if !force
+            && self
+                .sent
+                .get(type_url)
+                .is_some_and(|s| s.hash == hash && s.for_subscription == subscription)
+        {
             return Ok(());
         }
         let generation = self.node.as_ref().map(|(_, g)| *g).unwrap_or_default();
@@ -254,6 +334,7 @@ impl<G: Generator> ProxyStream<G> {
             version: format!("{generation}-{hash:016x}"),
             nonce: self.nonce.to_string(),
             hash,
+            for_subscription: subscription,
         };
         let count = resources.len();
         let response = DiscoveryResponse {
@@ -283,4 +364,34 @@ fn content_hash(resources: &[Any]) -> u64 {
         r.value.hash(&mut h);
     }
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Subscription;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn subscriptions_follow_the_xds_rules_for_names() {
+        // Envoy's first request names nothing: everything.
+        let w = Subscription::after(None, &[]);
+        assert_eq!(w, Subscription::Wildcard);
+        assert_eq!(Subscription::after(Some(&w), &[]), Subscription::Wildcard);
+        assert!(w.wants("anything"));
+        // gRPC names what it needs, and later drops it.
+        let named = Subscription::after(None, &names(&["a:80"]));
+        assert!(named.wants("a:80") && !named.wants("b:80"));
+        let none = Subscription::after(Some(&named), &[]);
+        assert!(
+            !none.wants("a:80"),
+            "an empty list after names unsubscribes"
+        );
+        assert_eq!(
+            Subscription::after(Some(&named), &names(&["*", "a:80"])),
+            Subscription::Wildcard
+        );
+    }
 }

@@ -44,6 +44,9 @@ impl TypeStatus {
 pub struct ProxyStatus {
     pub node_id: String,
     pub connected: bool,
+    /// The node metadata's `GENERATOR` (`grpc` for a proxyless client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator: Option<String>,
     /// Keyed by short type name (CDS, EDS, LDS, RDS).
     pub types: BTreeMap<String, TypeStatus>,
     /// Connected, with its listeners and clusters ACKed at the sent version.

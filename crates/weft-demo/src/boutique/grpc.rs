@@ -56,20 +56,30 @@ pub fn unimplemented(path: &str) -> http::Response<tonic::body::Body> {
     Status::unimplemented(format!("unknown method {path}")).into_http()
 }
 
-/// Serves `route(request)` over h2c (and HTTP/1.1) on `listen`.
-pub async fn serve<R, Fut>(listen: SocketAddr, route: R) -> anyhow::Result<()>
+/// Serves `route(request)` over h2c (and HTTP/1.1) on `listen`. Every
+/// answer carries the workload's name in a `hostname` header (initial
+/// metadata), as Istio's echo server names itself, so a client can tell
+/// which version served it.
+pub async fn serve<R, Fut>(listen: SocketAddr, workload: &str, route: R) -> anyhow::Result<()>
 where
     R: Fn(http::Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = http::Response<tonic::body::Body>> + Send + 'static,
 {
+    let hostname = http::HeaderValue::from_str(workload)?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     loop {
         let (sock, _) = listener.accept().await?;
         let route = route.clone();
+        let hostname = hostname.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let reply = route(req);
-                async move { Ok::<_, Infallible>(reply.await) }
+                let hostname = hostname.clone();
+                async move {
+                    let mut reply = reply.await;
+                    reply.headers_mut().insert("hostname", hostname);
+                    Ok::<_, Infallible>(reply)
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(sock), svc)

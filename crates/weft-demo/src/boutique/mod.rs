@@ -88,25 +88,34 @@ pub async fn run(
     delay: Duration,
 ) -> anyhow::Result<()> {
     tracing::info!(%workload, %listen, "boutique service listening");
+    let hostname = workload.clone();
     match service {
         Service::Frontend => frontend::run(workload, listen).await,
         Service::ProductCatalog => {
             let latency = extra_latency().max(delay);
-            grpc::serve(listen, move |req| productcatalog(req, latency)).await
+            grpc::serve(listen, &hostname, move |req| productcatalog(req, latency)).await
         }
-        Service::Currency => grpc::serve(listen, currency).await,
+        Service::Currency => grpc::serve(listen, &hostname, currency).await,
         Service::Recommendation => {
             let catalog = grpc::Client::new(CATALOG_URL)?;
-            grpc::serve(listen, move |req| recommendation(req, catalog.clone())).await
+            grpc::serve(listen, &hostname, move |req| {
+                recommendation(req, catalog.clone())
+            })
+            .await
         }
         Service::Cart => {
             let carts = shop::Carts::default();
-            grpc::serve(listen, move |req| shop::cart(req, carts.clone())).await
+            grpc::serve(listen, &hostname, move |req| shop::cart(req, carts.clone())).await
         }
-        Service::Shipping => grpc::serve(listen, shop::shipping).await,
-        Service::Payment => grpc::serve(listen, shop::payment).await,
-        Service::Email => grpc::serve(listen, move |req| shop::email(req, workload.clone())).await,
-        Service::Ad => grpc::serve(listen, shop::ad).await,
+        Service::Shipping => grpc::serve(listen, &hostname, shop::shipping).await,
+        Service::Payment => grpc::serve(listen, &hostname, shop::payment).await,
+        Service::Email => {
+            grpc::serve(listen, &hostname, move |req| {
+                shop::email(req, workload.clone())
+            })
+            .await
+        }
+        Service::Ad => grpc::serve(listen, &hostname, shop::ad).await,
         Service::Checkout => {
             let clients = shop::Checkout {
                 cart: grpc::Client::new(CART_URL)?,
@@ -116,7 +125,10 @@ pub async fn run(
                 payment: grpc::Client::new("http://paymentservice:50051")?,
                 email: grpc::Client::new("http://emailservice:5000")?,
             };
-            grpc::serve(listen, move |req| shop::checkout(req, clients.clone())).await
+            grpc::serve(listen, &hostname, move |req| {
+                shop::checkout(req, clients.clone())
+            })
+            .await
         }
     }
 }

@@ -35,6 +35,8 @@ pub async fn proxy_status(target: &Target) -> anyhow::Result<ExitCode> {
         let row = [state("CDS"), state("LDS"), state("EDS"), state("RDS")];
         let kind = if id.starts_with("router~") {
             "gateway"
+        } else if p["generator"].as_str() == Some("grpc") {
+            "proxyless"
         } else {
             "sidecar"
         };

@@ -1,0 +1,157 @@
+//! End-to-end: proxyless gRPC. Python's grpcio, in xDS mode in a pod with
+//! no sidecar (`examples/proxyless`, Istio's `grpc-agent` annotation), takes
+//! its routes from Weft's control plane and applies the VirtualService
+//! itself: weights, header matches, faults, and changes pushed while it
+//! runs. Subnet 150, ingress port 18150.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const CATALOG: &str = "xds:///productcatalogservice.default.svc.cluster.local:3550";
+
+fn example(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/proxyless")
+        .join(file)
+}
+
+/// `client.py ARGS` in the proxyless pod, as its app would run.
+fn client_command(mesh: &Mesh, args: &[&str]) -> Command {
+    let bootstrap = format!(
+        "GRPC_XDS_BOOTSTRAP=/run/weft/{}/bootstrap/grpc-client.default.grpc.json",
+        mesh.name
+    );
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &mesh.netns("grpc-client"), "env"])
+        .arg(bootstrap)
+        .arg("python3")
+        .arg(example("client.py"))
+        .args(args);
+    cmd
+}
+
+/// Each call's answer (the serving workload, or the gRPC status) and
+/// duration.
+fn calls(mesh: &Mesh, args: &[&str]) -> Vec<(String, f64)> {
+    let out = client_command(mesh, args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "client.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(parse)
+        .collect()
+}
+
+fn parse(line: &str) -> (String, f64) {
+    let (answer, secs) = line.rsplit_once('\t').expect("answer<TAB>seconds");
+    (answer.to_string(), secs.parse().unwrap())
+}
+
+fn count(answers: &[(String, f64)], what: &str) -> usize {
+    answers.iter().filter(|(a, _)| a.contains(what)).count()
+}
+
+fn apply(mesh: &Mesh, file: &str) {
+    let out = mesh.apply(&example(file));
+    assert!(
+        out.status.success(),
+        "{file}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn grpcio_routes_by_weft_virtual_services() {
+    let mesh = Mesh::up_example("proxyless", "grpcxds", 150, 18150);
+    // A name no service has: gRPC reports the missing listener (after its
+    // 15 s does-not-exist timer) instead of hanging.
+    let missing = {
+        let mut cmd = client_command(
+            &mesh,
+            &[
+                "xds:///nothing.default.svc.cluster.local:3550",
+                "-n",
+                "1",
+                "--fail-fast",
+                "--timeout",
+                "30",
+            ],
+        );
+        std::thread::spawn(move || cmd.output().unwrap())
+    };
+
+    // No VirtualService: both versions serve, by round robin (among the
+    // connections ready, so not exactly half each at the start).
+    let seen = calls(&mesh, &[CATALOG, "-n", "20"]);
+    assert!(count(&seen, "productcatalog-v1") >= 5, "{seen:?}");
+    assert!(count(&seen, "productcatalog-v2") >= 5, "{seen:?}");
+    // Short names resolve as they do for a sidecar in the namespace.
+    let short = calls(&mesh, &["xds:///productcatalogservice:3550", "-n", "2"]);
+    assert_eq!(count(&short, "productcatalog-"), 2, "{short:?}");
+
+    // Weights and a header match, pushed to a client that is running.
+    let mut live = client_command(&mesh, &[CATALOG, "-n", "400", "--interval", "0.02"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(live.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("productcatalog-"), "{first}");
+    let status =
+        String::from_utf8_lossy(&weft(&["proxy-status", "--mesh", &mesh.name]).stdout).to_string();
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("grpc-client.default"))
+        .unwrap_or_else(|| panic!("no proxyless row:\n{status}"));
+    assert!(row.contains("proxyless"), "{status}");
+    assert!(!row.contains("NACK") && row.contains("SYNCED"), "{status}");
+    apply(&mesh, "routes/weights-and-header.yaml");
+    let after: Vec<(String, f64)> = lines.map(|l| parse(&l.unwrap())).collect();
+    assert!(live.wait().unwrap().success());
+    // The last 200 calls (4 s or more after the apply) follow 80/20.
+    let tail = &after[after.len() - 200..];
+    let v2 = count(tail, "productcatalog-v2");
+    assert_eq!(count(tail, "productcatalog-v1") + v2, 200, "{tail:?}");
+    assert!((20..=65).contains(&v2), "about 40 of 200 to v2, saw {v2}");
+    let jason = calls(&mesh, &[CATALOG, "-n", "10", "-H", "end-user=jason"]);
+    assert_eq!(count(&jason, "productcatalog-v2"), 10, "{jason:?}");
+
+    // Faults, injected by grpcio itself: an abort with a gRPC status and
+    // a delay, each for one end user; the rest untouched.
+    apply(&mesh, "routes/fault.yaml");
+    wait_until("the abort to apply", Duration::from_secs(20), || {
+        let r = calls(&mesh, &[CATALOG, "-n", "1", "-H", "end-user=tester"]);
+        r[0].0.starts_with("UNAVAILABLE")
+    });
+    let aborted = calls(&mesh, &[CATALOG, "-n", "5", "-H", "end-user=tester"]);
+    assert_eq!(
+        count(&aborted, "UNAVAILABLE: Fault injected"),
+        5,
+        "{aborted:?}"
+    );
+    let slow = calls(&mesh, &[CATALOG, "-n", "2", "-H", "end-user=slow-tester"]);
+    for (answer, secs) in &slow {
+        assert!(answer.starts_with("productcatalog-"), "{slow:?}");
+        assert!(*secs >= 1.9, "a 2 s delay, took {secs} s: {slow:?}");
+    }
+    let others = calls(&mesh, &[CATALOG, "-n", "4"]);
+    assert_eq!(count(&others, "productcatalog-"), 4, "{others:?}");
+
+    let out = missing.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("UNAVAILABLE")
+            && text.contains("nothing.default.svc.cluster.local:3550: does not exist"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
