@@ -1260,17 +1260,70 @@ async fn a_malformed_http2_client_loses_only_its_connection() {
         read.is_ok(),
         "the bad connection is closed, not left hanging"
     );
-    // Frames: a 24-bit length, a type (GOAWAY is 7), flags, stream id.
-    let mut types = Vec::new();
-    let mut at = 0;
-    while at + 9 <= rest.len() {
-        let len = usize::from(rest[at]) << 16
-            | usize::from(rest[at + 1]) << 8
-            | usize::from(rest[at + 2]);
-        types.push(rest[at + 3]);
+    let (types, _) = frame_types(&rest);
+    assert!(types.contains(&7), "a GOAWAY was sent: {types:?}");
+    assert_eq!(get_h2(p.addr, "/").await.status, 200);
+}
+
+/// The frame types in `bytes` (a 24-bit length, a type, flags, a stream
+/// id, then the payload), with a GOAWAY's error code.
+fn frame_types(bytes: &[u8]) -> (Vec<u8>, Option<u32>) {
+    let (mut types, mut goaway, mut at) = (Vec::new(), None, 0);
+    while at + 9 <= bytes.len() {
+        let len = usize::from(bytes[at]) << 16
+            | usize::from(bytes[at + 1]) << 8
+            | usize::from(bytes[at + 2]);
+        types.push(bytes[at + 3]);
+        if bytes[at + 3] == 7 && at + 17 <= bytes.len() {
+            let code = &bytes[at + 13..at + 17];
+            goaway = Some(u32::from_be_bytes([code[0], code[1], code[2], code[3]]));
+        }
         at += 9 + len;
     }
+    (types, goaway)
+}
+
+/// A rapid-reset flood (CVE-2023-44487: each stream opened and cancelled at
+/// once) ends in GOAWAY for that connection alone, before it turns into
+/// as many upstream requests; other clients are served as before.
+#[tokio::test]
+async fn a_stream_flood_loses_only_its_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream("a", None).await;
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route_to("c")]);
+    let mut flood = Vec::from(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]);
+    flood.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]); // empty SETTINGS
+    const STREAMS: u32 = 5000;
+    for i in 0..STREAMS {
+        let id = (2 * i + 1).to_be_bytes();
+        // HEADERS (END_STREAM | END_HEADERS): GET http://svc/, HPACK with
+        // indexed :method, :scheme, :path and a literal :authority.
+        let block = [0x82, 0x86, 0x84, 0x01, 3, b's', b'v', b'c'];
+        flood.extend([0, 0, block.len() as u8, 1, 5]);
+        flood.extend(id);
+        flood.extend(block);
+        // RST_STREAM (CANCEL).
+        flood.extend([0, 0, 4, 3, 0]);
+        flood.extend(id);
+        flood.extend(8u32.to_be_bytes());
+    }
+    let mut bad = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    // The proxy may close before it has read everything.
+    let _ = bad.write_all(&flood).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), bad.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the flooding connection is closed, not left open"
+    );
+    let (types, goaway) = frame_types(&rest);
     assert!(types.contains(&7), "a GOAWAY was sent: {types:?}");
+    assert_eq!(goaway, Some(0xb), "ENHANCE_YOUR_CALM");
+    let forwarded = up.requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        forwarded < STREAMS as usize / 10,
+        "{forwarded} of {STREAMS} cancelled streams reached the upstream"
+    );
     assert_eq!(get_h2(p.addr, "/").await.status, 200);
 }
 
