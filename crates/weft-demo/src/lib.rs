@@ -73,7 +73,7 @@ impl std::str::FromStr for Role {
             "httpbin" => Ok(Role::Httpbin),
             other => boutique::Service::from_name(other).map(Role::Boutique).ok_or_else(|| {
                 format!(
-                    "unknown demo service {s:?}: productpage, details, reviews, ratings, httpbin, tcp-echo, frontend, productcatalogservice, currencyservice or recommendationservice"
+                    "unknown demo service {s:?}: productpage, details, reviews, ratings, httpbin, tcp-echo, or a boutique service (frontend, productcatalogservice, currencyservice, recommendationservice, cartservice, shippingservice, paymentservice, emailservice, checkoutservice, adservice, loadgenerator)"
                 )
             }),
         }

@@ -15,6 +15,25 @@ fn routes(file: &str) -> PathBuf {
         .join(file)
 }
 
+/// The shop, with `mesh.yaml` passed through `edit`, and without the load
+/// generator: these tests count their own calls.
+fn shop(name: &str, subnet: u8, edit: impl FnOnce(String) -> String) -> Mesh {
+    Mesh::up_edited("boutique", name, subnet, 18000 + u16::from(subnet), |m| {
+        edit(without_load_generator(&m))
+    })
+}
+
+fn without_load_generator(mesh_yaml: &str) -> String {
+    let start = mesh_yaml
+        .find("- name: loadgenerator")
+        .expect("the shop has a load generator");
+    let end = mesh_yaml
+        .find("\nservices:")
+        .expect("services follow workloads");
+    assert!(start < end, "the load generator is the last workload");
+    format!("{}{}", &mesh_yaml[..start], &mesh_yaml[end + 1..])
+}
+
 fn apply(mesh: &Mesh, file: &str) {
     let out = mesh.apply(&routes(file));
     assert!(
@@ -30,7 +49,7 @@ fn apply(mesh: &Mesh, file: &str) {
 /// (recommendationservice, which calls productcatalogservice).
 #[test]
 fn the_shop_serves_over_grpc() {
-    let mesh = Mesh::up_example("boutique", "shop", 140, 18140);
+    let mesh = shop("shop", 140, |m| m);
     let home = format!("{}/", mesh.ingress);
     wait_until("the shop to serve", Duration::from_secs(15), || {
         curl(&home, &[]).0 == 200
@@ -96,7 +115,7 @@ fn the_shop_serves_over_grpc() {
 /// Traffic splitting between frontend v1 and v2 (75/25) at the gateway.
 #[test]
 fn weighted_routing_between_frontend_versions() {
-    let mesh = Mesh::up_example("boutique", "split", 141, 18141);
+    let mesh = shop("split", 141, |m| m);
     let home = format!("{}/_healthz", mesh.ingress);
     wait_until("the shop to serve", Duration::from_secs(15), || {
         curl(&home, &[]).0 == 200
@@ -126,7 +145,7 @@ fn weighted_routing_between_frontend_versions() {
 /// sidecar logs the abort (FI).
 #[test]
 fn grpc_abort_on_productcatalog() {
-    let mesh = Mesh::up_example("boutique", "abort", 142, 18142);
+    let mesh = shop("abort", 142, |m| m);
     let home = format!("{}/", mesh.ingress);
     wait_until("the shop to serve", Duration::from_secs(15), || {
         curl(&home, &[]).0 == 200
@@ -152,7 +171,7 @@ fn grpc_abort_on_productcatalog() {
 /// product pages loaded at once, about half take 5 s or more.
 #[test]
 fn delay_on_recommendation_for_half() {
-    let mesh = Mesh::up_example("boutique", "delay", 143, 18143);
+    let mesh = shop("delay", 143, |m| m);
     let page = format!("{}/product/OLJCESPC7Z", mesh.ingress);
     wait_until("the shop to serve", Duration::from_secs(15), || {
         curl(&page, &[]).0 == 200
@@ -188,7 +207,7 @@ fn delay_on_recommendation_for_half() {
 /// catalog's sidecar saw each call three times.
 #[test]
 fn timeout_and_retries_on_a_slow_productcatalog() {
-    let mesh = Mesh::up_edited("boutique", "retry", 144, 18144, |m| {
+    let mesh = shop("retry", 144, |m| {
         m.replace("EXTRA_LATENCY: \"0s\"", "EXTRA_LATENCY: \"3s\"")
     });
     let home = format!("{}/", mesh.ingress);
@@ -226,4 +245,58 @@ fn timeout_and_retries_on_a_slow_productcatalog() {
     assert_eq!(after - before, 3, "one try and two retries");
     let log = mesh.log("frontend-v1.sidecar.log") + &mesh.log("frontend-v2.sidecar.log");
     assert!(log.contains("UT,URX") || log.contains("URX"), "{log}");
+}
+
+/// Online Boutique's load generator drives the shop through its sidecar:
+/// every kind of visit (home, currency, product, cart, checkout) happens,
+/// and none fails.
+#[test]
+fn the_load_generator_drives_the_shop() {
+    let mesh = Mesh::up_edited("boutique", "loadgen", 145, 18145, |m| {
+        m.replace(
+            "USERS: \"10\", WAIT_TIME: \"1-10\"",
+            "USERS: \"4\", WAIT_TIME: \"0.05-0.2\"",
+        )
+    });
+    let summary = || {
+        mesh.log("loadgenerator.log")
+            .lines()
+            .rev()
+            .find(|l| l.contains(" requests, "))
+            .map(str::to_string)
+    };
+    let count = |line: &str, what: &str| -> u64 {
+        let at = line
+            .find(what)
+            .unwrap_or_else(|| panic!("{what} in {line}"));
+        let rest = &line[at + what.len()..];
+        rest.trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    wait_until(
+        "a checkout by the load generator",
+        Duration::from_secs(40),
+        || summary().is_some_and(|l| count(&l, "checkout") > 0),
+    );
+    let line = summary().unwrap();
+    for task in [
+        "index",
+        "setCurrency",
+        "browseProduct",
+        "addToCart",
+        "viewCart",
+    ] {
+        assert!(count(&line, task) > 0, "{task}: {line}");
+    }
+    // "N requests, M failed; …"
+    assert_eq!(
+        count(&line, "requests,"),
+        0,
+        "no failures: {line}\n{}",
+        mesh.log("loadgenerator.log")
+    );
 }

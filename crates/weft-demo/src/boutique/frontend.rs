@@ -43,6 +43,7 @@ pub async fn run(workload: String, listen: SocketAddr) -> anyhow::Result<()> {
         ad: Client::new("http://adservice:9555")?,
     });
     let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(workload = %app.workload, %listen, "boutique frontend listening");
     loop {
         let (sock, _) = listener.accept().await?;
         let app = app.clone();
@@ -67,6 +68,27 @@ fn page(status: StatusCode, workload: &str, body: String) -> Response<Full<Bytes
     );
     if let Ok(v) = http::HeaderValue::from_str(workload) {
         resp.headers_mut().insert("x-workload", v);
+    }
+    resp
+}
+
+/// `POST /setCurrency` (`currency_code=EUR`): Online Boutique keeps the
+/// choice in the `shop_currency` cookie and sends the visitor home; a
+/// currency it does not sell in is a 422.
+fn set_currency(workload: &str, form: &str) -> Response<Full<Bytes>> {
+    let code = field(form, "currency_code").unwrap_or_default();
+    if !super::RATES.iter().any(|(c, _)| *c == code) {
+        return page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            workload,
+            format!("{workload}\ninvalid currency {code:?}\n"),
+        );
+    }
+    let mut resp = page(StatusCode::FOUND, workload, String::new());
+    let headers = resp.headers_mut();
+    headers.insert(http::header::LOCATION, http::HeaderValue::from_static("/"));
+    if let Ok(v) = http::HeaderValue::from_str(&format!("shop_currency={code}; Path=/")) {
+        headers.insert(http::header::SET_COOKIE, v);
     }
     resp
 }
@@ -136,6 +158,7 @@ impl Frontend {
             ("/cart", false) => self.view_cart(&user).await,
             ("/cart", true) => self.add_to_cart(&user, &form).await,
             ("/cart/checkout", true) => self.place_order(&user, &currency).await,
+            ("/setCurrency", true) => return set_currency(w, &form),
             _ => return page(StatusCode::NOT_FOUND, w, format!("{w}\nnot found\n")),
         };
         match result {

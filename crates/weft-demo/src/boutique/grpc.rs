@@ -67,6 +67,7 @@ where
 {
     let hostname = http::HeaderValue::from_str(workload)?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(%workload, %listen, "boutique service listening");
     loop {
         let (sock, _) = listener.accept().await?;
         let route = route.clone();

@@ -8,6 +8,7 @@
 
 mod frontend;
 mod grpc;
+mod loadgen;
 pub mod proto;
 mod shop;
 
@@ -61,6 +62,8 @@ pub enum Service {
     Email,
     Checkout,
     Ad,
+    /// Simulated visitors of the frontend (`loadgen.rs`).
+    LoadGenerator,
 }
 
 impl Service {
@@ -76,6 +79,7 @@ impl Service {
             "emailservice" => Service::Email,
             "checkoutservice" => Service::Checkout,
             "adservice" => Service::Ad,
+            "loadgenerator" => Service::LoadGenerator,
             _ => return None,
         })
     }
@@ -87,7 +91,6 @@ pub async fn run(
     listen: SocketAddr,
     delay: Duration,
 ) -> anyhow::Result<()> {
-    tracing::info!(%workload, %listen, "boutique service listening");
     let hostname = workload.clone();
     match service {
         Service::Frontend => frontend::run(workload, listen).await,
@@ -116,6 +119,7 @@ pub async fn run(
             .await
         }
         Service::Ad => grpc::serve(listen, &hostname, shop::ad).await,
+        Service::LoadGenerator => loadgen::run(loadgen::Settings::from_env()?).await,
         Service::Checkout => {
             let clients = shop::Checkout {
                 cart: grpc::Client::new(CART_URL)?,
