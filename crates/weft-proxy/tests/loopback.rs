@@ -1265,6 +1265,54 @@ async fn a_malformed_http2_client_loses_only_its_connection() {
     assert_eq!(get_h2(p.addr, "/").await.status, 200);
 }
 
+/// `max_concurrent_streams` (Istio's `maxConcurrentStreams`): streams past
+/// it go on another connection; without it one connection carries all;
+/// and with the cluster's connection limit reached, a request waits for a
+/// stream to finish instead of opening one more.
+#[tokio::test]
+async fn max_concurrent_streams_spreads_streams_over_connections() {
+    use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+    use envoy_types::pb::google::protobuf::UInt32Value;
+    let cases = [
+        (None, None, 1),
+        (Some(1), None, 3),
+        (Some(2), None, 2),
+        (Some(1), Some(1), 1),
+    ];
+    for (streams, max_connections, expected) in cases {
+        let up = h2_upstream("a").await;
+        let options = Http2ProtocolOptions {
+            max_concurrent_streams: streams.map(|value| UInt32Value { value }),
+            ..Default::default()
+        };
+        let mut cluster = http2_cluster_with(static_cluster("c", &[up.addr]), options);
+        if let Some(max) = max_connections {
+            use envoy_types::pb::envoy::config::cluster::v3::{
+                circuit_breakers::Thresholds, CircuitBreakers,
+            };
+            cluster.circuit_breakers = Some(CircuitBreakers {
+                thresholds: vec![Thresholds {
+                    max_connections: Some(UInt32Value { value: max }),
+                    max_pending_requests: Some(UInt32Value { value: 10 }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+        let p = proxy(vec![cluster], vec![route_to("c")]);
+        let slow = || get(p.addr, "/delay/300");
+        let (a, b, c) = tokio::join!(slow(), slow(), slow());
+        for r in [a, b, c] {
+            assert_eq!(r.status, 200, "{streams:?}/{max_connections:?}: {}", r.body);
+        }
+        assert_eq!(
+            up.connections.load(std::sync::atomic::Ordering::SeqCst),
+            expected,
+            "max_concurrent_streams {streams:?}, max_connections {max_connections:?}"
+        );
+    }
+}
+
 /// The frame types in `bytes` (a 24-bit length, a type, flags, a stream
 /// id, then the payload), with a GOAWAY's error code.
 fn frame_types(bytes: &[u8]) -> (Vec<u8>, Option<u32>) {

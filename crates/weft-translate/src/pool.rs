@@ -159,7 +159,8 @@ fn protocol_options(upstream: Upstream, http: Option<&HttpPool>) -> UpstreamProt
     }
 }
 
-/// `http2KeepAlive` becomes the connection's PING keepalive.
+/// `http2KeepAlive` becomes the connection's PING keepalive, and
+/// `maxConcurrentStreams` the streams one connection may carry.
 fn http2_options(http: Option<&HttpPool>) -> Http2ProtocolOptions {
     let keepalive = http.and_then(|h| h.http2_keep_alive.as_ref());
     let time =
@@ -170,6 +171,10 @@ fn http2_options(http: Option<&HttpPool>) -> Http2ProtocolOptions {
             timeout: time(k.timeout.as_ref()),
             ..Default::default()
         }),
+        max_concurrent_streams: http
+            .and_then(|h| h.max_concurrent_streams)
+            .filter(|n| *n > 0)
+            .map(|n| UInt32Value { value: n as u32 }),
         ..Default::default()
     }
 }

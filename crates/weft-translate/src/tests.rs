@@ -664,6 +664,19 @@ fn upstream_protocols_follow_ports_and_policies() {
     };
     let upgraded = translated_with(&dr("h2UpgradePolicy: UPGRADE"), 0);
     assert_eq!(protocol(&upgraded, outbound), "http2");
+    // maxConcurrentStreams caps the streams of an HTTP/2 connection.
+    let capped = translated_with(&dr("h2UpgradePolicy: UPGRADE, maxConcurrentStreams: 5"), 0);
+    let c = capped.clusters.iter().find(|c| c.name == outbound).unwrap();
+    let any = &c.typed_extension_protocol_options
+        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    let o = HttpProtocolOptions::decode(any.value.as_slice()).unwrap();
+    let Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) = o.upstream_protocol_options else {
+        panic!("explicit HTTP/2")
+    };
+    let Some(ProtocolConfig::Http2ProtocolOptions(h2)) = e.protocol_config else {
+        panic!("explicit HTTP/2")
+    };
+    assert_eq!(h2.max_concurrent_streams.unwrap().value, 5);
     let client = translated_with(&dr("useClientProtocol: true"), 0);
     assert_eq!(protocol(&client, outbound), "downstream");
     // A gRPC port: HTTP/2 both ways.

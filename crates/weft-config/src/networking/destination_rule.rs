@@ -110,7 +110,6 @@ impl TrafficPolicy {
     }
 
     pub fn unenforced_fields(&self) -> Vec<&'static str> {
-        let http = self.connection_pool.as_ref().and_then(|p| p.http.as_ref());
         let lb = self.load_balancer.as_ref();
         [
             (
@@ -124,10 +123,6 @@ impl TrafficPolicy {
             (
                 "loadBalancer.backendUtilization",
                 lb.is_some_and(|l| l.backend_utilization.is_some()),
-            ),
-            (
-                "connectionPool.http.maxConcurrentStreams",
-                http.is_some_and(|h| h.max_concurrent_streams.is_some()),
             ),
             ("tls", self.tls.is_some()),
             ("tunnel", self.tunnel.is_some()),

@@ -356,7 +356,8 @@ fn http_options(c: &Cluster) -> Result<HttpOptions, String> {
 }
 
 /// `http2_protocol_options` as far as the upstream HTTP/2 pool honours
-/// them: flow-control windows and connection keepalive (PING).
+/// them: flow-control windows, connection keepalive (PING) and the streams
+/// one connection carries.
 fn http2_options(
     o: &envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions,
 ) -> Result<crate::upstream::Http2, String> {
@@ -365,10 +366,11 @@ fn http2_options(
         initial_stream_window_size: o.initial_stream_window_size,
         initial_connection_window_size: o.initial_connection_window_size,
         connection_keepalive: o.connection_keepalive,
+        max_concurrent_streams: o.max_concurrent_streams,
         ..Default::default()
     };
     if *o != honoured {
-        return Err("http2_protocol_options supports initial_stream_window_size, initial_connection_window_size and connection_keepalive only".into());
+        return Err("http2_protocol_options supports initial_stream_window_size, initial_connection_window_size, connection_keepalive and max_concurrent_streams only".into());
     }
     let keepalive = o.connection_keepalive.as_ref();
     let time = super::nonzero;
@@ -377,6 +379,7 @@ fn http2_options(
         initial_connection_window: o.initial_connection_window_size.map(|v| v.value),
         keepalive_interval: time(keepalive.and_then(|k| k.interval.as_ref()))?,
         keepalive_timeout: time(keepalive.and_then(|k| k.timeout.as_ref()))?,
+        max_concurrent_streams: o.max_concurrent_streams.map(|v| v.value).filter(|v| *v > 0),
     })
 }
 

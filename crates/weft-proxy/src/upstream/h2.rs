@@ -1,13 +1,19 @@
-//! HTTP/2 (h2c) connections to upstream endpoints, one multiplexed
-//! connection per peer per worker thread, as Envoy's HTTP/2 pool keeps
-//! one per worker: every request is a stream on it, so the cluster's
-//! `max_requests` (Istio's `http2MaxRequests`) is what limits concurrency.
+//! HTTP/2 (h2c) connections to upstream endpoints, multiplexed: as in
+//! Envoy's HTTP/2 pool, a worker thread keeps one connection per peer and
+//! puts every request on it as a stream, so the cluster's `max_requests`
+//! (Istio's `http2MaxRequests`) is what limits concurrency. With
+//! `max_concurrent_streams` (Istio's `maxConcurrentStreams`) a connection
+//! carries at most that many streams, and the next goes on another one,
+//! opened within the cluster's connection limit or, past it, waited for as
+//! a pending request. A stream counts until its answer's head arrives,
+//! as the cluster's active requests do.
 //! A connection that closed (or went away) is replaced on the next
 //! request; one past `max_requests_per_connection`, its maximum age or the
 //! idle timeout takes no new stream and closes when its streams are done.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,8 +22,10 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 
-use super::{connect, Breaker, Peer, UpstreamError};
+use super::{connect, Breaker, Peer, UpstreamError, PENDING_RECHECK};
 use crate::router::body::UpBody;
 
 /// HTTP/2 settings of a cluster (`http2_protocol_options`).
@@ -28,10 +36,25 @@ pub struct Http2 {
     /// PING every this often; no answer within `keepalive_timeout` closes.
     pub keepalive_interval: Option<std::time::Duration>,
     pub keepalive_timeout: Option<std::time::Duration>,
+    /// Streams one connection carries at once; none means no limit.
+    pub max_concurrent_streams: Option<u32>,
+}
+
+/// Where a connection is: still connecting (requests may already count
+/// on it, as Envoy counts a connecting client's capacity, so a burst opens
+/// one connection, not one each), ready, or failed to connect.
+#[derive(Clone)]
+enum State {
+    Connecting,
+    Ready(SendRequest<UpBody>),
+    /// Why, for every request that waited on it.
+    Failed(std::io::ErrorKind, String),
 }
 
 struct Conn {
-    sender: SendRequest<UpBody>,
+    state: watch::Receiver<State>,
+    /// Streams started on it and not yet answered.
+    streams: Arc<AtomicU32>,
     served: u32,
     opened: Instant,
     /// When the last stream started; a connection unused for the
@@ -39,12 +62,53 @@ struct Conn {
     last_used: Instant,
 }
 
+impl Conn {
+    fn spent(&self, peer: &Peer, breaker: &Breaker) -> bool {
+        let gone = match &*self.state.borrow() {
+            State::Connecting => false,
+            State::Ready(sender) => sender.is_closed(),
+            State::Failed(..) => true,
+        };
+        gone || self.last_used.elapsed() >= peer.idle_timeout
+            || breaker
+                .limits
+                .max_requests_per_connection
+                .is_some_and(|max| self.served >= max)
+            || peer
+                .max_connection_duration
+                .is_some_and(|max| self.opened.elapsed() >= max)
+    }
+}
+
+/// A stream's place on its connection, given back when dropped; requests
+/// waiting for room then look again.
+struct Stream {
+    streams: Arc<AtomicU32>,
+    breaker: Arc<Breaker>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.streams.fetch_sub(1, Ordering::AcqRel);
+        self.breaker.wake_pending();
+    }
+}
+
 thread_local! {
-    static CONNS: RefCell<HashMap<Peer, Conn>> = RefCell::new(HashMap::new());
+    static CONNS: RefCell<HashMap<Peer, Vec<Conn>>> = RefCell::new(HashMap::new());
+}
+
+/// Where this thread's pool puts a request.
+enum Checkout {
+    Stream(watch::Receiver<State>, Stream),
+    /// No connection has room; `first` when there is none at all.
+    Full {
+        first: bool,
+    },
 }
 
 /// Sends `req` (origin-form URI, Host set) as a stream on this thread's
-/// connection to `peer`, opening one when there is none.
+/// connection to `peer` that has room, opening one when none has.
 pub(crate) async fn send(
     peer: &Peer,
     h2: &Http2,
@@ -52,20 +116,53 @@ pub(crate) async fn send(
     req: Request<UpBody>,
 ) -> Result<Response<Incoming>, UpstreamError> {
     let mut req = to_h2(req);
-    if let Some(mut sender) = checkout(peer, breaker) {
-        // A connection that went away before taking the stream hands the
-        // request back unsent; it goes on a new connection. A failure
-        // after that is a reset, never retried as a connect failure.
-        match sender.try_send_request(req).await {
-            Ok(resp) => return Ok(resp),
-            Err(mut e) => match e.take_message() {
-                Some(unsent) => req = unsent,
-                None => return Err(UpstreamError::fresh(e.into_error())),
-            },
+    let mut pending = None;
+    loop {
+        let first = match checkout(peer, h2, breaker) {
+            Checkout::Stream(state, _stream) => {
+                let mut sender = ready(state).await?;
+                // A connection that went away before taking the stream
+                // hands the request back unsent; it goes on another. A
+                // failure after that is a reset, never retried as a
+                // connect failure.
+                match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => return Err(UpstreamError::fresh(e.into_error())),
+                    },
+                }
+                continue;
+            }
+            Checkout::Full { first } => first,
+        };
+        // Like Envoy's, a worker's pool may always open its first
+        // connection to a host; more count against the connection limit.
+        if breaker.open_connection(first) {
+            start(peer, h2, breaker);
+            continue;
         }
+        if pending.is_none() {
+            pending = Some(breaker.pending().ok_or(UpstreamError::Overflow)?);
+        }
+        let freed = breaker.freed.notified();
+        let _ = tokio::time::timeout(PENDING_RECHECK, freed).await;
     }
-    let mut sender = open(peer, h2, breaker).await?;
-    sender.send_request(req).await.map_err(UpstreamError::fresh)
+}
+
+/// The connection's sender once it is ready, or why it never will be.
+async fn ready(mut state: watch::Receiver<State>) -> Result<SendRequest<UpBody>, UpstreamError> {
+    let failed = |kind, why: &str| UpstreamError::Connect(std::io::Error::new(kind, why));
+    let state = state
+        .wait_for(|s| !matches!(s, State::Connecting))
+        .await
+        .map_err(|_| failed(std::io::ErrorKind::Other, "connection attempt abandoned"))?
+        .clone();
+    match state {
+        State::Ready(sender) => Ok(sender),
+        State::Failed(kind, why) => Err(failed(kind, &why)),
+        State::Connecting => unreachable!("waited for another state"),
+    }
 }
 
 /// HTTP/2 carries the authority and scheme as pseudo-headers, which hyper
@@ -91,47 +188,89 @@ fn to_h2(mut req: Request<UpBody>) -> Request<UpBody> {
     req
 }
 
-/// This thread's live connection to `peer`, counting the stream; a closed
-/// or spent one is dropped (it finishes its streams on its own).
-fn checkout(peer: &Peer, breaker: &Breaker) -> Option<SendRequest<UpBody>> {
+/// A stream on this thread's first live connection to `peer` with room
+/// (ready or still connecting); closed and spent connections are dropped
+/// (they finish their streams on their own).
+fn checkout(peer: &Peer, h2: &Http2, breaker: &Arc<Breaker>) -> Checkout {
     CONNS.with(|conns| {
         let mut conns = conns.borrow_mut();
-        let conn = conns.get_mut(peer)?;
-        let spent = conn.sender.is_closed()
-            || conn.last_used.elapsed() >= peer.idle_timeout
-            || breaker
-                .limits
-                .max_requests_per_connection
-                .is_some_and(|max| conn.served >= max)
-            || peer
-                .max_connection_duration
-                .is_some_and(|max| conn.opened.elapsed() >= max);
-        if spent {
-            conns.remove(peer);
-            return None;
-        }
+        let Some(list) = conns.get_mut(peer) else {
+            return Checkout::Full { first: true };
+        };
+        list.retain(|c| !c.spent(peer, breaker));
+        let max = h2.max_concurrent_streams.unwrap_or(u32::MAX);
+        let Some(conn) = list
+            .iter_mut()
+            .find(|c| c.streams.load(Ordering::Acquire) < max)
+        else {
+            return Checkout::Full {
+                first: list.is_empty(),
+            };
+        };
         conn.served += 1;
         conn.last_used = Instant::now();
-        Some(conn.sender.clone())
+        conn.streams.fetch_add(1, Ordering::AcqRel);
+        let stream = Stream {
+            streams: conn.streams.clone(),
+            breaker: breaker.clone(),
+        };
+        Checkout::Stream(conn.state.clone(), stream)
     })
 }
 
-/// A new connection, whatever the connection limit says: like Envoy's, a
-/// worker's pool may always open its first connection to a host, and an
-/// HTTP/2 pool needs no second one.
-async fn open(
+/// Adds a connecting connection to this thread's pool (already counted
+/// against the connection limit, given back when it closes) and connects
+/// it in a task of its own, so a request that gives up does not abandon
+/// the others waiting on it.
+fn start(peer: &Peer, h2: &Http2, breaker: &Arc<Breaker>) {
+    let (tx, state) = watch::channel(State::Connecting);
+    CONNS.with(|conns| {
+        let mut conns = conns.borrow_mut();
+        // Now and then, drop what closed, so peers that left the config
+        // do not keep entries.
+        if fastrand::u32(..super::SWEEP_EVERY) == 0 {
+            conns.retain(|_, list| {
+                list.retain(|c| !c.spent(peer, breaker));
+                !list.is_empty()
+            });
+        }
+        conns.entry(*peer).or_default().push(Conn {
+            state,
+            streams: Arc::new(AtomicU32::new(0)),
+            served: 0,
+            opened: Instant::now(),
+            last_used: Instant::now(),
+        });
+    });
+    let (peer, h2, breaker) = (*peer, *h2, breaker.clone());
+    tokio::spawn(async move {
+        let conn = match handshake(&peer, &h2).await {
+            Ok((sender, conn)) => {
+                let _ = tx.send(State::Ready(sender));
+                conn
+            }
+            Err(e) => {
+                let _ = tx.send(State::Failed(e.kind(), e.to_string()));
+                breaker.connection_closed();
+                return;
+            }
+        };
+        if let Err(e) = conn.await {
+            tracing::debug!(endpoint = %peer.addr, error = %e, "upstream HTTP/2 connection ended with an error");
+        }
+        breaker.connection_closed();
+    });
+}
+
+/// TCP connect and the HTTP/2 handshake with the cluster's settings.
+async fn handshake(
     peer: &Peer,
     h2: &Http2,
-    breaker: &Arc<Breaker>,
-) -> Result<SendRequest<UpBody>, UpstreamError> {
-    breaker.open_connection(true);
-    let stream = match connect(peer).await {
-        Ok(s) => s,
-        Err(e) => {
-            breaker.connection_closed();
-            return Err(UpstreamError::Connect(e));
-        }
-    };
+) -> std::io::Result<(
+    SendRequest<UpBody>,
+    hyper::client::conn::http2::Connection<TokioIo<TcpStream>, UpBody, TokioExecutor>,
+)> {
+    let stream = connect(peer).await?;
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .initial_stream_window_size(h2.initial_stream_window)
@@ -145,36 +284,8 @@ async fn open(
             builder.keep_alive_timeout(t);
         }
     }
-    let (sender, conn) = match builder.handshake(TokioIo::new(stream)).await {
-        Ok(pair) => pair,
-        Err(error) => {
-            breaker.connection_closed();
-            return Err(UpstreamError::fresh(error));
-        }
-    };
-    let (endpoint, breaker) = (peer.addr, breaker.clone());
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%endpoint, error = %e, "upstream HTTP/2 connection ended with an error");
-        }
-        breaker.connection_closed();
-    });
-    CONNS.with(|conns| {
-        let mut conns = conns.borrow_mut();
-        // Now and then, drop what closed, so peers that left the config
-        // do not keep entries.
-        if fastrand::u32(..super::SWEEP_EVERY) == 0 {
-            conns.retain(|_, c| !c.sender.is_closed());
-        }
-        conns.insert(
-            *peer,
-            Conn {
-                sender: sender.clone(),
-                served: 1,
-                opened: Instant::now(),
-                last_used: Instant::now(),
-            },
-        )
-    });
-    Ok(sender)
+    builder
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| std::io::Error::other(format!("HTTP/2 handshake: {e}")))
 }

@@ -45,6 +45,8 @@ pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub struct Upstream {
     pub addr: SocketAddr,
     pub requests: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicUsize>,
 }
 
 pub async fn upstream(name: &'static str, fail_every: Option<usize>) -> Upstream {
@@ -63,9 +65,11 @@ where
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
-    let count = requests.clone();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (count, accepted) = (requests.clone(), connections.clone());
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
             let (count, handle) = (count.clone(), handle.clone());
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let reply = handle(count.fetch_add(1, Ordering::SeqCst) + 1, req);
@@ -81,7 +85,11 @@ where
             }
         }
     });
-    Upstream { addr, requests }
+    Upstream {
+        addr,
+        requests,
+        connections,
+    }
 }
 
 async fn answer(
@@ -350,11 +358,17 @@ pub async fn statuses(to: SocketAddr, path: &str, n: usize) -> HashMap<u16, usiz
     seen
 }
 
-/// An HTTP/2-only (h2c) upstream: answers `name\n`, echoes what it saw in
-/// `x-version`, `x-authority` and `x-te`, and ends with a `grpc-status: 0`
-/// trailer, as a gRPC server does.
+/// An HTTP/2-only (h2c) upstream: answers `name\n` (`/delay/MS` after MS
+/// milliseconds), echoes what it saw in `x-version`, `x-authority` and
+/// `x-te`, and ends with a `grpc-status: 0` trailer, as a gRPC server does.
 pub async fn h2_upstream(name: &'static str) -> Upstream {
-    serve_upstream(true, move |_, req| async move { h2_answer(name, &req) }).await
+    serve_upstream(true, move |_, req| async move {
+        if let Some(ms) = req.uri().path().strip_prefix("/delay/") {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+        }
+        h2_answer(name, &req)
+    })
+    .await
 }
 
 fn h2_answer(
@@ -381,7 +395,15 @@ fn h2_answer(
 
 /// `cluster` speaking HTTP/2 to its hosts, as istiod writes it for a
 /// `grpc` or `http2` port.
-pub fn http2_cluster(mut cluster: Cluster) -> Cluster {
+pub fn http2_cluster(cluster: Cluster) -> Cluster {
+    http2_cluster_with(cluster, Default::default())
+}
+
+/// `cluster` speaking HTTP/2 with `options`.
+pub fn http2_cluster_with(
+    mut cluster: Cluster,
+    options: envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions,
+) -> Cluster {
     use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
         http_protocol_options::{
             explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
@@ -391,7 +413,7 @@ pub fn http2_cluster(mut cluster: Cluster) -> Cluster {
     let options = HttpProtocolOptions {
         upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
             ExplicitHttpConfig {
-                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Default::default())),
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(options)),
             },
         )),
         ..Default::default()
