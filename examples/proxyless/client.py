@@ -5,9 +5,10 @@ It dials an `xds:///host:port` target, so grpcio asks the control plane named
 in $GRPC_XDS_BOOTSTRAP for that listener, its routes, clusters and endpoints,
 and routes each call itself (weights, header matches, faults) with no proxy.
 Calls are generic unary calls carrying raw bytes (an empty request message),
-so no generated stubs are needed. One line per call: the `hostname` the
-answer named (the boutique's services send it as initial metadata) or the
-gRPC status, then the call's duration in seconds, tab-separated.
+so no generated stubs are needed. One line per call, tab-separated: the
+`hostname` the answer named (the boutique's services send it as initial
+metadata) or the gRPC status, the call's duration in seconds, and when it
+started (Unix time).
 """
 import argparse
 import sys
@@ -42,6 +43,7 @@ def main():
         sys.exit("--metadata takes key=value")
     call = grpc.insecure_channel(a.target).unary_unary(a.method)
     for i in range(a.count):
+        started = time.time()
         start = time.monotonic()
         try:
             _, c = call.with_call(
@@ -53,7 +55,7 @@ def main():
             answer = dict(c.initial_metadata()).get("hostname", "?")
         except grpc.RpcError as e:
             answer = f"{e.code().name}: {e.details()}"
-        print(f"{answer}\t{time.monotonic() - start:.3f}", flush=True)
+        print(f"{answer}\t{time.monotonic() - start:.3f}\t{started:.3f}", flush=True)
         if i + 1 < a.count:
             time.sleep(a.interval)
 

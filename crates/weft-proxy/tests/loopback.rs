@@ -1313,6 +1313,115 @@ async fn max_concurrent_streams_spreads_streams_over_connections() {
     }
 }
 
+/// An HTTP/2 connection past `max_requests_per_connection` takes no new
+/// stream and closes once its stream is answered; an idle timeout of 0
+/// (off, in Envoy) keeps one connection for every request.
+#[tokio::test]
+async fn spent_http2_connections_close_and_zero_idle_timeout_is_off() {
+    use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions as Common;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+    use std::sync::atomic::Ordering::SeqCst;
+    for (common, opened) in [
+        (
+            Common {
+                max_requests_per_connection: Some(UInt32Value { value: 1 }),
+                ..Default::default()
+            },
+            3,
+        ),
+        (
+            Common {
+                idle_timeout: Some(Default::default()),
+                ..Default::default()
+            },
+            1,
+        ),
+    ] {
+        let up = h2_upstream("a").await;
+        let mut cluster = http2_cluster(static_cluster("c", &[up.addr]));
+        let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+        let mut options: HttpProtocolOptions = prost::Message::decode(
+            cluster.typed_extension_protocol_options[key]
+                .value
+                .as_slice(),
+        )
+        .unwrap();
+        options.common_http_protocol_options = Some(common);
+        cluster
+            .typed_extension_protocol_options
+            .insert(key.into(), pack_any(options));
+        let p = proxy(vec![cluster], vec![route_to("c")]);
+        for _ in 0..3 {
+            let r = tokio::time::timeout(Duration::from_secs(5), get(p.addr, "/"))
+                .await
+                .expect("answered, not hung");
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        assert_eq!(up.connections.load(SeqCst), opened);
+        let spent = opened - 1;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while up.closed.load(SeqCst) < spent && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(up.closed.load(SeqCst), spent, "spent connections closed");
+    }
+}
+
+/// A request body whose end is known only after its data: hyper sends it
+/// as DATA and then an empty DATA frame with END_STREAM, as gRPC clients
+/// (tonic) do.
+struct OpenEnded(Option<Bytes>);
+
+impl hyper::body::Body for OpenEnded {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.take().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// Hundreds of gRPC-style requests on one HTTP/2 connection: the proxy
+/// does not forward the empty DATA frames that end them, which HTTP/2
+/// servers count and answer, past 100 on a connection, with GOAWAY
+/// ENHANCE_YOUR_CALM (`too_many_data_frames`), failing what is in flight.
+#[tokio::test]
+async fn empty_data_frames_that_end_bodies_are_not_forwarded() {
+    let up = h2_upstream("a").await;
+    let p = proxy(
+        vec![http2_cluster(static_cluster("c", &[up.addr]))],
+        vec![route_to("c")],
+    );
+    let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for i in 0..250 {
+        let req = Request::post("http://svc/pkg.Svc/Call")
+            .header("content-type", "application/grpc")
+            .body(OpenEnded(Some(Bytes::from_static(b"\0\0\0\0\0"))))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "call {i}");
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap();
+        assert_eq!(
+            body.trailers().and_then(|t| t.get("grpc-status")).unwrap(),
+            "0",
+            "call {i} answered by the upstream"
+        );
+    }
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 /// The frame types in `bytes` (a 24-bit length, a type, flags, a stream
 /// id, then the payload), with a GOAWAY's error code.
 fn frame_types(bytes: &[u8]) -> (Vec<u8>, Option<u32>) {

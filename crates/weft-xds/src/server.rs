@@ -181,7 +181,10 @@ impl<G: Generator> ProxyStream<G> {
         }
         if let Some((node, _)) = &self.node {
             tracing::info!(node = %node.id, "proxy disconnected");
-            self.board.update(&node.id, |s| s.connected = false);
+            self.board.update(&node.id, |s| {
+                s.streams = s.streams.saturating_sub(1);
+                s.connected = s.streams > 0;
+            });
         }
     }
 
@@ -205,9 +208,12 @@ impl<G: Generator> ProxyStream<G> {
             };
             tracing::info!(node = %node.id, "proxy connected");
             self.board.update(&node.id, |s| {
+                if s.streams == 0 {
+                    s.types.clear();
+                }
+                s.streams += 1;
                 s.connected = true;
                 s.generator = crate::node_generator(&node).map(str::to_string);
-                s.types.clear();
             });
             self.node = Some((node, generation));
             self.regenerate(generation);

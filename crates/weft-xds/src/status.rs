@@ -44,6 +44,10 @@ impl TypeStatus {
 pub struct ProxyStatus {
     pub node_id: String,
     pub connected: bool,
+    /// Open streams with this node id (a pod may run several gRPC
+    /// processes, all with its id); connected while any is open.
+    #[serde(skip)]
+    pub streams: u32,
     /// The node metadata's `GENERATOR` (`grpc` for a proxyless client).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generator: Option<String>,

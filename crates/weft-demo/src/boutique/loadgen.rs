@@ -5,8 +5,9 @@
 //! 1, and a wait between tasks. Configured as Online Boutique's is, by
 //! environment: `FRONTEND_ADDR` (host:port, default `frontend:80`),
 //! `USERS` (default 10), and `WAIT_TIME` (`MIN-MAX` seconds, default
-//! `1-10`). Every five seconds it logs what it did and how much failed,
-//! and it logs every failure.
+//! `1-10`). It starts once the frontend's home page answers. Every five
+//! seconds it logs what it did and how much failed, and it logs every
+//! failure.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -111,7 +112,13 @@ impl Settings {
                 let bad =
                     || anyhow::anyhow!("WAIT_TIME={w:?}: MIN-MAX seconds, as 1-10 or 0.1-0.5");
                 let (lo, hi) = w.split_once('-').ok_or_else(bad)?;
-                let secs = |s: &str| s.trim().parse::<f64>().ok().filter(|s| *s >= 0.0);
+                // At most a day: a wait is a pause, not a stop.
+                let secs = |s: &str| {
+                    s.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| (0.0..=86_400.0).contains(s))
+                };
                 let (lo, hi) = (secs(lo).ok_or_else(bad)?, secs(hi).ok_or_else(bad)?);
                 if lo > hi {
                     return Err(bad());
@@ -152,9 +159,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// As Online Boutique's init container does: no visits until the frontend
-/// answers its health check.
+/// answers, here with its home page (which needs the catalog, currency and
+/// ad services behind it).
 async fn wait_for_frontend(client: &Client<HttpConnector, Full<Bytes>>, frontend: &str) {
-    let url = format!("http://{frontend}/_healthz");
+    let url = format!("http://{frontend}/");
     loop {
         let req = Request::get(&url)
             .body(Full::default())
@@ -293,6 +301,7 @@ mod tests {
         assert!(e.to_string().contains("USERS=\"many\""), "{e}");
         assert!(Settings::parse(None, None, Some("5-1")).is_err());
         assert!(Settings::parse(None, None, Some("5")).is_err());
+        assert!(Settings::parse(None, None, Some("inf-inf")).is_err());
     }
 
     #[test]

@@ -345,7 +345,8 @@ fn http_options(c: &Cluster) -> Result<HttpOptions, String> {
                 out.limits.max_requests_per_connection = Some(max);
             }
             if let Some(d) = common.idle_timeout.as_ref() {
-                out.idle_timeout = super::duration(d)?;
+                // Zero turns the idle timeout off, as in Envoy.
+                out.idle_timeout = super::nonzero(Some(d))?.unwrap_or(std::time::Duration::MAX);
             }
             if let Some(d) = common.max_connection_duration.as_ref() {
                 out.max_connection_duration = super::nonzero(Some(d))?;

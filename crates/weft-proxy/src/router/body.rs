@@ -157,6 +157,17 @@ impl Body for TeeReader {
     }
 }
 
+/// An empty DATA frame carries nothing, and HTTP/2 peers (h2 0.4.20 on,
+/// so hyper's and tonic's servers and clients) close a connection that
+/// was sent more than 100 that do not end their stream
+/// (`too_many_data_frames`). A downstream HTTP/2 body that ends with an
+/// empty END_STREAM frame reads as an empty chunk and then its end, and
+/// forwarding the chunk would get the connection it goes on closed every
+/// hundredth request, so forwarded bodies skip empty chunks.
+fn empty_data(frame: &Frame<Bytes>) -> bool {
+    frame.data_ref().is_some_and(|d| d.is_empty())
+}
+
 impl Body for UpBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -165,10 +176,17 @@ impl Body for UpBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            UpBody::Full(f) => Pin::new(f).poll_frame(cx).map_err(|never| match never {}),
-            UpBody::Stream(s) => Pin::new(s).poll_frame(cx),
-            UpBody::Tee(t) => Pin::new(t).poll_frame(cx),
+        let body = self.get_mut();
+        loop {
+            let polled = match body {
+                UpBody::Full(f) => Pin::new(f).poll_frame(cx).map_err(|never| match never {}),
+                UpBody::Stream(s) => Pin::new(s).poll_frame(cx),
+                UpBody::Tee(t) => Pin::new(t).poll_frame(cx),
+            };
+            match polled {
+                Poll::Ready(Some(Ok(frame))) if empty_data(&frame) => continue,
+                other => return other,
+            }
         }
     }
 
@@ -186,5 +204,34 @@ impl Body for UpBody {
             UpBody::Stream(s) => s.size_hint(),
             UpBody::Tee(_) => SizeHint::default(),
         }
+    }
+}
+
+/// An upstream's response body as it goes downstream, without empty DATA
+/// frames (see `empty_data`).
+pub(crate) struct DownBody(pub Incoming);
+
+impl Body for DownBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        loop {
+            match Pin::new(&mut self.0).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) if empty_data(&frame) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
     }
 }

@@ -130,7 +130,7 @@ pub(crate) async fn forward(
     if let Some(cookie) = set_cookie {
         parts.headers.append(http::header::SET_COOKIE, cookie);
     }
-    Ok(Response::from_parts(parts, body.boxed()))
+    Ok(Response::from_parts(parts, body::DownBody(body).boxed()))
 }
 
 /// The downstream request made into the upstream one: path and host

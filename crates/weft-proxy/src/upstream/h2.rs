@@ -63,13 +63,23 @@ struct Conn {
 }
 
 impl Conn {
-    fn spent(&self, peer: &Peer, breaker: &Breaker) -> bool {
-        let gone = match &*self.state.borrow() {
+    /// Closed, or failed to connect.
+    fn gone(&self) -> bool {
+        match &*self.state.borrow() {
             State::Connecting => false,
             State::Ready(sender) => sender.is_closed(),
             State::Failed(..) => true,
-        };
-        gone || self.last_used.elapsed() >= peer.idle_timeout
+        }
+    }
+
+    /// Takes no new stream. A connecting one always does, so a request
+    /// that starts a connection always gets a stream on it.
+    fn spent(&self, peer: &Peer, breaker: &Breaker) -> bool {
+        if matches!(*self.state.borrow(), State::Connecting) {
+            return false;
+        }
+        self.gone()
+            || self.last_used.elapsed() >= peer.idle_timeout
             || breaker
                 .limits
                 .max_requests_per_connection
@@ -120,7 +130,7 @@ pub(crate) async fn send(
     loop {
         let first = match checkout(peer, h2, breaker) {
             Checkout::Stream(state, _stream) => {
-                let mut sender = ready(state).await?;
+                let mut sender = ready(state, breaker).await?;
                 // A connection that went away before taking the stream
                 // hands the request back unsent; it goes on another. A
                 // failure after that is a reset, never retried as a
@@ -151,8 +161,18 @@ pub(crate) async fn send(
 }
 
 /// The connection's sender once it is ready, or why it never will be.
-async fn ready(mut state: watch::Receiver<State>) -> Result<SendRequest<UpBody>, UpstreamError> {
+/// Waiting for a connection to connect is being a pending request, as in
+/// Envoy, limited by the cluster's `max_pending_requests`.
+async fn ready(
+    mut state: watch::Receiver<State>,
+    breaker: &Breaker,
+) -> Result<SendRequest<UpBody>, UpstreamError> {
     let failed = |kind, why: &str| UpstreamError::Connect(std::io::Error::new(kind, why));
+    let connecting = matches!(*state.borrow(), State::Connecting);
+    let _pending = match connecting {
+        true => Some(breaker.pending().ok_or(UpstreamError::Overflow)?),
+        false => None,
+    };
     let state = state
         .wait_for(|s| !matches!(s, State::Connecting))
         .await
@@ -230,7 +250,7 @@ fn start(peer: &Peer, h2: &Http2, breaker: &Arc<Breaker>) {
         // do not keep entries.
         if fastrand::u32(..super::SWEEP_EVERY) == 0 {
             conns.retain(|_, list| {
-                list.retain(|c| !c.spent(peer, breaker));
+                list.retain(|c| !c.gone());
                 !list.is_empty()
             });
         }
@@ -246,7 +266,11 @@ fn start(peer: &Peer, h2: &Http2, breaker: &Arc<Breaker>) {
     tokio::spawn(async move {
         let conn = match handshake(&peer, &h2).await {
             Ok((sender, conn)) => {
+                // The sender lives on in the channel only while the pool
+                // (or a request) holds a receiver: once they let go, the
+                // connection closes after its last stream.
                 let _ = tx.send(State::Ready(sender));
+                drop(tx);
                 conn
             }
             Err(e) => {

@@ -45,8 +45,9 @@ pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub struct Upstream {
     pub addr: SocketAddr,
     pub requests: Arc<AtomicUsize>,
-    /// Connections accepted.
+    /// Connections accepted, and of those, ended.
     pub connections: Arc<AtomicUsize>,
+    pub closed: Arc<AtomicUsize>,
 }
 
 pub async fn upstream(name: &'static str, fail_every: Option<usize>) -> Upstream {
@@ -66,29 +67,37 @@ where
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
     let connections = Arc::new(AtomicUsize::new(0));
-    let (count, accepted) = (requests.clone(), connections.clone());
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (count, accepted, ended) = (requests.clone(), connections.clone(), closed.clone());
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
             accepted.fetch_add(1, Ordering::SeqCst);
-            let (count, handle) = (count.clone(), handle.clone());
+            let (count, handle, ended) = (count.clone(), handle.clone(), ended.clone());
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let reply = handle(count.fetch_add(1, Ordering::SeqCst) + 1, req);
                 async move { Ok::<_, Infallible>(reply.await) }
             });
             let io = TokioIo::new(s);
-            if h2 {
-                let builder =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-                tokio::spawn(async move { builder.serve_connection(io, svc).await });
-            } else {
-                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, svc));
-            }
+            tokio::spawn(async move {
+                if h2 {
+                    let builder = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    let _ = builder.serve_connection(io, svc).await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                }
+                ended.fetch_add(1, Ordering::SeqCst);
+            });
         }
     });
     Upstream {
         addr,
         requests,
         connections,
+        closed,
     }
 }
 
