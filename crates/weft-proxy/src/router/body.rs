@@ -157,15 +157,22 @@ impl Body for TeeReader {
     }
 }
 
-/// An empty DATA frame carries nothing, and HTTP/2 peers (h2 0.4.20 on,
-/// so hyper's and tonic's servers and clients) close a connection that
-/// was sent more than 100 that do not end their stream
-/// (`too_many_data_frames`). A downstream HTTP/2 body that ends with an
-/// empty END_STREAM frame reads as an empty chunk and then its end, and
-/// forwarding the chunk would get the connection it goes on closed every
-/// hundredth request, so forwarded bodies skip empty chunks.
-fn empty_data(frame: &Frame<Bytes>) -> bool {
-    frame.data_ref().is_some_and(|d| d.is_empty())
+type Polled = Poll<Option<Result<Frame<Bytes>, hyper::Error>>>;
+
+/// `poll` until it gives anything but an empty DATA chunk. An empty DATA
+/// frame carries nothing, and HTTP/2 peers (h2 0.4.20 on, so hyper's and
+/// tonic's servers and clients) close a connection that was sent more
+/// than 100 that do not end their stream (`too_many_data_frames`). A
+/// downstream HTTP/2 body that ends with an empty END_STREAM frame reads
+/// as an empty chunk and then its end; forwarded, the chunk would get the
+/// connection it goes on closed every hundredth request.
+fn skip_empty_data(mut poll: impl FnMut() -> Polled) -> Polled {
+    loop {
+        match poll() {
+            Poll::Ready(Some(Ok(frame))) if frame.data_ref().is_some_and(|d| d.is_empty()) => {}
+            other => return other,
+        }
+    }
 }
 
 impl Body for UpBody {
@@ -177,17 +184,11 @@ impl Body for UpBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let body = self.get_mut();
-        loop {
-            let polled = match body {
-                UpBody::Full(f) => Pin::new(f).poll_frame(cx).map_err(|never| match never {}),
-                UpBody::Stream(s) => Pin::new(s).poll_frame(cx),
-                UpBody::Tee(t) => Pin::new(t).poll_frame(cx),
-            };
-            match polled {
-                Poll::Ready(Some(Ok(frame))) if empty_data(&frame) => continue,
-                other => return other,
-            }
-        }
+        skip_empty_data(|| match body {
+            UpBody::Full(f) => Pin::new(f).poll_frame(cx).map_err(|never| match never {}),
+            UpBody::Stream(s) => Pin::new(s).poll_frame(cx),
+            UpBody::Tee(t) => Pin::new(t).poll_frame(cx),
+        })
     }
 
     fn is_end_stream(&self) -> bool {
@@ -208,7 +209,7 @@ impl Body for UpBody {
 }
 
 /// An upstream's response body as it goes downstream, without empty DATA
-/// frames (see `empty_data`).
+/// frames (see `skip_empty_data`).
 pub(crate) struct DownBody(pub Incoming);
 
 impl Body for DownBody {
@@ -219,12 +220,7 @@ impl Body for DownBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        loop {
-            match Pin::new(&mut self.0).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) if empty_data(&frame) => continue,
-                other => return other,
-            }
-        }
+        skip_empty_data(|| Pin::new(&mut self.0).poll_frame(cx))
     }
 
     fn is_end_stream(&self) -> bool {
