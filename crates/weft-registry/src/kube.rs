@@ -65,6 +65,11 @@ fn workload(
     // Istio's `istio-locality` pod label (region.zone.subzone) overrides
     // the node's topology labels, which manifests do not carry.
     let locality = labels.get("istio-locality").map(|l| l.replace('.', "/"));
+    let proxy = if gateway {
+        ProxyKind::Gateway
+    } else {
+        ProxyKind::of_pod(&labels, annotations)
+    };
     Workload {
         name: r.meta.name.clone(),
         namespace: r.namespace().to_string(),
@@ -84,11 +89,7 @@ fn workload(
                 protocol: p.protocol.clone(),
             })
             .collect(),
-        proxy: if gateway {
-            ProxyKind::Gateway
-        } else {
-            ProxyKind::of_pod(annotations)
-        },
+        proxy,
         locality,
     }
 }

@@ -33,16 +33,30 @@ pub enum ProxyKind {
     /// No proxy: the app's own gRPC library takes xDS from the control
     /// plane (Istio's `grpc-agent` injection template).
     Proxyless,
+    /// Outside the mesh: no sidecar and no capture
+    /// (`sidecar.istio.io/inject: "false"`); the pod reaches services as
+    /// Kubernetes' kube-proxy lets it, and is reached in plaintext.
+    NoSidecar,
 }
 
 /// The annotation Istio's injector reads to pick injection templates;
 /// `grpc-agent` among them makes a proxyless gRPC pod.
 pub const INJECT_TEMPLATES: &str = "inject.istio.io/templates";
+/// The label (or, as before Istio 1.10, annotation) that turns injection
+/// off for a pod: `"false"`.
+pub const INJECT: &str = "sidecar.istio.io/inject";
 
 impl ProxyKind {
-    /// The kind of a pod (not a gateway) from its annotations, as Istio's
-    /// injector decides it.
-    pub fn of_pod(annotations: &BTreeMap<String, String>) -> ProxyKind {
+    /// The kind of a pod (not a gateway) from its labels and annotations,
+    /// as Istio's injector decides it; the label wins over the annotation.
+    pub fn of_pod(
+        labels: &BTreeMap<String, String>,
+        annotations: &BTreeMap<String, String>,
+    ) -> ProxyKind {
+        let inject = labels.get(INJECT).or_else(|| annotations.get(INJECT));
+        if inject.is_some_and(|v| v == "false") {
+            return ProxyKind::NoSidecar;
+        }
         let proxyless = annotations
             .get(INJECT_TEMPLATES)
             .is_some_and(|t| t.split(',').any(|t| t.trim() == "grpc-agent"));
@@ -51,6 +65,11 @@ impl ProxyKind {
         } else {
             ProxyKind::Sidecar
         }
+    }
+
+    /// Whether the pod runs a proxy that takes xDS (a sidecar or gateway).
+    pub fn has_proxy(self) -> bool {
+        matches!(self, ProxyKind::Sidecar | ProxyKind::Gateway)
     }
 }
 
@@ -136,7 +155,7 @@ impl Workload {
     pub fn node_id(&self) -> String {
         let kind = match self.proxy {
             // Istio's grpc-agent names its node as a sidecar does.
-            ProxyKind::Sidecar | ProxyKind::Proxyless => "sidecar",
+            ProxyKind::Sidecar | ProxyKind::Proxyless | ProxyKind::NoSidecar => "sidecar",
             ProxyKind::Gateway => "router",
         };
         format!(

@@ -73,6 +73,8 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
             gateway::build(inputs, proxy, &mut out);
         }
         ProxyKind::Proxyless => return translate_proxyless(inputs, proxy),
+        // Nothing runs there to take it.
+        ProxyKind::NoSidecar => {}
     }
     out
 }

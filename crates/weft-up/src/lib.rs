@@ -10,6 +10,7 @@
 
 mod bootstrap;
 mod capture;
+mod kube_proxy;
 mod net;
 mod plan;
 mod procs;

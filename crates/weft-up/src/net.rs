@@ -60,6 +60,11 @@ pub fn create_pod(
 }
 
 pub fn install_capture(netns: &str) -> anyhow::Result<()> {
+    iptables_restore(netns, &crate::capture::rules())
+}
+
+/// Loads `rules` (iptables-restore's format) inside `netns`.
+pub fn iptables_restore(netns: &str, rules: &str) -> anyhow::Result<()> {
     let mut child = Command::new("ip")
         .args(["netns", "exec", netns, "iptables-restore"])
         .stdin(Stdio::piped())
@@ -70,7 +75,7 @@ pub fn install_capture(netns: &str) -> anyhow::Result<()> {
         .stdin
         .take()
         .expect("piped stdin")
-        .write_all(crate::capture::rules().as_bytes())?;
+        .write_all(rules.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!(

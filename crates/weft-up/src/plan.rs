@@ -103,7 +103,7 @@ impl Plan {
                 service_account: p.spec.service_account.clone(),
                 ip: IpAddr::V4(p.ip),
                 ports: p.spec.ports.clone(),
-                proxy: ProxyKind::of_pod(&p.spec.annotations),
+                proxy: ProxyKind::of_pod(&p.spec.labels, &p.spec.annotations),
                 locality: p.spec.locality.clone(),
             })
             .collect();

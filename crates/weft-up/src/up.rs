@@ -240,8 +240,11 @@ fn start_pod(
         .find(|w| w.name == pod.spec.name && w.namespace == pod.spec.namespace)
         .expect("every pod is in the registry");
     let proxyless = workload.proxy == ProxyKind::Proxyless;
-    if !proxyless {
+    let sidecar = workload.proxy.has_proxy();
+    if sidecar {
         net::install_capture(&pod.netns)?;
+    } else {
+        net::iptables_restore(&pod.netns, &crate::kube_proxy::rules(&plan.registry))?;
     }
     let logs = dir.join("logs");
     let argv: Vec<String> = pod
@@ -280,7 +283,7 @@ fn start_pod(
         log: &logs.join(format!("{}.log", pod.spec.name)),
     })?;
     state.processes.push(app);
-    if proxyless {
+    if !sidecar {
         return state.save(dir);
     }
     let sidecar = procs::spawn(Launch {
@@ -318,8 +321,9 @@ async fn wait_ready(
         .registry
         .workloads
         .iter()
-        // A proxyless app asks for xDS when it first dials a service.
-        .filter(|w| w.proxy != ProxyKind::Proxyless)
+        // A proxyless app asks for xDS when it first dials a service; a
+        // pod outside the mesh never does.
+        .filter(|w| w.proxy.has_proxy())
         .map(|w| w.node_id())
         .collect();
     loop {
@@ -481,6 +485,14 @@ fn print_table(plan: &Plan, dir: &Path) {
             s.vip.map(|v| v.to_string()).unwrap_or_default(),
             ports.join(",")
         );
+    }
+    for w in plan
+        .registry
+        .workloads
+        .iter()
+        .filter(|w| w.proxy == ProxyKind::NoSidecar)
+    {
+        println!("\nno sidecar:     {} (outside the mesh)", w.name);
     }
     for w in plan
         .registry
