@@ -78,14 +78,18 @@ fn pods_outside_the_mesh_are_not_routed_by_virtual_services() {
         .and_then(|w| w["ip"].as_str())
         .unwrap()
         .to_string();
-    let from_sleep = ["reviews-v1", "reviews-v2", "reviews-v3"]
-        .iter()
-        .map(|w| mesh.log(&format!("{w}.sidecar.log")))
-        .filter(|log| log.contains(&format!("{sleep_ip}:")))
-        .count();
-    assert!(
-        from_sleep >= 2,
-        "inbound access-log lines from {sleep_ip} on two versions or more"
+    // Access logs are flushed once a second.
+    wait_until(
+        &format!("inbound access-log lines from {sleep_ip} on two versions or more"),
+        Duration::from_secs(10),
+        || {
+            ["reviews-v1", "reviews-v2", "reviews-v3"]
+                .iter()
+                .map(|w| mesh.log(&format!("{w}.sidecar.log")))
+                .filter(|log| log.contains(&format!("{sleep_ip}:")))
+                .count()
+                >= 2
+        },
     );
     // Meshed → outside: through the client's sidecar, in plaintext.
     let body = pod_curl(&mesh, "productpage-v1", &["http://legacy:8000/get"]);
