@@ -1243,24 +1243,10 @@ async fn a_refused_upgrade_is_answered_with_the_upstreams_status() {
 /// other connections are served as before.
 #[tokio::test]
 async fn a_malformed_http2_client_loses_only_its_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = upstream("a", None).await;
     let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route_to("c")]);
-    let mut bad = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    bad.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .unwrap();
     // A HEADERS frame on stream 0, which HTTP/2 forbids.
-    bad.write_all(&[0, 0, 1, 1, 4, 0, 0, 0, 0, 0x82])
-        .await
-        .unwrap();
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), bad.read_to_end(&mut rest)).await;
-    assert!(
-        read.is_ok(),
-        "the bad connection is closed, not left hanging"
-    );
-    let (types, _) = frame_types(&rest);
+    let (types, _) = raw_h2(p.addr, &[0, 0, 1, 1, 4, 0, 0, 0, 0, 0x82]).await;
     assert!(types.contains(&7), "a GOAWAY was sent: {types:?}");
     assert_eq!(get_h2(p.addr, "/").await.status, 200);
 }
@@ -1422,6 +1408,22 @@ async fn empty_data_frames_that_end_bodies_are_not_forwarded() {
     assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+/// Sends the HTTP/2 preface and `frames` on a new connection to `addr`
+/// and reads until the proxy closes it (which it must, within 10 s); the
+/// frame types it sent, with a GOAWAY's error code.
+async fn raw_h2(addr: std::net::SocketAddr, frames: &[u8]) -> (Vec<u8>, Option<u32>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut bytes = Vec::from(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]);
+    bytes.extend_from_slice(frames);
+    // The proxy may close before it has read everything.
+    let _ = conn.write_all(&bytes).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection is closed, not left open");
+    frame_types(&rest)
+}
+
 /// The frame types in `bytes` (a 24-bit length, a type, flags, a stream
 /// id, then the payload), with a GOAWAY's error code.
 fn frame_types(bytes: &[u8]) -> (Vec<u8>, Option<u32>) {
@@ -1445,11 +1447,9 @@ fn frame_types(bytes: &[u8]) -> (Vec<u8>, Option<u32>) {
 /// as many upstream requests; other clients are served as before.
 #[tokio::test]
 async fn a_stream_flood_loses_only_its_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = upstream("a", None).await;
     let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route_to("c")]);
-    let mut flood = Vec::from(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]);
-    flood.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]); // empty SETTINGS
+    let mut flood = vec![0, 0, 0, 4, 0, 0, 0, 0, 0]; // empty SETTINGS
     const STREAMS: u32 = 5000;
     for i in 0..STREAMS {
         let id = (2 * i + 1).to_be_bytes();
@@ -1464,16 +1464,7 @@ async fn a_stream_flood_loses_only_its_connection() {
         flood.extend(id);
         flood.extend(8u32.to_be_bytes());
     }
-    let mut bad = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    // The proxy may close before it has read everything.
-    let _ = bad.write_all(&flood).await;
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), bad.read_to_end(&mut rest)).await;
-    assert!(
-        read.is_ok(),
-        "the flooding connection is closed, not left open"
-    );
-    let (types, goaway) = frame_types(&rest);
+    let (types, goaway) = raw_h2(p.addr, &flood).await;
     assert!(types.contains(&7), "a GOAWAY was sent: {types:?}");
     assert_eq!(goaway, Some(0xb), "ENHANCE_YOUR_CALM");
     let forwarded = up.requests.load(std::sync::atomic::Ordering::SeqCst);

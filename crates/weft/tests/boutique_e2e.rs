@@ -35,12 +35,7 @@ fn without_load_generator(mesh_yaml: &str) -> String {
 }
 
 fn apply(mesh: &Mesh, file: &str) {
-    let out = mesh.apply(&routes(file));
-    assert!(
-        out.status.success(),
-        "{file}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    mesh.apply_ok(&routes(file));
 }
 
 /// The shop works through the gateway: the home page lists the catalog

@@ -46,12 +46,7 @@ fn pods_outside_the_mesh_are_not_routed_by_virtual_services() {
     );
     let all_v1 = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples/bookinfo/routes/virtual-service-all-v1.yaml");
-    let out = mesh.apply(&all_v1);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    mesh.apply_ok(&all_v1);
     wait_until(
         "reviews v1 only from the mesh",
         Duration::from_secs(20),

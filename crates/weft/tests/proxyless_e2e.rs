@@ -76,12 +76,7 @@ fn now() -> f64 {
 }
 
 fn apply(mesh: &Mesh, file: &str) {
-    let out = mesh.apply(&example(file));
-    assert!(
-        out.status.success(),
-        "{file}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    mesh.apply_ok(&example(file));
 }
 
 #[test]

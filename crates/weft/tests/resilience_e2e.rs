@@ -20,12 +20,7 @@ fn sample(file: &str) -> PathBuf {
 }
 
 fn apply(mesh: &Mesh, file: &str) {
-    let out = mesh.apply(&sample(file));
-    assert!(
-        out.status.success(),
-        "{file}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    mesh.apply_ok(&sample(file));
 }
 
 fn apply_yaml(mesh: &Mesh, name: &str, text: &str) {

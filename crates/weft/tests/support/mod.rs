@@ -199,6 +199,17 @@ impl Mesh {
         weft(&["apply", "-f", file.to_str().unwrap(), "--mesh", &self.name])
     }
 
+    /// `weft apply -f file`, which must succeed.
+    pub fn apply_ok(&self, file: &Path) {
+        let out = self.apply(file);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `weft apply` on a file holding `text`, named `name` (so messages can
     /// be checked for it), outside the watched config directory.
     pub fn apply_yaml(&self, name: &str, text: &str) -> Output {
