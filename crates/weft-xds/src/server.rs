@@ -163,7 +163,10 @@ impl<G: Generator> ProxyStream<G> {
             tokio::select! {
                 msg = requests.message() => match msg {
                     Ok(Some(req)) => {
-                        let generation = *pushes.borrow_and_update();
+                        // Only read: marking the generation seen here
+                        // would swallow a push that arrived with this
+                        // request, and the proxy would never get it.
+                        let generation = *pushes.borrow();
                         if self.on_request(req, generation).await.is_err() { break }
                     }
                     Ok(None) => break,

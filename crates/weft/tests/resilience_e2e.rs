@@ -49,9 +49,7 @@ fn page_as(mesh: &Mesh, user: Option<&str>) -> (u16, String, Duration) {
 fn jason_on_reviews_v2(mesh: &Mesh) {
     apply(mesh, "virtual-service-all-v1.yaml");
     apply(mesh, "virtual-service-reviews-jason-v2-v1.yaml");
-    // Generous: on two cores, with three other meshes under load, a page
-    // can take seconds.
-    wait_until("jason to reach reviews-v2", Duration::from_secs(45), || {
+    wait_until("jason to reach reviews-v2", Duration::from_secs(20), || {
         page_as(mesh, Some("jason")).1.contains("reviews-v2")
     });
 }
