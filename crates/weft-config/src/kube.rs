@@ -175,6 +175,54 @@ pub struct Secret {
     pub string_data: BTreeMap<String, String>,
 }
 
+impl Secret {
+    /// A key's bytes: `stringData` as written (it wins, as the API server
+    /// merges it over `data`), else `data` base64-decoded. A value that is
+    /// not base64 is an error naming the key.
+    pub fn value(&self, key: &str) -> Option<Result<Vec<u8>, String>> {
+        use base64::Engine;
+        if let Some(v) = self.string_data.get(key) {
+            return Some(Ok(v.as_bytes().to_vec()));
+        }
+        let v = self.data.get(key)?;
+        let compact: String = v.split_whitespace().collect();
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .map_err(|e| format!("data.{key} is not base64: {e}")),
+        )
+    }
+
+    /// The keys the Secret holds.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.data.keys().chain(self.string_data.keys())
+    }
+
+    /// An Opaque Secret of files, as `kubectl create secret generic
+    /// --from-file` makes it.
+    pub fn opaque(files: &BTreeMap<String, Vec<u8>>) -> Secret {
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        Secret {
+            secret_type: Some("Opaque".into()),
+            data: files.iter().map(|(k, v)| (k.clone(), b64(v))).collect(),
+            string_data: BTreeMap::new(),
+        }
+    }
+
+    /// A `kubernetes.io/tls` Secret, as `kubectl create secret tls` makes it.
+    pub fn tls(cert: &[u8], key: &[u8]) -> Secret {
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let data = BTreeMap::from([("tls.crt".into(), b64(cert)), ("tls.key".into(), b64(key))]);
+        Secret {
+            secret_type: Some("kubernetes.io/tls".into()),
+            data,
+            string_data: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMap {

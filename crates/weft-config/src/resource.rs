@@ -349,6 +349,13 @@ impl Resource {
         }
     }
 
+    pub fn as_secret(&self) -> Option<&kube::Secret> {
+        match &self.spec {
+            Spec::Secret(v) => Some(v),
+            _ => None,
+        }
+    }
+
     pub fn as_gateway(&self) -> Option<&Gateway> {
         match &self.spec {
             Spec::Gateway(v) => Some(v),

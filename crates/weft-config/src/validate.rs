@@ -751,10 +751,75 @@ fn gateway(r: &mut Report, gw: &Gateway) {
                 );
             }
         }
-        if server.tls.is_some() {
+        gateway_tls_gaps(r, &at, &protocol, server.tls.as_ref());
+    }
+}
+
+/// What of a server's TLS Weft does not serve yet.
+fn gateway_tls_gaps(
+    r: &mut Report,
+    at: &str,
+    protocol: &str,
+    tls: Option<&crate::networking::traffic::ServerTls>,
+) {
+    const NOT_YET: &str = "accepted but not served by this version of Weft";
+    if matches!(protocol, "TLS" | "TCP") {
+        r.warn(
+            format!("{at}.port.protocol"),
+            format!("{protocol} servers are {NOT_YET}"),
+        );
+        return;
+    }
+    let Some(tls) = tls else { return };
+    if protocol != "HTTPS" {
+        return; // httpsRedirect on an HTTP server is served.
+    }
+    let mode = tls.mode.as_deref().unwrap_or("PASSTHROUGH");
+    if !matches!(mode, "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL") {
+        r.warn(
+            format!("{at}.tls.mode"),
+            format!("{mode} (the default when mode is unset) is {NOT_YET}: the server is left out"),
+        );
+    }
+    if tls.server_certificate.is_some() || tls.private_key.is_some() {
+        r.warn(
+            format!("{at}.tls.serverCertificate"),
+            format!(
+                "certificates from files are {NOT_YET}: the server is left out; use credentialName"
+            ),
+        );
+    }
+    // Checks on client certificates cannot be dropped silently: the
+    // server is left out instead.
+    let refused = [
+        ("subjectAltNames", !tls.subject_alt_names.is_empty()),
+        (
+            "verifyCertificateSpki",
+            !tls.verify_certificate_spki.is_empty(),
+        ),
+        (
+            "verifyCertificateHash",
+            !tls.verify_certificate_hash.is_empty(),
+        ),
+        ("caCrl", tls.ca_crl.is_some()),
+    ];
+    for (field, set) in refused {
+        if set {
             r.warn(
-                format!("{at}.tls"),
-                "TLS on gateways is accepted but not enforced by this version of Weft",
+                format!("{at}.tls.{field}"),
+                format!("{NOT_YET}: the server is left out"),
+            );
+        }
+    }
+    let ignored = [
+        ("ecdhCurves", !tls.ecdh_curves.is_empty()),
+        ("credentialNames", tls.credential_names.len() > 1),
+    ];
+    for (field, set) in ignored {
+        if set {
+            r.warn(
+                format!("{at}.tls.{field}"),
+                format!("{NOT_YET} (ignored; the first credential serves)"),
             );
         }
     }

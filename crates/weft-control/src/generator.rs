@@ -30,6 +30,9 @@ impl Generator for MeshGenerator {
         } else {
             weft_translate::translate(&inputs, workload)
         };
+        for problem in &out.problems {
+            tracing::warn!(node = %node.id, "{problem}");
+        }
         let mut g = Generated::default();
         g.by_type
             .insert(types::CLUSTER, named(out.clusters, |c| &c.name));
@@ -39,6 +42,8 @@ impl Generator for MeshGenerator {
             .insert(types::LISTENER, named(out.listeners, |l| &l.name));
         g.by_type
             .insert(types::ROUTE, named(out.routes, |r| &r.name));
+        g.by_type
+            .insert(types::SECRET, named(out.secrets, |s| &s.name));
         Ok(g)
     }
 }

@@ -67,6 +67,8 @@ pub(crate) struct Entry {
     pub route: Arc<str>,
     pub downstream: Option<SocketAddr>,
     pub listener: String,
+    /// The SNI of a connection the proxy terminated TLS on.
+    pub server_name: Option<String>,
     pub detail: Option<String>,
 }
 
@@ -94,6 +96,7 @@ impl Entry {
                 .to_string(),
             downstream: Some(conn.peer),
             listener: conn.listener.clone(),
+            server_name: conn.tls.as_ref().and_then(|t| t.server_name.clone()),
             ..Default::default()
         }
     }
@@ -198,6 +201,9 @@ fn format_line(buf: &mut Vec<u8>, e: &Entry) {
             e.listener,
         )
     };
+    if let Some(sni) = &e.server_name {
+        let _ = write!(buf, " sni={sni:?}");
+    }
     if let Some(d) = &e.detail {
         let _ = write!(buf, " detail={d:?}");
     }

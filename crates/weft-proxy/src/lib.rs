@@ -9,7 +9,7 @@
 //! (the connection manager and
 //! local replies), `filters` (one module per HTTP filter), `router` (route
 //! choice, retries, timeouts), `upstream` (peers, pooled connections),
-//! `tcp` (opaque TCP); `error` maps every failure to Envoy's response flags
+//! `tls` (terminating TLS), `tcp` (opaque TCP); `error` maps every failure to Envoy's response flags
 //! in one place; `admin` serves the admin port.
 
 mod access_log;
@@ -22,6 +22,7 @@ mod listeners;
 mod router;
 mod sniff;
 mod tcp;
+mod tls;
 mod upstream;
 mod workers;
 mod xds_state;

@@ -147,21 +147,42 @@ async fn dispatch(sock: TcpStream, peer: SocketAddr, listener: String, shared: A
     } else {
         own
     };
-    let protocol = if target.sniffs(dst.port()) {
-        crate::sniff::http_protocol(&sock).await
-    } else {
-        None
-    };
-    let Some(chain) = target.chain_for(dst.port(), protocol) else {
-        tracing::debug!(listener = %target.name, %dst, "no filter chain matched; closing");
+    let seen = crate::sniff::inspect(&sock, target.inspect_tls, target.sniffs(dst.port())).await;
+    let Some(chain) = target.chain_for(dst.port(), &seen) else {
+        tracing::debug!(listener = %target.name, %dst, sni = ?seen.server_name, "no filter chain matched; closing");
         return;
     };
     let conn = crate::http::Connection {
         peer,
+        local: sock.local_addr().unwrap_or(dst),
         destination: dst,
         listener: target.name.clone(),
+        tls: None,
     };
-    match chain.action.clone() {
+    let action = chain.action.clone();
+    let Some(tls) = chain.tls.clone() else {
+        return run(sock, conn, action, snapshot, shared).await;
+    };
+    if let Some((stream, info)) = crate::tls::accept(sock, &tls, &seen, &target.name).await {
+        let conn = crate::http::Connection {
+            tls: Some(info),
+            ..conn
+        };
+        run(stream, conn, action, snapshot, shared).await
+    }
+}
+
+/// Runs a chain's network filter on the (plaintext or decrypted) stream.
+async fn run<S>(
+    sock: S,
+    conn: crate::http::Connection,
+    action: ChainAction,
+    snapshot: Arc<crate::Compiled>,
+    shared: Arc<Shared>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match action {
         ChainAction::Http {
             routes,
             filters,
@@ -181,8 +202,7 @@ async fn dispatch(sock: TcpStream, peer: SocketAddr, listener: String, shared: A
             ..
         } => {
             let (cluster, _) = clusters.pick(|total| fastrand::u32(..total));
-            let idle = idle_timeout;
-            crate::tcp::proxy(sock, conn, cluster, idle, snapshot.clone(), shared).await
+            crate::tcp::proxy(sock, conn, cluster, idle_timeout, snapshot).await
         }
     }
 }

@@ -16,25 +16,26 @@ use crate::http::Connection;
 use crate::upstream;
 use crate::upstream::balancer::hash_of;
 use crate::upstream::outlier::Result5xx;
-use crate::Shared;
 
-pub(crate) async fn proxy(
-    mut down: TcpStream,
+pub(crate) async fn proxy<S>(
+    mut down: S,
     conn: Connection,
     cluster_name: &str,
     idle: Option<Duration>,
     snapshot: Arc<Compiled>,
-    _shared: Arc<Shared>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let start = Instant::now();
     let mut entry = Entry {
         start: Some(std::time::SystemTime::now()),
         cluster: cluster_name.into(),
         downstream: Some(conn.peer),
         listener: conn.listener.clone(),
+        server_name: conn.tls.as_ref().and_then(|t| t.server_name.clone()),
         ..Default::default()
     };
-    match connect(&conn, cluster_name, &snapshot, &down).await {
+    match connect(&conn, cluster_name, &snapshot).await {
         Err(e) => {
             entry.flags.insert(e.flag());
             entry.detail = e.detail();
@@ -61,7 +62,6 @@ async fn connect(
     conn: &Connection,
     cluster_name: &str,
     snapshot: &Compiled,
-    down: &TcpStream,
 ) -> Result<(TcpStream, SocketAddr), ProxyError> {
     let cluster = snapshot
         .clusters
@@ -75,7 +75,7 @@ async fn connect(
     if !cluster.breaker.open_connection(false) {
         return Err(ProxyError::Overflow);
     }
-    let result = dial(cluster, addr, down).await;
+    let result = dial(cluster, addr, conn.local).await;
     if result.is_err() {
         cluster.breaker.connection_closed();
     }
@@ -85,11 +85,11 @@ async fn connect(
 async fn dial(
     cluster: &crate::compile::ClusterCfg,
     addr: SocketAddr,
-    down: &TcpStream,
+    local: SocketAddr,
 ) -> Result<TcpStream, ProxyError> {
     // A connection made straight to the capture port would otherwise be
     // passed through to itself, forever.
-    if down.local_addr().is_ok_and(|l| l == addr) {
+    if local == addr {
         return Err(ProxyError::ConnectFailure(std::io::Error::other(
             "the destination is this listener itself",
         )));
@@ -108,8 +108,8 @@ async fn dial(
 
 /// Copies both ways until each side has closed its half; with an idle
 /// timeout, a quiet spell that long ends both (error `TimedOut`).
-async fn copy_until_idle(
-    down: &mut TcpStream,
+async fn copy_until_idle<S: AsyncRead + AsyncWrite + Unpin>(
+    down: &mut S,
     up: &mut TcpStream,
     idle: Option<Duration>,
 ) -> std::io::Result<()> {
@@ -119,7 +119,7 @@ async fn copy_until_idle(
     let start = Instant::now();
     // Milliseconds since `start` of the last byte moved either way.
     let last = AtomicU64::new(0);
-    let (mut down_r, mut down_w) = down.split();
+    let (mut down_r, mut down_w) = tokio::io::split(down);
     let (mut up_r, mut up_w) = up.split();
     let both = async {
         tokio::try_join!(

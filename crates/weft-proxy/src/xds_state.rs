@@ -11,12 +11,13 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::google::protobuf::Any;
 use weft_xds::types;
 
 use crate::compile::{
-    compile_cluster, compile_endpoints, compile_listener, compile_route_table, unpack, Compiled,
-    Endpoints,
+    compile_cluster, compile_endpoints, compile_listener, compile_route_table, compile_secret,
+    unpack, Compiled, Endpoints,
 };
 use crate::listeners::Listeners;
 use crate::workers::Workers;
@@ -28,6 +29,7 @@ pub(crate) struct XdsState {
     routes: Vec<RouteConfiguration>,
     clusters: Vec<Cluster>,
     endpoints: HashMap<String, Endpoints>,
+    secrets: Vec<Secret>,
     versions: HashMap<&'static str, String>,
     bound: Listeners,
 }
@@ -41,6 +43,7 @@ impl XdsState {
             routes: Vec::new(),
             clusters: Vec::new(),
             endpoints: HashMap::new(),
+            secrets: Vec::new(),
             versions: HashMap::new(),
         }
     }
@@ -55,8 +58,14 @@ impl XdsState {
         let mut errors = Vec::new();
         let mut note =
             |kind: &str, name: &str, e: String| errors.push(format!("{kind} {name:?}: {e}"));
+        for s in &self.secrets {
+            match compile_secret(s) {
+                Ok(cfg) => drop(c.secrets.insert(s.name.clone(), Arc::new(cfg))),
+                Err(e) => note("Secret", &s.name, e),
+            }
+        }
         for l in &self.listeners {
-            match compile_listener(l) {
+            match compile_listener(l, &c.secrets) {
                 Ok(cfg) => c.listeners.push(Arc::new(cfg)),
                 Err(e) => note("Listener", &l.name, e),
             }
@@ -112,11 +121,13 @@ impl weft_xds::Applier for XdsState {
             routes: None,
             clusters: None,
             endpoints: None,
+            secrets: None,
         };
         match type_url {
             types::LISTENER => next.listeners = Some(decode_all::<Listener>(resources)?),
             types::ROUTE => next.routes = Some(decode_all::<RouteConfiguration>(resources)?),
             types::CLUSTER => next.clusters = Some(decode_all::<Cluster>(resources)?),
+            types::SECRET => next.secrets = Some(decode_all::<Secret>(resources)?),
             types::ENDPOINT => {
                 let mut map = HashMap::new();
                 for cla in decode_all::<ClusterLoadAssignment>(resources)? {
@@ -168,6 +179,7 @@ struct XdsCandidate {
     routes: Option<Vec<RouteConfiguration>>,
     clusters: Option<Vec<Cluster>>,
     endpoints: Option<HashMap<String, Endpoints>>,
+    secrets: Option<Vec<Secret>>,
 }
 
 impl XdsCandidate {
@@ -181,6 +193,7 @@ impl XdsCandidate {
             routes: swap(self.routes, &mut state.routes),
             clusters: swap(self.clusters, &mut state.clusters),
             endpoints: swap(self.endpoints, &mut state.endpoints),
+            secrets: swap(self.secrets, &mut state.secrets),
         }
     }
 }

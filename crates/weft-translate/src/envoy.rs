@@ -21,6 +21,19 @@ pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 pub const ROUTER: &str = "envoy.filters.http.router";
 pub const CORS: &str = "envoy.filters.http.cors";
 
+/// Envoy's `tls_inspector`: reads SNI and ALPN so chains can match them.
+pub fn tls_inspector() -> envoy_types::pb::envoy::config::listener::v3::ListenerFilter {
+    use envoy_types::pb::envoy::config::listener::v3::{listener_filter, ListenerFilter};
+    use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+    ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+            TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
 pub fn socket(ip: &str, port: u32) -> Address {
     Address {
         address: Some(address::Address::SocketAddress(SocketAddress {

@@ -4,55 +4,98 @@
 use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
-use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::config::route::v3::{virtual_host, RouteConfiguration, VirtualHost};
 use envoy_types::pb::google::protobuf::BoolValue;
 use weft_config::networking::Server;
 use weft_config::Resource;
 use weft_registry::Workload;
 
-use crate::envoy::{hcm_rds, socket};
+use crate::envoy::{hcm_rds, socket, tls_inspector};
+use crate::gateway_tls;
 use crate::routes::{virtual_service_routes, Context, Scope};
 use crate::{Inputs, ProxyResources};
 
 /// A Gateway server, resolved to the port the gateway proxy really binds.
-struct BoundServer<'a> {
-    gateway: &'a Resource,
-    server: &'a Server,
+pub(crate) struct BoundServer<'a> {
+    pub gateway: &'a Resource,
+    pub server: &'a Server,
+}
+
+/// What one bound port serves: plaintext HTTP servers (merged into one
+/// route table, as istiod merges them) and TLS-terminating ones (a filter
+/// chain and route table each, chosen by SNI).
+#[derive(Default)]
+struct PortServers<'a> {
+    plain: Vec<BoundServer<'a>>,
+    tls: Vec<(BoundServer<'a>, FilterChain)>,
 }
 
 pub(crate) fn build(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
-    let mut by_port: BTreeMap<u16, Vec<BoundServer>> = BTreeMap::new();
+    let mut by_port: BTreeMap<u16, PortServers> = BTreeMap::new();
     for gateway in selecting_gateways(inputs, proxy) {
         let spec = gateway.as_gateway().expect("filtered to gateways");
-        for server in &spec.servers {
-            let protocol = server.port.protocol.to_ascii_uppercase();
-            if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC") {
-                continue; // TLS/TCP servers: the config crate warns that they are not enforced.
-            }
+        for (i, server) in spec.servers.iter().enumerate() {
             let port = bind_port(inputs, proxy, server.port.number);
-            by_port
-                .entry(port)
-                .or_default()
-                .push(BoundServer { gateway, server });
+            let bound = BoundServer { gateway, server };
+            match server.port.protocol.to_ascii_uppercase().as_str() {
+                "HTTP" | "HTTP2" | "GRPC" => by_port.entry(port).or_default().plain.push(bound),
+                "HTTPS" => match gateway_tls::terminating_chain(inputs, proxy, &bound, port, out) {
+                    Ok(chain) => by_port.entry(port).or_default().tls.push((bound, chain)),
+                    Err(problem) => out.problems.push(format!(
+                        "Gateway {}/{}: spec.servers[{i}]: {problem}; the server is left out",
+                        gateway.namespace(),
+                        gateway.meta.name
+                    )),
+                },
+                // TLS/TCP servers: the config crate warns that they are not enforced.
+                _ => {}
+            }
         }
     }
     for (port, servers) in by_port {
-        let route_name = format!("http.{port}");
+        let mut chains = Vec::new();
+        if !servers.plain.is_empty() {
+            let route_name = format!("http.{port}");
+            chains.push(FilterChain {
+                filters: vec![hcm_rds(&format!("outbound_0.0.0.0_{port}"), &route_name)],
+                ..Default::default()
+            });
+            out.routes
+                .push(route_table(route_name, inputs, proxy, &servers.plain, port));
+        }
+        let tls = !servers.tls.is_empty();
+        for (bound, chain) in servers.tls {
+            let route_name = gateway_tls::route_name(&bound);
+            out.routes
+                .push(route_table(route_name, inputs, proxy, &[bound], port));
+            chains.push(chain);
+        }
         out.listeners.push(Listener {
             name: format!("0.0.0.0_{port}"),
             address: Some(socket("0.0.0.0", u32::from(port))),
-            filter_chains: vec![FilterChain {
-                filters: vec![hcm_rds(&format!("outbound_0.0.0.0_{port}"), &route_name)],
-                ..Default::default()
-            }],
+            listener_filters: if tls {
+                vec![tls_inspector()]
+            } else {
+                Vec::new()
+            },
+            filter_chains: chains,
             ..Default::default()
         });
-        out.routes.push(RouteConfiguration {
-            name: route_name,
-            virtual_hosts: virtual_hosts(inputs, proxy, &servers, port),
-            validate_clusters: Some(BoolValue { value: false }),
-            ..Default::default()
-        });
+    }
+}
+
+fn route_table(
+    name: String,
+    inputs: &Inputs,
+    proxy: &Workload,
+    servers: &[BoundServer],
+    port: u16,
+) -> RouteConfiguration {
+    RouteConfiguration {
+        name,
+        virtual_hosts: virtual_hosts(inputs, proxy, servers, port),
+        validate_clusters: Some(BoolValue { value: false }),
+        ..Default::default()
     }
 }
 
@@ -117,6 +160,16 @@ fn virtual_hosts(
                 domains: domains(host, port),
                 ..Default::default()
             });
+            // httpsRedirect: plaintext requests for the host get a 301.
+            if bound.iter().any(|b| {
+                b.server
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.https_redirect == Some(true))
+                    && b.server.hosts.iter().any(|sh| host_admitted(sh, host))
+            }) {
+                vh.require_tls = virtual_host::TlsRequirementType::All as i32;
+            }
             let scope = Scope {
                 registry: inputs.registry,
                 config: inputs.config,

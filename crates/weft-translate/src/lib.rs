@@ -1,5 +1,5 @@
 //! Istio config × registry × one proxy's identity → the Envoy v3 resources
-//! that proxy should run (listeners, routes, clusters, endpoints).
+//! that proxy should run (listeners, routes, clusters, endpoints, secrets).
 //!
 //! Pure functions: no sockets, no clocks, no xDS transport. The names follow
 //! Istio's (`outbound|9080|v1|reviews.default.svc.cluster.local`,
@@ -7,9 +7,11 @@
 //! troubleshooting knowledge carries over to `weft proxy-config`.
 
 mod clusters;
+pub mod credentials;
 mod delegate;
 mod envoy;
 mod gateway;
+mod gateway_tls;
 mod hashing;
 mod locality;
 mod policies;
@@ -23,6 +25,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use weft_config::Resource;
 use weft_registry::{ProxyKind, Registry, Workload};
 
@@ -36,6 +39,11 @@ pub struct ProxyResources {
     pub routes: Vec<RouteConfiguration>,
     pub clusters: Vec<Cluster>,
     pub endpoints: Vec<ClusterLoadAssignment>,
+    /// SDS secrets the listeners name (gateway credentials).
+    pub secrets: Vec<Secret>,
+    /// Config this proxy cannot be given, and what was left out for it
+    /// (the control plane logs them).
+    pub problems: Vec<String>,
 }
 
 /// The inputs of one translation: validated config and the registry.

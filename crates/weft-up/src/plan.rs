@@ -49,7 +49,13 @@ pub struct Plan {
     pub pods: Vec<Pod>,
     pub registry: Registry,
     pub ingress: SocketAddr,
+    /// Where Gateway port 443 is served (8443 by default).
+    pub ingress_tls: SocketAddr,
 }
+
+/// Istio's ingress Service sends 80 to 8080 and 443 to 8443; the local
+/// mesh keeps that distance when `--ingress-port` moves the first.
+pub const TLS_PORT_OFFSET: u16 = 8443 - 8080;
 
 pub const GATEWAY_NAME: &str = "istio-ingressgateway";
 pub const GATEWAY_NAMESPACE: &str = "istio-system";
@@ -118,6 +124,7 @@ impl Plan {
                 workloads,
             },
             ingress: SocketAddr::from(([127, 0, 0, 1], ingress_port)),
+            ingress_tls: SocketAddr::from(([127, 0, 0, 1], tls_port(ingress_port)?)),
         })
     }
 
@@ -151,21 +158,32 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+fn tls_port(ingress_port: u16) -> anyhow::Result<u16> {
+    ingress_port
+        .checked_add(TLS_PORT_OFFSET)
+        .ok_or_else(|| anyhow::anyhow!("--ingress-port {ingress_port}: the TLS port {ingress_port}+{TLS_PORT_OFFSET} does not fit"))
+}
+
 /// The ingress gateway's Service, as Istio's chart defines it: port 80 (and
-/// 8080) to the gateway's HTTP port.
+/// 8080) to the gateway's HTTP port, 443 to its HTTPS port.
 fn gateway_service(ingress_port: u16) -> Service {
-    let port = |name: &str, number: u16| ServicePort {
+    let port = |name: &str, number: u16, target: u16| ServicePort {
         name: name.into(),
         port: number,
-        target_port: Some(serde_json::json!(ingress_port)),
+        target_port: Some(serde_json::json!(target)),
         app_protocol: None,
         protocol: Some("TCP".into()),
     };
+    let tls = ingress_port.saturating_add(TLS_PORT_OFFSET);
     Service {
         name: GATEWAY_NAME.into(),
         namespace: GATEWAY_NAMESPACE.into(),
         vip: None,
-        ports: vec![port("http2", 80), port("http", 8080)],
+        ports: vec![
+            port("http2", 80, ingress_port),
+            port("http", 8080, ingress_port),
+            port("https", 443, tls),
+        ],
         selector: labels(&[("istio", "ingressgateway")]),
     }
 }
@@ -177,11 +195,18 @@ fn gateway_workload(ingress_port: u16) -> Workload {
         labels: labels(&[("istio", "ingressgateway"), ("app", GATEWAY_NAME)]),
         service_account: "istio-ingressgateway-service-account".into(),
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        ports: vec![ContainerPort {
-            container_port: ingress_port,
-            name: "http".into(),
-            protocol: None,
-        }],
+        ports: vec![
+            ContainerPort {
+                container_port: ingress_port,
+                name: "http".into(),
+                protocol: None,
+            },
+            ContainerPort {
+                container_port: ingress_port.saturating_add(TLS_PORT_OFFSET),
+                name: "https".into(),
+                protocol: None,
+            },
+        ],
         proxy: ProxyKind::Gateway,
         locality: None,
     }

@@ -507,7 +507,15 @@ fn print_table(plan: &Plan, dir: &Path) {
             crate::bootstrap::path(dir, w).display()
         );
     }
-    println!("\ningress:        http://{}/", plan.ingress);
+    println!(
+        "\ningress:        http://{}/   (Gateway port 80)",
+        plan.ingress
+    );
+    println!(
+        "                https://{}/  (Gateway port 443)",
+        plan.ingress_tls
+    );
+    println!("                other Gateway ports from 1024 up: 127.0.0.1:<port>");
     println!(
         "control plane:  xDS {}  API/debug http://{}/debug/syncz",
         plan.addresses.xds, plan.addresses.api

@@ -6,16 +6,20 @@ pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
-pub const PUSH_ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+/// Secrets go before the listeners whose TLS contexts name them, so a new
+/// listener finds its certificate (Envoy would hold it warming instead).
+pub const PUSH_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE];
 
-/// The short name used in logs and the debug API (CDS, EDS, LDS, RDS).
+/// The short name used in logs and the debug API (CDS, EDS, LDS, RDS, SDS).
 pub fn short_name(type_url: &str) -> &'static str {
     match type_url {
         CLUSTER => "CDS",
         ENDPOINT => "EDS",
         LISTENER => "LDS",
         ROUTE => "RDS",
+        SECRET => "SDS",
         _ => "unknown",
     }
 }

@@ -52,6 +52,11 @@ enum Command {
     Get(cmd::config::GetArgs),
     /// Delete config applied to a running mesh.
     Delete(cmd::config::DeleteArgs),
+    /// Create a resource from files, as kubectl does (`create secret tls`).
+    Create {
+        #[command(subcommand)]
+        what: CreateKind,
+    },
     /// Cross-resource checks with Istio's message codes (exit 79 on findings).
     Analyze(cmd::analyze::AnalyzeArgs),
     /// Per proxy and xDS type: sent, ACKed or NACKed (with the reason).
@@ -97,6 +102,15 @@ enum Command {
         /// Add this many milliseconds to every request (a slow service).
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum CreateKind {
+    /// A Secret (a Gateway's credentialName names one).
+    Secret {
+        #[command(subcommand)]
+        kind: cmd::secret::SecretKind,
     },
 }
 
@@ -162,6 +176,9 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Validate(args) => return cmd::config::validate(&args),
         Command::Get(args) => return cmd::config::get(&args).await,
         Command::Delete(args) => return cmd::config::delete(&args).await,
+        Command::Create {
+            what: CreateKind::Secret { kind },
+        } => return cmd::secret::create(&kind).await,
         Command::Analyze(args) => return cmd::analyze::analyze(&args).await,
         Command::ProxyStatus(target) => return cmd::status::proxy_status(&target).await,
         Command::ControlPlane {

@@ -12,9 +12,15 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
 use serde::Serialize;
 
+use envoy_types::pb::envoy::config::core::v3::transport_socket;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
+
 use super::route::{compile_route_table, weighted, Clusters, RouteTable};
+use super::secret::SecretCfg;
+use super::tls::{compile_downstream_tls, DownstreamTls};
 use super::{socket_addr, unpack};
 use crate::filters::{compile_chain as compile_http_filters, FilterChain as HttpFilters};
+use crate::sniff::Detected;
 
 #[derive(Debug, Serialize)]
 pub struct ListenerCfg {
@@ -29,6 +35,9 @@ pub struct ListenerCfg {
     /// Sniff the first bytes for HTTP (`http_inspector`), so chains can
     /// match on `application_protocols`.
     pub inspect_http: bool,
+    /// Read a TLS ClientHello (`tls_inspector`), so chains can match on
+    /// `server_names`, transport `tls` and the offered ALPN.
+    pub inspect_tls: bool,
     pub chains: Vec<ChainCfg>,
 }
 
@@ -36,8 +45,14 @@ pub struct ListenerCfg {
 pub struct ChainCfg {
     pub name: String,
     pub destination_port: Option<u16>,
+    /// SNI names (exact or `*.suffix`) the chain is for; empty: any.
+    pub server_names: Vec<String>,
+    /// `tls` or `raw_buffer`; empty: any.
+    pub transport_protocol: String,
     /// ALPN-style names the chain is for (`http/1.1`, `h2c`); empty: any.
     pub application_protocols: Vec<String>,
+    /// Terminate TLS before the network filter.
+    pub tls: Option<Arc<DownstreamTls>>,
     pub action: ChainAction,
 }
 
@@ -67,31 +82,36 @@ pub enum RouteRef {
 }
 
 impl ListenerCfg {
-    /// The filter chain for a destination port and the sniffed protocol,
-    /// in Envoy's order: a chain that names the port wins over one that
-    /// names none; then one that names the protocol over one that names
-    /// none.
-    pub fn chain_for(&self, port: u16, protocol: Option<&str>) -> Option<&ChainCfg> {
-        let fits = |c: &&ChainCfg| match protocol {
-            Some(p) => c.application_protocols.iter().any(|a| a == p),
-            None => false,
-        };
-        let any_protocol = |c: &&ChainCfg| c.application_protocols.is_empty();
-        let by_port = |want: Option<u16>| {
-            let mut of_port = self
-                .chains
-                .iter()
-                .filter(move |c| c.destination_port == want);
-            of_port
-                .clone()
-                .find(fits)
-                .or_else(|| of_port.find(any_protocol))
-        };
-        by_port(Some(port)).or_else(|| by_port(None))
+    /// The filter chain for a connection, in Envoy's order of match
+    /// criteria: destination port, then server name (exact over the
+    /// longest wildcard), then transport protocol, then application
+    /// protocol. At each step the chains that name a matching value win;
+    /// if none does, the ones that name nothing go on; else nothing fits.
+    pub(crate) fn chain_for(&self, port: u16, seen: &Detected) -> Option<&ChainCfg> {
+        let mut left: Vec<&ChainCfg> = self.chains.iter().collect();
+        narrow(&mut left, |c| {
+            c.destination_port.map(|p| (p == port).then_some(0))
+        });
+        narrow(&mut left, |c| {
+            (!c.server_names.is_empty()).then(|| server_name_rank(&c.server_names, seen))
+        });
+        narrow(&mut left, |c| {
+            (!c.transport_protocol.is_empty())
+                .then(|| (c.transport_protocol == seen.transport()).then_some(0))
+        });
+        narrow(&mut left, |c| {
+            (!c.application_protocols.is_empty()).then(|| {
+                c.application_protocols
+                    .iter()
+                    .any(|a| seen.protocols.contains(a))
+                    .then_some(0)
+            })
+        });
+        left.first().copied()
     }
 
-    /// Whether any chain for `port` asks for a protocol, so that sniffing
-    /// the connection matters.
+    /// Whether any chain for `port` asks for a plaintext protocol, so that
+    /// sniffing HTTP matters.
     pub fn sniffs(&self, port: u16) -> bool {
         self.inspect_http
             && self.chains.iter().any(|c| {
@@ -100,14 +120,50 @@ impl ListenerCfg {
     }
 }
 
+/// Keeps the chains with the best match on one criterion. `rank` says
+/// None when a chain does not name the criterion, Some(None) when it names
+/// it and the connection does not fit, Some(Some(r)) when it fits (lower
+/// is more specific).
+fn narrow(left: &mut Vec<&ChainCfg>, rank: impl Fn(&ChainCfg) -> Option<Option<usize>>) {
+    let best = left.iter().filter_map(|c| rank(c).flatten()).min();
+    match best {
+        Some(b) => left.retain(|c| rank(c) == Some(Some(b))),
+        None => left.retain(|c| rank(c).is_none()),
+    }
+}
+
+/// 0 for an exact name; a wildcard ranks by how much of the name it
+/// leaves open, so the longest suffix wins.
+fn server_name_rank(names: &[String], seen: &Detected) -> Option<usize> {
+    let sni = seen.server_name.as_deref()?;
+    names
+        .iter()
+        .filter_map(|n| {
+            if n.eq_ignore_ascii_case(sni) {
+                Some(0)
+            } else {
+                let suffix = n.strip_prefix('*')?;
+                let fits = sni.len() > suffix.len()
+                    && sni[sni.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+                fits.then(|| 1 + sni.len() - suffix.len())
+            }
+        })
+        .min()
+}
+
 const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
 const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
+const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 const HCM: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 
-pub(crate) fn compile_listener(l: &Listener) -> Result<ListenerCfg, String> {
+pub(crate) fn compile_listener(
+    l: &Listener,
+    secrets: &std::collections::HashMap<String, Arc<SecretCfg>>,
+) -> Result<ListenerCfg, String> {
     let address = socket_addr(&l.address)?;
-    let (mut original_dst_filter, mut inspect_http) = (false, false);
+    let (mut original_dst_filter, mut inspect_http, mut inspect_tls) = (false, false, false);
     for f in &l.listener_filters {
         let type_url = match &f.config_type {
             Some(listener_filter::ConfigType::TypedConfig(any)) => any.type_url.as_str(),
@@ -118,6 +174,8 @@ pub(crate) fn compile_listener(l: &Listener) -> Result<ListenerCfg, String> {
         } else if f.name == HTTP_INSPECTOR || type_url.ends_with("http_inspector.v3.HttpInspector")
         {
             inspect_http = true;
+        } else if f.name == TLS_INSPECTOR || type_url.ends_with("tls_inspector.v3.TlsInspector") {
+            inspect_tls = true;
         } else {
             return Err(format!("listener filter {:?} is not supported", f.name));
         }
@@ -132,7 +190,7 @@ pub(crate) fn compile_listener(l: &Listener) -> Result<ListenerCfg, String> {
         .filter_chains
         .iter()
         .enumerate()
-        .map(|(i, c)| compile_chain(c).map_err(|e| format!("filter_chains[{i}]: {e}")))
+        .map(|(i, c)| compile_chain(c, secrets).map_err(|e| format!("filter_chains[{i}]: {e}")))
         .collect::<Result<_, _>>()?;
     Ok(ListenerCfg {
         name: l.name.clone(),
@@ -141,37 +199,35 @@ pub(crate) fn compile_listener(l: &Listener) -> Result<ListenerCfg, String> {
         use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
         original_dst_filter,
         inspect_http,
+        inspect_tls,
         chains,
     })
 }
 
-fn compile_chain(c: &FilterChain) -> Result<ChainCfg, String> {
-    if c.transport_socket.is_some() {
-        return Err("transport_socket (TLS) is not supported yet".into());
+fn compile_chain(
+    c: &FilterChain,
+    secrets: &std::collections::HashMap<String, Arc<SecretCfg>>,
+) -> Result<ChainCfg, String> {
+    let m = c.filter_chain_match.clone().unwrap_or_default();
+    let supported = envoy_types::pb::envoy::config::listener::v3::FilterChainMatch {
+        destination_port: m.destination_port,
+        server_names: m.server_names.clone(),
+        transport_protocol: m.transport_protocol.clone(),
+        application_protocols: m.application_protocols.clone(),
+        ..Default::default()
+    };
+    if m != supported {
+        return Err("filter_chain_match supports destination_port, server_names, transport_protocol and application_protocols only".into());
     }
-    let (destination_port, application_protocols) = match &c.filter_chain_match {
-        None => (None, Vec::new()),
-        Some(m) => {
-            let supported = envoy_types::pb::envoy::config::listener::v3::FilterChainMatch {
-                destination_port: m.destination_port,
-                application_protocols: m.application_protocols.clone(),
-                transport_protocol: m.transport_protocol.clone(),
-                ..Default::default()
-            };
-            if *m != supported {
-                return Err("filter_chain_match supports destination_port, application_protocols and transport_protocol raw_buffer only".into());
-            }
-            if !matches!(m.transport_protocol.as_str(), "" | "raw_buffer") {
-                return Err(format!(
-                    "filter_chain_match transport_protocol {:?} is not supported (plaintext only)",
-                    m.transport_protocol
-                ));
-            }
-            (
-                m.destination_port.map(|p| p.value as u16),
-                m.application_protocols.clone(),
-            )
-        }
+    if !matches!(m.transport_protocol.as_str(), "" | "raw_buffer" | "tls") {
+        return Err(format!(
+            "filter_chain_match transport_protocol {:?} is not supported",
+            m.transport_protocol
+        ));
+    }
+    let tls = match &c.transport_socket {
+        None => None,
+        Some(ts) => Some(Arc::new(downstream_tls(ts, secrets)?)),
     };
     let [filter] = c.filters.as_slice() else {
         return Err(format!(
@@ -199,10 +255,37 @@ fn compile_chain(c: &FilterChain) -> Result<ChainCfg, String> {
     let _ = (HCM, TCP_PROXY);
     Ok(ChainCfg {
         name: c.name.clone(),
-        destination_port,
-        application_protocols,
+        destination_port: m.destination_port.map(|p| p.value as u16),
+        server_names: m
+            .server_names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect(),
+        transport_protocol: m.transport_protocol,
+        application_protocols: m.application_protocols,
+        tls,
         action,
     })
+}
+
+/// The TLS transport socket of a chain (`envoy.transport_sockets.tls`).
+fn downstream_tls(
+    ts: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
+    secrets: &std::collections::HashMap<String, Arc<SecretCfg>>,
+) -> Result<DownstreamTls, String> {
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
+        return Err(format!(
+            "transport socket {:?} has no typed_config",
+            ts.name
+        ));
+    };
+    if !any.type_url.ends_with("tls.v3.DownstreamTlsContext") {
+        return Err(format!(
+            "transport socket {:?} ({}) is not supported (only {TLS_SOCKET})",
+            ts.name, any.type_url
+        ));
+    }
+    compile_downstream_tls(&unpack::<DownstreamTlsContext>(any)?, secrets)
 }
 
 fn http_action(hcm: &HttpConnectionManager) -> Result<ChainAction, String> {

@@ -11,6 +11,8 @@ mod headers;
 mod listener;
 mod matcher;
 mod route;
+mod secret;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +33,9 @@ pub(crate) use cluster::{compile_cluster, compile_endpoints};
 pub(crate) use listener::compile_listener;
 pub(crate) use matcher::string_match;
 pub(crate) use route::compile_route_table;
+pub(crate) use secret::compile_secret;
+pub use secret::SecretCfg;
+pub use tls::DownstreamTls;
 
 /// One immutable snapshot of everything the proxy runs. Requests hold an
 /// `Arc` to the snapshot they started with, so a push never changes a
@@ -40,6 +45,8 @@ pub struct Compiled {
     pub listeners: Vec<Arc<ListenerCfg>>,
     pub routes: HashMap<String, Arc<RouteTable>>,
     pub clusters: HashMap<String, Arc<ClusterCfg>>,
+    /// SDS secrets by name; the chains' TLS configs are built from them.
+    pub secrets: HashMap<String, Arc<SecretCfg>>,
     /// Versions of each xDS type this snapshot was built from.
     pub versions: HashMap<&'static str, String>,
 }
@@ -157,7 +164,7 @@ pub fn check(type_url: &str, bytes: &[u8]) -> Result<(), String> {
     let bad = |e: prost::DecodeError| e.to_string();
     match type_url {
         weft_xds::types::LISTENER => {
-            compile_listener(&Listener::decode(bytes).map_err(bad)?).map(drop)
+            compile_listener(&Listener::decode(bytes).map_err(bad)?, &HashMap::new()).map(drop)
         }
         weft_xds::types::ROUTE => {
             compile_route_table(&RouteConfiguration::decode(bytes).map_err(bad)?).map(drop)
@@ -167,6 +174,10 @@ pub fn check(type_url: &str, bytes: &[u8]) -> Result<(), String> {
         }
         weft_xds::types::ENDPOINT => {
             compile_endpoints(&ClusterLoadAssignment::decode(bytes).map_err(bad)?).map(drop)
+        }
+        weft_xds::types::SECRET => {
+            use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+            compile_secret(&Secret::decode(bytes).map_err(bad)?).map(drop)
         }
         other => Err(format!("resource type {other} is not supported")),
     }

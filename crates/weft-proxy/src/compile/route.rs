@@ -78,6 +78,9 @@ impl DomainIndex {
 pub struct VirtualHostCfg {
     pub name: String,
     pub domains: Vec<String>,
+    /// Plaintext requests get a 301 to https (`require_tls`, Istio's
+    /// `httpsRedirect`).
+    pub require_tls: bool,
     pub routes: Vec<RouteCfg>,
 }
 
@@ -324,12 +327,11 @@ pub(crate) fn compile_route_table(rc: &RouteConfiguration) -> Result<RouteTable,
 }
 
 fn compile_virtual_host(vh: &VirtualHost) -> Result<VirtualHostCfg, String> {
-    if vh.require_tls != 0
-        || !vh.virtual_clusters.is_empty()
+    if !vh.virtual_clusters.is_empty()
         || vh.retry_policy.is_some()
         || !vh.typed_per_filter_config.is_empty()
     {
-        return Err("require_tls, virtual_clusters, retry_policy and typed_per_filter_config on virtual hosts are not supported".into());
+        return Err("virtual_clusters, retry_policy and typed_per_filter_config on virtual hosts are not supported".into());
     }
     let vh_request = compile_header_ops(&vh.request_headers_to_add, &vh.request_headers_to_remove)?;
     let vh_response =
@@ -350,6 +352,8 @@ fn compile_virtual_host(vh: &VirtualHost) -> Result<VirtualHostCfg, String> {
     Ok(VirtualHostCfg {
         name: vh.name.clone(),
         domains: vh.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+        // EXTERNAL_ONLY and ALL alike: every client of a gateway is external.
+        require_tls: vh.require_tls != 0,
         routes,
     })
 }
@@ -638,6 +642,7 @@ mod tests {
         VirtualHostCfg {
             name: name.into(),
             domains: domains.iter().map(|d| d.to_string()).collect(),
+            require_tls: false,
             routes: vec![],
         }
     }

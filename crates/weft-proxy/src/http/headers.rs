@@ -40,6 +40,17 @@ pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     }
 }
 
+/// Envoy tells the upstream how the client connected when the client did
+/// not say: `x-forwarded-proto` is `https` on a connection it terminated
+/// TLS on, else `http`.
+pub(crate) fn ensure_forwarded_proto<B>(req: &mut Request<B>, tls: bool) {
+    if !req.headers().contains_key("x-forwarded-proto") {
+        let scheme = if tls { "https" } else { "http" };
+        req.headers_mut()
+            .insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    }
+}
+
 /// Envoy gives every request an x-request-id (a version-4 UUID) when it has none.
 pub(crate) fn ensure_request_id<B>(req: &mut Request<B>) -> String {
     if let Some(id) = req

@@ -95,7 +95,26 @@ pub(crate) fn direct(status: StatusCode, body: Bytes) -> Response<Body> {
 /// A redirect: each part of the request's URL that the route names is
 /// swapped, the rest kept. A new host drops the old port; a new scheme
 /// drops a port that was only the old scheme's default.
-pub(crate) fn redirect<B>(r: &Redirect, route: &RouteCfg, req: &Request<B>) -> Response<Body> {
+/// Envoy's answer on a virtual host that requires TLS: 301 to the same
+/// URL with scheme https (port 80 dropped).
+pub(crate) fn https_redirect<B>(req: &Request<B>) -> Response<Body> {
+    let to_https = Redirect {
+        scheme: Some("https".into()),
+        host: None,
+        port: None,
+        path: None,
+        prefix: None,
+        code: StatusCode::MOVED_PERMANENTLY,
+        strip_query: false,
+    };
+    redirect(&to_https, None, req)
+}
+
+pub(crate) fn redirect<B>(
+    r: &Redirect,
+    route: Option<&RouteCfg>,
+    req: &Request<B>,
+) -> Response<Body> {
     let location = location(r, route, req);
     let mut resp = reply(r.code, Bytes::new());
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -104,7 +123,7 @@ pub(crate) fn redirect<B>(r: &Redirect, route: &RouteCfg, req: &Request<B>) -> R
     resp
 }
 
-fn location<B>(r: &Redirect, route: &RouteCfg, req: &Request<B>) -> String {
+fn location<B>(r: &Redirect, route: Option<&RouteCfg>, req: &Request<B>) -> String {
     let old_scheme = req.uri().scheme_str().unwrap_or("http");
     let scheme = r.scheme.as_deref().unwrap_or(old_scheme);
     let authority = req
@@ -129,7 +148,10 @@ fn location<B>(r: &Redirect, route: &RouteCfg, req: &Request<B>) -> String {
             return format!("{scheme}://{}{p}", with_port(host, port))
         }
         (Some(p), _) => p.clone(),
-        (None, Some(prefix)) => format!("{prefix}{}", &path[route.rewritten_len(path)..]),
+        (None, Some(prefix)) => format!(
+            "{prefix}{}",
+            &path[route.map_or(0, |r| r.rewritten_len(path))..]
+        ),
         (None, None) => path.to_string(),
     };
     let query = query.map(|q| format!("?{q}")).unwrap_or_default();

@@ -18,7 +18,6 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 
 use crate::access_log::{Entry, Record};
 use crate::compile::{Action, Compiled, RouteRef};
@@ -36,9 +35,13 @@ pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 #[derive(Debug, Clone)]
 pub(crate) struct Connection {
     pub peer: SocketAddr,
+    /// The proxy's own end of the connection.
+    pub local: SocketAddr,
     /// Original destination (the service VIP or pod address the app dialled).
     pub destination: SocketAddr,
     pub listener: String,
+    /// Set when the proxy terminated TLS on this connection.
+    pub tls: Option<crate::tls::TlsInfo>,
 }
 
 /// The HTTP side of one filter chain: where its routes come from and which
@@ -51,7 +54,10 @@ pub(crate) struct Chain {
     pub upgrades: Arc<[String]>,
 }
 
-pub(crate) async fn serve(sock: TcpStream, conn: Connection, chain: Chain, shared: Arc<Shared>) {
+pub(crate) async fn serve<S>(sock: S, conn: Connection, chain: Chain, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let conn = Arc::new(conn);
     let service = service_fn(move |req| {
         let (conn, chain, shared) = (conn.clone(), chain.clone(), shared.clone());
@@ -73,6 +79,7 @@ async fn handle(
 ) -> Response<Body> {
     let snapshot = shared.config.load_full();
     let request_id = headers::ensure_request_id(&mut req);
+    headers::ensure_forwarded_proto(&mut req, conn.tls.is_some());
     let mut record = Record::new(Entry::for_request(&req, conn, request_id));
     let grpc = is_grpc(req.headers());
     let response = match process(req, conn, chain, &snapshot, &mut record.entry).await {
@@ -90,7 +97,9 @@ async fn process(
     snapshot: &Compiled,
     entry: &mut Entry,
 ) -> Result<Response<Body>, ProxyError> {
-    let route = router::find_route(&req, &chain.routes, snapshot)?;
+    let Some(route) = router::find_route(&req, &chain.routes, snapshot, conn.tls.is_some())? else {
+        return Ok(local_reply::https_redirect(&req));
+    };
     entry.route = route.name.clone();
     let next = chain
         .filters
@@ -101,7 +110,7 @@ async fn process(
     };
     let mut response = match &route.action {
         Action::Direct { status, body } => local_reply::direct(*status, body.clone()),
-        Action::Redirect(r) => local_reply::redirect(r, route, &req),
+        Action::Redirect(r) => local_reply::redirect(r, Some(route), &req),
         Action::Forward(fwd) => match upgrade_of(&req, &chain.upgrades) {
             Some(_) => router::upgrade::forward(req, route, fwd, conn, snapshot, entry).await?,
             None => router::forward(req, route, fwd, conn, snapshot, entry).await?,

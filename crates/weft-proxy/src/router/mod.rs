@@ -29,11 +29,14 @@ use retry::{Outcome, RetryPolicy};
 
 /// Virtual host by authority, then the first route that matches (NR when
 /// none does).
+/// The route for a request: None when its virtual host requires TLS and
+/// the request came in plaintext (the caller redirects it to https).
 pub(crate) fn find_route<'a, B>(
     req: &Request<B>,
     routes: &'a RouteRef,
     snapshot: &'a Compiled,
-) -> Result<&'a RouteCfg, ProxyError> {
+    tls: bool,
+) -> Result<Option<&'a RouteCfg>, ProxyError> {
     let table = match routes {
         RouteRef::Inline(t) => Some(t),
         RouteRef::Rds(name) => snapshot.routes.get(name),
@@ -41,6 +44,9 @@ pub(crate) fn find_route<'a, B>(
     let table = table.ok_or(ProxyError::NoRoute)?;
     let host = authority(req);
     let vhost = table.virtual_host(host).ok_or(ProxyError::NoRoute)?;
+    if vhost.require_tls && !tls {
+        return Ok(None);
+    }
     let view = RequestView {
         method: req.method().as_str(),
         authority: host,
@@ -53,6 +59,7 @@ pub(crate) fn find_route<'a, B>(
         .routes
         .iter()
         .find(|r| r.matches(&view))
+        .map(Some)
         .ok_or(ProxyError::NoRoute)
 }
 

@@ -2,4 +2,5 @@
 
 pub mod analyze;
 pub mod config;
+pub mod secret;
 pub mod status;

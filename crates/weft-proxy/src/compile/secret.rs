@@ -1,0 +1,71 @@
+//! SDS secrets: a certificate chain with its key, or the CA certificates a
+//! peer's chain is checked against. Each is parsed and checked once, when
+//! it arrives; a secret whose key does not belong to its certificate is
+//! rejected there (the NACK names it), so a handshake never finds one.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
+use rustls::sign::CertifiedKey;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub enum SecretCfg {
+    Certificate {
+        /// Certificates in the chain, leaf first (for the config dump).
+        certificates: usize,
+        #[serde(skip)]
+        key: Arc<CertifiedKey>,
+    },
+    Trust {
+        /// Number of trusted CA certificates.
+        authorities: usize,
+        #[serde(skip)]
+        roots: Arc<rustls::RootCertStore>,
+    },
+}
+
+pub(crate) fn compile_secret(s: &Secret) -> Result<SecretCfg, String> {
+    match &s.r#type {
+        Some(secret::Type::TlsCertificate(c)) => {
+            if c.private_key_provider.is_some() || c.password.is_some() {
+                return Err("private key providers and key passwords are not supported".into());
+            }
+            let chain = bytes(&c.certificate_chain, "certificate_chain")?;
+            let key = bytes(&c.private_key, "private_key")?;
+            let certified = weft_tls::certified_key(&chain, &key)?;
+            Ok(SecretCfg::Certificate {
+                certificates: certified.cert.len(),
+                key: certified,
+            })
+        }
+        Some(secret::Type::ValidationContext(v)) => {
+            let cas = weft_tls::certificates(&bytes(&v.trusted_ca, "trusted_ca")?)
+                .map_err(|e| format!("trusted_ca: {e}"))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for (i, ca) in cas.into_iter().enumerate() {
+                roots
+                    .add(ca)
+                    .map_err(|e| format!("trusted_ca certificate {i}: {e}"))?;
+            }
+            Ok(SecretCfg::Trust {
+                authorities: roots.len(),
+                roots: Arc::new(roots),
+            })
+        }
+        _ => Err("only tls_certificate and validation_context secrets are supported".into()),
+    }
+}
+
+/// The bytes of a data source: inline, or a file read now.
+pub(crate) fn bytes(source: &Option<DataSource>, field: &str) -> Result<Vec<u8>, String> {
+    match source.as_ref().and_then(|s| s.specifier.as_ref()) {
+        Some(Specifier::InlineBytes(b)) => Ok(b.clone()),
+        Some(Specifier::InlineString(s)) => Ok(s.as_bytes().to_vec()),
+        Some(Specifier::Filename(f)) => {
+            std::fs::read(f).map_err(|e| format!("{field}: cannot read {f}: {e}"))
+        }
+        _ => Err(format!("{field} is missing")),
+    }
+}

@@ -1,0 +1,122 @@
+//! `weft create secret tls|generic`, as kubectl makes them: the Secret a
+//! Gateway's `credentialName` names, stored in the running mesh (or, with
+//! `--dry-run`, printed as YAML).
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use weft_config::kube::Secret;
+
+use super::config::Target;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SecretKind {
+    /// A kubernetes.io/tls Secret from a PEM certificate and key.
+    Tls {
+        name: String,
+        #[arg(long)]
+        cert: String,
+        #[arg(long)]
+        key: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Print the Secret instead of storing it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// An Opaque Secret from files: `--from-file KEY=PATH` (or PATH, keyed
+    /// by its file name), repeated.
+    Generic {
+        name: String,
+        #[arg(long = "from-file", required = true)]
+        from_file: Vec<String>,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+pub async fn create(kind: &SecretKind) -> anyhow::Result<ExitCode> {
+    let (name, namespace, dry_run, target, secret) = match kind {
+        SecretKind::Tls {
+            name,
+            cert,
+            key,
+            namespace,
+            dry_run,
+            target,
+        } => {
+            let (c, k) = (read(cert)?, read(key)?);
+            weft_translate::credentials::check_pair(&c, &k)
+                .map_err(|e| anyhow::anyhow!("{cert} and {key}: {e}"))?;
+            (name, namespace, *dry_run, target, Secret::tls(&c, &k))
+        }
+        SecretKind::Generic {
+            name,
+            from_file,
+            namespace,
+            dry_run,
+            target,
+        } => {
+            let mut files = BTreeMap::new();
+            for spec in from_file {
+                let (key, path) = match spec.split_once('=') {
+                    Some((k, p)) => (k.to_string(), p),
+                    None => (file_name(spec), spec.as_str()),
+                };
+                files.insert(key, read(path)?);
+            }
+            (name, namespace, *dry_run, target, Secret::opaque(&files))
+        }
+    };
+    let mut doc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+    });
+    doc.as_object_mut().expect("object").extend(
+        serde_json::to_value(&secret)?
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    if dry_run {
+        print!("{}", serde_yaml_ng::to_string(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let api = target.api()?;
+    let body = serde_json::to_vec(&doc)?;
+    let (code, answer) = crate::api_client::call(
+        api,
+        "POST",
+        "/api/v1/apply",
+        &[("x-weft-file", "weft create secret")],
+        &body,
+    )
+    .await?;
+    if code != 200 {
+        for p in answer["problems"].as_array().into_iter().flatten() {
+            eprintln!("{}", p["text"].as_str().unwrap_or_default());
+        }
+        anyhow::bail!("secret/{name} not created");
+    }
+    println!("secret/{name} created");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read(path: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {path}"))
+}
+
+fn file_name(path: &str) -> String {
+    std::path::Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.to_string())
+}
