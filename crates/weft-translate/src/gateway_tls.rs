@@ -188,3 +188,164 @@ fn server_names(hosts: &[String]) -> Vec<String> {
         names
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret;
+
+    /// A self-signed certificate and its key, PEM, made by openssl.
+    fn pem_pair(tag: &str) -> (String, String) {
+        let dir = std::env::temp_dir().join(format!("weft-translate-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-nodes", "-days", "1", "-newkey", "ec"])
+            .args([
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-subj",
+                "/CN=example.com",
+            ])
+            .args(["-keyout", "k.pem", "-out", "c.pem"])
+            .current_dir(&dir)
+            .output()
+            .expect("openssl must be installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        let pair = (read("c.pem"), read("k.pem"));
+        let _ = std::fs::remove_dir_all(&dir);
+        pair
+    }
+
+    fn block(pem: &str) -> String {
+        pem.lines().map(|l| format!("    {l}\n")).collect()
+    }
+
+    fn secret_yaml(name: &str, keys: &[(&str, &str)]) -> String {
+        let mut out =
+            format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData:\n");
+        for (k, v) in keys {
+            out.push_str(&format!("  {k}: |\n{}", block(v)));
+        }
+        out
+    }
+
+    fn gateway(mode: &str, credential: &str) -> String {
+        format!("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [a.example.com, '*/b.example.com']\n    tls: {{mode: {mode}, credentialName: {credential}, minProtocolVersion: TLSV1_3}}\n  - port: {{number: 8080, name: http, protocol: HTTP}}\n    hosts: ['*']\n    tls: {{httpsRedirect: true}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: ['*']\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {{host: reviews, port: {{number: 9080}}}}\n")
+    }
+
+    #[test]
+    fn https_servers_become_sni_chains_with_sds_secrets() {
+        let (cert, key) = pem_pair("sds");
+        let (other_cert, _) = pem_pair("sds-other");
+        let config = gateway("MUTUAL", "cred")
+            + &secret_yaml(
+                "cred",
+                &[("cert", &cert), ("key", &key), ("cacert", &other_cert)],
+            )
+            + &secret_yaml("cred-cacert", &[("ca.crt", &cert)]);
+        let out = crate::tests::translated_with(&config, 2);
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        let names: Vec<&str> = out.secrets.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["kubernetes://cred", "kubernetes://cred-cacert"]);
+        // The -cacert Secret wins over the CA inside the Secret, as in istiod.
+        let Some(secret::Type::ValidationContext(v)) = &out.secrets[1].r#type else {
+            panic!()
+        };
+        let inline = v.trusted_ca.as_ref().and_then(|d| d.specifier.clone());
+        assert_eq!(
+            inline,
+            Some(
+                envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineBytes(
+                    cert.clone().into_bytes()
+                )
+            )
+        );
+        let https = out
+            .listeners
+            .iter()
+            .find(|l| l.name == "0.0.0.0_443")
+            .expect("443 listener");
+        assert_eq!(
+            https.listener_filters[0].name,
+            "envoy.filters.listener.tls_inspector"
+        );
+        let chain = &https.filter_chains[0];
+        let m = chain.filter_chain_match.as_ref().unwrap();
+        assert_eq!(m.server_names, ["a.example.com", "b.example.com"]);
+        let ts = chain.transport_socket.as_ref().unwrap();
+        let Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                any,
+            ),
+        ) = &ts.config_type
+        else {
+            panic!()
+        };
+        let ctx: super::DownstreamTlsContext =
+            prost::Message::decode(any.value.as_slice()).unwrap();
+        assert!(ctx.require_client_certificate.unwrap().value);
+        let common = ctx.common_tls_context.unwrap();
+        assert_eq!(common.alpn_protocols, ["h2", "http/1.1"]);
+        assert_eq!(
+            common.tls_params.unwrap().tls_minimum_protocol_version,
+            super::TlsProtocol::TlSv13 as i32
+        );
+        let routes: Vec<&str> = out.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(routes, ["https.443.https.gw.default", "http.8080"]);
+        let plain = out.routes.iter().find(|r| r.name == "http.8080").unwrap();
+        assert_eq!(plain.virtual_hosts[0].require_tls, 2, "httpsRedirect: ALL");
+    }
+
+    #[test]
+    fn a_server_without_a_usable_secret_is_left_out_and_named() {
+        let (cert, key) = pem_pair("bad");
+        let (other_cert, _) = pem_pair("bad-other");
+        let cases = [
+            (
+                gateway("SIMPLE", "missing"),
+                "Secret default/missing not found",
+            ),
+            (
+                gateway("SIMPLE", "cred") + &secret_yaml("cred", &[("tls.crt", &cert)]),
+                "neither tls.crt and tls.key nor cert and key (it has: tls.crt)",
+            ),
+            (
+                gateway("SIMPLE", "cred")
+                    + &secret_yaml("cred", &[("tls.crt", &other_cert), ("tls.key", &key)]),
+                "does not belong",
+            ),
+            (
+                gateway("MUTUAL", "cred")
+                    + &secret_yaml("cred", &[("tls.crt", &cert), ("tls.key", &key)]),
+                "MUTUAL needs CA certificates",
+            ),
+            (
+                gateway("PASSTHROUGH", "cred"),
+                "tls.mode PASSTHROUGH is not supported yet",
+            ),
+        ];
+        for (config, want) in cases {
+            let out = crate::tests::translated_with(&config, 2);
+            assert!(
+                out.problems
+                    .iter()
+                    .any(|p| p.contains(want) && p.contains("Gateway default/gw: spec.servers[0]")),
+                "{want}: {:?}",
+                out.problems
+            );
+            assert!(
+                out.listeners.iter().all(|l| l.name != "0.0.0.0_443"),
+                "{want}"
+            );
+            assert!(
+                out.listeners.iter().any(|l| l.name == "0.0.0.0_8080"),
+                "the other server goes on"
+            );
+            assert!(out.secrets.is_empty());
+        }
+    }
+}

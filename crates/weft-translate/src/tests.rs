@@ -199,7 +199,7 @@ fn gateway_binds_server_port_and_routes_bound_virtual_services() {
     );
 }
 
-fn translated_with(config: &str, proxy: usize) -> ProxyResources {
+pub(crate) fn translated_with(config: &str, proxy: usize) -> ProxyResources {
     let loaded = weft_config::load_str(config, "t.yaml");
     assert!(!loaded.has_errors(), "{:?}", loaded.problems);
     let registry = registry();
