@@ -12,6 +12,9 @@ have setpriv || need+=(util-linux)
 have ps || need+=(procps)
 have python3 || need+=(python3)
 have h2load || need+=(nghttp2-client)
+# The TLS tests make certificates as Istio's tasks do, and check them
+# with s_client.
+have openssl || need+=(openssl)
 if [ "${WEFT_BENCH:-0}" = 1 ]; then
   have wrk || need+=(wrk)
   have nginx || need+=(nginx)

@@ -85,29 +85,29 @@ impl ListenerCfg {
     /// The filter chain for a connection, in Envoy's order of match
     /// criteria: destination port, then server name (exact over the
     /// longest wildcard), then transport protocol, then application
-    /// protocol. At each step the chains that name a matching value win;
-    /// if none does, the ones that name nothing go on; else nothing fits.
+    /// protocol. At each step the chains that name the best matching value
+    /// are tried first, then the ones that name nothing. (Envoy does not
+    /// go back to the second group and closes the connection instead;
+    /// Weft's own sniffing chains rely on going back.)
     pub(crate) fn chain_for(&self, port: u16, seen: &Detected) -> Option<&ChainCfg> {
-        let mut left: Vec<&ChainCfg> = self.chains.iter().collect();
-        narrow(&mut left, |c| {
-            c.destination_port.map(|p| (p == port).then_some(0))
-        });
-        narrow(&mut left, |c| {
+        let by_port = |c: &ChainCfg| c.destination_port.map(|p| (p == port).then_some(0));
+        let by_name = |c: &ChainCfg| {
             (!c.server_names.is_empty()).then(|| server_name_rank(&c.server_names, seen))
-        });
-        narrow(&mut left, |c| {
+        };
+        let by_transport = |c: &ChainCfg| {
             (!c.transport_protocol.is_empty())
                 .then(|| (c.transport_protocol == seen.transport()).then_some(0))
-        });
-        narrow(&mut left, |c| {
+        };
+        let by_protocol = |c: &ChainCfg| {
             (!c.application_protocols.is_empty()).then(|| {
                 c.application_protocols
                     .iter()
                     .any(|a| seen.protocols.contains(a))
                     .then_some(0)
             })
-        });
-        left.first().copied()
+        };
+        let criteria: [&Rank; 4] = [&by_port, &by_name, &by_transport, &by_protocol];
+        pick(self.chains.iter().collect(), &criteria)
     }
 
     /// Whether any chain for `port` asks for a plaintext protocol, so that
@@ -120,16 +120,24 @@ impl ListenerCfg {
     }
 }
 
-/// Keeps the chains with the best match on one criterion. `rank` says
-/// None when a chain does not name the criterion, Some(None) when it names
-/// it and the connection does not fit, Some(Some(r)) when it fits (lower
-/// is more specific).
-fn narrow(left: &mut Vec<&ChainCfg>, rank: impl Fn(&ChainCfg) -> Option<Option<usize>>) {
-    let best = left.iter().filter_map(|c| rank(c).flatten()).min();
-    match best {
-        Some(b) => left.retain(|c| rank(c) == Some(Some(b))),
-        None => left.retain(|c| rank(c).is_none()),
-    }
+/// How a chain fits one criterion: None when it does not name it,
+/// Some(None) when it names it and the connection does not fit,
+/// Some(Some(r)) when it fits (lower is more specific).
+type Rank<'a> = dyn Fn(&ChainCfg) -> Option<Option<usize>> + 'a;
+
+fn pick<'c>(chains: Vec<&'c ChainCfg>, criteria: &[&Rank]) -> Option<&'c ChainCfg> {
+    let Some((rank, rest)) = criteria.split_first() else {
+        return chains.first().copied();
+    };
+    let best = chains.iter().filter_map(|c| rank(c).flatten()).min();
+    let fitting = best.and_then(|b| {
+        let group = chains.iter().copied().filter(|c| rank(c) == Some(Some(b)));
+        pick(group.collect(), rest)
+    });
+    fitting.or_else(|| {
+        let open = chains.iter().copied().filter(|c| rank(c).is_none());
+        pick(open.collect(), rest)
+    })
 }
 
 /// 0 for an exact name; a wildcard ranks by how much of the name it

@@ -33,6 +33,8 @@ pub async fn proxy_status(target: &Target) -> anyhow::Result<ExitCode> {
             }
         };
         let row = [state("CDS"), state("LDS"), state("EDS"), state("RDS")];
+        // Secrets have no column, as in istioctl; a rejected one is listed.
+        state("SDS");
         let kind = if id.starts_with("router~") {
             "gateway"
         } else if p["generator"].as_str() == Some("grpc") {
