@@ -791,25 +791,11 @@ fn gateway_tls_gaps(
     }
     // Checks on client certificates cannot be dropped silently: the
     // server is left out instead.
-    let refused = [
-        ("subjectAltNames", !tls.subject_alt_names.is_empty()),
-        (
-            "verifyCertificateSpki",
-            !tls.verify_certificate_spki.is_empty(),
-        ),
-        (
-            "verifyCertificateHash",
-            !tls.verify_certificate_hash.is_empty(),
-        ),
-        ("caCrl", tls.ca_crl.is_some()),
-    ];
-    for (field, set) in refused {
-        if set {
-            r.warn(
-                format!("{at}.tls.{field}"),
-                format!("{NOT_YET}: the server is left out"),
-            );
-        }
+    for field in tls.unserved_client_checks() {
+        r.warn(
+            format!("{at}.tls.{field}"),
+            format!("{NOT_YET}: the server is left out"),
+        );
     }
     let ignored = [
         ("ecdhCurves", !tls.ecdh_curves.is_empty()),

@@ -124,20 +124,8 @@ fn credential_name(tls: &ServerTls) -> Result<&str, String> {
 /// Checks on the client's certificate that are not built: serving without
 /// them would let in clients the user meant to keep out.
 fn refuse_unserved_checks(tls: &ServerTls) -> Result<(), String> {
-    let set = [
-        ("subjectAltNames", !tls.subject_alt_names.is_empty()),
-        (
-            "verifyCertificateSpki",
-            !tls.verify_certificate_spki.is_empty(),
-        ),
-        (
-            "verifyCertificateHash",
-            !tls.verify_certificate_hash.is_empty(),
-        ),
-        ("caCrl", tls.ca_crl.is_some()),
-    ];
-    match set.iter().find(|(_, on)| *on) {
-        Some((field, _)) => Err(format!("tls.{field} is not supported yet")),
+    match tls.unserved_client_checks().first() {
+        Some(field) => Err(format!("tls.{field} is not supported yet")),
         None => Ok(()),
     }
 }

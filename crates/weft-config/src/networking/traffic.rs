@@ -172,6 +172,29 @@ pub struct ServerTls {
     pub insecure_skip_verify: Option<bool>,
 }
 
+impl ServerTls {
+    /// The checks on client certificates this server asks for that Weft
+    /// does not make yet, by field name. A server asking for one is left
+    /// out rather than served without it.
+    pub fn unserved_client_checks(&self) -> Vec<&'static str> {
+        [
+            ("subjectAltNames", !self.subject_alt_names.is_empty()),
+            (
+                "verifyCertificateSpki",
+                !self.verify_certificate_spki.is_empty(),
+            ),
+            (
+                "verifyCertificateHash",
+                !self.verify_certificate_hash.is_empty(),
+            ),
+            ("caCrl", self.ca_crl.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect()
+    }
+}
+
 pub const SERVER_TLS_MODES: &[&str] = &[
     "PASSTHROUGH",
     "SIMPLE",
