@@ -93,6 +93,21 @@ impl Verifier {
         }
     }
 
+    /// A handshake signature: by the certificate's key for v1, else as
+    /// `webpki` checks it.
+    fn signed(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+        webpki: impl FnOnce() -> Result<HandshakeSignatureValid, Error>,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        match v1(cert) {
+            Some(c) => self.handshake_signature(&c, message, dss),
+            None => webpki(),
+        }
+    }
+
     fn handshake_signature(
         &self,
         cert: &Certificate,
@@ -148,10 +163,9 @@ impl ClientCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        match v1(cert) {
-            Some(c) => self.handshake_signature(&c, message, dss),
-            None => self.webpki.verify_tls12_signature(message, cert, dss),
-        }
+        self.signed(message, cert, dss, || {
+            self.webpki.verify_tls12_signature(message, cert, dss)
+        })
     }
 
     fn verify_tls13_signature(
@@ -160,10 +174,9 @@ impl ClientCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        match v1(cert) {
-            Some(c) => self.handshake_signature(&c, message, dss),
-            None => self.webpki.verify_tls13_signature(message, cert, dss),
-        }
+        self.signed(message, cert, dss, || {
+            self.webpki.verify_tls13_signature(message, cert, dss)
+        })
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -17,10 +17,11 @@ pub const SDS_PREFIX: &str = "kubernetes://";
 pub const CA_SUFFIX: &str = "-cacert";
 
 fn find<'a>(config: &'a [Resource], ns: &str, name: &str) -> Option<&'a weft_config::kube::Secret> {
+    // By kind first: a Gateway or ConfigMap of the same name is not it.
     config
         .iter()
-        .find(|r| r.namespace() == ns && r.meta.name == name)
-        .and_then(Resource::as_secret)
+        .filter(|r| r.namespace() == ns && r.meta.name == name)
+        .find_map(Resource::as_secret)
 }
 
 /// The first of `keys` the Secret holds, decoded.

@@ -64,9 +64,9 @@ pub(crate) fn compile_downstream_tls(
         problem: None,
         server: None,
     };
-    // Checked now so that a bad list is a NACK, not a handshake failure.
-    provider(&tls.cipher_suites)?;
-    match server_config(&tls, secrets) {
+    // Built now so that a bad list is a NACK, not a handshake failure.
+    let provider = provider(&tls.cipher_suites)?;
+    match server_config(&tls, provider, secrets) {
         Ok(server) => tls.server = Some(Arc::new(server)),
         Err(problem) => tls.problem = Some(problem),
     }
@@ -192,6 +192,7 @@ fn openssl_name(s: &SupportedCipherSuite) -> &'static str {
 
 fn server_config(
     tls: &DownstreamTls,
+    provider: Arc<CryptoProvider>,
     secrets: &HashMap<String, Arc<SecretCfg>>,
 ) -> Result<ServerConfig, String> {
     let key = match secrets.get(&tls.certificate).map(|s| &**s) {
@@ -199,8 +200,7 @@ fn server_config(
         Some(_) => return Err(format!("secret {:?} holds no certificate", tls.certificate)),
         None => return Err(format!("secret {:?} has not arrived", tls.certificate)),
     };
-    let provider = provider(&tls.cipher_suites)?;
-    let builder = ServerConfig::builder_with_provider(provider.clone())
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&protocol_versions(tls.versions))
         .map_err(|e| e.to_string())?;
     let builder = match &tls.validation {

@@ -4,7 +4,7 @@ use super::Verdict;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Envoy gives up on a first line longer than this.
-const MAX_LINE: usize = 8192;
+pub(super) const MAX_LINE: usize = 8192;
 
 /// The protocol the first bytes show: `Done(None)` when they are not HTTP.
 pub(super) fn classify(data: &[u8]) -> Verdict<Option<&'static str>> {

@@ -47,7 +47,8 @@ pub(crate) async fn inspect(sock: &TcpStream, tls: bool, http: bool) -> Detected
     if !tls && !http {
         return Detected::default();
     }
-    let found = peek_until(sock, tls::MAX_HELLO, |data| {
+    let max = if tls { tls::MAX_HELLO } else { http::MAX_LINE };
+    let found = peek_until(sock, max, |data| {
         if tls && data[0] == tls::HANDSHAKE {
             return match tls::client_hello(data) {
                 Verdict::Done(hello) => Verdict::Done(hello.unwrap_or_default()),
@@ -76,7 +77,9 @@ async fn peek_until<T>(
     max: usize,
     judge: impl Fn(&[u8]) -> Verdict<T>,
 ) -> Option<T> {
-    let mut buf = vec![0u8; max];
+    // Most first flights fit in 2 KiB; the buffer grows only for the
+    // ones that do not, so a connection does not pay for the largest.
+    let mut buf = vec![0u8; max.min(2048)];
     let (mut seen, mut stalled) = (0, 0u64);
     loop {
         let n = sock.peek(&mut buf).await.ok()?;
@@ -86,8 +89,12 @@ async fn peek_until<T>(
         if let Verdict::Done(v) = judge(&buf[..n]) {
             return Some(v);
         }
-        if n == max {
-            return None;
+        if n == buf.len() {
+            if n == max {
+                return None;
+            }
+            buf.resize((n * 2).min(max), 0);
+            continue;
         }
         // More is on its way; peek returns at once while nothing new has
         // come, so wait between looks, longer the longer the client stalls.

@@ -19,13 +19,8 @@ pub enum SecretKind {
         cert: String,
         #[arg(long)]
         key: String,
-        #[arg(short = 'n', long, default_value = "default")]
-        namespace: String,
-        /// Print the Secret instead of storing it.
-        #[arg(long)]
-        dry_run: bool,
         #[command(flatten)]
-        target: Target,
+        to: Destination,
     },
     /// An Opaque Secret from files: `--from-file KEY=PATH` (or PATH, keyed
     /// by its file name), repeated.
@@ -33,36 +28,40 @@ pub enum SecretKind {
         name: String,
         #[arg(long = "from-file", required = true)]
         from_file: Vec<String>,
-        #[arg(short = 'n', long, default_value = "default")]
-        namespace: String,
-        #[arg(long)]
-        dry_run: bool,
         #[command(flatten)]
-        target: Target,
+        to: Destination,
     },
 }
 
+/// Where the Secret goes.
+#[derive(clap::Args, Debug)]
+pub struct Destination {
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
+    /// Print the Secret instead of storing it.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    target: Target,
+}
+
 pub async fn create(kind: &SecretKind) -> anyhow::Result<ExitCode> {
-    let (name, namespace, dry_run, target, secret) = match kind {
+    let (name, to, secret) = match kind {
         SecretKind::Tls {
             name,
             cert,
             key,
-            namespace,
-            dry_run,
-            target,
+            to,
         } => {
             let (c, k) = (read(cert)?, read(key)?);
             weft_translate::credentials::check_pair(&c, &k)
                 .map_err(|e| anyhow::anyhow!("{cert} and {key}: {e}"))?;
-            (name, namespace, *dry_run, target, Secret::tls(&c, &k))
+            (name, to, Secret::tls(&c, &k))
         }
         SecretKind::Generic {
             name,
             from_file,
-            namespace,
-            dry_run,
-            target,
+            to,
         } => {
             let mut files = BTreeMap::new();
             for spec in from_file {
@@ -72,13 +71,13 @@ pub async fn create(kind: &SecretKind) -> anyhow::Result<ExitCode> {
                 };
                 files.insert(key, read(path)?);
             }
-            (name, namespace, *dry_run, target, Secret::opaque(&files))
+            (name, to, Secret::opaque(&files))
         }
     };
     let mut doc = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, "namespace": to.namespace},
     });
     doc.as_object_mut().expect("object").extend(
         serde_json::to_value(&secret)?
@@ -86,11 +85,11 @@ pub async fn create(kind: &SecretKind) -> anyhow::Result<ExitCode> {
             .cloned()
             .unwrap_or_default(),
     );
-    if dry_run {
+    if to.dry_run {
         print!("{}", serde_yaml_ng::to_string(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let api = target.api()?;
+    let api = to.target.api()?;
     let body = serde_json::to_vec(&doc)?;
     let (code, answer) = crate::api_client::call(
         api,
