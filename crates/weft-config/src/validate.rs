@@ -8,6 +8,7 @@ use crate::networking::gateway::PROTOCOLS;
 use crate::networking::{DestinationRule, Gateway, StringMatch, VirtualService};
 use crate::resource::{Resource, Spec};
 
+mod l4;
 mod locality;
 
 /// Collects problems for one resource, each tagged with its field path.
@@ -263,35 +264,7 @@ fn virtual_service(r: &mut Report, vs: &VirtualService) {
         }
         http_policies(r, &at, route);
     }
-    for (i, route) in vs.tcp.iter().enumerate() {
-        let at = format!("spec.tcp[{i}]");
-        if route.route.is_empty() {
-            r.error(&at, "a TCP route needs at least one destination");
-        }
-        route_weights(r, &at, route.route.iter().map(|d| d.weight));
-        for (j, d) in route.route.iter().enumerate() {
-            destination(
-                r,
-                &format!("{at}.route[{j}].destination"),
-                &d.destination.host,
-                d.destination.subset.as_deref(),
-            );
-        }
-        for (j, m) in route.matches.iter().enumerate() {
-            if m.source_subnet.is_some() {
-                r.warn(
-                    format!("{at}.match[{j}].sourceSubnet"),
-                    "accepted but not enforced by this version of Weft",
-                );
-            }
-        }
-    }
-    if !vs.tls.is_empty() {
-        r.warn(
-            "spec.tls",
-            "TLS routes are accepted but not enforced by this version of Weft",
-        );
-    }
+    l4::routes(r, vs);
 }
 
 /// Durations, percentages and statuses of retries, faults and mirrors.
@@ -763,22 +736,27 @@ fn gateway_tls_gaps(
     tls: Option<&crate::networking::traffic::ServerTls>,
 ) {
     const NOT_YET: &str = "accepted but not served by this version of Weft";
-    if matches!(protocol, "TLS" | "TCP") {
-        r.warn(
-            format!("{at}.port.protocol"),
-            format!("{protocol} servers are {NOT_YET}"),
-        );
+    let terminates = matches!(protocol, "HTTPS" | "TLS");
+    let Some(tls) = tls else {
+        if terminates {
+            r.error(
+                format!("{at}.tls"),
+                format!("a {protocol} server needs tls settings (tls.mode)"),
+            );
+        }
         return;
-    }
-    let Some(tls) = tls else { return };
-    if protocol != "HTTPS" {
+    };
+    if !terminates {
         return; // httpsRedirect on an HTTP server is served.
     }
     let mode = tls.mode.as_deref().unwrap_or("PASSTHROUGH");
+    if mode == "PASSTHROUGH" {
+        return; // Routed by SNI; nothing else of tls applies.
+    }
     if !matches!(mode, "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL") {
         r.warn(
             format!("{at}.tls.mode"),
-            format!("{mode} (the default when mode is unset) is {NOT_YET}: the server is left out"),
+            format!("{mode} is {NOT_YET}: the server is left out"),
         );
     }
     if tls.server_certificate.is_some() || tls.private_key.is_some() {

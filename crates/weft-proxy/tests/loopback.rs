@@ -1166,13 +1166,8 @@ async fn unsized_bodies_are_replayed_on_retry() {
 /// bytes the TCP chain.
 #[tokio::test]
 async fn sniffed_listeners_send_http_and_tcp_their_own_ways() {
-    use envoy_types::pb::envoy::config::listener::v3::{
-        filter::ConfigType, Filter, FilterChainMatch, ListenerFilter,
-    };
+    use envoy_types::pb::envoy::config::listener::v3::{FilterChainMatch, ListenerFilter};
     use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
-    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-        tcp_proxy::ClusterSpecifier, TcpProxy,
-    };
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let http = upstream("http", None).await;
     let echo = tcp_echo().await;
@@ -1199,14 +1194,7 @@ async fn sniffed_listeners_send_http_and_tcp_their_own_ways() {
             });
             let mut tcp = l.filter_chains[0].clone();
             tcp.filter_chain_match = None;
-            tcp.filters = vec![Filter {
-                name: "envoy.filters.network.tcp_proxy".into(),
-                config_type: Some(ConfigType::TypedConfig(pack_any(TcpProxy {
-                    stat_prefix: "e".into(),
-                    cluster_specifier: Some(ClusterSpecifier::Cluster("e".into())),
-                    ..Default::default()
-                }))),
-            }];
+            tcp.filters = vec![tcp_proxy_filter("e")];
             l.filter_chains.push(tcp);
             l
         },

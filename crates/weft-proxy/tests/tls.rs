@@ -1,7 +1,8 @@
 //! TLS termination on loopback: SNI picks the filter chain and its
 //! certificate, ALPN gives HTTP/2, MUTUAL wants a client certificate,
 //! secrets arrive and change over SDS without dropping connections, and
-//! `require_tls` sends plaintext to https. Certificates are made with
+//! `require_tls` sends plaintext to https; passthrough chains route TLS by
+//! name without terminating it. Certificates are made with
 //! openssl as Istio's secure-gateway task makes them; the clients are curl
 //! and rustls.
 
@@ -128,7 +129,10 @@ async fn tls_proxy(secrets: Vec<Secret>, chains: Vec<FilterChain>) -> (Proxy, Up
 /// curl to https://HOST:PORT/PATH, resolving HOST to the proxy, with
 /// `extra` arguments; the body, then the HTTP version on the last line.
 async fn curl(host: &str, proxy: &Proxy, pki: &Pki, extra: &[&str]) -> Output {
-    let port = proxy.addr.port();
+    curl_port(host, proxy.addr.port(), pki, extra).await
+}
+
+async fn curl_port(host: &str, port: u16, pki: &Pki, extra: &[&str]) -> Output {
     let mut args: Vec<String> = vec![
         "-sS".into(),
         "--max-time".into(),
@@ -481,5 +485,80 @@ async fn require_tls_sends_plaintext_to_https() {
     assert_eq!(
         backend.requests.load(std::sync::atomic::Ordering::SeqCst),
         0
+    );
+}
+
+/// PASSTHROUGH: the ClientHello's name picks a chain that proxies the
+/// still-encrypted bytes, here to the proxy's own terminating listener, so
+/// curl verifies the far end's certificate. A TLS server with a tcp_proxy
+/// terminates TLS and forwards the plaintext bytes.
+#[tokio::test]
+async fn passthrough_routes_tls_by_name_and_tls_servers_proxy_bytes() {
+    let pki = Pki::new("passthrough");
+    pki.root("example.com");
+    pki.leaf("example.com", "nginx.example.com");
+    let terminating = || tls_chain(&["nginx.example.com"], "nginx", None, false);
+    let (mut proxy, backend) = tls_proxy(
+        vec![cert_secret(
+            "nginx",
+            &pki,
+            "nginx.example.com",
+            "nginx.example.com",
+        )],
+        vec![terminating()],
+    )
+    .await;
+    let clusters = [
+        static_cluster("backend", &[backend.addr]),
+        static_cluster("terminator", &[proxy.addr]),
+    ];
+    let clusters: Vec<_> = clusters.into_iter().map(pack_any).collect();
+    proxy.inner.apply(CLUSTER, &clusters).unwrap();
+    let (pass, tcp) = (free_port(), free_port());
+    let passthrough = FilterChain {
+        filter_chain_match: Some(FilterChainMatch {
+            server_names: vec!["nginx.example.com".into()],
+            transport_protocol: "tls".into(),
+            ..Default::default()
+        }),
+        filters: vec![tcp_proxy_filter("terminator")],
+        ..Default::default()
+    };
+    let tls_tcp = FilterChain {
+        filters: vec![tcp_proxy_filter("backend")],
+        ..terminating()
+    };
+    let listeners = [
+        tls_listener(proxy.addr, vec![terminating()]),
+        Listener {
+            name: "passthrough".into(),
+            ..tls_listener(pass, vec![passthrough])
+        },
+        Listener {
+            name: "tls-tcp".into(),
+            ..tls_listener(tcp, vec![tls_tcp])
+        },
+    ];
+    let listeners: Vec<_> = listeners.into_iter().map(pack_any).collect();
+    proxy.inner.apply(LISTENER, &listeners).unwrap();
+
+    let through = curl_port("nginx.example.com", pass.port(), &pki, &["--http2"]).await;
+    assert!(through.status.success(), "{}", text(&through));
+    let out = String::from_utf8_lossy(&through.stdout);
+    assert!(out.starts_with("backend\n"), "{out}");
+    assert!(
+        out.trim_end().ends_with("\n2"),
+        "ALPN reached the far end: {out}"
+    );
+    let unknown = curl_port("other.example.com", pass.port(), &pki, &[]).await;
+    assert_eq!(unknown.status.code(), Some(35), "{}", text(&unknown));
+
+    let bytes = curl_port("nginx.example.com", tcp.port(), &pki, &["--http1.1"]).await;
+    assert!(bytes.status.success(), "{}", text(&bytes));
+    let out = String::from_utf8_lossy(&bytes.stdout);
+    assert!(out.starts_with("backend\n"), "{out}");
+    assert!(
+        !out.contains("x-forwarded-proto"),
+        "opaque bytes, not HTTP the proxy read: {out}"
     );
 }

@@ -95,6 +95,9 @@ pub enum Protocol {
     Http2,
     Grpc,
     Tcp,
+    /// TLS the sidecar passes through (`https`, `tls`): routed by SNI with
+    /// VirtualService `tls[]` routes, never terminated.
+    Tls,
     /// No protocol declared, or one Istio does not know: the sidecar
     /// sniffs each connection for HTTP, as Istio's protocol selection does.
     Auto,
@@ -110,9 +113,9 @@ impl Protocol {
             "http" => Protocol::Http,
             "http2" | "grpc-web" | "kubernetes.io/h2c" => Protocol::Http2,
             "grpc" => Protocol::Grpc,
-            // Istio's other protocols are opaque to the sidecar (TLS is
-            // passed through, not terminated).
-            "tcp" | "https" | "tls" | "mongo" | "mysql" | "redis" | "udp" => Protocol::Tcp,
+            "https" | "tls" => Protocol::Tls,
+            // Istio's other protocols are opaque to the sidecar.
+            "tcp" | "mongo" | "mysql" | "redis" | "udp" => Protocol::Tcp,
             _ => Protocol::Auto,
         }
     }
@@ -339,6 +342,8 @@ mod tests {
         assert_eq!(p("", None), Protocol::Auto);
         assert_eq!(p("tcp-echo", None), Protocol::Tcp);
         assert_eq!(p("mysql", None), Protocol::Tcp);
+        assert_eq!(p("https", None), Protocol::Tls);
+        assert_eq!(p("web", Some("tls")), Protocol::Tls);
         assert_eq!(p("web", Some("http")), Protocol::Http);
         assert_eq!(p("web", Some("kubernetes.io/h2c")), Protocol::Http2);
     }

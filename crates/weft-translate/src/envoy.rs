@@ -124,9 +124,24 @@ fn hcm(stat_prefix: &str, routes: RouteSpecifier) -> Filter {
 }
 
 pub fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Filter {
+    tcp_proxy_to(
+        stat_prefix.into(),
+        tcp_proxy::ClusterSpecifier::Cluster(cluster.into()),
+        None,
+    )
+}
+
+/// A tcp_proxy to one cluster or weighted clusters; no idle timeout is
+/// Envoy's default of one hour.
+pub fn tcp_proxy_to(
+    stat_prefix: String,
+    specifier: tcp_proxy::ClusterSpecifier,
+    idle_timeout: Option<envoy_types::pb::google::protobuf::Duration>,
+) -> Filter {
     let proxy = TcpProxy {
-        stat_prefix: stat_prefix.into(),
-        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.into())),
+        stat_prefix,
+        cluster_specifier: Some(specifier),
+        idle_timeout,
         ..Default::default()
     };
     Filter {

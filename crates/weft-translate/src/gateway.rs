@@ -1,9 +1,9 @@
-//! An ingress gateway's listeners and routes, from the Gateways that select
-//! it and the VirtualServices bound to those Gateways.
+//! A gateway's listeners and routes, from the Gateways that select it and
+//! the VirtualServices bound to those Gateways.
 
 use std::collections::BTreeMap;
 
-use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener};
 use envoy_types::pb::envoy::config::route::v3::{virtual_host, RouteConfiguration, VirtualHost};
 use envoy_types::pb::google::protobuf::BoolValue;
 use weft_config::networking::Server;
@@ -13,21 +13,65 @@ use weft_registry::Workload;
 use crate::envoy::{hcm_rds, socket, tls_inspector};
 use crate::gateway_tls;
 use crate::routes::{virtual_service_routes, Context, Scope};
+use crate::tls_routes::{self, SniChains};
 use crate::{Inputs, ProxyResources};
 
 /// A Gateway server, resolved to the port the gateway proxy really binds.
 pub(crate) struct BoundServer<'a> {
     pub gateway: &'a Resource,
     pub server: &'a Server,
+    /// Its place in `spec.servers`, to name it in problems.
+    pub index: usize,
+}
+
+impl BoundServer<'_> {
+    /// Whether one of the server's hosts admits VirtualService host `host`.
+    pub fn admits(&self, host: &str) -> bool {
+        self.server.hosts.iter().any(|sh| host_admitted(sh, host))
+    }
+
+    /// A problem with this server, which is therefore left out.
+    pub fn problem(&self, what: &str) -> String {
+        format!(
+            "Gateway {}/{}: spec.servers[{}]: {what}; the server is left out",
+            self.gateway.namespace(),
+            self.gateway.meta.name,
+            self.index
+        )
+    }
 }
 
 /// What one bound port serves: plaintext HTTP servers (merged into one
-/// route table, as istiod merges them) and TLS-terminating ones (a filter
-/// chain and route table each, chosen by SNI).
+/// route table, as istiod merges them), TLS-terminating HTTPS servers (a
+/// filter chain and route table each, chosen by SNI), TLS passthrough
+/// servers (chains from VirtualService `tls[]` routes) and TCP servers
+/// (plaintext or TLS-terminating, routed by VirtualService `tcp[]`).
 #[derive(Default)]
 struct PortServers<'a> {
     plain: Vec<BoundServer<'a>>,
-    tls: Vec<(BoundServer<'a>, FilterChain)>,
+    https: Vec<BoundServer<'a>>,
+    passthrough: Vec<BoundServer<'a>>,
+    tcp: Vec<BoundServer<'a>>,
+}
+
+/// How a server's port protocol and TLS mode are served.
+enum Serving {
+    Plain,
+    Https,
+    Passthrough,
+    Tcp,
+}
+
+fn serving(server: &Server) -> Option<Serving> {
+    let mode = server.tls.as_ref().and_then(|t| t.mode.as_deref());
+    let passthrough = matches!(mode, None | Some("PASSTHROUGH"));
+    Some(match server.port.protocol.to_ascii_uppercase().as_str() {
+        "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => Serving::Plain,
+        "HTTPS" | "TLS" if passthrough => Serving::Passthrough,
+        "HTTPS" => Serving::Https,
+        "TLS" | "TCP" | "MONGO" | "MYSQL" | "REDIS" => Serving::Tcp,
+        _ => return None,
+    })
 }
 
 pub(crate) fn build(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
@@ -36,52 +80,168 @@ pub(crate) fn build(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources)
         let spec = gateway.as_gateway().expect("filtered to gateways");
         for (i, server) in spec.servers.iter().enumerate() {
             let port = bind_port(inputs, proxy, server.port.number);
-            let bound = BoundServer { gateway, server };
-            match server.port.protocol.to_ascii_uppercase().as_str() {
-                "HTTP" | "HTTP2" | "GRPC" => by_port.entry(port).or_default().plain.push(bound),
-                "HTTPS" => match gateway_tls::terminating_chain(inputs, proxy, &bound, port, out) {
-                    Ok(chain) => by_port.entry(port).or_default().tls.push((bound, chain)),
-                    Err(problem) => out.problems.push(format!(
-                        "Gateway {}/{}: spec.servers[{i}]: {problem}; the server is left out",
-                        gateway.namespace(),
-                        gateway.meta.name
-                    )),
-                },
-                // TLS/TCP servers: the config crate warns that they are not enforced.
-                _ => {}
+            let bound = BoundServer {
+                gateway,
+                server,
+                index: i,
+            };
+            let servers = by_port.entry(port).or_default();
+            match serving(server) {
+                Some(Serving::Plain) => servers.plain.push(bound),
+                Some(Serving::Https) => servers.https.push(bound),
+                Some(Serving::Passthrough) => servers.passthrough.push(bound),
+                Some(Serving::Tcp) => servers.tcp.push(bound),
+                None => out.problems.push(bound.problem(&format!(
+                    "port.protocol {} is not served",
+                    server.port.protocol
+                ))),
             }
         }
     }
     for (port, servers) in by_port {
-        let mut chains = Vec::new();
-        if !servers.plain.is_empty() {
-            let route_name = format!("http.{port}");
-            chains.push(FilterChain {
-                filters: vec![hcm_rds(&format!("outbound_0.0.0.0_{port}"), &route_name)],
-                ..Default::default()
-            });
-            out.routes
-                .push(route_table(route_name, inputs, proxy, &servers.plain, port));
-        }
-        let tls = !servers.tls.is_empty();
-        for (bound, chain) in servers.tls {
-            let route_name = gateway_tls::route_name(&bound);
+        port_listener(inputs, proxy, port, servers, out);
+    }
+}
+
+/// One port's listener. Each connection is served once: a name claimed by
+/// an earlier server stays with it, and plaintext HTTP, then the first TCP
+/// server, takes connections no name picks.
+fn port_listener(
+    inputs: &Inputs,
+    proxy: &Workload,
+    port: u16,
+    servers: PortServers,
+    out: &mut ProxyResources,
+) {
+    let mut chains = SniChains::default();
+    if !servers.plain.is_empty() {
+        let route_name = format!("http.{port}");
+        chains.push(&[], http_chain(port, &route_name));
+        out.routes
+            .push(route_table(route_name, inputs, proxy, &servers.plain, port));
+    }
+    for bound in servers.https {
+        let route_name = gateway_tls::route_name(&bound);
+        let hcm = hcm_rds(&format!("outbound_0.0.0.0_{port}"), &route_name);
+        let chain = gateway_tls::terminating_chain(inputs, proxy, &bound, vec![hcm], out);
+        if add_chain(&mut chains, &bound, chain, out) {
             out.routes
                 .push(route_table(route_name, inputs, proxy, &[bound], port));
-            chains.push(chain);
         }
-        out.listeners.push(Listener {
-            name: format!("0.0.0.0_{port}"),
-            address: Some(socket("0.0.0.0", u32::from(port))),
-            listener_filters: if tls {
-                vec![tls_inspector()]
-            } else {
-                Vec::new()
-            },
-            filter_chains: chains,
-            ..Default::default()
-        });
     }
+    for bound in &servers.tcp {
+        let chain = tcp_filter(inputs, proxy, bound, port).and_then(|filter| {
+            if bound.server.port.protocol.eq_ignore_ascii_case("TLS") {
+                gateway_tls::terminating_chain(inputs, proxy, bound, vec![filter], out)
+            } else {
+                Ok(FilterChain {
+                    filters: vec![filter],
+                    ..Default::default()
+                })
+            }
+        });
+        add_chain(&mut chains, bound, chain, out);
+    }
+    tls_routes::gateway_chains(inputs, proxy, &servers.passthrough, port, &mut chains);
+    let chains = chains.into_chains();
+    if chains.is_empty() {
+        for bound in &servers.passthrough {
+            out.problems.push(bound.problem(
+                "no VirtualService bound to this Gateway has a tls route whose sniHosts the server's hosts admit",
+            ));
+        }
+        return;
+    }
+    let inspect_tls = chains.iter().any(|c| {
+        c.transport_socket.is_some()
+            || c.filter_chain_match
+                .as_ref()
+                .is_some_and(|m| !m.server_names.is_empty() || m.transport_protocol == "tls")
+    });
+    out.listeners.push(Listener {
+        name: format!("0.0.0.0_{port}"),
+        address: Some(socket("0.0.0.0", u32::from(port))),
+        listener_filters: if inspect_tls {
+            vec![tls_inspector()]
+        } else {
+            Vec::new()
+        },
+        filter_chains: chains,
+        ..Default::default()
+    });
+}
+
+fn http_chain(port: u16, route_name: &str) -> FilterChain {
+    FilterChain {
+        filters: vec![hcm_rds(&format!("outbound_0.0.0.0_{port}"), route_name)],
+        ..Default::default()
+    }
+}
+
+/// Adds a server's chain, or says why it is left out; true when added.
+fn add_chain(
+    chains: &mut SniChains,
+    bound: &BoundServer,
+    chain: Result<FilterChain, String>,
+    out: &mut ProxyResources,
+) -> bool {
+    let problem = match chain {
+        Ok(chain) => {
+            let names = chain
+                .filter_chain_match
+                .as_ref()
+                .map(|m| m.server_names.clone())
+                .unwrap_or_default();
+            if chains.push(&names, chain) {
+                return true;
+            }
+            "an earlier server on this port already serves its hosts".to_string()
+        }
+        Err(problem) => problem,
+    };
+    out.problems.push(bound.problem(&problem));
+    false
+}
+
+/// The tcp_proxy of a TCP (or TLS-terminating) server: the first `tcp[]`
+/// route, oldest VirtualService first, that is bound to its Gateway, has a
+/// host the server admits and matches its port.
+fn tcp_filter(
+    inputs: &Inputs,
+    proxy: &Workload,
+    bound: &BoundServer,
+    port: u16,
+) -> Result<Filter, String> {
+    inputs
+        .virtual_services(|vs| !vs.tcp.is_empty())
+        .into_iter()
+        .find_map(|resource| {
+            let vs = resource.as_virtual_service().expect("filtered");
+            let ns = resource.namespace();
+            let bound_here = vs
+                .gateways
+                .iter()
+                .any(|g| names_gateway(g, ns, bound.gateway))
+                && vs.hosts.iter().any(|h| bound.admits(h));
+            if !bound_here {
+                return None;
+            }
+            let scope = Scope {
+                registry: inputs.registry,
+                config: inputs.config,
+                namespace: ns,
+                port,
+                match_ports: vec![bound.server.port.number],
+                proxy,
+                context: Context::Gateways(vec![bound.gateway]),
+            };
+            let route = crate::tcp::gateway_route(vs, &scope)?;
+            Some(crate::tcp::route_filter(&route.route, &scope))
+        })
+        .ok_or_else(|| {
+            "no VirtualService bound to this Gateway has a tcp route for its port and hosts"
+                .to_string()
+        })
 }
 
 fn route_table(
@@ -149,10 +309,7 @@ fn virtual_hosts(
             continue;
         }
         for host in &vs.hosts {
-            if !bound
-                .iter()
-                .any(|b| b.server.hosts.iter().any(|sh| host_admitted(sh, host)))
-            {
+            if !bound.iter().any(|b| b.admits(host)) {
                 continue;
             }
             let vh = hosts.entry(host.clone()).or_insert_with(|| VirtualHost {
@@ -166,7 +323,7 @@ fn virtual_hosts(
                     .tls
                     .as_ref()
                     .is_some_and(|t| t.https_redirect == Some(true))
-                    && b.server.hosts.iter().any(|sh| host_admitted(sh, host))
+                    && b.admits(host)
             }) {
                 vh.require_tls = virtual_host::TlsRequirementType::All as i32;
             }

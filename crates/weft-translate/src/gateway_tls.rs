@@ -1,10 +1,10 @@
-//! Gateway servers that terminate TLS (HTTPS with `tls.mode` SIMPLE,
+//! Gateway servers that terminate TLS (HTTPS or TLS with `tls.mode` SIMPLE,
 //! MUTUAL or OPTIONAL_MUTUAL): a filter chain per server, matched by SNI
 //! on the server's hosts, with a DownstreamTlsContext whose certificate
 //! and CAs come over SDS, as istiod writes them for `credentialName`.
 
 use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
-use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
     tls_parameters::TlsProtocol,
@@ -16,7 +16,7 @@ use weft_config::networking::traffic::ServerTls;
 use weft_registry::Workload;
 
 use crate::credentials;
-use crate::envoy::{ads, hcm_rds};
+use crate::envoy::ads;
 use crate::gateway::BoundServer;
 use crate::{Inputs, ProxyResources};
 
@@ -32,13 +32,14 @@ pub(crate) fn route_name(b: &BoundServer) -> String {
     )
 }
 
-/// The server's filter chain, with the secrets it names added to `out`;
-/// an error says why the server cannot be served.
+/// The server's filter chain, running `filters` on the decrypted stream,
+/// with the secrets it names added to `out`; an error says why the server
+/// cannot be served.
 pub(crate) fn terminating_chain(
     inputs: &Inputs,
     proxy: &Workload,
     bound: &BoundServer,
-    port: u16,
+    filters: Vec<Filter>,
     out: &mut ProxyResources,
 ) -> Result<FilterChain, String> {
     let tls = bound
@@ -71,7 +72,7 @@ pub(crate) fn terminating_chain(
     let context = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_params: Some(tls_params(tls)?),
-            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            alpn_protocols: alpn(&bound.server.port.protocol),
             tls_certificate_sds_secret_configs: vec![sds(&secrets[0].name)],
             validation_context_type: secrets.get(1).map(|ca| {
                 ValidationContextType::CombinedValidationContext(
@@ -103,12 +104,19 @@ pub(crate) fn terminating_chain(
             name: "envoy.transport_sockets.tls".into(),
             config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(context))),
         }),
-        filters: vec![hcm_rds(
-            &format!("outbound_0.0.0.0_{port}"),
-            &route_name(bound),
-        )],
+        filters,
         ..Default::default()
     })
+}
+
+/// HTTPS servers offer HTTP/2 and HTTP/1.1, as istiod sets them; a TLS
+/// server carries opaque bytes and offers nothing.
+fn alpn(protocol: &str) -> Vec<String> {
+    if protocol.eq_ignore_ascii_case("HTTPS") {
+        vec!["h2".into(), "http/1.1".into()]
+    } else {
+        Vec::new()
+    }
 }
 
 fn credential_name(tls: &ServerTls) -> Result<&str, String> {
@@ -312,8 +320,8 @@ mod tests {
                 "MUTUAL needs CA certificates",
             ),
             (
-                gateway("PASSTHROUGH", "cred"),
-                "tls.mode PASSTHROUGH is not supported yet",
+                gateway("ISTIO_MUTUAL", "cred"),
+                "tls.mode ISTIO_MUTUAL is not supported yet",
             ),
         ];
         for (config, want) in cases {

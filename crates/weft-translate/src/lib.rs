@@ -20,6 +20,7 @@ mod proxyless;
 mod routes;
 mod sidecar;
 mod tcp;
+mod tls_routes;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;

@@ -12,7 +12,7 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use weft_registry::{Protocol, Service, Workload};
 
 use crate::clusters::{cluster_name, static_cluster, INBOUND_PASSTHROUGH, PASSTHROUGH};
-use crate::envoy::{hcm_inline, hcm_rds, socket, tcp_proxy};
+use crate::envoy::{hcm_inline, hcm_rds, socket, tcp_proxy, tls_inspector};
 use crate::routes::{route_to_cluster, virtual_service_routes, Context, DefaultRoute, Scope};
 use crate::{Inputs, ProxyResources};
 
@@ -71,19 +71,23 @@ fn outbound_listeners(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResource
             let Some(vip) = service.vip else {
                 continue;
             };
-            let tcp = FilterChain {
-                filters: vec![crate::tcp::outbound_filter(
-                    inputs, proxy, service, port.port, vip,
-                )],
-                ..Default::default()
-            };
             let mut listener = Listener {
                 name: format!("{vip}_{}", port.port),
                 address: Some(socket(&vip.to_string(), u32::from(port.port))),
                 bind_to_port: Some(BoolValue { value: false }),
-                filter_chains: vec![tcp],
                 ..Default::default()
             };
+            if protocol == Protocol::Tls {
+                tls_listener(inputs, proxy, service, port.port, vip, &mut listener);
+                out.listeners.push(listener);
+                continue;
+            }
+            listener.filter_chains.push(FilterChain {
+                filters: vec![crate::tcp::outbound_filter(
+                    inputs, proxy, service, port.port, vip,
+                )],
+                ..Default::default()
+            });
             if protocol == Protocol::Auto {
                 route_ports.entry(port.port).or_default().push(service);
                 let http = hcm_rds(
@@ -114,6 +118,33 @@ fn outbound_listeners(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResource
         out.routes
             .push(outbound_routes(inputs, proxy, port, &services));
     }
+}
+
+/// A TLS port's listener, as istiod builds it: chains by SNI from the
+/// VirtualServices' `tls[]` routes, and for other names the passthrough
+/// (the service's own cluster when no route applies at all). `tcp[]`
+/// routes do not apply to TLS ports.
+fn tls_listener(
+    inputs: &Inputs,
+    proxy: &Workload,
+    service: &Service,
+    port: u16,
+    vip: std::net::IpAddr,
+    listener: &mut Listener,
+) {
+    let chains = crate::tls_routes::sidecar_chains(inputs, proxy, service, port, vip);
+    let (name, cluster) = if chains.is_empty() {
+        let cluster = cluster_name("outbound", port, "", &service.fqdn());
+        (cluster.clone(), cluster)
+    } else {
+        listener.listener_filters.push(tls_inspector());
+        (PASSTHROUGH.to_string(), PASSTHROUGH.to_string())
+    };
+    listener.filter_chains = chains;
+    listener.filter_chains.push(FilterChain {
+        filters: vec![tcp_proxy(&name, &cluster)],
+        ..Default::default()
+    });
 }
 
 /// Istio's protocol sniffing on a listener: the `http_inspector` listener

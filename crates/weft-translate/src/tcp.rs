@@ -8,18 +8,17 @@
 
 use std::net::IpAddr;
 
-use envoy_types::pb::envoy::config::listener::v3::{filter, Filter};
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-    tcp_proxy::{weighted_cluster::ClusterWeight, ClusterSpecifier, WeightedCluster},
-    TcpProxy,
+use envoy_types::pb::envoy::config::listener::v3::Filter;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::{
+    weighted_cluster::ClusterWeight, ClusterSpecifier, WeightedCluster,
 };
-use envoy_types::util::pack_any;
 use weft_config::networking::http_policies::L4Match;
-use weft_config::networking::virtual_service::TcpRoute;
+use weft_config::networking::virtual_service::{RouteDestination, TcpRoute};
+use weft_config::networking::VirtualService;
 use weft_registry::{Service, Workload};
 
 use crate::clusters::cluster_name;
-use crate::envoy::TCP_PROXY;
+use crate::envoy::tcp_proxy_to;
 use crate::routes::{destination_cluster, source_fits, Context, Scope};
 use crate::Inputs;
 
@@ -55,23 +54,30 @@ pub(crate) fn outbound_filter(
                 let host = &d.destination.host;
                 (host.clone(), r.namespace().to_string())
             });
-            Some((specifier(route, &scope), first))
+            Some((specifier(&route.route, &scope), first))
         });
     let (specifier, first) = match chosen {
         Some((s, first)) => (s, first),
         None => (ClusterSpecifier::Cluster(default.clone()), None),
     };
     let (host, namespace) = first.unwrap_or((fqdn, service.namespace.clone()));
-    let proxy = TcpProxy {
-        stat_prefix: default,
-        cluster_specifier: Some(specifier),
-        idle_timeout: idle_timeout(inputs, &host, &namespace),
-        ..Default::default()
+    tcp_proxy_to(default, specifier, idle_timeout(inputs, &host, &namespace))
+}
+
+/// The tcp_proxy filter for an L4 (TCP or TLS) route's destinations, its
+/// idle timeout from the first destination's DestinationRule.
+pub(crate) fn route_filter(route: &[RouteDestination], scope: &Scope) -> Filter {
+    let first = route.first().map(|d| d.destination.host.as_str());
+    let stat_prefix = route
+        .first()
+        .map(|d| destination_cluster(&d.destination, scope))
+        .unwrap_or_default();
+    let inputs = Inputs {
+        config: scope.config,
+        registry: scope.registry,
     };
-    Filter {
-        name: TCP_PROXY.into(),
-        config_type: Some(filter::ConfigType::TypedConfig(pack_any(proxy))),
-    }
+    let idle = first.and_then(|h| idle_timeout(&inputs, h, scope.namespace));
+    tcp_proxy_to(stat_prefix, specifier(route, scope), idle)
 }
 
 /// `connectionPool.tcp.idleTimeout` of `host`'s DestinationRule (unset:
@@ -100,10 +106,13 @@ fn idle_timeout(
 /// must fit: port, source labels and namespace, `mesh` among its gateways,
 /// and the VIP inside one of its destination subnets.
 fn applies(route: &TcpRoute, scope: &Scope, vip: IpAddr) -> bool {
-    route.matches.is_empty() || route.matches.iter().any(|m| fits(m, scope, vip))
+    route.matches.is_empty() || route.matches.iter().any(|m| fits(m, scope, Some(vip)))
 }
 
-fn fits(m: &L4Match, scope: &Scope, vip: IpAddr) -> bool {
+/// Whether an L4 match applies to this proxy and listener: port, source
+/// labels and namespace, its gateways, and (where the listener has one)
+/// the VIP inside one of its destination subnets.
+pub(crate) fn fits(m: &L4Match, scope: &Scope, vip: Option<IpAddr>) -> bool {
     source_fits(
         m.port,
         &m.source_labels,
@@ -111,11 +120,19 @@ fn fits(m: &L4Match, scope: &Scope, vip: IpAddr) -> bool {
         &m.gateways,
         scope,
     ) && (m.destination_subnets.is_empty()
-        || m.destination_subnets.iter().any(|c| in_subnet(vip, c)))
+        || vip.is_none_or(|vip| m.destination_subnets.iter().any(|c| in_subnet(vip, c))))
 }
 
-fn specifier(route: &TcpRoute, scope: &Scope) -> ClusterSpecifier {
-    match route.route.as_slice() {
+/// The TCP route of a gateway's TCP or TLS-terminating server: the first
+/// whose matches fit (or that has none).
+pub(crate) fn gateway_route<'a>(vs: &'a VirtualService, scope: &Scope) -> Option<&'a TcpRoute> {
+    vs.tcp
+        .iter()
+        .find(|t| t.matches.is_empty() || t.matches.iter().any(|m| fits(m, scope, None)))
+}
+
+fn specifier(route: &[RouteDestination], scope: &Scope) -> ClusterSpecifier {
+    match route {
         [only] => ClusterSpecifier::Cluster(destination_cluster(&only.destination, scope)),
         many => ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: many

@@ -31,7 +31,7 @@ fn workload(name: &str, ip: &str, l: &[(&str, &str)], proxy: ProxyKind) -> Workl
     }
 }
 
-fn registry() -> Registry {
+pub(crate) fn registry() -> Registry {
     Registry {
         services: vec![Service {
             name: "reviews".into(),

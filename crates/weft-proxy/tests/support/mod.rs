@@ -251,6 +251,21 @@ pub fn listener(addr: SocketAddr, routes: Vec<Route>) -> Listener {
 }
 
 /// A free loopback port (bound and released; the proxy binds it next).
+/// A tcp_proxy network filter to `cluster`.
+pub fn tcp_proxy_filter(cluster: &str) -> Filter {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        tcp_proxy::ClusterSpecifier, TcpProxy,
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack_any(TcpProxy {
+            stat_prefix: cluster.into(),
+            cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.into())),
+            ..Default::default()
+        }))),
+    }
+}
+
 pub fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
