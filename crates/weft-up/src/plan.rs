@@ -164,8 +164,9 @@ fn tls_port(ingress_port: u16) -> anyhow::Result<u16> {
         .ok_or_else(|| anyhow::anyhow!("--ingress-port {ingress_port}: the TLS port {ingress_port}+{TLS_PORT_OFFSET} does not fit"))
 }
 
-/// The ingress gateway's Service, as Istio's chart defines it: port 80 (and
-/// 8080) to the gateway's HTTP port, 443 to its HTTPS port.
+/// The ingress gateway's Service, as Istio's demo profile defines it: port
+/// 80 (and 8080) to the gateway's HTTP port, 443 to its HTTPS port, and
+/// 31400 and 15443 to themselves.
 fn gateway_service(ingress_port: u16) -> Service {
     let port = |name: &str, number: u16, target: u16| ServicePort {
         name: name.into(),
@@ -183,6 +184,10 @@ fn gateway_service(ingress_port: u16) -> Service {
             port("http2", 80, ingress_port),
             port("http", 8080, ingress_port),
             port("https", 443, tls),
+            // The demo profile's TCP and TLS ports, served at their own
+            // numbers (Istio's TCP traffic-shifting task uses 31400).
+            port("tcp", 31400, 31400),
+            port("tls", 15443, 15443),
         ],
         selector: labels(&[("istio", "ingressgateway")]),
     }
