@@ -10,6 +10,7 @@ pub mod extensions;
 pub mod gateway_api;
 pub mod kube;
 pub mod load;
+pub mod mesh_config;
 pub mod meta;
 pub mod networking;
 mod positions;
@@ -21,5 +22,6 @@ mod validate;
 
 pub use error::{ConfigError, Problem, Severity};
 pub use load::{load_dir, load_str, Loaded};
+pub use mesh_config::MeshConfig;
 pub use meta::{ObjectMeta, Origin};
 pub use resource::{Key, Kind, Resource, Spec};

@@ -99,11 +99,9 @@ pub(crate) fn validate(resource: &Resource) -> Vec<Problem> {
         Spec::Service(svc) => crate::kube::check_service(&mut r, svc),
         Spec::Deployment(d) => crate::kube::check_deployment(&mut r, d),
         Spec::Pod(p) => crate::kube::check_pod(&mut r, p),
-        Spec::Namespace(_)
-        | Spec::ServiceAccount(_)
-        | Spec::EndpointSlice(_)
-        | Spec::Secret(_)
-        | Spec::ConfigMap(_) => {}
+        Spec::Namespace(_) | Spec::ServiceAccount(_) | Spec::EndpointSlice(_) | Spec::Secret(_) => {
+        }
+        Spec::ConfigMap(_) => crate::mesh_config::check(&mut r, resource),
     }
     if !resource.kind.is_enforced() && !resource.kind.is_kube() {
         r.warn(

@@ -46,6 +46,11 @@ pub struct WorkloadSpec {
     /// with a path); `weft up` waits on it (default: `GET /`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
+    /// DNS names every pod resolves to this pod's address: a host outside
+    /// the mesh (with `sidecar.istio.io/inject: "false"`), as `httpbin.org`
+    /// would be, for egress and `outboundTrafficPolicy`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -157,6 +162,18 @@ impl MeshSpec {
             if w.command.is_empty() {
                 return Err(format!("workload {:?}: command must not be empty", w.name));
             }
+            if let Some(bad) = w.hostnames.iter().find(|h| !valid_hostname(h)) {
+                return Err(format!(
+                    "workload {:?}: hostnames: {bad:?} is not a DNS name",
+                    w.name
+                ));
+            }
+            if !w.hostnames.is_empty() && w.replicas.unwrap_or(1) > 1 {
+                return Err(format!(
+                    "workload {:?}: hostnames name one host; a workload with them has one replica",
+                    w.name
+                ));
+            }
         }
         for s in &self.services {
             if !valid_name(&s.name) {
@@ -173,6 +190,17 @@ impl MeshSpec {
     }
 }
 
+fn valid_hostname(h: &str) -> bool {
+    h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 40
@@ -184,6 +212,20 @@ fn valid_name(n: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostnames_are_dns_names_of_one_pod() {
+        let mesh = |extra: &str| {
+            MeshSpec::from_yaml(&format!(
+                "workloads:\n- name: ext\n  command: [x]\n  labels: {{sidecar.istio.io/inject: 'false'}}\n{extra}"
+            ))
+        };
+        assert!(mesh("  hostnames: [httpbin.org, www.example.com]\n").is_ok());
+        let bad = mesh("  hostnames: ['httpbin.org/x']\n").unwrap_err();
+        assert!(bad.contains("\"httpbin.org/x\" is not a DNS name"), "{bad}");
+        let many = mesh("  hostnames: [a.org]\n  replicas: 2\n").unwrap_err();
+        assert!(many.contains("one replica"), "{many}");
+    }
 
     #[test]
     fn replicas_are_pods_named_by_index() {

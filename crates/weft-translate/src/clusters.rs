@@ -18,6 +18,9 @@ use crate::{Inputs, ProxyResources};
 
 pub const PASSTHROUGH: &str = "PassthroughCluster";
 pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
+/// Where REGISTRY_ONLY sends what the registry does not know: a cluster
+/// with no endpoints (TCP is closed, HTTP gets 502 before reaching it).
+pub const BLACKHOLE: &str = "BlackHoleCluster";
 
 /// Istio's cluster name: `direction|port|subset|host`.
 pub fn cluster_name(direction: &str, port: u16, subset: &str, host: &str) -> String {
@@ -46,6 +49,7 @@ pub(crate) fn outbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResourc
         }
     }
     out.clusters.push(original_dst(PASSTHROUGH));
+    out.clusters.push(blackhole());
     // Inbound passthrough connects from 127.0.0.6, which the capture rules
     // let through; from any other source it would be captured again.
     let mut inbound = original_dst(INBOUND_PASSTHROUGH);
@@ -199,6 +203,16 @@ fn original_dst(name: &str) -> Cluster {
         lb_policy: cluster::LbPolicy::ClusterProvided as i32,
         // Istio's defaults: no circuit-breaker limit (not Envoy's 1024).
         ..pool::apply(Cluster::default(), weft_registry::Protocol::Tcp, None, None)
+    }
+}
+
+fn blackhole() -> Cluster {
+    Cluster {
+        name: BLACKHOLE.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        ..Default::default()
     }
 }
 

@@ -54,6 +54,11 @@ pub struct Inputs<'a> {
 }
 
 impl<'a> Inputs<'a> {
+    /// The mesh config (Istio's `istio` ConfigMap), or Istio's defaults.
+    pub(crate) fn mesh(&self) -> weft_config::MeshConfig {
+        weft_config::MeshConfig::of(self.config)
+    }
+
     /// The VirtualServices `keep` accepts, oldest first (then by name and
     /// namespace), the order istiod takes them in.
     pub(crate) fn virtual_services(

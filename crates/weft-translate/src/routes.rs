@@ -201,7 +201,7 @@ fn http_route(name: &str, http: &HttpRoute, scope: &Scope) -> Option<Route> {
     })
 }
 
-fn catch_all() -> RouteMatch {
+pub(crate) fn catch_all() -> RouteMatch {
     RouteMatch {
         path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
         ..Default::default()

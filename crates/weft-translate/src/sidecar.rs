@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use envoy_types::pb::envoy::config::listener::v3::{
     listener_filter, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
 };
-use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::config::route::v3::{
+    route, DirectResponseAction, Route, RouteConfiguration, VirtualHost,
+};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use weft_registry::{Protocol, Service, Workload};
 
-use crate::clusters::{cluster_name, static_cluster, INBOUND_PASSTHROUGH, PASSTHROUGH};
+use crate::clusters::{cluster_name, static_cluster, BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH};
 use crate::envoy::{hcm_inline, hcm_rds, socket, tcp_proxy, tls_inspector};
 use crate::routes::{route_to_cluster, virtual_service_routes, Context, DefaultRoute, Scope};
 use crate::{Inputs, ProxyResources};
@@ -22,7 +24,8 @@ const OUTBOUND_PORT: u32 = 15001;
 const INBOUND_PORT: u32 = 15006;
 
 pub(crate) fn build(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
-    out.listeners.push(virtual_outbound());
+    let outside = Outside::of(inputs);
+    out.listeners.push(virtual_outbound(outside));
     outbound_listeners(inputs, proxy, out);
     inbound(inputs, proxy, out);
 }
@@ -39,14 +42,68 @@ fn original_dst_filter() -> ListenerFilter {
     }
 }
 
-fn virtual_outbound() -> Listener {
+/// Where a sidecar sends traffic for hosts the registry does not know:
+/// mesh config `outboundTrafficPolicy.mode` ALLOW_ANY (Istio's default)
+/// lets it out as it is, REGISTRY_ONLY stops it.
+#[derive(Clone, Copy, PartialEq)]
+enum Outside {
+    AllowAny,
+    RegistryOnly,
+}
+
+impl Outside {
+    fn of(inputs: &Inputs) -> Outside {
+        if inputs.mesh().registry_only() {
+            Outside::RegistryOnly
+        } else {
+            Outside::AllowAny
+        }
+    }
+
+    /// The cluster unknown TCP destinations go to.
+    fn cluster(self) -> &'static str {
+        match self {
+            Outside::AllowAny => PASSTHROUGH,
+            Outside::RegistryOnly => BLACKHOLE,
+        }
+    }
+
+    /// The last virtual host of an outbound route table, for hosts no
+    /// service claims: `allow_any` passes them through, `block_all`
+    /// answers 502, as istiod writes them.
+    fn virtual_host(self) -> VirtualHost {
+        let route = match self {
+            Outside::AllowAny => {
+                route_to_cluster("allow_any", PASSTHROUGH, DefaultRoute::Passthrough)
+            }
+            Outside::RegistryOnly => Route {
+                name: "block_all".into(),
+                r#match: Some(crate::routes::catch_all()),
+                action: Some(route::Action::DirectResponse(DirectResponseAction {
+                    status: 502,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+        };
+        VirtualHost {
+            name: route.name.clone(),
+            domains: vec!["*".into()],
+            routes: vec![route],
+            ..Default::default()
+        }
+    }
+}
+
+fn virtual_outbound(outside: Outside) -> Listener {
+    let cluster = outside.cluster();
     Listener {
         name: VIRTUAL_OUTBOUND.into(),
         address: Some(socket("0.0.0.0", OUTBOUND_PORT)),
         use_original_dst: Some(BoolValue { value: true }),
         filter_chains: vec![FilterChain {
-            name: PASSTHROUGH.into(),
-            filters: vec![tcp_proxy(PASSTHROUGH, PASSTHROUGH)],
+            name: cluster.into(),
+            filters: vec![tcp_proxy(cluster, cluster)],
             ..Default::default()
         }],
         ..Default::default()
@@ -138,7 +195,8 @@ fn tls_listener(
         (cluster.clone(), cluster)
     } else {
         listener.listener_filters.push(tls_inspector());
-        (PASSTHROUGH.to_string(), PASSTHROUGH.to_string())
+        let cluster = Outside::of(inputs).cluster();
+        (cluster.to_string(), cluster.to_string())
     };
     listener.filter_chains = chains;
     listener.filter_chains.push(FilterChain {
@@ -192,16 +250,7 @@ fn outbound_routes(
         .iter()
         .map(|s| service_virtual_host(inputs, proxy, s, port))
         .collect();
-    virtual_hosts.push(VirtualHost {
-        name: "allow_any".into(),
-        domains: vec!["*".into()],
-        routes: vec![route_to_cluster(
-            "allow_any",
-            PASSTHROUGH,
-            DefaultRoute::Passthrough,
-        )],
-        ..Default::default()
-    });
+    virtual_hosts.push(Outside::of(inputs).virtual_host());
     RouteConfiguration {
         name: port.to_string(),
         virtual_hosts,

@@ -855,3 +855,58 @@ fn proxyless_grpc_gets_api_listeners_and_lean_clusters() {
         .flat_map(|e| &e.endpoints)
         .all(|g| g.locality.is_some() && g.load_balancing_weight.is_some()));
 }
+
+/// Mesh config `outboundTrafficPolicy` REGISTRY_ONLY (the `istio`
+/// ConfigMap): unknown TCP destinations go to BlackHoleCluster, unknown
+/// HTTP hosts get 502 from `block_all`; ALLOW_ANY (the default) lets both
+/// through.
+#[test]
+fn outbound_traffic_policy_follows_the_mesh_config() {
+    use envoy_types::pb::envoy::config::listener::v3::filter;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        tcp_proxy::ClusterSpecifier, TcpProxy,
+    };
+    let outside = |out: &ProxyResources| {
+        let outbound = out
+            .listeners
+            .iter()
+            .find(|l| l.name == "virtualOutbound")
+            .unwrap();
+        let Some(filter::ConfigType::TypedConfig(any)) =
+            &outbound.filter_chains[0].filters[0].config_type
+        else {
+            panic!()
+        };
+        let tcp: TcpProxy = prost::Message::decode(any.value.as_slice()).unwrap();
+        let Some(ClusterSpecifier::Cluster(cluster)) = tcp.cluster_specifier else {
+            panic!()
+        };
+        let table = out.routes.iter().find(|r| r.name == "9080").unwrap();
+        let last = table.virtual_hosts.last().unwrap();
+        let action = match &last.routes[0].action {
+            Some(route::Action::DirectResponse(d)) => format!("direct {}", d.status),
+            Some(route::Action::Route(r)) => format!("{:?}", r.cluster_specifier),
+            other => format!("{other:?}"),
+        };
+        (cluster, last.name.clone(), action)
+    };
+    let (cluster, vhost, action) = outside(&translated(0));
+    assert_eq!(
+        (cluster.as_str(), vhost.as_str()),
+        ("PassthroughCluster", "allow_any")
+    );
+    assert!(action.contains("PassthroughCluster"), "{action}");
+    let registry_only = format!(
+        "{CONFIG}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |-\n    outboundTrafficPolicy:\n      mode: REGISTRY_ONLY\n"
+    );
+    let out = translated_with(&registry_only, 0);
+    assert_eq!(
+        outside(&out),
+        (
+            "BlackHoleCluster".into(),
+            "block_all".into(),
+            "direct 502".into()
+        )
+    );
+    assert!(out.clusters.iter().any(|c| c.name == "BlackHoleCluster"));
+}

@@ -129,9 +129,17 @@ impl Plan {
     }
 
     /// /etc/hosts for one pod: every service by every name a pod in that
-    /// namespace may use, resolving to the service VIP.
+    /// namespace may use, resolving to the service VIP, and the names of
+    /// hosts outside the mesh (`hostnames`).
     pub fn hosts_file(&self, pod: &Pod) -> String {
         let mut out = format!("127.0.0.1 localhost\n{} {}\n", pod.ip, pod.spec.name);
+        for other in self.pods.iter().filter(|p| !p.spec.hostnames.is_empty()) {
+            out.push_str(&format!(
+                "{} {}\n",
+                other.ip,
+                other.spec.hostnames.join(" ")
+            ));
+        }
         for s in &self.registry.services {
             if let Some(vip) = s.vip {
                 out.push_str(&format!(

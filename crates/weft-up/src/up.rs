@@ -492,7 +492,13 @@ fn print_table(plan: &Plan, dir: &Path) {
         .iter()
         .filter(|w| w.proxy == ProxyKind::NoSidecar)
     {
-        println!("\nno sidecar:     {} (outside the mesh)", w.name);
+        let names = plan
+            .pods
+            .iter()
+            .find(|p| p.spec.name == w.name && !p.spec.hostnames.is_empty())
+            .map(|p| format!(", resolved as {}", p.spec.hostnames.join(", ")))
+            .unwrap_or_default();
+        println!("\nno sidecar:     {} (outside the mesh{names})", w.name);
     }
     for w in plan
         .registry

@@ -1,0 +1,156 @@
+//! Istio's MeshConfig, read where istiod reads it: the `mesh` key of the
+//! ConfigMap `istio` in the root namespace (`istio-system`). Applying that
+//! ConfigMap (`weft apply -f`, or a file in the config directory) changes
+//! mesh-wide behaviour at once, as editing it does for istiod.
+//!
+//! Fields Weft acts on are typed; the rest of Istio's MeshConfig is kept
+//! and named in a warning, so a real mesh config loads unchanged.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::resource::{Resource, Spec};
+
+/// The ConfigMap istiod takes its mesh config from, and its key.
+pub const CONFIG_MAP: &str = "istio";
+pub const ROOT_NAMESPACE: &str = "istio-system";
+pub const MESH_KEY: &str = "mesh";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    /// Every other MeshConfig field: accepted, not acted on.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutboundTrafficPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+pub const OUTBOUND_MODES: &[&str] = &["ALLOW_ANY", "REGISTRY_ONLY"];
+
+impl MeshConfig {
+    /// The mesh config of a set of resources: Istio's defaults, or what
+    /// the `istio` ConfigMap's `mesh` key says (when it parses; a bad one
+    /// is rejected by validation, so it never reaches here).
+    pub fn of(config: &[Resource]) -> MeshConfig {
+        config
+            .iter()
+            .find_map(mesh_text)
+            .and_then(|text| MeshConfig::parse(text).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn parse(text: &str) -> Result<MeshConfig, String> {
+        if text.trim().is_empty() {
+            return Ok(MeshConfig::default());
+        }
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Whether sidecars may reach hosts outside the registry (ALLOW_ANY,
+    /// Istio's default) or only those in it (REGISTRY_ONLY).
+    pub fn registry_only(&self) -> bool {
+        self.outbound_traffic_policy
+            .as_ref()
+            .and_then(|p| p.mode.as_deref())
+            == Some("REGISTRY_ONLY")
+    }
+}
+
+/// The `mesh` text of `resource` when it is the mesh config ConfigMap.
+pub fn mesh_text(resource: &Resource) -> Option<&str> {
+    let Spec::ConfigMap(map) = &resource.spec else {
+        return None;
+    };
+    (resource.meta.name == CONFIG_MAP && resource.namespace() == ROOT_NAMESPACE)
+        .then(|| map.data.get(MESH_KEY).map(String::as_str))
+        .flatten()
+}
+
+/// Checks the mesh config ConfigMap: its `mesh` key parses as MeshConfig,
+/// `outboundTrafficPolicy.mode` is one of Istio's, and the fields Weft does
+/// not act on are named.
+pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
+    let Some(text) = mesh_text(resource) else {
+        return;
+    };
+    let at = format!("data.{MESH_KEY}");
+    let mesh = match MeshConfig::parse(text) {
+        Ok(mesh) => mesh,
+        Err(e) => {
+            r.error(&at, format!("not a valid MeshConfig: {e}"));
+            return;
+        }
+    };
+    crate::validate::one_of(
+        r,
+        &format!("{at}.outboundTrafficPolicy.mode"),
+        mesh.outbound_traffic_policy
+            .as_ref()
+            .and_then(|p| p.mode.as_deref()),
+        OUTBOUND_MODES,
+    );
+    for field in mesh.other.keys() {
+        r.warn(
+            format!("{at}.{field}"),
+            "accepted but not enforced by this version of Weft",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(mesh: &str) -> crate::Loaded {
+        let indented: String = mesh.lines().map(|l| format!("    {l}\n")).collect();
+        let doc = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |-\n{indented}"
+        );
+        crate::load_str(&doc, "mesh.yaml")
+    }
+
+    #[test]
+    fn the_istio_config_map_sets_the_mesh_config() {
+        let loaded =
+            load("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogFile: /dev/stdout");
+        assert!(!loaded.has_errors(), "{:?}", loaded.problems);
+        let mesh = MeshConfig::of(&loaded.resources);
+        assert!(mesh.registry_only());
+        let warned: Vec<String> = loaded.problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            warned
+                .iter()
+                .any(|p| p.contains("data.mesh.accessLogFile: accepted but not enforced")),
+            "{warned:?}"
+        );
+        assert!(!MeshConfig::of(&[]).registry_only(), "ALLOW_ANY by default");
+    }
+
+    #[test]
+    fn a_bad_mode_or_bad_yaml_is_an_error_naming_the_field() {
+        let loaded = load("outboundTrafficPolicy:\n  mode: DENY_ALL");
+        let errors: Vec<String> = loaded.errors().map(|p| p.to_string()).collect();
+        assert!(
+            errors.iter().any(|e| e
+                .contains("data.mesh.outboundTrafficPolicy.mode: Unsupported value: \"DENY_ALL\"")),
+            "{errors:?}"
+        );
+        let loaded = load("outboundTrafficPolicy: [");
+        assert!(
+            loaded
+                .errors()
+                .any(|p| p.to_string().contains("data.mesh: not a valid MeshConfig")),
+            "{:?}",
+            loaded.problems
+        );
+    }
+}

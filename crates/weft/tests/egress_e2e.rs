@@ -1,0 +1,120 @@
+//! End-to-end: the start of Istio's "Accessing External Services" task on a
+//! `weft up` mesh. Hosts outside the mesh are pods without a sidecar whose
+//! names (`httpbin.org`, `www.example.com`) every pod resolves; the mesh
+//! config's `outboundTrafficPolicy` (the `istio` ConfigMap, applied as
+//! istioctl writes it) lets sidecars reach them (ALLOW_ANY) or not
+//! (REGISTRY_ONLY: HTTP gets 502, TLS is cut before its handshake).
+//! Subnet 163, ingress port 18163.
+
+mod support;
+
+#[path = "../../weft-proxy/tests/support/pki.rs"]
+#[allow(dead_code)]
+mod pki;
+
+use std::time::Duration;
+
+use support::*;
+
+fn mesh_config(mode: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |-\n    accessLogFile: /dev/stdout\n    defaultConfig:\n      discoveryAddress: istiod.istio-system.svc:15012\n    outboundTrafficPolicy:\n      mode: {mode}\n"
+    )
+}
+
+/// curl inside the `curl` pod; (exit code, what `-w` wrote).
+fn from_pod(mesh: &Mesh, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &mesh.netns("curl"),
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn http_code(mesh: &Mesh, url: &str) -> (i32, String) {
+    from_pod(mesh, &["-o", "/dev/null", "-w", "%{http_code}", url])
+}
+
+#[test]
+fn istio_external_services_task_allow_any_then_registry_only() {
+    let pki = pki::Pki::new("egress");
+    pki.root("example.com");
+    pki.leaf("example.com", "www.example.com");
+    let outside = format!(
+        "- name: httpbin-org\n  labels: {{app: httpbin-org, sidecar.istio.io/inject: \"false\"}}\n  hostnames: [httpbin.org]\n  command: [weft, demo, httpbin, --version, external, --listen, \"0.0.0.0:80\"]\n  ports: [{{containerPort: 80, name: http}}]\n\
+         - name: www-example-com\n  labels: {{app: www-example-com, sidecar.istio.io/inject: \"false\"}}\n  hostnames: [www.example.com]\n  command: [openssl, s_server, -accept, \"443\", -cert, {}, -key, {}, -www, -quiet]\n  ports: [{{containerPort: 443, name: https}}]\n",
+        pki.path("www.example.com.crt"),
+        pki.path("www.example.com.key"),
+    );
+    let mesh = Mesh::up_edited("httpbin", "egress", 163, 18163, |text| {
+        text.replace("\nservices:\n", &format!("\n{outside}services:\n"))
+    });
+    let ca = pki.path("example.com.crt");
+    let https = |mesh: &Mesh| {
+        from_pod(
+            mesh,
+            &[
+                "--cacert",
+                &ca,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "https://www.example.com/",
+            ],
+        )
+    };
+
+    // ALLOW_ANY, Istio's default: both leave the mesh.
+    wait_until("httpbin.org over HTTP", Duration::from_secs(20), || {
+        http_code(&mesh, "http://httpbin.org/headers") == (0, "200".into())
+    });
+    wait_until("www.example.com over TLS", Duration::from_secs(20), || {
+        https(&mesh) == (0, "200".into())
+    });
+
+    // REGISTRY_ONLY: TLS is cut (curl's exit code 35, as in the task),
+    // HTTP gets 502 on ports the mesh serves HTTP on (80 is the ingress
+    // gateway Service's); services in the registry still answer.
+    let applied = mesh.apply_yaml("mesh-config.yaml", &mesh_config("REGISTRY_ONLY"));
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    wait_until(
+        "TLS to www.example.com cut",
+        Duration::from_secs(20),
+        || https(&mesh).0 == 35,
+    );
+    for url in [
+        "http://httpbin.org/headers",
+        "http://httpbin.org:8000/headers",
+    ] {
+        assert_eq!(http_code(&mesh, url), (0, "502".into()), "block_all: {url}");
+    }
+    assert_eq!(
+        http_code(&mesh, "http://httpbin:8000/status/418"),
+        (0, "418".into())
+    );
+
+    // Back to ALLOW_ANY.
+    mesh.apply_yaml("mesh-config.yaml", &mesh_config("ALLOW_ANY"));
+    wait_until(
+        "TLS to www.example.com again",
+        Duration::from_secs(20),
+        || https(&mesh) == (0, "200".into()),
+    );
+}
