@@ -128,6 +128,7 @@ impl Findings {
 
 pub(crate) const REFERENCED_RESOURCE_NOT_FOUND: (&str, &str) =
     ("IST0101", "ReferencedResourceNotFound");
+pub(crate) const INVALID_GATEWAY_CREDENTIAL: (&str, &str) = ("IST0161", "InvalidGatewayCredential");
 pub(crate) const DESTINATION_PORT_SELECTOR_REQUIRED: (&str, &str) =
     ("IST0112", "VirtualServiceDestinationPortSelectorRequired");
 pub(crate) const GATEWAY_PORT_NOT_ON_WORKLOAD: (&str, &str) =

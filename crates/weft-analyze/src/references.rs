@@ -1,5 +1,6 @@
 //! References to things that do not exist: hosts, subsets, gateways,
-//! namespaces, service accounts, and selectors that select nothing.
+//! namespaces, service accounts, selectors that select nothing, and
+//! gateway credentials that cannot serve.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,8 +8,8 @@ use weft_config::networking::Destination;
 use weft_config::{Kind, Resource, Spec};
 
 use crate::{
-    Findings, Input, Level, DESTINATION_PORT_SELECTOR_REQUIRED, NO_MATCHING_WORKLOADS,
-    REFERENCED_RESOURCE_NOT_FOUND, SUBSET_SELECTS_NO_PODS,
+    Findings, Input, Level, DESTINATION_PORT_SELECTOR_REQUIRED, INVALID_GATEWAY_CREDENTIAL,
+    NO_MATCHING_WORKLOADS, REFERENCED_RESOURCE_NOT_FOUND, SUBSET_SELECTS_NO_PODS,
 };
 
 pub(crate) fn check(input: &Input, f: &mut Findings) {
@@ -316,11 +317,12 @@ fn gateway_credentials(input: &Input, f: &mut Findings, r: &Resource) {
         let Some(tls) = &server.tls else { continue };
         let names = tls.credential_name.iter().chain(&tls.credential_names);
         for name in names {
-            if !namespaces.is_empty()
-                && !namespaces
-                    .iter()
-                    .any(|ns| secrets.contains(&(*ns, name.as_str())))
-            {
+            let found: Vec<&str> = namespaces
+                .iter()
+                .copied()
+                .filter(|ns| secrets.contains(&(*ns, name.as_str())))
+                .collect();
+            if !namespaces.is_empty() && found.is_empty() {
                 f.push(
                     Level::Error,
                     REFERENCED_RESOURCE_NOT_FOUND,
@@ -329,6 +331,28 @@ fn gateway_credentials(input: &Input, f: &mut Findings, r: &Resource) {
                     Some("create a TLS Secret of that name in the gateway workload's namespace"),
                 );
             }
+            let mutual = matches!(tls.mode.as_deref(), Some("MUTUAL" | "OPTIONAL_MUTUAL"));
+            for ns in found {
+                if let Err(why) = credential_usable(input, ns, name, mutual) {
+                    f.push(
+                        Level::Error,
+                        INVALID_GATEWAY_CREDENTIAL,
+                        r,
+                        format!("The credential referenced by the Gateway {} in namespace {ns} is invalid, which can cause the traffic not to work as expected: {why}.", r.meta.name),
+                        Some("put a PEM certificate chain and the key of its leaf in the Secret (tls.crt and tls.key), and for MUTUAL the client CAs (ca.crt)"),
+                    );
+                }
+            }
         }
     }
+}
+
+/// The checks the control plane makes before it serves a credential.
+fn credential_usable(input: &Input, ns: &str, name: &str, mutual: bool) -> Result<(), String> {
+    use weft_translate::credentials;
+    credentials::certificate(input.config, ns, name)?;
+    if mutual {
+        credentials::trusted_ca(input.config, ns, name)?;
+    }
+    Ok(())
 }

@@ -329,3 +329,29 @@ fn ist0101_gateway_credential_and_service_accounts() {
     assert!(codes(&ap("default/ghost")).contains(&"IST0101"));
     assert!(!codes(&ap("default/bookinfo-reviews")).contains(&"IST0101"));
 }
+
+/// IST0161: a credential Secret that exists but does not hold a usable
+/// certificate and key (or, for MUTUAL, CAs), named as the gateway's log
+/// names it.
+#[test]
+fn ist0161_invalid_gateway_credential() {
+    let tls = GW.replace("  - port: {number: 8080, name: http, protocol: HTTP}\n", "  - port: {number: 8080, name: https, protocol: HTTPS}\n    tls: {mode: SIMPLE, credentialName: bookinfo-cert}\n");
+    let secret = |data: &str| {
+        format!("{tls}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: bookinfo-cert, namespace: istio-system}}\ntype: kubernetes.io/tls\n{data}")
+    };
+    let empty = codes(&secret(""));
+    assert_eq!(empty, ["IST0161"]);
+    let garbage = secret("stringData: {tls.crt: not a certificate, tls.key: nor a key}\n");
+    assert_eq!(codes(&garbage), ["IST0161"]);
+    let registry = registry();
+    let loaded = weft_config::load_str(&garbage, "t.yaml");
+    let findings = crate::analyze(&crate::Input {
+        config: &loaded.resources,
+        registry: &registry,
+    });
+    let text = format!("{:?}", findings);
+    assert!(
+        text.contains("Gateway gw in namespace istio-system is invalid"),
+        "{text}"
+    );
+}
