@@ -1,6 +1,7 @@
 //! Connects the ADS server to translation: node id → workload → resources.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::Any;
@@ -11,6 +12,37 @@ use crate::State;
 
 pub(crate) struct MeshGenerator {
     pub state: Arc<State>,
+    /// The translation problems last logged per node: each push recomputes
+    /// them, and only a change is worth a log line.
+    pub reported: Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl MeshGenerator {
+    pub fn new(state: Arc<State>) -> Self {
+        MeshGenerator {
+            state,
+            reported: Mutex::default(),
+        }
+    }
+
+    /// Logs the problems `node` did not have at its last push, and says
+    /// when it has none left.
+    fn report(&self, node: &str, problems: Vec<String>) {
+        let mut reported = self.reported.lock().expect("reported lock");
+        let before = reported.get(node).cloned().unwrap_or_default();
+        if before == problems {
+            return;
+        }
+        for problem in problems.iter().filter(|p| !before.contains(p)) {
+            tracing::warn!(node, "{problem}");
+        }
+        if problems.is_empty() {
+            tracing::info!(node, "no translation problems left");
+            reported.remove(node);
+        } else {
+            reported.insert(node.to_string(), problems);
+        }
+    }
 }
 
 impl Generator for MeshGenerator {
@@ -30,9 +62,7 @@ impl Generator for MeshGenerator {
         } else {
             weft_translate::translate(&inputs, workload)
         };
-        for problem in &out.problems {
-            tracing::warn!(node = %node.id, "{problem}");
-        }
+        self.report(&node.id, out.problems);
         let mut g = Generated::default();
         g.by_type
             .insert(types::CLUSTER, named(out.clusters, |c| &c.name));

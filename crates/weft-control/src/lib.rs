@@ -58,9 +58,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("API address {}: {e}", options.api_addr))?;
     tokio::spawn(api::serve(api, state.clone()));
 
-    let generator = Arc::new(generator::MeshGenerator {
-        state: state.clone(),
-    });
+    let generator = Arc::new(generator::MeshGenerator::new(state.clone()));
     let ads = weft_xds::AdsServer::new(generator, rx, state.board.clone());
     tracing::info!(xds = %options.xds_addr, api = %options.api_addr, "control plane serving");
     tonic::transport::Server::builder()
