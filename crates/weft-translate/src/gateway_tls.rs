@@ -344,4 +344,38 @@ mod tests {
             assert!(out.secrets.is_empty());
         }
     }
+
+    /// A TLS server that terminates (SIMPLE) carries opaque bytes: no ALPN
+    /// offered, a tcp_proxy from the bound VirtualService's `tcp[]` route.
+    #[test]
+    fn tls_servers_that_terminate_proxy_tcp() {
+        let (cert, key) = pem_pair("tls-tcp");
+        let config = format!("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 15443, name: tls, protocol: TLS}}\n    hosts: [db.example.com]\n    tls: {{mode: SIMPLE, credentialName: cred}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [db.example.com]\n  gateways: [gw]\n  tcp:\n  - match:\n    - port: 15443\n    route:\n    - destination: {{host: reviews, port: {{number: 9080}}}}\n")
+            + &secret_yaml("cred", &[("tls.crt", &cert), ("tls.key", &key)]);
+        let out = crate::tests::translated_with(&config, 2);
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        let l = out
+            .listeners
+            .iter()
+            .find(|l| l.name == "0.0.0.0_15443")
+            .unwrap();
+        let chain = &l.filter_chains[0];
+        assert_eq!(
+            chain.filter_chain_match.as_ref().unwrap().server_names,
+            ["db.example.com"]
+        );
+        assert_eq!(chain.filters[0].name, crate::envoy::TCP_PROXY);
+        let Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                any,
+            ),
+        ) = &chain.transport_socket.as_ref().unwrap().config_type
+        else {
+            panic!()
+        };
+        let ctx: super::DownstreamTlsContext =
+            prost::Message::decode(any.value.as_slice()).unwrap();
+        assert!(ctx.common_tls_context.unwrap().alpn_protocols.is_empty());
+        assert!(out.routes.is_empty(), "no HTTP route table");
+    }
 }
