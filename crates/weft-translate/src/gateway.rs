@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener};
 use envoy_types::pb::envoy::config::route::v3::{virtual_host, RouteConfiguration, VirtualHost};
 use envoy_types::pb::google::protobuf::BoolValue;
-use weft_config::networking::Server;
+use weft_config::networking::{Server, VirtualService};
 use weft_config::Resource;
 use weft_registry::Workload;
 
@@ -28,6 +28,34 @@ impl BoundServer<'_> {
     /// Whether one of the server's hosts admits VirtualService host `host`.
     pub fn admits(&self, host: &str) -> bool {
         self.server.hosts.iter().any(|sh| host_admitted(sh, host))
+    }
+
+    /// Whether VirtualService `vs` (in `ns`) is bound to this server: it
+    /// names the server's Gateway and has a host the server admits.
+    pub fn binds(&self, vs: &VirtualService, ns: &str) -> bool {
+        vs.gateways
+            .iter()
+            .any(|g| names_gateway(g, ns, self.gateway))
+            && vs.hosts.iter().any(|h| self.admits(h))
+    }
+
+    /// The scope of this server's routes on the bound `port`.
+    pub fn scope<'a>(
+        &'a self,
+        inputs: &Inputs<'a>,
+        proxy: &'a Workload,
+        ns: &'a str,
+        port: u16,
+    ) -> Scope<'a> {
+        Scope {
+            registry: inputs.registry,
+            config: inputs.config,
+            namespace: ns,
+            port,
+            match_ports: vec![self.server.port.number],
+            proxy,
+            context: Context::Gateways(vec![self.gateway]),
+        }
     }
 
     /// A problem with this server, which is therefore left out.
@@ -218,23 +246,10 @@ fn tcp_filter(
         .find_map(|resource| {
             let vs = resource.as_virtual_service().expect("filtered");
             let ns = resource.namespace();
-            let bound_here = vs
-                .gateways
-                .iter()
-                .any(|g| names_gateway(g, ns, bound.gateway))
-                && vs.hosts.iter().any(|h| bound.admits(h));
-            if !bound_here {
+            if !bound.binds(vs, ns) {
                 return None;
             }
-            let scope = Scope {
-                registry: inputs.registry,
-                config: inputs.config,
-                namespace: ns,
-                port,
-                match_ports: vec![bound.server.port.number],
-                proxy,
-                context: Context::Gateways(vec![bound.gateway]),
-            };
+            let scope = bound.scope(inputs, proxy, ns, port);
             let route = crate::tcp::gateway_route(vs, &scope)?;
             Some(crate::tcp::route_filter(&route.route, &scope))
         })

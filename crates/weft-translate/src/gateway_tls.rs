@@ -350,7 +350,7 @@ mod tests {
     #[test]
     fn tls_servers_that_terminate_proxy_tcp() {
         let (cert, key) = pem_pair("tls-tcp");
-        let config = format!("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 15443, name: tls, protocol: TLS}}\n    hosts: [db.example.com]\n    tls: {{mode: SIMPLE, credentialName: cred}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [db.example.com]\n  gateways: [gw]\n  tcp:\n  - match:\n    - port: 15443\n    route:\n    - destination: {{host: reviews, port: {{number: 9080}}}}\n")
+        let config = String::from("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 15443, name: tls, protocol: TLS}\n    hosts: [db.example.com]\n    tls: {mode: SIMPLE, credentialName: cred}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs}\nspec:\n  hosts: [db.example.com]\n  gateways: [gw]\n  tcp:\n  - match:\n    - port: 15443\n    route:\n    - destination: {host: reviews, port: {number: 9080}}\n")
             + &secret_yaml("cred", &[("tls.crt", &cert), ("tls.key", &key)]);
         let out = crate::tests::translated_with(&config, 2);
         assert!(out.problems.is_empty(), "{:?}", out.problems);

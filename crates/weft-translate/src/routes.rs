@@ -37,6 +37,27 @@ pub(crate) struct Scope<'a> {
     pub context: Context<'a>,
 }
 
+impl<'a> Scope<'a> {
+    /// A sidecar's view of a service `port`, for a VirtualService in
+    /// `namespace`.
+    pub(crate) fn sidecar(
+        inputs: &crate::Inputs<'a>,
+        proxy: &'a Workload,
+        namespace: &'a str,
+        port: u16,
+    ) -> Self {
+        Scope {
+            registry: inputs.registry,
+            config: inputs.config,
+            namespace,
+            port,
+            match_ports: vec![u32::from(port)],
+            proxy,
+            context: Context::Mesh,
+        }
+    }
+}
+
 /// What a match's `gateways` list is compared with.
 pub(crate) enum Context<'a> {
     /// A sidecar: the reserved gateway name `mesh`.

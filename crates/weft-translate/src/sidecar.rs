@@ -15,7 +15,7 @@ use weft_registry::{Protocol, Service, Workload};
 
 use crate::clusters::{cluster_name, static_cluster, BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH};
 use crate::envoy::{hcm_inline, hcm_rds, socket, tcp_proxy, tls_inspector};
-use crate::routes::{route_to_cluster, virtual_service_routes, Context, DefaultRoute, Scope};
+use crate::routes::{route_to_cluster, virtual_service_routes, DefaultRoute, Scope};
 use crate::{Inputs, ProxyResources};
 
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
@@ -286,15 +286,7 @@ pub(crate) fn service_virtual_host(
             .iter()
             .any(|h| inputs.registry.qualify(h, ns) == fqdn)
         {
-            let scope = Scope {
-                registry: inputs.registry,
-                config: inputs.config,
-                namespace: ns,
-                port,
-                match_ports: vec![u32::from(port)],
-                proxy,
-                context: Context::Mesh,
-            };
+            let scope = Scope::sidecar(inputs, proxy, ns, port);
             routes.extend(virtual_service_routes(vs, &scope));
         }
     }
@@ -305,15 +297,7 @@ pub(crate) fn service_virtual_host(
             DefaultRoute::Outbound,
         );
         // The service's DestinationRule may still ask for consistent hashing.
-        let scope = Scope {
-            registry: inputs.registry,
-            config: inputs.config,
-            namespace: &service.namespace,
-            port,
-            match_ports: vec![u32::from(port)],
-            proxy,
-            context: Context::Mesh,
-        };
+        let scope = Scope::sidecar(inputs, proxy, &service.namespace, port);
         let itself = weft_config::networking::Destination {
             host: fqdn.clone(),
             ..Default::default()

@@ -19,7 +19,7 @@ use weft_registry::{Service, Workload};
 
 use crate::clusters::cluster_name;
 use crate::envoy::tcp_proxy_to;
-use crate::routes::{destination_cluster, source_fits, Context, Scope};
+use crate::routes::{destination_cluster, source_fits, Scope};
 use crate::Inputs;
 
 /// The tcp_proxy filter for `service`'s TCP `port` on `vip`.
@@ -40,15 +40,7 @@ pub(crate) fn outbound_filter(
                 .any(|h| inputs.registry.qualify(h, r.namespace()) == fqdn)
         })
         .find_map(|(r, vs)| {
-            let scope = Scope {
-                registry: inputs.registry,
-                config: inputs.config,
-                namespace: r.namespace(),
-                port,
-                match_ports: vec![u32::from(port)],
-                proxy,
-                context: Context::Mesh,
-            };
+            let scope = Scope::sidecar(inputs, proxy, r.namespace(), port);
             let route = vs.tcp.iter().find(|t| applies(t, &scope, vip))?;
             let first = route.route.first().map(|d| {
                 let host = &d.destination.host;

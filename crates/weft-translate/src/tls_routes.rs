@@ -11,8 +11,8 @@ use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterCh
 use weft_config::networking::http_policies::{L4Match, TlsRoute};
 use weft_registry::{Service, Workload};
 
-use crate::gateway::{names_gateway, BoundServer};
-use crate::routes::{Context, Scope};
+use crate::gateway::BoundServer;
+use crate::routes::Scope;
 use crate::tcp::{fits, route_filter};
 use crate::Inputs;
 
@@ -98,15 +98,7 @@ pub(crate) fn sidecar_chains(
         {
             continue;
         }
-        let scope = Scope {
-            registry: inputs.registry,
-            config: inputs.config,
-            namespace: resource.namespace(),
-            port,
-            match_ports: vec![u32::from(port)],
-            proxy,
-            context: Context::Mesh,
-        };
+        let scope = Scope::sidecar(inputs, proxy, resource.namespace(), port);
         for route in &vs.tls {
             let fitting = route.matches.iter().filter(|m| fits(m, &scope, Some(vip)));
             add_route(&mut chains, route, fitting, &scope);
@@ -142,19 +134,8 @@ pub(crate) fn gateway_chains(
     for resource in inputs.virtual_services(|vs| !vs.tls.is_empty()) {
         let vs = resource.as_virtual_service().expect("filtered");
         let ns = resource.namespace();
-        for bound in servers.iter().filter(|b| {
-            vs.gateways.iter().any(|g| names_gateway(g, ns, b.gateway))
-                && vs.hosts.iter().any(|h| b.admits(h))
-        }) {
-            let scope = Scope {
-                registry: inputs.registry,
-                config: inputs.config,
-                namespace: ns,
-                port,
-                match_ports: vec![bound.server.port.number],
-                proxy,
-                context: Context::Gateways(vec![bound.gateway]),
-            };
+        for bound in servers.iter().filter(|b| b.binds(vs, ns)) {
+            let scope = bound.scope(inputs, proxy, ns, port);
             for route in &vs.tls {
                 let fitting = route.matches.iter().filter(|m| fits(m, &scope, None));
                 add_route(chains, route, fitting, &scope);
