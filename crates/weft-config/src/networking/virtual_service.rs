@@ -1,8 +1,7 @@
 //! VirtualService (networking.istio.io v1, v1beta1, v1alpha3).
 //!
-//! The fields the proxy honours today are typed; the rest of Istio's HTTPRoute
-//! (retries, fault, mirror, CORS, rewrite, redirect, …) is accepted as opaque
-//! JSON so existing YAML loads, and validation warns that it is not enforced.
+//! Every field of Istio's VirtualService is typed; validation warns on the
+//! few the proxy does not honour yet (`unenforced_fields`, `sourceSubnet`).
 
 use std::collections::BTreeMap;
 
