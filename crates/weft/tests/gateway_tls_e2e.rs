@@ -81,15 +81,6 @@ fn create_secret(mesh: &Mesh, args: &[&str]) -> Output {
     weft(&all)
 }
 
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn istio_secure_gateway_task_simple_rotation_and_mutual() {
     let mesh = Mesh::up_example("httpbin", "securegw", 161, 18161);

@@ -306,11 +306,3 @@ fn istio_sni_passthrough_and_tcp_gateway_tasks_and_sidecar_sni_routing() {
     let log = mesh.log("control-plane.log");
     assert!(!log.contains("left out"), "{log}");
 }
-
-fn ok(out: std::process::Output) {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}

@@ -270,6 +270,17 @@ impl Drop for Mesh {
     }
 }
 
+/// A command's stdout, once it has succeeded (else its stderr is the
+/// failure).
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// GET with curl; returns (status, body). Extra args go before the URL.
 pub fn curl(url: &str, extra: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
