@@ -34,6 +34,7 @@ fn workload(
         }],
         proxy,
         locality: None,
+        entry: None,
     }
 }
 
@@ -50,6 +51,7 @@ fn service(name: &str, ns: &str, port_name: &str, port: u16, selector: &[(&str, 
             protocol: None,
         }],
         selector: labels(selector),
+        entry: None,
     }
 }
 

@@ -52,6 +52,8 @@ impl Generator for MeshGenerator {
         let workload = registry
             .workload_by_node_id(&node.id)
             .ok_or_else(|| format!("node {:?} matches no workload in the registry", node.id))?;
+        // The ServiceEntries this proxy's namespace sees are services too.
+        let registry = registry.with_entries(&config, &workload.namespace);
         let inputs = weft_translate::Inputs {
             config: &config,
             registry: &registry,

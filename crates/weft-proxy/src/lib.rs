@@ -15,6 +15,7 @@
 mod access_log;
 mod admin;
 pub mod compile;
+mod dns;
 mod error;
 mod filters;
 mod http;
@@ -69,7 +70,7 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
     let admin = admin::bind(options.admin).await?;
     tokio::spawn(admin::serve(admin, shared.clone()));
     let workers = workers::Workers::start(options.workers, shared.clone())?;
-    let applier = xds_state::XdsState::new(shared.clone(), workers);
+    let applier = xds_state::Locked(xds_state::XdsState::shared(shared.clone(), workers)?);
     let client = weft_xds::ClientConfig {
         address: options.xds_address.clone(),
         node: Node {
@@ -93,7 +94,7 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
 /// the data plane without xDS. Each `apply` is one xDS response for one
 /// type, accepted whole or rejected with the reason a NACK would carry.
 pub struct StaticProxy {
-    state: xds_state::XdsState,
+    state: xds_state::Locked,
     version: u64,
 }
 
@@ -114,7 +115,7 @@ impl StaticProxy {
         });
         let workers = workers::Workers::start(workers, shared.clone())?;
         Ok(StaticProxy {
-            state: xds_state::XdsState::new(shared, workers),
+            state: xds_state::Locked(xds_state::XdsState::shared(shared, workers)?),
             version: 0,
         })
     }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -32,6 +32,13 @@ pub(crate) struct XdsState {
     secrets: Vec<Secret>,
     versions: HashMap<&'static str, String>,
     bound: Listeners,
+    /// The answers for the DNS clusters' names, and where to say which
+    /// names are wanted (the lookup thread; none until started).
+    dns: crate::dns::Answers,
+    dns_wanted: Option<(
+        std::sync::mpsc::Sender<crate::dns::Wanted>,
+        crate::dns::Wanted,
+    )>,
 }
 
 impl XdsState {
@@ -45,6 +52,30 @@ impl XdsState {
             endpoints: HashMap::new(),
             secrets: Vec::new(),
             versions: HashMap::new(),
+            dns: crate::dns::Answers::new(),
+            dns_wanted: None,
+        }
+    }
+
+    /// The state behind a lock, with its DNS lookup thread started.
+    pub fn shared(shared: Arc<Shared>, workers: Workers) -> std::io::Result<Arc<Mutex<XdsState>>> {
+        let state = Arc::new(Mutex::new(XdsState::new(shared, workers)));
+        let tx = crate::dns::start(Arc::downgrade(&state))?;
+        let none = crate::dns::wanted(&[]);
+        state.lock().expect("xDS state lock").dns_wanted = Some((tx, none));
+        Ok(state)
+    }
+
+    /// Tells the lookup thread the names the current clusters need, when
+    /// they changed.
+    fn announce_names(&mut self) {
+        let Some((tx, last)) = &mut self.dns_wanted else {
+            return;
+        };
+        let now = crate::dns::wanted(&self.clusters);
+        if now != *last {
+            *last = now.clone();
+            let _ = tx.send(now);
         }
     }
 
@@ -77,7 +108,13 @@ impl XdsState {
             }
         }
         for cl in &self.clusters {
-            let eds = self.endpoints.get(&cl.name);
+            let resolved;
+            let eds = if crate::dns::is_dns(cl) {
+                resolved = crate::dns::endpoints(cl, &self.dns).ok();
+                resolved.as_ref()
+            } else {
+                self.endpoints.get(&cl.name)
+            };
             match compile_cluster(cl, eds) {
                 Ok(cfg) => drop(c.clusters.insert(cl.name.clone(), Arc::new(cfg))),
                 Err(e) => note("Cluster", &cl.name, e),
@@ -143,6 +180,29 @@ impl weft_xds::Applier for XdsState {
         let old = next.swap_into(self);
         let old_versions = self.versions.clone();
         self.versions.insert(short(type_url), version.to_string());
+        if let Err(e) = self.install() {
+            // Put back what this update replaced.
+            old.swap_into(self);
+            self.versions = old_versions;
+            return Err(e);
+        }
+        self.announce_names();
+        Ok(())
+    }
+}
+
+impl crate::dns::Install for XdsState {
+    fn install_answers(&mut self, answers: crate::dns::Answers) -> Result<(), String> {
+        let old = std::mem::replace(&mut self.dns, answers);
+        self.install().inspect_err(|_| self.dns = old)
+    }
+}
+
+impl XdsState {
+    /// Compiles the current resources, binds new listener sockets, stores
+    /// the snapshot, and only then lets the new sockets accept. On failure
+    /// nothing changed.
+    fn install(&mut self) -> Result<(), String> {
         let outcome = self.rebuild().and_then(|compiled| {
             let wanted: BTreeMap<String, SocketAddr> = compiled
                 .listeners
@@ -152,15 +212,7 @@ impl weft_xds::Applier for XdsState {
                 .collect();
             Ok((compiled, self.bound.bind(&wanted)?))
         });
-        let (compiled, sockets) = match outcome {
-            Ok(ok) => ok,
-            Err(e) => {
-                // Put back what this update replaced.
-                old.swap_into(self);
-                self.versions = old_versions;
-                return Err(e);
-            }
-        };
+        let (compiled, sockets) = outcome?;
         self.shared.config.store(Arc::new(compiled));
         self.bound.commit(sockets);
         if ["CDS", "EDS", "LDS", "RDS"]
@@ -200,4 +252,14 @@ impl XdsCandidate {
 
 fn short(type_url: &str) -> &'static str {
     types::short_name(type_url)
+}
+
+/// The xDS client's handle on the shared state.
+pub(crate) struct Locked(pub Arc<Mutex<XdsState>>);
+
+impl weft_xds::Applier for Locked {
+    fn apply(&mut self, type_url: &str, version: &str, resources: &[Any]) -> Result<(), String> {
+        let mut state = self.0.lock().expect("xDS state lock");
+        weft_xds::Applier::apply(&mut *state, type_url, version, resources)
+    }
 }

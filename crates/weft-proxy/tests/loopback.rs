@@ -99,6 +99,49 @@ async fn plain_route_forwards() {
     assert!(r.body.contains("x-request-id: "), "{}", r.body);
 }
 
+/// A STRICT_DNS cluster (a DNS ServiceEntry's) reaches its host by name,
+/// looked up with the system resolver once the cluster arrives.
+#[tokio::test]
+async fn dns_clusters_reach_their_hosts_by_name() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster;
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
+    let up = upstream("named", None).await;
+    let mut c = static_cluster("by-name", &[up.addr]);
+    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+        cluster::DiscoveryType::StrictDns as i32,
+    ));
+    c.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
+    let lb = &mut c.load_assignment.as_mut().unwrap().endpoints[0].lb_endpoints[0];
+    let Some(envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(
+        e,
+    )) = &mut lb.host_identifier
+    else {
+        panic!()
+    };
+    let Some(address::Address::SocketAddress(sa)) =
+        e.address.as_mut().and_then(|a| a.address.as_mut())
+    else {
+        panic!()
+    };
+    sa.address = "localhost".into();
+    assert!(matches!(
+        sa.port_specifier,
+        Some(socket_address::PortSpecifier::PortValue(_))
+    ));
+    let p = proxy(vec![c], vec![route_to("by-name")]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = get(p.addr, "/").await;
+        if r.status == 200 {
+            assert!(r.body.starts_with("named\n"), "{}", r.body);
+            break;
+        }
+        assert_eq!(r.status, 503, "no host until the name is looked up");
+        assert!(Instant::now() < deadline, "localhost never resolved");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn fault_abort_answers_for_the_upstream() {
     let up = upstream("a", None).await;

@@ -21,6 +21,7 @@ impl Registry {
                     vip: s.spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok()),
                     ports: s.spec.ports.iter().map(service_port).collect(),
                     selector: s.spec.selector.clone(),
+                    entry: None,
                 }),
                 Spec::Deployment(d) => {
                     let t = &d.spec.template;
@@ -91,6 +92,7 @@ fn workload(
             .collect(),
         proxy,
         locality,
+        entry: None,
     }
 }
 

@@ -9,9 +9,11 @@
 //!
 //! This crate knows nothing of Envoy, xDS or sockets.
 
+mod entries;
 mod kube;
 mod mesh;
 mod registry;
 
+pub use entries::{exported, DnsEndpoint, Entry, Resolution};
 pub use mesh::{ContainerPort, MeshSpec, ServicePort, ServiceSpec, WorkloadSpec};
 pub use registry::{target_port, Protocol, ProxyKind, Registry, Service, Workload, DOMAIN_SUFFIX};

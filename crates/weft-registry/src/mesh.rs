@@ -138,6 +138,20 @@ pub struct ServicePort {
     pub protocol: Option<String>,
 }
 
+impl ServicePort {
+    /// The port number endpoints serve this port on when no endpoint
+    /// says otherwise: a numeric target, else the port itself.
+    pub fn target(&self) -> u16 {
+        match &self.target_port {
+            Some(serde_json::Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .unwrap_or(self.port),
+            _ => self.port,
+        }
+    }
+}
+
 fn default_namespace() -> String {
     "default".to_string()
 }

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::entries::Entry;
 use crate::mesh::{ContainerPort, ServicePort};
 
 pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
@@ -15,7 +16,7 @@ pub struct Registry {
     pub workloads: Vec<Workload>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Service {
     pub name: String,
     pub namespace: String,
@@ -23,6 +24,10 @@ pub struct Service {
     pub vip: Option<IpAddr>,
     pub ports: Vec<ServicePort>,
     pub selector: BTreeMap<String, String>,
+    /// Set when a ServiceEntry declares the service: `name` is then the
+    /// entry's host, taken as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<Entry>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +90,10 @@ pub struct Workload {
     /// `region/zone/subzone` (any part may be empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<String>,
+    /// For an endpoint of a ServiceEntry: the entry's name. Such a
+    /// workload is an endpoint of that entry's hosts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
 }
 
 /// How the proxy treats a port's traffic, decided as Istio does: the
@@ -128,11 +137,18 @@ impl Protocol {
 
 impl Service {
     pub fn fqdn(&self) -> String {
+        if self.entry.is_some() {
+            return self.name.clone();
+        }
         format!("{}.{}.{DOMAIN_SUFFIX}", self.name, self.namespace)
     }
 
-    /// Every name a client in `from_ns` may use for this service.
+    /// Every name a client in `from_ns` may use for this service (a
+    /// ServiceEntry host has only itself).
     pub fn aliases(&self, from_ns: &str) -> Vec<String> {
+        if self.entry.is_some() {
+            return vec![self.name.clone()];
+        }
         let mut names = vec![
             self.fqdn(),
             format!("{}.{}.svc", self.name, self.namespace),
@@ -146,6 +162,16 @@ impl Service {
 
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.port == number)
+    }
+
+    /// Whether `w` is an endpoint of this service: a ServiceEntry's own
+    /// endpoints belong to its hosts alone; pods are picked by selector.
+    pub fn picks(&self, w: &Workload) -> bool {
+        match (&w.entry, &self.entry) {
+            (Some(of), Some(entry)) => *of == entry.name,
+            (Some(_), None) => false,
+            (None, _) => self.selects(&w.labels),
+        }
     }
 
     pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
@@ -165,6 +191,16 @@ impl Workload {
             "{kind}~{}~{}.{}~{}.{DOMAIN_SUFFIX}",
             self.ip, self.name, self.namespace, self.namespace
         )
+    }
+
+    /// The port this workload serves a service port on. A ServiceEntry
+    /// endpoint names every port of its entry (with its own number).
+    pub fn serves(&self, port: &ServicePort) -> Option<u16> {
+        if self.entry.is_some() {
+            let own = self.ports.iter().find(|c| c.name == port.name);
+            return own.map(|c| c.container_port);
+        }
+        target_port(port, &self.ports)
     }
 
     pub fn spiffe_id(&self) -> String {
@@ -189,8 +225,14 @@ impl Registry {
 
     /// Istio's host expansion: `reviews` in namespace `default` means
     /// `reviews.default.svc.cluster.local`; `reviews.prod` means `reviews.prod.svc.cluster.local`.
+    /// A host a ServiceEntry declares is taken as written.
     pub fn qualify(&self, host: &str, from_ns: &str) -> String {
-        if host.contains('*') || host.ends_with(DOMAIN_SUFFIX) {
+        let declared = || {
+            self.services
+                .iter()
+                .any(|s| s.entry.is_some() && s.name == host)
+        };
+        if host.contains('*') || host.ends_with(DOMAIN_SUFFIX) || declared() {
             return host.to_string();
         }
         match host.split('.').count() {
@@ -222,9 +264,9 @@ impl Registry {
         self.workloads
             .iter()
             .filter(|w| w.proxy != ProxyKind::Gateway && w.namespace == service.namespace)
-            .filter(|w| service.selects(&w.labels))
+            .filter(|w| service.picks(w))
             .filter(|w| subset.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
-            .filter_map(|w| Some((SocketAddr::new(w.ip, target_port(port, &w.ports)?), w)))
+            .filter_map(|w| Some((SocketAddr::new(w.ip, w.serves(port)?), w)))
             .collect()
     }
 
@@ -232,7 +274,7 @@ impl Registry {
     pub fn services_of<'a>(&'a self, w: &'a Workload) -> impl Iterator<Item = &'a Service> + 'a {
         self.services
             .iter()
-            .filter(move |s| s.namespace == w.namespace && s.selects(&w.labels))
+            .filter(move |s| s.namespace == w.namespace && s.picks(w))
     }
 }
 
@@ -276,6 +318,7 @@ mod tests {
             }],
             proxy: ProxyKind::Sidecar,
             locality: None,
+            entry: None,
         };
         Registry {
             services: vec![Service {
@@ -290,6 +333,7 @@ mod tests {
                     protocol: None,
                 }],
                 selector: BTreeMap::from([("app".to_string(), "reviews".to_string())]),
+                entry: None,
             }],
             workloads: vec![
                 wl("reviews-v1", "198.18.0.2", "v1"),

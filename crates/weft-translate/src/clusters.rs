@@ -8,9 +8,10 @@ use envoy_types::pb::envoy::config::core::v3::HealthStatus;
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
+use envoy_types::pb::google::protobuf::UInt32Value;
 use weft_config::networking::{DestinationRule, Subset, TrafficPolicy};
 use weft_config::Resource;
-use weft_registry::{Registry, Service, Workload};
+use weft_registry::{Registry, Resolution, Service, Workload};
 
 use crate::envoy::{ads, socket};
 use crate::{hashing, locality, pool};
@@ -99,17 +100,80 @@ fn push_cluster(
         None => ("", BTreeMap::new()),
     };
     let name = cluster_name("outbound", port.port, subset_name, &service.fqdn());
-    out.clusters.push(eds_cluster(
-        &name,
-        weft_registry::Protocol::of(port),
-        policy,
-    ));
+    let protocol = weft_registry::Protocol::of(port);
+    match service.entry.as_ref().map(|e| e.resolution) {
+        Some(Resolution::None) => {
+            out.clusters.push(original_dst(&name));
+            return;
+        }
+        Some(kind @ (Resolution::Dns | Resolution::DnsRoundRobin)) => {
+            let entry = service.entry.as_ref().expect("matched an entry");
+            let mut c = eds_cluster(&name, protocol, policy);
+            dns_cluster(&mut c, kind, service, entry, port, &labels);
+            out.clusters.push(c);
+            return;
+        }
+        Some(Resolution::Static) | None => {}
+    }
+    out.clusters.push(eds_cluster(&name, protocol, policy));
     let endpoints = inputs.registry.endpoints(service, port, &labels);
     out.endpoints.push(ClusterLoadAssignment {
         cluster_name: name,
         endpoints: locality::groups(endpoints, proxy, policy, |a| {
             lb_endpoint_at(&a.ip().to_string(), a.port())
         }),
+        ..Default::default()
+    });
+}
+
+/// Turns an EDS cluster into one whose endpoints are names the proxy
+/// resolves (Envoy STRICT_DNS, or LOGICAL_DNS for DNS_ROUND_ROBIN), as
+/// istiod writes a DNS ServiceEntry's: the entry's endpoints that carry a
+/// subset's `labels`, or the host itself. istiod's refresh rate (the mesh
+/// default, 60 s) and the records' own TTLs set how often names are
+/// looked up again. These are the cluster fields istiod writes (Envoy has
+/// deprecated them for its DNS cluster extension, and still reads them).
+#[allow(deprecated)]
+fn dns_cluster(
+    c: &mut Cluster,
+    kind: Resolution,
+    service: &Service,
+    entry: &weft_registry::Entry,
+    port: &weft_registry::ServicePort,
+    labels: &BTreeMap<String, String>,
+) {
+    let discovery = if kind == Resolution::Dns {
+        cluster::DiscoveryType::StrictDns
+    } else {
+        cluster::DiscoveryType::LogicalDns
+    };
+    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(discovery as i32));
+    c.eds_cluster_config = None;
+    c.dns_refresh_rate = Some(envoy_types::pb::google::protobuf::Duration {
+        seconds: 60,
+        nanos: 0,
+    });
+    c.respect_dns_ttl = true;
+    c.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
+    let mut lb_endpoints: Vec<LbEndpoint> = entry
+        .dns
+        .iter()
+        .filter(|e| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
+        .map(|e| {
+            let mut ep = lb_endpoint_at(&e.address, e.port(port));
+            ep.load_balancing_weight = e.weight.map(|value| UInt32Value { value });
+            ep
+        })
+        .collect();
+    if entry.dns.is_empty() {
+        lb_endpoints.push(lb_endpoint_at(&service.name, port.target()));
+    }
+    c.load_assignment = Some(ClusterLoadAssignment {
+        cluster_name: c.name.clone(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints,
+            ..Default::default()
+        }],
         ..Default::default()
     });
 }

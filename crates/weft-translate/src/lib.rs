@@ -95,3 +95,5 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_entries;

@@ -117,6 +117,7 @@ fn virtual_outbound(outside: Outside) -> Listener {
 fn outbound_listeners(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
     let mut http_ports: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
     let mut route_ports: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
+    let mut on_every_address: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
     for service in &inputs.registry.services {
         for port in &service.ports {
             let protocol = Protocol::of(port);
@@ -126,6 +127,9 @@ fn outbound_listeners(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResource
                 continue;
             }
             let Some(vip) = service.vip else {
+                if service.entry.is_some() {
+                    on_every_address.entry(port.port).or_default().push(service);
+                }
                 continue;
             };
             let mut listener = Listener {
@@ -141,7 +145,11 @@ fn outbound_listeners(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResource
             }
             listener.filter_chains.push(FilterChain {
                 filters: vec![crate::tcp::outbound_filter(
-                    inputs, proxy, service, port.port, vip,
+                    inputs,
+                    proxy,
+                    service,
+                    port.port,
+                    Some(vip),
                 )],
                 ..Default::default()
             });
@@ -171,10 +179,75 @@ fn outbound_listeners(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResource
             ..Default::default()
         });
     }
+    for (port, services) in on_every_address {
+        if http_ports.contains_key(&port) {
+            let hosts: Vec<String> = services.iter().map(|s| s.fqdn()).collect();
+            out.problems.push(format!(
+                "ServiceEntry hosts {} on port {port}: the port serves HTTP for other services, so a non-HTTP entry there needs `addresses`; left out",
+                hosts.join(", ")
+            ));
+            continue;
+        }
+        out.listeners.push(entry_listener(
+            inputs,
+            proxy,
+            port,
+            &services,
+            &mut out.problems,
+        ));
+    }
     for (port, services) in route_ports {
         out.routes
             .push(outbound_routes(inputs, proxy, port, &services));
     }
+}
+
+/// `0.0.0.0_PORT` for the TLS and TCP ports of ServiceEntries that
+/// declare no addresses, as istiod builds it: TLS hosts are told apart by
+/// SNI; a TCP host takes every other connection to the port (the first
+/// such entry; a second one cannot be told apart and is left out).
+fn entry_listener(
+    inputs: &Inputs,
+    proxy: &Workload,
+    port: u16,
+    services: &[&Service],
+    problems: &mut Vec<String>,
+) -> Listener {
+    let (tls, other): (Vec<&Service>, Vec<&Service>) = services.iter().partition(|s| {
+        s.port(port)
+            .is_some_and(|p| Protocol::of(p) == Protocol::Tls)
+    });
+    let mut listener = Listener {
+        name: format!("0.0.0.0_{port}"),
+        address: Some(socket("0.0.0.0", u32::from(port))),
+        bind_to_port: Some(BoolValue { value: false }),
+        filter_chains: crate::tls_routes::entry_chains(inputs, proxy, &tls, port),
+        ..Default::default()
+    };
+    if !listener.filter_chains.is_empty() {
+        listener.listener_filters.push(tls_inspector());
+    }
+    let fallback = match other.split_first() {
+        Some((first, rest)) => {
+            for s in rest {
+                problems.push(format!(
+                    "ServiceEntry host {} port {port}: {} already takes every address on this port (give the entries `addresses`); left out",
+                    s.fqdn(),
+                    first.fqdn()
+                ));
+            }
+            crate::tcp::outbound_filter(inputs, proxy, first, port, None)
+        }
+        None => {
+            let cluster = Outside::of(inputs).cluster();
+            tcp_proxy(cluster, cluster)
+        }
+    };
+    listener.filter_chains.push(FilterChain {
+        filters: vec![fallback],
+        ..Default::default()
+    });
+    listener
 }
 
 /// A TLS port's listener, as istiod builds it: chains by SNI from the

@@ -22,13 +22,14 @@ use crate::envoy::tcp_proxy_to;
 use crate::routes::{destination_cluster, source_fits, Scope};
 use crate::Inputs;
 
-/// The tcp_proxy filter for `service`'s TCP `port` on `vip`.
+/// The tcp_proxy filter for `service`'s TCP `port` on `vip` (none: a
+/// ServiceEntry port served on every address).
 pub(crate) fn outbound_filter(
     inputs: &Inputs,
     proxy: &Workload,
     service: &Service,
     port: u16,
-    vip: IpAddr,
+    vip: Option<IpAddr>,
 ) -> Filter {
     let fqdn = service.fqdn();
     let default = cluster_name("outbound", port, "", &fqdn);
@@ -97,8 +98,8 @@ fn idle_timeout(
 /// A route with no match applies everywhere; otherwise one of its matches
 /// must fit: port, source labels and namespace, `mesh` among its gateways,
 /// and the VIP inside one of its destination subnets.
-fn applies(route: &TcpRoute, scope: &Scope, vip: IpAddr) -> bool {
-    route.matches.is_empty() || route.matches.iter().any(|m| fits(m, scope, Some(vip)))
+fn applies(route: &TcpRoute, scope: &Scope, vip: Option<IpAddr>) -> bool {
+    route.matches.is_empty() || route.matches.iter().any(|m| fits(m, scope, vip))
 }
 
 /// Whether an L4 match applies to this proxy and listener: port, source

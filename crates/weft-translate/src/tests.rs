@@ -28,6 +28,7 @@ fn workload(name: &str, ip: &str, l: &[(&str, &str)], proxy: ProxyKind) -> Workl
         }],
         proxy,
         locality: None,
+        entry: None,
     }
 }
 
@@ -43,6 +44,7 @@ pub(crate) fn registry() -> Registry {
                 ..Default::default()
             }],
             selector: labels(&[("app", "reviews")]),
+            entry: None,
         }],
         workloads: vec![
             workload(
@@ -202,7 +204,8 @@ fn gateway_binds_server_port_and_routes_bound_virtual_services() {
 pub(crate) fn translated_with(config: &str, proxy: usize) -> ProxyResources {
     let loaded = weft_config::load_str(config, "t.yaml");
     assert!(!loaded.has_errors(), "{:?}", loaded.problems);
-    let registry = registry();
+    // As the control plane does: ServiceEntries are services too.
+    let registry = registry().with_entries(&loaded.resources, "default");
     let inputs = Inputs {
         config: &loaded.resources,
         registry: &registry,

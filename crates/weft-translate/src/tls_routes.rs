@@ -85,8 +85,52 @@ pub(crate) fn sidecar_chains(
     port: u16,
     vip: IpAddr,
 ) -> Vec<FilterChain> {
-    let fqdn = service.fqdn();
     let mut chains = SniChains::default();
+    add_service_routes(&mut chains, inputs, proxy, service, port, Some(vip));
+    chains.into_chains()
+}
+
+/// The SNI chains of ServiceEntry hosts served on a TLS `port` of every
+/// address (the entries declare no `addresses`), as istiod builds them:
+/// a host's `tls[]` routes if it has any, else a chain for its own name
+/// to its own cluster.
+pub(crate) fn entry_chains(
+    inputs: &Inputs,
+    proxy: &Workload,
+    services: &[&Service],
+    port: u16,
+) -> Vec<FilterChain> {
+    let mut chains = SniChains::default();
+    for service in services {
+        if add_service_routes(&mut chains, inputs, proxy, service, port, None) {
+            continue;
+        }
+        let scope = Scope::sidecar(inputs, proxy, &service.namespace, port);
+        let own = weft_config::networking::virtual_service::RouteDestination {
+            destination: weft_config::networking::Destination {
+                host: service.fqdn(),
+                ..Default::default()
+            },
+            weight: None,
+        };
+        let names = sni_names(std::iter::once(&service.name));
+        chains.push(&names, passthrough_chain(route_filter(&[own], &scope)));
+    }
+    chains.into_chains()
+}
+
+/// Adds the chains of the `tls[]` routes of the VirtualServices for
+/// `service`'s host; false when no VirtualService names the host.
+fn add_service_routes(
+    chains: &mut SniChains,
+    inputs: &Inputs,
+    proxy: &Workload,
+    service: &Service,
+    port: u16,
+    vip: Option<IpAddr>,
+) -> bool {
+    let fqdn = service.fqdn();
+    let mut named = false;
     for resource in crate::sidecar::mesh_virtual_services(inputs) {
         let Some(vs) = resource.as_virtual_service() else {
             continue;
@@ -98,13 +142,14 @@ pub(crate) fn sidecar_chains(
         {
             continue;
         }
+        named |= !vs.tls.is_empty();
         let scope = Scope::sidecar(inputs, proxy, resource.namespace(), port);
         for route in &vs.tls {
-            let fitting = route.matches.iter().filter(|m| fits(m, &scope, Some(vip)));
-            add_route(&mut chains, route, fitting, &scope);
+            let fitting = route.matches.iter().filter(|m| fits(m, &scope, vip));
+            add_route(chains, route, fitting, &scope);
         }
     }
-    chains.into_chains()
+    named
 }
 
 /// One chain per fitting match of `route`.
@@ -145,7 +190,7 @@ pub(crate) fn gateway_chains(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
     use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
         tcp_proxy::ClusterSpecifier, TcpProxy,
@@ -155,7 +200,10 @@ mod tests {
     use crate::{translate, Inputs, ProxyResources};
 
     /// Each chain as (server names, transport protocol, clusters proxied to).
-    fn chains(out: &ProxyResources, listener: &str) -> Vec<(Vec<String>, String, Vec<String>)> {
+    pub(crate) fn chains(
+        out: &ProxyResources,
+        listener: &str,
+    ) -> Vec<(Vec<String>, String, Vec<String>)> {
         let l: &Listener = out
             .listeners
             .iter()

@@ -97,6 +97,7 @@ impl Plan {
                 vip: Some(IpAddr::V4(Ipv4Addr::new(198, 19, subnet, 10 + i as u8))),
                 ports: s.ports.clone(),
                 selector: s.selector.clone(),
+                entry: None,
             })
             .collect();
         services.push(gateway_service(ingress_port));
@@ -111,6 +112,7 @@ impl Plan {
                 ports: p.spec.ports.clone(),
                 proxy: ProxyKind::of_pod(&p.spec.labels, &p.spec.annotations),
                 locality: p.spec.locality.clone(),
+                entry: None,
             })
             .collect();
         workloads.push(gateway_workload(ingress_port));
@@ -198,6 +200,7 @@ fn gateway_service(ingress_port: u16) -> Service {
             port("tls", 15443, 15443),
         ],
         selector: labels(&[("istio", "ingressgateway")]),
+        entry: None,
     }
 }
 
@@ -222,5 +225,6 @@ fn gateway_workload(ingress_port: u16) -> Workload {
         ],
         proxy: ProxyKind::Gateway,
         locality: None,
+        entry: None,
     }
 }

@@ -1,9 +1,11 @@
-//! End-to-end: the start of Istio's "Accessing External Services" task on a
-//! `weft up` mesh. Hosts outside the mesh are pods without a sidecar whose
-//! names (`httpbin.org`, `www.example.com`) every pod resolves; the mesh
-//! config's `outboundTrafficPolicy` (the `istio` ConfigMap, applied as
-//! istioctl writes it) lets sidecars reach them (ALLOW_ANY) or not
-//! (REGISTRY_ONLY: HTTP gets 502, TLS is cut before its handshake).
+//! End-to-end: Istio's "Accessing External Services" task on a `weft up`
+//! mesh. Hosts outside the mesh are pods without a sidecar whose names
+//! (`httpbin.org`, `www.example.com`) every pod resolves; the mesh config's
+//! `outboundTrafficPolicy` (the `istio` ConfigMap, applied as istioctl
+//! writes it) lets sidecars reach them (ALLOW_ANY) or not (REGISTRY_ONLY:
+//! HTTP gets 502, TLS is cut before its handshake); the task's
+//! ServiceEntries open them again under REGISTRY_ONLY (the sidecar looks
+//! their names up itself), and its VirtualService sets a timeout on one.
 //! Subnet 163, ingress port 18163.
 
 mod support;
@@ -21,6 +23,52 @@ fn mesh_config(mode: &str) -> String {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |-\n    accessLogFile: /dev/stdout\n    defaultConfig:\n      discoveryAddress: istiod.istio-system.svc:15012\n    outboundTrafficPolicy:\n      mode: {mode}\n"
     )
 }
+
+/// The task's ServiceEntries, as written there but for the TLS host.
+const SERVICE_ENTRIES: &str = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: httpbin-ext
+spec:
+  hosts:
+  - httpbin.org
+  ports:
+  - number: 80
+    name: http
+    protocol: HTTP
+  resolution: DNS
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: google
+spec:
+  hosts:
+  - www.example.com
+  ports:
+  - number: 443
+    name: https
+    protocol: HTTPS
+  resolution: DNS
+  location: MESH_EXTERNAL
+";
+
+/// The task's timeout on the external host.
+const TIMEOUT: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: httpbin-ext
+spec:
+  hosts:
+    - httpbin.org
+  http:
+  - timeout: 3s
+    route:
+      - destination:
+          host: httpbin.org
+        weight: 100
+";
 
 /// curl inside the `curl` pod; (exit code, what `-w` wrote).
 fn from_pod(mesh: &Mesh, args: &[&str]) -> (i32, String) {
@@ -104,6 +152,35 @@ fn istio_external_services_task_allow_any_then_registry_only() {
         http_code(&mesh, "http://httpbin:8000/status/418"),
         (0, "418".into())
     );
+
+    // The task's ServiceEntries (with www.example.com for www.google.com):
+    // the hosts they declare leave the mesh again, the rest stays blocked.
+    ok(mesh.apply_yaml("service-entries.yaml", SERVICE_ENTRIES));
+    wait_until(
+        "httpbin.org through its ServiceEntry",
+        Duration::from_secs(20),
+        || http_code(&mesh, "http://httpbin.org/headers") == (0, "200".into()),
+    );
+    wait_until(
+        "www.example.com through its ServiceEntry",
+        Duration::from_secs(20),
+        || https(&mesh) == (0, "200".into()),
+    );
+    assert_eq!(
+        http_code(&mesh, "http://httpbin.org:8000/headers"),
+        (0, "502".into()),
+        "port 8000 of httpbin.org is not declared"
+    );
+
+    // "Manage traffic to external services": a 3 s timeout on httpbin.org.
+    assert_eq!(
+        http_code(&mesh, "http://httpbin.org/delay/2"),
+        (0, "200".into())
+    );
+    ok(mesh.apply_yaml("httpbin-ext-timeout.yaml", TIMEOUT));
+    wait_until("the timeout answers 504", Duration::from_secs(20), || {
+        http_code(&mesh, "http://httpbin.org/delay/4") == (0, "504".into())
+    });
 
     // Back to ALLOW_ANY.
     ok(mesh.apply_yaml("mesh-config.yaml", &mesh_config("ALLOW_ANY")));

@@ -20,6 +20,8 @@ pub enum ClusterKind {
     Static,
     /// The upstream is the connection's original destination.
     OriginalDst,
+    /// Endpoints are names the proxy looks up (STRICT_DNS, LOGICAL_DNS).
+    Dns,
 }
 
 /// Which HTTP version requests to the cluster's hosts use.
@@ -142,6 +144,8 @@ impl ClusterCfg {
     }
 }
 
+/// Compiles a cluster; `eds` are its endpoints when they come from
+/// elsewhere (EDS, or the answers for a DNS cluster's names).
 pub(crate) fn compile_cluster(c: &Cluster, eds: Option<&Endpoints>) -> Result<ClusterCfg, String> {
     use cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy as P};
     let kind = match c.cluster_discovery_type {
@@ -153,9 +157,14 @@ pub(crate) fn compile_cluster(c: &Cluster, eds: Option<&Endpoints>) -> Result<Cl
             ClusterKind::OriginalDst
         }
         None => ClusterKind::Static,
+        _ if crate::dns::is_dns(c) => {
+            crate::dns::check(c)?;
+            ClusterKind::Dns
+        }
         _ => {
             return Err(
-                "discovery type must be STATIC, EDS or ORIGINAL_DST (DNS is not supported)".into(),
+                "discovery type must be STATIC, EDS, ORIGINAL_DST, STRICT_DNS or LOGICAL_DNS"
+                    .into(),
             )
         }
     };
@@ -173,7 +182,8 @@ pub(crate) fn compile_cluster(c: &Cluster, eds: Option<&Endpoints>) -> Result<Cl
     let keepalive = keepalive(c)?;
     apply_thresholds(c, &mut limits)?;
     let mut endpoints = match kind {
-        ClusterKind::Eds => eds.cloned().unwrap_or_default(),
+        // A DNS cluster's endpoints are its names' current answers.
+        ClusterKind::Eds | ClusterKind::Dns => eds.cloned().unwrap_or_default(),
         ClusterKind::Static => c
             .load_assignment
             .as_ref()

@@ -25,7 +25,7 @@ use serde::Serialize;
 use super::socket_addr;
 
 /// Envoy's default overprovisioning factor, in percent.
-const OVERPROVISIONING: u32 = 140;
+pub(crate) const OVERPROVISIONING: u32 = 140;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Locality {

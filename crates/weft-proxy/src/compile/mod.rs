@@ -20,6 +20,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use cluster::{ClusterCfg, ClusterKind};
+pub(crate) use endpoints::OVERPROVISIONING;
 pub use endpoints::{Endpoints, Locality};
 pub use headers::{Append, HeaderOps};
 pub use listener::{ChainAction, ChainCfg, ListenerCfg, RouteRef};

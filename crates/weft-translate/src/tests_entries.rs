@@ -1,0 +1,193 @@
+//! ServiceEntries through translation: clusters by resolution, listeners
+//! for entries with and without addresses, routes to external hosts.
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint;
+use envoy_types::pb::envoy::config::route::v3::route;
+
+use crate::tests::translated_with;
+use crate::tls_routes::tests::chains;
+use crate::ProxyResources;
+
+const ENTRIES: &str = "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: httpbin-ext}
+spec:
+  hosts: [httpbin.org]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: example}
+spec:
+  hosts: [www.example.com]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  resolution: DNS_ROUND_ROBIN
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wikipedia}
+spec:
+  hosts: ['*.wikipedia.org']
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db}
+spec:
+  hosts: [db.internal]
+  addresses: [198.19.0.99]
+  ports: [{number: 5432, name: tcp-db, protocol: TCP}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  endpoints: [{address: 198.18.0.50}, {address: 198.18.0.51, ports: {tcp-db: 6432}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin-ext}
+spec:
+  hosts: [httpbin.org]
+  http:
+  - timeout: 3s
+    route:
+    - destination: {host: httpbin.org}
+      weight: 100
+";
+
+fn cluster<'a>(out: &'a ProxyResources, name: &str) -> &'a Cluster {
+    out.clusters
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no cluster {name}"))
+}
+
+fn discovery(c: &Cluster) -> DiscoveryType {
+    match &c.cluster_discovery_type {
+        Some(ClusterDiscoveryType::Type(t)) => DiscoveryType::try_from(*t).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The (address, port) of each inline endpoint of a cluster.
+fn inline_hosts(c: &Cluster) -> Vec<(String, u32)> {
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
+    let cla = c.load_assignment.as_ref().expect("inline endpoints");
+    cla.endpoints
+        .iter()
+        .flat_map(|l| &l.lb_endpoints)
+        .filter_map(|e| match &e.host_identifier {
+            Some(lb_endpoint::HostIdentifier::Endpoint(e)) => {
+                match e.address.as_ref()?.address.as_ref()? {
+                    address::Address::SocketAddress(sa) => match sa.port_specifier {
+                        Some(socket_address::PortSpecifier::PortValue(p)) => {
+                            Some((sa.address.clone(), p))
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn clusters_follow_each_entrys_resolution() {
+    let out = translated_with(ENTRIES, 0);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    let httpbin = cluster(&out, "outbound|80||httpbin.org");
+    assert_eq!(discovery(httpbin), DiscoveryType::StrictDns);
+    assert_eq!(inline_hosts(httpbin), [("httpbin.org".to_string(), 80)]);
+    let example = cluster(&out, "outbound|443||www.example.com");
+    assert_eq!(discovery(example), DiscoveryType::LogicalDns);
+    let wiki = cluster(&out, "outbound|443||*.wikipedia.org");
+    assert_eq!(discovery(wiki), DiscoveryType::OriginalDst);
+    assert_eq!(
+        discovery(cluster(&out, "outbound|5432||db.internal")),
+        DiscoveryType::Eds
+    );
+    let db = out
+        .endpoints
+        .iter()
+        .find(|e| e.cluster_name == "outbound|5432||db.internal")
+        .expect("static endpoints over EDS");
+    let hosts: Vec<String> = db
+        .endpoints
+        .iter()
+        .flat_map(|l| &l.lb_endpoints)
+        .map(|e| format!("{:?}", e.host_identifier))
+        .collect();
+    assert_eq!(hosts.len(), 2);
+    assert!(hosts[1].contains("6432"), "{hosts:?}");
+    assert!(
+        !out.endpoints
+            .iter()
+            .any(|e| e.cluster_name.contains("httpbin.org")),
+        "DNS clusters carry their own endpoints"
+    );
+}
+
+#[test]
+fn listeners_and_routes_for_external_hosts() {
+    let out = translated_with(ENTRIES, 0);
+    // HTTP: the port's route table has the host, with its VirtualService.
+    let table = out
+        .routes
+        .iter()
+        .find(|r| r.name == "80")
+        .expect("route 80");
+    let vhost = table
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == "httpbin.org:80")
+        .expect("a virtual host for the entry");
+    assert_eq!(vhost.domains, ["httpbin.org:80", "httpbin.org"]);
+    let Some(route::Action::Route(action)) = &vhost.routes[0].action else {
+        panic!("{:?}", vhost.routes[0])
+    };
+    assert_eq!(action.timeout.unwrap().seconds, 3);
+    // TLS without addresses: one listener on every address, by SNI.
+    let tls = chains(&out, "0.0.0.0_443");
+    assert_eq!(
+        tls,
+        [
+            (
+                vec!["www.example.com".to_string()],
+                "tls".to_string(),
+                vec!["outbound|443||www.example.com".to_string()]
+            ),
+            (
+                vec!["*.wikipedia.org".to_string()],
+                "tls".to_string(),
+                vec!["outbound|443||*.wikipedia.org".to_string()]
+            ),
+            (
+                vec![],
+                String::new(),
+                vec!["PassthroughCluster".to_string()]
+            ),
+        ]
+    );
+    // TCP with an address: a listener on it.
+    assert_eq!(
+        chains(&out, "198.19.0.99_5432")[0].2,
+        ["outbound|5432||db.internal"]
+    );
+}
+
+#[test]
+fn entries_are_scoped_by_export_to() {
+    let private = ENTRIES.replace(
+        "metadata: {name: httpbin-ext}\nspec:\n",
+        "metadata: {name: httpbin-ext, namespace: other}\nspec:\n  exportTo: ['.']\n",
+    );
+    let out = translated_with(&private, 0);
+    assert!(!out.clusters.iter().any(|c| c.name.contains("httpbin.org")));
+}
