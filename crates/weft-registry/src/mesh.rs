@@ -24,12 +24,15 @@ pub struct WorkloadSpec {
     pub labels: BTreeMap<String, String>,
     /// As on a Kubernetes pod; `inject.istio.io/templates: grpc-agent`
     /// makes a proxyless gRPC pod (no sidecar, no capture, an xDS
-    /// bootstrap for the app), as Istio's injector does.
+    /// bootstrap for the app), and `gateway` a gateway pod (only the
+    /// proxy, as a router), as Istio's injector does.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     #[serde(default = "default_namespace")]
     pub service_account: String,
     /// argv of the app; a first word of `weft` means this very binary.
+    /// A gateway pod has none: it runs only its proxy.
+    #[serde(default)]
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -173,8 +176,16 @@ impl MeshSpec {
             if !names.insert(&w.name) {
                 return Err(format!("workload {:?} is defined twice", w.name));
             }
-            if w.command.is_empty() {
+            let gateway =
+                crate::ProxyKind::of_pod(&w.labels, &w.annotations) == crate::ProxyKind::Gateway;
+            if w.command.is_empty() && !gateway {
                 return Err(format!("workload {:?}: command must not be empty", w.name));
+            }
+            if !w.command.is_empty() && gateway {
+                return Err(format!(
+                    "workload {:?}: a gateway pod (inject.istio.io/templates: gateway) runs only its proxy; leave out command",
+                    w.name
+                ));
             }
             if let Some(bad) = w.hostnames.iter().find(|h| !valid_hostname(h)) {
                 return Err(format!(
@@ -239,6 +250,25 @@ mod tests {
         assert!(bad.contains("\"httpbin.org/x\" is not a DNS name"), "{bad}");
         let many = mesh("  hostnames: [a.org]\n  replicas: 2\n").unwrap_err();
         assert!(many.contains("one replica"), "{many}");
+    }
+
+    #[test]
+    fn gateway_pods_run_only_their_proxy() {
+        let mesh = |extra: &str| {
+            MeshSpec::from_yaml(&format!(
+                "workloads:\n- name: istio-egressgateway\n  labels: {{istio: egressgateway}}\n  annotations: {{inject.istio.io/templates: gateway}}\n{extra}"
+            ))
+        };
+        let spec = mesh("").unwrap();
+        let w = &spec.workloads[0];
+        assert_eq!(
+            crate::ProxyKind::of_pod(&w.labels, &w.annotations),
+            crate::ProxyKind::Gateway
+        );
+        let with_app = mesh("  command: [x]\n").unwrap_err();
+        assert!(with_app.contains("leave out command"), "{with_app}");
+        let app = MeshSpec::from_yaml("workloads:\n- name: a\n").unwrap_err();
+        assert!(app.contains("command must not be empty"), "{app}");
     }
 
     #[test]

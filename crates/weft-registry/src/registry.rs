@@ -45,7 +45,8 @@ pub enum ProxyKind {
 }
 
 /// The annotation Istio's injector reads to pick injection templates;
-/// `grpc-agent` among them makes a proxyless gRPC pod.
+/// `grpc-agent` among them makes a proxyless gRPC pod, `gateway` a
+/// gateway (Istio's way to deploy a gateway of one's own).
 pub const INJECT_TEMPLATES: &str = "inject.istio.io/templates";
 /// The label (or, as before Istio 1.10, annotation) that turns injection
 /// off for a pod: `"false"`.
@@ -62,10 +63,14 @@ impl ProxyKind {
         if inject.is_some_and(|v| v == "false") {
             return ProxyKind::NoSidecar;
         }
-        let proxyless = annotations
-            .get(INJECT_TEMPLATES)
-            .is_some_and(|t| t.split(',').any(|t| t.trim() == "grpc-agent"));
-        if proxyless {
+        let template = |name: &str| {
+            annotations
+                .get(INJECT_TEMPLATES)
+                .is_some_and(|t| t.split(',').any(|t| t.trim() == name))
+        };
+        if template("gateway") {
+            ProxyKind::Gateway
+        } else if template("grpc-agent") {
             ProxyKind::Proxyless
         } else {
             ProxyKind::Sidecar
@@ -263,7 +268,10 @@ impl Registry {
     ) -> Vec<(SocketAddr, &Workload)> {
         self.workloads
             .iter()
-            .filter(|w| w.proxy != ProxyKind::Gateway && w.namespace == service.namespace)
+            // The local mesh's ingress gateway runs on the host's loopback,
+            // where no pod can reach it.
+            .filter(|w| !(w.proxy == ProxyKind::Gateway && w.ip.is_loopback()))
+            .filter(|w| w.namespace == service.namespace)
             .filter(|w| service.picks(w))
             .filter(|w| subset.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
             .filter_map(|w| Some((SocketAddr::new(w.ip, w.serves(port)?), w)))

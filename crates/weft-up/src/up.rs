@@ -189,7 +189,11 @@ async fn launch(
 fn all_alive(state: &MeshState, logs: &Path) -> anyhow::Result<()> {
     for p in &state.processes {
         if !procs::running(p) {
-            let name = p.role.replace("app/", "").replace("sidecar/", "");
+            let name = p
+                .role
+                .replace("app/", "")
+                .replace("sidecar/", "")
+                .replace("gateway/", "");
             let file = if p.role.starts_with("sidecar/") {
                 format!("{name}.sidecar.log")
             } else {
@@ -239,6 +243,9 @@ fn start_pod(
         .iter()
         .find(|w| w.name == pod.spec.name && w.namespace == pod.spec.namespace)
         .expect("every pod is in the registry");
+    if workload.proxy == ProxyKind::Gateway {
+        return start_gateway_pod(plan, pod, workload, exe, state, dir);
+    }
     let proxyless = workload.proxy == ProxyKind::Proxyless;
     let sidecar = workload.proxy.has_proxy();
     if sidecar {
@@ -307,6 +314,37 @@ fn start_pod(
     state.save(dir)
 }
 
+/// A gateway pod (`inject.istio.io/templates: gateway`), such as an egress
+/// gateway: its proxy alone, as a router, with no capture.
+fn start_gateway_pod(
+    plan: &Plan,
+    pod: &Pod,
+    workload: &weft_registry::Workload,
+    exe: &str,
+    state: &mut MeshState,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let gateway = procs::spawn(Launch {
+        role: format!("gateway/{}", pod.spec.name),
+        argv: vec![
+            exe.to_string(),
+            "proxy".into(),
+            "--xds".into(),
+            format!("http://{}", plan.addresses.xds),
+            "--node-id".into(),
+            workload.node_id(),
+            "--admin".into(),
+            "0.0.0.0:15000".into(),
+        ],
+        netns: Some(&pod.netns),
+        uid: None,
+        env: vec![],
+        log: &dir.join("logs").join(format!("{}.log", pod.spec.name)),
+    })?;
+    state.processes.push(gateway);
+    state.save(dir)
+}
+
 /// Ready means: every proxy ACKed its listeners and clusters, and every
 /// HTTP app answers through its sidecar.
 /// `alive` is checked on every round, so a process that dies fails the
@@ -369,6 +407,7 @@ async fn wait_ready(
     alive()
 }
 
+/// The ports to probe a pod's app on (a gateway pod has no app).
 fn http_ports(plan: &Plan, pod: &Pod) -> Vec<u16> {
     let workload = plan
         .registry
@@ -376,6 +415,9 @@ fn http_ports(plan: &Plan, pod: &Pod) -> Vec<u16> {
         .iter()
         .find(|w| w.name == pod.spec.name)
         .expect("planned");
+    if workload.proxy == ProxyKind::Gateway {
+        return Vec::new();
+    }
     plan.registry
         .services_of(workload)
         .flat_map(|s| s.ports.iter())

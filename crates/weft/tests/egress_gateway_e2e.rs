@@ -1,0 +1,261 @@
+//! End-to-end: Istio's "Egress Gateways" task on a `weft up` mesh, with the
+//! task's YAML unchanged. The egress gateway is a pod deployed as Istio
+//! deploys one of its own (`inject.istio.io/templates: gateway`) behind the
+//! demo profile's `istio-egressgateway` Service; `edition.cnn.com` is a host
+//! outside the mesh (plain HTTP on 80, TLS on 443, with a certificate made
+//! here). HTTP, then TLS passthrough, leave the mesh through the gateway,
+//! which the gateway's access log shows. The task's `/politics` is
+//! `/headers` here (the stand-in server's page).
+//! Subnet 164, ingress port 18164.
+
+mod support;
+
+#[path = "../../weft-proxy/tests/support/pki.rs"]
+#[allow(dead_code)]
+mod pki;
+
+use std::time::Duration;
+
+use support::*;
+
+const EGRESS_GATEWAY_POD: &str = "- name: istio-egressgateway
+  namespace: istio-system
+  labels: {istio: egressgateway, app: istio-egressgateway}
+  annotations: {inject.istio.io/templates: gateway}
+  serviceAccount: istio-egressgateway-service-account
+  ports: [{containerPort: 8080, name: http2}, {containerPort: 8443, name: https}]
+";
+
+const EGRESS_GATEWAY_SERVICE: &str = "- name: istio-egressgateway
+  namespace: istio-system
+  selector: {istio: egressgateway}
+  ports: [{name: http2, port: 80, targetPort: 8080}, {name: https, port: 443, targetPort: 8443}]
+";
+
+const SERVICE_ENTRY: &str = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: cnn
+spec:
+  hosts:
+  - edition.cnn.com
+  ports:
+  - number: 80
+    name: http-port
+    protocol: HTTP
+  - number: 443
+    name: https
+    protocol: HTTPS
+  resolution: DNS
+";
+
+const HTTP_THROUGH_GATEWAY: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: istio-egressgateway
+spec:
+  selector:
+    istio: egressgateway
+  servers:
+  - port:
+      number: 80
+      name: http
+      protocol: HTTP
+    hosts:
+    - edition.cnn.com
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: egressgateway-for-cnn
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  subsets:
+  - name: cnn
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: direct-cnn-through-egress-gateway
+spec:
+  hosts:
+  - edition.cnn.com
+  gateways:
+  - istio-egressgateway
+  - mesh
+  http:
+  - match:
+    - gateways:
+      - mesh
+      port: 80
+    route:
+    - destination:
+        host: istio-egressgateway.istio-system.svc.cluster.local
+        subset: cnn
+        port:
+          number: 80
+      weight: 100
+  - match:
+    - gateways:
+      - istio-egressgateway
+      port: 80
+    route:
+    - destination:
+        host: edition.cnn.com
+        port:
+          number: 80
+      weight: 100
+";
+
+const TLS_THROUGH_GATEWAY: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: istio-egressgateway
+spec:
+  selector:
+    istio: egressgateway
+  servers:
+  - port:
+      number: 443
+      name: tls
+      protocol: TLS
+    hosts:
+    - edition.cnn.com
+    tls:
+      mode: PASSTHROUGH
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: egressgateway-for-cnn
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  subsets:
+  - name: cnn
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: direct-cnn-through-egress-gateway
+spec:
+  hosts:
+  - edition.cnn.com
+  gateways:
+  - mesh
+  - istio-egressgateway
+  tls:
+  - match:
+    - gateways:
+      - mesh
+      port: 443
+      sniHosts:
+      - edition.cnn.com
+    route:
+    - destination:
+        host: istio-egressgateway.istio-system.svc.cluster.local
+        subset: cnn
+        port:
+          number: 443
+  - match:
+    - gateways:
+      - istio-egressgateway
+      port: 443
+      sniHosts:
+      - edition.cnn.com
+    route:
+    - destination:
+        host: edition.cnn.com
+        port:
+          number: 443
+      weight: 100
+";
+
+/// Lines of the egress gateway's log that mention `what`.
+fn gateway_lines(mesh: &Mesh, what: &str) -> usize {
+    mesh.log("istio-egressgateway.log")
+        .lines()
+        .filter(|l| l.contains(what))
+        .count()
+}
+
+#[test]
+fn istio_egress_gateway_task_http_then_tls_passthrough() {
+    let pki = pki::Pki::new("egressgw");
+    pki.root("cnn.com");
+    pki.leaf("cnn.com", "edition.cnn.com");
+    // One host, two servers: the stand-in httpbin on 80, openssl on 443.
+    let cnn = format!(
+        "- name: edition-cnn-com\n  labels: {{app: cnn, sidecar.istio.io/inject: \"false\"}}\n  hostnames: [edition.cnn.com]\n  command: [sh, -c, \"openssl s_server -accept 443 -cert {} -key {} -www -quiet & exec {} demo httpbin --version cnn --listen 0.0.0.0:80\"]\n  ports: [{{containerPort: 80, name: http}}, {{containerPort: 443, name: https}}]\n",
+        pki.path("edition.cnn.com.crt"),
+        pki.path("edition.cnn.com.key"),
+        env!("CARGO_BIN_EXE_weft"),
+    );
+    let mesh = Mesh::up_edited("httpbin", "egressgw", 164, 18164, |text| {
+        text.replace(
+            "\nservices:\n",
+            &format!("\n{cnn}{EGRESS_GATEWAY_POD}services:\n{EGRESS_GATEWAY_SERVICE}"),
+        )
+    });
+    let http = |mesh: &Mesh| {
+        pod_curl(
+            mesh,
+            "curl",
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "http://edition.cnn.com/headers",
+            ],
+        )
+    };
+    let ca = pki.path("cnn.com.crt");
+    let https = |mesh: &Mesh| {
+        pod_curl(
+            mesh,
+            "curl",
+            &[
+                "--cacert",
+                &ca,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "https://edition.cnn.com/",
+            ],
+        )
+    };
+
+    ok(mesh.apply_yaml("cnn-service-entry.yaml", SERVICE_ENTRY));
+    wait_until("edition.cnn.com directly", Duration::from_secs(20), || {
+        http(&mesh) == "200"
+    });
+    assert_eq!(gateway_lines(&mesh, "edition.cnn.com"), 0);
+
+    // HTTP through the egress gateway: its access log has the request.
+    ok(mesh.apply_yaml("egress-http.yaml", HTTP_THROUGH_GATEWAY));
+    wait_until(
+        "a request to edition.cnn.com in the egress gateway's log",
+        Duration::from_secs(20),
+        || http(&mesh) == "200" && gateway_lines(&mesh, "/headers") > 0,
+    );
+    assert!(
+        mesh.log("istio-egressgateway.log")
+            .contains("outbound|80||edition.cnn.com"),
+        "the gateway sent it to the external host's cluster"
+    );
+
+    // TLS passthrough through the egress gateway (the task deletes the
+    // HTTP config first; applying over it replaces the same names).
+    wait_until(
+        "edition.cnn.com over TLS directly",
+        Duration::from_secs(20),
+        || https(&mesh) == "200",
+    );
+    ok(mesh.apply_yaml("egress-http.yaml", TLS_THROUGH_GATEWAY));
+    wait_until(
+        "TLS to edition.cnn.com through the egress gateway",
+        Duration::from_secs(20),
+        || https(&mesh) == "200" && gateway_lines(&mesh, "outbound|443||edition.cnn.com") > 0,
+    );
+}
