@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::upstream::UpStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::access_log::{self, Entry};
 use crate::compile::Compiled;
@@ -62,7 +62,7 @@ async fn connect(
     conn: &Connection,
     cluster_name: &str,
     snapshot: &Compiled,
-) -> Result<(TcpStream, SocketAddr), ProxyError> {
+) -> Result<(UpStream, SocketAddr), ProxyError> {
     let cluster = snapshot
         .clusters
         .get(cluster_name)
@@ -86,7 +86,7 @@ async fn dial(
     cluster: &crate::compile::ClusterCfg,
     addr: SocketAddr,
     local: SocketAddr,
-) -> Result<TcpStream, ProxyError> {
+) -> Result<UpStream, ProxyError> {
     // A connection made straight to the capture port would otherwise be
     // passed through to itself, forever.
     if local == addr {
@@ -110,7 +110,7 @@ async fn dial(
 /// timeout, a quiet spell that long ends both (error `TimedOut`).
 async fn copy_until_idle<S: AsyncRead + AsyncWrite + Unpin>(
     down: &mut S,
-    up: &mut TcpStream,
+    up: &mut UpStream,
     idle: Option<Duration>,
 ) -> std::io::Result<()> {
     let Some(idle) = idle else {
@@ -120,7 +120,7 @@ async fn copy_until_idle<S: AsyncRead + AsyncWrite + Unpin>(
     // Milliseconds since `start` of the last byte moved either way.
     let last = AtomicU64::new(0);
     let (mut down_r, mut down_w) = tokio::io::split(down);
-    let (mut up_r, mut up_w) = up.split();
+    let (mut up_r, mut up_w) = tokio::io::split(up);
     let both = async {
         tokio::try_join!(
             copy_half(&mut down_r, &mut up_w, &last, start),

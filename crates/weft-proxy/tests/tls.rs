@@ -562,3 +562,107 @@ async fn passthrough_routes_tls_by_name_and_tls_servers_proxy_bytes() {
         "opaque bytes, not HTTP the proxy read: {out}"
     );
 }
+
+/// A cluster's UpstreamTlsContext, as istiod writes DestinationRule `tls`
+/// SIMPLE: SNI, trusted CAs (none: any certificate), expected names.
+fn originate(sni: &str, ca: Option<Vec<u8>>, names: &[&str]) -> TransportSocket {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        subject_alt_name_matcher::SanType, SubjectAltNameMatcher, UpstreamTlsContext,
+    };
+    use envoy_types::pb::envoy::r#type::matcher::v3::{
+        string_matcher::MatchPattern, StringMatcher,
+    };
+    let validation = ca.map(|ca| {
+        ValidationContextType::ValidationContext(CertificateValidationContext {
+            trusted_ca: inline(ca),
+            match_typed_subject_alt_names: names
+                .iter()
+                .map(|n| SubjectAltNameMatcher {
+                    san_type: SanType::Dns as i32,
+                    matcher: Some(StringMatcher {
+                        match_pattern: Some(MatchPattern::Exact(n.to_string())),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    });
+    let ctx = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            validation_context_type: validation,
+            ..Default::default()
+        }),
+        sni: sni.into(),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(ctx))),
+    }
+}
+
+/// Istio's TLS origination on loopback: a plaintext request leaves one
+/// proxy over TLS to a second that terminates it (the stand-in external
+/// server). The upstream's certificate is checked against the trusted CA
+/// and the expected name; a wrong CA or name fails the connection (503),
+/// and without a validation context any certificate is taken.
+#[tokio::test]
+async fn clusters_originate_tls_and_check_the_upstream_certificate() {
+    let pki = Pki::new("originate");
+    pki.root("example.com");
+    pki.server_leaf("example.com", "api.example.com");
+    pki.root("other.org");
+    let (server, _backend) = tls_proxy(
+        vec![cert_secret(
+            "cert",
+            &pki,
+            "api.example.com",
+            "api.example.com",
+        )],
+        vec![tls_chain(&[], "cert", None, false)],
+    )
+    .await;
+    let through = |socket: TransportSocket| {
+        let mut c = static_cluster("external", &[server.addr]);
+        c.transport_socket = Some(socket);
+        proxy(vec![c], vec![route_to("external")])
+    };
+    let root = pki.read("example.com.crt");
+    let cases = [
+        (
+            "trusted CA, SNI as the name",
+            originate("api.example.com", Some(root.clone()), &[]),
+            200,
+        ),
+        (
+            "trusted CA, expected SAN",
+            originate("x.test", Some(root.clone()), &["api.example.com"]),
+            200,
+        ),
+        (
+            "another SAN expected",
+            originate("api.example.com", Some(root.clone()), &["www.example.com"]),
+            503,
+        ),
+        (
+            "untrusted CA",
+            originate("api.example.com", Some(pki.read("other.org.crt")), &[]),
+            503,
+        ),
+        (
+            "no validation context",
+            originate("api.example.com", None, &[]),
+            200,
+        ),
+    ];
+    for (what, socket, status) in cases {
+        let client = through(socket);
+        let r = get(client.addr, "/origin").await;
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+        if status == 200 {
+            assert!(r.body.starts_with("backend\n/origin"), "{what}: {}", r.body);
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //!
 //! *Invariant:* one crypto provider (ring), no I/O.
 
+mod upstream;
 mod verifier;
 pub mod x509;
 
@@ -17,6 +18,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
+pub use upstream::server_verifier;
 pub use verifier::client_verifier;
 
 /// The crypto provider every TLS context of Weft uses.

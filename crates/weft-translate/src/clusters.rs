@@ -101,21 +101,31 @@ fn push_cluster(
     };
     let name = cluster_name("outbound", port.port, subset_name, &service.fqdn());
     let protocol = weft_registry::Protocol::of(port);
+    let mut cluster = eds_cluster(&name, protocol, policy);
+    if let Some(tls) = policy.and_then(|p| p.tls.as_ref()) {
+        match crate::upstream_tls::transport_socket(tls, &service.fqdn()) {
+            Ok(socket) => cluster.transport_socket = socket,
+            Err(e) => out.problems.push(format!("cluster {name}: {e}")),
+        }
+    }
     match service.entry.as_ref().map(|e| e.resolution) {
         Some(Resolution::None) => {
-            out.clusters.push(original_dst(&name));
+            let socket = cluster.transport_socket.take();
+            out.clusters.push(Cluster {
+                transport_socket: socket,
+                ..original_dst(&name)
+            });
             return;
         }
         Some(kind @ (Resolution::Dns | Resolution::DnsRoundRobin)) => {
             let entry = service.entry.as_ref().expect("matched an entry");
-            let mut c = eds_cluster(&name, protocol, policy);
-            dns_cluster(&mut c, kind, service, entry, port, &labels);
-            out.clusters.push(c);
+            dns_cluster(&mut cluster, kind, service, entry, port, &labels);
+            out.clusters.push(cluster);
             return;
         }
         Some(Resolution::Static) | None => {}
     }
-    out.clusters.push(eds_cluster(&name, protocol, policy));
+    out.clusters.push(cluster);
     let endpoints = inputs.registry.endpoints(service, port, &labels);
     out.endpoints.push(ClusterLoadAssignment {
         cluster_name: name,

@@ -21,6 +21,7 @@ mod routes;
 mod sidecar;
 mod tcp;
 mod tls_routes;
+mod upstream_tls;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;

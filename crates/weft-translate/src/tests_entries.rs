@@ -191,3 +191,44 @@ fn entries_are_scoped_by_export_to() {
     let out = translated_with(&private, 0);
     assert!(!out.clusters.iter().any(|c| c.name.contains("httpbin.org")));
 }
+
+#[test]
+fn destination_rule_tls_originates_from_the_cluster() {
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, UpstreamTlsContext,
+    };
+    let config = format!(
+        "{ENTRIES}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: httpbin-ext}}\nspec:\n  host: httpbin.org\n  trafficPolicy:\n    portLevelSettings:\n    - port: {{number: 80}}\n      tls: {{mode: SIMPLE}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: db}}\nspec:\n  host: db.internal\n  trafficPolicy:\n    tls: {{mode: ISTIO_MUTUAL}}\n"
+    );
+    let out = translated_with(&config, 0);
+    let c = cluster(&out, "outbound|80||httpbin.org");
+    let Some(ConfigType::TypedConfig(any)) = &c.transport_socket.as_ref().unwrap().config_type
+    else {
+        panic!()
+    };
+    let ctx: UpstreamTlsContext = prost::Message::decode(any.value.as_slice()).unwrap();
+    assert_eq!(ctx.sni, "httpbin.org");
+    let Some(ValidationContextType::ValidationContext(v)) =
+        ctx.common_tls_context.unwrap().validation_context_type
+    else {
+        panic!()
+    };
+    assert_eq!(
+        v.trusted_ca.unwrap().specifier,
+        Some(Specifier::Filename(
+            "/etc/ssl/certs/ca-certificates.crt".into()
+        )),
+        "the system's CAs by default, as istiod writes them"
+    );
+    // ISTIO_MUTUAL needs the mesh CA: plaintext, and said so.
+    assert!(cluster(&out, "outbound|5432||db.internal")
+        .transport_socket
+        .is_none());
+    assert!(
+        out.problems.iter().any(|p| p.contains("ISTIO_MUTUAL")),
+        "{:?}",
+        out.problems
+    );
+}

@@ -1,10 +1,13 @@
-//! End-to-end: Istio's "Egress Gateways" task on a `weft up` mesh, with the
-//! task's YAML unchanged. The egress gateway is a pod deployed as Istio
+//! End-to-end: Istio's "Egress Gateways" and "Egress TLS Origination"
+//! tasks on a `weft up` mesh, with the tasks' YAML unchanged (but for the
+//! CA file the origination's DestinationRule names: the stand-in server's
+//! certificate is made here, not by a public CA). The egress gateway is a pod deployed as Istio
 //! deploys one of its own (`inject.istio.io/templates: gateway`) behind the
 //! demo profile's `istio-egressgateway` Service; `edition.cnn.com` is a host
 //! outside the mesh (plain HTTP on 80, TLS on 443, with a certificate made
 //! here). HTTP, then TLS passthrough, leave the mesh through the gateway,
-//! which the gateway's access log shows. The task's `/politics` is
+//! which the gateway's access log shows; then the sidecar itself turns
+//! plain HTTP into TLS to the host's port 443. The task's `/politics` is
 //! `/headers` here (the stand-in server's page).
 //! Subnet 164, ingress port 18164.
 
@@ -170,6 +173,45 @@ spec:
       weight: 100
 ";
 
+/// The origination task's ServiceEntry and DestinationRule; the rule's
+/// `caCertificates` line is added (the task's host has a public CA's
+/// certificate, which the system's CAs, the default, would check).
+fn tls_origination(ca: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: edition-cnn-com
+spec:
+  hosts:
+  - edition.cnn.com
+  ports:
+  - number: 80
+    name: http-port
+    protocol: HTTP
+    targetPort: 443
+  - number: 443
+    name: https-port
+    protocol: HTTPS
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: edition-cnn-com
+spec:
+  host: edition.cnn.com
+  trafficPolicy:
+    portLevelSettings:
+    - port:
+        number: 80
+      tls:
+        mode: SIMPLE # initiates HTTPS when accessing edition.cnn.com
+        caCertificates: {ca}
+"
+    )
+}
+
 /// Lines of the egress gateway's log that mention `what`.
 fn gateway_lines(mesh: &Mesh, what: &str) -> usize {
     mesh.log("istio-egressgateway.log")
@@ -182,7 +224,7 @@ fn gateway_lines(mesh: &Mesh, what: &str) -> usize {
 fn istio_egress_gateway_task_http_then_tls_passthrough() {
     let pki = pki::Pki::new("egressgw");
     pki.root("cnn.com");
-    pki.leaf("cnn.com", "edition.cnn.com");
+    pki.server_leaf("cnn.com", "edition.cnn.com");
     // One host, two servers: the stand-in httpbin on 80, openssl on 443.
     let cnn = format!(
         "- name: edition-cnn-com\n  labels: {{app: cnn, sidecar.istio.io/inject: \"false\"}}\n  hostnames: [edition.cnn.com]\n  command: [sh, -c, \"openssl s_server -accept 443 -cert {} -key {} -www -quiet & exec {} demo httpbin --version cnn --listen 0.0.0.0:80\"]\n  ports: [{{containerPort: 80, name: http}}, {{containerPort: 443, name: https}}]\n",
@@ -257,5 +299,26 @@ fn istio_egress_gateway_task_http_then_tls_passthrough() {
         "TLS to edition.cnn.com through the egress gateway",
         Duration::from_secs(20),
         || https(&mesh) == "200" && gateway_lines(&mesh, "outbound|443||edition.cnn.com") > 0,
+    );
+
+    // "Egress TLS Origination": the task deletes the gateway config, then
+    // plain HTTP to port 80 leaves the sidecar as TLS to port 443 (the
+    // stand-in's TLS side answers with its status page).
+    for (kind, name) in [
+        ("gw", "istio-egressgateway"),
+        ("vs", "direct-cnn-through-egress-gateway"),
+        ("dr", "egressgateway-for-cnn"),
+        ("se", "cnn"),
+    ] {
+        ok(weft(&["delete", kind, name, "--mesh", &mesh.name]));
+    }
+    ok(mesh.apply_yaml("origination.yaml", &tls_origination(&ca)));
+    wait_until(
+        "http://edition.cnn.com answered by the TLS side",
+        Duration::from_secs(20),
+        || {
+            pod_curl(&mesh, "curl", &["http://edition.cnn.com/"])
+                .contains("Ciphers supported in s_server binary")
+        },
     );
 }

@@ -111,6 +111,7 @@ impl TrafficPolicy {
 
     pub fn unenforced_fields(&self) -> Vec<&'static str> {
         let lb = self.load_balancer.as_ref();
+        let tls = self.tls.as_ref();
         [
             (
                 "loadBalancer.warmupDurationSecs",
@@ -124,7 +125,15 @@ impl TrafficPolicy {
                 "loadBalancer.backendUtilization",
                 lb.is_some_and(|l| l.backend_utilization.is_some()),
             ),
-            ("tls", self.tls.is_some()),
+            (
+                "tls.mode ISTIO_MUTUAL",
+                tls.is_some_and(|t| t.mode.as_deref() == Some("ISTIO_MUTUAL")),
+            ),
+            (
+                "tls.credentialName",
+                tls.is_some_and(|t| t.credential_name.is_some()),
+            ),
+            ("tls.caCrl", tls.is_some_and(|t| t.ca_crl.is_some())),
             ("tunnel", self.tunnel.is_some()),
             ("proxyProtocol", self.proxy_protocol.is_some()),
             ("retryBudget", self.retry_budget.is_some()),

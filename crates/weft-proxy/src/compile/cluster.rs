@@ -56,6 +56,9 @@ pub struct ClusterCfg {
     /// them anyway (Envoy's panic threshold, 50% by default; Istio sets 0).
     pub panic_threshold: u32,
     pub endpoints: Endpoints,
+    /// TLS to the hosts (DestinationRule `tls` SIMPLE or MUTUAL).
+    #[serde(skip)]
+    pub tls: Option<std::sync::Arc<super::UpstreamTls>>,
 }
 
 impl ClusterCfg {
@@ -75,6 +78,7 @@ impl ClusterCfg {
             idle_timeout: self.idle_timeout,
             max_connection_duration: self.max_connection_duration,
             keepalive: self.keepalive,
+            tls: self.tls.clone(),
         }
     }
 
@@ -170,9 +174,7 @@ pub(crate) fn compile_cluster(c: &Cluster, eds: Option<&Endpoints>) -> Result<Cl
     };
     let policy =
         P::try_from(c.lb_policy).map_err(|_| format!("unknown lb_policy {}", c.lb_policy))?;
-    if c.transport_socket.is_some() {
-        return Err("transport_socket (upstream TLS) is not supported yet".into());
-    }
+    let tls = super::upstream_tls::compile_upstream_tls(c)?;
     let HttpOptions {
         mut limits,
         idle_timeout,
@@ -235,6 +237,7 @@ pub(crate) fn compile_cluster(c: &Cluster, eds: Option<&Endpoints>) -> Result<Cl
             .and_then(|l| l.healthy_panic_threshold.as_ref())
             .map_or(50, |p| p.value.clamp(0.0, 100.0) as u32),
         endpoints,
+        tls,
     })
 }
 

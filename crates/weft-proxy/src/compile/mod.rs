@@ -13,6 +13,7 @@ mod matcher;
 mod route;
 mod secret;
 mod tls;
+mod upstream_tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub(crate) use route::compile_route_table;
 pub(crate) use secret::compile_secret;
 pub use secret::SecretCfg;
 pub use tls::DownstreamTls;
+pub use upstream_tls::UpstreamTls;
 
 /// One immutable snapshot of everything the proxy runs. Requests hold an
 /// `Arc` to the snapshot they started with, so a push never changes a

@@ -22,7 +22,6 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::{connect, Breaker, Peer, UpstreamError, PENDING_RECHECK};
@@ -254,7 +253,7 @@ fn start(peer: &Peer, h2: &Http2, breaker: &Arc<Breaker>) {
                 !list.is_empty()
             });
         }
-        conns.entry(*peer).or_default().push(Conn {
+        conns.entry(peer.clone()).or_default().push(Conn {
             state,
             streams: Arc::new(AtomicU32::new(0)),
             served: 0,
@@ -262,7 +261,7 @@ fn start(peer: &Peer, h2: &Http2, breaker: &Arc<Breaker>) {
             last_used: Instant::now(),
         });
     });
-    let (peer, h2, breaker) = (*peer, *h2, breaker.clone());
+    let (peer, h2, breaker) = (peer.clone(), *h2, breaker.clone());
     tokio::spawn(async move {
         let conn = match handshake(&peer, &h2).await {
             Ok((sender, conn)) => {
@@ -292,7 +291,7 @@ async fn handshake(
     h2: &Http2,
 ) -> std::io::Result<(
     SendRequest<UpBody>,
-    hyper::client::conn::http2::Connection<TokioIo<TcpStream>, UpBody, TokioExecutor>,
+    hyper::client::conn::http2::Connection<TokioIo<super::UpStream>, UpBody, TokioExecutor>,
 )> {
     let stream = connect(peer).await?;
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());

@@ -26,14 +26,16 @@ pub(crate) mod balancer;
 mod breaker;
 mod h2;
 pub(crate) mod outlier;
+mod stream;
 pub use breaker::{Breaker, Limits};
 pub use h2::Http2;
 pub use outlier::Outliers;
+pub(crate) use stream::UpStream;
 
 /// Everything needed to reach one upstream endpoint, built from its
 /// cluster. HTTP and TCP connect through the same `connect`, so every
 /// cluster setting reaches the socket; the HTTP pool is keyed on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Peer {
     pub addr: SocketAddr,
     /// Source address (`upstream_bind_config`).
@@ -48,6 +50,8 @@ pub(crate) struct Peer {
     pub keepalive: Option<Keepalive>,
     /// HTTP/2 to this peer (h2c) rather than HTTP/1.1.
     pub http2: Option<Http2>,
+    /// TLS to this peer (the cluster's transport socket).
+    pub tls: Option<Arc<crate::compile::UpstreamTls>>,
 }
 
 /// TCP keepalive settings; a part left out is the system's default.
@@ -236,7 +240,7 @@ fn checkin(peer: &Peer, mut conn: Pooled) {
     conn.idle_since = Instant::now();
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        idle.entry(*peer).or_default().push(conn);
+        idle.entry(peer.clone()).or_default().push(conn);
         if fastrand::u32(..SWEEP_EVERY) == 0 {
             idle.retain(|_, list| {
                 list.retain(|c| !c.sender.is_closed());
@@ -247,8 +251,29 @@ fn checkin(peer: &Peer, mut conn: Pooled) {
 }
 
 /// A TCP connection to `peer`, within its connect timeout, from its bind
-/// source; Nagle off, as Envoy sets it.
-pub(crate) async fn connect(peer: &Peer) -> std::io::Result<TcpStream> {
+/// source; Nagle off, as Envoy sets it; then the TLS handshake when the
+/// cluster originates TLS (within the same timeout).
+pub(crate) async fn connect(peer: &Peer) -> std::io::Result<UpStream> {
+    let Some(tls) = &peer.tls else {
+        return connect_tcp(peer).await.map(UpStream::Plain);
+    };
+    let tcp = connect_tcp(peer).await?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let handshake = connector.connect(tls.sni.clone(), tcp);
+    match tokio::time::timeout(peer.connect_timeout, handshake).await {
+        Ok(Ok(stream)) => Ok(UpStream::Tls(Box::new(stream))),
+        Ok(Err(e)) => Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            format!("TLS handshake with {}: {e}", peer.addr),
+        )),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("TLS handshake with {} timed out", peer.addr),
+        )),
+    }
+}
+
+async fn connect_tcp(peer: &Peer) -> std::io::Result<TcpStream> {
     let dial = async {
         let socket = if peer.addr.is_ipv4() {
             TcpSocket::new_v4()?
@@ -295,9 +320,9 @@ async fn open(peer: &Peer, breaker: &Arc<Breaker>) -> Result<Option<Pooled>, Ups
     if !breaker.open_connection(first_here) {
         return Ok(None);
     }
-    OPEN.with(|o| *o.borrow_mut().entry(*peer).or_default() += 1);
+    OPEN.with(|o| *o.borrow_mut().entry(peer.clone()).or_default() += 1);
     let closed = {
-        let (peer, breaker) = (*peer, breaker.clone());
+        let (peer, breaker) = (peer.clone(), breaker.clone());
         move || {
             OPEN.with(|o| {
                 if let Some(n) = o.borrow_mut().get_mut(&peer) {
@@ -330,7 +355,7 @@ async fn open(peer: &Peer, breaker: &Arc<Breaker>) -> Result<Option<Pooled>, Ups
     }
 }
 
-type Connection = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, UpBody>;
+type Connection = hyper::client::conn::http1::Connection<TokioIo<UpStream>, UpBody>;
 
 async fn handshake(peer: &Peer) -> Result<(Sender, Connection), UpstreamError> {
     let stream = connect(peer).await.map_err(UpstreamError::Connect)?;
@@ -362,6 +387,7 @@ mod tests {
             max_connection_duration: None,
             keepalive: None,
             http2: None,
+            tls: None,
         }
     }
 

@@ -55,6 +55,19 @@ impl Pki {
 
     /// A leaf `<cn>.crt`/`<cn>.key` for common name `cn`, signed by `root`.
     pub fn leaf(&self, root: &str, cn: &str) {
+        self.sign(root, cn, &[]);
+    }
+
+    /// A version 3 leaf with `cn` as its DNS subject alt name too, as a
+    /// public server's certificate is (what a client that originates TLS
+    /// checks names against).
+    pub fn server_leaf(&self, root: &str, cn: &str) {
+        let ext = format!("{cn}.ext");
+        std::fs::write(self.dir.join(&ext), format!("subjectAltName=DNS:{cn}\n")).unwrap();
+        self.sign(root, cn, &["-extfile", &ext]);
+    }
+
+    fn sign(&self, root: &str, cn: &str, extra: &[&str]) {
         let subj = format!("/CN={cn}/O={cn} organization");
         let (key, csr, crt) = (
             format!("{cn}.key"),
@@ -88,7 +101,11 @@ impl Pki {
                 &csr,
                 "-out",
                 &crt,
-            ],
+            ]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect::<Vec<&str>>(),
         );
     }
 
