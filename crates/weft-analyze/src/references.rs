@@ -118,16 +118,7 @@ fn destination_port(input: &Input, f: &mut Findings, r: &Resource, d: &Destinati
 fn virtual_service(input: &Input, f: &mut Findings, r: &Resource) {
     let vs = r.as_virtual_service().expect("virtual service");
     let ns = r.namespace();
-    let destinations = vs
-        .http
-        .iter()
-        .flat_map(|h| h.route.iter().map(|d| &d.destination))
-        .chain(
-            vs.tcp
-                .iter()
-                .flat_map(|t| t.route.iter().map(|d| &d.destination)),
-        );
-    for d in destinations {
+    for d in vs.destinations() {
         destination_port(input, f, r, d);
         if !host_known(input, &d.host, ns) {
             f.push(

@@ -213,7 +213,11 @@ impl Kind {
     pub fn is_enforced(self) -> bool {
         matches!(
             self,
-            Kind::VirtualService | Kind::DestinationRule | Kind::Gateway
+            Kind::VirtualService
+                | Kind::DestinationRule
+                | Kind::Gateway
+                | Kind::ServiceEntry
+                | Kind::Sidecar
         )
     }
 }
@@ -359,6 +363,13 @@ impl Resource {
     pub fn as_gateway(&self) -> Option<&Gateway> {
         match &self.spec {
             Spec::Gateway(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_sidecar(&self) -> Option<&crate::networking::Sidecar> {
+        match &self.spec {
+            Spec::Sidecar(v) => Some(v),
             _ => None,
         }
     }

@@ -18,6 +18,7 @@ mod policies;
 mod pool;
 mod proxyless;
 mod routes;
+mod scope;
 mod sidecar;
 mod tcp;
 mod tls_routes;
@@ -52,12 +53,30 @@ pub struct ProxyResources {
 pub struct Inputs<'a> {
     pub config: &'a [Resource],
     pub registry: &'a Registry,
+    /// The proxy's Sidecar resource's `outboundTrafficPolicy.mode`, which
+    /// replaces the mesh config's for that proxy.
+    outbound_mode: Option<&'a str>,
 }
 
 impl<'a> Inputs<'a> {
-    /// The mesh config (Istio's `istio` ConfigMap), or Istio's defaults.
+    pub fn new(config: &'a [Resource], registry: &'a Registry) -> Inputs<'a> {
+        Inputs {
+            config,
+            registry,
+            outbound_mode: None,
+        }
+    }
+
+    /// The mesh config (Istio's `istio` ConfigMap), or Istio's defaults,
+    /// with this proxy's Sidecar's outbound traffic policy.
     pub(crate) fn mesh(&self) -> weft_config::MeshConfig {
-        weft_config::MeshConfig::of(self.config)
+        let mut mesh = weft_config::MeshConfig::of(self.config);
+        if let Some(mode) = self.outbound_mode {
+            mesh.outbound_traffic_policy = Some(weft_config::mesh_config::OutboundTrafficPolicy {
+                mode: Some(mode.to_string()),
+            });
+        }
+        mesh
     }
 
     /// The VirtualServices `keep` accepts, oldest first (then by name and
@@ -80,8 +99,12 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
     let mut out = ProxyResources::default();
     match proxy.proxy {
         ProxyKind::Sidecar => {
-            clusters::outbound(inputs, proxy, &mut out);
-            sidecar::build(inputs, proxy, &mut out);
+            // Outbound sees what the proxy's Sidecar resource leaves it.
+            let scoped = scope::of(inputs, proxy);
+            let outbound = scoped.as_ref().map(|s| s.inputs());
+            let outbound = outbound.as_ref().unwrap_or(inputs);
+            clusters::outbound(outbound, proxy, &mut out);
+            sidecar::build(outbound, inputs, proxy, &mut out);
         }
         ProxyKind::Gateway => {
             clusters::outbound(inputs, proxy, &mut out);
@@ -98,3 +121,5 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
 mod tests;
 #[cfg(test)]
 mod tests_entries;
+#[cfg(test)]
+mod tests_scope;

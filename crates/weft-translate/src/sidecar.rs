@@ -23,11 +23,13 @@ pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 const OUTBOUND_PORT: u32 = 15001;
 const INBOUND_PORT: u32 = 15006;
 
-pub(crate) fn build(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
-    let outside = Outside::of(inputs);
+/// `outbound`: what the proxy's Sidecar resource lets it see; `all`: the
+/// whole mesh (inbound is not scoped).
+pub(crate) fn build(outbound: &Inputs, all: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
+    let outside = Outside::of(outbound);
     out.listeners.push(virtual_outbound(outside));
-    outbound_listeners(inputs, proxy, out);
-    inbound(inputs, proxy, out);
+    outbound_listeners(outbound, proxy, out);
+    inbound(all, proxy, out);
 }
 
 fn original_dst_filter() -> ListenerFilter {

@@ -65,10 +65,7 @@ pub(crate) fn route_filter(route: &[RouteDestination], scope: &Scope) -> Filter 
         .first()
         .map(|d| destination_cluster(&d.destination, scope))
         .unwrap_or_default();
-    let inputs = Inputs {
-        config: scope.config,
-        registry: scope.registry,
-    };
+    let inputs = Inputs::new(scope.config, scope.registry);
     let idle = first.and_then(|h| idle_timeout(&inputs, h, scope.namespace));
     tcp_proxy_to(stat_prefix, specifier(route, scope), idle)
 }

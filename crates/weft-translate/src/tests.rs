@@ -206,10 +206,7 @@ pub(crate) fn translated_with(config: &str, proxy: usize) -> ProxyResources {
     assert!(!loaded.has_errors(), "{:?}", loaded.problems);
     // As the control plane does: ServiceEntries are services too.
     let registry = registry().with_entries(&loaded.resources, "default");
-    let inputs = Inputs {
-        config: &loaded.resources,
-        registry: &registry,
-    };
+    let inputs = Inputs::new(&loaded.resources, &registry);
     translate(&inputs, &registry.workloads[proxy])
 }
 
@@ -418,10 +415,7 @@ fn localities_become_priorities_for_each_proxy() {
     let eds = |config: &str| {
         let loaded = weft_config::load_str(config, "t.yaml");
         assert!(!loaded.has_errors(), "{:?}", loaded.problems);
-        let inputs = Inputs {
-            config: &loaded.resources,
-            registry: &registry,
-        };
+        let inputs = Inputs::new(&loaded.resources, &registry);
         let out = translate(&inputs, &registry.workloads[0]);
         let name = "outbound|9080||reviews.default.svc.cluster.local";
         let cla = out
@@ -560,10 +554,7 @@ fn tcp_idle_timeout_and_local_origin_errors_reach_envoy() {
     assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
     let mut registry = registry();
     registry.services[0].ports[0].name = "tcp".into();
-    let inputs = Inputs {
-        config: &loaded.resources,
-        registry: &registry,
-    };
+    let inputs = Inputs::new(&loaded.resources, &registry);
     let out = translate(&inputs, &registry.workloads[0]);
     let tcp = out
         .listeners
@@ -686,10 +677,7 @@ fn upstream_protocols_follow_ports_and_policies() {
     let mut registry = registry();
     registry.services[0].ports[0].name = "grpc".into();
     let loaded = weft_config::load_str(CONFIG, "t.yaml");
-    let inputs = Inputs {
-        config: &loaded.resources,
-        registry: &registry,
-    };
+    let inputs = Inputs::new(&loaded.resources, &registry);
     let out = translate(&inputs, &registry.workloads[0]);
     assert_eq!(protocol(&out, outbound), "http2");
     assert_eq!(protocol(&out, "inbound|9080||"), "http2");
@@ -744,10 +732,7 @@ fn undeclared_ports_are_sniffed() {
     let mut registry = registry();
     registry.services[0].ports[0].name = String::new();
     let loaded = weft_config::load_str(CONFIG, "t.yaml");
-    let inputs = Inputs {
-        config: &loaded.resources,
-        registry: &registry,
-    };
+    let inputs = Inputs::new(&loaded.resources, &registry);
     let out = translate(&inputs, &registry.workloads[0]);
     let sniffs = |name: &str| {
         let l = out.listeners.iter().find(|l| l.name == name).unwrap();
@@ -801,10 +786,7 @@ fn proxyless_grpc_gets_api_listeners_and_lean_clusters() {
     let loaded = weft_config::load_str(vs, "t.yaml");
     let mut reg = registry();
     reg.workloads[0].proxy = ProxyKind::Proxyless;
-    let inputs = Inputs {
-        config: &loaded.resources,
-        registry: &reg,
-    };
+    let inputs = Inputs::new(&loaded.resources, &reg);
     let out = translate(&inputs, &reg.workloads[0]);
     let names: Vec<&str> = out.listeners.iter().map(|l| l.name.as_str()).collect();
     for name in [

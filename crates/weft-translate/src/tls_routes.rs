@@ -277,10 +277,7 @@ spec:
         );
         let loaded = weft_config::load_str(&config, "t.yaml");
         assert!(!loaded.has_errors(), "{:?}", loaded.problems);
-        let inputs = Inputs {
-            config: &loaded.resources,
-            registry: &registry,
-        };
+        let inputs = Inputs::new(&loaded.resources, &registry);
         let out = translate(&inputs, &registry.workloads[0]);
         let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let v1 = "outbound|9080|v1|reviews.default.svc.cluster.local";
@@ -296,10 +293,7 @@ spec:
             ]
         );
         // Without tls routes a TLS port goes to the service.
-        let plain = Inputs {
-            config: &[],
-            registry: &registry,
-        };
+        let plain = Inputs::new(&[], &registry);
         let without = translate(&plain, &registry.workloads[0]);
         assert_eq!(
             chains(&without, "198.19.0.10_9080"),

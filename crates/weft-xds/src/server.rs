@@ -346,6 +346,7 @@ impl<G: Generator> ProxyStream<G> {
             for_subscription: subscription,
         };
         let count = resources.len();
+        let bytes = resources.iter().map(|r| r.value.len()).sum();
         let response = DiscoveryResponse {
             version_info: sent.version.clone(),
             resources,
@@ -359,6 +360,7 @@ impl<G: Generator> ProxyStream<G> {
             t.sent_version = sent.version.clone();
             t.sent_nonce = sent.nonce.clone();
             t.resources = count;
+            t.bytes = bytes;
             t.names = names;
         });
         self.sent.insert(type_url.to_string(), sent);

@@ -12,6 +12,8 @@ pub struct TypeStatus {
     pub sent_version: String,
     pub sent_nonce: String,
     pub resources: usize,
+    /// Encoded size of the resources in the last response sent.
+    pub bytes: usize,
     /// Names of the resources in the last response sent.
     pub names: Vec<String>,
     /// Version the proxy last ACKed (empty until the first ACK).

@@ -70,6 +70,38 @@ spec:
         weight: 100
 ";
 
+/// A Sidecar for the default namespace that imports only httpbin.org.
+fn sidecar(mode: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: default
+  namespace: default
+spec:
+  egress:
+  - hosts:
+    - \"./httpbin.org\"
+  outboundTrafficPolicy:
+    mode: {mode}
+"
+    )
+}
+
+/// (resources, bytes) of the config a proxy was last sent, from the
+/// CONFIG column of `weft proxy-status`.
+fn config_of(mesh: &Mesh, proxy: &str) -> (u64, f64) {
+    let status = ok(weft(&["proxy-status", "--mesh", &mesh.name]));
+    let row = status
+        .lines()
+        .find(|l| l.starts_with(proxy))
+        .unwrap_or_else(|| panic!("no row for {proxy}:\n{status}"));
+    let words: Vec<&str> = row.split_whitespace().collect();
+    let n = words.len();
+    assert_eq!((words[n - 3], words[n - 1]), ("res", "KiB"), "{row}");
+    (words[n - 4].parse().unwrap(), words[n - 2].parse().unwrap())
+}
+
 /// curl inside the `curl` pod; (exit code, what `-w` wrote).
 fn from_pod(mesh: &Mesh, args: &[&str]) -> (i32, String) {
     let out = std::process::Command::new("ip")
@@ -181,6 +213,36 @@ fn istio_external_services_task_allow_any_then_registry_only() {
     wait_until("the timeout answers 504", Duration::from_secs(20), || {
         http_code(&mesh, "http://httpbin.org/delay/4") == (0, "504".into())
     });
+
+    // A Sidecar resource scopes the curl pod to httpbin.org: the other
+    // host is unknown to it, so REGISTRY_ONLY cuts it again, and the
+    // proxy is sent less config; the Sidecar's own outboundTrafficPolicy
+    // then lets unknown hosts out for this pod alone.
+    let before = config_of(&mesh, "curl.default");
+    ok(mesh.apply_yaml("sidecar.yaml", &sidecar("REGISTRY_ONLY")));
+    wait_until(
+        "TLS to www.example.com cut by the Sidecar's scope",
+        Duration::from_secs(20),
+        || https(&mesh).0 == 35,
+    );
+    assert_eq!(
+        http_code(&mesh, "http://httpbin.org/headers"),
+        (0, "200".into())
+    );
+    let after = config_of(&mesh, "curl.default");
+    assert!(
+        after.0 < before.0 && after.1 < before.1,
+        "{before:?} -> {after:?}"
+    );
+    ok(mesh.apply_yaml("sidecar.yaml", &sidecar("ALLOW_ANY")));
+    wait_until(
+        "www.example.com through the Sidecar's ALLOW_ANY",
+        Duration::from_secs(20),
+        || https(&mesh) == (0, "200".into()),
+    );
+    ok(weft(&[
+        "delete", "sidecar", "default", "--mesh", &mesh.name,
+    ]));
 
     // Back to ALLOW_ANY.
     ok(mesh.apply_yaml("mesh-config.yaml", &mesh_config("ALLOW_ANY")));

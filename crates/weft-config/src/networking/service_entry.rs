@@ -203,6 +203,20 @@ pub(crate) fn check_service_entry(r: &mut Report, se: &ServiceEntry) {
             ),
         );
     }
+    for (i, a) in se.addresses.iter().enumerate() {
+        if a.contains('/') && !a.ends_with("/32") {
+            r.warn(
+                format!("spec.addresses[{i}]"),
+                "CIDR ranges are accepted but not enforced by this version of Weft (a single address is)",
+            );
+        }
+    }
+    if resolution == "DYNAMIC_DNS" {
+        r.warn(
+            "spec.resolution",
+            "DYNAMIC_DNS is accepted but not enforced by this version of Weft (treated as NONE: connections go where the client meant)",
+        );
+    }
     if se.addresses.iter().any(|a| a.contains('/')) && !["NONE", "STATIC"].contains(&resolution) {
         r.error(
             "spec.addresses",

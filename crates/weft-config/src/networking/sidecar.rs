@@ -84,7 +84,44 @@ pub struct EgressProxy {
 
 const CAPTURE_MODES: &[&str] = &["DEFAULT", "IPTABLES", "NONE"];
 
+/// What of a Sidecar Weft does not act on yet, to be warned about.
+fn unenforced(s: &Sidecar) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, e) in s.egress.iter().enumerate() {
+        let at = format!("spec.egress[{i}]");
+        if e.port.is_some() {
+            out.push(format!(
+                "{at}.port (its hosts scope the whole proxy, not one listener)"
+            ));
+        }
+        for (field, set) in [
+            ("bind", e.bind.is_some()),
+            ("captureMode", e.capture_mode.is_some()),
+        ] {
+            if set {
+                out.push(format!("{at}.{field}"));
+            }
+        }
+    }
+    if !s.ingress.is_empty() {
+        out.push("spec.ingress".into());
+    }
+    if s.inbound_connection_pool.is_some() {
+        out.push("spec.inboundConnectionPool".into());
+    }
+    if s.outbound_traffic_policy
+        .as_ref()
+        .is_some_and(|p| p.egress_proxy.is_some())
+    {
+        out.push("spec.outboundTrafficPolicy.egressProxy".into());
+    }
+    out
+}
+
 pub(crate) fn check(r: &mut Report, s: &Sidecar) {
+    for at in unenforced(s) {
+        r.warn(at, "accepted but not enforced by this version of Weft");
+    }
     for (i, e) in s.egress.iter().enumerate() {
         let at = format!("spec.egress[{i}]");
         if e.hosts.is_empty() {

@@ -30,6 +30,23 @@ pub struct VirtualService {
     pub export_to: Vec<String>,
 }
 
+impl VirtualService {
+    /// Every destination the routes send to: HTTP routes and mirrors, TCP
+    /// and TLS routes.
+    pub fn destinations(&self) -> impl Iterator<Item = &Destination> + '_ {
+        let http = self.http.iter().flat_map(|h| {
+            h.route
+                .iter()
+                .map(|d| &d.destination)
+                .chain(h.mirror.iter())
+                .chain(h.mirrors.iter().flatten().map(|m| &m.destination))
+        });
+        let tcp = self.tcp.iter().flat_map(|t| t.route.iter());
+        let tls = self.tls.iter().flat_map(|t| t.route.iter());
+        http.chain(tcp.chain(tls).map(|d| &d.destination))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpRoute {

@@ -15,7 +15,7 @@ pub async fn proxy_status(target: &Target) -> anyhow::Result<ExitCode> {
         .unwrap_or(0)
         .max(4);
     println!(
-        "{:<width$} {:<12} {:<12} {:<12} {:<12} {:<12}",
+        "{:<width$} {:<12} {:<12} {:<12} {:<12} {:<12} CONFIG",
         "NAME", "TYPE", "CDS", "LDS", "EDS", "RDS"
     );
     let mut nacks = Vec::new();
@@ -43,18 +43,32 @@ pub async fn proxy_status(target: &Target) -> anyhow::Result<ExitCode> {
             "sidecar"
         };
         println!(
-            "{:<width$} {kind:<12} {:<12} {:<12} {:<12} {:<12}",
+            "{:<width$} {kind:<12} {:<12} {:<12} {:<12} {:<12} {}",
             display_name(id),
             row[0],
             row[1],
             row[2],
-            row[3]
+            row[3],
+            config_size(p)
         );
     }
     for n in &nacks {
         println!("NACK {n}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How much config the proxy was last sent, over every xDS type:
+/// `<resources> res <KiB> KiB` (what a Sidecar resource's scoping saves).
+fn config_size(p: &serde_json::Value) -> String {
+    let types = p["types"].as_object().into_iter().flat_map(|t| t.values());
+    let (count, bytes) = types.fold((0, 0), |(c, b), t| {
+        (
+            c + t["resources"].as_u64().unwrap_or(0),
+            b + t["bytes"].as_u64().unwrap_or(0),
+        )
+    });
+    format!("{count} res {:.1} KiB", bytes as f64 / 1024.0)
 }
 
 /// `name.namespace`, as istioctl shows a proxy, from an Istio node id
