@@ -73,6 +73,10 @@ impl Generator for MeshGenerator {
             .insert(types::ROUTE, named(out.routes, |r| &r.name));
         g.by_type
             .insert(types::SECRET, named(out.secrets, |s| &s.name));
+        if !out.names.is_empty() {
+            g.by_type
+                .insert(types::NAME_TABLE, vec![name_table(out.names)]);
+        }
         Ok(g)
     }
 }
@@ -85,4 +89,20 @@ fn named<M: prost::Message + prost::Name>(
         .into_iter()
         .map(|m| (name(&m).clone(), pack_any(m)))
         .collect()
+}
+
+/// The sidecar's name table as Istio's NDS carries it (one resource).
+fn name_table(names: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>) -> (String, Any) {
+    let table = names
+        .into_iter()
+        .map(|(host, ips)| {
+            let info = weft_xds::nds::NameInfo {
+                ips: ips.iter().map(|ip| ip.to_string()).collect(),
+                ..Default::default()
+            };
+            (host, info)
+        })
+        .collect();
+    let any = pack_any(weft_xds::nds::NameTable { table });
+    (String::new(), any)
 }

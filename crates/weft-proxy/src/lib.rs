@@ -16,6 +16,7 @@ mod access_log;
 mod admin;
 pub mod compile;
 mod dns;
+mod dns_proxy;
 mod error;
 mod filters;
 mod http;
@@ -49,11 +50,15 @@ pub struct ProxyOptions {
     pub bind_ip: Option<IpAddr>,
     /// Worker threads for the data plane (one per core is the usual).
     pub workers: usize,
+    /// Where to serve the DNS proxy (Istio's 15053), if at all.
+    pub dns: Option<SocketAddr>,
 }
 
 /// State shared by every task of one proxy.
 pub(crate) struct Shared {
     pub config: ArcSwap<Compiled>,
+    /// The DNS proxy's names (from NDS), lower-case, without the last dot.
+    pub names: ArcSwap<dns_proxy::Names>,
     pub ready: AtomicBool,
     pub options: ProxyOptions,
 }
@@ -63,9 +68,13 @@ pub(crate) struct Shared {
 pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         config: ArcSwap::from_pointee(Compiled::default()),
+        names: ArcSwap::from_pointee(dns_proxy::Names::default()),
         ready: AtomicBool::new(false),
         options: options.clone(),
     });
+    if let Some(addr) = options.dns {
+        dns_proxy::start(addr, shared.clone()).await?;
+    }
     tokio::spawn(access_log::flush_every_second());
     let admin = admin::bind(options.admin).await?;
     tokio::spawn(admin::serve(admin, shared.clone()));
@@ -95,6 +104,7 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
 /// type, accepted whole or rejected with the reason a NACK would carry.
 pub struct StaticProxy {
     state: xds_state::Locked,
+    shared: Arc<Shared>,
     version: u64,
 }
 
@@ -107,17 +117,27 @@ impl StaticProxy {
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             bind_ip: None,
             workers,
+            dns: None,
         };
         let shared = Arc::new(Shared {
             config: ArcSwap::from_pointee(Compiled::default()),
+            names: ArcSwap::from_pointee(dns_proxy::Names::default()),
             ready: AtomicBool::new(false),
             options,
         });
         let workers = workers::Workers::start(workers, shared.clone())?;
         Ok(StaticProxy {
-            state: xds_state::Locked(xds_state::XdsState::shared(shared, workers)?),
+            state: xds_state::Locked(xds_state::XdsState::shared(shared.clone(), workers)?),
+            shared,
             version: 0,
         })
+    }
+
+    /// Serves the DNS proxy on a free loopback port, forwarding to
+    /// `upstreams`; returns its address.
+    pub async fn serve_dns(&self, upstreams: Vec<SocketAddr>) -> std::io::Result<SocketAddr> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        dns_proxy::start_with(any, self.shared.clone(), upstreams).await
     }
 
     pub fn apply(

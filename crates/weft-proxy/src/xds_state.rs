@@ -175,6 +175,13 @@ impl weft_xds::Applier for XdsState {
                 }
                 next.endpoints = Some(map);
             }
+            types::NAME_TABLE => {
+                let tables = decode_all::<weft_xds::nds::NameTable>(resources)?;
+                let names = crate::dns_proxy::Names::from_tables(&tables)?;
+                self.shared.names.store(Arc::new(names));
+                self.versions.insert(short(type_url), version.to_string());
+                return Ok(());
+            }
             other => return Err(format!("resource type {other} is not supported")),
         }
         let old = next.swap_into(self);

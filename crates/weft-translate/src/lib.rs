@@ -14,6 +14,7 @@ mod gateway;
 mod gateway_tls;
 mod hashing;
 mod locality;
+mod names;
 mod policies;
 mod pool;
 mod proxyless;
@@ -47,6 +48,8 @@ pub struct ProxyResources {
     /// Config this proxy cannot be given, and what was left out for it
     /// (the control plane logs them).
     pub problems: Vec<String>,
+    /// The names the sidecar's DNS proxy answers, with their addresses.
+    pub names: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
 }
 
 /// The inputs of one translation: validated config and the registry.
@@ -105,6 +108,7 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
             let outbound = outbound.as_ref().unwrap_or(inputs);
             clusters::outbound(outbound, proxy, &mut out);
             sidecar::build(outbound, inputs, proxy, &mut out);
+            out.names = names::table(outbound, proxy);
         }
         ProxyKind::Gateway => {
             clusters::outbound(inputs, proxy, &mut out);

@@ -232,3 +232,23 @@ fn destination_rule_tls_originates_from_the_cluster() {
         out.problems
     );
 }
+
+#[test]
+fn the_dns_name_table_has_services_and_entries_with_addresses() {
+    let out = translated_with(ENTRIES, 0);
+    let ip = |s: &str| vec![s.parse::<std::net::IpAddr>().unwrap()];
+    assert_eq!(out.names.get("db.internal"), Some(&ip("198.19.0.99")));
+    for alias in [
+        "reviews",
+        "reviews.default",
+        "reviews.default.svc.cluster.local",
+    ] {
+        assert_eq!(out.names.get(alias), Some(&ip("198.19.0.10")), "{alias}");
+    }
+    assert!(!out.names.contains_key("httpbin.org"), "no address to give");
+    assert!(!out.names.keys().any(|n| n.contains('*')));
+    assert!(
+        translated_with(ENTRIES, 2).names.is_empty(),
+        "gateways have none"
+    );
+}

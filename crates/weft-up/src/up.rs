@@ -230,6 +230,14 @@ fn start_pod(
     let etc = Path::new("/etc/netns").join(&pod.netns);
     std::fs::create_dir_all(&etc)?;
     std::fs::write(etc.join("hosts"), plan.hosts_file(pod))?;
+    // The mesh has no cluster DNS: a pod's resolver is the bridge's host
+    // address, where nothing answers, so DNS stays inside the mesh's
+    // addresses (names are in the hosts file; a sidecar's DNS proxy
+    // answers for ServiceEntry addresses and forwards the rest here).
+    std::fs::write(
+        etc.join("resolv.conf"),
+        format!("nameserver {}\n", plan.addresses.gateway),
+    )?;
     net::create_pod(
         &pod.netns,
         &pod.veth,
@@ -304,6 +312,8 @@ fn start_pod(
             workload.node_id(),
             "--admin".into(),
             "0.0.0.0:15000".into(),
+            "--dns".into(),
+            format!("127.0.0.1:{}", crate::capture::DNS_CAPTURE_PORT),
         ],
         netns: Some(&pod.netns),
         uid: Some(crate::capture::PROXY_UID),

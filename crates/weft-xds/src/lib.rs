@@ -5,11 +5,13 @@
 //! shared RFC 3339 clock format.
 //!
 //! This crate moves opaque `Any` resources; it knows nothing of Istio's API
-//! and nothing of what the resources mean.
+//! and nothing of what the resources mean, but for declaring the one
+//! message of Istio's own it carries (`nds`: the DNS proxy's name table).
 
 pub mod client;
 pub mod clock;
 pub mod debug_http;
+pub mod nds;
 pub mod server;
 pub mod status;
 pub mod types;

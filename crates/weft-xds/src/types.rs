@@ -8,9 +8,12 @@ pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listene
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
+pub use crate::nds::NAME_TABLE;
+
 /// Secrets go before the listeners whose TLS contexts name them, so a new
-/// listener finds its certificate (Envoy would hold it warming instead).
-pub const PUSH_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE];
+/// listener finds its certificate (Envoy would hold it warming instead);
+/// the DNS proxy's name table goes last.
+pub const PUSH_ORDER: [&str; 6] = [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE, NAME_TABLE];
 
 /// The short name used in logs and the debug API (CDS, EDS, LDS, RDS, SDS).
 pub fn short_name(type_url: &str) -> &'static str {
@@ -20,6 +23,7 @@ pub fn short_name(type_url: &str) -> &'static str {
         LISTENER => "LDS",
         ROUTE => "RDS",
         SECRET => "SDS",
+        NAME_TABLE => "NDS",
         _ => "unknown",
     }
 }

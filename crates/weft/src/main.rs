@@ -86,6 +86,9 @@ enum Command {
         /// Bind listeners that say 0.0.0.0 on this address instead.
         #[arg(long)]
         bind_ip: Option<std::net::IpAddr>,
+        /// Serve Istio's DNS proxy here (UDP and TCP), e.g. 127.0.0.1:15053.
+        #[arg(long)]
+        dns: Option<SocketAddr>,
     },
     /// Run one of the Bookinfo-like demo services.
     Demo {
@@ -200,12 +203,14 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             node_id,
             admin,
             bind_ip,
+            dns,
         } => {
             weft_proxy::run(weft_proxy::ProxyOptions {
                 xds_address: xds,
                 node_id,
                 admin,
                 bind_ip,
+                dns,
                 workers: worker_threads(),
             })
             .await?;

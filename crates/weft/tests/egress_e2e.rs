@@ -102,6 +102,52 @@ fn config_of(mesh: &Mesh, proxy: &str) -> (u64, f64) {
     (words[n - 4].parse().unwrap(), words[n - 2].parse().unwrap())
 }
 
+/// The address Istio's DNS-proxying example gives `address.internal`,
+/// here one of this mesh's unused service addresses.
+const ADDRESS_INTERNAL: &str = "198.19.163.200";
+
+/// Istio's example entry, with an endpoint (the stand-in httpbin.org) so
+/// that requests to it are answered.
+fn address_internal(endpoint: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: external-address
+spec:
+  addresses:
+  - {ADDRESS_INTERNAL}
+  hosts:
+  - address.internal
+  ports:
+  - name: http
+    number: 80
+    protocol: HTTP
+  resolution: STATIC
+  endpoints:
+  - address: {endpoint}
+"
+    )
+}
+
+/// The address the `curl` pod's resolver gives `name` (hosts file, then
+/// DNS, which its sidecar captures), if any.
+fn getent(mesh: &Mesh, name: &str) -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &mesh.netns("curl"),
+            "getent",
+            "ahostsv4",
+            name,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().next().map(str::to_string)
+}
+
 /// curl inside the `curl` pod; (exit code, what `-w` wrote).
 fn from_pod(mesh: &Mesh, args: &[&str]) -> (i32, String) {
     let out = std::process::Command::new("ip")
@@ -243,6 +289,22 @@ fn istio_external_services_task_allow_any_then_registry_only() {
     ok(weft(&[
         "delete", "sidecar", "default", "--mesh", &mesh.name,
     ]));
+
+    // "DNS Proxying": a ServiceEntry's address.internal is in no pod's
+    // hosts file; the sidecar's DNS proxy answers for it with the entry's
+    // address, and traffic to that address reaches the entry's endpoint.
+    let external_ip = getent(&mesh, "httpbin.org").expect("httpbin.org in the hosts file");
+    assert_eq!(getent(&mesh, "address.internal"), None);
+    ok(mesh.apply_yaml("address-internal.yaml", &address_internal(&external_ip)));
+    wait_until(
+        "address.internal answered by the DNS proxy",
+        Duration::from_secs(20),
+        || getent(&mesh, "address.internal").as_deref() == Some(ADDRESS_INTERNAL),
+    );
+    assert_eq!(
+        http_code(&mesh, "http://address.internal/headers"),
+        (0, "200".into())
+    );
 
     // Back to ALLOW_ANY.
     ok(mesh.apply_yaml("mesh-config.yaml", &mesh_config("ALLOW_ANY")));
