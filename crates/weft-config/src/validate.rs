@@ -726,6 +726,44 @@ fn gateway(r: &mut Report, gw: &Gateway) {
     }
 }
 
+/// Istio's rules for where a terminating server's certificates come
+/// from: a credential, or files (with the client CAs for MUTUAL).
+fn server_certificates(
+    r: &mut Report,
+    at: &str,
+    mode: &str,
+    tls: &crate::networking::traffic::ServerTls,
+) {
+    if tls.credential_name.is_some() || !tls.credential_names.is_empty() {
+        return;
+    }
+    let mode = match mode {
+        "OPTIONAL_MUTUAL" => "MUTUAL",
+        other => other,
+    };
+    if !matches!(mode, "SIMPLE" | "MUTUAL") {
+        return;
+    }
+    if tls.server_certificate.is_none() {
+        r.error(
+            format!("{at}.tls.serverCertificate"),
+            format!("{mode} TLS requires a server certificate (or credentialName)"),
+        );
+    }
+    if tls.private_key.is_none() {
+        r.error(
+            format!("{at}.tls.privateKey"),
+            format!("{mode} TLS requires a private key (or credentialName)"),
+        );
+    }
+    if mode == "MUTUAL" && tls.ca_certificates.is_none() {
+        r.error(
+            format!("{at}.tls.caCertificates"),
+            "MUTUAL TLS requires a client CA bundle (or credentialName)",
+        );
+    }
+}
+
 /// What of a server's TLS Weft does not serve yet.
 fn gateway_tls_gaps(
     r: &mut Report,
@@ -757,14 +795,7 @@ fn gateway_tls_gaps(
             format!("{mode} is {NOT_YET}: the server is left out"),
         );
     }
-    if tls.server_certificate.is_some() || tls.private_key.is_some() {
-        r.warn(
-            format!("{at}.tls.serverCertificate"),
-            format!(
-                "certificates from files are {NOT_YET}: the server is left out; use credentialName"
-            ),
-        );
-    }
+    server_certificates(r, at, mode, tls);
     // Checks on client certificates cannot be dropped silently: the
     // server is left out instead.
     for field in tls.unserved_client_checks() {
@@ -956,7 +987,7 @@ mod tests {
             (doc("extensions.istio.io/v1alpha1", "WasmPlugin", "  url: oci://x/y\n  phase: LATE\n"), "spec.phase"),
             (doc("extensions.istio.io/v1alpha1", "TrafficExtension", "  phase: LATE\n  lua: {inlineCode: x}\n"), "spec.phase"),
             (doc("telemetry.istio.io/v1", "Telemetry", "  metrics:\n  - overrides:\n    - match: {metric: REQUEST_COUNTS}\n"), "match.metric"),
-            (doc("networking.istio.io/v1", "Gateway", "  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: SIMPLE, minProtocolVersion: TLSV1_4}\n"), "tls.minProtocolVersion"),
+            (doc("networking.istio.io/v1", "Gateway", "  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: cred, minProtocolVersion: TLSV1_4}\n"), "tls.minProtocolVersion"),
             (doc("security.istio.io/v1", "RequestAuthentication", "  jwtRules:\n  - jwksUri: https://x/jwks\n"), "jwtRules[0].issuer"),
         ];
         for (text, field) in cases {

@@ -1,14 +1,19 @@
 //! Gateway servers that terminate TLS (HTTPS or TLS with `tls.mode` SIMPLE,
 //! MUTUAL or OPTIONAL_MUTUAL): a filter chain per server, matched by SNI
 //! on the server's hosts, with a DownstreamTlsContext whose certificate
-//! and CAs come over SDS, as istiod writes them for `credentialName`.
+//! and CAs come over SDS, as istiod writes them for `credentialName` (the
+//! Secret's content) or for certificates from files (their paths).
 
-use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
+use envoy_types::pb::envoy::config::core::v3::{
+    data_source, transport_socket, DataSource, TransportSocket,
+};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
+    secret,
     tls_parameters::TlsProtocol,
-    CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, TlsParameters,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
+    TlsCertificate, TlsParameters,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
@@ -54,21 +59,11 @@ pub(crate) fn terminating_chain(
         "OPTIONAL_MUTUAL" => Some(false),
         other => return Err(format!("tls.mode {other} is not supported yet")),
     };
-    let name = credential_name(tls)?;
     refuse_unserved_checks(tls)?;
-    let ns = proxy.namespace.as_str();
-    let mut secrets = vec![credentials::certificate(inputs.config, ns, name)
-        .map_err(|e| format!("tls.credentialName {name:?}: {e}"))?];
-    let validation = match (mutual, &tls.ca_cert_credential_name) {
-        (None, _) => None,
-        (Some(_), Some(ca_name)) => Some(ca_name.as_str()),
-        (Some(_), None) => Some(name),
+    let secrets = match files(tls, mutual.is_some())? {
+        Some(from_files) => from_files,
+        None => from_credential(inputs, proxy, tls, mutual.is_some())?,
     };
-    if let Some(ca_name) = validation {
-        let ca = credentials::trusted_ca(inputs.config, ns, ca_name)
-            .map_err(|e| format!("tls.credentialName {name:?}: {e}"))?;
-        secrets.push(ca);
-    }
     let context = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_params: Some(tls_params(tls)?),
@@ -119,14 +114,71 @@ fn alpn(protocol: &str) -> Vec<String> {
     }
 }
 
-fn credential_name(tls: &ServerTls) -> Result<&str, String> {
-    if tls.server_certificate.is_some() || tls.private_key.is_some() {
-        return Err("certificates from files (serverCertificate, privateKey) are not supported yet; use credentialName".into());
-    }
-    tls.credential_name
+/// The certificate (and, for MUTUAL, the CAs) of `credentialName`'s
+/// Secret, checked here.
+fn from_credential(
+    inputs: &Inputs,
+    proxy: &Workload,
+    tls: &ServerTls,
+    mutual: bool,
+) -> Result<Vec<Secret>, String> {
+    let name = tls
+        .credential_name
         .as_deref()
         .or(tls.credential_names.first().map(String::as_str))
-        .ok_or_else(|| "tls.credentialName is required".to_string())
+        .ok_or("tls.credentialName (or serverCertificate and privateKey) is required")?;
+    let ns = proxy.namespace.as_str();
+    let mut secrets = vec![credentials::certificate(inputs.config, ns, name)
+        .map_err(|e| format!("tls.credentialName {name:?}: {e}"))?];
+    if mutual {
+        let ca_name = tls.ca_cert_credential_name.as_deref().unwrap_or(name);
+        let ca = credentials::trusted_ca(inputs.config, ns, ca_name)
+            .map_err(|e| format!("tls.credentialName {name:?}: {e}"))?;
+        secrets.push(ca);
+    }
+    Ok(secrets)
+}
+
+/// Certificates from files on the gateway's machine (`serverCertificate`,
+/// `privateKey`, `caCertificates`), when the server names them and no
+/// credential: SDS secrets named as istiod names them (`file-cert:`,
+/// `file-root:`) that point at the files, which the proxy reads when the
+/// secret arrives (a file it cannot read is its NACK).
+fn files(tls: &ServerTls, mutual: bool) -> Result<Option<Vec<Secret>>, String> {
+    if tls.credential_name.is_some() || !tls.credential_names.is_empty() {
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&tls.server_certificate, &tls.private_key) else {
+        return Ok(None);
+    };
+    let file = |path: &str| DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.to_string())),
+        ..Default::default()
+    };
+    let mut secrets = vec![Secret {
+        name: format!("file-cert:{cert}~{key}"),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(file(cert)),
+            private_key: Some(file(key)),
+            ..Default::default()
+        })),
+    }];
+    if mutual {
+        let ca = tls
+            .ca_certificates
+            .as_deref()
+            .ok_or("MUTUAL TLS requires a client CA bundle (tls.caCertificates)")?;
+        secrets.push(Secret {
+            name: format!("file-root:{ca}"),
+            r#type: Some(secret::Type::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(file(ca)),
+                    ..Default::default()
+                },
+            )),
+        });
+    }
+    Ok(Some(secrets))
 }
 
 /// Checks on the client's certificate that are not built: serving without
@@ -231,6 +283,41 @@ mod tests {
 
     fn gateway(mode: &str, credential: &str) -> String {
         format!("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [a.example.com, '*/b.example.com']\n    tls: {{mode: {mode}, credentialName: {credential}, minProtocolVersion: TLSV1_3}}\n  - port: {{number: 8080, name: http, protocol: HTTP}}\n    hosts: ['*']\n    tls: {{httpsRedirect: true}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: ['*']\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {{host: reviews, port: {{number: 9080}}}}\n")
+    }
+
+    #[test]
+    fn certificates_from_files_are_secrets_that_name_the_files() {
+        use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+        let config = gateway("MUTUAL", "x").replace(
+            "credentialName: x",
+            "serverCertificate: /etc/certs/tls.crt, privateKey: /etc/certs/tls.key, caCertificates: /etc/certs/ca.crt",
+        );
+        let out = crate::tests::translated_with(&config, 2);
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        let names: Vec<&str> = out.secrets.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "file-cert:/etc/certs/tls.crt~/etc/certs/tls.key",
+                "file-root:/etc/certs/ca.crt"
+            ]
+        );
+        let Some(secret::Type::TlsCertificate(c)) = &out.secrets[0].r#type else {
+            panic!()
+        };
+        assert_eq!(
+            c.private_key.as_ref().unwrap().specifier,
+            Some(Specifier::Filename("/etc/certs/tls.key".into()))
+        );
+        let without_ca = config.replace(", caCertificates: /etc/certs/ca.crt", "");
+        let loaded = weft_config::load_str(&without_ca, "t.yaml");
+        assert!(
+            loaded.errors().any(|e| e
+                .to_string()
+                .contains("MUTUAL TLS requires a client CA bundle")),
+            "{:?}",
+            loaded.problems
+        );
     }
 
     #[test]

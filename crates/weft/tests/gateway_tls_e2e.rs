@@ -224,4 +224,32 @@ fn istio_secure_gateway_task_simple_rotation_and_mutual() {
         },
     );
     assert_eq!(teapot(&pki, "example.com", &with_cert).0, 418);
+
+    // Certificates from files on the gateway's machine, as Istio's older
+    // file-mount task wrote them (serverCertificate, privateKey,
+    // caCertificates), served MUTUAL with a new root and its client.
+    pki.root("files.example.com");
+    pki.leaf("files.example.com", "httpbin.example.com");
+    pki.leaf("files.example.com", "client.example.com");
+    let files = GATEWAY.replace(
+        "      mode: SIMPLE\n      credentialName: httpbin-credential",
+        &format!(
+            "      mode: MUTUAL\n      serverCertificate: {}\n      privateKey: {}\n      caCertificates: {}",
+            pki.path("httpbin.example.com.crt"),
+            pki.path("httpbin.example.com.key"),
+            pki.path("files.example.com.crt"),
+        ),
+    );
+    assert_ne!(files, GATEWAY, "the task's server, with files");
+    ok(mesh.apply_yaml("gateway.yaml", &files));
+    let (client_crt, client_key) = (
+        pki.path("client.example.com.crt"),
+        pki.path("client.example.com.key"),
+    );
+    let with_file_client = ["--cert", &client_crt, "--key", &client_key];
+    wait_until(
+        "the certificate from files",
+        Duration::from_secs(20),
+        || teapot(&pki, "files.example.com", &with_file_client).0 == 418,
+    );
 }
