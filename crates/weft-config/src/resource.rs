@@ -217,6 +217,7 @@ impl Kind {
                 | Kind::DestinationRule
                 | Kind::Gateway
                 | Kind::ServiceEntry
+                | Kind::WorkloadEntry
                 | Kind::Sidecar
         )
     }

@@ -3,8 +3,9 @@
 //! namespace) beside the platform's, so routing, DestinationRules and
 //! listeners treat both alike. How its endpoints are found is the entry's
 //! `resolution`:
-//! - STATIC: the entry's `endpoints` (IP addresses), or the pods its
-//!   `workloadSelector` picks. Endpoints become workloads of the registry,
+//! - STATIC: the entry's `endpoints` (IP addresses), or the pods and
+//!   WorkloadEntries its `workloadSelector` picks (WorkloadEntries are
+//!   workloads of the registry, which Kubernetes Services select too). Endpoints become workloads of the registry,
 //!   tagged with the entry's name, so subsets and localities apply to them.
 //! - DNS / DNS_ROUND_ROBIN: names the proxy resolves itself, the entry's
 //!   endpoint addresses or else the host.
@@ -95,6 +96,14 @@ impl Registry {
     /// older entry declared, keeps its first declaration (istiod's order).
     pub fn with_entries(&self, config: &[Resource], namespace: &str) -> Registry {
         let mut out = self.clone();
+        // WorkloadEntries are workloads like pods: Services and entries
+        // with a workloadSelector pick them by their labels.
+        for r in config {
+            if let Spec::WorkloadEntry(we) = &r.spec {
+                out.workloads
+                    .extend(workload_entry(&r.meta.name, r.namespace(), we));
+            }
+        }
         let mut entries: Vec<(&Resource, &ServiceEntry)> = config
             .iter()
             .filter_map(|r| match &r.spec {
@@ -187,6 +196,39 @@ fn entry_port(p: &weft_config::networking::service_entry::SePort) -> ServicePort
     }
 }
 
+/// A WorkloadEntry (a VM, or any host outside the platform) as a
+/// workload without a sidecar; its `ports` name its container ports.
+fn workload_entry(
+    name: &str,
+    namespace: &str,
+    we: &weft_config::networking::WorkloadEntry,
+) -> Option<Workload> {
+    let ip: IpAddr = we.address.as_deref()?.parse().ok()?;
+    let ports = we
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|(port_name, n)| {
+            Some(ContainerPort {
+                container_port: u16::try_from(*n).ok()?,
+                name: port_name.clone(),
+                protocol: None,
+            })
+        })
+        .collect();
+    Some(Workload {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+        labels: we.labels.clone(),
+        service_account: we.service_account.clone().unwrap_or_default(),
+        ip,
+        ports,
+        proxy: ProxyKind::NoSidecar,
+        locality: we.locality.clone(),
+        entry: None,
+    })
+}
+
 /// A STATIC endpoint as a workload of the entry: every port of the entry
 /// is named on it, mapped as the endpoint says or to the port's target.
 fn entry_workload(
@@ -269,6 +311,19 @@ mod tests {
         assert_eq!(addrs, ["198.19.0.1:5432", "198.19.0.2:6432"]);
         let web = r.endpoints(s, &s.ports[1], &v2);
         assert_eq!(web[0].0.to_string(), "198.19.0.2:8080");
+    }
+
+    #[test]
+    fn workload_entries_are_picked_by_selectors() {
+        let cfg = config(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vm-1, namespace: legacy}\nspec: {address: 198.18.0.77, labels: {app: legacy}, ports: {http: 8080}}\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: legacy, namespace: legacy}\nspec:\n  hosts: [legacy.internal]\n  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]\n  resolution: STATIC\n  workloadSelector: {labels: {app: legacy}}\n",
+        );
+        let r = Registry::default().with_entries(&cfg, "legacy");
+        let s = r.service("legacy.internal", "legacy").unwrap();
+        let eps = r.endpoints(s, &s.ports[0], &Default::default());
+        assert_eq!(eps.len(), 1);
+        assert_eq!(eps[0].0.to_string(), "198.18.0.77:8080");
+        assert_eq!(eps[0].1.proxy, ProxyKind::NoSidecar);
     }
 
     #[test]

@@ -130,6 +130,40 @@ spec:
     )
 }
 
+/// A WorkloadEntry for the stand-in host and a ServiceEntry selecting it.
+fn legacy(address: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: legacy-vm
+spec:
+  address: {address}
+  labels:
+    app: legacy
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: legacy
+spec:
+  hosts:
+  - legacy.internal
+  addresses:
+  - 198.19.163.201
+  ports:
+  - number: 80
+    name: http
+    protocol: HTTP
+  location: MESH_INTERNAL
+  resolution: STATIC
+  workloadSelector:
+    labels:
+      app: legacy
+"
+    )
+}
+
 /// The address the `curl` pod's resolver gives `name` (hosts file, then
 /// DNS, which its sidecar captures), if any.
 fn getent(mesh: &Mesh, name: &str) -> Option<String> {
@@ -304,6 +338,15 @@ fn istio_external_services_task_allow_any_then_registry_only() {
     assert_eq!(
         http_code(&mesh, "http://address.internal/headers"),
         (0, "200".into())
+    );
+
+    // A host outside the platform as a WorkloadEntry, which a ServiceEntry
+    // selects by label (the shape of Istio's VM workloads).
+    ok(mesh.apply_yaml("legacy.yaml", &legacy(&external_ip)));
+    wait_until(
+        "legacy.internal through its WorkloadEntry",
+        Duration::from_secs(20),
+        || http_code(&mesh, "http://legacy.internal/headers") == (0, "200".into()),
     );
 
     // Back to ALLOW_ANY.
