@@ -51,22 +51,24 @@ pub(crate) fn outbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResourc
     }
     out.clusters.push(original_dst(PASSTHROUGH));
     out.clusters.push(blackhole());
-    // Inbound passthrough connects from 127.0.0.6, which the capture rules
-    // let through; from any other source it would be captured again.
     let mut inbound = original_dst(INBOUND_PASSTHROUGH);
-    inbound.upstream_bind_config = Some(envoy_types::pb::envoy::config::core::v3::BindConfig {
-        source_address: Some(envoy_types::pb::envoy::config::core::v3::SocketAddress {
+    bind_inbound(&mut inbound);
+    out.clusters.push(inbound);
+}
+
+/// Inbound traffic to the pod's own address leaves from 127.0.0.6, which
+/// the capture rules let through; from any other source it would be
+/// captured again (istiod binds its inbound clusters the same way).
+pub(crate) fn bind_inbound(c: &mut Cluster) {
+    use envoy_types::pb::envoy::config::core::v3::{socket_address, BindConfig, SocketAddress};
+    c.upstream_bind_config = Some(BindConfig {
+        source_address: Some(SocketAddress {
             address: "127.0.0.6".into(),
-            port_specifier: Some(
-                envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(
-                    0,
-                ),
-            ),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(0)),
             ..Default::default()
         }),
         ..Default::default()
     });
-    out.clusters.push(inbound);
 }
 
 /// The policy for `port` of a service or of one of its subsets, merged as

@@ -12,10 +12,14 @@
 //! route to come along, as istiod adds them. Everything else is unknown
 //! to the proxy: its traffic takes the outbound traffic policy — the
 //! Sidecar's `outboundTrafficPolicy`, when it sets one, replaces the
-//! mesh's. Inbound is not scoped.
+//! mesh's. Inbound is not scoped; its `ingress` listeners, when given,
+//! replace the ports the proxy takes inbound traffic on: each its port,
+//! protocol and `defaultEndpoint` (`127.0.0.1:PORT`, or `0.0.0.0:PORT` for
+//! the pod's own address).
 //!
 //! Not yet: egress listeners per `port` (their hosts are taken as the
-//! whole proxy's), `captureMode`/`bind`, `ingress` listeners, `egressProxy`.
+//! whole proxy's), `captureMode`/`bind`, ingress `tls`/`connectionPool`,
+//! `egressProxy`.
 
 use weft_config::mesh_config::ROOT_NAMESPACE;
 use weft_config::networking::{Sidecar, VirtualService};
@@ -192,4 +196,64 @@ fn position(registry: &Registry, host: &str, ns: &str) -> Option<usize> {
         .services
         .iter()
         .position(|s| std::ptr::eq(s, found))
+}
+
+/// One inbound port of a Sidecar's `ingress`: (port, protocol, endpoint).
+pub(crate) type IngressPort = (u16, weft_registry::Protocol, (String, u16));
+
+/// The inbound ports the proxy's Sidecar lists, or None when it lists
+/// none (the app's ports then). An entry that cannot be served (a Unix
+/// socket endpoint) is left out, and said so in `problems`.
+pub(crate) fn ingress(
+    inputs: &Inputs,
+    proxy: &Workload,
+    problems: &mut Vec<String>,
+) -> Option<Vec<IngressPort>> {
+    let sidecar = sidecar_of(inputs.config, proxy)?.as_sidecar()?;
+    if sidecar.ingress.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (i, l) in sidecar.ingress.iter().enumerate() {
+        let Some(port) = l.port.as_ref() else {
+            continue;
+        };
+        let Ok(number) = u16::try_from(port.number) else {
+            continue;
+        };
+        let protocol = weft_registry::Protocol::of(&weft_registry::ServicePort {
+            name: port.name.clone().unwrap_or_default(),
+            port: number,
+            app_protocol: port.protocol.as_ref().map(|p| p.to_ascii_lowercase()),
+            ..Default::default()
+        });
+        match endpoint(l.default_endpoint.as_deref(), proxy, number) {
+            Ok(target) => out.push((number, protocol, target)),
+            Err(e) => problems.push(format!("Sidecar ingress[{i}]: {e}; left out")),
+        }
+    }
+    Some(out)
+}
+
+/// Where an ingress port's traffic goes: `defaultEndpoint` as Istio reads
+/// it (`127.0.0.1:P`, `[::1]:P`, or `0.0.0.0:P` for the pod's address);
+/// none means the port itself on loopback, where Weft's inbound goes.
+fn endpoint(default: Option<&str>, proxy: &Workload, port: u16) -> Result<(String, u16), String> {
+    let Some(text) = default.filter(|d| !d.is_empty()) else {
+        return Ok(("127.0.0.1".into(), port));
+    };
+    if text.starts_with("unix://") {
+        return Err(format!(
+            "defaultEndpoint {text:?}: Unix sockets are not supported yet"
+        ));
+    }
+    let addr: std::net::SocketAddr = text
+        .parse()
+        .map_err(|_| format!("defaultEndpoint {text:?} is not IP:PORT"))?;
+    let ip = if addr.ip().is_unspecified() {
+        proxy.ip
+    } else {
+        addr.ip()
+    };
+    Ok((ip.to_string(), addr.port()))
 }

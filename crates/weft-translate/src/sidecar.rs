@@ -420,9 +420,11 @@ fn inbound_ports(inputs: &Inputs, proxy: &Workload) -> BTreeMap<u16, Protocol> {
     ports
 }
 
-/// `virtualInbound`: a chain per port the app serves — HTTP for declared
-/// HTTP ports, TCP for the rest, and for ports with no declared protocol
-/// both, chosen by sniffing — then the passthrough chain.
+/// `virtualInbound`: a chain per port the app serves (or, when the proxy's
+/// Sidecar resource lists `ingress` ports, per port it lists, to its
+/// `defaultEndpoint`) — HTTP for declared HTTP ports, TCP for the rest,
+/// and for ports with no declared protocol both, chosen by sniffing —
+/// then the passthrough chain.
 fn inbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
     let mut listener = Listener {
         name: VIRTUAL_INBOUND.into(),
@@ -431,10 +433,20 @@ fn inbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
         ..Default::default()
     };
     let mut sniffed = Vec::new();
-    for (port, protocol) in inbound_ports(inputs, proxy) {
+    let ports = match crate::scope::ingress(inputs, proxy, &mut out.problems) {
+        Some(declared) => declared,
+        None => inbound_ports(inputs, proxy)
+            .into_iter()
+            .map(|(port, protocol)| (port, protocol, ("127.0.0.1".to_string(), port)))
+            .collect(),
+    };
+    for (port, protocol, (ip, target)) in ports {
         let cluster = cluster_name("inbound", port, "", "");
-        out.clusters
-            .push(static_cluster(&cluster, "127.0.0.1", port, protocol));
+        let mut c = static_cluster(&cluster, &ip, target, protocol);
+        if ip != "127.0.0.1" && ip != "::1" {
+            crate::clusters::bind_inbound(&mut c);
+        }
+        out.clusters.push(c);
         let http = || {
             hcm_inline(
                 &cluster,

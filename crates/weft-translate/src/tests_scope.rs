@@ -123,3 +123,50 @@ fn the_selected_sidecar_then_the_namespace_then_the_root_default() {
     assert_eq!(clusters(&v1).len(), 3);
     assert_eq!(outside(&v1), "BlackHoleCluster");
 }
+
+#[test]
+fn ingress_listeners_replace_the_apps_ports() {
+    let config = sidecar(
+        "{name: default}",
+        "  ingress:\n  - port: {number: 9999, protocol: HTTP, name: http}\n    defaultEndpoint: 127.0.0.1:9080\n  - port: {number: 7070, protocol: TCP, name: tcp}\n    defaultEndpoint: 0.0.0.0:7071\n  - port: {number: 6060, protocol: TCP, name: uds}\n    defaultEndpoint: unix:///var/run/app.sock\n",
+    );
+    let out = translated_with(&config, 0);
+    let inbound = out
+        .listeners
+        .iter()
+        .find(|l| l.name == "virtualInbound")
+        .unwrap();
+    let ports: Vec<u32> = inbound
+        .filter_chains
+        .iter()
+        .filter_map(|c| c.filter_chain_match.as_ref()?.destination_port.as_ref())
+        .map(|p| p.value)
+        .collect();
+    assert!(ports.contains(&9999) && ports.contains(&7070), "{ports:?}");
+    assert!(!ports.contains(&9080), "the app's own port is not served");
+    let endpoint = |name: &str| {
+        let c = out.clusters.iter().find(|c| c.name == name).unwrap();
+        (
+            format!(
+                "{:?}",
+                c.load_assignment.as_ref().unwrap().endpoints[0].lb_endpoints[0]
+            ),
+            c.upstream_bind_config.is_some(),
+        )
+    };
+    let (http, bound) = endpoint("inbound|9999||");
+    assert!(
+        http.contains("127.0.0.1") && http.contains("9080") && !bound,
+        "{http}"
+    );
+    let (tcp, bound) = endpoint("inbound|7070||");
+    assert!(
+        tcp.contains("198.18.0.2") && tcp.contains("7071") && bound,
+        "{tcp}"
+    );
+    assert!(
+        out.problems.iter().any(|p| p.contains("Unix sockets")),
+        "{:?}",
+        out.problems
+    );
+}

@@ -130,6 +130,24 @@ spec:
     )
 }
 
+/// Port 9999 of httpbin-v1 to its app on 8080.
+const INGRESS_SIDECAR: &str = "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: httpbin-v1-ingress
+spec:
+  workloadSelector:
+    labels:
+      app: httpbin
+      version: v1
+  ingress:
+  - port:
+      number: 9999
+      protocol: HTTP
+      name: http-alt
+    defaultEndpoint: 127.0.0.1:8080
+";
+
 /// A WorkloadEntry for the stand-in host and a ServiceEntry selecting it.
 fn legacy(address: &str) -> String {
     format!(
@@ -355,5 +373,16 @@ fn istio_external_services_task_allow_any_then_registry_only() {
         "TLS to www.example.com again",
         Duration::from_secs(20),
         || https(&mesh) == (0, "200".into()),
+    );
+
+    // A Sidecar's ingress listener: httpbin-v1 (the mesh's first pod)
+    // takes port 9999, where nothing listens, to its app on 8080.
+    let url = "http://198.18.163.10:9999/headers";
+    assert_ne!(http_code(&mesh, url), (0, "200".into()));
+    ok(mesh.apply_yaml("ingress-sidecar.yaml", INGRESS_SIDECAR));
+    wait_until(
+        "port 9999 served by the Sidecar's ingress listener",
+        Duration::from_secs(20),
+        || http_code(&mesh, url) == (0, "200".into()),
     );
 }

@@ -103,8 +103,18 @@ fn unenforced(s: &Sidecar) -> Vec<String> {
             }
         }
     }
-    if !s.ingress.is_empty() {
-        out.push("spec.ingress".into());
+    for (i, l) in s.ingress.iter().enumerate() {
+        let fields = [
+            ("bind", l.bind.is_some()),
+            ("captureMode", l.capture_mode.is_some()),
+            ("tls", l.tls.is_some()),
+            ("connectionPool", l.connection_pool.is_some()),
+        ];
+        for (field, set) in fields {
+            if set {
+                out.push(format!("spec.ingress[{i}].{field}"));
+            }
+        }
     }
     if s.inbound_connection_pool.is_some() {
         out.push("spec.inboundConnectionPool".into());
