@@ -190,11 +190,13 @@ fn lookups<S: Install>(rx: Receiver<Wanted>, state: Weak<Mutex<S>>) {
         if fresh == answers {
             continue;
         }
-        answers = fresh;
         let Some(state) = state.upgrade() else { return };
         let mut state = state.lock().expect("xDS state lock");
-        if let Err(e) = state.install_answers(answers.clone()) {
-            tracing::warn!(error = %e, "config with new DNS answers rejected");
+        // Only answers the config took count as current: rejected ones
+        // are tried again at the next round.
+        match state.install_answers(fresh.clone()) {
+            Ok(()) => answers = fresh,
+            Err(e) => tracing::warn!(error = %e, "config with new DNS answers rejected"),
         }
     }
 }
@@ -205,12 +207,10 @@ fn look_up(names: &BTreeSet<String>, last: &Answers) -> Answers {
     for name in names {
         match (name.as_str(), 0).to_socket_addrs() {
             Ok(addrs) => {
-                let mut ips: Vec<IpAddr> = Vec::new();
-                for a in addrs {
-                    if !ips.contains(&a.ip()) {
-                        ips.push(a.ip());
-                    }
-                }
+                // Sorted: a resolver that rotates its answers is no change.
+                let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+                ips.sort();
+                ips.dedup();
                 out.insert(name.clone(), ips);
             }
             Err(e) => {

@@ -5,7 +5,9 @@
 //! otherwise. A name in the table answers A with its IPv4 addresses and
 //! AAAA with its IPv6 ones (an empty answer, not an error, when it has
 //! none, so resolvers do not fall through to search domains), with
-//! Istio's 30 s TTL.
+//! Istio's 30 s TTL; other query types are forwarded. Queries that came
+//! over TCP are forwarded over UDP too (a truncated upstream answer stays
+//! truncated).
 
 use std::collections::HashMap;
 use std::io;
@@ -168,6 +170,14 @@ fn from_table(query: &Packet, names: &Names) -> Option<Vec<u8>> {
     let [question] = query.questions.as_slice() else {
         return None;
     };
+    // Only addresses come from the table; other types (SRV, TXT, …) are
+    // the upstream's to answer, as Istio's agent leaves them.
+    if !matches!(
+        question.qtype,
+        QTYPE::TYPE(TYPE::A) | QTYPE::TYPE(TYPE::AAAA)
+    ) {
+        return None;
+    }
     let ips = names.lookup(&question.qname.to_string())?;
     let mut reply = Packet::new_reply(query.id());
     reply.set_flags(PacketFlag::AUTHORITATIVE_ANSWER | PacketFlag::RECURSION_AVAILABLE);

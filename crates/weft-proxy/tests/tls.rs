@@ -564,7 +564,8 @@ async fn passthrough_routes_tls_by_name_and_tls_servers_proxy_bytes() {
 }
 
 /// A cluster's UpstreamTlsContext, as istiod writes DestinationRule `tls`
-/// SIMPLE: SNI, trusted CAs (none: any certificate), expected names.
+/// SIMPLE: SNI, trusted CAs (none and no names: any certificate),
+/// expected names.
 fn originate(sni: &str, ca: Option<Vec<u8>>, names: &[&str]) -> TransportSocket {
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
         subject_alt_name_matcher::SanType, SubjectAltNameMatcher, UpstreamTlsContext,
@@ -572,9 +573,9 @@ fn originate(sni: &str, ca: Option<Vec<u8>>, names: &[&str]) -> TransportSocket 
     use envoy_types::pb::envoy::r#type::matcher::v3::{
         string_matcher::MatchPattern, StringMatcher,
     };
-    let validation = ca.map(|ca| {
+    let validation = (ca.is_some() || !names.is_empty()).then(|| {
         ValidationContextType::ValidationContext(CertificateValidationContext {
-            trusted_ca: inline(ca),
+            trusted_ca: ca.and_then(inline),
             match_typed_subject_alt_names: names
                 .iter()
                 .map(|n| SubjectAltNameMatcher {
@@ -656,6 +657,12 @@ async fn clusters_originate_tls_and_check_the_upstream_certificate() {
             originate("api.example.com", None, &[]),
             200,
         ),
+        // A wildcard host has no SNI: the expected name is checked.
+        (
+            "no SNI, expected SAN",
+            originate("", Some(root.clone()), &["api.example.com"]),
+            200,
+        ),
     ];
     for (what, socket, status) in cases {
         let client = through(socket);
@@ -665,4 +672,10 @@ async fn clusters_originate_tls_and_check_the_upstream_certificate() {
             assert!(r.body.starts_with("backend\n/origin"), "{what}: {}", r.body);
         }
     }
+    // Names to check without CAs to check them by: refused, as Envoy does.
+    let mut c = static_cluster("external", &[server.addr]);
+    c.transport_socket = Some(originate("api.example.com", None, &["api.example.com"]));
+    let mut p = weft_proxy::StaticProxy::start(1).unwrap();
+    let err = p.apply(CLUSTER, &[pack_any(c)]).unwrap_err();
+    assert!(err.contains("need a trusted_ca"), "{err}");
 }

@@ -32,6 +32,10 @@ pub struct Entry {
     /// For DNS resolution: the names to resolve. Empty means the host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<DnsEndpoint>,
+    /// The entry gives address ranges only (CIDRs), which are not served
+    /// yet: its non-HTTP ports get no listener rather than every address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ranges_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,10 +155,12 @@ impl Registry {
                 .collect(),
             _ => Vec::new(),
         };
-        let vip = se
-            .addresses
-            .iter()
-            .find_map(|a| a.strip_suffix("/32").unwrap_or(a).parse::<IpAddr>().ok());
+        let single = |a: &String| {
+            let ip = a.strip_suffix("/32").or(a.strip_suffix("/128"));
+            ip.unwrap_or(a).parse::<IpAddr>().ok()
+        };
+        let vip = se.addresses.iter().find_map(single);
+        let ranges_only = vip.is_none() && !se.addresses.is_empty();
         for host in &se.hosts {
             let taken = self.services.iter().any(|s| s.fqdn() == *host);
             if taken {
@@ -175,6 +181,7 @@ impl Registry {
                     resolution,
                     external: se.location.as_deref() != Some("MESH_INTERNAL"),
                     dns: dns.clone(),
+                    ranges_only,
                 }),
             });
         }

@@ -105,9 +105,15 @@ fn push_cluster(
     let protocol = weft_registry::Protocol::of(port);
     let mut cluster = eds_cluster(&name, protocol, policy);
     if let Some(tls) = policy.and_then(|p| p.tls.as_ref()) {
-        match crate::upstream_tls::transport_socket(tls, &service.fqdn()) {
+        use crate::upstream_tls::{transport_socket, Unserved};
+        match transport_socket(tls, &service.fqdn(), protocol) {
             Ok(socket) => cluster.transport_socket = socket,
-            Err(e) => out.problems.push(format!("cluster {name}: {e}")),
+            Err(Unserved::Plaintext(e)) => out.problems.push(format!("cluster {name}: {e}")),
+            Err(Unserved::Closed(e)) => {
+                out.problems.push(format!("cluster {name}: {e}"));
+                out.clusters.push(no_endpoints(&name));
+                return;
+            }
         }
     }
     match service.entry.as_ref().map(|e| e.resolution) {
@@ -283,8 +289,14 @@ fn original_dst(name: &str) -> Cluster {
 }
 
 fn blackhole() -> Cluster {
+    no_endpoints(BLACKHOLE)
+}
+
+/// A cluster that goes nowhere (requests to it get 503 UH, connections
+/// are closed).
+fn no_endpoints(name: &str) -> Cluster {
     Cluster {
-        name: BLACKHOLE.into(),
+        name: name.into(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Static as i32,
         )),

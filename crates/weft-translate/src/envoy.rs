@@ -34,6 +34,18 @@ pub fn tls_inspector() -> envoy_types::pb::envoy::config::listener::v3::Listener
     }
 }
 
+/// A data source that is a file on the proxy's machine.
+pub(crate) fn file_source(path: &str) -> envoy_types::pb::envoy::config::core::v3::DataSource {
+    envoy_types::pb::envoy::config::core::v3::DataSource {
+        specifier: Some(
+            envoy_types::pb::envoy::config::core::v3::data_source::Specifier::Filename(
+                path.to_string(),
+            ),
+        ),
+        ..Default::default()
+    }
+}
+
 pub fn socket(ip: &str, port: u32) -> Address {
     Address {
         address: Some(address::Address::SocketAddress(SocketAddress {

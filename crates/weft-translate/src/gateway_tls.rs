@@ -4,9 +4,7 @@
 //! and CAs come over SDS, as istiod writes them for `credentialName` (the
 //! Secret's content) or for certificates from files (their paths).
 
-use envoy_types::pb::envoy::config::core::v3::{
-    data_source, transport_socket, DataSource, TransportSocket,
-};
+use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
@@ -21,7 +19,7 @@ use weft_config::networking::traffic::ServerTls;
 use weft_registry::Workload;
 
 use crate::credentials;
-use crate::envoy::ads;
+use crate::envoy::{ads, file_source};
 use crate::gateway::BoundServer;
 use crate::{Inputs, ProxyResources};
 
@@ -151,15 +149,11 @@ fn files(tls: &ServerTls, mutual: bool) -> Result<Option<Vec<Secret>>, String> {
     let (Some(cert), Some(key)) = (&tls.server_certificate, &tls.private_key) else {
         return Ok(None);
     };
-    let file = |path: &str| DataSource {
-        specifier: Some(data_source::Specifier::Filename(path.to_string())),
-        ..Default::default()
-    };
     let mut secrets = vec![Secret {
         name: format!("file-cert:{cert}~{key}"),
         r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
-            certificate_chain: Some(file(cert)),
-            private_key: Some(file(key)),
+            certificate_chain: Some(file_source(cert)),
+            private_key: Some(file_source(key)),
             ..Default::default()
         })),
     }];
@@ -172,7 +166,7 @@ fn files(tls: &ServerTls, mutual: bool) -> Result<Option<Vec<Secret>>, String> {
             name: format!("file-root:{ca}"),
             r#type: Some(secret::Type::ValidationContext(
                 CertificateValidationContext {
-                    trusted_ca: Some(file(ca)),
+                    trusted_ca: Some(file_source(ca)),
                     ..Default::default()
                 },
             )),

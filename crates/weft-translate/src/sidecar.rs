@@ -129,8 +129,13 @@ fn outbound_listeners(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResource
                 continue;
             }
             let Some(vip) = service.vip else {
-                if service.entry.is_some() {
-                    on_every_address.entry(port.port).or_default().push(service);
+                match &service.entry {
+                    Some(e) if e.ranges_only => out.problems.push(format!(
+                        "ServiceEntry host {} port {}: address ranges (CIDRs) are not served yet; the port is left out",
+                        service.name, port.port
+                    )),
+                    Some(_) => on_every_address.entry(port.port).or_default().push(service),
+                    None => {}
                 }
                 continue;
             };

@@ -222,6 +222,17 @@ fn destination_rule_tls_originates_from_the_cluster() {
         )),
         "the system's CAs by default, as istiod writes them"
     );
+    // A credential Weft cannot use: no endpoints rather than plaintext.
+    let credential = config.replace(
+        "tls: {mode: SIMPLE}",
+        "tls: {mode: SIMPLE, credentialName: ext-cred}",
+    );
+    assert_ne!(credential, config);
+    let closed = translated_with(&credential, 0);
+    let c = cluster(&closed, "outbound|80||httpbin.org");
+    assert!(c.transport_socket.is_none() && c.load_assignment.is_none());
+    assert_eq!(discovery(c), DiscoveryType::Static);
+    assert!(closed.problems.iter().any(|p| p.contains("credentialName")));
     // ISTIO_MUTUAL needs the mesh CA: plaintext, and said so.
     assert!(cluster(&out, "outbound|5432||db.internal")
         .transport_socket

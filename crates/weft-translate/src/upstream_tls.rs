@@ -6,9 +6,7 @@
 //! `subjectAltNames`, against those names. Certificate fields are file
 //! paths on the proxy's machine, as in Istio.
 
-use envoy_types::pb::envoy::config::core::v3::{
-    data_source::Specifier, transport_socket::ConfigType, DataSource, TransportSocket,
-};
+use envoy_types::pb::envoy::config::core::v3::{transport_socket::ConfigType, TransportSocket};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
     CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, TlsCertificate,
@@ -16,40 +14,49 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 use weft_config::networking::traffic::ClientTls;
+use weft_registry::Protocol;
+
+use crate::envoy::file_source;
 
 /// Where istiod points a client at the system's CAs (Debian's bundle).
 const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// The transport socket for `tls` towards `host`; None for plaintext. An
-/// Err says why the rule's TLS cannot be given (the cluster then stays
-/// plaintext, and the problem is reported).
+/// Why a rule's TLS cannot be given as written.
+pub(crate) enum Unserved {
+    /// ISTIO_MUTUAL: every hop is plaintext until the mesh has its CA, so
+    /// the cluster stays plaintext like the rest (reported).
+    Plaintext(String),
+    /// TLS the user asked for and Weft cannot set up: the cluster gets no
+    /// endpoints rather than sending in the clear (reported).
+    Closed(String),
+}
+
+/// The transport socket for `tls` towards `host` on a port of
+/// `protocol`; None for plaintext.
 pub(crate) fn transport_socket(
     tls: &ClientTls,
     host: &str,
-) -> Result<Option<TransportSocket>, String> {
+    protocol: Protocol,
+) -> Result<Option<TransportSocket>, Unserved> {
     let mode = tls.mode.as_deref().unwrap_or("DISABLE");
     match mode {
         "DISABLE" => return Ok(None),
         "ISTIO_MUTUAL" => {
-            return Err("tls mode ISTIO_MUTUAL needs the mesh's certificate authority, which Weft does not have yet; the cluster stays plaintext".into())
+            return Err(Unserved::Plaintext("tls mode ISTIO_MUTUAL needs the mesh's certificate authority, which Weft does not have yet; the cluster stays plaintext, as every hop is".into()))
         }
         _ => {}
     }
     if tls.credential_name.is_some() {
-        return Err("tls.credentialName on a DestinationRule is not supported yet (use file paths); the cluster stays plaintext".into());
+        return Err(Unserved::Closed("tls.credentialName on a DestinationRule is not supported yet (use file paths); the cluster gets no endpoints rather than going out in plaintext".into()));
     }
-    let file = |path: &str| DataSource {
-        specifier: Some(Specifier::Filename(path.to_string())),
-        ..Default::default()
-    };
     let mut common = CommonTlsContext::default();
     if mode == "MUTUAL" {
         let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.private_key) else {
-            return Err("tls mode MUTUAL needs clientCertificate and privateKey; the cluster stays plaintext".into());
+            return Err(Unserved::Closed("tls mode MUTUAL needs clientCertificate and privateKey; the cluster gets no endpoints rather than going out in plaintext".into()));
         };
         common.tls_certificates.push(TlsCertificate {
-            certificate_chain: Some(file(cert)),
-            private_key: Some(file(key)),
+            certificate_chain: Some(file_source(cert)),
+            private_key: Some(file_source(key)),
             ..Default::default()
         });
     }
@@ -57,7 +64,7 @@ pub(crate) fn transport_socket(
         let ca = tls.ca_certificates.as_deref().unwrap_or(SYSTEM_CAS);
         common.validation_context_type = Some(ValidationContextType::ValidationContext(
             CertificateValidationContext {
-                trusted_ca: Some(file(ca)),
+                trusted_ca: Some(file_source(ca)),
                 match_typed_subject_alt_names: tls
                     .subject_alt_names
                     .iter()
@@ -74,11 +81,16 @@ pub(crate) fn transport_socket(
             },
         ));
     }
+    // A wildcard host has no name to send: no SNI, as Envoy does then.
     let sni = match &tls.sni {
         Some(sni) => sni.clone(),
         None if !host.contains('*') => host.to_string(),
         None => String::new(),
     };
+    // HTTP/2 ports ask for h2 by ALPN, as istiod writes it.
+    if matches!(protocol, Protocol::Http2 | Protocol::Grpc) {
+        common.alpn_protocols = vec!["h2".into()];
+    }
     let ctx = UpstreamTlsContext {
         common_tls_context: Some(common),
         sni,

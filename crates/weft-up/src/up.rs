@@ -159,21 +159,16 @@ async fn launch(
     for pod in &plan.pods {
         start_pod(plan, pod, &exe, state, dir)?;
     }
-    let gw = plan.gateway();
+    let mut argv = proxy_argv(
+        &exe,
+        plan,
+        plan.gateway(),
+        &plan.addresses.gateway_admin.to_string(),
+    );
+    argv.extend(["--bind-ip".into(), "127.0.0.1".into()]);
     let gateway = procs::spawn(Launch {
         role: "ingress-gateway".into(),
-        argv: vec![
-            exe,
-            "proxy".into(),
-            "--xds".into(),
-            format!("http://{}", plan.addresses.xds),
-            "--node-id".into(),
-            gw.node_id(),
-            "--admin".into(),
-            plan.addresses.gateway_admin.to_string(),
-            "--bind-ip".into(),
-            "127.0.0.1".into(),
-        ],
+        argv,
         netns: None,
         uid: None,
         env: vec![],
@@ -236,7 +231,10 @@ fn start_pod(
     // answers for ServiceEntry addresses and forwards the rest here).
     std::fs::write(
         etc.join("resolv.conf"),
-        format!("nameserver {}\n", plan.addresses.gateway),
+        format!(
+            "nameserver {}\noptions timeout:1 attempts:1\n",
+            plan.addresses.gateway
+        ),
     )?;
     net::create_pod(
         &pod.netns,
@@ -301,20 +299,14 @@ fn start_pod(
     if !sidecar {
         return state.save(dir);
     }
+    let mut argv = proxy_argv(exe, plan, workload, "0.0.0.0:15000");
+    argv.extend([
+        "--dns".into(),
+        format!("127.0.0.1:{}", crate::capture::DNS_CAPTURE_PORT),
+    ]);
     let sidecar = procs::spawn(Launch {
         role: format!("sidecar/{}", pod.spec.name),
-        argv: vec![
-            exe.to_string(),
-            "proxy".into(),
-            "--xds".into(),
-            format!("http://{}", plan.addresses.xds),
-            "--node-id".into(),
-            workload.node_id(),
-            "--admin".into(),
-            "0.0.0.0:15000".into(),
-            "--dns".into(),
-            format!("127.0.0.1:{}", crate::capture::DNS_CAPTURE_PORT),
-        ],
+        argv,
         netns: Some(&pod.netns),
         uid: Some(crate::capture::PROXY_UID),
         env: vec![],
@@ -322,6 +314,25 @@ fn start_pod(
     })?;
     state.processes.push(sidecar);
     state.save(dir)
+}
+
+/// `weft proxy` for `workload`, fed by the mesh's control plane.
+fn proxy_argv(
+    exe: &str,
+    plan: &Plan,
+    workload: &weft_registry::Workload,
+    admin: &str,
+) -> Vec<String> {
+    vec![
+        exe.to_string(),
+        "proxy".into(),
+        "--xds".into(),
+        format!("http://{}", plan.addresses.xds),
+        "--node-id".into(),
+        workload.node_id(),
+        "--admin".into(),
+        admin.to_string(),
+    ]
 }
 
 /// A gateway pod (`inject.istio.io/templates: gateway`), such as an egress
@@ -336,16 +347,7 @@ fn start_gateway_pod(
 ) -> anyhow::Result<()> {
     let gateway = procs::spawn(Launch {
         role: format!("gateway/{}", pod.spec.name),
-        argv: vec![
-            exe.to_string(),
-            "proxy".into(),
-            "--xds".into(),
-            format!("http://{}", plan.addresses.xds),
-            "--node-id".into(),
-            workload.node_id(),
-            "--admin".into(),
-            "0.0.0.0:15000".into(),
-        ],
+        argv: proxy_argv(exe, plan, workload, "0.0.0.0:15000"),
         netns: Some(&pod.netns),
         uid: None,
         env: vec![],

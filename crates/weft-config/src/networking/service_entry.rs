@@ -224,6 +224,16 @@ pub(crate) fn check_service_entry(r: &mut Report, se: &ServiceEntry) {
         );
     }
     let endpoints = se.endpoints.as_deref().unwrap_or_default();
+    if matches!(resolution, "DNS" | "DNS_ROUND_ROBIN") && endpoints.is_empty() {
+        for (i, h) in se.hosts.iter().enumerate() {
+            if h.contains('*') {
+                r.error(
+                    format!("spec.hosts[{i}]"),
+                    format!("hosts must be FQDN if no endpoints are provided for resolution mode {resolution}"),
+                );
+            }
+        }
+    }
     if resolution == "NONE" && se.endpoints.is_some() {
         r.error("spec.endpoints", "NONE mode cannot set endpoints");
     }

@@ -41,14 +41,8 @@ pub(crate) fn compile_secret(s: &Secret) -> Result<SecretCfg, String> {
             })
         }
         Some(secret::Type::ValidationContext(v)) => {
-            let cas = weft_tls::certificates(&bytes(&v.trusted_ca, "trusted_ca")?)
+            let roots = roots(&bytes(&v.trusted_ca, "trusted_ca")?)
                 .map_err(|e| format!("trusted_ca: {e}"))?;
-            let mut roots = rustls::RootCertStore::empty();
-            for (i, ca) in cas.into_iter().enumerate() {
-                roots
-                    .add(ca)
-                    .map_err(|e| format!("trusted_ca certificate {i}: {e}"))?;
-            }
             Ok(SecretCfg::Trust {
                 authorities: roots.len(),
                 roots: Arc::new(roots),
@@ -68,4 +62,20 @@ pub(crate) fn bytes(source: &Option<DataSource>, field: &str) -> Result<Vec<u8>,
         }
         _ => Err(format!("{field} is missing")),
     }
+}
+
+/// The CAs of a PEM bundle. A system bundle can hold certificates webpki
+/// cannot take as anchors: those are skipped (and logged), so one odd
+/// entry does not void the rest; a bundle with no usable CA is an error.
+pub(crate) fn roots(pem: &[u8]) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, ca) in weft_tls::certificates(pem)?.into_iter().enumerate() {
+        if let Err(e) = roots.add(ca) {
+            tracing::debug!(index = i, error = %e, "CA certificate skipped");
+        }
+    }
+    if roots.is_empty() {
+        return Err("no usable CA certificate".into());
+    }
+    Ok(roots)
 }

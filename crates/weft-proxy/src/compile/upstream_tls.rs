@@ -22,7 +22,8 @@ use super::secret::bytes;
 /// How to speak TLS to a cluster's hosts.
 #[derive(Debug)]
 pub struct UpstreamTls {
-    pub sni: ServerName<'static>,
+    /// None: no SNI is sent (the peer's address names it for the checks).
+    pub sni: Option<ServerName<'static>>,
     pub config: Arc<ClientConfig>,
     /// Tells configs apart without comparing them (connection pools are
     /// keyed by it): a hash of the context and of the files it read.
@@ -43,11 +44,37 @@ impl Hash for UpstreamTls {
     }
 }
 
+/// Contexts in use, by their encoded transport socket: every update
+/// recompiles every cluster, and a context's files (CAs, client
+/// certificate) are read once, when it first arrives, as Envoy reads an
+/// inline context's files — not again on each update, where a file that
+/// went away would refuse config that never changed.
+static IN_USE: std::sync::Mutex<Vec<(Vec<u8>, std::sync::Weak<UpstreamTls>)>> =
+    std::sync::Mutex::new(Vec::new());
+
 /// The cluster's upstream TLS, if its transport socket asks for it.
 pub(crate) fn compile_upstream_tls(c: &Cluster) -> Result<Option<Arc<UpstreamTls>>, String> {
     let Some(socket) = &c.transport_socket else {
         return Ok(None);
     };
+    let key = prost::Message::encode_to_vec(socket);
+    let mut in_use = IN_USE.lock().expect("upstream TLS cache");
+    in_use.retain(|(_, tls)| tls.strong_count() > 0);
+    if let Some(tls) = in_use
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, t)| t.upgrade())
+    {
+        return Ok(Some(tls));
+    }
+    let tls = Arc::new(compile_socket(socket)?);
+    in_use.push((key, Arc::downgrade(&tls)));
+    Ok(Some(tls))
+}
+
+fn compile_socket(
+    socket: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
+) -> Result<UpstreamTls, String> {
     let Some(ConfigType::TypedConfig(any)) = &socket.config_type else {
         return Err(format!(
             "transport_socket {:?}: typed_config is missing",
@@ -94,13 +121,18 @@ pub(crate) fn compile_upstream_tls(c: &Cluster) -> Result<Option<Arc<UpstreamTls
         .iter()
         .map(|p| p.as_bytes().to_vec())
         .collect();
-    let sni = ServerName::try_from(ctx.sni.clone())
-        .map_err(|_| format!("sni {:?} is not a DNS name or address", ctx.sni))?;
-    Ok(Some(Arc::new(UpstreamTls {
+    let sni = match ctx.sni.as_str() {
+        "" => None,
+        name => Some(
+            ServerName::try_from(name.to_string())
+                .map_err(|_| format!("sni {name:?} is not a DNS name or address"))?,
+        ),
+    };
+    Ok(UpstreamTls {
         sni,
         config: Arc::new(config),
         fingerprint: seen.finish(),
-    })))
+    })
 }
 
 /// The trusted CAs (none: any certificate) and the names the upstream's
@@ -114,6 +146,15 @@ fn validation(
         Some(ValidationContextType::ValidationContext(ctx)) => ctx,
         Some(_) => return Err("validation contexts by SDS are not supported yet".into()),
     };
+    if !ctx.verify_certificate_spki.is_empty() || !ctx.verify_certificate_hash.is_empty() {
+        return Err("verify_certificate_spki/hash are not supported yet".into());
+    }
+    #[allow(deprecated)]
+    if !ctx.match_subject_alt_names.is_empty() {
+        return Err(
+            "match_subject_alt_names is not supported (use match_typed_subject_alt_names)".into(),
+        );
+    }
     let mut names = Vec::new();
     for m in &ctx.match_typed_subject_alt_names {
         match m.matcher.as_ref().and_then(|m| m.match_pattern.as_ref()) {
@@ -122,24 +163,14 @@ fn validation(
         }
     }
     if ctx.trusted_ca.is_none() {
-        return Ok((None, names));
+        // Envoy refuses names to check without CAs to check them by.
+        if !names.is_empty() {
+            return Err("subject alt names to match need a trusted_ca".into());
+        }
+        return Ok((None, Vec::new()));
     }
     let pem = bytes(&ctx.trusted_ca, "trusted_ca")?;
     pem.hash(seen);
-    let mut roots = rustls::RootCertStore::empty();
-    for (i, ca) in weft_tls::certificates(&pem)
-        .map_err(|e| format!("trusted_ca: {e}"))?
-        .into_iter()
-        .enumerate()
-    {
-        // A system bundle has certificates webpki cannot take; Envoy skips
-        // none, but one bad entry must not void the rest.
-        if let Err(e) = roots.add(ca) {
-            tracing::debug!(index = i, error = %e, "trusted_ca entry skipped");
-        }
-    }
-    if roots.is_empty() {
-        return Err("trusted_ca: no usable CA certificate".into());
-    }
+    let roots = super::secret::roots(&pem).map_err(|e| format!("trusted_ca: {e}"))?;
     Ok((Some(Arc::new(roots)), names))
 }

@@ -257,10 +257,16 @@ pub(crate) async fn connect(peer: &Peer) -> std::io::Result<UpStream> {
     let Some(tls) = &peer.tls else {
         return connect_tcp(peer).await.map(UpStream::Plain);
     };
+    let deadline = tokio::time::Instant::now() + peer.connect_timeout;
     let tcp = connect_tcp(peer).await?;
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-    let handshake = connector.connect(tls.sni.clone(), tcp);
-    match tokio::time::timeout(peer.connect_timeout, handshake).await {
+    // Without an SNI, the peer's address stands for it (rustls sends none).
+    let name = tls
+        .sni
+        .clone()
+        .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(peer.addr.ip().into()));
+    let handshake = connector.connect(name, tcp);
+    match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(stream)) => Ok(UpStream::Tls(Box::new(stream))),
         Ok(Err(e)) => Err(std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
