@@ -219,6 +219,7 @@ impl Kind {
                 | Kind::ServiceEntry
                 | Kind::WorkloadEntry
                 | Kind::Sidecar
+                | Kind::AuthorizationPolicy
         )
     }
 }
@@ -364,6 +365,13 @@ impl Resource {
     pub fn as_gateway(&self) -> Option<&Gateway> {
         match &self.spec {
             Spec::Gateway(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_authorization_policy(&self) -> Option<&crate::security::AuthorizationPolicy> {
+        match &self.spec {
+            Spec::AuthorizationPolicy(v) => Some(v),
             _ => None,
         }
     }

@@ -24,9 +24,10 @@ impl Flags {
     pub const RETRY_LIMIT_EXCEEDED: Flags = Flags(1 << 9); // URX
     pub const NO_CLUSTER: Flags = Flags(1 << 10); // NC
     pub const DURATION_TIMEOUT: Flags = Flags(1 << 11); // DT
+    pub const RBAC_DENIED: Flags = Flags(1 << 12); // RBAC
 
-    const NAMES: [&'static str; 12] = [
-        "UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "DC", "URX", "NC", "DT",
+    const NAMES: [&'static str; 13] = [
+        "UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "DC", "URX", "NC", "DT", "RBAC",
     ];
 
     pub fn insert(&mut self, other: Flags) {

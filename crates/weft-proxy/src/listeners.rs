@@ -158,6 +158,7 @@ async fn dispatch(sock: TcpStream, peer: SocketAddr, listener: String, shared: A
         destination: dst,
         listener: target.name.clone(),
         tls: None,
+        seen: seen.clone(),
     };
     let action = chain.action.clone();
     let Some(tls) = chain.tls.clone() else {
@@ -193,6 +194,7 @@ async fn run<S>(
                 routes,
                 filters,
                 upgrades,
+                generation: snapshot.generation,
             };
             crate::http::serve(sock, conn, chain, shared).await
         }

@@ -210,7 +210,9 @@ impl XdsState {
     /// the snapshot, and only then lets the new sockets accept. On failure
     /// nothing changed.
     fn install(&mut self) -> Result<(), String> {
-        let outcome = self.rebuild().and_then(|compiled| {
+        let generation = self.shared.config.load().generation + 1;
+        let outcome = self.rebuild().and_then(|mut compiled| {
+            compiled.generation = generation;
             let wanted: BTreeMap<String, SocketAddr> = compiled
                 .listeners
                 .iter()

@@ -6,6 +6,7 @@
 //! `virtualOutbound`, `0.0.0.0_9080`, route config `9080`) so that Istio
 //! troubleshooting knowledge carries over to `weft proxy-config`.
 
+mod authz;
 mod clusters;
 pub mod credentials;
 mod delegate;
@@ -109,10 +110,20 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
             clusters::outbound(outbound, proxy, &mut out);
             sidecar::build(outbound, inputs, proxy, &mut out);
             out.names = names::table(outbound, proxy);
+            // Authorization applies to what the sidecar takes inbound.
+            let inbound = out
+                .listeners
+                .iter_mut()
+                .filter(|l| l.name == sidecar::VIRTUAL_INBOUND);
+            let mut inbound: Vec<&mut envoy_types::pb::envoy::config::listener::v3::Listener> =
+                inbound.collect();
+            authz::apply_to(inputs, proxy, &mut inbound, &mut out.problems);
         }
         ProxyKind::Gateway => {
             clusters::outbound(inputs, proxy, &mut out);
             gateway::build(inputs, proxy, &mut out);
+            let mut all: Vec<_> = out.listeners.iter_mut().collect();
+            authz::apply_to(inputs, proxy, &mut all, &mut out.problems);
         }
         ProxyKind::Proxyless => return translate_proxyless(inputs, proxy),
         // Nothing runs there to take it.

@@ -69,7 +69,7 @@ pub(crate) fn registry() -> Registry {
     }
 }
 
-const CONFIG: &str = "
+pub(crate) const CONFIG: &str = "
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews}

@@ -2,7 +2,7 @@
 //! AuthorizationPolicy (v1 and v1beta1). Typed and validated; not enforced
 //! by the proxy yet (validation warns).
 
-mod authorization;
+pub mod authorization;
 mod peer;
 mod request;
 

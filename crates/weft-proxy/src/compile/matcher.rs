@@ -150,7 +150,7 @@ pub(super) fn compile_path(m: &RouteMatch) -> Result<PathMatch, String> {
     })
 }
 
-pub(super) fn compile_header(h: &HeaderMatcher) -> Result<HeaderMatch, String> {
+pub(crate) fn compile_header(h: &HeaderMatcher) -> Result<HeaderMatch, String> {
     let value = match &h.header_match_specifier {
         Some(header_matcher::HeaderMatchSpecifier::StringMatch(sm)) => string_match(sm)?,
         Some(header_matcher::HeaderMatchSpecifier::PresentMatch(true)) => ValueMatch::Present,
@@ -197,17 +197,24 @@ pub(super) fn compile_query(q: &QueryParameterMatcher) -> Result<QueryMatch, Str
     })
 }
 
+/// Exact and prefix matches stay plain; suffix, contains and any match
+/// that ignores case become a regex (`(?i)` for the latter), so the
+/// request path compares strings or runs one regex, nothing else.
 pub(crate) fn string_match(sm: &StringMatcher) -> Result<ValueMatch, String> {
-    if sm.ignore_case {
-        return Err("ignore_case is not supported".into());
-    }
+    use string_matcher::MatchPattern as P;
+    let fold = if sm.ignore_case { "(?i)" } else { "" };
+    let escaped = |v: &str| regex::escape(v);
     Ok(match &sm.match_pattern {
-        Some(string_matcher::MatchPattern::Exact(v)) => ValueMatch::Exact(v.clone()),
-        Some(string_matcher::MatchPattern::Prefix(v)) => ValueMatch::Prefix(v.clone()),
-        Some(string_matcher::MatchPattern::SafeRegex(r)) => {
-            ValueMatch::Regex(full_regex(&r.regex)?)
+        Some(P::Exact(v)) if !sm.ignore_case => ValueMatch::Exact(v.clone()),
+        Some(P::Prefix(v)) if !sm.ignore_case => ValueMatch::Prefix(v.clone()),
+        Some(P::Exact(v)) => ValueMatch::Regex(full_regex(&format!("{fold}{}", escaped(v)))?),
+        Some(P::Prefix(v)) => ValueMatch::Regex(full_regex(&format!("{fold}{}.*", escaped(v)))?),
+        Some(P::Suffix(v)) => ValueMatch::Regex(full_regex(&format!("{fold}.*{}", escaped(v)))?),
+        Some(P::Contains(v)) => {
+            ValueMatch::Regex(full_regex(&format!("{fold}.*{}.*", escaped(v)))?)
         }
-        _ => return Err("only exact, prefix and safe_regex string matches are supported".into()),
+        Some(P::SafeRegex(r)) => ValueMatch::Regex(full_regex(&format!("{fold}{}", r.regex))?),
+        _ => return Err("a string match needs a pattern".into()),
     })
 }
 

@@ -33,7 +33,7 @@ pub use route::{
 
 pub(crate) use cluster::{compile_cluster, compile_endpoints};
 pub(crate) use listener::compile_listener;
-pub(crate) use matcher::string_match;
+pub(crate) use matcher::{compile_header, string_match};
 pub(crate) use route::compile_route_table;
 pub(crate) use secret::compile_secret;
 pub use secret::SecretCfg;
@@ -52,6 +52,9 @@ pub struct Compiled {
     pub secrets: HashMap<String, Arc<SecretCfg>>,
     /// Versions of each xDS type this snapshot was built from.
     pub versions: HashMap<&'static str, String>,
+    /// Counts snapshots: a connection that took its filter chain from an
+    /// older one looks it up again for its next request.
+    pub generation: u64,
 }
 
 impl Compiled {

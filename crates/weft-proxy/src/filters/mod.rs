@@ -15,6 +15,7 @@
 
 pub(crate) mod cors;
 pub(crate) mod fault;
+pub(crate) mod rbac;
 
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_filter, HttpFilter as HttpFilterProto,
@@ -28,6 +29,8 @@ pub const ROUTER: &str = "envoy.filters.http.router";
 
 #[derive(Debug, Clone, Serialize)]
 pub enum HttpFilter {
+    /// Authorization (AuthorizationPolicy): the request is let on or 403.
+    Rbac(std::sync::Arc<rbac::RbacCfg>),
     /// The filter's own fault config, used by routes that set none.
     Fault(Option<fault::FaultCfg>),
     /// CORS: routes carry their policies; a route with none passes.
@@ -73,6 +76,12 @@ pub(crate) fn compile_chain(list: &[HttpFilterProto]) -> Result<FilterChain, Str
                 HttpFilter::Fault(own)
             }
             Kind::Cors => HttpFilter::Cors,
+            Kind::Rbac => {
+                let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                    return Err(format!("{} needs its config", rbac::NAME));
+                };
+                HttpFilter::Rbac(std::sync::Arc::new(rbac::compile(&unpack(any)?)?))
+            }
         };
         filters.push(compiled);
     }
@@ -81,6 +90,7 @@ pub(crate) fn compile_chain(list: &[HttpFilterProto]) -> Result<FilterChain, Str
 
 #[derive(PartialEq)]
 enum Kind {
+    Rbac,
     Fault,
     Cors,
     Router,
@@ -93,7 +103,9 @@ fn filter_kind(f: &HttpFilterProto) -> Result<Kind, String> {
         _ => "",
     };
     let by = |name: &str, ty: &str| f.name == name || type_url.ends_with(ty);
-    if by(fault::NAME, ".fault.v3.HTTPFault") {
+    if by(rbac::NAME, ".rbac.v3.RBAC") {
+        Ok(Kind::Rbac)
+    } else if by(fault::NAME, ".fault.v3.HTTPFault") {
         Ok(Kind::Fault)
     } else if by(cors::NAME, ".cors.v3.Cors") {
         Ok(Kind::Cors)
@@ -149,11 +161,22 @@ impl FilterChain {
         &self,
         route: &RouteFilters,
         req: &http::Request<B>,
+        conn: &crate::http::Connection,
         flags: &mut Flags,
     ) -> Result<Next, ProxyError> {
         let mut verdict = Verdict::default();
         for f in &self.filters {
             match f {
+                HttpFilter::Rbac(cfg) => {
+                    if let Some(policy) = cfg.denies(&subject(req, conn)) {
+                        tracing::debug!(policy, "RBAC: access denied");
+                        flags.insert(Flags::RBAC_DENIED);
+                        return Ok(Next::Reply(crate::http::local_reply::direct(
+                            http::StatusCode::FORBIDDEN,
+                            bytes::Bytes::from_static(b"RBAC: access denied"),
+                        )));
+                    }
+                }
                 HttpFilter::Fault(own) => {
                     if let Some(cfg) = route.fault.as_ref().or(own.as_ref()) {
                         fault::on_request(cfg, flags).await?;
@@ -187,8 +210,29 @@ impl FilterChain {
                         cors::on_response(cfg, origin, resp);
                     }
                 }
-                HttpFilter::Fault(_) => {}
+                HttpFilter::Fault(_) | HttpFilter::Rbac(_) => {}
             }
         }
+    }
+}
+
+/// What RBAC reads of a request and its connection.
+fn subject<'a, B>(
+    req: &'a http::Request<B>,
+    conn: &'a crate::http::Connection,
+) -> rbac::Subject<'a> {
+    rbac::Subject {
+        request: crate::compile::RequestView {
+            method: req.method().as_str(),
+            authority: crate::router::authority(req),
+            scheme: req.uri().scheme_str().unwrap_or("http"),
+            path: req.uri().path(),
+            query: req.uri().query(),
+            headers: req.headers(),
+        },
+        peer: conn.peer.ip(),
+        destination: conn.destination,
+        server_name: conn.tls.as_ref().and_then(|t| t.server_name.as_deref()),
+        principal: None,
     }
 }

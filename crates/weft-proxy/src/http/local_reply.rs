@@ -82,6 +82,18 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
+/// For a request on a connection whose listener or chain the config no
+/// longer has: 503, and the connection is closed.
+pub(crate) fn gone() -> Response<Body> {
+    let mut resp = direct(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Bytes::from_static(b"listener removed"),
+    );
+    resp.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 pub(crate) fn direct(status: StatusCode, body: Bytes) -> Response<Body> {
     let has_body = !body.is_empty();
     let mut resp = reply(status, body);

@@ -6,7 +6,7 @@
 //! response mutations → access log (written even if the client leaves).
 
 mod headers;
-mod local_reply;
+pub(crate) mod local_reply;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -42,6 +42,8 @@ pub(crate) struct Connection {
     pub listener: String,
     /// Set when the proxy terminated TLS on this connection.
     pub tls: Option<crate::tls::TlsInfo>,
+    /// What the first bytes said (the filter chain was chosen by it).
+    pub seen: crate::sniff::Detected,
 }
 
 /// The HTTP side of one filter chain: where its routes come from and which
@@ -52,6 +54,35 @@ pub(crate) struct Chain {
     pub filters: Arc<FilterChain>,
     /// Upgrade types let through (`websocket`).
     pub upgrades: Arc<[String]>,
+    /// The config snapshot the chain was taken from.
+    pub generation: u64,
+}
+
+impl Chain {
+    /// This connection's chain in a newer snapshot: a kept-alive
+    /// connection follows config changes (an AuthorizationPolicy applied
+    /// now holds for its next request, as Envoy's drain of changed chains
+    /// makes it). None when the chain is gone or no longer HTTP.
+    fn current(snapshot: &Compiled, conn: &Connection) -> Option<Chain> {
+        let listener = snapshot.listener_named(&conn.listener)?;
+        match &listener
+            .chain_for(conn.destination.port(), &conn.seen)?
+            .action
+        {
+            crate::compile::ChainAction::Http {
+                routes,
+                filters,
+                upgrades,
+                ..
+            } => Some(Chain {
+                routes: routes.clone(),
+                filters: filters.clone(),
+                upgrades: upgrades.clone(),
+                generation: snapshot.generation,
+            }),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) async fn serve<S>(sock: S, conn: Connection, chain: Chain, shared: Arc<Shared>)
@@ -78,6 +109,18 @@ async fn handle(
     shared: &Shared,
 ) -> Response<Body> {
     let snapshot = shared.config.load_full();
+    let fresh;
+    let chain = if snapshot.generation == chain.generation {
+        chain
+    } else {
+        match Chain::current(&snapshot, conn) {
+            Some(c) => {
+                fresh = c;
+                &fresh
+            }
+            None => return local_reply::gone(),
+        }
+    };
     let request_id = headers::ensure_request_id(&mut req);
     headers::ensure_forwarded_proto(&mut req, conn.tls.is_some());
     let mut record = Record::new(Entry::for_request(&req, conn, request_id));
@@ -103,7 +146,7 @@ async fn process(
     entry.route = route.name.clone();
     let next = chain
         .filters
-        .on_request(&route.filters, &req, &mut entry.flags);
+        .on_request(&route.filters, &req, conn, &mut entry.flags);
     let verdict = match next.await? {
         Next::Continue(v) => v,
         Next::Reply(r) => return Ok(r),

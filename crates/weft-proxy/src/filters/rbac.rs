@@ -1,0 +1,254 @@
+//! Envoy's RBAC HTTP filter (`envoy.filters.http.rbac`), which istiod
+//! writes for AuthorizationPolicy: a policy matches a request when one of
+//! its permissions (what is asked: method, authority, path, destination,
+//! server name) and one of its principals (who asks: peer identity,
+//! addresses, headers, JWT claims) match. ALLOW lets through only what
+//! some policy matches; DENY stops what some policy matches; LOG only
+//! reports. A stopped request gets 403 `RBAC: access denied`.
+//!
+//! The peer identity (mTLS) and JWT claims do not exist yet: principals
+//! that need them never match, as in Istio without mTLS or a token.
+
+use std::net::IpAddr;
+
+use envoy_types::pb::envoy::config::core::v3::CidrRange;
+use envoy_types::pb::envoy::config::rbac::v3::{
+    permission, principal, rbac, Permission, Principal,
+};
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
+use envoy_types::pb::envoy::r#type::matcher::v3::path_matcher;
+use serde::Serialize;
+
+use crate::compile::{string_match, HeaderMatch, RequestView, ValueMatch};
+
+pub const NAME: &str = "envoy.filters.http.rbac";
+
+#[derive(Debug, Serialize)]
+pub struct RbacCfg {
+    pub action: Action,
+    /// (name, policy); None: the filter has no rules and passes all.
+    pub policies: Option<Vec<(String, Policy)>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Action {
+    Allow,
+    Deny,
+    Log,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Policy {
+    permissions: Vec<Perm>,
+    principals: Vec<Who>,
+}
+
+#[derive(Debug, Serialize)]
+enum Perm {
+    Any,
+    And(Vec<Perm>),
+    Or(Vec<Perm>),
+    Not(Box<Perm>),
+    Header(HeaderMatch),
+    UrlPath(ValueMatch),
+    DestinationIp(Cidr),
+    DestinationPort(u16),
+    ServerName(ValueMatch),
+}
+
+#[derive(Debug, Serialize)]
+enum Who {
+    Any,
+    And(Vec<Who>),
+    Or(Vec<Who>),
+    Not(Box<Who>),
+    /// The peer's certificate identity (its URI SAN), when it has one.
+    Authenticated(Option<ValueMatch>),
+    DirectRemoteIp(Cidr),
+    RemoteIp(Cidr),
+    Header(HeaderMatch),
+    /// Dynamic metadata (a verified JWT's claims): none exists yet.
+    Metadata,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Cidr {
+    ip: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    fn compile(c: &CidrRange) -> Result<Cidr, String> {
+        let ip: IpAddr = c
+            .address_prefix
+            .parse()
+            .map_err(|_| format!("{:?} is not an IP address", c.address_prefix))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let len = c.prefix_len.map_or(max, |l| l.value);
+        if len > max {
+            return Err(format!("prefix length {len} is too long"));
+        }
+        Ok(Cidr { ip, len: len as u8 })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        fn bits(ip: IpAddr) -> (u128, u32) {
+            match ip {
+                IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+                IpAddr::V6(v6) => (u128::from(v6), 128),
+            }
+        }
+        let ip = match (self.ip, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => return false,
+            },
+            _ => ip,
+        };
+        let ((net, width), (addr, other)) = (bits(self.ip), bits(ip));
+        if width != other {
+            return false;
+        }
+        let shift = width - u32::from(self.len);
+        self.len == 0 || (net >> shift) == (addr >> shift)
+    }
+}
+
+pub(crate) fn compile(r: &Rbac) -> Result<RbacCfg, String> {
+    let Some(rules) = &r.rules else {
+        return Ok(RbacCfg {
+            action: Action::Allow,
+            policies: None,
+        });
+    };
+    let action = match rbac::Action::try_from(rules.action) {
+        Ok(rbac::Action::Allow) => Action::Allow,
+        Ok(rbac::Action::Deny) => Action::Deny,
+        Ok(rbac::Action::Log) => Action::Log,
+        _ => return Err(format!("RBAC action {} is not supported", rules.action)),
+    };
+    let mut policies = Vec::new();
+    for (name, p) in &rules.policies {
+        if p.condition.is_some() || p.checked_condition.is_some() {
+            return Err(format!(
+                "RBAC policy {name:?}: CEL conditions are not supported"
+            ));
+        }
+        let compiled = Policy {
+            permissions: p.permissions.iter().map(perm).collect::<Result<_, _>>()?,
+            principals: p.principals.iter().map(who).collect::<Result<_, _>>()?,
+        };
+        policies.push((name.clone(), compiled));
+    }
+    policies.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(RbacCfg {
+        action,
+        policies: Some(policies),
+    })
+}
+
+fn perm(p: &Permission) -> Result<Perm, String> {
+    use permission::Rule as R;
+    Ok(match &p.rule {
+        Some(R::Any(true)) => Perm::Any,
+        Some(R::AndRules(s)) => Perm::And(s.rules.iter().map(perm).collect::<Result<_, _>>()?),
+        Some(R::OrRules(s)) => Perm::Or(s.rules.iter().map(perm).collect::<Result<_, _>>()?),
+        Some(R::NotRule(n)) => Perm::Not(Box::new(perm(n)?)),
+        Some(R::Header(h)) => Perm::Header(crate::compile::compile_header(h)?),
+        Some(R::UrlPath(m)) => match &m.rule {
+            Some(path_matcher::Rule::Path(sm)) => Perm::UrlPath(string_match(sm)?),
+            None => return Err("url_path needs a path matcher".into()),
+        },
+        Some(R::DestinationIp(c)) => Perm::DestinationIp(Cidr::compile(c)?),
+        Some(R::DestinationPort(port)) => Perm::DestinationPort(
+            u16::try_from(*port).map_err(|_| format!("destination_port {port} is out of range"))?,
+        ),
+        Some(R::RequestedServerName(sm)) => Perm::ServerName(string_match(sm)?),
+        _ => return Err("an RBAC permission of this kind is not supported".into()),
+    })
+}
+
+#[allow(deprecated)] // `metadata`: what istiod writes
+fn who(p: &Principal) -> Result<Who, String> {
+    use principal::Identifier as I;
+    Ok(match &p.identifier {
+        Some(I::Any(true)) => Who::Any,
+        Some(I::AndIds(s)) => Who::And(s.ids.iter().map(who).collect::<Result<_, _>>()?),
+        Some(I::OrIds(s)) => Who::Or(s.ids.iter().map(who).collect::<Result<_, _>>()?),
+        Some(I::NotId(n)) => Who::Not(Box::new(who(n)?)),
+        Some(I::Authenticated(a)) => {
+            Who::Authenticated(a.principal_name.as_ref().map(string_match).transpose()?)
+        }
+        Some(I::DirectRemoteIp(c)) | Some(I::SourceIp(c)) => Who::DirectRemoteIp(Cidr::compile(c)?),
+        Some(I::RemoteIp(c)) => Who::RemoteIp(Cidr::compile(c)?),
+        Some(I::Header(h)) => Who::Header(crate::compile::compile_header(h)?),
+        Some(I::Metadata(_)) | Some(I::SourcedMetadata(_)) => Who::Metadata,
+        _ => return Err("an RBAC principal of this kind is not supported".into()),
+    })
+}
+
+/// What one request offers the policies.
+pub(crate) struct Subject<'a> {
+    pub request: RequestView<'a>,
+    pub peer: IpAddr,
+    pub destination: std::net::SocketAddr,
+    pub server_name: Option<&'a str>,
+    /// The peer's identity from its certificate (mTLS): none yet.
+    pub principal: Option<&'a str>,
+}
+
+impl Perm {
+    fn matches(&self, s: &Subject) -> bool {
+        match self {
+            Perm::Any => true,
+            Perm::And(all) => all.iter().all(|p| p.matches(s)),
+            Perm::Or(any) => any.iter().any(|p| p.matches(s)),
+            Perm::Not(p) => !p.matches(s),
+            Perm::Header(h) => h.matches(&s.request),
+            Perm::UrlPath(m) => m.matches(s.request.path),
+            Perm::DestinationIp(c) => c.contains(s.destination.ip()),
+            Perm::DestinationPort(p) => s.destination.port() == *p,
+            Perm::ServerName(m) => m.matches(s.server_name.unwrap_or("")),
+        }
+    }
+}
+
+impl Who {
+    fn matches(&self, s: &Subject) -> bool {
+        match self {
+            Who::Any => true,
+            Who::And(all) => all.iter().all(|w| w.matches(s)),
+            Who::Or(any) => any.iter().any(|w| w.matches(s)),
+            Who::Not(w) => !w.matches(s),
+            Who::Authenticated(name) => match (s.principal, name) {
+                (Some(_), None) => true,
+                (Some(p), Some(m)) => m.matches(p),
+                (None, _) => false,
+            },
+            // Without trusted proxies in front, the remote address is the peer's.
+            Who::DirectRemoteIp(c) | Who::RemoteIp(c) => c.contains(s.peer),
+            Who::Header(h) => h.matches(&s.request),
+            Who::Metadata => false,
+        }
+    }
+}
+
+impl RbacCfg {
+    /// The policy that decides against the request, when one does: for
+    /// DENY the first that matches, for ALLOW none matching (`""`).
+    pub(crate) fn denies(&self, s: &Subject) -> Option<String> {
+        let policies = self.policies.as_ref()?;
+        let matching = policies
+            .iter()
+            .find(|(_, p)| {
+                p.permissions.iter().any(|x| x.matches(s))
+                    && p.principals.iter().any(|w| w.matches(s))
+            })
+            .map(|(name, _)| name.clone());
+        match (self.action, matching) {
+            (Action::Deny, Some(name)) => Some(name),
+            (Action::Allow, None) => Some(String::new()),
+            _ => None,
+        }
+    }
+}

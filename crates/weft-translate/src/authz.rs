@@ -1,0 +1,647 @@
+//! AuthorizationPolicy → Envoy's RBAC HTTP filters, as istiod builds them:
+//! the policies that select a proxy (its namespace's, and the root
+//! namespace's, each without a selector or with one that picks the
+//! workload) become one DENY filter and one ALLOW filter, in that order,
+//! at the front of every HTTP connection manager the proxy serves
+//! inbound (a sidecar's `virtualInbound`, every gateway listener).
+//! CUSTOM policies have no provider to ask yet: their rules deny (fail
+//! closed, reported); AUDIT policies only log in Istio and change nothing.
+//!
+//! Each rule is one Envoy policy (`ns[NS]-policy[NAME]-rule[I]`): any of
+//! its `from` sources (principals, AND of their fields) and any of its
+//! `to` operations (permissions), with every `when` condition ANDed into
+//! both sides where it belongs. Identities (principals, namespaces) come
+//! from the peer's mTLS certificate; request principals from a verified
+//! JWT. Until those exist, such conditions never match, as in Istio
+//! without mTLS or a token.
+
+use envoy_types::pb::envoy::config::core::v3::CidrRange;
+use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
+use envoy_types::pb::envoy::config::rbac::v3::{
+    permission, principal, rbac, Permission, Policy, Principal, Rbac as Rules,
+};
+use envoy_types::pb::envoy::config::route::v3::{header_matcher, HeaderMatcher};
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_filter, HttpConnectionManager, HttpFilter,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    metadata_matcher, string_matcher, value_matcher, ListMatcher, MetadataMatcher, PathMatcher,
+    RegexMatcher, StringMatcher, ValueMatcher,
+};
+use envoy_types::pb::google::protobuf::UInt32Value;
+use envoy_types::util::pack_any;
+use weft_config::mesh_config::ROOT_NAMESPACE;
+use weft_config::security::authorization::{Condition, Operation, Rule, Source};
+use weft_config::security::AuthorizationPolicy;
+use weft_registry::Workload;
+
+use crate::Inputs;
+
+pub(crate) const RBAC: &str = "envoy.filters.http.rbac";
+const TRUST_DOMAIN: &str = "cluster.local";
+
+/// Puts the proxy's RBAC filters at the front of the HTTP connection
+/// managers of `listeners`; problems with policies go to `problems`.
+pub(crate) fn apply_to(
+    inputs: &Inputs,
+    proxy: &Workload,
+    listeners: &mut [&mut Listener],
+    problems: &mut Vec<String>,
+) {
+    let filters = http_filters(inputs, proxy, problems);
+    if filters.is_empty() {
+        return;
+    }
+    for chain in listeners
+        .iter_mut()
+        .flat_map(|l| l.filter_chains.iter_mut())
+    {
+        for f in chain.filters.iter_mut() {
+            let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+                continue;
+            };
+            if !any.type_url.ends_with(".HttpConnectionManager") {
+                continue;
+            }
+            let Ok(mut hcm) =
+                <HttpConnectionManager as prost::Message>::decode(any.value.as_slice())
+            else {
+                continue;
+            };
+            let mut all = filters.clone();
+            all.append(&mut hcm.http_filters);
+            hcm.http_filters = all;
+            *any = pack_any(hcm);
+        }
+    }
+}
+
+/// The DENY filter, then the ALLOW filter, of the policies selecting
+/// `proxy` (none when no policy does).
+fn http_filters(inputs: &Inputs, proxy: &Workload, problems: &mut Vec<String>) -> Vec<HttpFilter> {
+    let mut deny = Rules {
+        action: rbac::Action::Deny as i32,
+        ..Default::default()
+    };
+    let mut allow = Rules {
+        action: rbac::Action::Allow as i32,
+        ..Default::default()
+    };
+    let (mut any_deny, mut any_allow) = (false, false);
+    for r in inputs.config {
+        let Some(ap) = r.as_authorization_policy() else {
+            continue;
+        };
+        if !selects(ap, r.namespace(), proxy) {
+            continue;
+        }
+        let who = format!("AuthorizationPolicy {}/{}", r.namespace(), r.meta.name);
+        if ap.target_ref.is_some() || !ap.target_refs.is_empty() {
+            problems.push(format!("{who}: targetRef is not supported yet; left out"));
+            continue;
+        }
+        let into = match ap.action.as_deref().unwrap_or("ALLOW") {
+            "ALLOW" => {
+                any_allow = true;
+                &mut allow
+            }
+            "DENY" => {
+                any_deny = true;
+                &mut deny
+            }
+            "CUSTOM" => {
+                problems.push(format!(
+                    "{who}: CUSTOM (external authorization) is not supported yet; its rules deny"
+                ));
+                any_deny = true;
+                &mut deny
+            }
+            _ => continue, // AUDIT only logs.
+        };
+        for (i, rule) in ap.rules.iter().enumerate() {
+            let name = format!("ns[{}]-policy[{}]-rule[{i}]", r.namespace(), r.meta.name);
+            into.policies.insert(name, policy(rule));
+        }
+    }
+    let filter = |rules: Rules| HttpFilter {
+        name: RBAC.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Rbac {
+            rules: Some(rules),
+            ..Default::default()
+        }))),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    if any_deny {
+        out.push(filter(deny));
+    }
+    if any_allow {
+        out.push(filter(allow));
+    }
+    out
+}
+
+/// Whether a policy in `namespace` applies to `proxy`.
+fn selects(ap: &AuthorizationPolicy, namespace: &str, proxy: &Workload) -> bool {
+    let in_scope = namespace == proxy.namespace || namespace == ROOT_NAMESPACE;
+    in_scope
+        && ap.selector.as_ref().is_none_or(|s| {
+            s.match_labels
+                .iter()
+                .all(|(k, v)| proxy.labels.get(k) == Some(v))
+        })
+}
+
+fn policy(rule: &Rule) -> Policy {
+    let (who, what): (Vec<&Condition>, Vec<&Condition>) =
+        rule.when.iter().partition(|c| is_principal_key(&c.key));
+    let mut principals: Vec<Principal> = if rule.from.is_empty() {
+        vec![any_principal()]
+    } else {
+        rule.from.iter().map(|f| source(&f.source)).collect()
+    };
+    let mut permissions: Vec<Permission> = if rule.to.is_empty() {
+        vec![any_permission()]
+    } else {
+        rule.to.iter().map(|t| operation(&t.operation)).collect()
+    };
+    if !who.is_empty() {
+        let extra: Vec<Principal> = who.iter().map(|c| principal_condition(c)).collect();
+        principals = principals
+            .into_iter()
+            .map(|p| and_ids(std::iter::once(p).chain(extra.iter().cloned()).collect()))
+            .collect();
+    }
+    if !what.is_empty() {
+        let extra: Vec<Permission> = what.iter().map(|c| permission_condition(c)).collect();
+        permissions = permissions
+            .into_iter()
+            .map(|p| and_rules(std::iter::once(p).chain(extra.iter().cloned()).collect()))
+            .collect();
+    }
+    Policy {
+        permissions,
+        principals,
+        ..Default::default()
+    }
+}
+
+// --- sources (principals) ---
+
+fn source(s: &Source) -> Principal {
+    let mut all = Vec::new();
+    let mut field = |values: &[String], not: &[String], one: &dyn Fn(&str) -> Principal| {
+        if !values.is_empty() {
+            all.push(or_ids(values.iter().map(|v| one(v)).collect()));
+        }
+        if !not.is_empty() {
+            all.push(not_id(or_ids(not.iter().map(|v| one(v)).collect())));
+        }
+    };
+    field(&s.principals, &s.not_principals, &|v| authenticated(v));
+    field(&s.namespaces, &s.not_namespaces, &|v| namespace(v));
+    field(&s.service_accounts, &s.not_service_accounts, &|v| {
+        let (ns, sa) = v.split_once('/').unwrap_or(("default", v));
+        authenticated(&format!("{TRUST_DOMAIN}/ns/{ns}/sa/{sa}"))
+    });
+    field(&s.ip_blocks, &s.not_ip_blocks, &|v| {
+        id(principal::Identifier::DirectRemoteIp(cidr(v)))
+    });
+    field(&s.remote_ip_blocks, &s.not_remote_ip_blocks, &|v| {
+        id(principal::Identifier::RemoteIp(cidr(v)))
+    });
+    field(&s.request_principals, &s.not_request_principals, &|v| {
+        jwt_claim("request.auth.principal", v)
+    });
+    field(&s.trust_domains, &s.not_trust_domains, &|v| {
+        authenticated(&format!("{v}/*"))
+    });
+    and_ids(all)
+}
+
+/// A peer identity as Istio writes it: `td/ns/x/sa/y` (with `*` at
+/// either end, or alone for any identity).
+fn authenticated(v: &str) -> Principal {
+    let name = match v {
+        "*" => string(MatchPattern::SafeRegex(regex(".+"))),
+        v => star_match(&format!("spiffe://{v}"), v),
+    };
+    id(principal::Identifier::Authenticated(
+        principal::Authenticated {
+            principal_name: Some(name),
+        },
+    ))
+}
+
+fn namespace(ns: &str) -> Principal {
+    let name = match ns {
+        "*" => string(MatchPattern::SafeRegex(regex(".+"))),
+        ns => string(MatchPattern::SafeRegex(regex(&format!(
+            ".*/ns/{}/.*",
+            regex_escape(ns)
+        )))),
+    };
+    id(principal::Identifier::Authenticated(
+        principal::Authenticated {
+            principal_name: Some(name),
+        },
+    ))
+}
+
+/// `prefix*`, `*suffix`, `*`, or exact, of `full` (the value with what
+/// Istio puts before it) where `v` is the value as written.
+fn star_match(full: &str, v: &str) -> StringMatcher {
+    if v == "*" {
+        string(MatchPattern::SafeRegex(regex(".+")))
+    } else if let Some(suffix) = v.strip_prefix('*') {
+        string(MatchPattern::Suffix(suffix.into()))
+    } else if v.ends_with('*') {
+        string(MatchPattern::Prefix(full[..full.len() - 1].into()))
+    } else {
+        string(MatchPattern::Exact(full.into()))
+    }
+}
+
+// --- operations (permissions) ---
+
+fn operation(o: &Operation) -> Permission {
+    let mut all = Vec::new();
+    let mut field = |values: &[String], not: &[String], one: &dyn Fn(&str) -> Permission| {
+        if !values.is_empty() {
+            all.push(or_rules(values.iter().map(|v| one(v)).collect()));
+        }
+        if !not.is_empty() {
+            all.push(not_rule(or_rules(not.iter().map(|v| one(v)).collect())));
+        }
+    };
+    field(&o.hosts, &o.not_hosts, &host);
+    field(&o.methods, &o.not_methods, &|v| {
+        rule(permission::Rule::Header(header(":method", exact(v))))
+    });
+    field(&o.paths, &o.not_paths, &path);
+    field(&o.ports, &o.not_ports, &port);
+    and_rules(all)
+}
+
+/// A host as Istio matches `:authority`: case-insensitive, `*` at either
+/// end a wildcard.
+fn host(v: &str) -> Permission {
+    let pattern = if v == "*" {
+        MatchPattern::SafeRegex(regex(".+"))
+    } else if let Some(suffix) = v.strip_prefix('*') {
+        MatchPattern::Suffix(suffix.into())
+    } else if let Some(prefix) = v.strip_suffix('*') {
+        MatchPattern::Prefix(prefix.into())
+    } else {
+        MatchPattern::Exact(v.into())
+    };
+    let mut m = string(pattern);
+    m.ignore_case = true;
+    rule(permission::Rule::Header(header(":authority", m)))
+}
+
+fn path(v: &str) -> Permission {
+    let m = if v == "*" {
+        string(MatchPattern::SafeRegex(regex(".*")))
+    } else if let Some(suffix) = v.strip_prefix('*') {
+        string(MatchPattern::Suffix(suffix.into()))
+    } else if let Some(prefix) = v.strip_suffix('*') {
+        string(MatchPattern::Prefix(prefix.into()))
+    } else {
+        exact(v)
+    };
+    rule(permission::Rule::UrlPath(PathMatcher {
+        rule: Some(envoy_types::pb::envoy::r#type::matcher::v3::path_matcher::Rule::Path(m)),
+    }))
+}
+
+fn port(v: &str) -> Permission {
+    match v.parse::<u32>() {
+        Ok(p) => rule(permission::Rule::DestinationPort(p)),
+        // Validation refuses these; never match rather than every port.
+        Err(_) => not_rule(any_permission()),
+    }
+}
+
+// --- `when` conditions ---
+
+/// Keys about who is asking (principals side); the rest are about what
+/// is asked (permissions side), as istiod sorts them.
+fn is_principal_key(key: &str) -> bool {
+    key.starts_with("source.")
+        || key.starts_with("remote.")
+        || key.starts_with("request.auth.")
+        || key.starts_with("request.headers[")
+}
+
+fn principal_condition(c: &Condition) -> Principal {
+    let one = |v: &str| -> Principal {
+        let key = c.key.as_str();
+        if let Some(name) = key
+            .strip_prefix("request.headers[")
+            .and_then(|k| k.strip_suffix(']'))
+        {
+            return id(principal::Identifier::Header(header(name, star_value(v))));
+        }
+        match key {
+            "source.ip" => id(principal::Identifier::DirectRemoteIp(cidr(v))),
+            "remote.ip" => id(principal::Identifier::RemoteIp(cidr(v))),
+            "source.namespace" => namespace(v),
+            "source.principal" => authenticated(v),
+            other => jwt_claim(other, v),
+        }
+    };
+    condition(c, one, or_ids, not_id, and_ids)
+}
+
+fn permission_condition(c: &Condition) -> Permission {
+    let one = |v: &str| -> Permission {
+        match c.key.as_str() {
+            "destination.ip" => rule(permission::Rule::DestinationIp(cidr(v))),
+            "destination.port" => port(v),
+            "connection.sni" => rule(permission::Rule::RequestedServerName(star_value(v))),
+            // A key Weft cannot evaluate never matches.
+            _ => not_rule(any_permission()),
+        }
+    };
+    condition(c, one, or_rules, not_rule, and_rules)
+}
+
+/// `values` (any) and `notValues` (none) of one condition.
+fn condition<T>(
+    c: &Condition,
+    one: impl Fn(&str) -> T,
+    or: fn(Vec<T>) -> T,
+    not: fn(T) -> T,
+    and: fn(Vec<T>) -> T,
+) -> T {
+    let mut all = Vec::new();
+    if !c.values.is_empty() {
+        all.push(or(c.values.iter().map(|v| one(v)).collect()));
+    }
+    if !c.not_values.is_empty() {
+        all.push(not(or(c.not_values.iter().map(|v| one(v)).collect())));
+    }
+    and(all)
+}
+
+/// A value of a verified JWT (`request.auth.*`), read from the filter
+/// metadata the JWT filter leaves; nothing matches until that exists.
+/// (`metadata` is what istiod writes; Envoy deprecated it for
+/// `sourced_metadata`.)
+#[allow(deprecated)]
+fn jwt_claim(key: &str, v: &str) -> Principal {
+    let value = ValueMatcher {
+        match_pattern: Some(value_matcher::MatchPattern::StringMatch(star_value(v))),
+    };
+    id(principal::Identifier::Metadata(MetadataMatcher {
+        filter: "istio_authn".into(),
+        path: vec![metadata_matcher::PathSegment {
+            segment: Some(metadata_matcher::path_segment::Segment::Key(key.into())),
+        }],
+        value: Some(ValueMatcher {
+            match_pattern: Some(value_matcher::MatchPattern::ListMatch(Box::new(ListMatcher {
+                match_pattern: Some(
+                    envoy_types::pb::envoy::r#type::matcher::v3::list_matcher::MatchPattern::OneOf(
+                        Box::new(value),
+                    ),
+                ),
+            }))),
+        }),
+        ..Default::default()
+    }))
+}
+
+fn star_value(v: &str) -> StringMatcher {
+    if v == "*" {
+        string(MatchPattern::SafeRegex(regex(".+")))
+    } else if let Some(suffix) = v.strip_prefix('*') {
+        string(MatchPattern::Suffix(suffix.into()))
+    } else if let Some(prefix) = v.strip_suffix('*') {
+        string(MatchPattern::Prefix(prefix.into()))
+    } else {
+        exact(v)
+    }
+}
+
+// --- building blocks ---
+
+use string_matcher::MatchPattern;
+
+fn string(p: MatchPattern) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(p),
+        ..Default::default()
+    }
+}
+
+fn exact(v: &str) -> StringMatcher {
+    string(MatchPattern::Exact(v.into()))
+}
+
+fn header(name: &str, m: StringMatcher) -> HeaderMatcher {
+    HeaderMatcher {
+        name: name.into(),
+        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(m)),
+        ..Default::default()
+    }
+}
+
+fn cidr(v: &str) -> CidrRange {
+    let (ip, len) = match v.split_once('/') {
+        Some((ip, len)) => (ip, len.parse().ok()),
+        None => (v, None),
+    };
+    let full = if ip.contains(':') { 128 } else { 32 };
+    CidrRange {
+        address_prefix: ip.into(),
+        prefix_len: Some(UInt32Value {
+            value: len.unwrap_or(full),
+        }),
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn id(i: principal::Identifier) -> Principal {
+    Principal {
+        identifier: Some(i),
+    }
+}
+
+fn any_principal() -> Principal {
+    id(principal::Identifier::Any(true))
+}
+
+fn or_ids(ids: Vec<Principal>) -> Principal {
+    id(principal::Identifier::OrIds(principal::Set { ids }))
+}
+
+fn and_ids(ids: Vec<Principal>) -> Principal {
+    if ids.is_empty() {
+        return any_principal();
+    }
+    id(principal::Identifier::AndIds(principal::Set { ids }))
+}
+
+fn not_id(p: Principal) -> Principal {
+    id(principal::Identifier::NotId(Box::new(p)))
+}
+
+fn rule(r: permission::Rule) -> Permission {
+    Permission { rule: Some(r) }
+}
+
+fn any_permission() -> Permission {
+    rule(permission::Rule::Any(true))
+}
+
+fn or_rules(rules: Vec<Permission>) -> Permission {
+    rule(permission::Rule::OrRules(permission::Set { rules }))
+}
+
+fn and_rules(rules: Vec<Permission>) -> Permission {
+    if rules.is_empty() {
+        return any_permission();
+    }
+    rule(permission::Rule::AndRules(permission::Set { rules }))
+}
+
+fn not_rule(p: Permission) -> Permission {
+    rule(permission::Rule::NotRule(Box::new(p)))
+}
+
+fn regex(r: &str) -> RegexMatcher {
+    RegexMatcher {
+        regex: r.into(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use prost::Message;
+
+    use super::*;
+    use crate::tests::translated_with;
+    use crate::ProxyResources;
+
+    /// The HTTP filter names of every connection manager of a listener.
+    fn filters(out: &ProxyResources, listener: &str) -> Vec<Vec<String>> {
+        let l = out.listeners.iter().find(|l| l.name == listener).unwrap();
+        l.filter_chains
+            .iter()
+            .flat_map(|c| &c.filters)
+            .filter_map(|f| match &f.config_type {
+                Some(ConfigType::TypedConfig(any)) if any.type_url.ends_with("Manager") => {
+                    let hcm = HttpConnectionManager::decode(any.value.as_slice()).ok()?;
+                    Some(hcm.http_filters.iter().map(|h| h.name.clone()).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn rules(out: &ProxyResources, listener: &str, index: usize) -> Rules {
+        let l = out.listeners.iter().find(|l| l.name == listener).unwrap();
+        for f in l.filter_chains.iter().flat_map(|c| &c.filters) {
+            let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
+                continue;
+            };
+            let Ok(hcm) = HttpConnectionManager::decode(any.value.as_slice()) else {
+                continue;
+            };
+            if let Some(http_filter::ConfigType::TypedConfig(rbac)) =
+                &hcm.http_filters[index].config_type
+            {
+                return Rbac::decode(rbac.value.as_slice()).unwrap().rules.unwrap();
+            }
+        }
+        panic!("no RBAC filter")
+    }
+
+    const POLICIES: &str = "
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-get, namespace: default}
+spec:
+  selector: {matchLabels: {version: v1}}
+  rules:
+  - from: [{source: {principals: ['cluster.local/ns/default/sa/curl'], notIpBlocks: ['198.18.0.0/16']}}]
+    to: [{operation: {methods: [GET], paths: ['/headers*']}}]
+    when: [{key: 'request.headers[x-token]', values: [admin]}, {key: destination.port, values: ['9080']}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-all-post, namespace: istio-system}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {methods: [POST]}}]}]
+";
+
+    #[test]
+    fn policies_become_deny_then_allow_filters_on_inbound_only() {
+        let v1 = translated_with(POLICIES, 0);
+        assert!(v1.problems.is_empty(), "{:?}", v1.problems);
+        for chain in filters(&v1, "virtualInbound") {
+            assert_eq!(&chain[..2], [RBAC, RBAC], "{chain:?}");
+        }
+        assert!(
+            filters(&v1, "0.0.0.0_9080")
+                .iter()
+                .all(|c| !c.contains(&RBAC.to_string())),
+            "outbound is not authorized"
+        );
+        let deny = rules(&v1, "virtualInbound", 0);
+        assert_eq!(deny.action, rbac::Action::Deny as i32);
+        assert!(deny
+            .policies
+            .contains_key("ns[istio-system]-policy[deny-all-post]-rule[0]"));
+        let allow = rules(&v1, "virtualInbound", 1);
+        let p = &allow.policies["ns[default]-policy[allow-get]-rule[0]"];
+        let text = format!("{p:?}");
+        for part in [
+            "spiffe://cluster.local/ns/default/sa/curl",
+            "NotId",
+            "198.18.0.0",
+            ":method",
+            "Prefix(\"/headers\")",
+            "x-token",
+            "DestinationPort(9080)",
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        // reviews-v2 is not selected by allow-get: only the mesh-wide DENY.
+        let v2 = translated_with(POLICIES, 1);
+        assert_eq!(
+            filters(&v2, "virtualInbound")[0][..2],
+            [RBAC.to_string(), "envoy.filters.http.fault".to_string()]
+        );
+    }
+
+    #[test]
+    fn an_empty_policy_allows_nothing_and_gateways_are_authorized_too() {
+        let config = format!(
+            "{}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: allow-nothing, namespace: istio-system}}\nspec: {{}}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: ext, namespace: istio-system}}\nspec:\n  action: CUSTOM\n  provider: {{name: opa}}\n  rules: [{{}}]\n",
+            crate::tests::CONFIG
+        );
+        let gw = translated_with(&config, 2);
+        let allow = rules(&gw, "0.0.0.0_8080", 1);
+        assert_eq!(allow.action, rbac::Action::Allow as i32);
+        assert!(allow.policies.is_empty(), "allow nothing");
+        let deny = rules(&gw, "0.0.0.0_8080", 0);
+        assert_eq!(deny.policies.len(), 1, "CUSTOM fails closed");
+        assert!(gw.problems.iter().any(|p| p.contains("CUSTOM")));
+    }
+}
