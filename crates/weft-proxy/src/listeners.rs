@@ -201,8 +201,14 @@ async fn run<S>(
         ChainAction::Tcp {
             clusters,
             idle_timeout,
+            rbac,
             ..
         } => {
+            let subject = crate::filters::tcp_subject(&conn);
+            if let Some(policy) = rbac.iter().find_map(|r| r.denies(&subject)) {
+                tracing::debug!(listener = %conn.listener, policy, "RBAC: connection denied");
+                return;
+            }
             let (cluster, _) = clusters.pick(|total| fastrand::u32(..total));
             crate::tcp::proxy(sock, conn, cluster, idle_timeout, snapshot).await
         }

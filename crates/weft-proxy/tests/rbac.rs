@@ -290,3 +290,62 @@ async fn kept_alive_connections_follow_a_new_policy() {
     let r = sender.send_request(get()).await.unwrap();
     assert_eq!(r.status(), 403, "the same connection, the new policy");
 }
+
+/// Network RBAC in front of a TCP proxy: a denied connection is closed
+/// before any upstream is dialled; an allowed one carries bytes.
+#[tokio::test]
+async fn tcp_connections_are_allowed_or_closed() {
+    use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain};
+    use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = tcp_echo().await;
+    let tcp_listener = |addr, rules: Rules| Listener {
+        name: "tcp".into(),
+        address: Some(socket(addr)),
+        filter_chains: vec![FilterChain {
+            filters: vec![
+                Filter {
+                    name: "envoy.filters.network.rbac".into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(pack_any(NetworkRbac {
+                        rules: Some(rules),
+                        stat_prefix: "tcp.".into(),
+                        ..Default::default()
+                    }))),
+                },
+                tcp_proxy_filter("e"),
+            ],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let loopback = Policy {
+        permissions: vec![perm(permission::Rule::DestinationPort(0))],
+        principals: vec![who(principal::Identifier::DirectRemoteIp(cidr(
+            "127.0.0.0",
+            8,
+        )))],
+        ..Default::default()
+    };
+    for (what, policy_port, want_echo) in [("port matches", true, true), ("no match", false, false)]
+    {
+        let p = serve(
+            vec![static_cluster("e", &[echo])],
+            |addr: std::net::SocketAddr| {
+                let mut policy = loopback.clone();
+                let port = if policy_port { addr.port() } else { 1 };
+                policy.permissions = vec![perm(permission::Rule::DestinationPort(u32::from(port)))];
+                tcp_listener(addr, rules(rbac::Action::Allow, vec![policy]))
+            },
+        );
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        let _ = s.write_all(b"ping").await;
+        let mut buf = [0u8; 4];
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer or a close");
+        match got {
+            Ok(4) => assert!(want_echo, "{what}: bytes went through"),
+            _ => assert!(!want_echo, "{what}: closed"),
+        }
+    }
+}

@@ -6,6 +6,9 @@
 //! inbound (a sidecar's `virtualInbound`, every gateway listener).
 //! CUSTOM policies have no provider to ask yet: their rules deny (fail
 //! closed, reported); AUDIT policies only log in Istio and change nothing.
+//! TCP chains of the same listeners get network RBAC filters, with
+//! istiod's TCP rules (HTTP-only ALLOW rules never match; DENY rules drop
+//! their HTTP conditions).
 //!
 //! Each rule is one Envoy policy (`ns[NS]-policy[NAME]-rule[I]`): any of
 //! its `from` sources (principals, AND of their fields) and any of its
@@ -16,7 +19,7 @@
 //! without mTLS or a token.
 
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
-use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, Listener};
 use envoy_types::pb::envoy::config::rbac::v3::{
     permission, principal, rbac, Permission, Policy, Principal, Rbac as Rules,
 };
@@ -25,6 +28,7 @@ use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_filter, HttpConnectionManager, HttpFilter,
 };
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     metadata_matcher, string_matcher, value_matcher, ListMatcher, MetadataMatcher, PathMatcher,
     RegexMatcher, StringMatcher, ValueMatcher,
@@ -39,24 +43,58 @@ use weft_registry::Workload;
 use crate::Inputs;
 
 pub(crate) const RBAC: &str = "envoy.filters.http.rbac";
+const NETWORK_RBAC: &str = "envoy.filters.network.rbac";
 const TRUST_DOMAIN: &str = "cluster.local";
 
 /// Puts the proxy's RBAC filters at the front of the HTTP connection
-/// managers of `listeners`; problems with policies go to `problems`.
+/// managers of `listeners`, and network RBAC filters in front of their TCP
+/// proxies; problems with policies go to `problems`.
 pub(crate) fn apply_to(
     inputs: &Inputs,
     proxy: &Workload,
     listeners: &mut [&mut Listener],
     problems: &mut Vec<String>,
 ) {
-    let filters = http_filters(inputs, proxy, problems);
-    if filters.is_empty() {
+    let http = rules(inputs, proxy, false, problems);
+    if http.is_empty() {
         return;
     }
+    let tcp = rules(inputs, proxy, true, &mut Vec::new());
+    let http_filters: Vec<HttpFilter> = http
+        .into_iter()
+        .map(|rules| HttpFilter {
+            name: RBAC.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Rbac {
+                rules: Some(rules),
+                ..Default::default()
+            }))),
+            ..Default::default()
+        })
+        .collect();
+    let tcp_filters: Vec<Filter> = tcp
+        .into_iter()
+        .map(|rules| Filter {
+            name: NETWORK_RBAC.into(),
+            config_type: Some(filter::ConfigType::TypedConfig(pack_any(NetworkRbac {
+                rules: Some(rules),
+                stat_prefix: "tcp.".into(),
+                ..Default::default()
+            }))),
+        })
+        .collect();
     for chain in listeners
         .iter_mut()
         .flat_map(|l| l.filter_chains.iter_mut())
     {
+        let is_tcp = chain.filters.iter().any(|f| {
+            matches!(&f.config_type, Some(filter::ConfigType::TypedConfig(any)) if any.type_url.ends_with(".TcpProxy"))
+        });
+        if is_tcp {
+            let mut all = tcp_filters.clone();
+            all.append(&mut chain.filters);
+            chain.filters = all;
+            continue;
+        }
         for f in chain.filters.iter_mut() {
             let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
                 continue;
@@ -69,7 +107,7 @@ pub(crate) fn apply_to(
             else {
                 continue;
             };
-            let mut all = filters.clone();
+            let mut all = http_filters.clone();
             all.append(&mut hcm.http_filters);
             hcm.http_filters = all;
             *any = pack_any(hcm);
@@ -77,9 +115,11 @@ pub(crate) fn apply_to(
     }
 }
 
-/// The DENY filter, then the ALLOW filter, of the policies selecting
-/// `proxy` (none when no policy does).
-fn http_filters(inputs: &Inputs, proxy: &Workload, problems: &mut Vec<String>) -> Vec<HttpFilter> {
+/// The DENY rules, then the ALLOW rules, of the policies selecting
+/// `proxy` (none when no policy does). For TCP, as istiod does it: an
+/// ALLOW rule that needs HTTP never matches (it is left out), a DENY
+/// rule loses its HTTP conditions (it denies more, never less).
+fn rules(inputs: &Inputs, proxy: &Workload, tcp: bool, problems: &mut Vec<String>) -> Vec<Rules> {
     let mut deny = Rules {
         action: rbac::Action::Deny as i32,
         ..Default::default()
@@ -101,45 +141,89 @@ fn http_filters(inputs: &Inputs, proxy: &Workload, problems: &mut Vec<String>) -
             problems.push(format!("{who}: targetRef is not supported yet; left out"));
             continue;
         }
-        let into = match ap.action.as_deref().unwrap_or("ALLOW") {
+        let (into, denying) = match ap.action.as_deref().unwrap_or("ALLOW") {
             "ALLOW" => {
                 any_allow = true;
-                &mut allow
+                (&mut allow, false)
             }
             "DENY" => {
                 any_deny = true;
-                &mut deny
+                (&mut deny, true)
             }
             "CUSTOM" => {
                 problems.push(format!(
                     "{who}: CUSTOM (external authorization) is not supported yet; its rules deny"
                 ));
                 any_deny = true;
-                &mut deny
+                (&mut deny, true)
             }
             _ => continue, // AUDIT only logs.
         };
         for (i, rule) in ap.rules.iter().enumerate() {
+            let rule = match (tcp, needs_http(rule)) {
+                (true, true) if !denying => continue,
+                (true, true) => without_http(rule),
+                _ => rule.clone(),
+            };
             let name = format!("ns[{}]-policy[{}]-rule[{i}]", r.namespace(), r.meta.name);
-            into.policies.insert(name, policy(rule));
+            into.policies.insert(name, policy(&rule));
         }
     }
-    let filter = |rules: Rules| HttpFilter {
-        name: RBAC.into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Rbac {
-            rules: Some(rules),
-            ..Default::default()
-        }))),
-        ..Default::default()
-    };
     let mut out = Vec::new();
     if any_deny {
-        out.push(filter(deny));
+        out.push(deny);
     }
     if any_allow {
-        out.push(filter(allow));
+        out.push(allow);
     }
     out
+}
+
+fn is_http_key(key: &str) -> bool {
+    key.starts_with("request.")
+}
+
+/// Whether a rule asks about HTTP (hosts, methods, paths, request
+/// principals, request headers or claims).
+fn needs_http(rule: &Rule) -> bool {
+    rule.to.iter().any(|t| {
+        let o = &t.operation;
+        [
+            &o.hosts,
+            &o.not_hosts,
+            &o.methods,
+            &o.not_methods,
+            &o.paths,
+            &o.not_paths,
+        ]
+        .iter()
+        .any(|v| !v.is_empty())
+    }) || rule.from.iter().any(|f| {
+        !f.source.request_principals.is_empty() || !f.source.not_request_principals.is_empty()
+    }) || rule.when.iter().any(|c| is_http_key(&c.key))
+}
+
+fn without_http(rule: &Rule) -> Rule {
+    let mut r = rule.clone();
+    for t in &mut r.to {
+        let o = &mut t.operation;
+        for v in [
+            &mut o.hosts,
+            &mut o.not_hosts,
+            &mut o.methods,
+            &mut o.not_methods,
+            &mut o.paths,
+            &mut o.not_paths,
+        ] {
+            v.clear();
+        }
+    }
+    for f in &mut r.from {
+        f.source.request_principals.clear();
+        f.source.not_request_principals.clear();
+    }
+    r.when.retain(|c| !is_http_key(&c.key));
+    r
 }
 
 /// Whether a policy in `namespace` applies to `proxy`.
@@ -627,6 +711,45 @@ spec:
         assert_eq!(
             filters(&v2, "virtualInbound")[0][..2],
             [RBAC.to_string(), "envoy.filters.http.fault".to_string()]
+        );
+    }
+
+    #[test]
+    fn tcp_chains_get_network_rbac_with_istios_tcp_rules() {
+        let v1 = translated_with(POLICIES, 0);
+        let inbound = v1
+            .listeners
+            .iter()
+            .find(|l| l.name == "virtualInbound")
+            .unwrap();
+        let passthrough = inbound
+            .filter_chains
+            .iter()
+            .find(|c| c.name == "InboundPassthroughCluster")
+            .unwrap();
+        let network: Vec<NetworkRbac> = passthrough
+            .filters
+            .iter()
+            .filter_map(|f| match &f.config_type {
+                Some(ConfigType::TypedConfig(any))
+                    if any.type_url.ends_with(".network.rbac.v3.RBAC") =>
+                {
+                    NetworkRbac::decode(any.value.as_slice()).ok()
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(network.len(), 2, "DENY and ALLOW in front of tcp_proxy");
+        let deny = network[0].rules.as_ref().unwrap();
+        let text = format!("{deny:?}");
+        assert!(
+            !text.contains(":method"),
+            "DENY drops its HTTP conditions: {text}"
+        );
+        let allow = network[1].rules.as_ref().unwrap();
+        assert!(
+            allow.policies.is_empty(),
+            "an HTTP-only ALLOW rule never matches TCP"
         );
     }
 

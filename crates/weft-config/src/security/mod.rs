@@ -1,6 +1,6 @@
 //! security.istio.io kinds: PeerAuthentication, RequestAuthentication,
-//! AuthorizationPolicy (v1 and v1beta1). Typed and validated; not enforced
-//! by the proxy yet (validation warns).
+//! AuthorizationPolicy (v1 and v1beta1). Typed and validated;
+//! AuthorizationPolicy is enforced, the others not yet (validation warns).
 
 pub mod authorization;
 mod peer;

@@ -68,6 +68,8 @@ pub enum ChainAction {
     },
     Tcp {
         stat_prefix: String,
+        /// Network RBAC filters before the proxy, in order.
+        rbac: Arc<[crate::filters::rbac::RbacCfg]>,
         clusters: Arc<Clusters>,
         /// No bytes either way for this long closes both sides (Envoy's
         /// default: 1 h; `0s` turns it off, here None).
@@ -237,12 +239,10 @@ fn compile_chain(
         None => None,
         Some(ts) => Some(Arc::new(downstream_tls(ts, secrets)?)),
     };
-    let [filter] = c.filters.as_slice() else {
-        return Err(format!(
-            "exactly one network filter is supported, got {}",
-            c.filters.len()
-        ));
+    let Some((filter, front)) = c.filters.split_last() else {
+        return Err("a filter chain needs a network filter".into());
     };
+    let rbac = network_rbac(front)?;
     let Some(filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
         return Err(format!("filter {:?} has no typed_config", filter.name));
     };
@@ -251,7 +251,10 @@ fn compile_chain(
             http_action(&unpack::<HttpConnectionManager>(any)?)?
         }
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
-            tcp_action(&unpack::<TcpProxy>(any)?)?
+            tcp_action(&unpack::<TcpProxy>(any)?, rbac)?
+        }
+        _ if !rbac.is_empty() => {
+            return Err("network RBAC is supported before tcp_proxy only".into())
         }
         other => {
             return Err(format!(
@@ -334,9 +337,33 @@ fn upgrades(hcm: &HttpConnectionManager) -> Result<Arc<[String]>, String> {
     Ok(out.into())
 }
 
+/// The network RBAC filters in front of a chain's last filter (any
+/// other network filter there is refused).
+fn network_rbac(
+    front: &[envoy_types::pb::envoy::config::listener::v3::Filter],
+) -> Result<Vec<crate::filters::rbac::RbacCfg>, String> {
+    front
+        .iter()
+        .map(|f| match &f.config_type {
+            Some(filter::ConfigType::TypedConfig(any))
+                if any.type_url.ends_with(".network.rbac.v3.RBAC") =>
+            {
+                crate::filters::rbac::compile_network(&unpack(any)?)
+            }
+            _ => Err(format!(
+                "network filter {:?} is not supported before the last filter",
+                f.name
+            )),
+        })
+        .collect()
+}
+
 /// One cluster, or weighted clusters drawn once per connection (Istio's
 /// TCP traffic shifting).
-fn tcp_action(t: &TcpProxy) -> Result<ChainAction, String> {
+fn tcp_action(
+    t: &TcpProxy,
+    rbac: Vec<crate::filters::rbac::RbacCfg>,
+) -> Result<ChainAction, String> {
     let clusters = match &t.cluster_specifier {
         Some(tcp_proxy::ClusterSpecifier::Cluster(c)) => Clusters::One(c.as_str().into()),
         Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => {
@@ -358,6 +385,7 @@ fn tcp_action(t: &TcpProxy) -> Result<ChainAction, String> {
     };
     Ok(ChainAction::Tcp {
         stat_prefix: t.stat_prefix.clone(),
+        rbac: rbac.into(),
         clusters: Arc::new(clusters),
         idle_timeout,
     })

@@ -222,17 +222,32 @@ fn subject<'a, B>(
     conn: &'a crate::http::Connection,
 ) -> rbac::Subject<'a> {
     rbac::Subject {
-        request: crate::compile::RequestView {
+        request: Some(crate::compile::RequestView {
             method: req.method().as_str(),
             authority: crate::router::authority(req),
             scheme: req.uri().scheme_str().unwrap_or("http"),
             path: req.uri().path(),
             query: req.uri().query(),
             headers: req.headers(),
-        },
+        }),
         peer: conn.peer.ip(),
         destination: conn.destination,
         server_name: conn.tls.as_ref().and_then(|t| t.server_name.as_deref()),
+        principal: None,
+    }
+}
+
+/// What network RBAC reads of a TCP connection.
+pub(crate) fn tcp_subject(conn: &crate::http::Connection) -> rbac::Subject<'_> {
+    rbac::Subject {
+        request: None,
+        peer: conn.peer.ip(),
+        destination: conn.destination,
+        server_name: conn
+            .tls
+            .as_ref()
+            .and_then(|t| t.server_name.as_deref())
+            .or(conn.seen.server_name.as_deref()),
         principal: None,
     }
 }

@@ -1,10 +1,11 @@
-//! Envoy's RBAC HTTP filter (`envoy.filters.http.rbac`), which istiod
-//! writes for AuthorizationPolicy: a policy matches a request when one of
+//! Envoy's RBAC filters (`envoy.filters.http.rbac`, and the network one
+//! for TCP), which istiod writes for AuthorizationPolicy: a policy matches a request when one of
 //! its permissions (what is asked: method, authority, path, destination,
 //! server name) and one of its principals (who asks: peer identity,
 //! addresses, headers, JWT claims) match. ALLOW lets through only what
 //! some policy matches; DENY stops what some policy matches; LOG only
-//! reports. A stopped request gets 403 `RBAC: access denied`.
+//! reports. A stopped request gets 403 `RBAC: access denied`; a stopped
+//! TCP connection is closed.
 //!
 //! The peer identity (mTLS) and JWT claims do not exist yet: principals
 //! that need them never match, as in Istio without mTLS or a token.
@@ -115,7 +116,20 @@ impl Cidr {
 }
 
 pub(crate) fn compile(r: &Rbac) -> Result<RbacCfg, String> {
-    let Some(rules) = &r.rules else {
+    compile_rules(r.rules.as_ref())
+}
+
+/// The network filter's (`envoy.filters.network.rbac`) rules, for TCP.
+pub(crate) fn compile_network(
+    r: &envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac,
+) -> Result<RbacCfg, String> {
+    compile_rules(r.rules.as_ref())
+}
+
+fn compile_rules(
+    rules: Option<&envoy_types::pb::envoy::config::rbac::v3::Rbac>,
+) -> Result<RbacCfg, String> {
+    let Some(rules) = rules else {
         return Ok(RbacCfg {
             action: Action::Allow,
             policies: None,
@@ -187,9 +201,10 @@ fn who(p: &Principal) -> Result<Who, String> {
     })
 }
 
-/// What one request offers the policies.
+/// What one request (or, for TCP, one connection) offers the policies.
 pub(crate) struct Subject<'a> {
-    pub request: RequestView<'a>,
+    /// None for a TCP connection: HTTP conditions do not match it.
+    pub request: Option<RequestView<'a>>,
     pub peer: IpAddr,
     pub destination: std::net::SocketAddr,
     pub server_name: Option<&'a str>,
@@ -204,8 +219,8 @@ impl Perm {
             Perm::And(all) => all.iter().all(|p| p.matches(s)),
             Perm::Or(any) => any.iter().any(|p| p.matches(s)),
             Perm::Not(p) => !p.matches(s),
-            Perm::Header(h) => h.matches(&s.request),
-            Perm::UrlPath(m) => m.matches(s.request.path),
+            Perm::Header(h) => s.request.as_ref().is_some_and(|r| h.matches(r)),
+            Perm::UrlPath(m) => s.request.as_ref().is_some_and(|r| m.matches(r.path)),
             Perm::DestinationIp(c) => c.contains(s.destination.ip()),
             Perm::DestinationPort(p) => s.destination.port() == *p,
             Perm::ServerName(m) => m.matches(s.server_name.unwrap_or("")),
@@ -227,7 +242,7 @@ impl Who {
             },
             // Without trusted proxies in front, the remote address is the peer's.
             Who::DirectRemoteIp(c) | Who::RemoteIp(c) => c.contains(s.peer),
-            Who::Header(h) => h.matches(&s.request),
+            Who::Header(h) => s.request.as_ref().is_some_and(|r| h.matches(r)),
             Who::Metadata => false,
         }
     }
