@@ -61,11 +61,7 @@ spec:
 
 /// (status, body) of a request from the `curl` pod.
 fn from_curl(mesh: &Mesh, args: &[&str]) -> (u16, String) {
-    let mut all = vec!["-w", "\n%{http_code}"];
-    all.extend_from_slice(args);
-    let text = pod_curl(mesh, "curl", &all);
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    pod_curl_status(mesh, "curl", args)
 }
 
 #[test]

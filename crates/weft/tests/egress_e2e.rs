@@ -185,36 +185,16 @@ spec:
 /// The address the `curl` pod's resolver gives `name` (hosts file, then
 /// DNS, which its sidecar captures), if any.
 fn getent(mesh: &Mesh, name: &str) -> Option<String> {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &mesh.netns("curl"),
-            "getent",
-            "ahostsv4",
-            name,
-        ])
-        .output()
-        .unwrap();
+    let out = in_pod(mesh, "curl", &["getent", "ahostsv4", name]);
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace().next().map(str::to_string)
 }
 
 /// curl inside the `curl` pod; (exit code, what `-w` wrote).
 fn from_pod(mesh: &Mesh, args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &mesh.netns("curl"),
-            "curl",
-            "-sS",
-            "-m",
-            "5",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
+    let mut argv = vec!["curl", "-sS", "-m", "5"];
+    argv.extend_from_slice(args);
+    let out = in_pod(mesh, "curl", &argv);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

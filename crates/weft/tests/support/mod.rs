@@ -289,7 +289,11 @@ pub fn curl(url: &str, extra: &[&str]) -> (u16, String) {
         .arg(url)
         .output()
         .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    status_and_body(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// curl's output with `-w "\n%{http_code}"` as (status, body).
+fn status_and_body(text: &str) -> (u16, String) {
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
@@ -392,35 +396,31 @@ pub fn leftovers(name: &str) -> Vec<String> {
     out
 }
 
+/// A command inside a pod's network namespace (its traffic goes through
+/// the pod's sidecar capture, as the app's does).
+pub fn in_pod(mesh: &Mesh, workload: &str, argv: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", &mesh.netns(workload)])
+        .args(argv)
+        .output()
+        .unwrap()
+}
+
 /// curl from inside a pod (through its sidecar); returns the body.
 pub fn pod_curl(mesh: &Mesh, workload: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &mesh.netns(workload),
-            "curl",
-            "-s",
-            "-m",
-            "5",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).to_string()
+    let mut argv = vec!["curl", "-s", "-m", "5"];
+    argv.extend_from_slice(args);
+    String::from_utf8_lossy(&in_pod(mesh, workload, &argv).stdout).to_string()
+}
+
+/// curl from inside a pod; (status, body).
+pub fn pod_curl_status(mesh: &Mesh, workload: &str, args: &[&str]) -> (u16, String) {
+    let mut all = vec!["-w", "\n%{http_code}"];
+    all.extend_from_slice(args);
+    status_and_body(&pod_curl(mesh, workload, &all))
 }
 
 /// Runs a Python script inside a pod (through its sidecar's capture).
 pub fn pod_python(mesh: &Mesh, workload: &str, script: &str) -> Output {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &mesh.netns(workload),
-            "python3",
-            "-c",
-            script,
-        ])
-        .output()
-        .unwrap()
+    in_pod(mesh, workload, &["python3", "-c", script])
 }
