@@ -6,6 +6,7 @@
 //! Envoy resources and keep proxies in sync with it.
 
 mod api;
+mod ca;
 mod generator;
 mod store;
 mod watch;
@@ -14,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+pub use ca::CaOptions;
 pub use store::Store;
 
 #[derive(Debug, Clone)]
@@ -24,6 +26,8 @@ pub struct Options {
     pub registry_file: PathBuf,
     pub xds_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// Be the mesh's CA (on the xDS port), with these files.
+    pub ca: Option<CaOptions>,
 }
 
 /// Everything the generator and API read; replaced piecewise under a lock
@@ -61,8 +65,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let generator = Arc::new(generator::MeshGenerator::new(state.clone()));
     let ads = weft_xds::AdsServer::new(generator, rx, state.board.clone());
     tracing::info!(xds = %options.xds_addr, api = %options.api_addr, "control plane serving");
+    let ca = match &options.ca {
+        Some(ca) => Some(weft_xds::ca::CertificateServer::new(Arc::new(
+            ca::MeshCa::open(ca.clone())?,
+        ))),
+        None => None,
+    };
     tonic::transport::Server::builder()
         .add_service(ads.into_service())
+        .add_optional_service(ca)
         .serve(options.xds_addr)
         .await
         .map_err(|e| anyhow::anyhow!("xDS server on {}: {e}", options.xds_addr))

@@ -32,6 +32,15 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     .await
 }
 
+fn json_response(body: String) -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
 fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/ready" => {
@@ -42,18 +51,16 @@ fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
             }
         }
         "/config_dump" => {
-            let body = serde_json::to_string_pretty(&config_dump(shared)).unwrap_or_default();
-            let mut r = text(StatusCode::OK, body);
-            r.headers_mut().insert(
-                "content-type",
-                http::HeaderValue::from_static("application/json"),
-            );
-            r
+            json_response(serde_json::to_string_pretty(&config_dump(shared)).unwrap_or_default())
         }
         "/clusters" => text(StatusCode::OK, clusters(shared)),
+        "/certs" => {
+            let certs = json!({ "certificates": shared.identity.view() });
+            json_response(serde_json::to_string_pretty(&certs).unwrap_or_default())
+        }
         "/" => text(
             StatusCode::OK,
-            "weft proxy admin: /ready /config_dump /clusters\n".into(),
+            "weft proxy admin: /ready /config_dump /clusters /certs\n".into(),
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }

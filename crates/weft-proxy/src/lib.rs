@@ -20,6 +20,7 @@ mod dns_proxy;
 mod error;
 mod filters;
 mod http;
+mod identity;
 mod listeners;
 mod router;
 mod sniff;
@@ -37,6 +38,7 @@ use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::config::core::v3::Node;
 
 pub use compile::Compiled;
+pub use identity::agent::CaClient;
 
 #[derive(Debug, Clone)]
 pub struct ProxyOptions {
@@ -52,6 +54,8 @@ pub struct ProxyOptions {
     pub workers: usize,
     /// Where to serve the DNS proxy (Istio's 15053), if at all.
     pub dns: Option<SocketAddr>,
+    /// Where to get the workload certificate (none: no mTLS).
+    pub ca: Option<CaClient>,
 }
 
 /// State shared by every task of one proxy.
@@ -61,6 +65,8 @@ pub(crate) struct Shared {
     pub names: ArcSwap<dns_proxy::Names>,
     pub ready: AtomicBool,
     pub options: ProxyOptions,
+    /// The workload certificate (Istio's SDS `default` and `ROOTCA`).
+    pub identity: Arc<identity::Identity>,
 }
 
 /// Runs the proxy until SIGTERM or SIGINT; buffered access-log lines are
@@ -71,7 +77,11 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
         names: ArcSwap::from_pointee(dns_proxy::Names::default()),
         ready: AtomicBool::new(false),
         options: options.clone(),
+        identity: Arc::default(),
     });
+    if let Some(ca) = options.ca.clone() {
+        tokio::spawn(identity::agent::run(shared.identity.clone(), ca));
+    }
     if let Some(addr) = options.dns {
         dns_proxy::start(addr, shared.clone()).await?;
     }
@@ -118,12 +128,14 @@ impl StaticProxy {
             bind_ip: None,
             workers,
             dns: None,
+            ca: None,
         };
         let shared = Arc::new(Shared {
             config: ArcSwap::from_pointee(Compiled::default()),
             names: ArcSwap::from_pointee(dns_proxy::Names::default()),
             ready: AtomicBool::new(false),
             options,
+            identity: Arc::default(),
         });
         let workers = workers::Workers::start(workers, shared.clone())?;
         Ok(StaticProxy {
@@ -138,6 +150,12 @@ impl StaticProxy {
     pub async fn serve_dns(&self, upstreams: Vec<SocketAddr>) -> std::io::Result<SocketAddr> {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         dns_proxy::start_with(any, self.shared.clone(), upstreams).await
+    }
+
+    /// Gives the proxy a workload certificate (chain leaf first, its key,
+    /// the trust bundle), as the CA agent would.
+    pub fn install_identity(&self, chain: &str, key: &str, roots: &str) -> Result<(), String> {
+        self.shared.identity.install(chain, key, roots)
     }
 
     pub fn apply(

@@ -27,6 +27,8 @@ async fn linger(mut sock: TcpStream) {
 pub(crate) struct TlsInfo {
     /// The SNI the client asked for (the access log's server name).
     pub server_name: Option<String>,
+    /// The client certificate's SPIFFE id (mesh mTLS), for RBAC.
+    pub peer_principal: Option<String>,
 }
 
 /// The handshake; None when it failed (the client got rustls's alert) or
@@ -53,6 +55,7 @@ pub(crate) async fn accept(
     let (_, session) = stream.get_ref();
     let info = TlsInfo {
         server_name: session.server_name().map(str::to_string),
+        peer_principal: crate::identity::tls::peer_principal(session.peer_certificates()),
     };
     Some((stream, info))
 }

@@ -96,7 +96,11 @@ impl XdsState {
             }
         }
         for l in &self.listeners {
-            match compile_listener(l, &c.secrets) {
+            let secrets = crate::compile::Secrets {
+                sds: &c.secrets,
+                workload: &self.shared.identity,
+            };
+            match compile_listener(l, &secrets) {
                 Ok(cfg) => c.listeners.push(Arc::new(cfg)),
                 Err(e) => note("Listener", &l.name, e),
             }
@@ -115,7 +119,7 @@ impl XdsState {
             } else {
                 self.endpoints.get(&cl.name)
             };
-            match compile_cluster(cl, eds) {
+            match compile_cluster(cl, eds, &self.shared.identity) {
                 Ok(cfg) => drop(c.clusters.insert(cl.name.clone(), Arc::new(cfg))),
                 Err(e) => note("Cluster", &cl.name, e),
             }

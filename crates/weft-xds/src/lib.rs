@@ -8,6 +8,7 @@
 //! and nothing of what the resources mean, but for declaring the one
 //! message of Istio's own it carries (`nds`: the DNS proxy's name table).
 
+pub mod ca;
 pub mod client;
 pub mod clock;
 pub mod debug_http;

@@ -71,6 +71,23 @@ enum Command {
         xds: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:15014")]
         api: SocketAddr,
+        /// Be the mesh's certificate authority with the files here (Istio's
+        /// plugged-in layout: ca-cert.pem, ca-key.pem, root-cert.pem,
+        /// cert-chain.pem); a self-signed root is made and kept here when
+        /// there are none.
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+        /// The key pod tokens are checked with (default: token-key in --ca-dir).
+        #[arg(long)]
+        token_key: Option<PathBuf>,
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// Workload certificate lifetime when a request names none.
+        #[arg(long, default_value = "24h", value_parser = duration)]
+        workload_cert_ttl: std::time::Duration,
+        /// The longest workload certificate lifetime granted.
+        #[arg(long, default_value = "2160h", value_parser = duration)]
+        max_workload_cert_ttl: std::time::Duration,
     },
     /// Run a proxy (sidecar or gateway) fed by a control plane over ADS.
     /// Connections run on WEFT_WORKER_THREADS workers (default: one per core).
@@ -189,12 +206,25 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             registry,
             xds,
             api,
+            ca_dir,
+            token_key,
+            trust_domain,
+            workload_cert_ttl,
+            max_workload_cert_ttl,
         } => {
+            let ca = ca_dir.map(|dir| weft_control::CaOptions {
+                token_key: token_key.unwrap_or_else(|| dir.join("token-key")),
+                dir,
+                trust_domain,
+                default_ttl: workload_cert_ttl,
+                max_ttl: max_workload_cert_ttl,
+            });
             weft_control::run(weft_control::Options {
                 config_dir,
                 registry_file: registry,
                 xds_addr: xds,
                 api_addr: api,
+                ca,
             })
             .await?;
         }
@@ -230,4 +260,10 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A duration in Istio's syntax (`24h`, `90s`, `1.5m`).
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    weft_config::networking::common::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration (e.g. 24h, 90s)"))
 }

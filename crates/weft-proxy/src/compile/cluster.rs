@@ -59,6 +59,10 @@ pub struct ClusterCfg {
     /// TLS to the hosts (DestinationRule `tls` SIMPLE or MUTUAL).
     #[serde(skip)]
     pub tls: Option<std::sync::Arc<super::UpstreamTls>>,
+    /// Transport socket matches: endpoint metadata wanted → TLS (None:
+    /// plaintext).
+    #[serde(skip)]
+    pub tls_matches: Vec<(super::endpoints::Labels, Option<std::sync::Arc<super::UpstreamTls>>)>,
 }
 
 impl ClusterCfg {
@@ -78,8 +82,23 @@ impl ClusterCfg {
             idle_timeout: self.idle_timeout,
             max_connection_duration: self.max_connection_duration,
             keepalive: self.keepalive,
-            tls: self.tls.clone(),
+            tls: self.tls_for(addr),
         }
+    }
+
+    /// The TLS for one endpoint: the first transport socket match its
+    /// metadata fits (Istio's auto mTLS: `tlsMode: istio` hosts get mTLS,
+    /// others plaintext), else the cluster's own.
+    fn tls_for(&self, addr: SocketAddr) -> Option<std::sync::Arc<super::UpstreamTls>> {
+        if self.tls_matches.is_empty() {
+            return self.tls.clone();
+        }
+        let none = super::endpoints::Labels::new();
+        let labels = self.endpoints.socket_match.get(&addr).unwrap_or(&none);
+        self.tls_matches
+            .iter()
+            .find(|(want, _)| want.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            .map_or_else(|| self.tls.clone(), |(_, tls)| tls.clone())
     }
 
     /// The endpoint for the next request or connection: a priority level
@@ -150,7 +169,11 @@ impl ClusterCfg {
 
 /// Compiles a cluster; `eds` are its endpoints when they come from
 /// elsewhere (EDS, or the answers for a DNS cluster's names).
-pub(crate) fn compile_cluster(c: &Cluster, eds: Option<&Endpoints>) -> Result<ClusterCfg, String> {
+pub(crate) fn compile_cluster(
+    c: &Cluster,
+    eds: Option<&Endpoints>,
+    identity: &std::sync::Arc<crate::identity::Identity>,
+) -> Result<ClusterCfg, String> {
     use cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy as P};
     let kind = match c.cluster_discovery_type {
         Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32 => ClusterKind::Eds,
@@ -174,7 +197,17 @@ pub(crate) fn compile_cluster(c: &Cluster, eds: Option<&Endpoints>) -> Result<Cl
     };
     let policy =
         P::try_from(c.lb_policy).map_err(|_| format!("unknown lb_policy {}", c.lb_policy))?;
-    let tls = super::upstream_tls::compile_upstream_tls(c)?;
+    let tls = super::upstream_tls::compile_upstream_tls(c.transport_socket.as_ref(), identity)?;
+    let tls_matches = c
+        .transport_socket_matches
+        .iter()
+        .map(|m| {
+            let want = m.r#match.as_ref().map(super::endpoints::labels).unwrap_or_default();
+            super::upstream_tls::compile_upstream_tls(m.transport_socket.as_ref(), identity)
+                .map(|tls| (want, tls))
+                .map_err(|e| format!("transport_socket_matches {:?}: {e}", m.name))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let HttpOptions {
         mut limits,
         idle_timeout,
@@ -238,6 +271,7 @@ pub(crate) fn compile_cluster(c: &Cluster, eds: Option<&Endpoints>) -> Result<Cl
             .map_or(50, |p| p.value.clamp(0.0, 100.0) as u32),
         endpoints,
         tls,
+        tls_matches,
     })
 }
 

@@ -54,6 +54,26 @@ pub struct Endpoints {
     /// `locality_weighted_lb_config`).
     #[serde(skip)]
     weighted: bool,
+    /// Endpoints' `envoy.transport_socket_match` metadata (Istio's
+    /// `tlsMode: istio` on hosts with a sidecar), for the cluster's
+    /// transport socket matches.
+    #[serde(skip)]
+    pub socket_match: std::collections::HashMap<SocketAddr, Labels>,
+}
+
+/// String fields of a metadata struct.
+pub type Labels = std::collections::BTreeMap<String, String>;
+
+/// The string fields of `s`.
+pub(crate) fn labels(s: &envoy_types::pb::google::protobuf::Struct) -> Labels {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    s.fields
+        .iter()
+        .filter_map(|(k, v)| match &v.kind {
+            Some(Kind::StringValue(v)) => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Which hosts one pick may use: a range, and whether ejected hosts count
@@ -68,6 +88,7 @@ impl Endpoints {
     /// health), grouped by locality and sorted by priority.
     pub fn from_assignment(cla: &ClusterLoadAssignment) -> Result<Endpoints, String> {
         let mut groups = Vec::new();
+        let mut socket_match = std::collections::HashMap::new();
         for locality in &cla.endpoints {
             let mut addrs = Vec::new();
             for ep in &locality.lb_endpoints {
@@ -75,7 +96,14 @@ impl Endpoints {
                     || ep.health_status == HealthStatus::Healthy as i32;
                 match &ep.host_identifier {
                     Some(lb_endpoint::HostIdentifier::Endpoint(e)) if usable => {
-                        addrs.push(socket_addr(&e.address)?)
+                        let addr = socket_addr(&e.address)?;
+                        let matched = ep.metadata.as_ref().and_then(|m| {
+                            m.filter_metadata.get("envoy.transport_socket_match")
+                        });
+                        if let Some(m) = matched {
+                            socket_match.insert(addr, labels(m));
+                        }
+                        addrs.push(addr)
                     }
                     Some(lb_endpoint::HostIdentifier::Endpoint(_)) => {}
                     _ => return Err("named endpoints are not supported".into()),
@@ -92,7 +120,10 @@ impl Endpoints {
             .as_ref()
             .and_then(|p| p.overprovisioning_factor)
             .map_or(OVERPROVISIONING, |f| f.value);
-        Ok(Endpoints::new(groups, overprovisioning))
+        Ok(Endpoints {
+            socket_match,
+            ..Endpoints::new(groups, overprovisioning)
+        })
     }
 
     /// Endpoints from (priority, locality weight, hosts) groups.

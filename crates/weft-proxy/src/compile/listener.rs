@@ -16,7 +16,6 @@ use envoy_types::pb::envoy::config::core::v3::transport_socket;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
 
 use super::route::{compile_route_table, weighted, Clusters, RouteTable};
-use super::secret::SecretCfg;
 use super::tls::{compile_downstream_tls, DownstreamTls};
 use super::{socket_addr, unpack};
 use crate::filters::{compile_chain as compile_http_filters, FilterChain as HttpFilters};
@@ -170,7 +169,7 @@ const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 
 pub(crate) fn compile_listener(
     l: &Listener,
-    secrets: &std::collections::HashMap<String, Arc<SecretCfg>>,
+    secrets: &super::Secrets,
 ) -> Result<ListenerCfg, String> {
     let address = socket_addr(&l.address)?;
     let (mut original_dst_filter, mut inspect_http, mut inspect_tls) = (false, false, false);
@@ -216,7 +215,7 @@ pub(crate) fn compile_listener(
 
 fn compile_chain(
     c: &FilterChain,
-    secrets: &std::collections::HashMap<String, Arc<SecretCfg>>,
+    secrets: &super::Secrets,
 ) -> Result<ChainCfg, String> {
     let m = c.filter_chain_match.clone().unwrap_or_default();
     let supported = envoy_types::pb::envoy::config::listener::v3::FilterChainMatch {
@@ -282,7 +281,7 @@ fn compile_chain(
 /// The TLS transport socket of a chain (`envoy.transport_sockets.tls`).
 fn downstream_tls(
     ts: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
-    secrets: &std::collections::HashMap<String, Arc<SecretCfg>>,
+    secrets: &super::Secrets,
 ) -> Result<DownstreamTls, String> {
     let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
         return Err(format!(

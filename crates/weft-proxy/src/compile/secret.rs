@@ -10,6 +10,13 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Sec
 use rustls::sign::CertifiedKey;
 use serde::Serialize;
 
+/// Where a context's SDS names are looked up: secrets from xDS, and the
+/// workload's own (`default`, `ROOTCA`).
+pub(crate) struct Secrets<'a> {
+    pub sds: &'a std::collections::HashMap<String, Arc<SecretCfg>>,
+    pub workload: &'a Arc<crate::identity::Identity>,
+}
+
 #[derive(Debug, Serialize)]
 pub enum SecretCfg {
     Certificate {

@@ -3,7 +3,6 @@
 //! is built whenever the chain or a secret changes, so a replaced
 //! certificate serves the next handshake while open connections go on.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -35,7 +34,7 @@ pub struct DownstreamTls {
 
 pub(crate) fn compile_downstream_tls(
     ctx: &DownstreamTlsContext,
-    secrets: &HashMap<String, Arc<SecretCfg>>,
+    secrets: &super::Secrets,
 ) -> Result<DownstreamTls, String> {
     let common = ctx
         .common_tls_context
@@ -193,20 +192,31 @@ fn openssl_name(s: &SupportedCipherSuite) -> &'static str {
 fn server_config(
     tls: &DownstreamTls,
     provider: Arc<CryptoProvider>,
-    secrets: &HashMap<String, Arc<SecretCfg>>,
+    secrets: &super::Secrets,
 ) -> Result<ServerConfig, String> {
-    let key = match secrets.get(&tls.certificate).map(|s| &**s) {
-        Some(SecretCfg::Certificate { key, .. }) => key.clone(),
-        Some(_) => return Err(format!("secret {:?} holds no certificate", tls.certificate)),
-        None => return Err(format!("secret {:?} has not arrived", tls.certificate)),
-    };
+    use crate::identity::{tls as mesh, DEFAULT, ROOTCA};
+    let key: Arc<dyn rustls::server::ResolvesServerCert> =
+        match secrets.sds.get(&tls.certificate).map(|s| &**s) {
+            _ if tls.certificate == DEFAULT => Arc::new(mesh::WorkloadKey(secrets.workload.clone())),
+            Some(SecretCfg::Certificate { key, .. }) => Arc::new(Fixed(key.clone())),
+            Some(_) => return Err(format!("secret {:?} holds no certificate", tls.certificate)),
+            None => return Err(format!("secret {:?} has not arrived", tls.certificate)),
+        };
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&protocol_versions(tls.versions))
         .map_err(|e| e.to_string())?;
     let builder = match &tls.validation {
         None => builder.with_no_client_auth(),
+        Some(name) if name == ROOTCA => {
+            if !tls.require_client_certificate {
+                return Err("ROOTCA validation needs require_client_certificate (mesh mTLS)".into());
+            }
+            builder.with_client_cert_verifier(Arc::new(mesh::MeshClients::new(
+                secrets.workload.clone(),
+            )))
+        }
         Some(name) => {
-            let roots = match secrets.get(name).map(|s| &**s) {
+            let roots = match secrets.sds.get(name).map(|s| &**s) {
                 Some(SecretCfg::Trust { roots, .. }) => roots.clone(),
                 Some(_) => return Err(format!("secret {name:?} holds no CA certificates")),
                 None => return Err(format!("secret {name:?} has not arrived")),
@@ -215,7 +225,7 @@ fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_cert_resolver(Arc::new(Fixed(key)));
+    let mut config = builder.with_cert_resolver(key);
     config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(config)
 }

@@ -7,10 +7,9 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+use envoy_types::pb::envoy::config::core::v3::{transport_socket::ConfigType, TransportSocket};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    common_tls_context::ValidationContextType, UpstreamTlsContext,
+    common_tls_context::ValidationContextType, CommonTlsContext, UpstreamTlsContext,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use rustls::pki_types::pem::PemObject;
@@ -18,6 +17,8 @@ use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 
 use super::secret::bytes;
+use crate::identity::tls::{MeshServers, WorkloadKey};
+use crate::identity::{Identity, DEFAULT, ROOTCA};
 
 /// How to speak TLS to a cluster's hosts.
 #[derive(Debug)]
@@ -49,15 +50,28 @@ impl Hash for UpstreamTls {
 /// certificate) are read once, when it first arrives, as Envoy reads an
 /// inline context's files — not again on each update, where a file that
 /// went away would refuse config that never changed.
-static IN_USE: std::sync::Mutex<Vec<(Vec<u8>, std::sync::Weak<UpstreamTls>)>> =
-    std::sync::Mutex::new(Vec::new());
+/// Contexts naming the workload's certificate are kept per identity (one
+/// process can run several proxies in tests).
+static IN_USE: std::sync::Mutex<InUse> = std::sync::Mutex::new(Vec::new());
 
-/// The cluster's upstream TLS, if its transport socket asks for it.
-pub(crate) fn compile_upstream_tls(c: &Cluster) -> Result<Option<Arc<UpstreamTls>>, String> {
-    let Some(socket) = &c.transport_socket else {
+type InUse = Vec<((Vec<u8>, usize), std::sync::Weak<UpstreamTls>)>;
+
+/// The upstream TLS a transport socket asks for (None: plaintext, no
+/// socket or `raw_buffer`).
+pub(crate) fn compile_upstream_tls(
+    socket: Option<&TransportSocket>,
+    identity: &Arc<Identity>,
+) -> Result<Option<Arc<UpstreamTls>>, String> {
+    let Some(socket) = socket else {
         return Ok(None);
     };
-    let key = prost::Message::encode_to_vec(socket);
+    if socket.name == "envoy.transport_sockets.raw_buffer" {
+        return Ok(None);
+    }
+    let key = (
+        prost::Message::encode_to_vec(socket),
+        Arc::as_ptr(identity) as usize,
+    );
     let mut in_use = IN_USE.lock().expect("upstream TLS cache");
     in_use.retain(|(_, tls)| tls.strong_count() > 0);
     if let Some(tls) = in_use
@@ -67,14 +81,12 @@ pub(crate) fn compile_upstream_tls(c: &Cluster) -> Result<Option<Arc<UpstreamTls
     {
         return Ok(Some(tls));
     }
-    let tls = Arc::new(compile_socket(socket)?);
+    let tls = Arc::new(compile_socket(socket, identity)?);
     in_use.push((key, Arc::downgrade(&tls)));
     Ok(Some(tls))
 }
 
-fn compile_socket(
-    socket: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
-) -> Result<UpstreamTls, String> {
+fn compile_socket(socket: &TransportSocket, identity: &Arc<Identity>) -> Result<UpstreamTls, String> {
     let Some(ConfigType::TypedConfig(any)) = &socket.config_type else {
         return Err(format!(
             "transport_socket {:?}: typed_config is missing",
@@ -91,17 +103,23 @@ fn compile_socket(
     let mut seen = std::collections::hash_map::DefaultHasher::new();
     any.value.hash(&mut seen);
     let common = ctx.common_tls_context.clone().unwrap_or_default();
-    if !common.tls_certificate_sds_secret_configs.is_empty() {
-        return Err("upstream certificates by SDS are not supported yet".into());
-    }
-    let (roots, names) = validation(&common.validation_context_type, &mut seen)?;
-    let verifier = weft_tls::server_verifier(roots, names)?;
+    let mesh = mesh_mtls(&common)?;
+    let verifier = match &mesh {
+        Some(sans) => Arc::new(MeshServers::new(identity.clone(), sans.clone())),
+        None => {
+            let (roots, names) = validation(&common.validation_context_type, &mut seen)?;
+            weft_tls::server_verifier(roots, names)?
+        }
+    };
     let builder = ClientConfig::builder_with_provider(Arc::new(weft_tls::provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let mut config = match common.tls_certificates.first() {
+        None if mesh.is_some() => {
+            builder.with_client_cert_resolver(Arc::new(WorkloadKey(identity.clone())))
+        }
         None => builder.with_no_client_auth(),
         Some(cert) => {
             let chain = bytes(&cert.certificate_chain, "certificate_chain")?;
@@ -133,6 +151,44 @@ fn compile_socket(
         config: Arc::new(config),
         fingerprint: seen.finish(),
     })
+}
+
+/// For Istio's mesh mTLS (ISTIO_MUTUAL, auto mTLS): the SPIFFE ids the
+/// peer may have, when the context names the workload's certificate
+/// (`default`) and trust bundle (`ROOTCA`) by SDS; None for any other
+/// context. Other SDS names are refused: the proxy has no secrets to
+/// give a client side but the workload's own.
+fn mesh_mtls(common: &CommonTlsContext) -> Result<Option<Vec<String>>, String> {
+    let names: Vec<&str> = common
+        .tls_certificate_sds_secret_configs
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    let validation = match &common.validation_context_type {
+        Some(ValidationContextType::CombinedValidationContext(c)) => Some(c),
+        _ => None,
+    };
+    let root = validation
+        .and_then(|c| c.validation_context_sds_secret_config.as_ref())
+        .map(|c| c.name.as_str());
+    match (names.as_slice(), root) {
+        ([], None) => return Ok(None),
+        ([DEFAULT], Some(ROOTCA)) => {}
+        _ => {
+            return Err(format!(
+                "upstream SDS secrets {names:?} / {root:?}: only the workload's own (default, ROOTCA) are supported"
+            ))
+        }
+    }
+    let mut sans = Vec::new();
+    let default = validation.and_then(|c| c.default_validation_context.as_ref());
+    for m in default.map(|d| d.match_typed_subject_alt_names.as_slice()).unwrap_or_default() {
+        match m.matcher.as_ref().and_then(|m| m.match_pattern.as_ref()) {
+            Some(MatchPattern::Exact(name)) => sans.push(name.clone()),
+            _ => return Err("subject alt names are matched exactly only".into()),
+        }
+    }
+    Ok(Some(sans))
 }
 
 /// The trusted CAs (none: any certificate) and the names the upstream's

@@ -233,7 +233,7 @@ fn subject<'a, B>(
         peer: conn.peer.ip(),
         destination: conn.destination,
         server_name: conn.tls.as_ref().and_then(|t| t.server_name.as_deref()),
-        principal: None,
+        principal: conn.tls.as_ref().and_then(|t| t.peer_principal.as_deref()),
     }
 }
 
@@ -248,6 +248,6 @@ pub(crate) fn tcp_subject(conn: &crate::http::Connection) -> rbac::Subject<'_> {
             .as_ref()
             .and_then(|t| t.server_name.as_deref())
             .or(conn.seen.server_name.as_deref()),
-        principal: None,
+        principal: conn.tls.as_ref().and_then(|t| t.peer_principal.as_deref()),
     }
 }
