@@ -369,6 +369,13 @@ impl Resource {
         }
     }
 
+    pub fn as_peer_authentication(&self) -> Option<&crate::security::PeerAuthentication> {
+        match &self.spec {
+            Spec::PeerAuthentication(v) => Some(v),
+            _ => None,
+        }
+    }
+
     pub fn as_authorization_policy(&self) -> Option<&crate::security::AuthorizationPolicy> {
         match &self.spec {
             Spec::AuthorizationPolicy(v) => Some(v),

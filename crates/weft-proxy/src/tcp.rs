@@ -94,7 +94,7 @@ async fn dial(
             "the destination is this listener itself",
         )));
     }
-    match upstream::connect(&cluster.peer(addr, false)).await {
+    match upstream::connect(&cluster.peer(addr, false), false).await {
         Ok(stream) => {
             cluster.report(addr, Result5xx::Success);
             Ok(stream)

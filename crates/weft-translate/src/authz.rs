@@ -563,6 +563,33 @@ fn id(i: principal::Identifier) -> Principal {
     }
 }
 
+/// A network RBAC filter that closes every connection, as policy `name`
+/// (plaintext on a STRICT mTLS port).
+pub(crate) fn deny_connections(name: &str) -> Filter {
+    let rules = Rules {
+        action: rbac::Action::Deny as i32,
+        policies: [(
+            name.to_string(),
+            Policy {
+                permissions: vec![any_permission()],
+                principals: vec![any_principal()],
+                ..Default::default()
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    };
+    Filter {
+        name: NETWORK_RBAC.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack_any(NetworkRbac {
+            rules: Some(rules),
+            stat_prefix: "tcp.".into(),
+            ..Default::default()
+        }))),
+    }
+}
+
 fn any_principal() -> Principal {
     id(principal::Identifier::Any(true))
 }

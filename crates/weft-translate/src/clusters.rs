@@ -14,7 +14,7 @@ use weft_config::Resource;
 use weft_registry::{Registry, Resolution, Service, Workload};
 
 use crate::envoy::{ads, socket};
-use crate::{hashing, locality, pool};
+use crate::{hashing, locality, mtls, pool};
 use crate::{Inputs, ProxyResources};
 
 pub const PASSTHROUGH: &str = "PassthroughCluster";
@@ -104,17 +104,40 @@ fn push_cluster(
     let name = cluster_name("outbound", port.port, subset_name, &service.fqdn());
     let protocol = weft_registry::Protocol::of(port);
     let mut cluster = eds_cluster(&name, protocol, policy);
-    if let Some(tls) = policy.and_then(|p| p.tls.as_ref()) {
-        use crate::upstream_tls::{transport_socket, Unserved};
-        match transport_socket(tls, &service.fqdn(), protocol) {
-            Ok(socket) => cluster.transport_socket = socket,
-            Err(Unserved::Plaintext(e)) => out.problems.push(format!("cluster {name}: {e}")),
-            Err(Unserved::Closed(e)) => {
-                out.problems.push(format!("cluster {name}: {e}"));
-                out.clusters.push(no_endpoints(&name));
-                return;
+    let endpoints = inputs.registry.endpoints(service, port, &labels);
+    let mesh_socket = |tls: Option<&weft_config::networking::traffic::ClientTls>| {
+        let named = tls.map(|t| t.subject_alt_names.clone()).unwrap_or_default();
+        let sans = if named.is_empty() {
+            let td = mtls::trust_domain(inputs.config);
+            mtls::accounts(&td, endpoints.iter().map(|(_, w)| *w))
+        } else {
+            named
+        };
+        let sni = tls.and_then(|t| t.sni.clone());
+        let sni = sni.unwrap_or_else(|| mtls::sni(port.port, subset_name, &service.fqdn()));
+        mtls::upstream_socket(sni, &sans)
+    };
+    match policy.and_then(|p| p.tls.as_ref()) {
+        Some(tls) if tls.mode.as_deref() == Some("ISTIO_MUTUAL") => {
+            cluster.transport_socket = Some(mesh_socket(Some(tls)));
+        }
+        Some(tls) => {
+            use crate::upstream_tls::transport_socket;
+            match transport_socket(tls, &service.fqdn(), protocol) {
+                Ok(socket) => cluster.transport_socket = socket,
+                Err(e) => {
+                    out.problems.push(format!("cluster {name}: {e}"));
+                    out.clusters.push(no_endpoints(&name));
+                    return;
+                }
             }
         }
+        // Proxyless gRPC clients have no certificate to present.
+        None if proxy.proxy == weft_registry::ProxyKind::Proxyless => {}
+        None if mtls::auto_applies(inputs.config, service) => {
+            cluster.transport_socket_matches = mtls::auto_matches(mesh_socket(None));
+        }
+        None => {}
     }
     match service.entry.as_ref().map(|e| e.resolution) {
         Some(Resolution::None) => {
@@ -134,11 +157,15 @@ fn push_cluster(
         Some(Resolution::Static) | None => {}
     }
     out.clusters.push(cluster);
-    let endpoints = inputs.registry.endpoints(service, port, &labels);
+    let metadata: std::collections::HashMap<_, _> = endpoints
+        .iter()
+        .map(|(a, w)| (*a, mtls::endpoint_metadata(w)))
+        .collect();
     out.endpoints.push(ClusterLoadAssignment {
         cluster_name: name,
-        endpoints: locality::groups(endpoints, proxy, policy, |a| {
-            lb_endpoint_at(&a.ip().to_string(), a.port())
+        endpoints: locality::groups(endpoints, proxy, policy, |a| LbEndpoint {
+            metadata: metadata.get(&a).cloned().flatten(),
+            ..lb_endpoint_at(&a.ip().to_string(), a.port())
         }),
         ..Default::default()
     });

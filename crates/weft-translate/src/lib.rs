@@ -14,7 +14,9 @@ mod envoy;
 mod gateway;
 mod gateway_tls;
 mod hashing;
+mod inbound;
 mod locality;
+pub mod mtls;
 mod names;
 mod policies;
 mod pool;
@@ -136,5 +138,7 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
 mod tests;
 #[cfg(test)]
 mod tests_entries;
+#[cfg(test)]
+mod tests_mtls;
 #[cfg(test)]
 mod tests_scope;

@@ -13,15 +13,14 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use weft_registry::{Protocol, Service, Workload};
 
-use crate::clusters::{cluster_name, static_cluster, BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH};
-use crate::envoy::{hcm_inline, hcm_rds, socket, tcp_proxy, tls_inspector};
+use crate::clusters::{cluster_name, BLACKHOLE, PASSTHROUGH};
+use crate::envoy::{hcm_rds, socket, tcp_proxy, tls_inspector};
 use crate::routes::{route_to_cluster, virtual_service_routes, DefaultRoute, Scope};
 use crate::{Inputs, ProxyResources};
 
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 const OUTBOUND_PORT: u32 = 15001;
-const INBOUND_PORT: u32 = 15006;
 
 /// `outbound`: what the proxy's Sidecar resource lets it see; `all`: the
 /// whole mesh (inbound is not scoped).
@@ -29,10 +28,10 @@ pub(crate) fn build(outbound: &Inputs, all: &Inputs, proxy: &Workload, out: &mut
     let outside = Outside::of(outbound);
     out.listeners.push(virtual_outbound(outside));
     outbound_listeners(outbound, proxy, out);
-    inbound(all, proxy, out);
+    crate::inbound::build(all, proxy, out);
 }
 
-fn original_dst_filter() -> ListenerFilter {
+pub(crate) fn original_dst_filter() -> ListenerFilter {
     ListenerFilter {
         name: "envoy.filters.listener.original_dst".into(),
         config_type: Some(listener_filter::ConfigType::TypedConfig(
@@ -288,7 +287,7 @@ fn tls_listener(
 /// Istio's protocol sniffing on a listener: the `http_inspector` listener
 /// filter, and ahead of the listener's (TCP) chains an HTTP chain for
 /// plaintext HTTP/1.1 and h2c (on `port`, when the listener serves several).
-fn sniffing(listener: &mut Listener, port: Option<u16>, http: Filter) {
+pub(crate) fn sniffing(listener: &mut Listener, port: Option<u16>, http: Filter) {
     let inspector = ListenerFilter {
         name: "envoy.filters.listener.http_inspector".into(),
         config_type: Some(listener_filter::ConfigType::TypedConfig(
@@ -410,7 +409,7 @@ pub(crate) fn mesh_virtual_services<'a>(
 
 /// The ports the app serves: its container ports and the target ports of the
 /// services that select it.
-fn inbound_ports(inputs: &Inputs, proxy: &Workload) -> BTreeMap<u16, Protocol> {
+pub(crate) fn inbound_ports(inputs: &Inputs, proxy: &Workload) -> BTreeMap<u16, Protocol> {
     let mut ports = BTreeMap::new();
     for service in inputs.registry.services_of(proxy) {
         for port in &service.ports {
@@ -425,75 +424,3 @@ fn inbound_ports(inputs: &Inputs, proxy: &Workload) -> BTreeMap<u16, Protocol> {
     ports
 }
 
-/// `virtualInbound`: a chain per port the app serves (or, when the proxy's
-/// Sidecar resource lists `ingress` ports, per port it lists, to its
-/// `defaultEndpoint`) — HTTP for declared HTTP ports, TCP for the rest,
-/// and for ports with no declared protocol both, chosen by sniffing —
-/// then the passthrough chain.
-fn inbound(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources) {
-    let mut listener = Listener {
-        name: VIRTUAL_INBOUND.into(),
-        address: Some(socket("0.0.0.0", INBOUND_PORT)),
-        listener_filters: vec![original_dst_filter()],
-        ..Default::default()
-    };
-    let mut sniffed = Vec::new();
-    let ports = match crate::scope::ingress(inputs, proxy, &mut out.problems) {
-        Some(declared) => declared,
-        None => inbound_ports(inputs, proxy)
-            .into_iter()
-            .map(|(port, protocol)| (port, protocol, ("127.0.0.1".to_string(), port)))
-            .collect(),
-    };
-    for (port, protocol, (ip, target)) in ports {
-        let cluster = cluster_name("inbound", port, "", "");
-        let mut c = static_cluster(&cluster, &ip, target, protocol);
-        if ip != "127.0.0.1" && ip != "::1" {
-            crate::clusters::bind_inbound(&mut c);
-        }
-        out.clusters.push(c);
-        let http = || {
-            hcm_inline(
-                &cluster,
-                RouteConfiguration {
-                    name: format!("inbound|{port}||"),
-                    virtual_hosts: vec![VirtualHost {
-                        name: format!("inbound|http|{port}"),
-                        domains: vec!["*".into()],
-                        routes: vec![route_to_cluster("default", &cluster, DefaultRoute::Inbound)],
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                },
-            )
-        };
-        let filter = if protocol.is_http() {
-            http()
-        } else {
-            tcp_proxy(&cluster, &cluster)
-        };
-        if protocol == Protocol::Auto {
-            sniffed.push((port, http()));
-        }
-        listener.filter_chains.push(FilterChain {
-            name: format!("0.0.0.0_{port}"),
-            filter_chain_match: Some(FilterChainMatch {
-                destination_port: Some(UInt32Value {
-                    value: u32::from(port),
-                }),
-                ..Default::default()
-            }),
-            filters: vec![filter],
-            ..Default::default()
-        });
-    }
-    listener.filter_chains.push(FilterChain {
-        name: INBOUND_PASSTHROUGH.into(),
-        filters: vec![tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH)],
-        ..Default::default()
-    });
-    for (port, http) in sniffed {
-        sniffing(&mut listener, Some(port), http);
-    }
-    out.listeners.push(listener);
-}

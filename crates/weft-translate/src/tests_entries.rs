@@ -233,33 +233,14 @@ fn destination_rule_tls_originates_from_the_cluster() {
     assert!(c.transport_socket.is_none() && c.load_assignment.is_none());
     assert_eq!(discovery(c), DiscoveryType::Static);
     assert!(closed.problems.iter().any(|p| p.contains("credentialName")));
-    // ISTIO_MUTUAL needs the mesh CA: plaintext, and said so.
-    assert!(cluster(&out, "outbound|5432||db.internal")
-        .transport_socket
-        .is_none());
-    assert!(
-        out.problems.iter().any(|p| p.contains("ISTIO_MUTUAL")),
-        "{:?}",
-        out.problems
-    );
-}
-
-#[test]
-fn the_dns_name_table_has_services_and_entries_with_addresses() {
-    let out = translated_with(ENTRIES, 0);
-    let ip = |s: &str| vec![s.parse::<std::net::IpAddr>().unwrap()];
-    assert_eq!(out.names.get("db.internal"), Some(&ip("198.19.0.99")));
-    for alias in [
-        "reviews",
-        "reviews.default",
-        "reviews.default.svc.cluster.local",
-    ] {
-        assert_eq!(out.names.get(alias), Some(&ip("198.19.0.10")), "{alias}");
-    }
-    assert!(!out.names.contains_key("httpbin.org"), "no address to give");
-    assert!(!out.names.keys().any(|n| n.contains('*')));
-    assert!(
-        translated_with(ENTRIES, 2).names.is_empty(),
-        "gateways have none"
-    );
+    // ISTIO_MUTUAL: the mesh's own mTLS, with istiod's SNI.
+    let mesh = cluster(&out, "outbound|5432||db.internal");
+    let Some(ConfigType::TypedConfig(any)) = &mesh.transport_socket.as_ref().unwrap().config_type
+    else {
+        panic!()
+    };
+    let ctx: UpstreamTlsContext = prost::Message::decode(any.value.as_slice()).unwrap();
+    assert_eq!(ctx.sni, "outbound_.5432_._.db.internal");
+    let common = ctx.common_tls_context.unwrap();
+    assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "default");
 }

@@ -21,38 +21,27 @@ use crate::envoy::file_source;
 /// Where istiod points a client at the system's CAs (Debian's bundle).
 const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// Why a rule's TLS cannot be given as written.
-pub(crate) enum Unserved {
-    /// ISTIO_MUTUAL: every hop is plaintext until the mesh has its CA, so
-    /// the cluster stays plaintext like the rest (reported).
-    Plaintext(String),
-    /// TLS the user asked for and Weft cannot set up: the cluster gets no
-    /// endpoints rather than sending in the clear (reported).
-    Closed(String),
-}
-
-/// The transport socket for `tls` towards `host` on a port of
-/// `protocol`; None for plaintext.
+/// The transport socket for `tls` (DISABLE, SIMPLE or MUTUAL; the mesh's
+/// own ISTIO_MUTUAL is `mtls`'s) towards `host` on a port of `protocol`;
+/// None for plaintext. TLS the user asked for and Weft cannot set up is
+/// an error: the cluster then gets no endpoints rather than sending in
+/// the clear.
 pub(crate) fn transport_socket(
     tls: &ClientTls,
     host: &str,
     protocol: Protocol,
-) -> Result<Option<TransportSocket>, Unserved> {
+) -> Result<Option<TransportSocket>, String> {
     let mode = tls.mode.as_deref().unwrap_or("DISABLE");
-    match mode {
-        "DISABLE" => return Ok(None),
-        "ISTIO_MUTUAL" => {
-            return Err(Unserved::Plaintext("tls mode ISTIO_MUTUAL needs the mesh's certificate authority, which Weft does not have yet; the cluster stays plaintext, as every hop is".into()))
-        }
-        _ => {}
+    if mode == "DISABLE" {
+        return Ok(None);
     }
     if tls.credential_name.is_some() {
-        return Err(Unserved::Closed("tls.credentialName on a DestinationRule is not supported yet (use file paths); the cluster gets no endpoints rather than going out in plaintext".into()));
+        return Err("tls.credentialName on a DestinationRule is not supported yet (use file paths); the cluster gets no endpoints rather than going out in plaintext".into());
     }
     let mut common = CommonTlsContext::default();
     if mode == "MUTUAL" {
         let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.private_key) else {
-            return Err(Unserved::Closed("tls mode MUTUAL needs clientCertificate and privateKey; the cluster gets no endpoints rather than going out in plaintext".into()));
+            return Err("tls mode MUTUAL needs clientCertificate and privateKey; the cluster gets no endpoints rather than going out in plaintext".into());
         };
         common.tls_certificates.push(TlsCertificate {
             certificate_chain: Some(file_source(cert)),

@@ -26,9 +26,25 @@ pub struct UpstreamTls {
     /// None: no SNI is sent (the peer's address names it for the checks).
     pub sni: Option<ServerName<'static>>,
     pub config: Arc<ClientConfig>,
+    /// Mesh mTLS only: the configs for HTTP/1.1 and HTTP/2 connections,
+    /// whose ALPN (`istio-http/1.1`, `istio-h2`) tells the server's
+    /// sidecar what the stream carries, as Istio's ALPN filter does; TCP
+    /// connections offer the context's own (`istio-peer-exchange`, `istio`).
+    http: Option<[Arc<ClientConfig>; 2]>,
     /// Tells configs apart without comparing them (connection pools are
     /// keyed by it): a hash of the context and of the files it read.
     fingerprint: u64,
+}
+
+impl UpstreamTls {
+    /// The client config for a connection: `http` is None for TCP, else
+    /// whether it speaks HTTP/2.
+    pub(crate) fn config_for(&self, http: Option<bool>) -> Arc<ClientConfig> {
+        match (&self.http, http) {
+            (Some([h1, h2]), Some(is_h2)) => if is_h2 { h2 } else { h1 }.clone(),
+            _ => self.config.clone(),
+        }
+    }
 }
 
 impl PartialEq for UpstreamTls {
@@ -146,9 +162,17 @@ fn compile_socket(socket: &TransportSocket, identity: &Arc<Identity>) -> Result<
                 .map_err(|_| format!("sni {name:?} is not a DNS name or address"))?,
         ),
     };
+    let http = mesh.map(|_| {
+        ["istio-http/1.1", "istio-h2"].map(|alpn| {
+            let mut c = config.clone();
+            c.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+            Arc::new(c)
+        })
+    });
     Ok(UpstreamTls {
         sni,
         config: Arc::new(config),
+        http,
         fingerprint: seen.finish(),
     })
 }

@@ -293,7 +293,7 @@ async fn handshake(
     SendRequest<UpBody>,
     hyper::client::conn::http2::Connection<TokioIo<super::UpStream>, UpBody, TokioExecutor>,
 )> {
-    let stream = connect(peer).await?;
+    let stream = connect(peer, true).await?;
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .initial_stream_window_size(h2.initial_stream_window)

@@ -252,14 +252,16 @@ fn checkin(peer: &Peer, mut conn: Pooled) {
 
 /// A TCP connection to `peer`, within its connect timeout, from its bind
 /// source; Nagle off, as Envoy sets it; then the TLS handshake when the
-/// cluster originates TLS (within the same timeout).
-pub(crate) async fn connect(peer: &Peer) -> std::io::Result<UpStream> {
+/// cluster originates TLS (within the same timeout). `http` says whether
+/// the connection carries HTTP (for mesh mTLS's ALPN).
+pub(crate) async fn connect(peer: &Peer, http: bool) -> std::io::Result<UpStream> {
     let Some(tls) = &peer.tls else {
         return connect_tcp(peer).await.map(UpStream::Plain);
     };
     let deadline = tokio::time::Instant::now() + peer.connect_timeout;
     let tcp = connect_tcp(peer).await?;
-    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let purpose = http.then_some(peer.http2.is_some());
+    let connector = tokio_rustls::TlsConnector::from(tls.config_for(purpose));
     // Without an SNI, the peer's address stands for it (rustls sends none).
     let name = tls
         .sni
@@ -364,7 +366,7 @@ async fn open(peer: &Peer, breaker: &Arc<Breaker>) -> Result<Option<Pooled>, Ups
 type Connection = hyper::client::conn::http1::Connection<TokioIo<UpStream>, UpBody>;
 
 async fn handshake(peer: &Peer) -> Result<(Sender, Connection), UpstreamError> {
-    let stream = connect(peer).await.map_err(UpstreamError::Connect)?;
+    let stream = connect(peer, true).await.map_err(UpstreamError::Connect)?;
     hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(UpstreamError::fresh)
