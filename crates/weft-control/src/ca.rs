@@ -107,7 +107,9 @@ impl Signer for MeshCa {
         request: IstioCertificateRequest,
     ) -> Result<IstioCertificateResponse, Status> {
         let token = token.ok_or_else(|| {
-            Status::unauthenticated("no bearer token: a workload proves its identity with its pod token")
+            Status::unauthenticated(
+                "no bearer token: a workload proves its identity with its pod token",
+            )
         })?;
         let claim = self.tokens.verify(token).map_err(|e| {
             tracing::warn!(error = %e, "certificate request refused");
@@ -121,13 +123,10 @@ impl Signer for MeshCa {
         let ttl = u64::try_from(request.validity_duration)
             .ok()
             .map(Duration::from_secs);
-        let issued = self
-            .authority()
-            .sign(&request.csr, &id, ttl)
-            .map_err(|e| {
-                tracing::warn!(pod = %claim.pod, error = %e, "certificate request refused");
-                Status::invalid_argument(e.to_string())
-            })?;
+        let issued = self.authority().sign(&request.csr, &id, ttl).map_err(|e| {
+            tracing::warn!(pod = %claim.pod, error = %e, "certificate request refused");
+            Status::invalid_argument(e.to_string())
+        })?;
         tracing::info!(pod = %claim.pod, id = %id.uri(), "certificate issued");
         Ok(IstioCertificateResponse {
             cert_chain: issued.chain,

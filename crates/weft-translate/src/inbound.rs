@@ -14,7 +14,9 @@
 //! - STRICT: anything else on the port is closed by a deny-all network
 //!   RBAC chain (`mtls-strict`), so it never falls through to another.
 
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener,
+};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use envoy_types::pb::google::protobuf::UInt32Value;
 use weft_registry::{Protocol, Workload};
@@ -56,7 +58,9 @@ pub(crate) fn build(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources)
         let at = Some(port);
         if mode != Mode::Strict {
             let main = if protocol.is_http() { http() } else { tcp() };
-            listener.filter_chains.push(chain(format!("0.0.0.0_{port}"), at, "", &[], main));
+            listener
+                .filter_chains
+                .push(chain(format!("0.0.0.0_{port}"), at, "", &[], main));
             if protocol == Protocol::Auto {
                 sniffed.push((port, http()));
             }
@@ -70,7 +74,9 @@ pub(crate) fn build(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources)
             };
             for (alpn, filter) in mtls_chains {
                 let name = format!("0.0.0.0_{port}_mtls");
-                listener.filter_chains.push(mtls_chain(name, at, &alpn, filter));
+                listener
+                    .filter_chains
+                    .push(mtls_chain(name, at, &alpn, filter));
             }
         }
         if mode == Mode::Strict {
@@ -81,7 +87,11 @@ pub(crate) fn build(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources)
     for (port, http) in sniffed {
         sniffing(&mut listener, Some(port), http);
     }
-    if listener.filter_chains.iter().any(|c| c.transport_socket.is_some()) {
+    if listener
+        .filter_chains
+        .iter()
+        .any(|c| c.transport_socket.is_some())
+    {
         listener.listener_filters.push(tls_inspector());
     }
     out.listeners.push(listener);
@@ -95,13 +105,17 @@ fn passthrough(inputs: &Inputs, proxy: &Workload, listener: &mut Listener) {
     if mode != Mode::Disable {
         let all: Vec<&str> = ALPN_TCP.iter().chain(&ALPN_HTTP).copied().collect();
         let name = format!("{INBOUND_PASSTHROUGH}_mtls");
-        listener.filter_chains.push(mtls_chain(name, None, &all, filter()));
+        listener
+            .filter_chains
+            .push(mtls_chain(name, None, &all, filter()));
     }
     if mode == Mode::Strict {
         listener.filter_chains.push(strict_denial(None));
     } else {
         let name = INBOUND_PASSTHROUGH.to_string();
-        listener.filter_chains.push(chain(name, None, "", &[], filter()));
+        listener
+            .filter_chains
+            .push(chain(name, None, "", &[], filter()));
     }
 }
 
@@ -131,7 +145,9 @@ fn chain(
     FilterChain {
         name,
         filter_chain_match: Some(FilterChainMatch {
-            destination_port: port.map(|p| UInt32Value { value: u32::from(p) }),
+            destination_port: port.map(|p| UInt32Value {
+                value: u32::from(p),
+            }),
             transport_protocol: transport.into(),
             application_protocols: alpn.iter().map(|a| a.to_string()).collect(),
             ..Default::default()
@@ -154,7 +170,14 @@ fn strict_denial(port: Option<u16>) -> FilterChain {
         Some(p) => format!("0.0.0.0_{p}_plaintext"),
         None => format!("{INBOUND_PASSTHROUGH}_plaintext"),
     };
-    let mut c = chain(name, port, "", &[], tcp_proxy("BlackHoleCluster", "BlackHoleCluster"));
-    c.filters.insert(0, crate::authz::deny_connections("mtls-strict"));
+    let mut c = chain(
+        name,
+        port,
+        "",
+        &[],
+        tcp_proxy("BlackHoleCluster", "BlackHoleCluster"),
+    );
+    c.filters
+        .insert(0, crate::authz::deny_connections("mtls-strict"));
     c
 }

@@ -94,9 +94,11 @@ pub fn namespace_mode(config: &[Resource], namespace: &str) -> Mode {
 /// workload's mode for ports it does not name).
 pub fn inbound_mode(config: &[Resource], proxy: &Workload, port: Option<u16>) -> Mode {
     let selected = |pa: &PeerAuthentication| {
-        pa.selector
-            .as_ref()
-            .is_some_and(|s| s.match_labels.iter().all(|(k, v)| proxy.labels.get(k) == Some(v)))
+        pa.selector.as_ref().is_some_and(|s| {
+            s.match_labels
+                .iter()
+                .all(|(k, v)| proxy.labels.get(k) == Some(v))
+        })
     };
     let workload = oldest(config, &proxy.namespace, selected);
     let port_mode = port.and_then(|p| {
@@ -234,9 +236,12 @@ pub fn endpoint_metadata(w: &Workload) -> Option<Metadata> {
         return None;
     }
     Some(Metadata {
-        filter_metadata: [(SOCKET_MATCH.to_string(), labels_struct(&[(TLS_MODE, "istio")]))]
-            .into_iter()
-            .collect(),
+        filter_metadata: [(
+            SOCKET_MATCH.to_string(),
+            labels_struct(&[(TLS_MODE, "istio")]),
+        )]
+        .into_iter()
+        .collect(),
         ..Default::default()
     })
 }
@@ -264,10 +269,17 @@ pub fn trust_domain(config: &[Resource]) -> String {
 }
 
 /// The SPIFFE ids of the accounts `endpoints` run as, sorted.
-pub fn accounts<'a>(trust_domain: &str, endpoints: impl Iterator<Item = &'a Workload>) -> Vec<String> {
+pub fn accounts<'a>(
+    trust_domain: &str,
+    endpoints: impl Iterator<Item = &'a Workload>,
+) -> Vec<String> {
     let ids: BTreeSet<String> = endpoints
         .map(|w| {
-            let sa = if w.service_account.is_empty() { "default" } else { &w.service_account };
+            let sa = if w.service_account.is_empty() {
+                "default"
+            } else {
+                &w.service_account
+            };
             format!("spiffe://{trust_domain}/ns/{}/sa/{sa}", w.namespace)
         })
         .collect();

@@ -423,4 +423,3 @@ pub(crate) fn inbound_ports(inputs: &Inputs, proxy: &Workload) -> BTreeMap<u16, 
     }
     ports
 }
-

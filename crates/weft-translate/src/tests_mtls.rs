@@ -45,15 +45,25 @@ fn modes_resolve_from_port_to_workload_to_namespace_to_mesh() {
     assert!(!loaded.has_errors(), "{:?}", loaded.problems);
     let reg = registry();
     let (v1, v2) = (&reg.workloads[0], &reg.workloads[1]);
-    assert_eq!(inbound_mode(&loaded.resources, v1, Some(9080)), Mode::Disable);
-    assert_eq!(inbound_mode(&loaded.resources, v1, Some(8080)), Mode::Permissive);
+    assert_eq!(
+        inbound_mode(&loaded.resources, v1, Some(9080)),
+        Mode::Disable
+    );
+    assert_eq!(
+        inbound_mode(&loaded.resources, v1, Some(8080)),
+        Mode::Permissive
+    );
     assert_eq!(inbound_mode(&loaded.resources, v1, None), Mode::Permissive);
     assert_eq!(
         inbound_mode(&loaded.resources, v2, Some(9080)),
         Mode::Strict,
         "the namespace is UNSET: the mesh's STRICT"
     );
-    assert_eq!(inbound_mode(&[], v2, None), Mode::Permissive, "Istio's default");
+    assert_eq!(
+        inbound_mode(&[], v2, None),
+        Mode::Permissive,
+        "Istio's default"
+    );
 }
 
 #[test]
@@ -118,20 +128,34 @@ fn clients_use_mtls_to_pods_with_a_sidecar_and_name_their_accounts() {
     let c = out.clusters.iter().find(|c| c.name == name).unwrap();
     assert_eq!(c.transport_socket_matches.len(), 2);
     assert_eq!(c.transport_socket_matches[0].name, "tlsMode-istio");
-    let socket = c.transport_socket_matches[0].transport_socket.clone().unwrap();
-    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(any)) =
-        socket.config_type
+    let socket = c.transport_socket_matches[0]
+        .transport_socket
+        .clone()
+        .unwrap();
+    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+        any,
+    )) = socket.config_type
     else {
         panic!()
     };
     let ctx: envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext =
         prost::Message::decode(any.value.as_slice()).unwrap();
-    assert_eq!(ctx.sni, "outbound_.9080_._.reviews.default.svc.cluster.local");
+    assert_eq!(
+        ctx.sni,
+        "outbound_.9080_._.reviews.default.svc.cluster.local"
+    );
     let text = format!("{ctx:?}");
     for sa in ["sa/default", "sa/bookinfo-reviews"] {
-        assert!(text.contains(&format!("spiffe://cluster.local/ns/default/{sa}")), "{text}");
+        assert!(
+            text.contains(&format!("spiffe://cluster.local/ns/default/{sa}")),
+            "{text}"
+        );
     }
-    let cla = out.endpoints.iter().find(|e| e.cluster_name == name).unwrap();
+    let cla = out
+        .endpoints
+        .iter()
+        .find(|e| e.cluster_name == name)
+        .unwrap();
     let tagged: Vec<bool> = cla
         .endpoints
         .iter()

@@ -62,7 +62,10 @@ pub struct ClusterCfg {
     /// Transport socket matches: endpoint metadata wanted → TLS (None:
     /// plaintext).
     #[serde(skip)]
-    pub tls_matches: Vec<(super::endpoints::Labels, Option<std::sync::Arc<super::UpstreamTls>>)>,
+    pub tls_matches: Vec<(
+        super::endpoints::Labels,
+        Option<std::sync::Arc<super::UpstreamTls>>,
+    )>,
 }
 
 impl ClusterCfg {
@@ -202,7 +205,11 @@ pub(crate) fn compile_cluster(
         .transport_socket_matches
         .iter()
         .map(|m| {
-            let want = m.r#match.as_ref().map(super::endpoints::labels).unwrap_or_default();
+            let want = m
+                .r#match
+                .as_ref()
+                .map(super::endpoints::labels)
+                .unwrap_or_default();
             super::upstream_tls::compile_upstream_tls(m.transport_socket.as_ref(), identity)
                 .map(|tls| (want, tls))
                 .map_err(|e| format!("transport_socket_matches {:?}: {e}", m.name))

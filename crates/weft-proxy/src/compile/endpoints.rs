@@ -97,9 +97,10 @@ impl Endpoints {
                 match &ep.host_identifier {
                     Some(lb_endpoint::HostIdentifier::Endpoint(e)) if usable => {
                         let addr = socket_addr(&e.address)?;
-                        let matched = ep.metadata.as_ref().and_then(|m| {
-                            m.filter_metadata.get("envoy.transport_socket_match")
-                        });
+                        let matched = ep
+                            .metadata
+                            .as_ref()
+                            .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"));
                         if let Some(m) = matched {
                             socket_match.insert(addr, labels(m));
                         }

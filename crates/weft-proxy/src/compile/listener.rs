@@ -213,10 +213,7 @@ pub(crate) fn compile_listener(
     })
 }
 
-fn compile_chain(
-    c: &FilterChain,
-    secrets: &super::Secrets,
-) -> Result<ChainCfg, String> {
+fn compile_chain(c: &FilterChain, secrets: &super::Secrets) -> Result<ChainCfg, String> {
     let m = c.filter_chain_match.clone().unwrap_or_default();
     let supported = envoy_types::pb::envoy::config::listener::v3::FilterChainMatch {
         destination_port: m.destination_port,

@@ -36,8 +36,8 @@ pub(crate) use listener::compile_listener;
 pub(crate) use matcher::{compile_header, string_match};
 pub(crate) use route::compile_route_table;
 pub(crate) use secret::roots as secret_roots;
-pub(crate) use secret::{compile_secret, Secrets};
 pub use secret::SecretCfg;
+pub(crate) use secret::{compile_secret, Secrets};
 pub use tls::DownstreamTls;
 pub use upstream_tls::UpstreamTls;
 
@@ -171,13 +171,11 @@ pub fn check(type_url: &str, bytes: &[u8]) -> Result<(), String> {
     let bad = |e: prost::DecodeError| e.to_string();
     match type_url {
         weft_xds::types::LISTENER => {
-            {
             let secrets = Secrets {
                 sds: &HashMap::new(),
                 workload: &Arc::default(),
             };
             compile_listener(&Listener::decode(bytes).map_err(bad)?, &secrets).map(drop)
-        }
         }
         weft_xds::types::ROUTE => {
             compile_route_table(&RouteConfiguration::decode(bytes).map_err(bad)?).map(drop)

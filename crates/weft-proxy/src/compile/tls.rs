@@ -197,7 +197,9 @@ fn server_config(
     use crate::identity::{tls as mesh, DEFAULT, ROOTCA};
     let key: Arc<dyn rustls::server::ResolvesServerCert> =
         match secrets.sds.get(&tls.certificate).map(|s| &**s) {
-            _ if tls.certificate == DEFAULT => Arc::new(mesh::WorkloadKey(secrets.workload.clone())),
+            _ if tls.certificate == DEFAULT => {
+                Arc::new(mesh::WorkloadKey(secrets.workload.clone()))
+            }
             Some(SecretCfg::Certificate { key, .. }) => Arc::new(Fixed(key.clone())),
             Some(_) => return Err(format!("secret {:?} holds no certificate", tls.certificate)),
             None => return Err(format!("secret {:?} has not arrived", tls.certificate)),
@@ -209,7 +211,9 @@ fn server_config(
         None => builder.with_no_client_auth(),
         Some(name) if name == ROOTCA => {
             if !tls.require_client_certificate {
-                return Err("ROOTCA validation needs require_client_certificate (mesh mTLS)".into());
+                return Err(
+                    "ROOTCA validation needs require_client_certificate (mesh mTLS)".into(),
+                );
             }
             builder.with_client_cert_verifier(Arc::new(mesh::MeshClients::new(
                 secrets.workload.clone(),

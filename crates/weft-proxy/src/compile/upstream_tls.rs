@@ -102,7 +102,10 @@ pub(crate) fn compile_upstream_tls(
     Ok(Some(tls))
 }
 
-fn compile_socket(socket: &TransportSocket, identity: &Arc<Identity>) -> Result<UpstreamTls, String> {
+fn compile_socket(
+    socket: &TransportSocket,
+    identity: &Arc<Identity>,
+) -> Result<UpstreamTls, String> {
     let Some(ConfigType::TypedConfig(any)) = &socket.config_type else {
         return Err(format!(
             "transport_socket {:?}: typed_config is missing",
@@ -206,7 +209,10 @@ fn mesh_mtls(common: &CommonTlsContext) -> Result<Option<Vec<String>>, String> {
     }
     let mut sans = Vec::new();
     let default = validation.and_then(|c| c.default_validation_context.as_ref());
-    for m in default.map(|d| d.match_typed_subject_alt_names.as_slice()).unwrap_or_default() {
+    for m in default
+        .map(|d| d.match_typed_subject_alt_names.as_slice())
+        .unwrap_or_default()
+    {
         match m.matcher.as_ref().and_then(|m| m.match_pattern.as_ref()) {
             Some(MatchPattern::Exact(name)) => sans.push(name.clone()),
             _ => return Err("subject alt names are matched exactly only".into()),

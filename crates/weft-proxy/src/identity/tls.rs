@@ -151,9 +151,7 @@ impl ServerCertVerifier for MeshServers {
             let uris = weft_ca::inspect::uri_sans(end_entity);
             if !uris.iter().any(|u| self.sans.contains(u)) {
                 tracing::debug!(presented = ?uris, expected = ?self.sans, "peer identity not expected");
-                return Err(Error::InvalidCertificate(
-                    CertificateError::NotValidForName,
-                ));
+                return Err(Error::InvalidCertificate(CertificateError::NotValidForName));
             }
         }
         Ok(ServerCertVerified::assertion())

@@ -1,0 +1,311 @@
+//! Mesh mTLS between two proxies on loopback, with the contexts Weft's
+//! translation writes (SDS `default`/`ROOTCA`) and certificates from the
+//! mesh CA: the client proxy originates mTLS to endpoints tagged
+//! `tlsMode: istio`, the server proxy terminates it, RBAC sees the
+//! client's SPIFFE id, openssl sees the server's, and a renewed
+//! certificate serves new handshakes while pooled connections go on.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use envoy_types::pb::envoy::config::core::v3::Metadata;
+use envoy_types::pb::envoy::config::listener::v3::{filter, FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::rbac::v3::{permission, Rbac as Rules};
+use envoy_types::pb::envoy::config::rbac::v3::{principal, rbac, Permission, Policy, Principal};
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_filter, HttpConnectionManager, HttpFilter,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+use envoy_types::util::pack_any;
+use prost::Message;
+use support::*;
+use weft_ca::{Authority, SpiffeId};
+use weft_translate::mtls;
+
+const SLEEP: &str = "spiffe://cluster.local/ns/default/sa/sleep";
+const HTTPBIN: &str = "spiffe://cluster.local/ns/default/sa/httpbin";
+
+struct Ca {
+    authority: Authority,
+    dir: std::path::PathBuf,
+}
+
+impl Ca {
+    fn new(tag: &str) -> Ca {
+        let dir = std::env::temp_dir().join(format!("weft-mtls-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let authority = Authority::load_or_create(&dir, "cluster.local").unwrap();
+        Ca { authority, dir }
+    }
+
+    /// (chain, key, roots) for `sa` in `default`.
+    fn issue(&self, sa: &str) -> (String, String, String) {
+        let req = weft_ca::workload::request(None).unwrap();
+        let id = SpiffeId {
+            trust_domain: "cluster.local".into(),
+            namespace: "default".into(),
+            service_account: sa.into(),
+        };
+        let mut chain = self.authority.sign(&req.csr_pem, &id, None).unwrap().chain;
+        let roots = chain.pop().unwrap();
+        (chain.concat(), req.key_pem, roots)
+    }
+
+    fn give(&self, proxy: &Proxy, sa: &str) -> String {
+        let (chain, key, roots) = self.issue(sa);
+        proxy.inner.install_identity(&chain, &key, &roots).unwrap();
+        chain
+    }
+}
+
+impl Drop for Ca {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The server side: a sidecar's mTLS chain (only), RBAC letting only
+/// `sleep` in, to the backend.
+fn server_listener(addr: SocketAddr) -> Listener {
+    let mut l = listener(addr, vec![route_to("backend")]);
+    let chain = &mut l.filter_chains[0];
+    let Some(filter::ConfigType::TypedConfig(any)) = &mut chain.filters[0].config_type else {
+        panic!()
+    };
+    let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+    let only_sleep = Policy {
+        permissions: vec![Permission {
+            rule: Some(permission::Rule::Any(true)),
+        }],
+        principals: vec![Principal {
+            identifier: Some(principal::Identifier::Authenticated(
+                principal::Authenticated {
+                    principal_name: Some(StringMatcher {
+                        match_pattern: Some(MatchPattern::Exact(SLEEP.into())),
+                        ..Default::default()
+                    }),
+                },
+            )),
+        }],
+        ..Default::default()
+    };
+    let rbac = Rbac {
+        rules: Some(Rules {
+            action: rbac::Action::Allow as i32,
+            policies: [("only-sleep".to_string(), only_sleep)]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    hcm.http_filters.insert(
+        0,
+        HttpFilter {
+            name: "envoy.filters.http.rbac".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(rbac))),
+            ..Default::default()
+        },
+    );
+    *any = pack_any(hcm);
+    let alpn: Vec<String> = mtls::ALPN_TCP
+        .iter()
+        .chain(&mtls::ALPN_HTTP)
+        .map(|a| a.to_string())
+        .collect();
+    chain.filter_chain_match = Some(FilterChainMatch {
+        transport_protocol: "tls".into(),
+        application_protocols: alpn,
+        ..Default::default()
+    });
+    chain.transport_socket = Some(mtls::inbound_socket());
+    l.listener_filters.push(tls_inspector());
+    l
+}
+
+fn tls_inspector() -> envoy_types::pb::envoy::config::listener::v3::ListenerFilter {
+    use envoy_types::pb::envoy::config::listener::v3::{listener_filter, ListenerFilter};
+    ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+            envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+/// A client cluster to `server` with auto mTLS expecting `sans`; the
+/// endpoint carries `tlsMode: istio`.
+fn mesh_cluster(
+    name: &str,
+    server: SocketAddr,
+    sans: &[&str],
+) -> envoy_types::pb::envoy::config::cluster::v3::Cluster {
+    let mut c = static_cluster(name, &[server]);
+    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+    c.transport_socket_matches =
+        mtls::auto_matches(mtls::upstream_socket(mtls::sni(8000, "", "httpbin"), &sans));
+    let tag = Struct {
+        fields: [(
+            "tlsMode".to_string(),
+            Value {
+                kind: Some(Kind::StringValue("istio".into())),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    };
+    let ep = &mut c.load_assignment.as_mut().unwrap().endpoints[0].lb_endpoints[0];
+    ep.metadata = Some(Metadata {
+        filter_metadata: [("envoy.transport_socket_match".to_string(), tag)]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    });
+    c
+}
+
+/// The server's certificate as `openssl s_client` sees it, as text.
+fn s_client(server: SocketAddr, ca: &Ca, client_sa: &str) -> String {
+    let (chain, key, roots) = ca.issue(client_sa);
+    let dir = &ca.dir;
+    std::fs::write(dir.join("c.pem"), chain).unwrap();
+    std::fs::write(dir.join("c.key"), key).unwrap();
+    std::fs::write(dir.join("roots.pem"), roots).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {server} -alpn istio -cert {d}/c.pem -key {d}/c.key -CAfile {d}/roots.pem </dev/null 2>/dev/null | openssl x509 -noout -serial -ext subjectAltName",
+            d = dir.display()
+        ))
+        .output()
+        .expect("openssl must be installed");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test]
+async fn sidecars_speak_mtls_and_rbac_sees_the_client_identity() {
+    let ca = Ca::new("pair");
+    let backend = upstream("backend", None).await;
+    let server = serve(
+        vec![static_cluster("backend", &[backend.addr])],
+        server_listener,
+    );
+    let served = ca.give(&server, "httpbin");
+
+    let client = proxy(
+        vec![
+            mesh_cluster("mesh", server.addr, &[HTTPBIN]),
+            mesh_cluster(
+                "wrong-peer",
+                server.addr,
+                &["spiffe://cluster.local/ns/default/sa/other"],
+            ),
+        ],
+        vec![route_to("mesh")],
+    );
+    ca.give(&client, "sleep");
+    let r = get(client.addr, "/get").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.headers["x-upstream"], "backend");
+
+    // A client proxy of another account gets through TLS, and RBAC says no.
+    let other = proxy(
+        vec![mesh_cluster("mesh", server.addr, &[HTTPBIN])],
+        vec![route_to("mesh")],
+    );
+    ca.give(&other, "other");
+    let r = get(other.addr, "/get").await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.as_str()),
+        (403, "RBAC: access denied")
+    );
+
+    // A peer whose certificate does not name the expected account.
+    let wrong = proxy(
+        vec![mesh_cluster(
+            "wrong-peer",
+            server.addr,
+            &["spiffe://cluster.local/ns/default/sa/other"],
+        )],
+        vec![route_to("wrong-peer")],
+    );
+    ca.give(&wrong, "sleep");
+    assert_eq!(get(wrong.addr, "/get").await.status, 503);
+
+    // Plaintext to the mTLS-only server: no chain takes it.
+    let plain = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        buf
+    })
+    .await
+    .unwrap();
+    assert!(
+        plain.is_empty(),
+        "plaintext got an answer: {:?}",
+        String::from_utf8_lossy(&plain)
+    );
+
+    // openssl sees the server's SVID, and it verifies against the root.
+    let seen = s_client(server.addr, &ca, "sleep");
+    assert!(seen.contains(&format!("URI:{HTTPBIN}")), "{seen}");
+    let serial = weft_ca::inspect::chain(&served).unwrap()[0]
+        .serial
+        .to_uppercase();
+    assert!(seen.contains(&serial), "{seen} vs {serial}");
+    std::fs::write(ca.dir.join("leaf.pem"), &served).unwrap();
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(ca.dir.join("roots.pem"))
+        .arg(ca.dir.join("leaf.pem"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{verify:?}");
+
+    // Renewal: the next handshake gets the new certificate; the client's
+    // pooled connection goes on.
+    let renewed = ca.give(&server, "httpbin");
+    let new_serial = weft_ca::inspect::chain(&renewed).unwrap()[0]
+        .serial
+        .to_uppercase();
+    let seen = s_client(server.addr, &ca, "sleep");
+    assert!(seen.contains(&new_serial), "{seen} vs {new_serial}");
+    assert_eq!(get(client.addr, "/get").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_another_ca_is_refused() {
+    let ca = Ca::new("trusted");
+    let foreign = Ca::new("foreign");
+    let backend = upstream("backend", None).await;
+    let server = serve(
+        vec![static_cluster("backend", &[backend.addr])],
+        server_listener,
+    );
+    ca.give(&server, "httpbin");
+    // The client trusts the mesh root but holds a foreign certificate.
+    let client = proxy(
+        vec![mesh_cluster("mesh", server.addr, &[])],
+        vec![route_to("mesh")],
+    );
+    let (chain, key, _) = foreign.issue("sleep");
+    let (_, _, roots) = ca.issue("sleep");
+    client.inner.install_identity(&chain, &key, &roots).unwrap();
+    assert_eq!(get(client.addr, "/get").await.status, 503);
+    // With no certificate yet at all, mTLS cannot start either.
+    let bare = proxy(
+        vec![mesh_cluster("mesh", server.addr, &[])],
+        vec![route_to("mesh")],
+    );
+    assert_eq!(get(bare.addr, "/get").await.status, 503);
+}
