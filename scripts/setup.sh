@@ -15,6 +15,8 @@ have h2load || need+=(nghttp2-client)
 # The TLS tests make certificates as Istio's tasks do, and check them
 # with s_client.
 have openssl || need+=(openssl)
+# The mTLS test captures the mesh bridge to show no plaintext crosses it.
+have tcpdump || need+=(tcpdump)
 if [ "${WEFT_BENCH:-0}" = 1 ]; then
   have wrk || need+=(wrk)
   have nginx || need+=(nginx)

@@ -15,6 +15,7 @@ mod net;
 mod plan;
 mod procs;
 mod state;
+mod tokens;
 mod up;
 
 pub use plan::{MeshAddresses, Plan};

@@ -12,6 +12,7 @@ use crate::net;
 use crate::plan::{Plan, Pod};
 use crate::procs::{self, Launch};
 use crate::state::MeshState;
+use crate::tokens::Tokens;
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -23,6 +24,11 @@ pub struct UpOptions {
     /// The weft binary (for the control plane, proxies and `weft …` apps).
     pub exe: PathBuf,
     pub ready_timeout: Duration,
+    /// A plugged-in CA (Istio's file layout); None: a self-signed root
+    /// kept in the mesh's state directory.
+    pub ca_dir: Option<PathBuf>,
+    /// Workload certificate lifetime (None: Istio's 24 h).
+    pub workload_cert_ttl: Option<Duration>,
 }
 
 /// Starts the mesh, prints where everything runs, and serves until SIGINT
@@ -135,20 +141,33 @@ async fn launch(
     let exe = opts.exe.display().to_string();
     let logs = dir.join("logs");
     let config_dir = state.config_dir.clone().expect("set above");
+    let tokens = Tokens::open(dir)?;
+    let ca_dir = opts.ca_dir.clone().unwrap_or_else(|| dir.join("ca"));
+    let mut argv = vec![
+        exe.clone(),
+        "control-plane".into(),
+        "--config-dir".into(),
+        config_dir.display().to_string(),
+        "--registry".into(),
+        registry_file.display().to_string(),
+        "--xds".into(),
+        plan.addresses.xds.to_string(),
+        "--api".into(),
+        plan.addresses.api.to_string(),
+        "--ca-dir".into(),
+        ca_dir.display().to_string(),
+        "--token-key".into(),
+        tokens.key_file.display().to_string(),
+    ];
+    if let Some(ttl) = opts.workload_cert_ttl {
+        argv.extend([
+            "--workload-cert-ttl".into(),
+            format!("{}s", ttl.as_secs().max(1)),
+        ]);
+    }
     let cp = procs::spawn(Launch {
         role: "control-plane".into(),
-        argv: vec![
-            exe.clone(),
-            "control-plane".into(),
-            "--config-dir".into(),
-            config_dir.display().to_string(),
-            "--registry".into(),
-            registry_file.display().to_string(),
-            "--xds".into(),
-            plan.addresses.xds.to_string(),
-            "--api".into(),
-            plan.addresses.api.to_string(),
-        ],
+        argv,
         netns: None,
         uid: None,
         env: vec![],
@@ -157,13 +176,14 @@ async fn launch(
     state.processes.push(cp);
     state.save(dir)?;
     for pod in &plan.pods {
-        start_pod(plan, pod, &exe, state, dir)?;
+        start_pod(plan, pod, &exe, state, dir, &tokens)?;
     }
     let mut argv = proxy_argv(
         &exe,
         plan,
         plan.gateway(),
         &plan.addresses.gateway_admin.to_string(),
+        &tokens.issue(plan.gateway(), None)?,
     );
     argv.extend(["--bind-ip".into(), "127.0.0.1".into()]);
     let gateway = procs::spawn(Launch {
@@ -219,6 +239,7 @@ fn start_pod(
     exe: &str,
     state: &mut MeshState,
     dir: &Path,
+    tokens: &Tokens,
 ) -> anyhow::Result<()> {
     state.netns.push(pod.netns.clone());
     state.save(dir)?;
@@ -250,7 +271,8 @@ fn start_pod(
         .find(|w| w.name == pod.spec.name && w.namespace == pod.spec.namespace)
         .expect("every pod is in the registry");
     if workload.proxy == ProxyKind::Gateway {
-        return start_gateway_pod(plan, pod, workload, exe, state, dir);
+        let token = tokens.issue(workload, None)?;
+        return start_gateway_pod(plan, pod, workload, exe, state, dir, &token);
     }
     let proxyless = workload.proxy == ProxyKind::Proxyless;
     let sidecar = workload.proxy.has_proxy();
@@ -299,7 +321,8 @@ fn start_pod(
     if !sidecar {
         return state.save(dir);
     }
-    let mut argv = proxy_argv(exe, plan, workload, "0.0.0.0:15000");
+    let token = tokens.issue(workload, Some(crate::capture::PROXY_UID))?;
+    let mut argv = proxy_argv(exe, plan, workload, "0.0.0.0:15000", &token);
     argv.extend([
         "--dns".into(),
         format!("127.0.0.1:{}", crate::capture::DNS_CAPTURE_PORT),
@@ -322,6 +345,7 @@ fn proxy_argv(
     plan: &Plan,
     workload: &weft_registry::Workload,
     admin: &str,
+    token: &Path,
 ) -> Vec<String> {
     vec![
         exe.to_string(),
@@ -332,6 +356,8 @@ fn proxy_argv(
         workload.node_id(),
         "--admin".into(),
         admin.to_string(),
+        "--token-file".into(),
+        token.display().to_string(),
     ]
 }
 
@@ -344,10 +370,11 @@ fn start_gateway_pod(
     exe: &str,
     state: &mut MeshState,
     dir: &Path,
+    token: &Path,
 ) -> anyhow::Result<()> {
     let gateway = procs::spawn(Launch {
         role: format!("gateway/{}", pod.spec.name),
-        argv: proxy_argv(exe, plan, workload, "0.0.0.0:15000"),
+        argv: proxy_argv(exe, plan, workload, "0.0.0.0:15000", token),
         netns: Some(&pod.netns),
         uid: None,
         env: vec![],

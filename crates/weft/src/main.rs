@@ -38,6 +38,14 @@ enum Command {
         /// Seconds to wait for every proxy and app to be ready.
         #[arg(long, default_value_t = 90)]
         timeout: u64,
+        /// A plugged-in CA (Istio's layout: ca-cert.pem, ca-key.pem,
+        /// root-cert.pem, cert-chain.pem); default: a self-signed root
+        /// kept with the mesh's state.
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+        /// Workload certificate lifetime (Istio's default: 24h).
+        #[arg(long, value_parser = duration)]
+        workload_cert_ttl: Option<std::time::Duration>,
     },
     /// Remove everything a mesh created (also after `weft up` was killed).
     Down {
@@ -61,6 +69,9 @@ enum Command {
     Analyze(cmd::analyze::AnalyzeArgs),
     /// Per proxy and xDS type: sent, ACKed or NACKed (with the reason).
     ProxyStatus(cmd::config::Target),
+    /// A proxy's config as it runs (istioctl proxy-config): `secret`.
+    #[command(subcommand)]
+    ProxyConfig(cmd::proxy_config::ProxyConfig),
     /// Run the control plane (started by `weft up`).
     ControlPlane {
         #[arg(long)]
@@ -106,6 +117,16 @@ enum Command {
         /// Serve Istio's DNS proxy here (UDP and TCP), e.g. 127.0.0.1:15053.
         #[arg(long)]
         dns: Option<SocketAddr>,
+        /// The mesh CA, e.g. http://127.0.0.1:15010 (default: the xDS
+        /// address, when a token file is given).
+        #[arg(long)]
+        ca: Option<String>,
+        /// The pod token the CA checks (`weft up` writes one per pod).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Workload certificate lifetime to ask for (default: the CA's).
+        #[arg(long, value_parser = duration)]
+        cert_ttl: Option<std::time::Duration>,
     },
     /// Run one of the Bookinfo-like demo services.
     Demo {
@@ -177,6 +198,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             subnet,
             ingress_port,
             timeout,
+            ca_dir,
+            workload_cert_ttl,
         } => {
             let opts = weft_up::UpOptions {
                 dir,
@@ -185,6 +208,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 ingress_port,
                 exe: std::env::current_exe()?,
                 ready_timeout: std::time::Duration::from_secs(timeout),
+                ca_dir,
+                workload_cert_ttl,
             };
             weft_up::up(opts).await?;
         }
@@ -201,6 +226,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         } => return cmd::secret::create(&kind).await,
         Command::Analyze(args) => return cmd::analyze::analyze(&args).await,
         Command::ProxyStatus(target) => return cmd::status::proxy_status(&target).await,
+        Command::ProxyConfig(what) => return cmd::proxy_config::run(&what).await,
         Command::ControlPlane {
             config_dir,
             registry,
@@ -234,13 +260,25 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             admin,
             bind_ip,
             dns,
+            ca,
+            token_file,
+            cert_ttl,
         } => {
+            let ca = match (ca, &token_file) {
+                (None, None) => None,
+                (address, _) => Some(weft_proxy::CaClient {
+                    address: address.unwrap_or_else(|| xds.clone()),
+                    token_file,
+                    ttl: cert_ttl,
+                }),
+            };
             weft_proxy::run(weft_proxy::ProxyOptions {
                 xds_address: xds,
                 node_id,
                 admin,
                 bind_ip,
                 dns,
+                ca,
                 workers: worker_threads(),
             })
             .await?;

@@ -2,5 +2,6 @@
 
 pub mod analyze;
 pub mod config;
+pub mod proxy_config;
 pub mod secret;
 pub mod status;
