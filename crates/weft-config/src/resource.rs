@@ -220,6 +220,7 @@ impl Kind {
                 | Kind::WorkloadEntry
                 | Kind::Sidecar
                 | Kind::AuthorizationPolicy
+                | Kind::PeerAuthentication
         )
     }
 }

@@ -14,9 +14,9 @@
 //! its `from` sources (principals, AND of their fields) and any of its
 //! `to` operations (permissions), with every `when` condition ANDed into
 //! both sides where it belongs. Identities (principals, namespaces) come
-//! from the peer's mTLS certificate; request principals from a verified
-//! JWT. Until those exist, such conditions never match, as in Istio
-//! without mTLS or a token.
+//! from the peer's mTLS certificate (a plaintext peer has none, so such
+//! conditions do not match it, as in Istio); request principals from a
+//! verified JWT, which is not checked yet: those never match.
 
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, Listener};

@@ -1,6 +1,6 @@
 //! AuthorizationPolicy: who may do what to a workload. Enforced by the
-//! proxies' RBAC filters; conditions on identities are warned about until
-//! mTLS and JWT exist.
+//! proxies' RBAC filters. Peer identities come from mesh mTLS; conditions
+//! on request principals (JWT) are warned about until JWT is checked.
 
 use serde::{Deserialize, Serialize};
 
@@ -168,18 +168,16 @@ pub(crate) fn check(r: &mut Report, ap: &AuthorizationPolicy) {
             }
         }
         for (j, from) in rule.from.iter().enumerate() {
-            for field in needs_identity(&from.source) {
+            for field in needs_jwt(&from.source) {
                 r.warn(
                     format!("spec.rules[{i}].from[{j}].source.{field}"),
-                    IDENTITY_NOT_YET,
+                    JWT_NOT_YET,
                 );
             }
         }
         for (j, when) in rule.when.iter().enumerate() {
-            let identity = ["source.principal", "source.namespace"].contains(&when.key.as_str())
-                || when.key.starts_with("request.auth.");
-            if identity {
-                r.warn(format!("spec.rules[{i}].when[{j}].key"), IDENTITY_NOT_YET);
+            if when.key.starts_with("request.auth.") {
+                r.warn(format!("spec.rules[{i}].when[{j}].key"), JWT_NOT_YET);
             }
             if when.key.is_empty() {
                 r.error(
@@ -197,21 +195,14 @@ pub(crate) fn check(r: &mut Report, ap: &AuthorizationPolicy) {
     }
 }
 
-/// Identities come from mTLS and JWT, which Weft does not have yet.
-const IDENTITY_NOT_YET: &str = "needs a peer identity (mTLS) or a verified JWT, which this version of Weft does not have: the condition never matches (a request with it is not allowed by it, and not denied by it)";
+/// Request principals come from a verified JWT, which Weft does not
+/// check yet (peer identities come from mTLS, which it has).
+const JWT_NOT_YET: &str = "needs a verified JWT (RequestAuthentication), which this version of Weft does not check yet: the condition never matches (a request with it is not allowed by it, and not denied by it)";
 
-fn needs_identity(s: &Source) -> Vec<&'static str> {
+fn needs_jwt(s: &Source) -> Vec<&'static str> {
     [
-        ("principals", &s.principals),
-        ("notPrincipals", &s.not_principals),
-        ("namespaces", &s.namespaces),
-        ("notNamespaces", &s.not_namespaces),
-        ("serviceAccounts", &s.service_accounts),
-        ("notServiceAccounts", &s.not_service_accounts),
         ("requestPrincipals", &s.request_principals),
         ("notRequestPrincipals", &s.not_request_principals),
-        ("trustDomains", &s.trust_domains),
-        ("notTrustDomains", &s.not_trust_domains),
     ]
     .into_iter()
     .filter(|(_, v)| !v.is_empty())

@@ -80,6 +80,18 @@ impl Mesh {
         ingress_port: u16,
         edit: impl FnOnce(String) -> String,
     ) -> Mesh {
+        Mesh::up_with(example, name, subnet, ingress_port, edit, &[])
+    }
+
+    /// As `up_edited`, with more arguments for `weft up`.
+    pub fn up_with(
+        example: &str,
+        name: &str,
+        subnet: u8,
+        ingress_port: u16,
+        edit: impl FnOnce(String) -> String,
+        args: &[&str],
+    ) -> Mesh {
         require_root();
         // A mesh left by an earlier, interrupted run of this same test.
         let _ = weft(&["down", "--name", name]);
@@ -114,6 +126,7 @@ impl Mesh {
                 "--timeout",
                 "120",
             ])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
