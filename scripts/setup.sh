@@ -39,3 +39,12 @@ if ! python3 -c 'import grpc' 2>/dev/null; then
     { apt-get update -qq && apt-get install -y -qq python3-grpcio >/dev/null; }
   python3 -c 'import grpc' || { echo "could not install Python's grpcio"; exit 1; }
 fi
+# PyJWT with its crypto backend: the JWT tests sign their tokens with it,
+# as Istio's samples are made (security/tools/jwt/samples/gen-jwt.py).
+if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
+  echo "installing: PyJWT, cryptography (Python)"
+  python3 -m pip install --quiet 'pyjwt[crypto]' 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages 'pyjwt[crypto]' 2>/dev/null ||
+    { apt-get update -qq && apt-get install -y -qq python3-jwt python3-cryptography >/dev/null; }
+  python3 -c 'import jwt, cryptography' || { echo "could not install PyJWT"; exit 1; }
+fi

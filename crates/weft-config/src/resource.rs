@@ -377,6 +377,13 @@ impl Resource {
         }
     }
 
+    pub fn as_request_authentication(&self) -> Option<&crate::security::RequestAuthentication> {
+        match &self.spec {
+            Spec::RequestAuthentication(v) => Some(v),
+            _ => None,
+        }
+    }
+
     pub fn as_authorization_policy(&self) -> Option<&crate::security::AuthorizationPolicy> {
         match &self.spec {
             Spec::AuthorizationPolicy(v) => Some(v),

@@ -26,7 +26,7 @@ use envoy_types::pb::envoy::config::rbac::v3::{
 use envoy_types::pb::envoy::config::route::v3::{header_matcher, HeaderMatcher};
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_filter, HttpConnectionManager, HttpFilter,
+    http_filter, HttpFilter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
@@ -44,6 +44,7 @@ use crate::Inputs;
 
 pub(crate) const RBAC: &str = "envoy.filters.http.rbac";
 const NETWORK_RBAC: &str = "envoy.filters.network.rbac";
+const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
 const TRUST_DOMAIN: &str = "cluster.local";
 
 /// Puts the proxy's RBAC filters at the front of the HTTP connection
@@ -95,23 +96,7 @@ pub(crate) fn apply_to(
             chain.filters = all;
             continue;
         }
-        for f in chain.filters.iter_mut() {
-            let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
-                continue;
-            };
-            if !any.type_url.ends_with(".HttpConnectionManager") {
-                continue;
-            }
-            let Ok(mut hcm) =
-                <HttpConnectionManager as prost::Message>::decode(any.value.as_slice())
-            else {
-                continue;
-            };
-            let mut all = http_filters.clone();
-            all.append(&mut hcm.http_filters);
-            hcm.http_filters = all;
-            *any = pack_any(hcm);
-        }
+        crate::envoy::prepend_http_filters(chain, &http_filters);
     }
 }
 
@@ -228,9 +213,20 @@ fn without_http(rule: &Rule) -> Rule {
 
 /// Whether a policy in `namespace` applies to `proxy`.
 fn selects(ap: &AuthorizationPolicy, namespace: &str, proxy: &Workload) -> bool {
+    policy_selects(ap.selector.as_ref(), namespace, proxy)
+}
+
+/// Whether a security policy (AuthorizationPolicy, RequestAuthentication)
+/// in `namespace` with `selector` applies to `proxy`: its namespace's, or
+/// the root namespace's, selecting it or everything.
+pub(crate) fn policy_selects(
+    selector: Option<&weft_config::selectors::WorkloadSelector>,
+    namespace: &str,
+    proxy: &Workload,
+) -> bool {
     let in_scope = namespace == proxy.namespace || namespace == ROOT_NAMESPACE;
     in_scope
-        && ap.selector.as_ref().is_none_or(|s| {
+        && selector.is_none_or(|s| {
             s.match_labels
                 .iter()
                 .all(|(k, v)| proxy.labels.get(k) == Some(v))
@@ -470,29 +466,91 @@ fn condition<T>(
     and(all)
 }
 
-/// A value of a verified JWT (`request.auth.*`), read from the filter
-/// metadata the JWT filter leaves; nothing matches until that exists.
+/// A condition on the verified JWT (`request.auth.*`), as istiod writes
+/// it: metadata of the JWT filter, under its `payload`. The principal is
+/// `iss/sub` (split at the last `/`), both parts matched; a claim matches
+/// as a string or as an element of a list.
+fn jwt_claim(key: &str, v: &str) -> Principal {
+    match key {
+        "request.auth.principal" => request_principal(v),
+        "request.auth.audiences" => claim(&["aud"], v),
+        "request.auth.presenter" => claim(&["azp"], v),
+        other => match claim_path(other) {
+            Some(path) => {
+                let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                claim(&path, v)
+            }
+            // Validation refuses other keys; never match rather than all.
+            None => not_id(any_principal()),
+        },
+    }
+}
+
+/// `request.auth.claims[a][b]` → ["a", "b"].
+fn claim_path(key: &str) -> Option<Vec<String>> {
+    let rest = key.strip_prefix("request.auth.claims")?;
+    let parts: Vec<String> = rest
+        .strip_prefix('[')?
+        .strip_suffix(']')?
+        .split("][")
+        .map(String::from)
+        .collect();
+    (!parts.iter().any(String::is_empty)).then_some(parts)
+}
+
+fn request_principal(v: &str) -> Principal {
+    if v == "*" {
+        return and_ids(vec![
+            metadata(&["iss"], star_value("*"), false),
+            metadata(&["sub"], star_value("*"), false),
+        ]);
+    }
+    match v.rsplit_once('/') {
+        Some((iss, sub)) => and_ids(vec![
+            metadata(&["iss"], star_value(iss), false),
+            metadata(&["sub"], star_value(sub), false),
+        ]),
+        None => metadata(&["iss"], star_value(v), false),
+    }
+}
+
+/// A claim equal to `v`, or a list claim holding it.
+fn claim(path: &[&str], v: &str) -> Principal {
+    or_ids(vec![
+        metadata(path, star_value(v), true),
+        metadata(path, star_value(v), false),
+    ])
+}
+
 /// (`metadata` is what istiod writes; Envoy deprecated it for
 /// `sourced_metadata`.)
 #[allow(deprecated)]
-fn jwt_claim(key: &str, v: &str) -> Principal {
-    let value = ValueMatcher {
-        match_pattern: Some(value_matcher::MatchPattern::StringMatch(star_value(v))),
+fn metadata(path: &[&str], value: StringMatcher, in_list: bool) -> Principal {
+    let string = ValueMatcher {
+        match_pattern: Some(value_matcher::MatchPattern::StringMatch(value)),
     };
-    id(principal::Identifier::Metadata(MetadataMatcher {
-        filter: "istio_authn".into(),
-        path: vec![metadata_matcher::PathSegment {
-            segment: Some(metadata_matcher::path_segment::Segment::Key(key.into())),
-        }],
-        value: Some(ValueMatcher {
+    let value = if in_list {
+        ValueMatcher {
             match_pattern: Some(value_matcher::MatchPattern::ListMatch(Box::new(ListMatcher {
                 match_pattern: Some(
                     envoy_types::pb::envoy::r#type::matcher::v3::list_matcher::MatchPattern::OneOf(
-                        Box::new(value),
+                        Box::new(string),
                     ),
                 ),
             }))),
-        }),
+        }
+    } else {
+        string
+    };
+    let segments = std::iter::once("payload").chain(path.iter().copied());
+    id(principal::Identifier::Metadata(MetadataMatcher {
+        filter: JWT_FILTER.into(),
+        path: segments
+            .map(|k| metadata_matcher::PathSegment {
+                segment: Some(metadata_matcher::path_segment::Segment::Key(k.into())),
+            })
+            .collect(),
+        value: Some(value),
         ..Default::default()
     }))
 }

@@ -161,3 +161,28 @@ pub fn tcp_proxy_to(
         config_type: Some(filter::ConfigType::TypedConfig(pack_any(proxy))),
     }
 }
+
+/// Puts `filters` at the front of the HTTP filters of every connection
+/// manager in `chain` (policies run before everything else).
+pub(crate) fn prepend_http_filters(
+    chain: &mut envoy_types::pb::envoy::config::listener::v3::FilterChain,
+    filters: &[HttpFilter],
+) {
+    use envoy_types::pb::envoy::config::listener::v3::filter;
+    for f in chain.filters.iter_mut() {
+        let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+            continue;
+        };
+        if !any.type_url.ends_with(".HttpConnectionManager") {
+            continue;
+        }
+        let Ok(mut hcm) = <HttpConnectionManager as prost::Message>::decode(any.value.as_slice())
+        else {
+            continue;
+        };
+        let mut all = filters.to_vec();
+        all.append(&mut hcm.http_filters);
+        hcm.http_filters = all;
+        *any = pack_any(hcm);
+    }
+}

@@ -15,6 +15,7 @@ mod gateway;
 mod gateway_tls;
 mod hashing;
 mod inbound;
+pub mod jwt;
 mod locality;
 pub mod mtls;
 mod names;
@@ -62,7 +63,11 @@ pub struct Inputs<'a> {
     /// The proxy's Sidecar resource's `outboundTrafficPolicy.mode`, which
     /// replaces the mesh config's for that proxy.
     outbound_mode: Option<&'a str>,
+    /// JWKS the control plane fetched, by `jwksUri`.
+    jwks: &'a jwt::Jwks,
 }
+
+pub(crate) static NO_JWKS: jwt::Jwks = jwt::Jwks::new();
 
 impl<'a> Inputs<'a> {
     pub fn new(config: &'a [Resource], registry: &'a Registry) -> Inputs<'a> {
@@ -70,7 +75,13 @@ impl<'a> Inputs<'a> {
             config,
             registry,
             outbound_mode: None,
+            jwks: &NO_JWKS,
         }
+    }
+
+    /// With the JWKS fetched for RequestAuthentication's `jwksUri`s.
+    pub fn with_jwks(self, jwks: &'a jwt::Jwks) -> Inputs<'a> {
+        Inputs { jwks, ..self }
     }
 
     /// The mesh config (Istio's `istio` ConfigMap), or Istio's defaults,
@@ -120,12 +131,14 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
             let mut inbound: Vec<&mut envoy_types::pb::envoy::config::listener::v3::Listener> =
                 inbound.collect();
             authz::apply_to(inputs, proxy, &mut inbound, &mut out.problems);
+            jwt::apply_to(inputs, proxy, &mut inbound, &mut out.problems);
         }
         ProxyKind::Gateway => {
             clusters::outbound(inputs, proxy, &mut out);
             gateway::build(inputs, proxy, &mut out);
             let mut all: Vec<_> = out.listeners.iter_mut().collect();
             authz::apply_to(inputs, proxy, &mut all, &mut out.problems);
+            jwt::apply_to(inputs, proxy, &mut all, &mut out.problems);
         }
         ProxyKind::Proxyless => return translate_proxyless(inputs, proxy),
         // Nothing runs there to take it.

@@ -42,6 +42,7 @@ impl Scoped<'_> {
             config: &self.config,
             registry: &self.registry,
             outbound_mode: self.outbound_mode,
+            jwks: &crate::NO_JWKS,
         }
     }
 }

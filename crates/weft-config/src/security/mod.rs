@@ -8,7 +8,7 @@ mod request;
 
 pub use authorization::AuthorizationPolicy;
 pub use peer::PeerAuthentication;
-pub use request::RequestAuthentication;
+pub use request::{JwtRule, RequestAuthentication};
 
 pub(crate) use authorization::check as check_authorization_policy;
 pub(crate) use peer::check as check_peer_authentication;

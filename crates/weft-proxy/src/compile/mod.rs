@@ -35,6 +35,7 @@ pub(crate) use cluster::{compile_cluster, compile_endpoints};
 pub(crate) use listener::compile_listener;
 pub(crate) use matcher::{compile_header, string_match};
 pub(crate) use route::compile_route_table;
+pub(crate) use secret::bytes as secret_bytes;
 pub(crate) use secret::roots as secret_roots;
 pub use secret::SecretCfg;
 pub(crate) use secret::{compile_secret, Secrets};

@@ -8,13 +8,15 @@
 //! filter the chain does not name costs nothing; one Weft does not know is
 //! a NACK.
 //!
-//! Where the later filters go: `envoy.filters.http.jwt_authn` and
-//! `envoy.filters.http.rbac` before fault (Istio's authn/authz phases),
-//! `istio.stats` just before the router, Lua and Wasm where the list puts
-//! them.
+//! `envoy.filters.http.jwt_authn` and `envoy.filters.http.rbac` come
+//! before fault (Istio's authn/authz phases); the claims of a token the
+//! JWT filter verified are what RBAC's JWT conditions read. Where the
+//! later filters go: `istio.stats` just before the router, Lua and Wasm
+//! where the list puts them.
 
 pub(crate) mod cors;
 pub(crate) mod fault;
+pub(crate) mod jwt;
 pub(crate) mod rbac;
 
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -29,6 +31,8 @@ pub const ROUTER: &str = "envoy.filters.http.router";
 
 #[derive(Debug, Clone, Serialize)]
 pub enum HttpFilter {
+    /// RequestAuthentication: a token that does not verify is 401.
+    Jwt(std::sync::Arc<jwt::JwtCfg>),
     /// Authorization (AuthorizationPolicy): the request is let on or 403.
     Rbac(std::sync::Arc<rbac::RbacCfg>),
     /// The filter's own fault config, used by routes that set none.
@@ -76,6 +80,12 @@ pub(crate) fn compile_chain(list: &[HttpFilterProto]) -> Result<FilterChain, Str
                 HttpFilter::Fault(own)
             }
             Kind::Cors => HttpFilter::Cors,
+            Kind::Jwt => {
+                let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                    return Err(format!("{} needs its config", jwt::NAME));
+                };
+                HttpFilter::Jwt(std::sync::Arc::new(jwt::compile(&unpack(any)?)?))
+            }
             Kind::Rbac => {
                 let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
                     return Err(format!("{} needs its config", rbac::NAME));
@@ -90,6 +100,7 @@ pub(crate) fn compile_chain(list: &[HttpFilterProto]) -> Result<FilterChain, Str
 
 #[derive(PartialEq)]
 enum Kind {
+    Jwt,
     Rbac,
     Fault,
     Cors,
@@ -105,6 +116,8 @@ fn filter_kind(f: &HttpFilterProto) -> Result<Kind, String> {
     let by = |name: &str, ty: &str| f.name == name || type_url.ends_with(ty);
     if by(rbac::NAME, ".rbac.v3.RBAC") {
         Ok(Kind::Rbac)
+    } else if by(jwt::NAME, ".jwt_authn.v3.JwtAuthentication") {
+        Ok(Kind::Jwt)
     } else if by(fault::NAME, ".fault.v3.HTTPFault") {
         Ok(Kind::Fault)
     } else if by(cors::NAME, ".cors.v3.Cors") {
@@ -160,15 +173,20 @@ impl FilterChain {
     pub(crate) async fn on_request<B>(
         &self,
         route: &RouteFilters,
-        req: &http::Request<B>,
+        req: &mut http::Request<B>,
         conn: &crate::http::Connection,
         flags: &mut Flags,
     ) -> Result<Next, ProxyError> {
         let mut verdict = Verdict::default();
+        let mut claims = None;
         for f in &self.filters {
             match f {
+                HttpFilter::Jwt(cfg) => match cfg.on_request(req) {
+                    Ok(verified) => claims = verified.or(claims),
+                    Err(reply) => return Ok(Next::Reply(reply)),
+                },
                 HttpFilter::Rbac(cfg) => {
-                    if let Some(policy) = cfg.denies(&subject(req, conn)) {
+                    if let Some(policy) = cfg.denies(&subject(req, conn, claims.as_deref())) {
                         tracing::debug!(policy, "RBAC: access denied");
                         flags.insert(Flags::RBAC_DENIED);
                         return Ok(Next::Reply(crate::http::local_reply::direct(
@@ -210,7 +228,7 @@ impl FilterChain {
                         cors::on_response(cfg, origin, resp);
                     }
                 }
-                HttpFilter::Fault(_) | HttpFilter::Rbac(_) => {}
+                HttpFilter::Fault(_) | HttpFilter::Rbac(_) | HttpFilter::Jwt(_) => {}
             }
         }
     }
@@ -220,6 +238,7 @@ impl FilterChain {
 fn subject<'a, B>(
     req: &'a http::Request<B>,
     conn: &'a crate::http::Connection,
+    claims: Option<&'a serde_json::Value>,
 ) -> rbac::Subject<'a> {
     rbac::Subject {
         request: Some(crate::compile::RequestView {
@@ -234,6 +253,7 @@ fn subject<'a, B>(
         destination: conn.destination,
         server_name: conn.tls.as_ref().and_then(|t| t.server_name.as_deref()),
         principal: conn.tls.as_ref().and_then(|t| t.peer_principal.as_deref()),
+        claims,
     }
 }
 
@@ -249,5 +269,6 @@ pub(crate) fn tcp_subject(conn: &crate::http::Connection) -> rbac::Subject<'_> {
             .and_then(|t| t.server_name.as_deref())
             .or(conn.seen.server_name.as_deref()),
         principal: conn.tls.as_ref().and_then(|t| t.peer_principal.as_deref()),
+        claims: None,
     }
 }

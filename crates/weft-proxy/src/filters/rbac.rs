@@ -7,8 +7,10 @@
 //! reports. A stopped request gets 403 `RBAC: access denied`; a stopped
 //! TCP connection is closed.
 //!
-//! The peer identity (mTLS) and JWT claims do not exist yet: principals
-//! that need them never match, as in Istio without mTLS or a token.
+//! The peer identity comes from the client's certificate (mesh mTLS), JWT
+//! claims from the JWT filter (dynamic metadata `envoy.filters.http.jwt_authn`,
+//! key `payload`); a request without them matches no principal that
+//! needs them, as in Istio.
 
 use std::net::IpAddr;
 
@@ -68,8 +70,27 @@ enum Who {
     DirectRemoteIp(Cidr),
     RemoteIp(Cidr),
     Header(HeaderMatch),
-    /// Dynamic metadata (a verified JWT's claims): none exists yet.
-    Metadata,
+    /// Dynamic metadata: a verified JWT's claims.
+    Metadata(MetaMatch),
+}
+
+/// A claim of the verified JWT (`path` under the payload) and what its
+/// value must be; `invert` negates the whole match.
+#[derive(Debug, Serialize)]
+struct MetaMatch {
+    path: Vec<String>,
+    value: MetaValue,
+    invert: bool,
+}
+
+#[derive(Debug, Serialize)]
+enum MetaValue {
+    /// A string value that matches.
+    String(ValueMatch),
+    /// A list with an element that matches.
+    OneOf(ValueMatch),
+    /// The value is there.
+    Present,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -196,9 +217,77 @@ fn who(p: &Principal) -> Result<Who, String> {
         Some(I::DirectRemoteIp(c)) | Some(I::SourceIp(c)) => Who::DirectRemoteIp(Cidr::compile(c)?),
         Some(I::RemoteIp(c)) => Who::RemoteIp(Cidr::compile(c)?),
         Some(I::Header(h)) => Who::Header(crate::compile::compile_header(h)?),
-        Some(I::Metadata(_)) | Some(I::SourcedMetadata(_)) => Who::Metadata,
+        Some(I::Metadata(m)) => Who::Metadata(meta_match(m)?),
+        Some(I::SourcedMetadata(s)) => Who::Metadata(meta_match(
+            s.metadata_matcher
+                .as_ref()
+                .ok_or("sourced_metadata needs a metadata_matcher")?,
+        )?),
         _ => return Err("an RBAC principal of this kind is not supported".into()),
     })
+}
+
+/// Metadata matchers over the JWT filter's payload, as istiod writes
+/// them for `requestPrincipals` and `request.auth.*`.
+fn meta_match(
+    m: &envoy_types::pb::envoy::r#type::matcher::v3::MetadataMatcher,
+) -> Result<MetaMatch, String> {
+    use envoy_types::pb::envoy::r#type::matcher::v3::{
+        list_matcher, metadata_matcher::path_segment::Segment, value_matcher::MatchPattern as V,
+    };
+    if m.filter != crate::filters::jwt::NAME {
+        return Err(format!(
+            "RBAC metadata of filter {:?} is not supported (only {})",
+            m.filter,
+            crate::filters::jwt::NAME
+        ));
+    }
+    let mut path: Vec<String> = m
+        .path
+        .iter()
+        .map(|s| match &s.segment {
+            Some(Segment::Key(k)) => Ok(k.clone()),
+            None => Err("an empty metadata path segment".to_string()),
+        })
+        .collect::<Result<_, _>>()?;
+    if path.first().map(String::as_str) != Some("payload") {
+        return Err("RBAC metadata paths start at the JWT payload (`payload`)".into());
+    }
+    path.remove(0);
+    let string =
+        |v: &envoy_types::pb::envoy::r#type::matcher::v3::ValueMatcher| match &v.match_pattern {
+            Some(V::StringMatch(sm)) => string_match(sm),
+            _ => Err("only string values are matched in JWT claims".to_string()),
+        };
+    let value = match m.value.as_ref().and_then(|v| v.match_pattern.as_ref()) {
+        Some(V::StringMatch(sm)) => MetaValue::String(string_match(sm)?),
+        Some(V::PresentMatch(true)) => MetaValue::Present,
+        Some(V::ListMatch(l)) => match &l.match_pattern {
+            Some(list_matcher::MatchPattern::OneOf(v)) => MetaValue::OneOf(string(v)?),
+            None => return Err("a list matcher needs one_of".into()),
+        },
+        _ => return Err("a metadata value matcher of this kind is not supported".into()),
+    };
+    Ok(MetaMatch {
+        path,
+        value,
+        invert: m.invert,
+    })
+}
+
+impl MetaMatch {
+    fn matches(&self, claims: Option<&serde_json::Value>) -> bool {
+        let found = claims.and_then(|c| self.path.iter().try_fold(c, |v, k| v.get(k)));
+        let hit = match (&self.value, found) {
+            (_, None) => false,
+            (MetaValue::Present, Some(_)) => true,
+            (MetaValue::String(m), Some(v)) => v.as_str().is_some_and(|s| m.matches(s)),
+            (MetaValue::OneOf(m), Some(v)) => v
+                .as_array()
+                .is_some_and(|l| l.iter().filter_map(|e| e.as_str()).any(|s| m.matches(s))),
+        };
+        hit != self.invert
+    }
 }
 
 /// What one request (or, for TCP, one connection) offers the policies.
@@ -208,8 +297,10 @@ pub(crate) struct Subject<'a> {
     pub peer: IpAddr,
     pub destination: std::net::SocketAddr,
     pub server_name: Option<&'a str>,
-    /// The peer's identity from its certificate (mTLS): none yet.
+    /// The peer's identity from its certificate (mTLS).
     pub principal: Option<&'a str>,
+    /// The claims of the request's verified JWT.
+    pub claims: Option<&'a serde_json::Value>,
 }
 
 impl Perm {
@@ -243,7 +334,7 @@ impl Who {
             // Without trusted proxies in front, the remote address is the peer's.
             Who::DirectRemoteIp(c) | Who::RemoteIp(c) => c.contains(s.peer),
             Who::Header(h) => s.request.as_ref().is_some_and(|r| h.matches(r)),
-            Who::Metadata => false,
+            Who::Metadata(m) => m.matches(s.claims),
         }
     }
 }

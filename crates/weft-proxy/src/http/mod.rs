@@ -134,7 +134,7 @@ async fn handle(
 }
 
 async fn process(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     conn: &Connection,
     chain: &Chain,
     snapshot: &Compiled,
@@ -146,7 +146,7 @@ async fn process(
     entry.route = route.name.clone();
     let next = chain
         .filters
-        .on_request(&route.filters, &req, conn, &mut entry.flags);
+        .on_request(&route.filters, &mut req, conn, &mut entry.flags);
     let verdict = match next.await? {
         Next::Continue(v) => v,
         Next::Reply(r) => return Ok(r),
