@@ -700,6 +700,7 @@ fn regex(r: &str) -> RegexMatcher {
 #[cfg(test)]
 mod tests {
     use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
     use prost::Message;
 
     use super::*;
