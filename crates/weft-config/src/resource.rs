@@ -221,6 +221,7 @@ impl Kind {
                 | Kind::Sidecar
                 | Kind::AuthorizationPolicy
                 | Kind::PeerAuthentication
+                | Kind::RequestAuthentication
         )
     }
 }

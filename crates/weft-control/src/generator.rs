@@ -54,7 +54,8 @@ impl Generator for MeshGenerator {
             .ok_or_else(|| format!("node {:?} matches no workload in the registry", node.id))?;
         // The ServiceEntries this proxy's namespace sees are services too.
         let registry = registry.with_entries(&config, &workload.namespace);
-        let inputs = weft_translate::Inputs::new(&config, &registry);
+        let jwks = self.state.jwks.read().expect("JWKS lock").clone();
+        let inputs = weft_translate::Inputs::new(&config, &registry).with_jwks(&jwks);
         // Istio tells a proxyless gRPC client by its node metadata.
         let out = if weft_xds::node_generator(node) == Some("grpc") {
             weft_translate::translate_proxyless(&inputs, workload)

@@ -8,6 +8,7 @@
 mod api;
 mod ca;
 mod generator;
+mod jwks;
 mod store;
 mod watch;
 
@@ -37,6 +38,8 @@ pub(crate) struct State {
     pub registry: RwLock<Arc<weft_registry::Registry>>,
     pub pushes: tokio::sync::watch::Sender<u64>,
     pub board: weft_xds::StatusBoard,
+    /// JWKS fetched for RequestAuthentication's `jwksUri`s.
+    pub jwks: RwLock<weft_translate::jwt::Jwks>,
 }
 
 impl State {
@@ -53,9 +56,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         registry: RwLock::new(Arc::new(weft_registry::Registry::default())),
         pushes,
         board: weft_xds::StatusBoard::default(),
+        jwks: RwLock::default(),
     });
     watch::load_once(&state, &options)?;
     tokio::spawn(watch::run(state.clone(), options.clone()));
+    tokio::spawn(jwks::run(state.clone()));
 
     let api = tokio::net::TcpListener::bind(options.api_addr)
         .await
