@@ -91,6 +91,15 @@ pub fn uri_sans(der: &[u8]) -> Vec<String> {
     info(der).map(|i| i.uris).unwrap_or_default()
 }
 
+/// The SHA-256 of a DER certificate, lower-case hex (Envoy's XFCC `Hash`).
+pub fn sha256_hex(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn to_pem(der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = String::from("-----BEGIN CERTIFICATE-----\n");

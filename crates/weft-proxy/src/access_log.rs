@@ -69,6 +69,11 @@ pub(crate) struct Entry {
     pub listener: String,
     /// The SNI of a connection the proxy terminated TLS on.
     pub server_name: Option<String>,
+    /// The client's SPIFFE id, when it came over mesh mTLS (Envoy's
+    /// `%DOWNSTREAM_PEER_URI_SAN%`).
+    pub peer_principal: Option<String>,
+    /// Why the proxy answered itself (Envoy's response code details, e.g.
+    /// `rbac_access_denied_matched_policy[...]`).
     pub detail: Option<String>,
 }
 
@@ -97,6 +102,7 @@ impl Entry {
             downstream: Some(conn.peer),
             listener: conn.listener.clone(),
             server_name: conn.tls.as_ref().and_then(|t| t.server_name.clone()),
+            peer_principal: conn.tls.as_ref().and_then(|t| t.peer_principal.clone()),
             ..Default::default()
         }
     }
@@ -203,6 +209,9 @@ fn format_line(buf: &mut Vec<u8>, e: &Entry) {
     };
     if let Some(sni) = &e.server_name {
         let _ = write!(buf, " sni={sni:?}");
+    }
+    if let Some(p) = &e.peer_principal {
+        let _ = write!(buf, " peer={p:?}");
     }
     if let Some(d) = &e.detail {
         let _ = write!(buf, " detail={d:?}");

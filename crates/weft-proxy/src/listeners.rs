@@ -188,12 +188,14 @@ async fn run<S>(
             routes,
             filters,
             upgrades,
+            xfcc,
             ..
         } => {
             let chain = crate::http::Chain {
                 routes,
                 filters,
                 upgrades,
+                xfcc,
                 generation: snapshot.generation,
             };
             crate::http::serve(sock, conn, chain, shared).await
@@ -207,6 +209,11 @@ async fn run<S>(
             let subject = crate::filters::tcp_subject(&conn);
             if let Some(policy) = rbac.iter().find_map(|r| r.denies(&subject)) {
                 tracing::debug!(listener = %conn.listener, policy, "RBAC: connection denied");
+                let mut entry = crate::tcp::connection_entry(&conn);
+                entry.flags.insert(crate::error::Flags::RBAC_DENIED);
+                let matched = if policy.is_empty() { "none" } else { &policy };
+                entry.detail = Some(format!("rbac_access_denied_matched_policy[{matched}]"));
+                crate::access_log::write(&entry);
                 return;
             }
             let (cluster, _) = clusters.pick(|total| fastrand::u32(..total));

@@ -17,6 +17,18 @@ use crate::upstream;
 use crate::upstream::balancer::hash_of;
 use crate::upstream::outlier::Result5xx;
 
+/// A TCP connection's access log line, before anything happened on it.
+pub(crate) fn connection_entry(conn: &Connection) -> Entry {
+    Entry {
+        start: Some(std::time::SystemTime::now()),
+        downstream: Some(conn.peer),
+        listener: conn.listener.clone(),
+        server_name: conn.tls.as_ref().and_then(|t| t.server_name.clone()),
+        peer_principal: conn.tls.as_ref().and_then(|t| t.peer_principal.clone()),
+        ..Default::default()
+    }
+}
+
 pub(crate) async fn proxy<S>(
     mut down: S,
     conn: Connection,
@@ -28,12 +40,8 @@ pub(crate) async fn proxy<S>(
 {
     let start = Instant::now();
     let mut entry = Entry {
-        start: Some(std::time::SystemTime::now()),
         cluster: cluster_name.into(),
-        downstream: Some(conn.peer),
-        listener: conn.listener.clone(),
-        server_name: conn.tls.as_ref().and_then(|t| t.server_name.clone()),
-        ..Default::default()
+        ..connection_entry(&conn)
     };
     match connect(&conn, cluster_name, &snapshot).await {
         Err(e) => {

@@ -29,6 +29,8 @@ pub(crate) struct TlsInfo {
     pub server_name: Option<String>,
     /// The client certificate's SPIFFE id (mesh mTLS), for RBAC.
     pub peer_principal: Option<String>,
+    /// The client certificate, when one was presented.
+    pub peer: Option<std::sync::Arc<crate::identity::tls::PeerCert>>,
 }
 
 /// The handshake; None when it failed (the client got rustls's alert) or
@@ -55,7 +57,12 @@ pub(crate) async fn accept(
     let (_, session) = stream.get_ref();
     let info = TlsInfo {
         server_name: session.server_name().map(str::to_string),
-        peer_principal: crate::identity::tls::peer_principal(session.peer_certificates()),
+        peer_principal: None,
+        peer: crate::identity::tls::peer_cert(session.peer_certificates()).map(std::sync::Arc::new),
+    };
+    let info = TlsInfo {
+        peer_principal: info.peer.as_ref().and_then(|p| p.principal.clone()),
+        ..info
     };
     Some((stream, info))
 }

@@ -95,9 +95,43 @@ pub fn hcm_rds(stat_prefix: &str, route_name: &str) -> Filter {
     )
 }
 
-/// An HTTP connection manager with its routes inline (inbound chains).
+/// An HTTP connection manager with its routes inline (a sidecar's
+/// inbound chains), which tells the app who called over mTLS in
+/// `x-forwarded-client-cert` (istiod's APPEND_FORWARD, with subject, URI
+/// and DNS).
 pub fn hcm_inline(stat_prefix: &str, routes: RouteConfiguration) -> Filter {
-    hcm(stat_prefix, RouteSpecifier::RouteConfig(routes))
+    use http_connection_manager::{ForwardClientCertDetails, SetCurrentClientCertDetails};
+    let mut f = hcm(stat_prefix, RouteSpecifier::RouteConfig(routes));
+    edit_hcm(&mut f, |m| {
+        m.forward_client_cert_details = ForwardClientCertDetails::AppendForward as i32;
+        m.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
+            subject: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
+            dns: true,
+            uri: true,
+            ..Default::default()
+        });
+    });
+    f
+}
+
+/// A gateway's connection manager: a client's own
+/// `x-forwarded-client-cert` is replaced (istiod's SANITIZE_SET).
+pub fn gateway_hcm(stat_prefix: &str, route_name: &str) -> Filter {
+    let mut f = hcm_rds(stat_prefix, route_name);
+    edit_hcm(&mut f, |m| {
+        m.forward_client_cert_details =
+            http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32;
+    });
+    f
+}
+
+fn edit_hcm(f: &mut Filter, edit: impl FnOnce(&mut HttpConnectionManager)) {
+    if let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type {
+        if let Ok(mut m) = <HttpConnectionManager as prost::Message>::decode(any.value.as_slice()) {
+            edit(&mut m);
+            *any = pack_any(m);
+        }
+    }
 }
 
 /// The connection manager of a proxyless gRPC client's listener: routes

@@ -10,7 +10,7 @@ use weft_config::networking::{Server, VirtualService};
 use weft_config::Resource;
 use weft_registry::Workload;
 
-use crate::envoy::{hcm_rds, socket, tls_inspector};
+use crate::envoy::{gateway_hcm, socket, tls_inspector};
 use crate::gateway_tls;
 use crate::routes::{virtual_service_routes, Context, Scope};
 use crate::tls_routes::{self, SniChains};
@@ -150,7 +150,7 @@ fn port_listener(
     }
     for bound in servers.https {
         let route_name = gateway_tls::route_name(&bound);
-        let hcm = hcm_rds(&format!("outbound_0.0.0.0_{port}"), &route_name);
+        let hcm = gateway_hcm(&format!("outbound_0.0.0.0_{port}"), &route_name);
         let chain = gateway_tls::terminating_chain(inputs, proxy, &bound, vec![hcm], out);
         if add_chain(&mut chains, &bound, chain, out) {
             out.routes
@@ -201,7 +201,7 @@ fn port_listener(
 
 fn http_chain(port: u16, route_name: &str) -> FilterChain {
     FilterChain {
-        filters: vec![hcm_rds(&format!("outbound_0.0.0.0_{port}"), route_name)],
+        filters: vec![gateway_hcm(&format!("outbound_0.0.0.0_{port}"), route_name)],
         ..Default::default()
     }
 }

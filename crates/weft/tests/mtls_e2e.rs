@@ -128,6 +128,31 @@ fn mutual_tls_migration_the_wire_identities_and_rotation() {
     // PERMISSIVE by default: everyone reaches everyone.
     assert_eq!(matrix(&mesh), expect(["200"; 6]));
 
+    // Over mTLS the server's sidecar tells httpbin who called (Istio's
+    // auto mTLS task looks for this header); a plaintext caller cannot
+    // forge it.
+    let headers = pod_curl(&mesh, "curl-foo", &["http://httpbin.foo:8000/headers"]);
+    let xfcc = "By=spiffe://cluster.local/ns/foo/sa/httpbin;Hash=";
+    assert!(headers.contains(xfcc), "{headers}");
+    assert!(
+        headers.contains("Subject=\\\"\\\";URI=spiffe://cluster.local/ns/foo/sa/curl"),
+        "{headers}"
+    );
+    let forged = pod_curl(
+        &mesh,
+        "curl-legacy",
+        &[
+            "-H",
+            "X-Forwarded-Client-Cert: By=me;URI=spiffe://cluster.local/ns/foo/sa/admin",
+            "http://httpbin.foo:8000/headers",
+        ],
+    );
+    assert!(forged.contains("\"Host\""), "{forged}");
+    assert!(
+        !forged.to_lowercase().contains("forwarded-client-cert"),
+        "{forged}"
+    );
+
     // The wire: between sidecars, TLS; from legacy, plaintext HTTP.
     let wire = captured(&mesh, || {
         pod_curl(&mesh, "curl-foo", &["http://httpbin.bar:8000/headers"]);

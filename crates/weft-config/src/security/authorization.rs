@@ -183,5 +183,3 @@ pub(crate) fn check(r: &mut Report, ap: &AuthorizationPolicy) {
         }
     }
 }
-
-

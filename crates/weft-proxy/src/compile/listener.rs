@@ -64,6 +64,8 @@ pub enum ChainAction {
         /// Upgrade types (lower case) the manager lets through, as its
         /// `upgrade_configs` name them (Istio: `websocket`).
         upgrades: Arc<[String]>,
+        /// `forward_client_cert_details` and what it sets.
+        xfcc: crate::http::xfcc::Xfcc,
     },
     Tcp {
         stat_prefix: String,
@@ -309,6 +311,7 @@ fn http_action(hcm: &HttpConnectionManager) -> Result<ChainAction, String> {
         routes,
         filters,
         upgrades: upgrades(hcm)?,
+        xfcc: crate::http::xfcc::compile(hcm)?,
     })
 }
 

@@ -258,12 +258,13 @@ struct Verified {
 }
 
 impl JwtCfg {
-    /// Checks a request: None passes it with the verified claims (if any)
-    /// and the request changed as the providers say; Some is the reply.
+    /// Checks a request: Ok passes it with the verified claims (if any)
+    /// and the request changed as the providers say; Err is the reason
+    /// and the reply.
     pub(crate) fn on_request<B>(
         &self,
         req: &mut http::Request<B>,
-    ) -> Result<Option<Arc<Value>>, http::Response<crate::http::Body>> {
+    ) -> Result<Option<Arc<Value>>, (String, http::Response<crate::http::Body>)> {
         let Some(requirement) = &self.requirement else {
             return Ok(None);
         };
@@ -279,7 +280,8 @@ impl JwtCfg {
             }
             Err(f) => {
                 tracing::debug!(reason = f.reason, "JWT refused");
-                Err(refusal(req, &f))
+                // Envoy's response code detail spells the reason with `_`.
+                Err((f.reason.replace(' ', "_"), refusal(req, &f)))
             }
         }
     }

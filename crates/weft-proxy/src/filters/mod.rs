@@ -175,7 +175,7 @@ impl FilterChain {
         route: &RouteFilters,
         req: &mut http::Request<B>,
         conn: &crate::http::Connection,
-        flags: &mut Flags,
+        log: &mut crate::access_log::Entry,
     ) -> Result<Next, ProxyError> {
         let mut verdict = Verdict::default();
         let mut claims = None;
@@ -183,12 +183,17 @@ impl FilterChain {
             match f {
                 HttpFilter::Jwt(cfg) => match cfg.on_request(req) {
                     Ok(verified) => claims = verified.or(claims),
-                    Err(reply) => return Ok(Next::Reply(reply)),
+                    Err((reason, reply)) => {
+                        log.detail = Some(format!("jwt_authn_access_denied{{{reason}}}"));
+                        return Ok(Next::Reply(reply));
+                    }
                 },
                 HttpFilter::Rbac(cfg) => {
                     if let Some(policy) = cfg.denies(&subject(req, conn, claims.as_deref())) {
                         tracing::debug!(policy, "RBAC: access denied");
-                        flags.insert(Flags::RBAC_DENIED);
+                        let matched = if policy.is_empty() { "none" } else { &policy };
+                        log.detail = Some(format!("rbac_access_denied_matched_policy[{matched}]"));
+                        log.flags.insert(Flags::RBAC_DENIED);
                         return Ok(Next::Reply(crate::http::local_reply::direct(
                             http::StatusCode::FORBIDDEN,
                             bytes::Bytes::from_static(b"RBAC: access denied"),
@@ -197,7 +202,7 @@ impl FilterChain {
                 }
                 HttpFilter::Fault(own) => {
                     if let Some(cfg) = route.fault.as_ref().or(own.as_ref()) {
-                        fault::on_request(cfg, flags).await?;
+                        fault::on_request(cfg, &mut log.flags).await?;
                     }
                 }
                 HttpFilter::Cors => {

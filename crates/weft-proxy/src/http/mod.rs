@@ -7,6 +7,7 @@
 
 mod headers;
 pub(crate) mod local_reply;
+pub(crate) mod xfcc;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,6 +55,8 @@ pub(crate) struct Chain {
     pub filters: Arc<FilterChain>,
     /// Upgrade types let through (`websocket`).
     pub upgrades: Arc<[String]>,
+    /// What becomes of `x-forwarded-client-cert`.
+    pub xfcc: xfcc::Xfcc,
     /// The config snapshot the chain was taken from.
     pub generation: u64,
 }
@@ -73,11 +76,13 @@ impl Chain {
                 routes,
                 filters,
                 upgrades,
+                xfcc,
                 ..
             } => Some(Chain {
                 routes: routes.clone(),
                 filters: filters.clone(),
                 upgrades: upgrades.clone(),
+                xfcc: *xfcc,
                 generation: snapshot.generation,
             }),
             _ => None,
@@ -123,6 +128,10 @@ async fn handle(
     };
     let request_id = headers::ensure_request_id(&mut req);
     headers::ensure_forwarded_proto(&mut req, conn.tls.is_some());
+    if chain.xfcc.action != xfcc::Action::AlwaysForwardOnly {
+        let own = shared.identity.spiffe_id();
+        chain.xfcc.apply(&mut req, conn, own.as_deref());
+    }
     let mut record = Record::new(Entry::for_request(&req, conn, request_id));
     let grpc = is_grpc(req.headers());
     let response = match process(req, conn, chain, &snapshot, &mut record.entry).await {
@@ -146,7 +155,7 @@ async fn process(
     entry.route = route.name.clone();
     let next = chain
         .filters
-        .on_request(&route.filters, &mut req, conn, &mut entry.flags);
+        .on_request(&route.filters, &mut req, conn, entry);
     let verdict = match next.await? {
         Next::Continue(v) => v,
         Next::Reply(r) => return Ok(r),

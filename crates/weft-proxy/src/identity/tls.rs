@@ -180,11 +180,32 @@ impl ServerCertVerifier for MeshServers {
     }
 }
 
-/// The peer's identity as RBAC reads it: its certificate's first SPIFFE
-/// URI SAN.
-pub(crate) fn peer_principal(certs: Option<&[CertificateDer<'_>]>) -> Option<String> {
+/// What a client's certificate says, for RBAC (its SPIFFE id) and for
+/// `x-forwarded-client-cert`.
+#[derive(Debug)]
+pub(crate) struct PeerCert {
+    /// The first SPIFFE URI SAN.
+    pub principal: Option<String>,
+    pub uris: Vec<String>,
+    pub dns: Vec<String>,
+    pub subject: String,
+    /// SHA-256 of the certificate, hex.
+    pub hash: String,
+}
+
+/// The client's leaf certificate, read once per connection.
+pub(crate) fn peer_cert(certs: Option<&[CertificateDer<'_>]>) -> Option<PeerCert> {
     let leaf = certs?.first()?;
-    weft_ca::inspect::uri_sans(leaf)
-        .into_iter()
-        .find(|u| u.starts_with("spiffe://"))
+    let info = weft_ca::inspect::info(leaf).ok()?;
+    Some(PeerCert {
+        principal: info
+            .uris
+            .iter()
+            .find(|u| u.starts_with("spiffe://"))
+            .cloned(),
+        hash: weft_ca::inspect::sha256_hex(leaf),
+        uris: info.uris,
+        dns: info.dns_names,
+        subject: info.subject,
+    })
 }
