@@ -357,3 +357,19 @@ fn ist0161_invalid_gateway_credential() {
         "{text}"
     );
 }
+
+#[test]
+fn principals_without_a_trust_domain_are_warned_about() {
+    let yaml = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec:\n  rules:\n  - from:\n    - source: {principals: [ns/default/sa/curl, 'spiffe://cluster.local/ns/default/sa/curl', cluster.local/ns/default/sa/curl]}\n";
+    let loaded = weft_config::load_str(yaml, "p.yaml");
+    let warned: Vec<String> = loaded.problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(
+        warned[0].contains("principals[0]") && warned[0].contains("no trust domain"),
+        "{warned:?}"
+    );
+    assert!(
+        warned[1].contains("principals[1]") && warned[1].contains("without spiffe://"),
+        "{warned:?}"
+    );
+}

@@ -126,6 +126,24 @@ pub struct Condition {
 
 pub const ACTIONS: &[&str] = &["ALLOW", "DENY", "AUDIT", "CUSTOM"];
 
+/// Why a principal can never match a peer's identity, when it cannot:
+/// identities read `<trust domain>/ns/<namespace>/sa/<account>`.
+fn principal_shape(p: &str) -> Option<String> {
+    if p.starts_with("spiffe://") {
+        return Some(format!(
+            "{p:?} never matches: write principals without spiffe:// ({:?})",
+            p.trim_start_matches("spiffe://")
+        ));
+    }
+    if p.starts_with("ns/") || p.starts_with("/ns/") {
+        return Some(format!(
+            "{p:?} has no trust domain and never matches: write it as \"cluster.local/{}\" (or your mesh's trust domain)",
+            p.trim_start_matches('/')
+        ));
+    }
+    None
+}
+
 pub(crate) fn check(r: &mut Report, ap: &AuthorizationPolicy) {
     check_targets(
         r,
@@ -155,6 +173,19 @@ pub(crate) fn check(r: &mut Report, ap: &AuthorizationPolicy) {
     for (i, rule) in ap.rules.iter().enumerate() {
         for (j, from) in rule.from.iter().enumerate() {
             let s = &from.source;
+            for (field, list) in [
+                ("principals", &s.principals),
+                ("notPrincipals", &s.not_principals),
+            ] {
+                for (k, p) in list.iter().enumerate() {
+                    if let Some(why) = principal_shape(p) {
+                        r.warn(
+                            format!("spec.rules[{i}].from[{j}].source.{field}[{k}]"),
+                            why,
+                        );
+                    }
+                }
+            }
             let accounts = !s.service_accounts.is_empty() || !s.not_service_accounts.is_empty();
             let others = !s.namespaces.is_empty()
                 || !s.not_namespaces.is_empty()
