@@ -22,6 +22,16 @@ pub const MESH_KEY: &str = "mesh";
 pub struct MeshConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    /// The SPIFFE trust domain of the mesh's identities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+    /// Clients use mTLS to workloads with a sidecar on their own (Istio:
+    /// on by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_auto_mtls: Option<bool>,
+    /// Providers CUSTOM AuthorizationPolicies name (external authorization).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extension_providers: Vec<ExtensionProvider>,
     /// Every other MeshConfig field: accepted, not acted on.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml_ng::Value>,
@@ -35,6 +45,58 @@ pub struct OutboundTrafficPolicy {
 }
 
 pub const OUTBOUND_MODES: &[&str] = &["ALLOW_ANY", "REGISTRY_ONLY"];
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionProvider {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_ext_authz_http: Option<ExtAuthzHttp>,
+    /// Other kinds (gRPC ext_authz, tracing, access log): kept, not used.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+/// `envoyExtAuthzHttp`: an HTTP authorization service in the mesh.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExtAuthzHttp {
+    /// `name.namespace.svc.cluster.local`, optionally `namespace/` first.
+    pub service: String,
+    /// A number, which Istio's examples quote.
+    pub port: serde_yaml_ng::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_open: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_on_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_request_headers_in_check: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub include_additional_headers_in_check: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_request_body_in_check: Option<serde_yaml_ng::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_upstream_on_allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_downstream_on_deny: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_downstream_on_allow: Vec<String>,
+}
+
+impl ExtAuthzHttp {
+    /// The port as a number, written quoted or not.
+    pub fn port_number(&self) -> Option<u16> {
+        match &self.port {
+            serde_yaml_ng::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+            serde_yaml_ng::Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+}
 
 impl MeshConfig {
     /// The mesh config of a set of resources: Istio's defaults, or what
@@ -53,6 +115,10 @@ impl MeshConfig {
             return Ok(MeshConfig::default());
         }
         serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn extension_provider(&self, name: &str) -> Option<&ExtensionProvider> {
+        self.extension_providers.iter().find(|p| p.name == name)
     }
 
     /// Whether sidecars may reach hosts outside the registry (ALLOW_ANY,
@@ -98,6 +164,23 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
             .and_then(|p| p.mode.as_deref()),
         OUTBOUND_MODES,
     );
+    for (i, p) in mesh.extension_providers.iter().enumerate() {
+        let at = format!("{at}.extensionProviders[{i}]");
+        if let Some(http) = &p.envoy_ext_authz_http {
+            if http.port_number().is_none() {
+                r.error(
+                    format!("{at}.envoyExtAuthzHttp.port"),
+                    "a port number (1-65535)",
+                );
+            }
+        }
+        for kind in p.other.keys() {
+            r.warn(
+                format!("{at}.{kind}"),
+                "accepted but not enforced by this version of Weft",
+            );
+        }
+    }
     for field in mesh.other.keys() {
         r.warn(
             format!("{at}.{field}"),

@@ -59,6 +59,9 @@ pub enum Role {
     Httpbin,
     /// A service of the Online-Boutique-like shop (`boutique/`).
     Boutique(boutique::Service),
+    /// Istio's sample external authorizer (`samples/extauthz`), HTTP: a
+    /// request carrying `x-ext-authz: allow` is allowed, any other denied.
+    ExtAuthz,
 }
 
 impl std::str::FromStr for Role {
@@ -71,9 +74,10 @@ impl std::str::FromStr for Role {
             "ratings" => Ok(Role::Ratings),
             "tcp-echo" => Ok(Role::TcpEcho),
             "httpbin" => Ok(Role::Httpbin),
+            "ext-authz" => Ok(Role::ExtAuthz),
             other => boutique::Service::from_name(other).map(Role::Boutique).ok_or_else(|| {
                 format!(
-                    "unknown demo service {s:?}: productpage, details, reviews, ratings, httpbin, tcp-echo, or a boutique service (frontend, productcatalogservice, currencyservice, recommendationservice, cartservice, shippingservice, paymentservice, emailservice, checkoutservice, adservice, loadgenerator)"
+                    "unknown demo service {s:?}: productpage, details, reviews, ratings, httpbin, tcp-echo, ext-authz, or a boutique service (frontend, productcatalogservice, currencyservice, recommendationservice, cartservice, shippingservice, paymentservice, emailservice, checkoutservice, adservice, loadgenerator)"
                 )
             }),
         }
@@ -160,6 +164,9 @@ impl App {
         }
         if self.role == Role::Httpbin {
             return httpbin::handle(&self.workload, peer, req).await;
+        }
+        if self.role == Role::ExtAuthz {
+            return ext_authz(&req);
         }
         let path = req.uri().path().to_string();
         if path == "/" || path == "/health" {
@@ -383,4 +390,28 @@ async fn tcp_echo(workload: String, listen: SocketAddr) -> anyhow::Result<()> {
             }
         });
     }
+}
+
+/// The check Istio's sample authorizer makes, with its answers.
+fn ext_authz<B>(req: &Request<B>) -> Response<Full<Bytes>> {
+    let allowed = req
+        .headers()
+        .get("x-ext-authz")
+        .is_some_and(|v| v == "allow");
+    let (status, result, body) = if allowed {
+        (StatusCode::OK, "allowed", String::new())
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            "denied",
+            "denied by ext_authz for not found header `x-ext-authz: allow` in the request"
+                .to_string(),
+        )
+    };
+    let mut resp = text(status, body);
+    resp.headers_mut().insert(
+        "x-ext-authz-check-result",
+        http::HeaderValue::from_static(result),
+    );
+    resp
 }

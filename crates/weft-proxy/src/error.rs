@@ -25,9 +25,10 @@ impl Flags {
     pub const NO_CLUSTER: Flags = Flags(1 << 10); // NC
     pub const DURATION_TIMEOUT: Flags = Flags(1 << 11); // DT
     pub const RBAC_DENIED: Flags = Flags(1 << 12); // RBAC
+    pub const EXT_AUTHZ_DENIED: Flags = Flags(1 << 13); // UAEX
 
-    const NAMES: [&'static str; 13] = [
-        "UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "DC", "URX", "NC", "DT", "RBAC",
+    const NAMES: [&'static str; 14] = [
+        "UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "DC", "URX", "NC", "DT", "RBAC", "UAEX",
     ];
 
     pub fn insert(&mut self, other: Flags) {

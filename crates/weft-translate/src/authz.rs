@@ -57,20 +57,21 @@ pub(crate) fn apply_to(
     problems: &mut Vec<String>,
 ) {
     let http = rules(inputs, proxy, false, problems);
-    if http.is_empty() {
+    let custom = crate::ext_authz::custom_filters(inputs, proxy, problems);
+    if http.is_empty() && custom.is_empty() {
         return;
     }
     let tcp = rules(inputs, proxy, true, &mut Vec::new());
-    let http_filters: Vec<HttpFilter> = http
+    let http_filters: Vec<HttpFilter> = custom
         .into_iter()
-        .map(|rules| HttpFilter {
+        .chain(http.into_iter().map(|rules| HttpFilter {
             name: RBAC.into(),
             config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Rbac {
                 rules: Some(rules),
                 ..Default::default()
             }))),
             ..Default::default()
-        })
+        }))
         .collect();
     let tcp_filters: Vec<Filter> = tcp
         .into_iter()
@@ -136,9 +137,19 @@ fn rules(inputs: &Inputs, proxy: &Workload, tcp: bool, problems: &mut Vec<String
                 (&mut deny, true)
             }
             "CUSTOM" => {
-                problems.push(format!(
-                    "{who}: CUSTOM (external authorization) is not supported yet; its rules deny"
-                ));
+                let name = ap
+                    .provider
+                    .as_ref()
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default();
+                match crate::ext_authz::http_provider(inputs, &name) {
+                    // Asked by the ext_authz filter (HTTP); TCP cannot ask.
+                    Ok(_) if !tcp => continue,
+                    Ok(_) => problems.push(format!(
+                        "{who}: CUSTOM on TCP traffic is not supported yet; its rules deny TCP"
+                    )),
+                    Err(e) => problems.push(format!("{who}: {e}; its rules deny")),
+                }
                 any_deny = true;
                 (&mut deny, true)
             }
@@ -233,7 +244,7 @@ pub(crate) fn policy_selects(
         })
 }
 
-fn policy(rule: &Rule) -> Policy {
+pub(crate) fn policy(rule: &Rule) -> Policy {
     let (who, what): (Vec<&Condition>, Vec<&Condition>) =
         rule.when.iter().partition(|c| is_principal_key(&c.key));
     let mut principals: Vec<Principal> = if rule.from.is_empty() {
@@ -850,7 +861,38 @@ spec:
         assert_eq!(allow.action, rbac::Action::Allow as i32);
         assert!(allow.policies.is_empty(), "allow nothing");
         let deny = rules(&gw, "0.0.0.0_8080", 0);
-        assert_eq!(deny.policies.len(), 1, "CUSTOM fails closed");
-        assert!(gw.problems.iter().any(|p| p.contains("CUSTOM")));
+        assert_eq!(
+            deny.policies.len(),
+            1,
+            "CUSTOM without its provider fails closed"
+        );
+        assert!(
+            gw.problems
+                .iter()
+                .any(|p| p.contains("\"opa\"") && p.contains("deny")),
+            "{:?}",
+            gw.problems
+        );
+    }
+
+    #[test]
+    fn custom_policies_ask_their_provider_first() {
+        let mesh = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |-\n    extensionProviders:\n    - name: ext\n      envoyExtAuthzHttp: {service: ext-authz.default.svc.cluster.local, port: \"8000\", includeRequestHeadersInCheck: [x-ext-authz]}\n";
+        let config = format!(
+            "{}---\n{mesh}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: ext, namespace: default}}\nspec:\n  action: CUSTOM\n  provider: {{name: ext}}\n  rules: [{{to: [{{operation: {{paths: [/headers]}}}}]}}]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny-post, namespace: default}}\nspec:\n  action: DENY\n  rules: [{{to: [{{operation: {{methods: [POST]}}}}]}}]\n",
+            crate::tests::CONFIG
+        );
+        let out = translated_with(&config, 0);
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        let names = &filters(&out, "virtualInbound")[0];
+        assert_eq!(
+            &names[..3],
+            [
+                "envoy.filters.http.rbac",
+                "envoy.filters.http.ext_authz",
+                "envoy.filters.http.rbac"
+            ],
+            "shadow RBAC, ext_authz, then DENY: {names:?}"
+        );
     }
 }

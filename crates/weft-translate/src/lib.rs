@@ -11,6 +11,7 @@ mod clusters;
 pub mod credentials;
 mod delegate;
 mod envoy;
+mod ext_authz;
 mod gateway;
 mod gateway_tls;
 mod hashing;

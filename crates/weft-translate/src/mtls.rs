@@ -249,11 +249,8 @@ pub fn endpoint_metadata(w: &Workload) -> Option<Metadata> {
 /// Whether a client should try mTLS towards `service` on its own (auto
 /// mTLS on, the service in the mesh, not DISABLEd for its namespace).
 pub fn auto_applies(config: &[Resource], service: &Service) -> bool {
-    let mesh = weft_config::MeshConfig::of(config);
-    let enabled = mesh
-        .other
-        .get("enableAutoMtls")
-        .and_then(|v| v.as_bool())
+    let enabled = weft_config::MeshConfig::of(config)
+        .enable_auto_mtls
         .unwrap_or(true);
     let external = service.entry.as_ref().is_some_and(|e| e.external);
     enabled && !external && namespace_mode(config, &service.namespace) != Mode::Disable
@@ -262,9 +259,7 @@ pub fn auto_applies(config: &[Resource], service: &Service) -> bool {
 /// The mesh's trust domain (mesh config `trustDomain`, else Istio's).
 pub fn trust_domain(config: &[Resource]) -> String {
     weft_config::MeshConfig::of(config)
-        .other
-        .get("trustDomain")
-        .and_then(|v| v.as_str().map(str::to_string))
+        .trust_domain
         .unwrap_or_else(|| "cluster.local".into())
 }
 

@@ -1,7 +1,9 @@
-//! End-to-end: RequestAuthentication and JWT-based authorization on a
-//! `weft up` mesh of Istio's security-task layout (`examples/security`),
-//! with Istio's YAML from its "Authorization on JWT" and "End User
-//! Authentication" tasks. The only change: `jwksUri` points at a JWKS
+//! End-to-end: RequestAuthentication, JWT-based authorization and
+//! external authorization (CUSTOM) on a `weft up` mesh of Istio's
+//! security-task layout (`examples/security`), with Istio's YAML from its
+//! "Authorization on JWT", "End User Authentication" and "External
+//! Authorization" tasks (the last with a stand-in for Istio's sample
+//! authorizer, `weft demo ext-authz`). The only change: `jwksUri` points at a JWKS
 //! served on this machine (the tasks fetch Istio's sample JWKS from
 //! GitHub), and the tokens, shaped like Istio's samples, are made with
 //! PyJWT (`scripts/gen-jwt.py`). The control plane fetches the JWKS and
@@ -99,6 +101,39 @@ spec:
 "#
     )
 }
+
+const EXT_AUTHZ_MESH: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: istio
+  namespace: istio-system
+data:
+  mesh: |-
+    extensionProviders:
+    - name: "sample-ext-authz-http"
+      envoyExtAuthzHttp:
+        service: "ext-authz.foo.svc.cluster.local"
+        port: "8000"
+        includeRequestHeadersInCheck: ["x-ext-authz"]
+"#;
+
+const EXT_AUTHZ_POLICY: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: ext-authz
+  namespace: foo
+spec:
+  selector:
+    matchLabels:
+      app: httpbin
+  action: CUSTOM
+  provider:
+    name: sample-ext-authz-http
+  rules:
+  - to:
+    - operation:
+        paths: ["/headers"]
+"#;
 
 /// A JWKS server on loopback (Python's http.server), stopped on drop.
 struct KeyServer(Child);
@@ -216,5 +251,25 @@ fn jwt_authentication_and_authorization_as_istios_tasks() {
     assert_eq!(ingress_status(&mesh, Some("deadbeef")), 401);
     assert_eq!(ingress_status(&mesh, Some(&token("demo"))), 200);
     assert_eq!(ingress_status(&mesh, Some(&token("expired"))), 401);
+
+    // CUSTOM: the sample authorizer decides about /headers only.
+    ok(mesh.apply_yaml("mesh-config.yaml", EXT_AUTHZ_MESH));
+    ok(mesh.apply_yaml("ext-authz.yaml", EXT_AUTHZ_POLICY));
+    let ask = |path: &str, verdict: &str| {
+        let header = format!("x-ext-authz: {verdict}");
+        let url = format!("http://httpbin.foo:8000{path}");
+        pod_curl_status(&mesh, "curl-foo", &["-H", &header, &url])
+    };
+    wait_until("the authorizer denies", Duration::from_secs(20), || {
+        ask("/headers", "deny")
+            == (
+                403,
+                "denied by ext_authz for not found header `x-ext-authz: allow` in the request"
+                    .into(),
+            )
+    });
+    let (code, body) = ask("/headers", "allow");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(ask("/ip", "deny").0, 200, "only /headers is checked");
     let _ = std::fs::remove_dir_all(&dir);
 }

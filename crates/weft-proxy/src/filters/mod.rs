@@ -15,6 +15,7 @@
 //! where the list puts them.
 
 pub(crate) mod cors;
+pub(crate) mod ext_authz;
 pub(crate) mod fault;
 pub(crate) mod jwt;
 pub(crate) mod rbac;
@@ -33,6 +34,8 @@ pub const ROUTER: &str = "envoy.filters.http.router";
 pub enum HttpFilter {
     /// RequestAuthentication: a token that does not verify is 401.
     Jwt(std::sync::Arc<jwt::JwtCfg>),
+    /// CUSTOM authorization: an external service decides.
+    ExtAuthz(std::sync::Arc<ext_authz::ExtAuthzCfg>),
     /// Authorization (AuthorizationPolicy): the request is let on or 403.
     Rbac(std::sync::Arc<rbac::RbacCfg>),
     /// The filter's own fault config, used by routes that set none.
@@ -80,6 +83,12 @@ pub(crate) fn compile_chain(list: &[HttpFilterProto]) -> Result<FilterChain, Str
                 HttpFilter::Fault(own)
             }
             Kind::Cors => HttpFilter::Cors,
+            Kind::ExtAuthz => {
+                let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                    return Err(format!("{} needs its config", ext_authz::NAME));
+                };
+                HttpFilter::ExtAuthz(std::sync::Arc::new(ext_authz::compile(&unpack(any)?)?))
+            }
             Kind::Jwt => {
                 let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
                     return Err(format!("{} needs its config", jwt::NAME));
@@ -100,6 +109,7 @@ pub(crate) fn compile_chain(list: &[HttpFilterProto]) -> Result<FilterChain, Str
 
 #[derive(PartialEq)]
 enum Kind {
+    ExtAuthz,
     Jwt,
     Rbac,
     Fault,
@@ -118,6 +128,8 @@ fn filter_kind(f: &HttpFilterProto) -> Result<Kind, String> {
         Ok(Kind::Rbac)
     } else if by(jwt::NAME, ".jwt_authn.v3.JwtAuthentication") {
         Ok(Kind::Jwt)
+    } else if by(ext_authz::NAME, ".ext_authz.v3.ExtAuthz") {
+        Ok(Kind::ExtAuthz)
     } else if by(fault::NAME, ".fault.v3.HTTPFault") {
         Ok(Kind::Fault)
     } else if by(cors::NAME, ".cors.v3.Cors") {
@@ -159,6 +171,8 @@ pub(crate) fn compile_route_filters(
 pub(crate) struct Verdict {
     /// CORS: the allowed origin to echo on the response.
     cors_origin: Option<http::HeaderValue>,
+    /// Headers an authorization service wants on the response.
+    extra_headers: http::HeaderMap,
 }
 
 /// The request phases either let the request go on (with what the
@@ -175,10 +189,13 @@ impl FilterChain {
         route: &RouteFilters,
         req: &mut http::Request<B>,
         conn: &crate::http::Connection,
+        snapshot: &crate::Compiled,
         log: &mut crate::access_log::Entry,
     ) -> Result<Next, ProxyError> {
         let mut verdict = Verdict::default();
         let mut claims = None;
+        // Dynamic metadata the RBAC filters leave (shadow rules' matches).
+        let mut metadata: Vec<(String, String)> = Vec::new();
         for f in &self.filters {
             match f {
                 HttpFilter::Jwt(cfg) => match cfg.on_request(req) {
@@ -188,8 +205,26 @@ impl FilterChain {
                         return Ok(Next::Reply(reply));
                     }
                 },
+                HttpFilter::ExtAuthz(cfg) => {
+                    if cfg.wanted(&metadata) {
+                        match cfg.check(req, snapshot).await {
+                            ext_authz::Decision::Allow(headers) => {
+                                verdict.extra_headers.extend(headers)
+                            }
+                            ext_authz::Decision::Deny(reply, detail) => {
+                                log.detail = Some(detail.into());
+                                log.flags.insert(Flags::EXT_AUTHZ_DENIED);
+                                return Ok(Next::Reply(reply));
+                            }
+                        }
+                    }
+                }
                 HttpFilter::Rbac(cfg) => {
-                    if let Some(policy) = cfg.denies(&subject(req, conn, claims.as_deref())) {
+                    let who = subject(req, conn, claims.as_deref());
+                    if let Some((key, policy)) = cfg.shadow_effective(&who) {
+                        metadata.push((key.to_string(), policy));
+                    }
+                    if let Some(policy) = cfg.denies(&who) {
                         tracing::debug!(policy, "RBAC: access denied");
                         let matched = if policy.is_empty() { "none" } else { &policy };
                         log.detail = Some(format!("rbac_access_denied_matched_policy[{matched}]"));
@@ -226,6 +261,9 @@ impl FilterChain {
         verdict: Verdict,
         resp: &mut http::Response<crate::http::Body>,
     ) {
+        for (name, value) in verdict.extra_headers.iter() {
+            resp.headers_mut().insert(name, value.clone());
+        }
         for f in self.filters.iter().rev() {
             match f {
                 HttpFilter::Cors => {
@@ -233,7 +271,10 @@ impl FilterChain {
                         cors::on_response(cfg, origin, resp);
                     }
                 }
-                HttpFilter::Fault(_) | HttpFilter::Rbac(_) | HttpFilter::Jwt(_) => {}
+                HttpFilter::Fault(_)
+                | HttpFilter::Rbac(_)
+                | HttpFilter::Jwt(_)
+                | HttpFilter::ExtAuthz(_) => {}
             }
         }
     }

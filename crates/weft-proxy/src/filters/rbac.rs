@@ -31,6 +31,11 @@ pub struct RbacCfg {
     pub action: Action,
     /// (name, policy); None: the filter has no rules and passes all.
     pub policies: Option<Vec<(String, Policy)>>,
+    /// Shadow rules: only recorded, never enforced. The name of the
+    /// policy they match goes into the request's metadata under
+    /// `<prefix>shadow_effective_policy_id` (Istio marks the requests
+    /// CUSTOM policies send to external authorization this way).
+    pub shadow: Option<Box<(String, RbacCfg)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -137,7 +142,12 @@ impl Cidr {
 }
 
 pub(crate) fn compile(r: &Rbac) -> Result<RbacCfg, String> {
-    compile_rules(r.rules.as_ref())
+    let mut cfg = compile_rules(r.rules.as_ref())?;
+    if let Some(shadow) = &r.shadow_rules {
+        let key = format!("{}shadow_effective_policy_id", r.shadow_rules_stat_prefix);
+        cfg.shadow = Some(Box::new((key, compile_rules(Some(shadow))?)));
+    }
+    Ok(cfg)
 }
 
 /// The network filter's (`envoy.filters.network.rbac`) rules, for TCP.
@@ -154,6 +164,7 @@ fn compile_rules(
         return Ok(RbacCfg {
             action: Action::Allow,
             policies: None,
+            shadow: None,
         });
     };
     let action = match rbac::Action::try_from(rules.action) {
@@ -179,6 +190,7 @@ fn compile_rules(
     Ok(RbacCfg {
         action,
         policies: Some(policies),
+        shadow: None,
     })
 }
 
@@ -340,6 +352,15 @@ impl Who {
 }
 
 impl RbacCfg {
+    /// The shadow rules' metadata for a request: (key, matched policy).
+    pub(crate) fn shadow_effective(&self, s: &Subject) -> Option<(&str, String)> {
+        let (key, rules) = self.shadow.as_deref()?;
+        let matched = rules.policies.as_ref()?.iter().find(|(_, p)| {
+            p.permissions.iter().any(|x| x.matches(s)) && p.principals.iter().any(|w| w.matches(s))
+        })?;
+        Some((key.as_str(), matched.0.clone()))
+    }
+
     /// The policy that decides against the request, when one does: for
     /// DENY the first that matches, for ALLOW none matching (`""`).
     pub(crate) fn denies(&self, s: &Subject) -> Option<String> {

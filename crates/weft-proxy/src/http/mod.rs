@@ -155,7 +155,7 @@ async fn process(
     entry.route = route.name.clone();
     let next = chain
         .filters
-        .on_request(&route.filters, &mut req, conn, entry);
+        .on_request(&route.filters, &mut req, conn, snapshot, entry);
     let verdict = match next.await? {
         Next::Continue(v) => v,
         Next::Reply(r) => return Ok(r),

@@ -1,0 +1,201 @@
+//! CUSTOM AuthorizationPolicies: external authorization, as istiod
+//! writes it for an `envoyExtAuthzHttp` provider of the mesh config. The
+//! policies' rules become the *shadow* rules of an RBAC filter, which
+//! only marks a request they match (dynamic metadata
+//! `istio_ext_authz_shadow_effective_policy_id`); the ext_authz filter
+//! after it asks the provider about marked requests only. Both go before
+//! the DENY and ALLOW filters (Istio's CUSTOM → DENY → ALLOW order).
+//!
+//! A policy whose provider is missing or of a kind Weft does not speak
+//! (gRPC) is not dropped: its rules deny (fail closed), said in problems.
+
+use envoy_types::pb::envoy::config::core::v3::{http_uri, HeaderValue, HttpUri};
+use envoy_types::pb::envoy::config::rbac::v3::{rbac, Policy, Rbac as Rules};
+use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3::{
+    ext_authz::Services, AuthorizationRequest, AuthorizationResponse, ExtAuthz, HttpService,
+};
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_filter, HttpFilter,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    metadata_matcher, string_matcher::MatchPattern, value_matcher, ListStringMatcher,
+    MetadataMatcher, StringMatcher, ValueMatcher,
+};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use envoy_types::util::pack_any;
+use weft_config::mesh_config::ExtAuthzHttp;
+
+const EXT_AUTHZ: &str = "envoy.filters.http.ext_authz";
+const SHADOW_PREFIX: &str = "istio_ext_authz_";
+const POLICY_PREFIX: &str = "istio-ext-authz-";
+
+/// The provider a CUSTOM policy names, when Weft can ask it.
+pub(crate) fn http_provider(inputs: &crate::Inputs, name: &str) -> Result<ExtAuthzHttp, String> {
+    let mesh = inputs.mesh();
+    let provider = mesh.extension_provider(name).ok_or_else(|| {
+        format!("provider {name:?} is not in the mesh config's extensionProviders")
+    })?;
+    provider.envoy_ext_authz_http.clone().ok_or_else(|| {
+        format!("provider {name:?} is not envoyExtAuthzHttp (gRPC external authorization is not supported yet)")
+    })
+}
+
+/// The CUSTOM policies selecting `proxy` whose provider can be asked,
+/// as filters (for the first provider; istiod allows one per workload).
+pub(crate) fn custom_filters(
+    inputs: &crate::Inputs,
+    proxy: &weft_registry::Workload,
+    problems: &mut Vec<String>,
+) -> Vec<HttpFilter> {
+    let mut chosen: Option<(String, ExtAuthzHttp)> = None;
+    let mut rules = Vec::new();
+    for r in inputs.config {
+        let Some(ap) = r.as_authorization_policy() else {
+            continue;
+        };
+        let custom = ap.action.as_deref() == Some("CUSTOM");
+        if !custom || !crate::authz::policy_selects(ap.selector.as_ref(), r.namespace(), proxy) {
+            continue;
+        }
+        if ap.target_ref.is_some() || !ap.target_refs.is_empty() {
+            continue;
+        }
+        let name = ap
+            .provider
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let Ok(provider) = http_provider(inputs, &name) else {
+            continue; // denied by the DENY filter instead (see authz)
+        };
+        match &chosen {
+            Some((first, _)) if *first != name => {
+                problems.push(format!(
+                    "AuthorizationPolicy {}/{}: provider {name:?} beside {first:?}: one CUSTOM provider per workload; left out",
+                    r.namespace(),
+                    r.meta.name
+                ));
+                continue;
+            }
+            Some(_) => {}
+            None => chosen = Some((name.clone(), provider)),
+        }
+        for (i, rule) in ap.rules.iter().enumerate() {
+            let id = format!("ns[{}]-policy[{}]-rule[{i}]", r.namespace(), r.meta.name);
+            rules.push((id, crate::authz::policy(rule)));
+        }
+    }
+    match chosen {
+        Some((_, provider)) if !rules.is_empty() => filters(&provider, rules),
+        _ => Vec::new(),
+    }
+}
+
+/// The shadow RBAC filter and the ext_authz filter for one provider and
+/// the rules of the CUSTOM policies that name it (`(name, policy)`).
+fn filters(provider: &ExtAuthzHttp, rules: Vec<(String, Policy)>) -> Vec<HttpFilter> {
+    let shadow = Rbac {
+        shadow_rules: Some(Rules {
+            action: rbac::Action::Allow as i32,
+            policies: rules
+                .into_iter()
+                .map(|(name, p)| (format!("{POLICY_PREFIX}{name}"), p))
+                .collect(),
+            ..Default::default()
+        }),
+        shadow_rules_stat_prefix: SHADOW_PREFIX.into(),
+        ..Default::default()
+    };
+    vec![
+        filter(crate::authz::RBAC, pack_any(shadow)),
+        filter(EXT_AUTHZ, pack_any(ext_authz(provider))),
+    ]
+}
+
+fn filter(name: &str, any: envoy_types::pb::google::protobuf::Any) -> HttpFilter {
+    HttpFilter {
+        name: name.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any)),
+        ..Default::default()
+    }
+}
+
+fn exact_list(names: &[String]) -> Option<ListStringMatcher> {
+    (!names.is_empty()).then(|| ListStringMatcher {
+        patterns: names
+            .iter()
+            .map(|n| StringMatcher {
+                match_pattern: Some(MatchPattern::Exact(n.to_ascii_lowercase())),
+                ignore_case: true,
+            })
+            .collect(),
+    })
+}
+
+fn ext_authz(p: &ExtAuthzHttp) -> ExtAuthz {
+    // `namespace/host` names the host in that namespace; the host is what counts.
+    let host = p.service.rsplit('/').next().unwrap_or(&p.service);
+    let port = p.port_number().unwrap_or(80);
+    let timeout = p
+        .timeout
+        .as_deref()
+        .and_then(weft_config::networking::common::parse_duration)
+        .unwrap_or(std::time::Duration::from_secs(600));
+    let status = p
+        .status_on_error
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(403);
+    ExtAuthz {
+        services: Some(Services::HttpService(HttpService {
+            server_uri: Some(HttpUri {
+                uri: format!("http://{host}"),
+                timeout: Some(crate::policies::duration(timeout)),
+                http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(
+                    crate::clusters::cluster_name("outbound", port, "", host),
+                )),
+            }),
+            path_prefix: p.path_prefix.clone().unwrap_or_default(),
+            authorization_request: Some(AuthorizationRequest {
+                headers_to_add: p
+                    .include_additional_headers_in_check
+                    .iter()
+                    .map(|(k, v)| HeaderValue {
+                        key: k.clone(),
+                        value: v.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            authorization_response: Some(AuthorizationResponse {
+                allowed_upstream_headers: exact_list(&p.headers_to_upstream_on_allow),
+                allowed_client_headers: exact_list(&p.headers_to_downstream_on_deny),
+                allowed_client_headers_on_success: exact_list(&p.headers_to_downstream_on_allow),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        allowed_headers: exact_list(&p.include_request_headers_in_check),
+        failure_mode_allow: p.fail_open.unwrap_or(false),
+        status_on_error: Some(HttpStatus { code: status }),
+        transport_api_version: 2, // V3
+        filter_enabled_metadata: Some(MetadataMatcher {
+            filter: crate::authz::RBAC.into(),
+            path: vec![metadata_matcher::PathSegment {
+                segment: Some(metadata_matcher::path_segment::Segment::Key(format!(
+                    "{SHADOW_PREFIX}shadow_effective_policy_id"
+                ))),
+            }],
+            value: Some(ValueMatcher {
+                match_pattern: Some(value_matcher::MatchPattern::StringMatch(StringMatcher {
+                    match_pattern: Some(MatchPattern::Prefix(POLICY_PREFIX.into())),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
