@@ -233,6 +233,9 @@ fn keys(jwks: &[u8]) -> Result<Vec<Key>, String> {
     Ok(out)
 }
 
+/// A refused request: the reason (for the access log) and the reply.
+pub(crate) type Refused = (String, http::Response<crate::http::Body>);
+
 /// Why a token was not taken: Envoy's status text, and the HTTP status.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Failure {
@@ -264,7 +267,7 @@ impl JwtCfg {
     pub(crate) fn on_request<B>(
         &self,
         req: &mut http::Request<B>,
-    ) -> Result<Option<Arc<Value>>, (String, http::Response<crate::http::Body>)> {
+    ) -> Result<Option<Arc<Value>>, Box<Refused>> {
         let Some(requirement) = &self.requirement else {
             return Ok(None);
         };
@@ -281,7 +284,7 @@ impl JwtCfg {
             Err(f) => {
                 tracing::debug!(reason = f.reason, "JWT refused");
                 // Envoy's response code detail spells the reason with `_`.
-                Err((f.reason.replace(' ', "_"), refusal(req, &f)))
+                Err(Box::new((f.reason.replace(' ', "_"), refusal(req, &f))))
             }
         }
     }

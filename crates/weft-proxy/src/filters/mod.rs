@@ -200,7 +200,8 @@ impl FilterChain {
             match f {
                 HttpFilter::Jwt(cfg) => match cfg.on_request(req) {
                     Ok(verified) => claims = verified.or(claims),
-                    Err((reason, reply)) => {
+                    Err(refused) => {
+                        let (reason, reply) = *refused;
                         log.detail = Some(format!("jwt_authn_access_denied{{{reason}}}"));
                         return Ok(Next::Reply(reply));
                     }

@@ -46,10 +46,7 @@ pub(crate) fn compile(hcm: &HttpConnectionManager) -> Result<Xfcc, String> {
         Ok(Mode::AlwaysForwardOnly) => Action::AlwaysForwardOnly,
         Err(_) => return Err("unknown forward_client_cert_details".into()),
     };
-    let set = hcm
-        .set_current_client_cert_details
-        .clone()
-        .unwrap_or_default();
+    let set = hcm.set_current_client_cert_details.unwrap_or_default();
     if set.cert || set.chain || set.issuer {
         return Err(
             "set_current_client_cert_details: cert, chain and issuer are not supported".into(),
