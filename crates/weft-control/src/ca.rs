@@ -67,11 +67,13 @@ impl MeshCa {
         let mut current = self.current.lock().expect("CA lock");
         let now = stamps(&self.options);
         if now != current.1 {
-            current.1 = now;
+            // Stamps move on only with a good load: files caught half
+            // written are read again at the next request.
             match load(&self.options) {
                 Ok(a) => {
                     tracing::info!(dir = %self.options.dir.display(), "CA files changed; reloaded");
                     current.0 = Arc::new(a);
+                    current.1 = now;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "CA files changed and do not load; still signing with the previous CA")

@@ -26,11 +26,20 @@ pub(crate) async fn run(state: Arc<State>) {
     loop {
         let wanted = uris(&state);
         next.retain(|uri, _| wanted.contains(uri));
+        state
+            .jwks
+            .write()
+            .expect("JWKS lock")
+            .retain(|uri, _| wanted.contains(uri));
         for uri in wanted {
             if next.get(&uri).is_some_and(|at| *at > Instant::now()) {
                 continue;
             }
-            let fetched = fetch(&uri).await;
+            // One slow server must not hold up the others for long.
+            let fetched = match tokio::time::timeout(TIMEOUT * 2, fetch(&uri)).await {
+                Ok(r) => r,
+                Err(_) => Err(anyhow::anyhow!("no JWKS within {:?}", TIMEOUT * 2)),
+            };
             let again = match fetched {
                 Ok(text) => {
                     let mut jwks = state.jwks.write().expect("JWKS lock");

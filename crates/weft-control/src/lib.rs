@@ -70,6 +70,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let generator = Arc::new(generator::MeshGenerator::new(state.clone()));
     let ads = weft_xds::AdsServer::new(generator, rx, state.board.clone());
     tracing::info!(xds = %options.xds_addr, api = %options.api_addr, "control plane serving");
+    if let Some(ca) = &options.ca {
+        let config = state.store.read().expect("store lock").resources();
+        let mesh = weft_translate::mtls::trust_domain(&config);
+        if mesh != ca.trust_domain {
+            tracing::error!(ca = %ca.trust_domain, mesh_config = %mesh, "the CA's trust domain (--trust-domain) is not the mesh config's trustDomain: peers will refuse each other's certificates");
+        }
+    }
     let ca = match &options.ca {
         Some(ca) => Some(weft_xds::ca::CertificateServer::new(Arc::new(
             ca::MeshCa::open(ca.clone())?,

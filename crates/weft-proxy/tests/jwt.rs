@@ -216,12 +216,55 @@ async fn tokens_are_verified_as_envoy_does_and_claims_reach_rbac() {
         assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
     }
 
+    // A client cannot pass its own "verified" payload or claim.
+    let r = get_with(
+        proxy.addr,
+        "/ip",
+        &[("x-jwt-payload", "forged"), ("x-foo", "forged")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(!r.body.contains("forged"), "{}", r.body);
+
     // RBAC reads the claims: /admin is for group1 only.
     let r = with_bearer(&proxy, "/admin", Some(&token(&dir, "demo"))).await;
     assert_eq!(r.status, 403);
     let r = with_bearer(&proxy, "/admin", Some(&token(&dir, "groups-scope"))).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(with_bearer(&proxy, "/admin", None).await.status, 403);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A key labelled with an algorithm of another kind (an EC key as an
+/// HMAC secret: the classic confusion) is not used at all; the other
+/// keys still are.
+#[tokio::test]
+async fn keys_verify_only_their_own_kind_of_algorithm() {
+    let dir = tokens("kinds", ISSUER);
+    let mut jwks: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("jwks.json")).unwrap()).unwrap();
+    for k in jwks["keys"].as_array_mut().unwrap() {
+        if k["kty"] == "EC" {
+            k["alg"] = "HS256".into();
+        }
+    }
+    jwks["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"kty": "EC", "crv": "secp256k1", "x": "AA", "y": "AA"}));
+    let rules = format!("  - issuer: testing@secure.istio.io\n    jwks: '{jwks}'\n");
+    let (proxy, _backend) = guarded(vec![jwt_filter(&rules)]).await;
+    let r = with_bearer(&proxy, "/ip", Some(&token(&dir, "es256"))).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.as_str()),
+        (401, "Jwks doesn't have key to match kid or alg from Jwt")
+    );
+    assert_eq!(
+        with_bearer(&proxy, "/ip", Some(&token(&dir, "demo")))
+            .await
+            .status,
+        200
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

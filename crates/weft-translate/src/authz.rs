@@ -4,8 +4,9 @@
 //! workload) become one DENY filter and one ALLOW filter, in that order,
 //! at the front of every HTTP connection manager the proxy serves
 //! inbound (a sidecar's `virtualInbound`, every gateway listener).
-//! CUSTOM policies have no provider to ask yet: their rules deny (fail
-//! closed, reported); AUDIT policies only log in Istio and change nothing.
+//! CUSTOM policies go to their provider (`ext_authz.rs`), in front of
+//! both; those Weft cannot ask deny (fail closed, reported). AUDIT
+//! policies only log in Istio and change nothing.
 //! TCP chains of the same listeners get network RBAC filters, with
 //! istiod's TCP rules (HTTP-only ALLOW rules never match; DENY rules drop
 //! their HTTP conditions).
@@ -15,8 +16,8 @@
 //! `to` operations (permissions), with every `when` condition ANDed into
 //! both sides where it belongs. Identities (principals, namespaces) come
 //! from the peer's mTLS certificate (a plaintext peer has none, so such
-//! conditions do not match it, as in Istio); request principals from a
-//! verified JWT, which is not checked yet: those never match.
+//! conditions do not match it, as in Istio); request principals and
+//! `request.auth.*` from the JWT the JWT filter verified.
 
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, Listener};
@@ -45,7 +46,6 @@ use crate::Inputs;
 pub(crate) const RBAC: &str = "envoy.filters.http.rbac";
 const NETWORK_RBAC: &str = "envoy.filters.network.rbac";
 const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
-const TRUST_DOMAIN: &str = "cluster.local";
 
 /// Puts the proxy's RBAC filters at the front of the HTTP connection
 /// managers of `listeners`, and network RBAC filters in front of their TCP
@@ -57,7 +57,7 @@ pub(crate) fn apply_to(
     problems: &mut Vec<String>,
 ) {
     let http = rules(inputs, proxy, false, problems);
-    let custom = crate::ext_authz::custom_filters(inputs, proxy, problems);
+    let custom = crate::ext_authz::custom_filters(inputs, proxy);
     if http.is_empty() && custom.is_empty() {
         return;
     }
@@ -115,6 +115,8 @@ fn rules(inputs: &Inputs, proxy: &Workload, tcp: bool, problems: &mut Vec<String
         ..Default::default()
     };
     let (mut any_deny, mut any_allow) = (false, false);
+    let chosen = crate::ext_authz::chosen(inputs, proxy);
+    let td = crate::mtls::trust_domain(inputs.config);
     for r in inputs.config {
         let Some(ap) = r.as_authorization_policy() else {
             continue;
@@ -142,11 +144,16 @@ fn rules(inputs: &Inputs, proxy: &Workload, tcp: bool, problems: &mut Vec<String
                     .as_ref()
                     .map(|p| p.name.clone())
                     .unwrap_or_default();
+                let asked = chosen.as_deref() == Some(name.as_str());
                 match crate::ext_authz::http_provider(inputs, &name) {
                     // Asked by the ext_authz filter (HTTP); TCP cannot ask.
-                    Ok(_) if !tcp => continue,
-                    Ok(_) => problems.push(format!(
+                    Ok(_) if asked && !tcp => continue,
+                    Ok(_) if asked => problems.push(format!(
                         "{who}: CUSTOM on TCP traffic is not supported yet; its rules deny TCP"
+                    )),
+                    Ok(_) => problems.push(format!(
+                        "{who}: provider {name:?} is not the one this workload asks ({:?}; one per workload, as in Istio); its rules deny",
+                        chosen.as_deref().unwrap_or("")
                     )),
                     Err(e) => problems.push(format!("{who}: {e}; its rules deny")),
                 }
@@ -162,7 +169,7 @@ fn rules(inputs: &Inputs, proxy: &Workload, tcp: bool, problems: &mut Vec<String
                 _ => rule.clone(),
             };
             let name = format!("ns[{}]-policy[{}]-rule[{i}]", r.namespace(), r.meta.name);
-            into.policies.insert(name, policy(&rule));
+            into.policies.insert(name, policy(&rule, &td));
         }
     }
     let mut out = Vec::new();
@@ -244,13 +251,15 @@ pub(crate) fn policy_selects(
         })
 }
 
-pub(crate) fn policy(rule: &Rule) -> Policy {
+/// One rule as an Envoy policy; `td` is the mesh's trust domain (for
+/// `serviceAccounts`).
+pub(crate) fn policy(rule: &Rule, td: &str) -> Policy {
     let (who, what): (Vec<&Condition>, Vec<&Condition>) =
         rule.when.iter().partition(|c| is_principal_key(&c.key));
     let mut principals: Vec<Principal> = if rule.from.is_empty() {
         vec![any_principal()]
     } else {
-        rule.from.iter().map(|f| source(&f.source)).collect()
+        rule.from.iter().map(|f| source(&f.source, td)).collect()
     };
     let mut permissions: Vec<Permission> = if rule.to.is_empty() {
         vec![any_permission()]
@@ -280,7 +289,7 @@ pub(crate) fn policy(rule: &Rule) -> Policy {
 
 // --- sources (principals) ---
 
-fn source(s: &Source) -> Principal {
+fn source(s: &Source, td: &str) -> Principal {
     let mut all = Vec::new();
     let mut field = |values: &[String], not: &[String], one: &dyn Fn(&str) -> Principal| {
         if !values.is_empty() {
@@ -294,7 +303,7 @@ fn source(s: &Source) -> Principal {
     field(&s.namespaces, &s.not_namespaces, &|v| namespace(v));
     field(&s.service_accounts, &s.not_service_accounts, &|v| {
         let (ns, sa) = v.split_once('/').unwrap_or(("default", v));
-        authenticated(&format!("{TRUST_DOMAIN}/ns/{ns}/sa/{sa}"))
+        authenticated(&format!("{td}/ns/{ns}/sa/{sa}"))
     });
     field(&s.ip_blocks, &s.not_ip_blocks, &|v| {
         id(principal::Identifier::DirectRemoteIp(cidr(v)))
@@ -893,6 +902,22 @@ spec:
                 "envoy.filters.http.rbac"
             ],
             "shadow RBAC, ext_authz, then DENY: {names:?}"
+        );
+        // A second provider is not asked: its policy's rules deny.
+        let second = config.replace("    - name: ext\n", "    - name: ext2\n      envoyExtAuthzHttp: {service: other.default.svc.cluster.local, port: 80}\n    - name: ext\n")
+            + "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: other, namespace: default}\nspec:\n  action: CUSTOM\n  provider: {name: ext2}\n  rules: [{}]\n";
+        let out = translated_with(&second, 0);
+        assert!(
+            out.problems
+                .iter()
+                .any(|p| p.contains("\"ext2\"") && p.contains("deny")),
+            "{:?}",
+            out.problems
+        );
+        let deny = rules(&out, "virtualInbound", 2);
+        assert!(
+            deny.policies.keys().any(|k| k.contains("policy[other]")),
+            "{deny:?}"
         );
     }
 }

@@ -6,8 +6,10 @@
 //! after it asks the provider about marked requests only. Both go before
 //! the DENY and ALLOW filters (Istio's CUSTOM → DENY → ALLOW order).
 //!
-//! A policy whose provider is missing or of a kind Weft does not speak
-//! (gRPC) is not dropped: its rules deny (fail closed), said in problems.
+//! istiod asks one provider per workload: the first CUSTOM policy's
+//! (oldest first). A policy naming another provider, or one that is
+//! missing or of a kind Weft does not speak (gRPC), is not dropped: its
+//! rules deny (fail closed), said in problems (`authz.rs`).
 
 use envoy_types::pb::envoy::config::core::v3::{http_uri, HeaderValue, HttpUri};
 use envoy_types::pb::envoy::config::rbac::v3::{rbac, Policy, Rbac as Rules};
@@ -41,55 +43,70 @@ pub(crate) fn http_provider(inputs: &crate::Inputs, name: &str) -> Result<ExtAut
     })
 }
 
-/// The CUSTOM policies selecting `proxy` whose provider can be asked,
-/// as filters (for the first provider; istiod allows one per workload).
+/// The CUSTOM policies selecting `proxy`, oldest first.
+fn custom_policies<'a>(
+    inputs: &crate::Inputs<'a>,
+    proxy: &weft_registry::Workload,
+) -> Vec<&'a weft_config::Resource> {
+    let mut out: Vec<&weft_config::Resource> = inputs
+        .config
+        .iter()
+        .filter(|r| {
+            r.as_authorization_policy().is_some_and(|ap| {
+                ap.action.as_deref() == Some("CUSTOM")
+                    && ap.target_ref.is_none()
+                    && ap.target_refs.is_empty()
+                    && crate::authz::policy_selects(ap.selector.as_ref(), r.namespace(), proxy)
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.creation_order().cmp(&b.creation_order()));
+    out
+}
+
+fn provider_name(r: &weft_config::Resource) -> String {
+    let ap = r.as_authorization_policy().expect("an AuthorizationPolicy");
+    ap.provider
+        .as_ref()
+        .map(|p| p.name.clone())
+        .unwrap_or_default()
+}
+
+/// The provider `proxy` asks: the oldest CUSTOM policy's, when Weft can
+/// ask it.
+pub(crate) fn chosen(inputs: &crate::Inputs, proxy: &weft_registry::Workload) -> Option<String> {
+    let first = custom_policies(inputs, proxy).into_iter().next()?;
+    let name = provider_name(first);
+    http_provider(inputs, &name).ok().map(|_| name)
+}
+
+/// The CUSTOM policies of the chosen provider, as its filters.
 pub(crate) fn custom_filters(
     inputs: &crate::Inputs,
     proxy: &weft_registry::Workload,
-    problems: &mut Vec<String>,
 ) -> Vec<HttpFilter> {
-    let mut chosen: Option<(String, ExtAuthzHttp)> = None;
+    let Some(name) = chosen(inputs, proxy) else {
+        return Vec::new();
+    };
+    let Ok(provider) = http_provider(inputs, &name) else {
+        return Vec::new();
+    };
     let mut rules = Vec::new();
-    for r in inputs.config {
-        let Some(ap) = r.as_authorization_policy() else {
-            continue;
-        };
-        let custom = ap.action.as_deref() == Some("CUSTOM");
-        if !custom || !crate::authz::policy_selects(ap.selector.as_ref(), r.namespace(), proxy) {
-            continue;
+    let td = crate::mtls::trust_domain(inputs.config);
+    for r in custom_policies(inputs, proxy) {
+        if provider_name(r) != name {
+            continue; // denied by the DENY filter instead (authz.rs)
         }
-        if ap.target_ref.is_some() || !ap.target_refs.is_empty() {
-            continue;
-        }
-        let name = ap
-            .provider
-            .as_ref()
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
-        let Ok(provider) = http_provider(inputs, &name) else {
-            continue; // denied by the DENY filter instead (see authz)
-        };
-        match &chosen {
-            Some((first, _)) if *first != name => {
-                problems.push(format!(
-                    "AuthorizationPolicy {}/{}: provider {name:?} beside {first:?}: one CUSTOM provider per workload; left out",
-                    r.namespace(),
-                    r.meta.name
-                ));
-                continue;
-            }
-            Some(_) => {}
-            None => chosen = Some((name.clone(), provider)),
-        }
+        let ap = r.as_authorization_policy().expect("an AuthorizationPolicy");
         for (i, rule) in ap.rules.iter().enumerate() {
             let id = format!("ns[{}]-policy[{}]-rule[{i}]", r.namespace(), r.meta.name);
-            rules.push((id, crate::authz::policy(rule)));
+            rules.push((id, crate::authz::policy(rule, &td)));
         }
     }
-    match chosen {
-        Some((_, provider)) if !rules.is_empty() => filters(&provider, rules),
-        _ => Vec::new(),
+    if rules.is_empty() {
+        return Vec::new();
     }
+    filters(&provider, rules)
 }
 
 /// The shadow RBAC filter and the ext_authz filter for one provider and

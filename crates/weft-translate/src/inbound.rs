@@ -83,7 +83,24 @@ pub(crate) fn build(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources)
             listener.filter_chains.push(strict_denial(at));
         }
     }
-    passthrough(inputs, proxy, &mut listener);
+    let served: Vec<u16> = listener
+        .filter_chains
+        .iter()
+        .filter_map(|c| {
+            c.filter_chain_match
+                .as_ref()?
+                .destination_port
+                .map(|p| p.value as u16)
+        })
+        .collect();
+    // Ports a PeerAuthentication names that no chain serves keep their
+    // own mode on the way through (a STRICT one is never plaintext).
+    for port in mtls::port_levels(inputs.config, proxy) {
+        if !served.contains(&port) {
+            passthrough(inputs, proxy, &mut listener, Some(port));
+        }
+    }
+    passthrough(inputs, proxy, &mut listener, None);
     for (port, http) in sniffed {
         sniffing(&mut listener, Some(port), http);
     }
@@ -97,25 +114,28 @@ pub(crate) fn build(inputs: &Inputs, proxy: &Workload, out: &mut ProxyResources)
     out.listeners.push(listener);
 }
 
-/// The chains for ports nothing names: to the address the client meant,
-/// by the workload's mode.
-fn passthrough(inputs: &Inputs, proxy: &Workload, listener: &mut Listener) {
-    let mode = mtls::inbound_mode(inputs.config, proxy, None);
+/// The chains that pass connections to the address the client meant, by
+/// the mode of `port` (None: ports nothing names, the workload's mode).
+fn passthrough(inputs: &Inputs, proxy: &Workload, listener: &mut Listener, port: Option<u16>) {
+    let mode = mtls::inbound_mode(inputs.config, proxy, port);
     let filter = || tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH);
+    let base = match port {
+        Some(p) => format!("{INBOUND_PASSTHROUGH}_{p}"),
+        None => INBOUND_PASSTHROUGH.to_string(),
+    };
     if mode != Mode::Disable {
         let all: Vec<&str> = ALPN_TCP.iter().chain(&ALPN_HTTP).copied().collect();
-        let name = format!("{INBOUND_PASSTHROUGH}_mtls");
+        let name = format!("{base}_mtls");
         listener
             .filter_chains
-            .push(mtls_chain(name, None, &all, filter()));
+            .push(mtls_chain(name, port, &all, filter()));
     }
     if mode == Mode::Strict {
-        listener.filter_chains.push(strict_denial(None));
+        listener.filter_chains.push(strict_denial(port));
     } else {
-        let name = INBOUND_PASSTHROUGH.to_string();
         listener
             .filter_chains
-            .push(chain(name, None, "", &[], filter()));
+            .push(chain(base, port, "", &[], filter()));
     }
 }
 

@@ -110,6 +110,22 @@ pub fn inbound_mode(config: &[Resource], proxy: &Workload, port: Option<u16>) ->
         .unwrap_or_else(|| namespace_mode(config, &proxy.namespace))
 }
 
+/// The ports `proxy`'s own PeerAuthentication names (`portLevelMtls`),
+/// with their modes.
+pub fn port_levels(config: &[Resource], proxy: &Workload) -> Vec<u16> {
+    let selected = |pa: &PeerAuthentication| {
+        pa.selector.as_ref().is_some_and(|s| {
+            s.match_labels
+                .iter()
+                .all(|(k, v)| proxy.labels.get(k) == Some(v))
+        })
+    };
+    oldest(config, &proxy.namespace, selected)
+        .and_then(|pa| pa.port_level_mtls.as_ref())
+        .map(|ports| ports.keys().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 fn sds(name: &str) -> SdsSecretConfig {
     SdsSecretConfig {
         name: name.into(),

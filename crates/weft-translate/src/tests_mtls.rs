@@ -176,3 +176,39 @@ fn clients_use_mtls_to_pods_with_a_sidecar_and_name_their_accounts() {
         assert!(c.transport_socket_matches.is_empty() && c.transport_socket.is_none(), "{config}");
     }
 }
+
+#[test]
+fn a_strict_port_the_app_does_not_declare_is_never_plaintext() {
+    let config = pa(
+        "default",
+        "v1",
+        "  selector: {matchLabels: {version: v1}}\n  mtls: {mode: PERMISSIVE}\n  portLevelMtls:\n    \"9999\": {mode: STRICT}",
+    );
+    let out = translated_with(&config, 0);
+    let on_9999: Vec<(String, String)> = inbound(&out)
+        .filter_chains
+        .iter()
+        .filter(|c| {
+            c.filter_chain_match
+                .as_ref()
+                .and_then(|m| m.destination_port)
+                .is_some_and(|p| p.value == 9999)
+        })
+        .map(|c| {
+            (
+                c.name.clone(),
+                c.filter_chain_match.clone().unwrap().transport_protocol,
+            )
+        })
+        .collect();
+    assert_eq!(
+        on_9999,
+        [
+            (
+                "InboundPassthroughCluster_9999_mtls".to_string(),
+                "tls".to_string()
+            ),
+            ("0.0.0.0_9999_plaintext".to_string(), String::new())
+        ]
+    );
+}

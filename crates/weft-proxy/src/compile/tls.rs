@@ -14,6 +14,7 @@ use rustls::{ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
 use serde::Serialize;
 
 use super::secret::SecretCfg;
+use crate::identity::ROOTCA;
 
 /// What a chain's TLS context asks for, with the server config it makes.
 #[derive(Debug, Serialize)]
@@ -194,7 +195,7 @@ fn server_config(
     provider: Arc<CryptoProvider>,
     secrets: &super::Secrets,
 ) -> Result<ServerConfig, String> {
-    use crate::identity::{tls as mesh, DEFAULT, ROOTCA};
+    use crate::identity::{tls as mesh, DEFAULT};
     let key: Arc<dyn rustls::server::ResolvesServerCert> =
         match secrets.sds.get(&tls.certificate).map(|s| &**s) {
             _ if tls.certificate == DEFAULT => {
@@ -231,6 +232,13 @@ fn server_config(
     };
     let mut config = builder.with_cert_resolver(key);
     config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    if tls.validation.as_deref() == Some(ROOTCA) {
+        // A resumed session skips the client certificate's check: mesh
+        // peers do a full handshake, so a dropped root or an expired
+        // certificate never rides on an old session.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(config)
 }
 

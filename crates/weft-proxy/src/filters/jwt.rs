@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
     requirement_rule::RequirementType, JwtAuthentication, JwtProvider, JwtRequirement,
 };
 use http::{HeaderName, HeaderValue, StatusCode};
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::jwk::AlgorithmParameters;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Serialize;
 use serde_json::Value;
@@ -198,39 +198,62 @@ fn provider(name: &str, p: &JwtProvider) -> Result<Provider, String> {
     })
 }
 
-/// The usable keys of a JWKS; a JWKS that does not parse is an error, and
-/// keys of kinds Weft cannot verify with are left out (logged).
+/// The usable keys of a JWKS; a JWKS that is not `{"keys": [...]}` is an
+/// error. Each key is read on its own and one Weft cannot use (an unknown
+/// kind or curve, an encryption key) is left out (logged), as Envoy
+/// ignores it, so a new key kind at a key server never blocks the rest.
+/// A key verifies only the algorithms of its kind (RSA: RS/PS, EC: ES of
+/// its curve, OKP: EdDSA, oct: HS); its `alg`, when given, must be one of
+/// them and narrows them to it.
 fn keys(jwks: &[u8]) -> Result<Vec<Key>, String> {
-    let set: JwkSet = serde_json::from_slice(jwks).map_err(|e| format!("JWKS: {e}"))?;
+    let set: Value = serde_json::from_slice(jwks).map_err(|e| format!("JWKS: {e}"))?;
+    let list = set["keys"].as_array().ok_or("JWKS: no \"keys\" list")?;
     let mut out = Vec::new();
-    for jwk in &set.keys {
-        let algorithms = match (&jwk.algorithm, jwk.common.key_algorithm) {
-            (_, Some(alg)) => match alg.to_string().parse::<Algorithm>() {
-                Ok(a) => vec![a],
-                Err(_) => continue,
-            },
-            (AlgorithmParameters::RSA(_), None) => {
-                use Algorithm::*;
-                vec![RS256, RS384, RS512, PS256, PS384, PS512]
-            }
-            (AlgorithmParameters::EllipticCurve(_), None) => {
-                vec![Algorithm::ES256, Algorithm::ES384]
-            }
-            (AlgorithmParameters::OctetKeyPair(_), None) => vec![Algorithm::EdDSA],
-            (AlgorithmParameters::OctetKey(_), None) => {
-                vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]
-            }
-        };
-        match DecodingKey::from_jwk(jwk) {
-            Ok(decoding) => out.push(Key {
-                kid: jwk.common.key_id.clone(),
-                algorithms,
-                decoding,
-            }),
-            Err(e) => tracing::warn!(kid = ?jwk.common.key_id, error = %e, "JWKS key skipped"),
+    for (i, raw) in list.iter().enumerate() {
+        match key(raw) {
+            Ok(k) => out.push(k),
+            Err(e) => tracing::warn!(index = i, kid = ?raw["kid"], error = %e, "JWKS key skipped"),
         }
     }
     Ok(out)
+}
+
+fn key(raw: &Value) -> Result<Key, String> {
+    use jsonwebtoken::jwk::{EllipticCurve, Jwk, PublicKeyUse};
+    use Algorithm::*;
+    let jwk: Jwk = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return Err("an encryption key (use: enc)".into());
+    }
+    let family = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => vec![RS256, RS384, RS512, PS256, PS384, PS512],
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => vec![ES256],
+            EllipticCurve::P384 => vec![ES384],
+            _ => return Err("an EC curve other than P-256 and P-384".into()),
+        },
+        AlgorithmParameters::OctetKeyPair(_) => vec![EdDSA],
+        AlgorithmParameters::OctetKey(_) => vec![HS256, HS384, HS512],
+    };
+    let algorithms = match jwk.common.key_algorithm {
+        None => family,
+        Some(alg) => {
+            let alg: Algorithm = alg
+                .to_string()
+                .parse()
+                .map_err(|_| format!("alg {alg:?}"))?;
+            if !family.contains(&alg) {
+                return Err(format!("alg {alg:?} does not fit the key's kind"));
+            }
+            vec![alg]
+        }
+    };
+    let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
+    Ok(Key {
+        kid: jwk.common.key_id.clone(),
+        algorithms,
+        decoding,
+    })
 }
 
 /// A refused request: the reason (for the access log) and the reply.
@@ -268,6 +291,17 @@ impl JwtCfg {
         &self,
         req: &mut http::Request<B>,
     ) -> Result<Option<Arc<Value>>, Box<Refused>> {
+        // Headers only a verified token may set: a client's own are removed
+        // first, as Envoy does, so an app never takes one for a verified claim.
+        for p in &self.providers {
+            let named = p
+                .forward_payload_header
+                .iter()
+                .chain(p.claim_to_headers.iter().map(|c| &c.0));
+            for h in named {
+                req.headers_mut().remove(h.as_str());
+            }
+        }
         let Some(requirement) = &self.requirement else {
             return Ok(None);
         };
