@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The sidecar pair: client → its sidecar → the server's sidecar → server,
+# on a `weft up` mesh of this machine (network namespaces, iptables
+# capture, as pods), against the direct path (the same pods without
+# sidecars) and against the pair in plaintext (PeerAuthentication and
+# DestinationRule DISABLE). Two measurements per path:
+#   - at a fixed 1000 req/s (h2load --h1, 10 connections × 100 req/s, its
+#     per-request log): p50, p90, p99 latency, and what the pair adds
+#     over the direct path;
+#   - the most it serves (wrk -t1 -c32, keep-alive).
+# The server is nginx (`return 200`, one worker). As root.
+#
+#   bench/mtls_pair.sh [seconds per run, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"
+WEFT_BENCH=1 scripts/setup.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
+cargo build --release -q -p weft
+WEFT="$CARGO_TARGET_DIR/release/weft"
+NAME=benchmt
+SUBNET=200
+
+WORK=$(mktemp -d /tmp/weft-mtls-bench.XXXXXX)
+UP_PID=""
+cleanup() {
+  [ -n "$UP_PID" ] && kill "$UP_PID" 2>/dev/null || true
+  "$WEFT" down --name "$NAME" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid /tmp/weft-mtls-bench-nginx-\$hostname.pid;
+error_log stderr;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 100000000;
+  server { listen 8080; location / { return 200 "hello from the server\n"; } } }
+NGINX
+# Each nginx needs its own pid file: one config per server pod.
+for s in plain pair mtls; do
+  sed "s#\\\$hostname#$s#" "$WORK/nginx.conf" > "$WORK/nginx-$s.conf"
+done
+
+mkdir -p "$WORK/mesh"
+cat > "$WORK/mesh/mesh.yaml" <<YAML
+workloads:
+- name: client-plain
+  labels: {app: client-plain, sidecar.istio.io/inject: "false"}
+  command: [sleep, infinity]
+- name: server-plain
+  labels: {app: server-plain, sidecar.istio.io/inject: "false"}
+  command: [nginx, -c, $WORK/nginx-plain.conf]
+  ports: [{containerPort: 8080, name: http}]
+- name: client
+  labels: {app: client}
+  serviceAccount: client
+  command: [sleep, infinity]
+- name: server-pair
+  labels: {app: server-pair}
+  serviceAccount: server
+  command: [nginx, -c, $WORK/nginx-pair.conf]
+  ports: [{containerPort: 8080, name: http}]
+- name: server-mtls
+  labels: {app: server-mtls}
+  serviceAccount: server
+  command: [nginx, -c, $WORK/nginx-mtls.conf]
+  ports: [{containerPort: 8080, name: http}]
+services:
+- {name: server-plain, ports: [{name: http, port: 8080}], selector: {app: server-plain}}
+- {name: server-pair, ports: [{name: http, port: 8080}], selector: {app: server-pair}}
+- {name: server-mtls, ports: [{name: http, port: 8080}], selector: {app: server-mtls}}
+YAML
+# The plaintext pair: neither side uses mTLS for server-pair.
+cat > "$WORK/mesh/plaintext-pair.yaml" <<YAML
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: server-pair}
+spec:
+  selector: {matchLabels: {app: server-pair}}
+  mtls: {mode: DISABLE}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: server-pair}
+spec:
+  host: server-pair
+  trafficPolicy: {tls: {mode: DISABLE}}
+YAML
+
+"$WEFT" down --name "$NAME" >/dev/null 2>&1 || true
+"$WEFT" up "$WORK/mesh" --name "$NAME" --subnet "$SUBNET" --ingress-port 18200 >"$WORK/up.log" 2>&1 &
+UP_PID=$!
+for _ in $(seq 120); do grep -q "is up" "$WORK/up.log" && break; sleep 1; done
+grep -q "is up" "$WORK/up.log" || { echo "the mesh did not come up:"; cat "$WORK/up.log"; exit 1; }
+in_pod() { local pod=$1; shift; ip netns exec "weft-$NAME-$pod" "$@"; }
+for target in "client-plain server-plain" "client server-pair" "client server-mtls"; do
+  set -- $target
+  for _ in $(seq 50); do in_pod "$1" curl -sf -o /dev/null "http://$2:8080/" && break; sleep 0.2; done
+  in_pod "$1" curl -sf -o /dev/null "http://$2:8080/" || { echo "$1 cannot reach $2"; exit 1; }
+done
+
+declare -A P50 P90 P99 MAX
+fixed_rate() { # name client server
+  local log="$WORK/$1.h2load.log"
+  in_pod "$2" h2load --h1 -c10 --rps 100 -D 2 "http://$3:8080/" >/dev/null # warm-up
+  in_pod "$2" h2load --h1 -c10 --rps 100 -D "$DURATION" --log-file="$log" "http://$3:8080/" >"$WORK/$1.out"
+  grep -q " 0 failed" "$WORK/$1.out" || { echo "h2load $1:"; cat "$WORK/$1.out"; exit 1; }
+  # The log: start time (µs), status, duration (µs) per request.
+  read -r P50[$1] P90[$1] P99[$1] < <(awk '{print $3}' "$log" | sort -n | awk '
+    { v[NR] = $1 } END { printf "%.3f %.3f %.3f\n", v[int(NR*0.50)]/1000, v[int(NR*0.90)]/1000, v[int(NR*0.99)]/1000 }')
+}
+max_rate() { # name client server
+  MAX[$1]=$(in_pod "$2" wrk -t1 -c32 -d"${DURATION}s" "http://$3:8080/" | awk '/Requests\/sec/ {print $2}')
+}
+fixed_rate direct client-plain server-plain
+"$WEFT" apply --mesh "$NAME" -f "$WORK/mesh/plaintext-pair.yaml" >/dev/null
+sleep 3
+fixed_rate plaintext client server-pair
+fixed_rate mtls client server-mtls
+max_rate direct client-plain server-plain
+max_rate plaintext client server-pair
+max_rate mtls client server-mtls
+
+echo
+echo "fixed 1000 req/s (h2load --h1 -c10 --rps 100 -D$DURATION), HTTP/1.1 keep-alive; max: wrk -t1 -c32; $(nproc) cores"
+printf '%-10s %9s %9s %9s %12s %12s %10s\n' path p50_ms p90_ms p99_ms +p50_ms +p99_ms max_req/s
+for name in direct plaintext mtls; do
+  printf '%-10s %9s %9s %9s %12s %12s %10.0f\n' "$name" "${P50[$name]}" "${P90[$name]}" "${P99[$name]}" \
+    "$(awk -v a="${P50[$name]}" -v b="${P50[direct]}" 'BEGIN{printf "%.3f", a-b}')" \
+    "$(awk -v a="${P99[$name]}" -v b="${P99[direct]}" 'BEGIN{printf "%.3f", a-b}')" \
+    "${MAX[$name]}"
+done
+echo "mtls pair max req/s vs plaintext pair: $(awk -v a="${MAX[mtls]}" -v b="${MAX[plaintext]}" 'BEGIN{printf "%.2f", a/b}')"
