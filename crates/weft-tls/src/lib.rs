@@ -21,6 +21,38 @@ use rustls::sign::CertifiedKey;
 pub use upstream::server_verifier;
 pub use verifier::client_verifier;
 
+/// The handshake-signature half of a rustls certificate verifier (client
+/// or server side), checked with the provider's algorithms held in the
+/// verifier's field `$algorithms` (`WebPkiSupportedAlgorithms`). Every
+/// verifier of Weft that checks certificates its own way checks
+/// handshake signatures the same way; this writes that part once.
+#[macro_export]
+macro_rules! handshake_signatures {
+    ($algorithms:ident) => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.$algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.$algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.$algorithms.supported_schemes()
+        }
+    };
+}
+
 /// The crypto provider every TLS context of Weft uses.
 pub fn provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()

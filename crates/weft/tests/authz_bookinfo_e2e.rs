@@ -13,15 +13,6 @@ use std::time::Duration;
 
 use support::*;
 
-const ALLOW_NOTHING: &str = "apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: allow-nothing
-  namespace: default
-spec:
-  {}
-";
-
 /// An ALLOW for `app`'s workloads from `principal`, GET only.
 fn viewer(app: &str, principal: &str) -> String {
     format!(

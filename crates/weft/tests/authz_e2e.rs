@@ -11,15 +11,6 @@ use std::time::Duration;
 
 use support::*;
 
-const ALLOW_NOTHING: &str = "apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: allow-nothing
-  namespace: default
-spec:
-  {}
-";
-
 const DENY_METHOD_GET: &str = r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:

@@ -437,3 +437,13 @@ pub fn pod_curl_status(mesh: &Mesh, workload: &str, args: &[&str]) -> (u16, Stri
 pub fn pod_python(mesh: &Mesh, workload: &str, script: &str) -> Output {
     in_pod(mesh, workload, &["python3", "-c", script])
 }
+
+/// The course's lockdown: an empty AuthorizationPolicy in `default`.
+pub const ALLOW_NOTHING: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: allow-nothing
+  namespace: default
+spec:
+  {}
+";
