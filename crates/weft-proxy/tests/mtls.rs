@@ -293,15 +293,37 @@ async fn a_client_certificate_from_another_ca_is_refused() {
         server_listener,
     );
     ca.give(&server, "httpbin");
-    // The client trusts the mesh root but holds a foreign certificate.
+    // The client trusts the mesh root but holds a foreign certificate
+    // (its own bundle has the foreign root too, so it installs).
     let client = proxy(
         vec![mesh_cluster("mesh", server.addr, &[])],
         vec![route_to("mesh")],
     );
-    let (chain, key, _) = foreign.issue("sleep");
+    let (chain, key, foreign_root) = foreign.issue("sleep");
     let (_, _, roots) = ca.issue("sleep");
-    client.inner.install_identity(&chain, &key, &roots).unwrap();
+    assert!(
+        client.inner.install_identity(&chain, &key, &roots).is_err(),
+        "a chain that does not lead to its own bundle is refused"
+    );
+    client
+        .inner
+        .install_identity(&chain, &key, &(roots.clone() + &foreign_root))
+        .unwrap();
     assert_eq!(get(client.addr, "/get").await.status, 503);
+    // A later bundle that keeps none of the trusted roots is refused: it
+    // is not a rotation.
+    let (mesh_chain, mesh_key, _) = ca.issue("sleep");
+    let (_, _, only_mesh) = ca.issue("sleep");
+    client
+        .inner
+        .install_identity(&mesh_chain, &mesh_key, &only_mesh)
+        .unwrap();
+    let (f_chain, f_key, f_root) = foreign.issue("sleep");
+    let refused = client
+        .inner
+        .install_identity(&f_chain, &f_key, &f_root)
+        .unwrap_err();
+    assert!(refused.contains("keeps none of the roots"), "{refused}");
     // With no certificate yet at all, mTLS cannot start either.
     let bare = proxy(
         vec![mesh_cluster("mesh", server.addr, &[])],

@@ -51,6 +51,7 @@ impl Identity {
     /// whole when the key is not the leaf's or the bundle has no CA.
     pub fn install(&self, chain_pem: &str, key_pem: &str, roots_pem: &str) -> Result<(), String> {
         let cert = WorkloadCert::new(chain_pem, key_pem, roots_pem)?;
+        cert.check(self.current().as_deref())?;
         self.current.store(Some(Arc::new(cert)));
         Ok(())
     }
@@ -62,6 +63,38 @@ impl Identity {
 }
 
 impl WorkloadCert {
+    /// A new certificate must chain to its own trust bundle, and once the
+    /// proxy trusts roots, a new bundle must keep one of them: roots rotate
+    /// by overlapping (old and new trusted together), so a bundle sharing
+    /// none is not a rotation but a CA the proxy never trusted.
+    fn check(&self, before: Option<&WorkloadCert>) -> Result<(), String> {
+        let leaf = self.key.cert.first().ok_or("no certificate")?;
+        let parsed =
+            rustls::server::ParsedCertificate::try_from(leaf).map_err(|e| e.to_string())?;
+        let now = rustls::pki_types::UnixTime::now();
+        let algorithms = weft_tls::provider().signature_verification_algorithms;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.roots,
+            &self.key.cert[1..],
+            now,
+            algorithms.all,
+        )
+        .map_err(|e| {
+            format!("the certificate does not chain to the trust bundle it came with: {e}")
+        })?;
+        if let Some(before) = before {
+            let kept = self
+                .trusted
+                .iter()
+                .any(|r| before.trusted.iter().any(|b| b.pem == r.pem));
+            if !kept {
+                return Err("the new trust bundle keeps none of the roots trusted so far; refused (a root rotation trusts old and new together first)".into());
+            }
+        }
+        Ok(())
+    }
+
     fn new(chain_pem: &str, key_pem: &str, roots_pem: &str) -> Result<WorkloadCert, String> {
         let key = weft_tls::certified_key(chain_pem.as_bytes(), key_pem.as_bytes())?;
         let roots = Arc::new(
