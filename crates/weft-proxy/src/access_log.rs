@@ -72,6 +72,8 @@ pub(crate) struct Entry {
     /// The client's SPIFFE id, when it came over mesh mTLS (Envoy's
     /// `%DOWNSTREAM_PEER_URI_SAN%`).
     pub peer_principal: Option<String>,
+    /// The AUDIT policy (RBAC LOG) the request matched.
+    pub audit: Option<String>,
     /// Why the proxy answered itself (Envoy's response code details, e.g.
     /// `rbac_access_denied_matched_policy[...]`).
     pub detail: Option<String>,
@@ -212,6 +214,9 @@ fn format_line(buf: &mut Vec<u8>, e: &Entry) {
     }
     if let Some(p) = &e.peer_principal {
         let _ = write!(buf, " peer={p:?}");
+    }
+    if let Some(a) = &e.audit {
+        let _ = write!(buf, " audit={a:?}");
     }
     if let Some(d) = &e.detail {
         let _ = write!(buf, " detail={d:?}");

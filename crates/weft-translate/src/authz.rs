@@ -6,7 +6,8 @@
 //! inbound (a sidecar's `virtualInbound`, every gateway listener).
 //! CUSTOM policies go to their provider (`ext_authz.rs`), in front of
 //! both; those Weft cannot ask deny (fail closed, reported). AUDIT
-//! policies only log in Istio and change nothing.
+//! policies are an RBAC filter with action LOG, in front: they change
+//! nothing but mark what they match (in the access log).
 //! TCP chains of the same listeners get network RBAC filters, with
 //! istiod's TCP rules (HTTP-only ALLOW rules never match; DENY rules drop
 //! their HTTP conditions).
@@ -101,7 +102,7 @@ pub(crate) fn apply_to(
     }
 }
 
-/// The DENY rules, then the ALLOW rules, of the policies selecting
+/// The AUDIT rules, the DENY rules, then the ALLOW rules, of the policies selecting
 /// `proxy` (none when no policy does). For TCP, as istiod does it: an
 /// ALLOW rule that needs HTTP never matches (it is left out), a DENY
 /// rule loses its HTTP conditions (it denies more, never less).
@@ -114,7 +115,11 @@ fn rules(inputs: &Inputs, proxy: &Workload, tcp: bool, problems: &mut Vec<String
         action: rbac::Action::Allow as i32,
         ..Default::default()
     };
-    let (mut any_deny, mut any_allow) = (false, false);
+    let mut audit = Rules {
+        action: rbac::Action::Log as i32,
+        ..Default::default()
+    };
+    let (mut any_deny, mut any_allow, mut any_audit) = (false, false, false);
     let chosen = crate::ext_authz::chosen(inputs, proxy);
     let td = crate::mtls::trust_domain(inputs.config);
     for r in inputs.config {
@@ -160,7 +165,12 @@ fn rules(inputs: &Inputs, proxy: &Workload, tcp: bool, problems: &mut Vec<String
                 any_deny = true;
                 (&mut deny, true)
             }
-            _ => continue, // AUDIT only logs.
+            // AUDIT only marks what it matches (the access log says so).
+            "AUDIT" => {
+                any_audit = true;
+                (&mut audit, false)
+            }
+            _ => continue,
         };
         for (i, rule) in ap.rules.iter().enumerate() {
             let rule = match (tcp, needs_http(rule)) {
@@ -173,6 +183,9 @@ fn rules(inputs: &Inputs, proxy: &Workload, tcp: bool, problems: &mut Vec<String
         }
     }
     let mut out = Vec::new();
+    if any_audit {
+        out.push(audit);
+    }
     if any_deny {
         out.push(deny);
     }
@@ -882,6 +895,20 @@ spec:
             "{:?}",
             gw.problems
         );
+    }
+
+    #[test]
+    fn audit_policies_only_log_and_come_first() {
+        let config = format!(
+            "{}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: audit, namespace: default}}\nspec:\n  action: AUDIT\n  rules: [{{to: [{{operation: {{methods: [GET]}}}}]}}]\n",
+            crate::tests::CONFIG
+        );
+        let out = translated_with(&config, 0);
+        let first = rules(&out, "virtualInbound", 0);
+        assert_eq!(first.action, rbac::Action::Log as i32);
+        assert!(first
+            .policies
+            .contains_key("ns[default]-policy[audit]-rule[0]"));
     }
 
     #[test]

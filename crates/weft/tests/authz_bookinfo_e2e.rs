@@ -121,6 +121,30 @@ fn lockdown_then_open_hop_by_hop_and_tcp_by_principal() {
     let from_details = pod_curl_status(&mesh, "details-v1", &["http://reviews:9080/reviews/0"]);
     assert_eq!(from_details.0, 403, "{from_details:?}");
 
+    // AUDIT changes nothing but marks what it matches in the access log.
+    let audit = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: audit-details
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: details
+  action: AUDIT
+  rules:
+  - to:
+    - operation:
+        methods: [\"GET\"]
+";
+    ok(mesh.apply_yaml("audit-details.yaml", audit));
+    wait_until("the audit mark", Duration::from_secs(20), || {
+        curl(&page, &[]).0 == 200
+            && mesh
+                .log("details-v1.sidecar.log")
+                .contains("audit=\"ns[default]-policy[audit-details]-rule[0]\"")
+    });
+
     // TCP: allow-nothing closes tcp-echo; productpage's identity on port
     // 9000 opens it for productpage only.
     assert_eq!(echo_from(&mesh, "productpage-v1"), "");

@@ -225,6 +225,9 @@ impl FilterChain {
                     if let Some((key, policy)) = cfg.shadow_effective(&who) {
                         metadata.push((key.to_string(), policy));
                     }
+                    if let Some(policy) = cfg.logs(&who) {
+                        log.audit = Some(policy);
+                    }
                     if let Some(policy) = cfg.denies(&who) {
                         tracing::debug!(policy, "RBAC: access denied");
                         let matched = if policy.is_empty() { "none" } else { &policy };

@@ -361,6 +361,21 @@ impl RbacCfg {
         Some((key.as_str(), matched.0.clone()))
     }
 
+    /// For a LOG (Istio's AUDIT) filter: the first policy that matches.
+    pub(crate) fn logs(&self, s: &Subject) -> Option<String> {
+        if self.action != Action::Log {
+            return None;
+        }
+        let policies = self.policies.as_ref()?;
+        policies
+            .iter()
+            .find(|(_, p)| {
+                p.permissions.iter().any(|x| x.matches(s))
+                    && p.principals.iter().any(|w| w.matches(s))
+            })
+            .map(|(name, _)| name.clone())
+    }
+
     /// The policy that decides against the request, when one does: for
     /// DENY the first that matches, for ALLOW none matching (`""`).
     pub(crate) fn denies(&self, s: &Subject) -> Option<String> {
