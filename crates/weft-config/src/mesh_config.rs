@@ -52,7 +52,9 @@ pub struct ExtensionProvider {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envoy_ext_authz_http: Option<ExtAuthzHttp>,
-    /// Other kinds (gRPC ext_authz, tracing, access log): kept, not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_ext_authz_grpc: Option<ExtAuthzGrpc>,
+    /// Other kinds (tracing, access log, …): kept, not used.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml_ng::Value>,
 }
@@ -87,14 +89,35 @@ pub struct ExtAuthzHttp {
     pub headers_to_downstream_on_allow: Vec<String>,
 }
 
+/// `envoyExtAuthzGrpc`: a gRPC authorization service (Envoy's
+/// `envoy.service.auth.v3.Authorization`) in the mesh.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExtAuthzGrpc {
+    pub service: String,
+    pub port: serde_yaml_ng::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_open: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_on_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_request_body_in_check: Option<serde_yaml_ng::Value>,
+}
+
+/// The port of a provider, a number Istio's examples quote.
+pub fn port_number(port: &serde_yaml_ng::Value) -> Option<u16> {
+    match port {
+        serde_yaml_ng::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        serde_yaml_ng::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
 impl ExtAuthzHttp {
-    /// The port as a number, written quoted or not.
     pub fn port_number(&self) -> Option<u16> {
-        match &self.port {
-            serde_yaml_ng::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-            serde_yaml_ng::Value::String(s) => s.parse().ok(),
-            _ => None,
-        }
+        port_number(&self.port)
     }
 }
 

@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 
 pub mod boutique;
+pub mod ext_authz;
 mod httpbin;
 
 /// What Bookinfo's pages say when a service behind them fails.
@@ -109,6 +110,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     if role == Role::TcpEcho {
         return tcp_echo(format!("tcp-echo-{version}"), listen).await;
+    }
+    if role == Role::ExtAuthz {
+        let grpc = SocketAddr::new(listen.ip(), listen.port() + 1000);
+        tokio::spawn(ext_authz::serve_grpc(grpc, format!("ext-authz-{version}")));
     }
     if let Role::Boutique(service) = role {
         let name = format!("{service:?}").to_ascii_lowercase();

@@ -26,21 +26,35 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::util::pack_any;
-use weft_config::mesh_config::ExtAuthzHttp;
+use weft_config::mesh_config::{ExtAuthzGrpc, ExtAuthzHttp};
 
 const EXT_AUTHZ: &str = "envoy.filters.http.ext_authz";
 const SHADOW_PREFIX: &str = "istio_ext_authz_";
 const POLICY_PREFIX: &str = "istio-ext-authz-";
 
+/// An authorization service a CUSTOM policy can name.
+#[derive(Debug, Clone)]
+pub(crate) enum Provider {
+    Http(ExtAuthzHttp),
+    Grpc(ExtAuthzGrpc),
+}
+
 /// The provider a CUSTOM policy names, when Weft can ask it.
-pub(crate) fn http_provider(inputs: &crate::Inputs, name: &str) -> Result<ExtAuthzHttp, String> {
+pub(crate) fn http_provider(inputs: &crate::Inputs, name: &str) -> Result<Provider, String> {
     let mesh = inputs.mesh();
     let provider = mesh.extension_provider(name).ok_or_else(|| {
         format!("provider {name:?} is not in the mesh config's extensionProviders")
     })?;
-    provider.envoy_ext_authz_http.clone().ok_or_else(|| {
-        format!("provider {name:?} is not envoyExtAuthzHttp (gRPC external authorization is not supported yet)")
-    })
+    match (
+        &provider.envoy_ext_authz_http,
+        &provider.envoy_ext_authz_grpc,
+    ) {
+        (Some(http), _) => Ok(Provider::Http(http.clone())),
+        (None, Some(grpc)) => Ok(Provider::Grpc(grpc.clone())),
+        (None, None) => Err(format!(
+            "provider {name:?} is neither envoyExtAuthzHttp nor envoyExtAuthzGrpc"
+        )),
+    }
 }
 
 /// The CUSTOM policies selecting `proxy`, oldest first.
@@ -111,7 +125,7 @@ pub(crate) fn custom_filters(
 
 /// The shadow RBAC filter and the ext_authz filter for one provider and
 /// the rules of the CUSTOM policies that name it (`(name, policy)`).
-fn filters(provider: &ExtAuthzHttp, rules: Vec<(String, Policy)>) -> Vec<HttpFilter> {
+fn filters(provider: &Provider, rules: Vec<(String, Policy)>) -> Vec<HttpFilter> {
     let shadow = Rbac {
         shadow_rules: Some(Rules {
             action: rbac::Action::Allow as i32,
@@ -126,7 +140,13 @@ fn filters(provider: &ExtAuthzHttp, rules: Vec<(String, Policy)>) -> Vec<HttpFil
     };
     vec![
         filter(crate::authz::RBAC, pack_any(shadow)),
-        filter(EXT_AUTHZ, pack_any(ext_authz(provider))),
+        filter(
+            EXT_AUTHZ,
+            pack_any(match provider {
+                Provider::Http(p) => ext_authz(p),
+                Provider::Grpc(p) => ext_authz_grpc(p),
+            }),
+        ),
     ]
 }
 
@@ -150,25 +170,84 @@ fn exact_list(names: &[String]) -> Option<ListStringMatcher> {
     })
 }
 
-fn ext_authz(p: &ExtAuthzHttp) -> ExtAuthz {
-    // `namespace/host` names the host in that namespace; the host is what counts.
-    let host = p.service.rsplit('/').next().unwrap_or(&p.service);
-    let port = p.port_number().unwrap_or(80);
-    let timeout = p
-        .timeout
+/// What both kinds of provider set alike: the status on error (403),
+/// failing open or closed, and istiod's marker of the requests to check.
+fn base(status: &Option<String>, fail_open: Option<bool>) -> ExtAuthz {
+    ExtAuthz {
+        failure_mode_allow: fail_open.unwrap_or(false),
+        status_on_error: Some(HttpStatus {
+            code: status
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(403),
+        }),
+        transport_api_version: 2, // V3
+        filter_enabled_metadata: Some(enabled_by_shadow_rules()),
+        ..Default::default()
+    }
+}
+
+/// A provider's timeout (istiod's default: 600 s).
+fn timeout(t: &Option<String>) -> envoy_types::pb::google::protobuf::Duration {
+    let t = t
         .as_deref()
         .and_then(weft_config::networking::common::parse_duration)
         .unwrap_or(std::time::Duration::from_secs(600));
-    let status = p
-        .status_on_error
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(403);
+    crate::policies::duration(t)
+}
+
+/// istiod's marker: the shadow rules matched a CUSTOM policy.
+fn enabled_by_shadow_rules() -> MetadataMatcher {
+    MetadataMatcher {
+        filter: crate::authz::RBAC.into(),
+        path: vec![metadata_matcher::PathSegment {
+            segment: Some(metadata_matcher::path_segment::Segment::Key(format!(
+                "{SHADOW_PREFIX}shadow_effective_policy_id"
+            ))),
+        }],
+        value: Some(ValueMatcher {
+            match_pattern: Some(value_matcher::MatchPattern::StringMatch(StringMatcher {
+                match_pattern: Some(MatchPattern::Prefix(POLICY_PREFIX.into())),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `namespace/host` names the host in that namespace; the host is what counts.
+fn host_of(service: &str) -> &str {
+    service.rsplit('/').next().unwrap_or(service)
+}
+
+fn ext_authz_grpc(p: &ExtAuthzGrpc) -> ExtAuthz {
+    use envoy_types::pb::envoy::config::core::v3::{grpc_service, GrpcService};
+    let host = host_of(&p.service);
+    let port = weft_config::mesh_config::port_number(&p.port).unwrap_or(9000);
+    ExtAuthz {
+        services: Some(Services::GrpcService(GrpcService {
+            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                grpc_service::EnvoyGrpc {
+                    cluster_name: crate::clusters::cluster_name("outbound", port, "", host),
+                    authority: host.to_string(),
+                    ..Default::default()
+                },
+            )),
+            timeout: Some(timeout(&p.timeout)),
+            ..Default::default()
+        })),
+        ..base(&p.status_on_error, p.fail_open)
+    }
+}
+
+fn ext_authz(p: &ExtAuthzHttp) -> ExtAuthz {
+    let host = host_of(&p.service);
+    let port = p.port_number().unwrap_or(80);
     ExtAuthz {
         services: Some(Services::HttpService(HttpService {
             server_uri: Some(HttpUri {
                 uri: format!("http://{host}"),
-                timeout: Some(crate::policies::duration(timeout)),
+                timeout: Some(timeout(&p.timeout)),
                 http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(
                     crate::clusters::cluster_name("outbound", port, "", host),
                 )),
@@ -195,24 +274,6 @@ fn ext_authz(p: &ExtAuthzHttp) -> ExtAuthz {
             ..Default::default()
         })),
         allowed_headers: exact_list(&p.include_request_headers_in_check),
-        failure_mode_allow: p.fail_open.unwrap_or(false),
-        status_on_error: Some(HttpStatus { code: status }),
-        transport_api_version: 2, // V3
-        filter_enabled_metadata: Some(MetadataMatcher {
-            filter: crate::authz::RBAC.into(),
-            path: vec![metadata_matcher::PathSegment {
-                segment: Some(metadata_matcher::path_segment::Segment::Key(format!(
-                    "{SHADOW_PREFIX}shadow_effective_policy_id"
-                ))),
-            }],
-            value: Some(ValueMatcher {
-                match_pattern: Some(value_matcher::MatchPattern::StringMatch(StringMatcher {
-                    match_pattern: Some(MatchPattern::Prefix(POLICY_PREFIX.into())),
-                    ..Default::default()
-                })),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
+        ..base(&p.status_on_error, p.fail_open)
     }
 }

@@ -115,6 +115,10 @@ data:
         service: "ext-authz.foo.svc.cluster.local"
         port: "8000"
         includeRequestHeadersInCheck: ["x-ext-authz"]
+    - name: "sample-ext-authz-grpc"
+      envoyExtAuthzGrpc:
+        service: "ext-authz.foo.svc.cluster.local"
+        port: "9000"
 "#;
 
 const EXT_AUTHZ_POLICY: &str = r#"apiVersion: security.istio.io/v1
@@ -271,5 +275,24 @@ fn jwt_authentication_and_authorization_as_istios_tasks() {
     let (code, body) = ask("/headers", "allow");
     assert_eq!(code, 200, "{body}");
     assert_eq!(ask("/ip", "deny").0, 200, "only /headers is checked");
+    // The same authorizer over gRPC (Envoy's Authorization/Check).
+    let grpc = EXT_AUTHZ_POLICY.replace("sample-ext-authz-http", "sample-ext-authz-grpc");
+    ok(mesh.apply_yaml("ext-authz.yaml", &grpc));
+    wait_until(
+        "httpbin's sidecar asks over gRPC",
+        Duration::from_secs(20),
+        || {
+            let dump = curl("http://198.18.167.10:15000/config_dump", &[]).1;
+            dump.contains("\"grpc\": true") && dump.contains("outbound|9000||ext-authz.foo")
+        },
+    );
+    assert_eq!(ask("/headers", "allow").0, 200);
+    assert_eq!(
+        ask("/headers", "deny"),
+        (
+            403,
+            "denied by ext_authz for not found header `x-ext-authz: allow` in the request".into()
+        )
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,7 +7,7 @@
 //! the latency its `EXTRA_LATENCY` environment variable names.
 
 mod frontend;
-mod grpc;
+pub(crate) mod grpc;
 mod loadgen;
 pub mod proto;
 mod shop;

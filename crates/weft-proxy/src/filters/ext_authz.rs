@@ -25,8 +25,10 @@ pub const NAME: &str = "envoy.filters.http.ext_authz";
 
 #[derive(Debug, Serialize)]
 pub struct ExtAuthzCfg {
-    cluster: String,
-    authority: String,
+    /// A gRPC service (`envoy.service.auth.v3.Authorization/Check`), else HTTP.
+    pub(super) grpc: bool,
+    pub(super) cluster: String,
+    pub(super) authority: String,
     timeout: Duration,
     path_prefix: String,
     /// Request headers sent to the service (besides Envoy's defaults:
@@ -55,7 +57,7 @@ fn list(l: &Option<ListStringMatcher>) -> Result<Vec<ValueMatch>, String> {
 pub(crate) fn compile(cfg: &ExtAuthz) -> Result<ExtAuthzCfg, String> {
     let http = match &cfg.services {
         Some(Services::HttpService(h)) => h,
-        Some(_) => return Err("a gRPC authorization service is not supported yet".into()),
+        Some(Services::GrpcService(g)) => return super::ext_authz_grpc::compile(cfg, g),
         None => return Err("no authorization service".into()),
     };
     let uri = http
@@ -76,25 +78,9 @@ pub(crate) fn compile(cfg: &ExtAuthz) -> Result<ExtAuthzCfg, String> {
     #[allow(deprecated)]
     let mut allowed_headers = list(&request.allowed_headers)?;
     allowed_headers.extend(list(&cfg.allowed_headers)?);
-    let enabled_by = match &cfg.filter_enabled_metadata {
-        None => None,
-        Some(m) => {
-            let key = match m.path.as_slice() {
-                [one] => match &one.segment {
-                    Some(envoy_types::pb::envoy::r#type::matcher::v3::metadata_matcher::path_segment::Segment::Key(k)) => k.clone(),
-                    None => return Err("filter_enabled_metadata: empty path".into()),
-                },
-                _ => return Err("filter_enabled_metadata: one path key is supported".into()),
-            };
-            let Some(MatchPattern::StringMatch(sm)) =
-                m.value.as_ref().and_then(|v| v.match_pattern.as_ref())
-            else {
-                return Err("filter_enabled_metadata: a string matcher is supported".into());
-            };
-            Some((key, string_match(sm)?))
-        }
-    };
+    let enabled_by = enabled_by(cfg)?;
     Ok(ExtAuthzCfg {
+        grpc: false,
         cluster: cluster.clone(),
         authority,
         timeout: uri
@@ -113,13 +99,62 @@ pub(crate) fn compile(cfg: &ExtAuthz) -> Result<ExtAuthzCfg, String> {
         client_headers: list(&response.allowed_client_headers)?,
         client_headers_on_success: list(&response.allowed_client_headers_on_success)?,
         failure_mode_allow: cfg.failure_mode_allow,
-        status_on_error: cfg
-            .status_on_error
-            .as_ref()
-            .map(|s| s.code as u16)
-            .filter(|c| *c >= 200)
-            .unwrap_or(403),
+        status_on_error: status_on_error(cfg),
         enabled_by,
+    })
+}
+
+pub(super) fn status_on_error(cfg: &ExtAuthz) -> u16 {
+    cfg.status_on_error
+        .as_ref()
+        .map(|s| s.code as u16)
+        .filter(|c| *c >= 200)
+        .unwrap_or(403)
+}
+
+/// The part of the config both kinds of service share.
+pub(super) fn shared(
+    cfg: &ExtAuthz,
+    grpc: bool,
+    cluster: String,
+    authority: String,
+    timeout: Duration,
+) -> Result<ExtAuthzCfg, String> {
+    Ok(ExtAuthzCfg {
+        grpc,
+        cluster,
+        authority,
+        timeout,
+        path_prefix: String::new(),
+        allowed_headers: list(&cfg.allowed_headers)?,
+        headers_to_add: Vec::new(),
+        upstream_headers: Vec::new(),
+        client_headers: Vec::new(),
+        client_headers_on_success: Vec::new(),
+        failure_mode_allow: cfg.failure_mode_allow,
+        status_on_error: status_on_error(cfg),
+        enabled_by: enabled_by(cfg)?,
+    })
+}
+
+fn enabled_by(cfg: &ExtAuthz) -> Result<Option<(String, ValueMatch)>, String> {
+    Ok(match &cfg.filter_enabled_metadata {
+        None => None,
+        Some(m) => {
+            let key = match m.path.as_slice() {
+                [one] => match &one.segment {
+                    Some(envoy_types::pb::envoy::r#type::matcher::v3::metadata_matcher::path_segment::Segment::Key(k)) => k.clone(),
+                    None => return Err("filter_enabled_metadata: empty path".into()),
+                },
+                _ => return Err("filter_enabled_metadata: one path key is supported".into()),
+            };
+            let Some(MatchPattern::StringMatch(sm)) =
+                m.value.as_ref().and_then(|v| v.match_pattern.as_ref())
+            else {
+                return Err("filter_enabled_metadata: a string matcher is supported".into());
+            };
+            Some((key, string_match(sm)?))
+        }
     })
 }
 
@@ -142,15 +177,30 @@ impl ExtAuthzCfg {
         }
     }
 
-    pub(crate) async fn check<B>(&self, req: &mut Request<B>, snapshot: &Compiled) -> Decision {
-        match tokio::time::timeout(self.timeout, self.ask(req, snapshot)).await {
+    pub(crate) async fn check<B>(
+        &self,
+        req: &mut Request<B>,
+        conn: &crate::http::Connection,
+        snapshot: &Compiled,
+    ) -> Decision {
+        if self.grpc {
+            let asked =
+                tokio::time::timeout(self.timeout, self.ask_grpc(req, conn, snapshot)).await;
+            return match asked {
+                Ok(Ok(answer)) => self.decide_grpc(req, answer),
+                Ok(Err(e)) => self.on_error(&e),
+                Err(_) => self.on_error("the authorization service timed out"),
+            };
+        }
+        let asked = tokio::time::timeout(self.timeout, self.ask(req, snapshot)).await;
+        match asked {
             Ok(Ok(resp)) => self.decide(req, resp),
             Ok(Err(e)) => self.on_error(&e),
             Err(_) => self.on_error("the authorization service timed out"),
         }
     }
 
-    fn on_error(&self, why: &str) -> Decision {
+    pub(super) fn on_error(&self, why: &str) -> Decision {
         tracing::warn!(cluster = %self.cluster, error = why, "external authorization failed");
         if self.failure_mode_allow {
             return Decision::Allow(HeaderMap::new());

@@ -16,6 +16,7 @@
 
 pub(crate) mod cors;
 pub(crate) mod ext_authz;
+mod ext_authz_grpc;
 pub(crate) mod fault;
 pub(crate) mod jwt;
 pub(crate) mod rbac;
@@ -208,7 +209,7 @@ impl FilterChain {
                 },
                 HttpFilter::ExtAuthz(cfg) => {
                     if cfg.wanted(&metadata) {
-                        match cfg.check(req, snapshot).await {
+                        match cfg.check(req, conn, snapshot).await {
                             ext_authz::Decision::Allow(headers) => {
                                 verdict.extra_headers.extend(headers)
                             }
