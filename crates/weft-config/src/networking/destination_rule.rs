@@ -126,10 +126,6 @@ impl TrafficPolicy {
                 lb.is_some_and(|l| l.backend_utilization.is_some()),
             ),
             (
-                "tls.mode ISTIO_MUTUAL",
-                tls.is_some_and(|t| t.mode.as_deref() == Some("ISTIO_MUTUAL")),
-            ),
-            (
                 "tls.credentialName",
                 tls.is_some_and(|t| t.credential_name.is_some()),
             ),
