@@ -93,7 +93,15 @@ fn rules(action: rbac::Action, policies: Vec<Policy>) -> Rules {
 
 /// The standard listener with RBAC filters in front.
 fn guarded(addr: std::net::SocketAddr, filters: Vec<Option<Rules>>) -> Listener {
-    let mut l = listener(addr, vec![route_to("c")]);
+    guarded_routes(addr, vec![route_to("c")], filters)
+}
+
+fn guarded_routes(
+    addr: std::net::SocketAddr,
+    routes: Vec<envoy_types::pb::envoy::config::route::v3::Route>,
+    filters: Vec<Option<Rules>>,
+) -> Listener {
+    let mut l = listener(addr, routes);
     let f = &mut l.filter_chains[0].filters[0];
     let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
         panic!()
@@ -348,4 +356,31 @@ async fn tcp_connections_are_allowed_or_closed() {
             _ => assert!(!want_echo, "{what}: closed"),
         }
     }
+}
+
+/// The filters run before the router: a request no route takes is
+/// denied (403) when a policy denies it, and only otherwise 404.
+#[tokio::test]
+async fn a_denied_request_is_403_even_without_a_route() {
+    use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+    let up = upstream("c", None).await;
+    let mut only_ok = route_to("c");
+    only_ok.r#match.as_mut().unwrap().path_specifier = Some(PathSpecifier::Prefix("/ok".into()));
+    let deny_all = serve(vec![static_cluster("c", &[up.addr])], |addr| {
+        guarded_routes(
+            addr,
+            vec![only_ok.clone()],
+            vec![Some(rules(rbac::Action::Allow, vec![]))],
+        )
+    });
+    assert_eq!(status(&deny_all, "GET", "/missing", &[]).await.0, 403);
+    let allow_all = serve(vec![static_cluster("c", &[up.addr])], |addr| {
+        guarded_routes(
+            addr,
+            vec![only_ok.clone()],
+            vec![Some(rules(rbac::Action::Deny, vec![]))],
+        )
+    });
+    assert_eq!(status(&allow_all, "GET", "/missing", &[]).await.0, 404);
+    assert_eq!(status(&allow_all, "GET", "/ok", &[]).await.0, 200);
 }

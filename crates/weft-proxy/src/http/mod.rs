@@ -149,8 +149,21 @@ async fn process(
     snapshot: &Compiled,
     entry: &mut Entry,
 ) -> Result<Response<Body>, ProxyError> {
-    let Some(route) = router::find_route(&req, &chain.routes, snapshot, conn.tls.is_some())? else {
-        return Ok(local_reply::https_redirect(&req));
+    let route = match router::find_route(&req, &chain.routes, snapshot, conn.tls.is_some()) {
+        Ok(Some(route)) => route,
+        Ok(None) => return Ok(local_reply::https_redirect(&req)),
+        Err(no_route) => {
+            // The filters run before the router finds nothing, as in
+            // Envoy: a policy's 401 or 403 comes before a 404.
+            let none = crate::filters::RouteFilters::default();
+            let next = chain
+                .filters
+                .on_request(&none, &mut req, conn, snapshot, entry);
+            if let Next::Reply(r) = next.await? {
+                return Ok(r);
+            }
+            return Err(no_route);
+        }
     };
     entry.route = route.name.clone();
     let next = chain
