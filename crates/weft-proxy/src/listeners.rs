@@ -207,9 +207,11 @@ async fn run<S>(
             ..
         } => {
             let subject = crate::filters::tcp_subject(&conn);
+            let mut entry = crate::tcp::connection_entry(&conn);
+            // AUDIT (RBAC LOG) marks the connection's log line.
+            entry.audit = rbac.iter().find_map(|r| r.logs(&subject));
             if let Some(policy) = rbac.iter().find_map(|r| r.denies(&subject)) {
                 tracing::debug!(listener = %conn.listener, policy, "RBAC: connection denied");
-                let mut entry = crate::tcp::connection_entry(&conn);
                 entry.flags.insert(crate::error::Flags::RBAC_DENIED);
                 let matched = if policy.is_empty() { "none" } else { &policy };
                 entry.detail = Some(format!("rbac_access_denied_matched_policy[{matched}]"));
@@ -217,7 +219,7 @@ async fn run<S>(
                 return;
             }
             let (cluster, _) = clusters.pick(|total| fastrand::u32(..total));
-            crate::tcp::proxy(sock, conn, cluster, idle_timeout, snapshot).await
+            crate::tcp::proxy(sock, conn, cluster, idle_timeout, snapshot, entry).await
         }
     }
 }

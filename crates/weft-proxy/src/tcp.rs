@@ -17,7 +17,8 @@ use crate::upstream;
 use crate::upstream::balancer::hash_of;
 use crate::upstream::outlier::Result5xx;
 
-/// A TCP connection's access log line, before anything happened on it.
+/// A TCP connection's access log line, before anything happened on it
+/// (the network filters may mark it).
 pub(crate) fn connection_entry(conn: &Connection) -> Entry {
     Entry {
         start: Some(std::time::SystemTime::now()),
@@ -35,13 +36,14 @@ pub(crate) async fn proxy<S>(
     cluster_name: &str,
     idle: Option<Duration>,
     snapshot: Arc<Compiled>,
+    entry: Entry,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let start = Instant::now();
     let mut entry = Entry {
         cluster: cluster_name.into(),
-        ..connection_entry(&conn)
+        ..entry
     };
     match connect(&conn, cluster_name, &snapshot).await {
         Err(e) => {
