@@ -95,10 +95,12 @@ impl XdsState {
                 Err(e) => note("Secret", &s.name, e),
             }
         }
+        let sds_fingerprint = crate::compile::secrets_fingerprint(&c.secrets);
         for l in &self.listeners {
             let secrets = crate::compile::Secrets {
                 sds: &c.secrets,
                 workload: &self.shared.identity,
+                fingerprint: 0,
             };
             match compile_listener(l, &secrets) {
                 Ok(cfg) => c.listeners.push(Arc::new(cfg)),
@@ -119,7 +121,12 @@ impl XdsState {
             } else {
                 self.endpoints.get(&cl.name)
             };
-            match compile_cluster(cl, eds, &self.shared.identity) {
+            let secrets = crate::compile::Secrets {
+                sds: &c.secrets,
+                workload: &self.shared.identity,
+                fingerprint: sds_fingerprint,
+            };
+            match compile_cluster(cl, eds, &secrets) {
                 Ok(cfg) => drop(c.clusters.insert(cl.name.clone(), Arc::new(cfg))),
                 Err(e) => note("Cluster", &cl.name, e),
             }

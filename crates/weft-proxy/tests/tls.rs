@@ -679,3 +679,75 @@ async fn clusters_originate_tls_and_check_the_upstream_certificate() {
     let err = p.apply(CLUSTER, &[pack_any(c)]).unwrap_err();
     assert!(err.contains("need a trusted_ca"), "{err}");
 }
+
+/// A gateway's DestinationRule `credentialName` as istiod writes it: the
+/// client certificate and the CAs by SDS (`kubernetes://<name>`,
+/// `kubernetes://<name>-cacert`). Until the secrets arrive no connection
+/// is made (503, never plaintext); then MUTUAL origination works against
+/// a server that wants a client certificate from that CA.
+#[tokio::test]
+async fn clusters_originate_mutual_tls_with_sds_secrets() {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::CombinedCertificateValidationContext,
+        subject_alt_name_matcher::SanType, SubjectAltNameMatcher, UpstreamTlsContext,
+    };
+    use envoy_types::pb::envoy::r#type::matcher::v3::{
+        string_matcher::MatchPattern, StringMatcher,
+    };
+    let pki = Pki::new("credential");
+    pki.root("example.com");
+    pki.server_leaf("example.com", "api.example.com");
+    pki.leaf("example.com", "client.example.com");
+    let (server, _backend) = tls_proxy(
+        vec![
+            cert_secret("cert", &pki, "api.example.com", "api.example.com"),
+            ca_secret("cacert", &pki, "example.com"),
+        ],
+        vec![tls_chain(&[], "cert", Some("cacert"), true)],
+    )
+    .await;
+    let ctx = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![sds("kubernetes://client")],
+            validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+                CombinedCertificateValidationContext {
+                    default_validation_context: Some(CertificateValidationContext {
+                        match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
+                            san_type: SanType::Dns as i32,
+                            matcher: Some(StringMatcher {
+                                match_pattern: Some(MatchPattern::Exact("api.example.com".into())),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                    validation_context_sds_secret_config: Some(sds("kubernetes://client-cacert")),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+        sni: "api.example.com".into(),
+        ..Default::default()
+    };
+    let mut cluster = static_cluster("external", &[server.addr]);
+    cluster.transport_socket = Some(TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(ctx))),
+    });
+    let mut client = proxy(vec![cluster], vec![route_to("external")]);
+    assert_eq!(get(client.addr, "/get").await.status, 503, "no secrets yet");
+    let secrets = vec![
+        pack_any(cert_secret(
+            "kubernetes://client",
+            &pki,
+            "client.example.com",
+            "client.example.com",
+        )),
+        pack_any(ca_secret("kubernetes://client-cacert", &pki, "example.com")),
+    ];
+    client.inner.apply(SECRET, &secrets).unwrap();
+    let r = get(client.addr, "/get").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -121,6 +121,35 @@ fn push_cluster(
         Some(tls) if tls.mode.as_deref() == Some("ISTIO_MUTUAL") => {
             cluster.transport_socket = Some(mesh_socket(Some(tls)));
         }
+        Some(tls)
+            if tls.credential_name.is_some()
+                && proxy.proxy == weft_registry::ProxyKind::Gateway =>
+        {
+            use crate::upstream_tls::credential_socket;
+            match credential_socket(
+                inputs.config,
+                &proxy.namespace,
+                tls,
+                &service.fqdn(),
+                protocol,
+            ) {
+                Ok((socket, secrets)) => {
+                    cluster.transport_socket = Some(socket);
+                    for secret in secrets {
+                        if !out.secrets.iter().any(|s| s.name == secret.name) {
+                            out.secrets.push(secret);
+                        }
+                    }
+                }
+                Err(e) => {
+                    out.problems.push(format!(
+                        "cluster {name}: {e}; no endpoints rather than plaintext"
+                    ));
+                    out.clusters.push(no_endpoints(&name));
+                    return;
+                }
+            }
+        }
         Some(tls) => {
             use crate::upstream_tls::transport_socket;
             match transport_socket(tls, &service.fqdn(), protocol) {

@@ -279,6 +279,26 @@ mod tests {
         format!("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [a.example.com, '*/b.example.com']\n    tls: {{mode: {mode}, credentialName: {credential}, minProtocolVersion: TLSV1_3}}\n  - port: {{number: 8080, name: http, protocol: HTTP}}\n    hosts: ['*']\n    tls: {{httpsRedirect: true}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: ['*']\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {{host: reviews, port: {{number: 9080}}}}\n")
     }
 
+    /// A DestinationRule's `credentialName` is read on gateways (as in
+    /// Istio): the client certificate and CAs go by SDS; a sidecar gets
+    /// no endpoints rather than plaintext.
+    #[test]
+    fn destination_rule_credentials_on_a_gateway() {
+        let (cert, key) = pem_pair("dr-credential");
+        let config = crate::tests::CONFIG.replace(
+            "  host: reviews\n  subsets:",
+            "  host: reviews\n  trafficPolicy:\n    tls: {mode: MUTUAL, credentialName: client}\n  subsets:",
+        ) + &secret_yaml("client", &[("tls.crt", &cert), ("tls.key", &key), ("ca.crt", &cert)]);
+        assert!(config.contains("credentialName: client"));
+        let gw = crate::tests::translated_with(&config, 2);
+        let names: Vec<&str> = gw.secrets.iter().map(|s| s.name.as_str()).collect();
+        assert!(
+            names.contains(&"kubernetes://client") && names.contains(&"kubernetes://client-cacert"),
+            "{names:?} {:?}",
+            gw.problems
+        );
+    }
+
     #[test]
     fn certificates_from_files_are_secrets_that_name_the_files() {
         use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;

@@ -36,7 +36,7 @@ pub(crate) fn transport_socket(
         return Ok(None);
     }
     if tls.credential_name.is_some() {
-        return Err("tls.credentialName on a DestinationRule is not supported yet (use file paths); the cluster gets no endpoints rather than going out in plaintext".into());
+        return Err("tls.credentialName in a DestinationRule is read on gateways only (as in Istio): a sidecar uses file paths; the cluster gets no endpoints rather than going out in plaintext".into());
     }
     let mut common = CommonTlsContext::default();
     if mode == "MUTUAL" {
@@ -89,4 +89,99 @@ pub(crate) fn transport_socket(
         name: "envoy.transport_sockets.tls".into(),
         config_type: Some(ConfigType::TypedConfig(envoy_types::util::pack_any(ctx))),
     }))
+}
+
+/// `credentialName` on a gateway (Istio reads it there only, for the
+/// egress gateway's TLS origination): the Secret in the gateway's
+/// namespace, as SDS secrets `kubernetes://<name>` (MUTUAL's client
+/// certificate) and `kubernetes://<name>-cacert` (the CAs the upstream is
+/// checked against; without them, the system's), with the socket that
+/// names them.
+pub(crate) fn credential_socket(
+    config: &[weft_config::Resource],
+    namespace: &str,
+    tls: &ClientTls,
+    host: &str,
+    protocol: Protocol,
+) -> Result<
+    (
+        TransportSocket,
+        Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>,
+    ),
+    String,
+> {
+    use crate::credentials::{certificate, trusted_ca};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::CombinedCertificateValidationContext, SdsSecretConfig,
+    };
+    let name = tls.credential_name.as_deref().unwrap_or_default();
+    let mode = tls.mode.as_deref().unwrap_or("DISABLE");
+    let sds = |n: &str| SdsSecretConfig {
+        name: n.to_string(),
+        sds_config: Some(crate::envoy::ads()),
+    };
+    let mut secrets = Vec::new();
+    let mut common = CommonTlsContext::default();
+    if mode == "MUTUAL" {
+        let cert =
+            certificate(config, namespace, name).map_err(|e| format!("tls.credentialName: {e}"))?;
+        common
+            .tls_certificate_sds_secret_configs
+            .push(sds(&cert.name));
+        secrets.push(cert);
+    }
+    let sans: Vec<SubjectAltNameMatcher> = tls
+        .subject_alt_names
+        .iter()
+        .map(|n| SubjectAltNameMatcher {
+            san_type: SanType::Dns as i32,
+            matcher: Some(StringMatcher {
+                match_pattern: Some(MatchPattern::Exact(n.clone())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    common.validation_context_type = match trusted_ca(config, namespace, name) {
+        Ok(ca) => {
+            let v = ValidationContextType::CombinedValidationContext(
+                CombinedCertificateValidationContext {
+                    default_validation_context: Some(CertificateValidationContext {
+                        match_typed_subject_alt_names: sans,
+                        ..Default::default()
+                    }),
+                    validation_context_sds_secret_config: Some(sds(&ca.name)),
+                    ..Default::default()
+                },
+            );
+            secrets.push(ca);
+            Some(v)
+        }
+        Err(_) if !tls.insecure_skip_verify.unwrap_or(false) => Some(
+            ValidationContextType::ValidationContext(CertificateValidationContext {
+                trusted_ca: Some(file_source(SYSTEM_CAS)),
+                match_typed_subject_alt_names: sans,
+                ..Default::default()
+            }),
+        ),
+        Err(_) => None,
+    };
+    if matches!(protocol, Protocol::Http2 | Protocol::Grpc) {
+        common.alpn_protocols = vec!["h2".into()];
+    }
+    let sni = match &tls.sni {
+        Some(sni) => sni.clone(),
+        None if !host.contains('*') => host.to_string(),
+        None => String::new(),
+    };
+    let ctx = UpstreamTlsContext {
+        common_tls_context: Some(common),
+        sni,
+        ..Default::default()
+    };
+    let socket = TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(ConfigType::TypedConfig(envoy_types::util::pack_any(ctx))),
+    };
+    Ok((socket, secrets))
 }

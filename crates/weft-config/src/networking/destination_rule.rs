@@ -125,10 +125,6 @@ impl TrafficPolicy {
                 "loadBalancer.backendUtilization",
                 lb.is_some_and(|l| l.backend_utilization.is_some()),
             ),
-            (
-                "tls.credentialName",
-                tls.is_some_and(|t| t.credential_name.is_some()),
-            ),
             ("tls.caCrl", tls.is_some_and(|t| t.ca_crl.is_some())),
             ("tunnel", self.tunnel.is_some()),
             ("proxyProtocol", self.proxy_protocol.is_some()),

@@ -175,7 +175,7 @@ impl ClusterCfg {
 pub(crate) fn compile_cluster(
     c: &Cluster,
     eds: Option<&Endpoints>,
-    identity: &std::sync::Arc<crate::identity::Identity>,
+    secrets: &super::Secrets,
 ) -> Result<ClusterCfg, String> {
     use cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy as P};
     let kind = match c.cluster_discovery_type {
@@ -200,7 +200,7 @@ pub(crate) fn compile_cluster(
     };
     let policy =
         P::try_from(c.lb_policy).map_err(|_| format!("unknown lb_policy {}", c.lb_policy))?;
-    let tls = super::upstream_tls::compile_upstream_tls(c.transport_socket.as_ref(), identity)?;
+    let tls = super::upstream_tls::compile_upstream_tls(c.transport_socket.as_ref(), secrets)?;
     let tls_matches = c
         .transport_socket_matches
         .iter()
@@ -210,7 +210,7 @@ pub(crate) fn compile_cluster(
                 .as_ref()
                 .map(super::endpoints::labels)
                 .unwrap_or_default();
-            super::upstream_tls::compile_upstream_tls(m.transport_socket.as_ref(), identity)
+            super::upstream_tls::compile_upstream_tls(m.transport_socket.as_ref(), secrets)
                 .map(|tls| (want, tls))
                 .map_err(|e| format!("transport_socket_matches {:?}: {e}", m.name))
         })

@@ -38,7 +38,7 @@ pub(crate) use route::compile_route_table;
 pub(crate) use secret::bytes as secret_bytes;
 pub(crate) use secret::roots as secret_roots;
 pub use secret::SecretCfg;
-pub(crate) use secret::{compile_secret, Secrets};
+pub(crate) use secret::{compile_secret, fingerprint as secrets_fingerprint, Secrets};
 pub use tls::DownstreamTls;
 pub use upstream_tls::UpstreamTls;
 
@@ -175,6 +175,7 @@ pub fn check(type_url: &str, bytes: &[u8]) -> Result<(), String> {
             let secrets = Secrets {
                 sds: &HashMap::new(),
                 workload: &Arc::default(),
+                fingerprint: 0,
             };
             compile_listener(&Listener::decode(bytes).map_err(bad)?, &secrets).map(drop)
         }
@@ -182,7 +183,12 @@ pub fn check(type_url: &str, bytes: &[u8]) -> Result<(), String> {
             compile_route_table(&RouteConfiguration::decode(bytes).map_err(bad)?).map(drop)
         }
         weft_xds::types::CLUSTER => {
-            compile_cluster(&Cluster::decode(bytes).map_err(bad)?, None, &Arc::default()).map(drop)
+            let secrets = Secrets {
+                sds: &HashMap::new(),
+                workload: &Arc::default(),
+                fingerprint: 0,
+            };
+            compile_cluster(&Cluster::decode(bytes).map_err(bad)?, None, &secrets).map(drop)
         }
         weft_xds::types::ENDPOINT => {
             compile_endpoints(&ClusterLoadAssignment::decode(bytes).map_err(bad)?).map(drop)

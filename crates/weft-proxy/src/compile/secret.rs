@@ -15,6 +15,30 @@ use serde::Serialize;
 pub(crate) struct Secrets<'a> {
     pub sds: &'a std::collections::HashMap<String, Arc<SecretCfg>>,
     pub workload: &'a Arc<crate::identity::Identity>,
+    /// What the xDS secrets hold, hashed: contexts that name them are
+    /// built again only when it changes.
+    pub fingerprint: u64,
+}
+
+/// A hash of every secret's name and content.
+pub(crate) fn fingerprint(sds: &std::collections::HashMap<String, Arc<SecretCfg>>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut names: Vec<&String> = sds.keys().collect();
+    names.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for name in names {
+        name.hash(&mut h);
+        match &*sds[name] {
+            SecretCfg::Certificate { key, .. } => {
+                key.cert.iter().for_each(|c| c.as_ref().hash(&mut h))
+            }
+            SecretCfg::Trust { roots, .. } => roots.roots.iter().for_each(|r| {
+                r.subject.as_ref().hash(&mut h);
+                r.subject_public_key_info.as_ref().hash(&mut h);
+            }),
+        }
+    }
+    h.finish()
 }
 
 #[derive(Debug, Serialize)]

@@ -18,7 +18,7 @@ use rustls::ClientConfig;
 
 use super::secret::bytes;
 use crate::identity::tls::{MeshServers, WorkloadKey};
-use crate::identity::{Identity, DEFAULT, ROOTCA};
+use crate::identity::{DEFAULT, ROOTCA};
 
 /// How to speak TLS to a cluster's hosts.
 #[derive(Debug)]
@@ -31,6 +31,9 @@ pub struct UpstreamTls {
     /// sidecar what the stream carries, as Istio's ALPN filter does; TCP
     /// connections offer the context's own (`istio-peer-exchange`, `istio`).
     http: Option<[Arc<ClientConfig>; 2]>,
+    /// Why no connection can be made yet (an SDS secret that has not
+    /// arrived): each connect fails with it until the secret comes.
+    pub missing: Option<String>,
     /// Tells configs apart without comparing them (connection pools are
     /// keyed by it): a hash of the context and of the files it read.
     fingerprint: u64,
@@ -70,14 +73,15 @@ impl Hash for UpstreamTls {
 /// process can run several proxies in tests).
 static IN_USE: std::sync::Mutex<InUse> = std::sync::Mutex::new(Vec::new());
 
-type InUse = Vec<((Vec<u8>, usize), std::sync::Weak<UpstreamTls>)>;
+type InUse = Vec<((Vec<u8>, usize, u64), std::sync::Weak<UpstreamTls>)>;
 
 /// The upstream TLS a transport socket asks for (None: plaintext, no
 /// socket or `raw_buffer`).
 pub(crate) fn compile_upstream_tls(
     socket: Option<&TransportSocket>,
-    identity: &Arc<Identity>,
+    secrets: &super::Secrets,
 ) -> Result<Option<Arc<UpstreamTls>>, String> {
+    let identity = secrets.workload;
     let Some(socket) = socket else {
         return Ok(None);
     };
@@ -87,6 +91,7 @@ pub(crate) fn compile_upstream_tls(
     let key = (
         prost::Message::encode_to_vec(socket),
         Arc::as_ptr(identity) as usize,
+        secrets.fingerprint,
     );
     let mut in_use = IN_USE.lock().expect("upstream TLS cache");
     in_use.retain(|(_, tls)| tls.strong_count() > 0);
@@ -97,15 +102,16 @@ pub(crate) fn compile_upstream_tls(
     {
         return Ok(Some(tls));
     }
-    let tls = Arc::new(compile_socket(socket, identity)?);
+    let tls = Arc::new(compile_socket(socket, secrets)?);
     in_use.push((key, Arc::downgrade(&tls)));
     Ok(Some(tls))
 }
 
 fn compile_socket(
     socket: &TransportSocket,
-    identity: &Arc<Identity>,
+    secrets: &super::Secrets,
 ) -> Result<UpstreamTls, String> {
+    let identity = secrets.workload;
     let Some(ConfigType::TypedConfig(any)) = &socket.config_type else {
         return Err(format!(
             "transport_socket {:?}: typed_config is missing",
@@ -122,10 +128,23 @@ fn compile_socket(
     let mut seen = std::collections::hash_map::DefaultHasher::new();
     any.value.hash(&mut seen);
     let common = ctx.common_tls_context.clone().unwrap_or_default();
-    let mesh = mesh_mtls(&common)?;
-    let verifier = match &mesh {
-        Some(sans) => Arc::new(MeshServers::new(identity.clone(), sans.clone())),
-        None => {
+    let named = by_sds(&common, secrets)?;
+    let mesh = match &named {
+        Sds::Mesh(sans) => Some(sans.clone()),
+        _ => None,
+    };
+    let verifier = match &named {
+        Sds::Mesh(sans) => Arc::new(MeshServers::new(identity.clone(), sans.clone())),
+        Sds::Secrets {
+            roots: Some(roots),
+            sans,
+            ..
+        } => weft_tls::server_verifier(Some(roots.clone()), sans.clone())?,
+        // Nothing is sent while a secret is missing (`missing`).
+        Sds::Secrets {
+            missing: Some(_), ..
+        } => weft_tls::server_verifier(None, Vec::new())?,
+        _ => {
             let (roots, names) = validation(&common.validation_context_type, &mut seen)?;
             weft_tls::server_verifier(roots, names)?
         }
@@ -139,7 +158,12 @@ fn compile_socket(
         None if mesh.is_some() => {
             builder.with_client_cert_resolver(Arc::new(WorkloadKey(identity.clone())))
         }
-        None => builder.with_no_client_auth(),
+        None => match &named {
+            Sds::Secrets {
+                cert: Some(key), ..
+            } => builder.with_client_cert_resolver(Arc::new(FixedClient(key.clone()))),
+            _ => builder.with_no_client_auth(),
+        },
         Some(cert) => {
             let chain = bytes(&cert.certificate_chain, "certificate_chain")?;
             let key = bytes(&cert.private_key, "private_key")?;
@@ -172,20 +196,39 @@ fn compile_socket(
             Arc::new(c)
         })
     });
+    secrets.fingerprint.hash(&mut seen);
     Ok(UpstreamTls {
         sni,
         config: Arc::new(config),
         http,
+        missing: match named {
+            Sds::Secrets { missing, .. } => missing,
+            _ => None,
+        },
         fingerprint: seen.finish(),
     })
 }
 
-/// For Istio's mesh mTLS (ISTIO_MUTUAL, auto mTLS): the SPIFFE ids the
-/// peer may have, when the context names the workload's certificate
-/// (`default`) and trust bundle (`ROOTCA`) by SDS; None for any other
-/// context. Other SDS names are refused: the proxy has no secrets to
-/// give a client side but the workload's own.
-fn mesh_mtls(common: &CommonTlsContext) -> Result<Option<Vec<String>>, String> {
+/// What a context names by SDS.
+enum Sds {
+    /// Nothing: certificates inline or from files.
+    None,
+    /// The workload's own (`default`, `ROOTCA`): mesh mTLS, the peer one
+    /// of these SPIFFE ids (none: any the roots vouch for).
+    Mesh(Vec<String>),
+    /// Secrets from xDS (a gateway's `credentialName`): its client
+    /// certificate and the CAs the upstream is checked against, with the
+    /// names it must have; what has not arrived yet.
+    Secrets {
+        cert: Option<Arc<rustls::sign::CertifiedKey>>,
+        roots: Option<Arc<rustls::RootCertStore>>,
+        sans: Vec<String>,
+        missing: Option<String>,
+    },
+}
+
+fn by_sds(common: &CommonTlsContext, secrets: &super::Secrets) -> Result<Sds, String> {
+    use super::secret::SecretCfg;
     let names: Vec<&str> = common
         .tls_certificate_sds_secret_configs
         .iter()
@@ -198,18 +241,53 @@ fn mesh_mtls(common: &CommonTlsContext) -> Result<Option<Vec<String>>, String> {
     let root = validation
         .and_then(|c| c.validation_context_sds_secret_config.as_ref())
         .map(|c| c.name.as_str());
+    let sans = exact_sans(validation.and_then(|c| c.default_validation_context.as_ref()))?;
     match (names.as_slice(), root) {
-        ([], None) => return Ok(None),
-        ([DEFAULT], Some(ROOTCA)) => {}
-        _ => {
+        ([], None) => return Ok(Sds::None),
+        ([DEFAULT], Some(ROOTCA)) => return Ok(Sds::Mesh(sans)),
+        (names, root) if names.len() > 1 || names.contains(&DEFAULT) || root == Some(ROOTCA) => {
             return Err(format!(
-                "upstream SDS secrets {names:?} / {root:?}: only the workload's own (default, ROOTCA) are supported"
+                "upstream SDS secrets {names:?} / {root:?}: the workload's own go together (default, ROOTCA); others one certificate and one CA secret"
             ))
         }
+        _ => {}
     }
+    let mut missing = None;
+    let cert = match names.first() {
+        None => None,
+        Some(name) => match secrets.sds.get(*name).map(|s| &**s) {
+            Some(SecretCfg::Certificate { key, .. }) => Some(key.clone()),
+            Some(_) => return Err(format!("secret {name:?} holds no certificate")),
+            None => {
+                missing = Some(format!("secret {name:?} has not arrived"));
+                None
+            }
+        },
+    };
+    let roots = match root {
+        None => None,
+        Some(name) => match secrets.sds.get(name).map(|s| &**s) {
+            Some(SecretCfg::Trust { roots, .. }) => Some(roots.clone()),
+            Some(_) => return Err(format!("secret {name:?} holds no CA certificates")),
+            None => {
+                missing = Some(format!("secret {name:?} has not arrived"));
+                None
+            }
+        },
+    };
+    Ok(Sds::Secrets {
+        cert,
+        roots,
+        sans,
+        missing,
+    })
+}
+
+fn exact_sans(
+    ctx: Option<&envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CertificateValidationContext>,
+) -> Result<Vec<String>, String> {
     let mut sans = Vec::new();
-    let default = validation.and_then(|c| c.default_validation_context.as_ref());
-    for m in default
+    for m in ctx
         .map(|d| d.match_typed_subject_alt_names.as_slice())
         .unwrap_or_default()
     {
@@ -218,7 +296,25 @@ fn mesh_mtls(common: &CommonTlsContext) -> Result<Option<Vec<String>>, String> {
             _ => return Err("subject alt names are matched exactly only".into()),
         }
     }
-    Ok(Some(sans))
+    Ok(sans)
+}
+
+/// A client certificate from an xDS secret.
+#[derive(Debug)]
+struct FixedClient(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for FixedClient {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        _: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// The trusted CAs (none: any certificate) and the names the upstream's

@@ -258,6 +258,12 @@ pub(crate) async fn connect(peer: &Peer, http: bool) -> std::io::Result<UpStream
     let Some(tls) = &peer.tls else {
         return connect_tcp(peer).await.map(UpStream::Plain);
     };
+    if let Some(missing) = &tls.missing {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            missing.clone(),
+        ));
+    }
     let deadline = tokio::time::Instant::now() + peer.connect_timeout;
     let tcp = connect_tcp(peer).await?;
     let purpose = http.then_some(peer.http2.is_some());
