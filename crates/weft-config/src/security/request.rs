@@ -109,6 +109,12 @@ fn jwt_rule(r: &mut Report, at: &str, rule: &JwtRule) {
             "issuer must be set: the iss claim a token must carry",
         );
     }
+    if rule.timeout.is_some() {
+        r.warn(
+            format!("{at}.timeout"),
+            "accepted but not enforced by this version of Weft (the control plane gives a JWKS fetch 5 s)",
+        );
+    }
     non_empty(r, &format!("{at}.audiences"), &rule.audiences);
     non_empty(r, &format!("{at}.fromParams"), &rule.from_params);
     non_empty(r, &format!("{at}.fromCookies"), &rule.from_cookies);

@@ -12,7 +12,6 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
 use serde::Serialize;
 
-use envoy_types::pb::envoy::config::core::v3::transport_socket;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
 
 use super::route::{compile_route_table, weighted, Clusters, RouteTable};
@@ -165,7 +164,6 @@ fn server_name_rank(names: &[String], seen: &Detected) -> Option<usize> {
 const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
 const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
 const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
-const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 const HCM: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 
@@ -282,19 +280,8 @@ fn downstream_tls(
     ts: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
     secrets: &super::Secrets,
 ) -> Result<DownstreamTls, String> {
-    let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
-        return Err(format!(
-            "transport socket {:?} has no typed_config",
-            ts.name
-        ));
-    };
-    if !any.type_url.ends_with("tls.v3.DownstreamTlsContext") {
-        return Err(format!(
-            "transport socket {:?} ({}) is not supported (only {TLS_SOCKET})",
-            ts.name, any.type_url
-        ));
-    }
-    compile_downstream_tls(&unpack::<DownstreamTlsContext>(any)?, secrets)
+    let (ctx, _) = super::transport_config::<DownstreamTlsContext>(ts)?;
+    compile_downstream_tls(&ctx, secrets)
 }
 
 fn http_action(hcm: &HttpConnectionManager) -> Result<ChainAction, String> {

@@ -88,6 +88,29 @@ pub(crate) fn unpack<M: prost::Message + prost::Name + Default>(
     M::decode(any.value.as_slice()).map_err(|e| format!("decoding {}: {e}", any.type_url))
 }
 
+/// The config of a transport socket, which must be an `M` (a TLS
+/// context), with the raw `Any` it came in.
+pub(crate) fn transport_config<M: prost::Message + prost::Name + Default>(
+    ts: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
+) -> Result<(M, &envoy_types::pb::google::protobuf::Any), String> {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    let Some(ConfigType::TypedConfig(any)) = &ts.config_type else {
+        return Err(format!(
+            "transport socket {:?} has no typed_config",
+            ts.name
+        ));
+    };
+    if any.type_url != M::type_url() {
+        return Err(format!(
+            "transport socket {:?} ({}) is not supported here (only {})",
+            ts.name,
+            any.type_url,
+            M::type_url()
+        ));
+    }
+    Ok((unpack(any)?, any))
+}
+
 pub(crate) fn socket_addr(
     address: &Option<envoy_types::pb::envoy::config::core::v3::Address>,
 ) -> Result<std::net::SocketAddr, String> {

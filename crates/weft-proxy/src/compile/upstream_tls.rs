@@ -7,7 +7,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::core::v3::{transport_socket::ConfigType, TransportSocket};
+use envoy_types::pb::envoy::config::core::v3::TransportSocket;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::ValidationContextType, CommonTlsContext, UpstreamTlsContext,
 };
@@ -112,19 +112,7 @@ fn compile_socket(
     secrets: &super::Secrets,
 ) -> Result<UpstreamTls, String> {
     let identity = secrets.workload;
-    let Some(ConfigType::TypedConfig(any)) = &socket.config_type else {
-        return Err(format!(
-            "transport_socket {:?}: typed_config is missing",
-            socket.name
-        ));
-    };
-    if !any.type_url.ends_with("UpstreamTlsContext") {
-        return Err(format!(
-            "transport_socket {:?} ({}): only UpstreamTlsContext is supported",
-            socket.name, any.type_url
-        ));
-    }
-    let ctx: UpstreamTlsContext = super::unpack(any)?;
+    let (ctx, any) = super::transport_config::<UpstreamTlsContext>(socket)?;
     let mut seen = std::collections::hash_map::DefaultHasher::new();
     any.value.hash(&mut seen);
     let common = ctx.common_tls_context.clone().unwrap_or_default();
