@@ -35,6 +35,7 @@ fn workload(
         proxy,
         locality: None,
         entry: None,
+        owner: None,
     }
 }
 

@@ -14,6 +14,7 @@ use http::Request;
 
 use crate::error::Flags;
 use crate::http::Connection;
+use crate::stats::record::{Observed, Recorder};
 
 /// One request's log line, written when the record is dropped: normally
 /// after `finish`, but also when the request's future is dropped midway
@@ -22,14 +23,17 @@ pub(crate) struct Record {
     pub entry: Entry,
     started: std::time::Instant,
     finished: bool,
+    /// Istio's metrics, on a chain that records them.
+    recorder: Option<Recorder>,
 }
 
 impl Record {
-    pub fn new(entry: Entry) -> Record {
+    pub fn new(entry: Entry, recorder: Option<Recorder>) -> Record {
         Record {
             entry,
             started: std::time::Instant::now(),
             finished: false,
+            recorder,
         }
     }
 
@@ -46,6 +50,9 @@ impl Drop for Record {
             self.entry.flags.insert(Flags::DOWNSTREAM_TERMINATION);
         }
         self.entry.duration = self.started.elapsed();
+        if let (Some(r), Some(o)) = (&self.recorder, &self.entry.observed) {
+            r.http(&self.entry, o);
+        }
         write(&self.entry);
     }
 }
@@ -77,6 +84,8 @@ pub(crate) struct Entry {
     /// Why the proxy answered itself (Envoy's response code details, e.g.
     /// `rbac_access_denied_matched_policy[...]`).
     pub detail: Option<String>,
+    /// What the metrics need beyond the line, on a chain that records.
+    pub observed: Option<Observed>,
 }
 
 impl Entry {

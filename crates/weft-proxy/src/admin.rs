@@ -1,4 +1,6 @@
-//! The admin port (Envoy's 15000): readiness, config dump, clusters.
+//! The admin port (Envoy's 15000): readiness, config dump, clusters,
+//! certificates and Istio's metrics; and the metrics alone on their own
+//! port (Istio's 15090), which Prometheus scrapes from outside the pod.
 //!
 //! `/config_dump` has the shape of Envoy's (`configs[]` with `@type`,
 //! `dynamic_*` entries and versions); each resource inside is Weft's compiled
@@ -58,12 +60,37 @@ fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
             let certs = json!({ "certificates": shared.identity.view() });
             json_response(serde_json::to_string_pretty(&certs).unwrap_or_default())
         }
+        "/stats/prometheus" => prometheus(shared),
         "/" => text(
             StatusCode::OK,
-            "weft proxy admin: /ready /config_dump /clusters /certs\n".into(),
+            "weft proxy admin: /ready /config_dump /clusters /certs /stats/prometheus\n".into(),
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
+}
+
+/// Serves `/stats/prometheus` and nothing else.
+pub(crate) async fn serve_prometheus(listener: TcpListener, shared: Arc<Shared>) {
+    weft_xds::debug_http::serve(listener, "prometheus", move |req| {
+        let response = match req.uri().path() {
+            "/stats/prometheus" | "/metrics" => prometheus(&shared),
+            _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+        };
+        async move { response }
+    })
+    .await
+}
+
+/// The metrics in OpenMetrics text, which Prometheus reads.
+fn prometheus(shared: &Shared) -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::OK, shared.stats.encode());
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    r
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -8,7 +8,7 @@
 use http::StatusCode;
 
 /// Envoy's response flags, in the order Envoy prints them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Flags(u32);
 
 impl Flags {

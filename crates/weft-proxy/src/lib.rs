@@ -24,6 +24,7 @@ mod identity;
 mod listeners;
 mod router;
 mod sniff;
+pub mod stats;
 mod tcp;
 mod tls;
 mod upstream;
@@ -56,6 +57,11 @@ pub struct ProxyOptions {
     pub dns: Option<SocketAddr>,
     /// Where to get the workload certificate (none: no mTLS).
     pub ca: Option<CaClient>,
+    /// Istio's node metadata for this proxy's workload (what the metrics
+    /// label its side with, and what it tells its peers).
+    pub metadata: stats::NodeMetadata,
+    /// Where to serve only `/stats/prometheus` (Istio's 15090), if at all.
+    pub prometheus: Option<SocketAddr>,
 }
 
 /// State shared by every task of one proxy.
@@ -67,18 +73,28 @@ pub(crate) struct Shared {
     pub options: ProxyOptions,
     /// The workload certificate (Istio's SDS `default` and `ROOTCA`).
     pub identity: Arc<identity::Identity>,
+    /// Istio's standard metrics.
+    pub stats: Arc<stats::Stats>,
+}
+
+impl Shared {
+    fn new(options: ProxyOptions) -> Shared {
+        let own = stats::Own::new(&options.metadata, &options.node_id);
+        Shared {
+            config: ArcSwap::from_pointee(Compiled::default()),
+            names: ArcSwap::from_pointee(dns_proxy::Names::default()),
+            ready: AtomicBool::new(false),
+            options,
+            identity: Arc::default(),
+            stats: Arc::new(stats::Stats::new(own)),
+        }
+    }
 }
 
 /// Runs the proxy until SIGTERM or SIGINT; buffered access-log lines are
 /// written out before it returns.
 pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
-    let shared = Arc::new(Shared {
-        config: ArcSwap::from_pointee(Compiled::default()),
-        names: ArcSwap::from_pointee(dns_proxy::Names::default()),
-        ready: AtomicBool::new(false),
-        options: options.clone(),
-        identity: Arc::default(),
-    });
+    let shared = Arc::new(Shared::new(options.clone()));
     if let Some(ca) = options.ca.clone() {
         tokio::spawn(identity::agent::run(shared.identity.clone(), ca));
     }
@@ -88,6 +104,10 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
     tokio::spawn(access_log::flush_every_second());
     let admin = admin::bind(options.admin).await?;
     tokio::spawn(admin::serve(admin, shared.clone()));
+    if let Some(addr) = options.prometheus {
+        let listener = admin::bind(addr).await?;
+        tokio::spawn(admin::serve_prometheus(listener, shared.clone()));
+    }
     let workers = workers::Workers::start(options.workers, shared.clone())?;
     let applier = xds_state::Locked(xds_state::XdsState::shared(shared.clone(), workers)?);
     let client = weft_xds::ClientConfig {
@@ -95,6 +115,7 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
         node: Node {
             id: options.node_id.clone(),
             cluster: "weft".into(),
+            metadata: options.metadata.to_struct(),
             ..Default::default()
         },
     };
@@ -121,6 +142,12 @@ pub struct StaticProxy {
 impl StaticProxy {
     /// Starts `workers` worker threads with no listeners yet.
     pub fn start(workers: usize) -> std::io::Result<StaticProxy> {
+        StaticProxy::start_as(workers, stats::NodeMetadata::default())
+    }
+
+    /// `start` for a proxy of the workload `metadata` describes (Istio's
+    /// node metadata keys), as the metrics and the metadata exchange see it.
+    pub fn start_as(workers: usize, metadata: stats::NodeMetadata) -> std::io::Result<StaticProxy> {
         let options = ProxyOptions {
             xds_address: String::new(),
             node_id: "static".into(),
@@ -129,14 +156,10 @@ impl StaticProxy {
             workers,
             dns: None,
             ca: None,
+            metadata,
+            prometheus: None,
         };
-        let shared = Arc::new(Shared {
-            config: ArcSwap::from_pointee(Compiled::default()),
-            names: ArcSwap::from_pointee(dns_proxy::Names::default()),
-            ready: AtomicBool::new(false),
-            options,
-            identity: Arc::default(),
-        });
+        let shared = Arc::new(Shared::new(options));
         let workers = workers::Workers::start(workers, shared.clone())?;
         Ok(StaticProxy {
             state: xds_state::Locked(xds_state::XdsState::shared(shared.clone(), workers)?),
@@ -156,6 +179,11 @@ impl StaticProxy {
     /// the trust bundle), as the CA agent would.
     pub fn install_identity(&self, chain: &str, key: &str, roots: &str) -> Result<(), String> {
         self.shared.identity.install(chain, key, roots)
+    }
+
+    /// The proxy's metrics, as `/stats/prometheus` serves them.
+    pub fn prometheus(&self) -> String {
+        self.shared.stats.encode()
     }
 
     pub fn apply(

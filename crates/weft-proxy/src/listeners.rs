@@ -189,6 +189,7 @@ async fn run<S>(
             filters,
             upgrades,
             xfcc,
+            stats,
             ..
         } => {
             let chain = crate::http::Chain {
@@ -196,6 +197,7 @@ async fn run<S>(
                 filters,
                 upgrades,
                 xfcc,
+                stats,
                 generation: snapshot.generation,
             };
             crate::http::serve(sock, conn, chain, shared).await
@@ -204,6 +206,7 @@ async fn run<S>(
             clusters,
             idle_timeout,
             rbac,
+            stats,
             ..
         } => {
             let subject = crate::filters::tcp_subject(&conn);
@@ -219,7 +222,18 @@ async fn run<S>(
                 return;
             }
             let (cluster, _) = clusters.pick(|total| fastrand::u32(..total));
-            crate::tcp::proxy(sock, conn, cluster, idle_timeout, snapshot, entry).await
+            let recorder = stats.map(|reporter| crate::stats::record::Recorder {
+                stats: shared.stats.clone(),
+                reporter,
+                own_principal: shared.identity.spiffe_id().map(Into::into),
+            });
+            let tcp = crate::tcp::Tcp {
+                cluster,
+                idle: idle_timeout,
+                snapshot,
+                recorder,
+            };
+            crate::tcp::proxy(sock, conn, tcp, entry).await
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::access_log::{self, Entry};
 use crate::compile::Compiled;
 use crate::error::ProxyError;
 use crate::http::Connection;
+use crate::stats::record::{Observed, Recorder};
 use crate::upstream;
 use crate::upstream::balancer::hash_of;
 use crate::upstream::outlier::Result5xx;
@@ -30,42 +31,85 @@ pub(crate) fn connection_entry(conn: &Connection) -> Entry {
     }
 }
 
-pub(crate) async fn proxy<S>(
-    mut down: S,
-    conn: Connection,
-    cluster_name: &str,
-    idle: Option<Duration>,
-    snapshot: Arc<Compiled>,
-    entry: Entry,
-) where
+/// What a TCP chain does with one connection.
+pub(crate) struct Tcp<'a> {
+    pub cluster: &'a str,
+    pub idle: Option<Duration>,
+    pub snapshot: Arc<Compiled>,
+    /// Istio's TCP metrics, on a chain that records them.
+    pub recorder: Option<Recorder>,
+}
+
+pub(crate) async fn proxy<S>(mut down: S, conn: Connection, tcp: Tcp<'_>, entry: Entry)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let start = Instant::now();
+    let cluster = tcp.snapshot.clusters.get(tcp.cluster);
     let mut entry = Entry {
-        cluster: cluster_name.into(),
+        cluster: tcp.cluster.into(),
+        observed: tcp.recorder.as_ref().map(|_| Observed {
+            service: cluster.and_then(|c| c.service_for("")),
+            ..Default::default()
+        }),
         ..entry
     };
-    match connect(&conn, cluster_name, &snapshot).await {
+    let moved = Moved::default();
+    match connect(&conn, tcp.cluster, &tcp.snapshot).await {
         Err(e) => {
             entry.flags.insert(e.flag());
             entry.detail = e.detail();
+            opened(&tcp, &entry);
         }
         Ok((mut up, addr)) => {
             entry.upstream = Some(addr);
-            match copy_until_idle(&mut down, &mut up, idle).await {
+            if let (Some(seen), Some(c)) = (&mut entry.observed, cluster) {
+                seen.upstream_mtls = c.mesh_mtls(addr);
+                seen.endpoint = c.endpoints.workloads.get(&addr).cloned();
+            }
+            opened(&tcp, &entry);
+            match copy_until_idle(&mut down, &mut up, tcp.idle, &moved).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     entry.detail = Some("idle_timeout".into());
                 }
                 Err(e) => tracing::debug!(error = %e, "tcp proxy ended with an error"),
             }
-            if let Some(cluster) = snapshot.clusters.get(cluster_name) {
+            if let Some(cluster) = cluster {
                 cluster.breaker.connection_closed();
             }
         }
     }
     entry.duration = start.elapsed();
+    if let (Some(r), Some(seen)) = (&tcp.recorder, &entry.observed) {
+        let labels = r.tcp_labels(&entry, seen);
+        let (sent, received) = moved.totals();
+        r.stats.tcp_closed(&labels, sent, received);
+    }
     access_log::write(&entry);
+}
+
+/// Counts the connection as opened in Istio's metrics.
+fn opened(tcp: &Tcp<'_>, entry: &Entry) {
+    if let (Some(r), Some(seen)) = (&tcp.recorder, &entry.observed) {
+        r.stats.tcp_opened(&r.tcp_labels(entry, seen));
+    }
+}
+
+/// Bytes moved each way: towards the upstream (Istio's "sent") and back.
+#[derive(Default)]
+struct Moved {
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl Moved {
+    fn totals(&self) -> (u64, u64) {
+        (
+            self.up.load(Ordering::Relaxed),
+            self.down.load(Ordering::Relaxed),
+        )
+    }
 }
 
 async fn connect(
@@ -122,10 +166,8 @@ async fn copy_until_idle<S: AsyncRead + AsyncWrite + Unpin>(
     down: &mut S,
     up: &mut UpStream,
     idle: Option<Duration>,
+    moved: &Moved,
 ) -> std::io::Result<()> {
-    let Some(idle) = idle else {
-        return tokio::io::copy_bidirectional(down, up).await.map(drop);
-    };
     let start = Instant::now();
     // Milliseconds since `start` of the last byte moved either way.
     let last = AtomicU64::new(0);
@@ -133,11 +175,14 @@ async fn copy_until_idle<S: AsyncRead + AsyncWrite + Unpin>(
     let (mut up_r, mut up_w) = tokio::io::split(up);
     let both = async {
         tokio::try_join!(
-            copy_half(&mut down_r, &mut up_w, &last, start),
-            copy_half(&mut up_r, &mut down_w, &last, start),
+            copy_half(&mut down_r, &mut up_w, &last, start, &moved.up),
+            copy_half(&mut up_r, &mut down_w, &last, start, &moved.down),
         )
     };
     let quiet = async {
+        let Some(idle) = idle else {
+            return std::future::pending().await;
+        };
         loop {
             let since = Duration::from_millis(last.load(Ordering::Relaxed));
             let deadline = start + since + idle;
@@ -153,13 +198,14 @@ async fn copy_until_idle<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// One direction: read, note the time, write; at end of stream, shut the
-/// other side's write half.
+/// One direction: read, note the time, write, count; at end of stream,
+/// shut the other side's write half.
 async fn copy_half(
     from: &mut (impl AsyncRead + Unpin),
     to: &mut (impl AsyncWrite + Unpin),
     last: &AtomicU64,
     start: Instant,
+    count: &AtomicU64,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -169,5 +215,6 @@ async fn copy_half(
             return to.shutdown().await;
         }
         to.write_all(&buf[..n]).await?;
+        count.fetch_add(n as u64, Ordering::Relaxed);
     }
 }

@@ -233,6 +233,7 @@ fn workload_entry(
         proxy: ProxyKind::NoSidecar,
         locality: we.locality.clone(),
         entry: None,
+        owner: None,
     })
 }
 
@@ -268,6 +269,7 @@ fn entry_workload(
         proxy: ProxyKind::NoSidecar,
         locality: e.locality.clone(),
         entry: Some(entry.to_string()),
+        owner: None,
     })
 }
 

@@ -93,6 +93,7 @@ fn workload(
         proxy,
         locality,
         entry: None,
+        owner: None,
     }
 }
 

@@ -16,4 +16,6 @@ mod registry;
 
 pub use entries::{exported, DnsEndpoint, Entry, Resolution};
 pub use mesh::{ContainerPort, MeshSpec, ServicePort, ServiceSpec, WorkloadSpec};
-pub use registry::{target_port, Protocol, ProxyKind, Registry, Service, Workload, DOMAIN_SUFFIX};
+pub use registry::{
+    target_port, Protocol, ProxyKind, Registry, Service, Workload, CLUSTER_ID, DOMAIN_SUFFIX,
+};

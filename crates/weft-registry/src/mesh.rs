@@ -54,6 +54,10 @@ pub struct WorkloadSpec {
     /// would be, for egress and `outboundTrafficPolicy`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hostnames: Vec<String>,
+    /// Set on the pods of a workload of several replicas: the workload's
+    /// name (theirs is `<name>-<i>`).
+    #[serde(skip)]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -96,6 +100,7 @@ impl WorkloadSpec {
             n => (0..n)
                 .map(|i| WorkloadSpec {
                     name: format!("{}-{i}", self.name),
+                    owner: Some(self.name.clone()),
                     replicas: None,
                     ..self.clone()
                 })

@@ -51,6 +51,8 @@ pub const INJECT_TEMPLATES: &str = "inject.istio.io/templates";
 /// The label (or, as before Istio 1.10, annotation) that turns injection
 /// off for a pod: `"false"`.
 pub const INJECT: &str = "sidecar.istio.io/inject";
+/// The cluster every workload is in (Istio's default `CLUSTER_ID`).
+pub const CLUSTER_ID: &str = "Kubernetes";
 
 impl ProxyKind {
     /// The kind of a pod (not a gateway) from its labels and annotations,
@@ -99,6 +101,10 @@ pub struct Workload {
     /// workload is an endpoint of that entry's hosts only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry: Option<String>,
+    /// The workload (a Deployment's name) a pod of several replicas
+    /// belongs to; None when the pod's name is the workload's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// How the proxy treats a port's traffic, decided as Istio does: the
@@ -185,6 +191,36 @@ impl Service {
 }
 
 impl Workload {
+    /// Istio's workload name: the owner's, else the pod's own.
+    pub fn workload_name(&self) -> &str {
+        self.owner.as_deref().unwrap_or(&self.name)
+    }
+
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Istio's canonical service: its label, else Kubernetes' name label,
+    /// else `app`, else the workload's name.
+    pub fn canonical_service(&self) -> &str {
+        self.label("service.istio.io/canonical-name")
+            .or(self.label("app.kubernetes.io/name"))
+            .or(self.label("app"))
+            .unwrap_or(self.workload_name())
+    }
+
+    /// Istio's canonical revision: its label, else Kubernetes' version
+    /// label, else `version`, else `latest`.
+    pub fn canonical_revision(&self) -> &str {
+        self.label("service.istio.io/canonical-revision")
+            .or(self.label("app.kubernetes.io/version"))
+            .or(self.label("version"))
+            .unwrap_or("latest")
+    }
+
     /// Istio's node id for this workload's proxy: `sidecar~IP~name.ns~ns.svc.cluster.local`.
     pub fn node_id(&self) -> String {
         let kind = match self.proxy {
@@ -327,6 +363,7 @@ mod tests {
             proxy: ProxyKind::Sidecar,
             locality: None,
             entry: None,
+            owner: None,
         };
         Registry {
             services: vec![Service {

@@ -465,7 +465,7 @@ mod tests {
             chain.filter_chain_match.as_ref().unwrap().server_names,
             ["db.example.com"]
         );
-        assert_eq!(chain.filters[0].name, crate::envoy::TCP_PROXY);
+        assert_eq!(chain.filters.last().unwrap().name, crate::envoy::TCP_PROXY);
         let Some(
             envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
                 any,

@@ -26,6 +26,7 @@ mod proxyless;
 mod routes;
 mod scope;
 mod sidecar;
+pub mod stats;
 mod tcp;
 mod tls_routes;
 mod upstream_tls;
@@ -133,6 +134,7 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
                 inbound.collect();
             authz::apply_to(inputs, proxy, &mut inbound, &mut out.problems);
             jwt::apply_to(inputs, proxy, &mut inbound, &mut out.problems);
+            stats::apply(inputs.registry, proxy, &mut out);
         }
         ProxyKind::Gateway => {
             clusters::outbound(inputs, proxy, &mut out);
@@ -140,6 +142,7 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
             let mut all: Vec<_> = out.listeners.iter_mut().collect();
             authz::apply_to(inputs, proxy, &mut all, &mut out.problems);
             jwt::apply_to(inputs, proxy, &mut all, &mut out.problems);
+            stats::apply(inputs.registry, proxy, &mut out);
         }
         ProxyKind::Proxyless => return translate_proxyless(inputs, proxy),
         // Nothing runs there to take it.

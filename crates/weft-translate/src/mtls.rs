@@ -246,18 +246,33 @@ fn labels_struct(pairs: &[(&str, &str)]) -> Struct {
 }
 
 /// The endpoint metadata of a workload: `tlsMode: istio` when a sidecar
-/// runs beside it (Istio's `security.istio.io/tlsMode` label).
+/// runs beside it (Istio's `security.istio.io/tlsMode` label), and, as
+/// istiod writes it, `istio.workload` (`name;namespace;canonical
+/// service;canonical revision;cluster`), which names the server in a
+/// client's metrics when the server's own metadata did not come back.
 pub fn endpoint_metadata(w: &Workload) -> Option<Metadata> {
-    if w.proxy != weft_registry::ProxyKind::Sidecar {
+    if w.entry.is_some() {
         return None;
     }
+    let workload = [
+        w.workload_name(),
+        &w.namespace,
+        w.canonical_service(),
+        w.canonical_revision(),
+        weft_registry::CLUSTER_ID,
+    ]
+    .join(";");
+    let mut filter_metadata: std::collections::HashMap<String, Struct> = [(
+        "istio".to_string(),
+        labels_struct(&[("workload", &workload)]),
+    )]
+    .into_iter()
+    .collect();
+    if w.proxy == weft_registry::ProxyKind::Sidecar {
+        filter_metadata.insert(SOCKET_MATCH.into(), labels_struct(&[(TLS_MODE, "istio")]));
+    }
     Some(Metadata {
-        filter_metadata: [(
-            SOCKET_MATCH.to_string(),
-            labels_struct(&[(TLS_MODE, "istio")]),
-        )]
-        .into_iter()
-        .collect(),
+        filter_metadata,
         ..Default::default()
     })
 }

@@ -29,6 +29,7 @@ fn workload(name: &str, ip: &str, l: &[(&str, &str)], proxy: ProxyKind) -> Workl
         proxy,
         locality: None,
         entry: None,
+        owner: None,
     }
 }
 
@@ -857,8 +858,11 @@ fn outbound_traffic_policy_follows_the_mesh_config() {
             .iter()
             .find(|l| l.name == "virtualOutbound")
             .unwrap();
-        let Some(filter::ConfigType::TypedConfig(any)) =
-            &outbound.filter_chains[0].filters[0].config_type
+        let Some(filter::ConfigType::TypedConfig(any)) = &outbound.filter_chains[0]
+            .filters
+            .last()
+            .unwrap()
+            .config_type
         else {
             panic!()
         };

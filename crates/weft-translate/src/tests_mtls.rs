@@ -160,7 +160,12 @@ fn clients_use_mtls_to_pods_with_a_sidecar_and_name_their_accounts() {
         .endpoints
         .iter()
         .flat_map(|l| &l.lb_endpoints)
-        .map(|e| e.metadata.is_some())
+        .map(|e| {
+            e.metadata.as_ref().is_some_and(|m| {
+                m.filter_metadata
+                    .contains_key("envoy.transport_socket_match")
+            })
+        })
         .collect();
     assert_eq!(tagged.iter().filter(|t| **t).count(), 2, "{tagged:?}");
     assert_eq!(tagged.len(), 3);

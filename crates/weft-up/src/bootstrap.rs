@@ -14,16 +14,28 @@ use crate::plan::Plan;
 /// The variable gRPC libraries read the bootstrap's path from.
 pub const BOOTSTRAP_ENV: &str = "GRPC_XDS_BOOTSTRAP";
 
+/// Istio's node metadata for a pod's proxy, as pilot-agent writes it
+/// from the pod: what the proxy's metrics label its side with and what it
+/// tells its peers in the metadata exchange.
+pub fn node_metadata(workload: &Workload) -> serde_json::Value {
+    json!({
+        "NAME": workload.name,
+        "NAMESPACE": workload.namespace,
+        "WORKLOAD_NAME": workload.workload_name(),
+        "LABELS": workload.labels,
+        "SERVICE_ACCOUNT": workload.service_account,
+        "INSTANCE_IPS": workload.ip.to_string(),
+        "CLUSTER_ID": weft_registry::CLUSTER_ID,
+        "MESH_ID": "cluster.local",
+    })
+}
+
 pub fn grpc_bootstrap(plan: &Plan, workload: &Workload) -> serde_json::Value {
+    let mut metadata = node_metadata(workload);
+    metadata["GENERATOR"] = "grpc".into();
     let mut node = json!({
         "id": workload.node_id(),
-        "metadata": {
-            "GENERATOR": "grpc",
-            "NAMESPACE": workload.namespace,
-            "INSTANCE_IPS": workload.ip.to_string(),
-            "SERVICE_ACCOUNT": workload.service_account,
-            "LABELS": workload.labels,
-        },
+        "metadata": metadata,
     });
     if let Some(locality) = &workload.locality {
         let mut parts = locality.splitn(3, '/');

@@ -113,6 +113,7 @@ impl Plan {
                 proxy: ProxyKind::of_pod(&p.spec.labels, &p.spec.annotations),
                 locality: p.spec.locality.clone(),
                 entry: None,
+                owner: p.spec.owner.clone(),
             })
             .collect();
         workloads.push(gateway_workload(ingress_port));
@@ -226,5 +227,6 @@ fn gateway_workload(ingress_port: u16) -> Workload {
         proxy: ProxyKind::Gateway,
         locality: None,
         entry: None,
+        owner: None,
     }
 }

@@ -186,6 +186,9 @@ async fn launch(
         &tokens.issue(plan.gateway(), None)?,
     );
     argv.extend(["--bind-ip".into(), "127.0.0.1".into()]);
+    // Beside its admin port on the bridge, where a scraper reaches it.
+    let metrics = SocketAddr::new(plan.addresses.gateway_admin.ip(), PROMETHEUS_PORT);
+    argv.extend(["--prometheus".into(), metrics.to_string()]);
     let gateway = procs::spawn(Launch {
         role: "ingress-gateway".into(),
         argv,
@@ -322,7 +325,7 @@ fn start_pod(
         return state.save(dir);
     }
     let token = tokens.issue(workload, Some(crate::capture::PROXY_UID))?;
-    let mut argv = proxy_argv(exe, plan, workload, "0.0.0.0:15000", &token);
+    let mut argv = pod_proxy_argv(exe, plan, workload, &token);
     argv.extend([
         "--dns".into(),
         format!("127.0.0.1:{}", crate::capture::DNS_CAPTURE_PORT),
@@ -337,6 +340,22 @@ fn start_pod(
     })?;
     state.processes.push(sidecar);
     state.save(dir)
+}
+
+/// Where every proxy serves Istio's metrics (Istio's 15090).
+pub const PROMETHEUS_PORT: u16 = 15090;
+
+/// `proxy_argv` for a pod's own proxy: admin and metrics on the pod's
+/// address, as in a Kubernetes pod.
+fn pod_proxy_argv(
+    exe: &str,
+    plan: &Plan,
+    workload: &weft_registry::Workload,
+    token: &Path,
+) -> Vec<String> {
+    let mut argv = proxy_argv(exe, plan, workload, "0.0.0.0:15000", token);
+    argv.extend(["--prometheus".into(), format!("0.0.0.0:{PROMETHEUS_PORT}")]);
+    argv
 }
 
 /// `weft proxy` for `workload`, fed by the mesh's control plane.
@@ -358,6 +377,8 @@ fn proxy_argv(
         admin.to_string(),
         "--token-file".into(),
         token.display().to_string(),
+        "--metadata".into(),
+        crate::bootstrap::node_metadata(workload).to_string(),
     ]
 }
 
@@ -374,7 +395,7 @@ fn start_gateway_pod(
 ) -> anyhow::Result<()> {
     let gateway = procs::spawn(Launch {
         role: format!("gateway/{}", pod.spec.name),
-        argv: proxy_argv(exe, plan, workload, "0.0.0.0:15000", token),
+        argv: pod_proxy_argv(exe, plan, workload, token),
         netns: Some(&pod.netns),
         uid: None,
         env: vec![],

@@ -127,6 +127,15 @@ enum Command {
         /// Workload certificate lifetime to ask for (default: the CA's).
         #[arg(long, value_parser = duration)]
         cert_ttl: Option<std::time::Duration>,
+        /// Istio's node metadata for the workload, as a JSON object
+        /// (`NAME`, `NAMESPACE`, `WORKLOAD_NAME`, `LABELS`, `CLUSTER_ID`,
+        /// `SERVICE_ACCOUNT`, …): what the metrics label this side with.
+        #[arg(long, value_parser = node_metadata)]
+        metadata: Option<weft_proxy::stats::NodeMetadata>,
+        /// Serve Istio's metrics here too (`/stats/prometheus`, Istio's
+        /// 15090), e.g. 0.0.0.0:15090.
+        #[arg(long)]
+        prometheus: Option<SocketAddr>,
     },
     /// Run one of the Bookinfo-like demo services.
     Demo {
@@ -263,6 +272,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             ca,
             token_file,
             cert_ttl,
+            metadata,
+            prometheus,
         } => {
             let ca = match (ca, &token_file) {
                 (None, None) => None,
@@ -280,6 +291,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 dns,
                 ca,
                 workers: worker_threads(),
+                metadata: metadata.unwrap_or_default(),
+                prometheus,
             })
             .await?;
         }
@@ -304,4 +317,13 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
 fn duration(text: &str) -> Result<std::time::Duration, String> {
     weft_config::networking::common::parse_duration(text)
         .ok_or_else(|| format!("{text:?} is not a duration (e.g. 24h, 90s)"))
+}
+
+/// `--metadata`: a JSON object.
+fn node_metadata(text: &str) -> Result<weft_proxy::stats::NodeMetadata, String> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(m)) => Ok(weft_proxy::stats::NodeMetadata(m)),
+        Ok(_) => Err("node metadata must be a JSON object".into()),
+        Err(e) => Err(format!("node metadata is not JSON: {e}")),
+    }
 }

@@ -66,6 +66,9 @@ pub struct ClusterCfg {
         super::endpoints::Labels,
         Option<std::sync::Arc<super::UpstreamTls>>,
     )>,
+    /// The services behind the cluster (its `istio` metadata), for the
+    /// metrics' `destination_service*` labels.
+    pub services: Vec<std::sync::Arc<crate::stats::ServiceMeta>>,
 }
 
 impl ClusterCfg {
@@ -102,6 +105,40 @@ impl ClusterCfg {
             .iter()
             .find(|(want, _)| want.iter().all(|(k, v)| labels.get(k) == Some(v)))
             .map_or_else(|| self.tls.clone(), |(_, tls)| tls.clone())
+    }
+
+    /// Whether requests to `addr` go over mesh mTLS.
+    pub(crate) fn mesh_mtls(&self, addr: SocketAddr) -> bool {
+        self.tls_for(addr).is_some_and(|t| t.is_mesh())
+    }
+
+    /// Whether `addr` runs a sidecar (`tlsMode: istio`), which takes the
+    /// metadata exchange headers off.
+    pub(crate) fn in_mesh(&self, addr: SocketAddr) -> bool {
+        self.endpoints
+            .socket_match
+            .get(&addr)
+            .is_some_and(|m| m.get("tlsMode").is_some_and(|v| v == "istio"))
+    }
+
+    /// The service a request for `authority` went to: the cluster's one
+    /// service, or among several the one the Host header names.
+    pub(crate) fn service_for(
+        &self,
+        authority: &str,
+    ) -> Option<std::sync::Arc<crate::stats::ServiceMeta>> {
+        match self.services.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            many => {
+                let host = authority.split(':').next().unwrap_or("");
+                many.iter()
+                    .find(|s| {
+                        s.host == host || s.name == host || s.host.starts_with(&format!("{host}."))
+                    })
+                    .cloned()
+            }
+        }
     }
 
     /// The endpoint for the next request or connection: a priority level
@@ -277,6 +314,7 @@ pub(crate) fn compile_cluster(
             .and_then(|l| l.healthy_panic_threshold.as_ref())
             .map_or(50, |p| p.value.clamp(0.0, 100.0) as u32),
         endpoints,
+        services: services(c),
         tls,
         tls_matches,
     })
@@ -485,6 +523,37 @@ fn apply_thresholds(c: &Cluster, limits: &mut Limits) -> Result<(), String> {
         set(t.max_retries, &mut limits.max_retries);
     }
     Ok(())
+}
+
+/// The `istio` metadata's `services` list (as istiod writes it).
+fn services(c: &Cluster) -> Vec<std::sync::Arc<crate::stats::ServiceMeta>> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let Some(istio) = c
+        .metadata
+        .as_ref()
+        .and_then(|m| m.filter_metadata.get("istio"))
+    else {
+        return Vec::new();
+    };
+    let Some(Kind::ListValue(list)) = istio.fields.get("services").and_then(|v| v.kind.as_ref())
+    else {
+        return Vec::new();
+    };
+    list.values
+        .iter()
+        .filter_map(|v| match &v.kind {
+            Some(Kind::StructValue(s)) => {
+                let l = super::endpoints::labels(s);
+                let field = |k: &str| l.get(k).cloned().unwrap_or_else(|| "unknown".into());
+                Some(std::sync::Arc::new(crate::stats::ServiceMeta {
+                    host: field("host"),
+                    name: field("name"),
+                    namespace: field("namespace"),
+                }))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 pub(crate) fn compile_endpoints(cla: &ClusterLoadAssignment) -> Result<Endpoints, String> {

@@ -59,6 +59,10 @@ pub struct Endpoints {
     /// transport socket matches.
     #[serde(skip)]
     pub socket_match: std::collections::HashMap<SocketAddr, Labels>,
+    /// Endpoints' `istio.workload` metadata: who serves there, for the
+    /// client's metrics when the server's own metadata does not come back.
+    #[serde(skip)]
+    pub workloads: std::collections::HashMap<SocketAddr, std::sync::Arc<crate::stats::Peer>>,
 }
 
 /// String fields of a metadata struct.
@@ -89,6 +93,7 @@ impl Endpoints {
     pub fn from_assignment(cla: &ClusterLoadAssignment) -> Result<Endpoints, String> {
         let mut groups = Vec::new();
         let mut socket_match = std::collections::HashMap::new();
+        let mut workloads = std::collections::HashMap::new();
         for locality in &cla.endpoints {
             let mut addrs = Vec::new();
             for ep in &locality.lb_endpoints {
@@ -97,12 +102,20 @@ impl Endpoints {
                 match &ep.host_identifier {
                     Some(lb_endpoint::HostIdentifier::Endpoint(e)) if usable => {
                         let addr = socket_addr(&e.address)?;
-                        let matched = ep
-                            .metadata
-                            .as_ref()
-                            .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"));
-                        if let Some(m) = matched {
+                        let meta = |key: &str| {
+                            ep.metadata
+                                .as_ref()
+                                .and_then(|m| m.filter_metadata.get(key))
+                        };
+                        if let Some(m) = meta("envoy.transport_socket_match") {
                             socket_match.insert(addr, labels(m));
+                        }
+                        let workload = meta("istio").and_then(|m| labels(m).remove("workload"));
+                        if let Some(peer) = workload
+                            .as_deref()
+                            .and_then(crate::stats::Peer::of_endpoint)
+                        {
+                            workloads.insert(addr, std::sync::Arc::new(peer));
                         }
                         addrs.push(addr)
                     }
@@ -123,6 +136,7 @@ impl Endpoints {
             .map_or(OVERPROVISIONING, |f| f.value);
         Ok(Endpoints {
             socket_match,
+            workloads,
             ..Endpoints::new(groups, overprovisioning)
         })
     }

@@ -65,6 +65,8 @@ pub enum ChainAction {
         upgrades: Arc<[String]>,
         /// `forward_client_cert_details` and what it sets.
         xfcc: crate::http::xfcc::Xfcc,
+        /// Istio's metrics, as this reporter (`istio.stats` is there).
+        stats: Option<crate::stats::Reporter>,
     },
     Tcp {
         stat_prefix: String,
@@ -74,6 +76,8 @@ pub enum ChainAction {
         /// No bytes either way for this long closes both sides (Envoy's
         /// default: 1 h; `0s` turns it off, here None).
         idle_timeout: Option<std::time::Duration>,
+        /// Istio's TCP metrics, as this reporter.
+        stats: Option<crate::stats::Reporter>,
     },
 }
 
@@ -195,11 +199,21 @@ pub(crate) fn compile_listener(
     if l.default_filter_chain.is_some() {
         return Err("default_filter_chain is not supported".into());
     }
+    // Istio's stats report as the destination on inbound listeners, as
+    // the source everywhere else (outbound, gateways).
+    let inbound = envoy_types::pb::envoy::config::core::v3::TrafficDirection::Inbound as i32;
+    let reporter = if l.traffic_direction == inbound {
+        crate::stats::Reporter::Destination
+    } else {
+        crate::stats::Reporter::Source
+    };
     let chains = l
         .filter_chains
         .iter()
         .enumerate()
-        .map(|(i, c)| compile_chain(c, secrets).map_err(|e| format!("filter_chains[{i}]: {e}")))
+        .map(|(i, c)| {
+            compile_chain(c, secrets, reporter).map_err(|e| format!("filter_chains[{i}]: {e}"))
+        })
         .collect::<Result<_, _>>()?;
     Ok(ListenerCfg {
         name: l.name.clone(),
@@ -213,7 +227,11 @@ pub(crate) fn compile_listener(
     })
 }
 
-fn compile_chain(c: &FilterChain, secrets: &super::Secrets) -> Result<ChainCfg, String> {
+fn compile_chain(
+    c: &FilterChain,
+    secrets: &super::Secrets,
+    reporter: crate::stats::Reporter,
+) -> Result<ChainCfg, String> {
     let m = c.filter_chain_match.clone().unwrap_or_default();
     let supported = envoy_types::pb::envoy::config::listener::v3::FilterChainMatch {
         destination_port: m.destination_port,
@@ -238,19 +256,20 @@ fn compile_chain(c: &FilterChain, secrets: &super::Secrets) -> Result<ChainCfg, 
     let Some((filter, front)) = c.filters.split_last() else {
         return Err("a filter chain needs a network filter".into());
     };
-    let rbac = network_rbac(front)?;
+    let (rbac, stats) = network_front(front)?;
+    let stats = stats.then_some(reporter);
     let Some(filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
         return Err(format!("filter {:?} has no typed_config", filter.name));
     };
     let action = match any.type_url.rsplit('/').next().unwrap_or("") {
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" => {
-            http_action(&unpack::<HttpConnectionManager>(any)?)?
+            http_action(&unpack::<HttpConnectionManager>(any)?, reporter)?
         }
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
-            tcp_action(&unpack::<TcpProxy>(any)?, rbac)?
+            tcp_action(&unpack::<TcpProxy>(any)?, rbac, stats)?
         }
-        _ if !rbac.is_empty() => {
-            return Err("network RBAC is supported before tcp_proxy only".into())
+        _ if !rbac.is_empty() || stats.is_some() => {
+            return Err("network RBAC and istio.stats are supported before tcp_proxy only".into())
         }
         other => {
             return Err(format!(
@@ -284,8 +303,12 @@ fn downstream_tls(
     compile_downstream_tls(&ctx, secrets)
 }
 
-fn http_action(hcm: &HttpConnectionManager) -> Result<ChainAction, String> {
+fn http_action(
+    hcm: &HttpConnectionManager,
+    reporter: crate::stats::Reporter,
+) -> Result<ChainAction, String> {
     let filters = Arc::new(compile_http_filters(&hcm.http_filters)?);
+    let stats = filters.stats.then_some(reporter);
     let routes = match &hcm.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => RouteRef::Rds(rds.route_config_name.clone()),
         Some(RouteSpecifier::RouteConfig(rc)) => {
@@ -299,6 +322,7 @@ fn http_action(hcm: &HttpConnectionManager) -> Result<ChainAction, String> {
         filters,
         upgrades: upgrades(hcm)?,
         xfcc: crate::http::xfcc::compile(hcm)?,
+        stats,
     })
 }
 
@@ -323,25 +347,32 @@ fn upgrades(hcm: &HttpConnectionManager) -> Result<Arc<[String]>, String> {
     Ok(out.into())
 }
 
-/// The network RBAC filters in front of a chain's last filter (any
-/// other network filter there is refused).
-fn network_rbac(
+/// The network filters in front of a chain's last filter: RBAC filters,
+/// and whether `istio.stats` is there (any other is refused).
+fn network_front(
     front: &[envoy_types::pb::envoy::config::listener::v3::Filter],
-) -> Result<Vec<crate::filters::rbac::RbacCfg>, String> {
-    front
-        .iter()
-        .map(|f| match &f.config_type {
+) -> Result<(Vec<crate::filters::rbac::RbacCfg>, bool), String> {
+    let mut rbac = Vec::new();
+    let mut stats = false;
+    for f in front {
+        match &f.config_type {
             Some(filter::ConfigType::TypedConfig(any))
                 if any.type_url.ends_with(".network.rbac.v3.RBAC") =>
             {
-                crate::filters::rbac::compile_network(&unpack(any)?)
+                rbac.push(crate::filters::rbac::compile_network(&unpack(any)?)?)
             }
-            _ => Err(format!(
-                "network filter {:?} is not supported before the last filter",
-                f.name
-            )),
-        })
-        .collect()
+            Some(filter::ConfigType::TypedConfig(any)) if crate::stats::is_stats(&f.name, any) => {
+                stats = true
+            }
+            _ => {
+                return Err(format!(
+                    "network filter {:?} is not supported before the last filter",
+                    f.name
+                ))
+            }
+        }
+    }
+    Ok((rbac, stats))
 }
 
 /// One cluster, or weighted clusters drawn once per connection (Istio's
@@ -349,6 +380,7 @@ fn network_rbac(
 fn tcp_action(
     t: &TcpProxy,
     rbac: Vec<crate::filters::rbac::RbacCfg>,
+    stats: Option<crate::stats::Reporter>,
 ) -> Result<ChainAction, String> {
     let clusters = match &t.cluster_specifier {
         Some(tcp_proxy::ClusterSpecifier::Cluster(c)) => Clusters::One(c.as_str().into()),
@@ -374,5 +406,6 @@ fn tcp_action(
         rbac: rbac.into(),
         clusters: Arc::new(clusters),
         idle_timeout,
+        stats,
     })
 }

@@ -40,6 +40,11 @@ pub struct UpstreamTls {
 }
 
 impl UpstreamTls {
+    /// Mesh mTLS (Istio's `ISTIO_MUTUAL`, the workload certificate).
+    pub(crate) fn is_mesh(&self) -> bool {
+        self.http.is_some()
+    }
+
     /// The client config for a connection: `http` is None for TCP, else
     /// whether it speaks HTTP/2.
     pub(crate) fn config_for(&self, http: Option<bool>) -> Arc<ClientConfig> {

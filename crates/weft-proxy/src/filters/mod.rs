@@ -49,6 +49,9 @@ pub enum HttpFilter {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FilterChain {
     pub filters: Vec<HttpFilter>,
+    /// `istio.stats` is in the list: requests are recorded in Istio's
+    /// metrics once they end.
+    pub stats: bool,
 }
 
 /// What one route overrides in the filters (`typed_per_filter_config`).
@@ -69,9 +72,14 @@ pub(crate) fn compile_chain(list: &[HttpFilterProto]) -> Result<FilterChain, Str
         ));
     }
     let mut filters = Vec::new();
+    let mut stats = false;
     for f in rest {
         let compiled = match filter_kind(f)? {
             Kind::Router => return Err(format!("{ROUTER} must be the last HTTP filter")),
+            Kind::Stats => {
+                stats = true;
+                continue;
+            }
             Kind::Fault => {
                 let own = match &f.config_type {
                     Some(http_filter::ConfigType::TypedConfig(any)) => {
@@ -105,7 +113,7 @@ pub(crate) fn compile_chain(list: &[HttpFilterProto]) -> Result<FilterChain, Str
         };
         filters.push(compiled);
     }
-    Ok(FilterChain { filters })
+    Ok(FilterChain { filters, stats })
 }
 
 #[derive(PartialEq)]
@@ -115,6 +123,7 @@ enum Kind {
     Rbac,
     Fault,
     Cors,
+    Stats,
     Router,
 }
 
@@ -135,6 +144,8 @@ fn filter_kind(f: &HttpFilterProto) -> Result<Kind, String> {
         Ok(Kind::Fault)
     } else if by(cors::NAME, ".cors.v3.Cors") {
         Ok(Kind::Cors)
+    } else if f.name == crate::stats::NAME || type_url.ends_with(crate::stats::PLUGIN_CONFIG) {
+        Ok(Kind::Stats)
     } else if by(ROUTER, ".router.v3.Router") {
         Ok(Kind::Router)
     } else if f.is_optional {

@@ -25,6 +25,8 @@ use crate::compile::{Action, Compiled, RouteRef};
 use crate::error::ProxyError;
 use crate::filters::{FilterChain, Next};
 use crate::router;
+use crate::stats::record::{grpc_status, header_bytes, Counted, Observed, Recorder};
+use crate::stats::Reporter;
 use crate::Shared;
 
 pub(crate) use headers::strip_hop_by_hop;
@@ -57,6 +59,8 @@ pub(crate) struct Chain {
     pub upgrades: Arc<[String]>,
     /// What becomes of `x-forwarded-client-cert`.
     pub xfcc: xfcc::Xfcc,
+    /// Istio's metrics and metadata exchange, as this reporter.
+    pub stats: Option<crate::stats::Reporter>,
     /// The config snapshot the chain was taken from.
     pub generation: u64,
 }
@@ -77,12 +81,14 @@ impl Chain {
                 filters,
                 upgrades,
                 xfcc,
+                stats,
                 ..
             } => Some(Chain {
                 routes: routes.clone(),
                 filters: filters.clone(),
                 upgrades: upgrades.clone(),
                 xfcc: *xfcc,
+                stats: *stats,
                 generation: snapshot.generation,
             }),
             _ => None,
@@ -128,18 +134,64 @@ async fn handle(
     };
     let request_id = headers::ensure_request_id(&mut req);
     headers::ensure_forwarded_proto(&mut req, conn.tls.is_some());
+    let own = (chain.xfcc.action != xfcc::Action::AlwaysForwardOnly || chain.stats.is_some())
+        .then(|| shared.identity.spiffe_id())
+        .flatten();
     if chain.xfcc.action != xfcc::Action::AlwaysForwardOnly {
-        let own = shared.identity.spiffe_id();
         chain.xfcc.apply(&mut req, conn, own.as_deref());
     }
-    let mut record = Record::new(Entry::for_request(&req, conn, request_id));
     let grpc = is_grpc(req.headers());
-    let response = match process(req, conn, chain, &snapshot, &mut record.entry).await {
+    let mut entry = Entry::for_request(&req, conn, request_id);
+    let recorder = chain.stats.map(|reporter| {
+        let mut seen = observe(&mut req, reporter, grpc);
+        if reporter == Reporter::Source {
+            seen.exchange = Some(shared.stats.own.clone());
+        }
+        entry.observed = Some(seen);
+        Recorder {
+            stats: shared.stats.clone(),
+            reporter,
+            own_principal: own.map(Into::into),
+        }
+    });
+    let mut record = Record::new(entry, recorder);
+    let mut response = match process(req, conn, chain, &snapshot, &mut record.entry).await {
         Ok(r) => r,
         Err(e) => local_reply::error(&e, &mut record.entry, grpc),
     };
     record.finish(response.status());
-    response
+    let Some(seen) = &mut record.entry.observed else {
+        return response;
+    };
+    // The server's side answers the client's exchange with its own.
+    if chain.stats == Some(Reporter::Destination) && seen.peer.is_some() {
+        crate::stats::peer::put(response.headers_mut(), &shared.stats.own);
+    }
+    seen.response_bytes = header_bytes(response.headers());
+    seen.grpc_status = seen.grpc_status.or(grpc_status(response.headers()));
+    // The record is written when the response body ends.
+    response.map(|body| Body::new(Counted::new(body, record)))
+}
+
+/// What the metrics learn of a request as it arrives; on the server's
+/// side, the client's exchange headers are taken off (the app never sees
+/// them).
+fn observe<B>(req: &mut Request<B>, reporter: Reporter, grpc: bool) -> Observed {
+    let peer = match reporter {
+        Reporter::Destination => crate::stats::peer::take(req.headers_mut()),
+        Reporter::Source => None,
+    };
+    let body = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    Observed {
+        peer,
+        grpc,
+        request_bytes: header_bytes(req.headers()) + body,
+        ..Default::default()
+    }
 }
 
 async fn process(

@@ -99,6 +99,9 @@ pub(crate) async fn forward(
     entry: &mut Entry,
 ) -> Result<Response<Body>, ProxyError> {
     let (cluster, target) = pick_cluster(fwd, snapshot, entry)?;
+    if let Some(seen) = &mut entry.observed {
+        seen.service = cluster.service_for(&entry.authority);
+    }
     let (mut parts, body) = req.into_parts();
     let grpc = crate::http::is_grpc(&parts.headers).then_some(&parts.headers);
     let (deadline, stream_deadline) = fwd.deadline(grpc);
@@ -131,6 +134,9 @@ pub(crate) async fn forward(
     };
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(seen) = entry.observed.as_mut().filter(|o| o.exchange.is_some()) {
+        seen.peer = crate::stats::peer::take(&mut parts.headers);
+    }
     if let Some(t) = target {
         t.response_headers.apply(&mut parts.headers);
     }
@@ -228,6 +234,11 @@ impl Tries<'_> {
         loop {
             let addr = self.pick(&tried).ok_or(ProxyError::NoHealthyUpstream)?;
             entry.upstream = Some(addr);
+            if let Some(seen) = &mut entry.observed {
+                seen.upstream_mtls = self.cluster.mesh_mtls(addr);
+                seen.endpoint = self.cluster.endpoints.workloads.get(&addr).cloned();
+                exchange(seen, self.cluster, addr, &mut self.parts.headers);
+            }
             let result = self.try_once(addr).await;
             let outcome = match &result {
                 Ok(resp) => Outcome::Response(resp.status(), resp.headers()),
@@ -306,6 +317,25 @@ impl Tries<'_> {
             },
             None => send.await.map_err(TryError::Upstream),
         }
+    }
+}
+
+/// The client's side of the metadata exchange: its own headers go to an
+/// endpoint with a sidecar (which takes them off), never elsewhere.
+fn exchange(
+    seen: &crate::stats::record::Observed,
+    cluster: &ClusterCfg,
+    addr: SocketAddr,
+    headers: &mut http::HeaderMap,
+) {
+    let Some(own) = &seen.exchange else {
+        return;
+    };
+    if cluster.in_mesh(addr) {
+        crate::stats::peer::put(headers, own);
+    } else {
+        headers.remove(crate::stats::peer::METADATA);
+        headers.remove(crate::stats::peer::METADATA_ID);
     }
 }
 

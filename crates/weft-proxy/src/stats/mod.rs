@@ -1,0 +1,247 @@
+//! Istio's standard metrics, the `istio.stats` filter's job: the same
+//! names, types, buckets and labels as Istio's proxies, so Istio's
+//! Prometheus queries and Grafana dashboards read a Weft mesh unchanged.
+//!
+//! A chain whose HTTP connection manager (or TCP proxy) lists `istio.stats`
+//! records every request (connection) once, when its access-log line is
+//! written. The reporter follows the listener's direction, as in Istio:
+//! `destination` on inbound, `source` on outbound and on gateways. The
+//! other side's workload comes from the metadata exchange (`peer`), the
+//! service from the cluster's `istio` metadata.
+//!
+//! The families live in `prometheus-client`'s registry; a label set is a
+//! handful of `Arc`s and small values, hashed once per request.
+
+mod labels;
+pub(crate) mod peer;
+pub(crate) mod record;
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+pub(crate) use labels::{HttpLabels, MessageLabels, TcpLabels};
+pub use peer::{NodeMetadata, Own, Peer};
+
+/// The filter's name in a listener (HTTP and network alike).
+pub const NAME: &str = "istio.stats";
+/// Its config's type (Istio's own message; its defaults are the standard
+/// metrics, and Weft reads no field of it yet).
+pub const PLUGIN_CONFIG: &str = "/stats.PluginConfig";
+
+/// Whether a network filter is `istio.stats`.
+pub(crate) fn is_stats(name: &str, config: &envoy_types::pb::google::protobuf::Any) -> bool {
+    name == NAME || config.type_url.ends_with(PLUGIN_CONFIG)
+}
+
+/// Which side of a request the proxy reports as (Istio's `reporter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Reporter {
+    /// The client's proxy, or a gateway.
+    Source,
+    /// The server's proxy.
+    Destination,
+}
+
+impl Reporter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reporter::Source => "source",
+            Reporter::Destination => "destination",
+        }
+    }
+}
+
+/// The service a request went to (a cluster's `istio` metadata, as istiod
+/// writes it: `services: [{host, name, namespace}]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ServiceMeta {
+    pub host: String,
+    pub name: String,
+    pub namespace: String,
+}
+
+impl ServiceMeta {
+    /// No cluster metadata: the Host header names the service (Istio's
+    /// host header fallback), else nothing is known.
+    pub fn from_authority(authority: &str) -> ServiceMeta {
+        let host = authority.rsplit_once(':').map_or(authority, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                authority
+            }
+        });
+        let host = if host.is_empty() { "unknown" } else { host };
+        ServiceMeta {
+            host: host.into(),
+            name: host.into(),
+            namespace: "unknown".into(),
+        }
+    }
+}
+
+/// Envoy's default histogram buckets (Istio keeps them for its duration
+/// and size histograms).
+const BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// One proxy's metrics.
+pub struct Stats {
+    registry: Registry,
+    requests: Family<HttpLabels, Counter>,
+    duration: Histograms<HttpLabels>,
+    request_bytes: Histograms<HttpLabels>,
+    response_bytes: Histograms<HttpLabels>,
+    request_messages: Family<MessageLabels, Counter>,
+    response_messages: Family<MessageLabels, Counter>,
+    tcp_opened: Family<TcpLabels, Counter>,
+    tcp_closed: Family<TcpLabels, Counter>,
+    tcp_sent: Family<TcpLabels, Counter>,
+    tcp_received: Family<TcpLabels, Counter>,
+    /// This proxy's workload, for its side's labels and the exchange.
+    pub own: Own,
+}
+
+impl Stats {
+    pub fn new(own: Own) -> Stats {
+        let mut registry = Registry::default();
+        let requests = Family::default();
+        registry.register("istio_requests", "Requests", requests.clone());
+        let h = || Histograms::<HttpLabels>::new_with_constructor(histogram as fn() -> Histogram);
+        let (duration, request_bytes, response_bytes) = (h(), h(), h());
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "Request duration",
+            duration.clone(),
+        );
+        registry.register("istio_request_bytes", "Request size", request_bytes.clone());
+        registry.register(
+            "istio_response_bytes",
+            "Response size",
+            response_bytes.clone(),
+        );
+        let request_messages = Family::default();
+        let response_messages = Family::default();
+        registry.register(
+            "istio_request_messages",
+            "gRPC messages sent by the client",
+            request_messages.clone(),
+        );
+        registry.register(
+            "istio_response_messages",
+            "gRPC messages sent by the server",
+            response_messages.clone(),
+        );
+        let tcp = || Family::<TcpLabels, Counter>::default();
+        let (tcp_opened, tcp_closed, tcp_sent, tcp_received) = (tcp(), tcp(), tcp(), tcp());
+        registry.register(
+            "istio_tcp_connections_opened",
+            "TCP connections opened",
+            tcp_opened.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_closed",
+            "TCP connections closed",
+            tcp_closed.clone(),
+        );
+        registry.register("istio_tcp_sent_bytes", "Bytes sent", tcp_sent.clone());
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Bytes received",
+            tcp_received.clone(),
+        );
+        Stats {
+            registry,
+            requests,
+            duration,
+            request_bytes,
+            response_bytes,
+            request_messages,
+            response_messages,
+            tcp_opened,
+            tcp_closed,
+            tcp_sent,
+            tcp_received,
+            own,
+        }
+    }
+
+    /// One finished request.
+    pub(crate) fn record_http(&self, labels: &HttpLabels, sample: &HttpSample) {
+        self.requests.get_or_create(labels).inc();
+        let millis = sample.duration.as_secs_f64() * 1000.0;
+        self.duration.get_or_create(labels).observe(millis);
+        self.request_bytes
+            .get_or_create(labels)
+            .observe(sample.request_bytes as f64);
+        self.response_bytes
+            .get_or_create(labels)
+            .observe(sample.response_bytes as f64);
+        if let Some((sent, received)) = sample.grpc_messages {
+            let m = MessageLabels::of(labels);
+            self.request_messages.get_or_create(&m).inc_by(sent);
+            self.response_messages.get_or_create(&m).inc_by(received);
+        }
+    }
+
+    /// A TCP connection began.
+    pub(crate) fn tcp_opened(&self, labels: &TcpLabels) {
+        self.tcp_opened.get_or_create(labels).inc();
+    }
+
+    /// A TCP connection ended, having moved these bytes (sent: towards
+    /// the server, received: back from it, as Istio counts them).
+    pub(crate) fn tcp_closed(&self, labels: &TcpLabels, sent: u64, received: u64) {
+        self.tcp_closed.get_or_create(labels).inc();
+        self.tcp_sent.get_or_create(labels).inc_by(sent);
+        self.tcp_received.get_or_create(labels).inc_by(received);
+    }
+
+    /// The Prometheus exposition (OpenMetrics text).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// What one request measured, beside its labels.
+#[derive(Debug, Default)]
+pub(crate) struct HttpSample {
+    pub duration: std::time::Duration,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    /// gRPC messages (client's, server's), for gRPC requests.
+    pub grpc_messages: Option<(u64, u64)>,
+}
+
+/// A SPIFFE id for `peer` in `own_id`'s trust domain (the client side
+/// names its server by the workload metadata it answered with).
+pub(crate) fn principal_of(own_id: &str, peer: &Peer) -> Option<String> {
+    let td = own_id.strip_prefix("spiffe://")?.split('/').next()?;
+    (peer.namespace != "unknown" && peer.service_account != "unknown").then(|| {
+        format!(
+            "spiffe://{td}/ns/{}/sa/{}",
+            peer.namespace, peer.service_account
+        )
+    })
+}
+
+/// Who gets the labels of a request's or connection's other side.
+pub(crate) fn unknown_peer() -> Arc<Peer> {
+    static UNKNOWN: std::sync::OnceLock<Arc<Peer>> = std::sync::OnceLock::new();
+    UNKNOWN.get_or_init(|| Arc::new(Peer::default())).clone()
+}

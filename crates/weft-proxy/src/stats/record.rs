@@ -1,0 +1,197 @@
+//! From a finished request's (or connection's) log entry to its labels
+//! and samples; and the response body that counts what it carries, so a
+//! request is recorded (and logged) when its response has ended, with its
+//! size and gRPC status, as Envoy does.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use hyper::body::{Body, Frame, SizeHint};
+
+use super::labels::Parties;
+use super::{unknown_peer, HttpLabels, HttpSample, Peer, Reporter, ServiceMeta, Stats, TcpLabels};
+use crate::access_log::Entry;
+
+/// What the request path learns for the metrics, on a chain that records.
+#[derive(Debug, Default)]
+pub(crate) struct Observed {
+    /// The other side's workload, from the metadata exchange.
+    pub peer: Option<Arc<Peer>>,
+    /// Client side: the upstream endpoint's workload, from its metadata
+    /// (used when the exchange did not answer).
+    pub endpoint: Option<Arc<Peer>>,
+    /// The service of the cluster the request went to.
+    pub service: Option<Arc<ServiceMeta>>,
+    /// Client side: the upstream connection was mesh mTLS.
+    pub upstream_mtls: bool,
+    /// Client side: this proxy's exchange headers, for the upstream.
+    pub exchange: Option<super::Own>,
+    pub grpc: bool,
+    pub grpc_status: Option<u32>,
+    /// Headers and body, as Istio counts them.
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+}
+
+/// A chain's recorder: the proxy's metrics, the chain's reporter, and the
+/// proxy's SPIFFE id when the request began.
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    pub stats: Arc<Stats>,
+    pub reporter: Reporter,
+    pub own_principal: Option<Arc<str>>,
+}
+
+const UNKNOWN: &str = "unknown";
+
+impl Recorder {
+    fn parties(&self, e: &Entry, o: &Observed) -> (Parties, &'static str) {
+        let own = self.stats.own.peer.clone();
+        // A client's endpoint metadata names its server; a server's
+        // endpoint is its own app.
+        let endpoint = (self.reporter == Reporter::Source)
+            .then(|| o.endpoint.clone())
+            .flatten();
+        let other = o.peer.clone().or(endpoint).unwrap_or_else(unknown_peer);
+        let own_principal: Arc<str> = self.own_principal.clone().unwrap_or(UNKNOWN.into());
+        let service = o
+            .service
+            .clone()
+            .unwrap_or_else(|| Arc::new(ServiceMeta::from_authority(&e.authority)));
+        match self.reporter {
+            Reporter::Destination => {
+                let mtls = e.peer_principal.is_some();
+                let principal = |p: Option<&str>| -> Arc<str> { p.unwrap_or(UNKNOWN).into() };
+                let parties = Parties {
+                    reporter: self.reporter,
+                    source: other,
+                    source_principal: principal(e.peer_principal.as_deref()),
+                    destination: own,
+                    destination_principal: if mtls { own_principal } else { UNKNOWN.into() },
+                    service,
+                };
+                (parties, if mtls { "mutual_tls" } else { "none" })
+            }
+            Reporter::Source => {
+                let (source_principal, destination_principal): (Arc<str>, Arc<str>) =
+                    if o.upstream_mtls {
+                        let theirs = super::principal_of(&own_principal, &other);
+                        (own_principal, theirs.as_deref().unwrap_or(UNKNOWN).into())
+                    } else {
+                        (UNKNOWN.into(), UNKNOWN.into())
+                    };
+                let parties = Parties {
+                    reporter: self.reporter,
+                    source: own,
+                    source_principal,
+                    destination: other,
+                    destination_principal,
+                    service,
+                };
+                // Istio's client side does not say.
+                (parties, UNKNOWN)
+            }
+        }
+    }
+
+    /// Records one finished request.
+    pub fn http(&self, e: &Entry, o: &Observed) {
+        let (parties, security) = self.parties(e, o);
+        let labels = HttpLabels {
+            parties,
+            protocol: if o.grpc { "grpc" } else { "http" },
+            response_code: e.status,
+            grpc_status: o.grpc.then_some(o.grpc_status).flatten(),
+            flags: e.flags,
+            security,
+        };
+        let sample = HttpSample {
+            duration: e.duration,
+            request_bytes: o.request_bytes,
+            response_bytes: o.response_bytes,
+            grpc_messages: None,
+        };
+        self.stats.record_http(&labels, &sample);
+    }
+
+    /// The labels of a TCP connection as they stand.
+    pub fn tcp_labels(&self, e: &Entry, o: &Observed) -> TcpLabels {
+        let (parties, security) = self.parties(e, o);
+        TcpLabels {
+            parties,
+            flags: e.flags,
+            security,
+        }
+    }
+}
+
+/// The size of a header block as Envoy counts it (`name: value\r\n`).
+pub(crate) fn header_bytes(headers: &HeaderMap) -> u64 {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
+        .sum()
+}
+
+/// gRPC's status in a header block (a trailers-only reply or trailers).
+pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A response body that counts its bytes and reads gRPC's status from
+/// its trailers into the request's record; the record is written when the
+/// body ends or is dropped.
+pub(crate) struct Counted<B> {
+    inner: B,
+    record: crate::access_log::Record,
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, record: crate::access_log::Record) -> Counted<B> {
+        Counted { inner, record }
+    }
+}
+
+impl<B> Body for Counted<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            let Some(seen) = &mut self.record.entry.observed else {
+                return polled;
+            };
+            if let Some(data) = frame.data_ref() {
+                seen.response_bytes += data.len() as u64;
+            } else if let Some(trailers) = frame.trailers_ref() {
+                seen.response_bytes += header_bytes(trailers);
+                seen.grpc_status = grpc_status(trailers).or(seen.grpc_status);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
