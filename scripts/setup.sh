@@ -17,6 +17,9 @@ have h2load || need+=(nghttp2-client)
 have openssl || need+=(openssl)
 # The mTLS test captures the mesh bridge to show no plaintext crosses it.
 have tcpdump || need+=(tcpdump)
+# `weft up --with prometheus` and the metrics test run Debian's
+# Prometheus (not as a service: the mesh starts its own).
+have prometheus || need+=(prometheus)
 if [ "${WEFT_BENCH:-0}" = 1 ]; then
   have wrk || need+=(wrk)
   have nginx || need+=(nginx)

@@ -14,13 +14,14 @@ mod kube_proxy;
 mod net;
 mod plan;
 mod procs;
+mod prometheus;
 mod state;
 mod tokens;
 mod up;
 
 pub use plan::{MeshAddresses, Plan};
 pub use state::MeshState;
-pub use up::{down, start, up, UpOptions};
+pub use up::{down, start, up, Addon, UpOptions};
 
 /// Where each mesh keeps its state, logs and generated files.
 pub fn state_dir(mesh: &str) -> std::path::PathBuf {

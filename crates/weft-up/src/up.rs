@@ -29,6 +29,15 @@ pub struct UpOptions {
     pub ca_dir: Option<PathBuf>,
     /// Workload certificate lifetime (None: Istio's 24 h).
     pub workload_cert_ttl: Option<Duration>,
+    /// Add-ons to start beside the mesh (`--with`).
+    pub with: Vec<Addon>,
+}
+
+/// What `weft up --with` can start beside the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addon {
+    /// A Prometheus scraping every proxy, as Istio's addon does.
+    Prometheus,
 }
 
 /// Starts the mesh, prints where everything runs, and serves until SIGINT
@@ -125,7 +134,20 @@ pub async fn start(opts: &UpOptions, dir: &Path) -> anyhow::Result<Plan> {
         let _ = down(&opts.mesh);
         return Err(e);
     }
+    let mut prometheus = None;
+    if opts.with.contains(&Addon::Prometheus) {
+        match crate::prometheus::start(&plan, &mut state, dir) {
+            Ok(addr) => prometheus = Some(addr),
+            Err(e) => {
+                let _ = down(&opts.mesh);
+                return Err(e);
+            }
+        }
+    }
     print_table(&plan, dir);
+    if let Some(addr) = prometheus {
+        println!("prometheus:     http://{addr}");
+    }
     Ok(plan)
 }
 
@@ -531,7 +553,7 @@ fn answers(addr: SocketAddr, path: &str) -> bool {
 }
 
 /// A minimal HTTP/1.0 GET, to avoid an HTTP client in this crate.
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;

@@ -46,6 +46,10 @@ enum Command {
         /// Workload certificate lifetime (Istio's default: 24h).
         #[arg(long, value_parser = duration)]
         workload_cert_ttl: Option<std::time::Duration>,
+        /// Start an add-on beside the mesh: `prometheus` (Debian's
+        /// package) scrapes every proxy as Istio's addon does.
+        #[arg(long = "with", value_enum)]
+        with: Vec<AddonArg>,
     },
     /// Remove everything a mesh created (also after `weft up` was killed).
     Down {
@@ -209,8 +213,10 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             timeout,
             ca_dir,
             workload_cert_ttl,
+            with,
         } => {
             let opts = weft_up::UpOptions {
+                with: with.into_iter().map(AddonArg::addon).collect(),
                 dir,
                 mesh: name,
                 subnet,
@@ -325,5 +331,19 @@ fn node_metadata(text: &str) -> Result<weft_proxy::stats::NodeMetadata, String> 
         Ok(serde_json::Value::Object(m)) => Ok(weft_proxy::stats::NodeMetadata(m)),
         Ok(_) => Err("node metadata must be a JSON object".into()),
         Err(e) => Err(format!("node metadata is not JSON: {e}")),
+    }
+}
+
+/// `weft up --with`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AddonArg {
+    Prometheus,
+}
+
+impl AddonArg {
+    fn addon(self) -> weft_up::Addon {
+        match self {
+            AddonArg::Prometheus => weft_up::Addon::Prometheus,
+        }
     }
 }

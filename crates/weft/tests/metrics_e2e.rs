@@ -1,0 +1,210 @@
+//! End-to-end: Istio's standard metrics on Bookinfo, read as an Istio user
+//! reads them. Each sidecar's 15090 has both reporters' series with mTLS
+//! principals and the metadata exchange's workloads; a real Prometheus
+//! (`weft up --with prometheus`, Debian's package) scrapes the mesh with
+//! Istio addon's pod labels, and answers the observability task's
+//! queries: request rate per service, success rate, p50/p90/p99, TCP
+//! bytes, and the `response_flags="FI"` series of a fault-injection run
+//! with Istio's own YAML. Subnet 146, ingress port 18146.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const PROMETHEUS: &str = "http://198.18.146.1:9090";
+const ABORT: &str =
+    include_str!("../../../examples/bookinfo/routes/virtual-service-ratings-test-abort.yaml");
+
+/// One pod's proxy metrics, as Prometheus would scrape them.
+fn scrape(pod_ip: &str) -> String {
+    let (code, body) = curl(&format!("http://{pod_ip}:15090/stats/prometheus"), &[]);
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// The sample lines of `metric` carrying every `label="value"` of `want`.
+fn lines<'a>(text: &'a str, metric: &str, want: &[&str]) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter(|l| want.iter().all(|w| l.contains(w)))
+        .collect()
+}
+
+/// An instant query's result: (labels, value) per series.
+fn query(promql: &str) -> Vec<(serde_json::Value, f64)> {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "10", &format!("{PROMETHEUS}/api/v1/query")])
+        .args(["--data-urlencode", &format!("query={promql}")])
+        .output()
+        .expect("curl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{promql}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(v["status"], "success", "{promql}: {v}");
+    v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let value = r["value"][1].as_str().unwrap().parse::<f64>().unwrap();
+            (r["metric"].clone(), value)
+        })
+        .collect()
+}
+
+/// Waits until `promql` has a series for which `ok` holds.
+fn eventually(
+    promql: &str,
+    ok: impl Fn(&serde_json::Value, f64) -> bool,
+) -> Vec<(serde_json::Value, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let result = query(promql);
+        if result.iter().any(|(m, v)| ok(m, *v)) {
+            return result;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{promql}: never as wanted: {result:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Steady traffic for a few scrapes, so rates have two points to span.
+fn drive(mesh: &Mesh, seconds: u64, extra: &[&str]) {
+    let url = format!("{}/productpage", mesh.ingress);
+    let end = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < end {
+        let (code, _) = curl(&url, extra);
+        assert!(code == 200, "productpage answered {code}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn bookinfo_metrics_in_the_proxies_and_in_prometheus() {
+    let mut mesh = Mesh::up_with(
+        "bookinfo",
+        "metrics",
+        146,
+        18146,
+        |m| m,
+        &["--with", "prometheus"],
+    );
+    drive(&mesh, 2, &[]);
+
+    // productpage-v1 is 198.18.146.10 (pods take addresses in mesh.yaml
+    // order). Its server side knows the gateway by the exchange and by
+    // its certificate; its client side knows reviews the same way.
+    let page = scrape("198.18.146.10");
+    let inbound = lines(
+        &page,
+        "istio_requests_total",
+        &[
+            r#"reporter="destination""#,
+            r#"source_workload="istio-ingressgateway""#,
+            r#"source_workload_namespace="istio-system""#,
+            r#"source_principal="spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account""#,
+            r#"destination_principal="spiffe://cluster.local/ns/default/sa/bookinfo-productpage""#,
+            r#"destination_service="productpage.default.svc.cluster.local""#,
+            r#"response_code="200""#,
+            r#"connection_security_policy="mutual_tls""#,
+        ],
+    );
+    assert_eq!(inbound.len(), 1, "{page}");
+    let outbound = lines(
+        &page,
+        "istio_requests_total",
+        &[
+            r#"reporter="source""#,
+            r#"source_workload="productpage-v1""#,
+            r#"destination_service_name="reviews""#,
+            r#"destination_principal="spiffe://cluster.local/ns/default/sa/bookinfo-reviews""#,
+            r#"destination_app="reviews""#,
+        ],
+    );
+    assert!(!outbound.is_empty(), "{page}");
+    assert!(
+        lines(
+            &page,
+            "istio_request_duration_milliseconds_bucket",
+            &[r#"le="0.5""#]
+        )
+        .len()
+            >= 2,
+        "{page}"
+    );
+
+    // Opaque TCP: productpage's pod to tcp-echo, counted on both sides.
+    let script = "import socket; s=socket.create_connection(('tcp-echo', 9000), timeout=5); s.sendall(b'hello mesh\\n'); print(s.recv(200).decode().strip())";
+    let out = pod_python(&mesh, "productpage-v1", script);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hello mesh"),
+        "{out:?}"
+    );
+
+    // Prometheus scrapes every proxy, each target labelled as the pod.
+    // Eight sidecars and the ingress gateway.
+    eventually("count(up{job=\"kubernetes-pods\"} == 1)", |_, v| v >= 9.0);
+    drive(&mesh, 12, &[]);
+
+    // Istio's observability task: request rate per service.
+    let rates = eventually(
+        "sum(rate(istio_requests_total{reporter=\"destination\"}[1m])) by (destination_service_name)",
+        |m, v| m["destination_service_name"] == "ratings" && v > 0.0,
+    );
+    for service in ["productpage", "details", "reviews", "ratings"] {
+        let rate = rates
+            .iter()
+            .find(|(m, _)| m["destination_service_name"] == service)
+            .map(|(_, v)| *v);
+        assert!(rate.is_some_and(|r| r > 0.0), "{service}: {rates:?}");
+    }
+    // The scrape labels the series as the addon's pod scrape does.
+    let by_pod = query("sum(istio_requests_total{reporter=\"destination\",destination_app=\"productpage\"}) by (namespace, pod, app, version)");
+    assert_eq!(by_pod.len(), 1, "{by_pod:?}");
+    let m = &by_pod[0].0;
+    assert_eq!(
+        (&m["namespace"], &m["pod"], &m["app"], &m["version"]),
+        (
+            &"default".into(),
+            &"productpage-v1".into(),
+            &"productpage".into(),
+            &"v1".into()
+        ),
+        "{m}"
+    );
+    // Success rate, and latency quantiles from the duration histogram.
+    let success = query("sum(rate(istio_requests_total{reporter=\"destination\",destination_service_name=\"productpage\",response_code!~\"5.*\"}[1m])) / sum(rate(istio_requests_total{reporter=\"destination\",destination_service_name=\"productpage\"}[1m]))");
+    assert_eq!(success.len(), 1, "{success:?}");
+    assert!((success[0].1 - 1.0).abs() < 1e-9, "{success:?}");
+    for q in ["0.5", "0.9", "0.99"] {
+        let p = query(&format!("histogram_quantile({q}, sum(rate(istio_request_duration_milliseconds_bucket{{reporter=\"destination\",destination_service_name=\"productpage\"}}[1m])) by (le))"));
+        assert_eq!(p.len(), 1, "p{q}: {p:?}");
+        assert!(p[0].1.is_finite() && p[0].1 > 0.0, "p{q}: {p:?}");
+    }
+    let tcp = query(
+        "sum(istio_tcp_sent_bytes_total{destination_service_name=\"tcp-echo\"}) by (reporter)",
+    );
+    assert_eq!(tcp.len(), 2, "both reporters: {tcp:?}");
+    assert!(tcp.iter().all(|(_, v)| *v >= 11.0), "{tcp:?}");
+
+    // Istio's fault-injection task: jason's ratings calls are aborted,
+    // and the series says so (FI, 500) on the reviews sidecars.
+    ok(mesh.apply_yaml("virtual-service-ratings-test-abort.yaml", ABORT));
+    // The page still answers 200: reviews says ratings are unavailable.
+    drive(&mesh, 4, &["-H", "end-user: jason"]);
+    let faults = eventually(
+        "sum(istio_requests_total{reporter=\"source\",response_flags=\"FI\"}) by (source_workload, destination_service_name, response_code)",
+        |_, v| v > 0.0,
+    );
+    for (m, _) in &faults {
+        assert_eq!(m["destination_service_name"], "ratings", "{faults:?}");
+        assert_eq!(m["response_code"], "500", "{faults:?}");
+        let from = m["source_workload"].as_str().unwrap();
+        assert!(from == "reviews-v2" || from == "reviews-v3", "{faults:?}");
+    }
+    ok(mesh.down());
+}
