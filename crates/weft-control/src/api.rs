@@ -56,6 +56,17 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> 
         (Method::GET, "/api/v1/resources") => get(&query(&req), state),
         (Method::DELETE, "/api/v1/resources") => delete(&query(&req), state),
         (Method::GET, "/debug/syncz") => reply(StatusCode::OK, json!(state.board.snapshot())),
+        // istiod's monitoring port serves its metrics here too.
+        (Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(
+                weft_xds::metrics::metrics().encode(),
+            )));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
         (Method::GET, "/debug/problems") => {
             let problems = state.store.read().expect("store lock").problems();
             let texts: Vec<Value> = problems

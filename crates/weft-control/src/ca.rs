@@ -7,6 +7,7 @@
 //! a restart.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -108,12 +109,19 @@ impl Signer for MeshCa {
         token: Option<&str>,
         request: IstioCertificateRequest,
     ) -> Result<IstioCertificateResponse, Status> {
+        let counts = weft_xds::metrics::metrics();
+        counts.csr_count.fetch_add(1, Ordering::Relaxed);
+        let refused = |n: &std::sync::atomic::AtomicU64| {
+            n.fetch_add(1, Ordering::Relaxed);
+        };
         let token = token.ok_or_else(|| {
+            refused(&counts.authentication_failures);
             Status::unauthenticated(
                 "no bearer token: a workload proves its identity with its pod token",
             )
         })?;
         let claim = self.tokens.verify(token).map_err(|e| {
+            refused(&counts.authentication_failures);
             tracing::warn!(error = %e, "certificate request refused");
             Status::unauthenticated(e.to_string())
         })?;
@@ -126,9 +134,11 @@ impl Signer for MeshCa {
             .ok()
             .map(Duration::from_secs);
         let issued = self.authority().sign(&request.csr, &id, ttl).map_err(|e| {
+            refused(&counts.csr_parsing_errors);
             tracing::warn!(pod = %claim.pod, error = %e, "certificate request refused");
             Status::invalid_argument(e.to_string())
         })?;
+        counts.issued.fetch_add(1, Ordering::Relaxed);
         tracing::info!(pod = %claim.pod, id = %id.uri(), "certificate issued");
         Ok(IstioCertificateResponse {
             cert_chain: issued.chain,

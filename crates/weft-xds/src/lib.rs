@@ -12,6 +12,7 @@ pub mod ca;
 pub mod client;
 pub mod clock;
 pub mod debug_http;
+pub mod metrics;
 pub mod nds;
 pub mod server;
 pub mod status;

@@ -183,6 +183,7 @@ impl<G: Generator> ProxyStream<G> {
             }
         }
         if let Some((node, _)) = &self.node {
+            crate::metrics::metrics().stream_closed();
             tracing::info!(node = %node.id, "proxy disconnected");
             self.board.update(&node.id, |s| {
                 s.streams = s.streams.saturating_sub(1);
@@ -210,6 +211,7 @@ impl<G: Generator> ProxyStream<G> {
                 return Err(());
             };
             tracing::info!(node = %node.id, "proxy connected");
+            crate::metrics::metrics().stream_opened();
             self.board.update(&node.id, |s| {
                 if s.streams == 0 {
                     s.types.clear();
@@ -261,6 +263,7 @@ impl<G: Generator> ProxyStream<G> {
             let t = s.types.entry(kind.to_string()).or_default();
             match &req.error_detail {
                 Some(e) => {
+                    crate::metrics::metrics().rejected(&req.type_url);
                     tracing::warn!(node = %node_id, type = kind, version = %t.sent_version, reason = %e.message, "NACK");
                     t.nack = Some(e.message.clone());
                     t.nacked_version = Some(t.sent_version.clone());
@@ -280,12 +283,14 @@ impl<G: Generator> ProxyStream<G> {
         if self.node.is_none() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         self.regenerate(generation);
         for type_url in PUSH_ORDER {
             if self.sent.contains_key(type_url) {
                 self.send(type_url, false).await?;
             }
         }
+        crate::metrics::metrics().converged(started.elapsed());
         Ok(())
     }
 
@@ -364,6 +369,7 @@ impl<G: Generator> ProxyStream<G> {
             t.names = names;
         });
         self.sent.insert(type_url.to_string(), sent);
+        crate::metrics::metrics().pushed(short_name(type_url));
         self.tx.send(Ok(response)).await.map_err(|_| ())
     }
 }

@@ -4,8 +4,9 @@
 //! (`weft up --with prometheus`, Debian's package) scrapes the mesh with
 //! Istio addon's pod labels, and answers the observability task's
 //! queries: request rate per service, success rate, p50/p90/p99, TCP
-//! bytes, and the `response_flags="FI"` series of a fault-injection run
-//! with Istio's own YAML. Subnet 146, ingress port 18146.
+//! bytes, the `response_flags="FI"` series of a fault-injection run with
+//! Istio's own YAML, and the control plane's `pilot_*`/`citadel_*`
+//! series. Subnet 146, ingress port 18146.
 
 mod support;
 
@@ -206,5 +207,12 @@ fn bookinfo_metrics_in_the_proxies_and_in_prometheus() {
         let from = m["source_workload"].as_str().unwrap();
         assert!(from == "reviews-v2" || from == "reviews-v3", "{faults:?}");
     }
+    // The control plane's own metrics, under istiod's names.
+    eventually("pilot_xds{job=\"istiod\"}", |_, v| v >= 9.0);
+    eventually("sum(pilot_xds_pushes{type=\"lds\"})", |_, v| v >= 9.0);
+    eventually("pilot_proxy_convergence_time_count", |_, v| v >= 1.0);
+    eventually("citadel_server_success_cert_issuance_count", |_, v| {
+        v >= 9.0
+    });
     ok(mesh.down());
 }
