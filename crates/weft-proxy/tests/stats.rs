@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{Metadata, TrafficDirection};
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
@@ -457,4 +458,82 @@ async fn tcp_connections_and_bytes_are_counted_on_both_sides() {
         names(s[0]),
         istio_labels("tcp_server_connection_open_without_mx.yaml.tmpl")
     );
+}
+
+#[tokio::test]
+async fn grpc_calls_carry_their_status_and_message_counts() {
+    let app = grpc_upstream().await;
+    let outbound = format!("outbound|9080||{RATINGS}");
+    let client = start(
+        metadata("productpage-v1", "productpage", "v1"),
+        vec![http2_cluster(ratings_cluster(
+            &outbound,
+            &[app.addr],
+            false,
+        ))],
+        |a| http_listener(a, &outbound, false),
+    );
+    // Three messages, the first cut across two DATA frames.
+    let mut framed = Vec::new();
+    for m in [&b"a"[..], &b"bb"[..], &b"ccc"[..]] {
+        framed.push(0u8);
+        framed.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        framed.extend_from_slice(m);
+    }
+    let chunks = Chunks(
+        vec![
+            Bytes::copy_from_slice(&framed[..3]),
+            Bytes::copy_from_slice(&framed[3..]),
+        ]
+        .into(),
+    );
+    let s = tokio::net::TcpStream::connect(client.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for path in ["/ratings.Ratings/Get", "/ratings.Ratings/Status14"] {
+        let req = http::Request::post(format!("http://ratings{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Chunks(chunks.0.clone()))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        use http_body_util::BodyExt;
+        let got = resp.into_body().collect().await.unwrap();
+        assert!(got.trailers().is_some());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let source = parse(&client.inner.prometheus());
+    for status in ["0", "14"] {
+        let calls = find(
+            &source,
+            "istio_requests_total",
+            &[
+                ("request_protocol", "grpc"),
+                ("grpc_response_status", status),
+            ],
+        );
+        assert_eq!(calls.len(), 1, "status {status}: {source:#?}");
+        assert_eq!(calls[0].get("response_code"), "200");
+    }
+    let sent = find(&source, "istio_request_messages_total", &[]);
+    assert_eq!(sent.len(), 1, "{source:#?}");
+    assert_eq!(sent[0].value, 6.0, "three messages per call");
+    assert_eq!(total(&source, "istio_response_messages_total", &[]), 4.0);
+    assert_eq!(
+        names(sent[0]),
+        istio_labels("server_request_messages.yaml.tmpl")
+    );
+    // Request bytes: headers and the 5+1 + 5+2 + 5+3 framed body.
+    let bytes = find(
+        &source,
+        "istio_request_bytes_sum",
+        &[("grpc_response_status", "0")],
+    );
+    assert!(bytes[0].value > 21.0, "{bytes:?}");
 }

@@ -181,15 +181,10 @@ fn observe<B>(req: &mut Request<B>, reporter: Reporter, grpc: bool) -> Observed 
         Reporter::Destination => crate::stats::peer::take(req.headers_mut()),
         Reporter::Source => None,
     };
-    let body = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .unwrap_or(0);
     Observed {
         peer,
         grpc,
-        request_bytes: header_bytes(req.headers()) + body,
+        request_bytes: header_bytes(req.headers()),
         ..Default::default()
     }
 }

@@ -25,7 +25,7 @@ pub(crate) enum UpBody {
     /// A copy from memory.
     Full(Full<Bytes>),
     /// The downstream body itself, once.
-    Stream(Incoming),
+    Stream(Downstream),
     /// The downstream body through its kept copy.
     Tee(TeeReader),
 }
@@ -34,12 +34,12 @@ pub(crate) enum Replay {
     Buffered(Bytes),
     Teed(Arc<Mutex<Tee>>),
     /// Taken by the first try.
-    Stream(Option<Incoming>),
+    Stream(Option<Downstream>),
 }
 
 /// The downstream body not read yet, and the frames read so far.
 pub(crate) struct Tee {
-    rest: Option<Incoming>,
+    rest: Option<Downstream>,
     frames: Vec<Frame<Bytes>>,
     size: u64,
     /// The copy outgrew the limit (or the body failed) and cannot be
@@ -55,7 +55,7 @@ pub(crate) struct TeeReader {
 }
 
 impl Replay {
-    pub async fn new(body: Incoming, headers: &HeaderMap) -> Result<Replay, hyper::Error> {
+    pub async fn new(body: Downstream, headers: &HeaderMap) -> Result<Replay, hyper::Error> {
         if body.is_end_stream() {
             return Ok(Replay::Buffered(Bytes::new()));
         }
@@ -205,6 +205,39 @@ impl Body for UpBody {
             UpBody::Stream(s) => s.size_hint(),
             UpBody::Tee(_) => SizeHint::default(),
         }
+    }
+}
+
+/// The downstream request body, read once, its bytes (and gRPC messages)
+/// counted for the metrics on a chain that records them.
+pub(crate) struct Downstream {
+    pub body: Incoming,
+    pub seen: Option<Arc<crate::stats::record::BodySeen>>,
+}
+
+impl Body for Downstream {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(seen)) = (&polled, &self.seen) {
+            if let Some(data) = frame.data_ref() {
+                seen.data(data);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -107,6 +107,10 @@ pub(crate) async fn forward(
     let (deadline, stream_deadline) = fwd.deadline(grpc);
     let (hash, set_cookie) = hash::hash(&fwd.hash_policy, &parts, conn.peer.ip());
     upstream_request(&mut parts, route, fwd, target);
+    let body = body::Downstream {
+        body,
+        seen: entry.observed.as_ref().map(|o| o.request.clone()),
+    };
     let body = Replay::new(body, &parts.headers)
         .await
         .map_err(ProxyError::DownstreamBody)?;

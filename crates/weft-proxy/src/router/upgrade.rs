@@ -35,6 +35,7 @@ pub(crate) async fn forward(
         .pick(conn.destination, None)
         .ok_or(ProxyError::NoHealthyUpstream)?;
     entry.upstream = Some(addr);
+    let body = super::body::Downstream { body, seen: None };
     let req = Request::from_parts(parts, super::body::UpBody::Stream(body));
     let peer = cluster.peer(addr, false);
     let send = upstream::send_upgrade(&peer, &cluster.breaker, req);

@@ -31,9 +31,77 @@ pub(crate) struct Observed {
     pub exchange: Option<super::Own>,
     pub grpc: bool,
     pub grpc_status: Option<u32>,
-    /// Headers and body, as Istio counts them.
+    /// Request headers, as Istio counts them (`request` adds the body).
     pub request_bytes: u64,
+    /// The request body as read from downstream (once, whatever the
+    /// retries), shared with the body that reads it.
+    pub request: Arc<BodySeen>,
+    /// Response headers, body and trailers.
     pub response_bytes: u64,
+    /// gRPC messages in the response body.
+    pub response_messages: GrpcFramer,
+}
+
+/// What a body carried: bytes, and gRPC messages for a gRPC request.
+#[derive(Debug, Default)]
+pub(crate) struct BodySeen {
+    bytes: std::sync::atomic::AtomicU64,
+    messages: std::sync::Mutex<GrpcFramer>,
+}
+
+impl BodySeen {
+    pub fn data(&self, chunk: &[u8]) {
+        use std::sync::atomic::Ordering;
+        self.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        self.messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .feed(chunk);
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        let messages = self.messages.lock().unwrap_or_else(|p| p.into_inner());
+        (self.bytes.load(Ordering::Relaxed), messages.messages)
+    }
+}
+
+/// Counts gRPC's length-prefixed messages (a flag byte, a 4-byte length,
+/// the message) in a byte stream cut anywhere.
+#[derive(Debug, Default)]
+pub(crate) struct GrpcFramer {
+    pub messages: u64,
+    /// Bytes of the current message still to pass.
+    skip: u64,
+    prefix: [u8; 5],
+    have: usize,
+}
+
+impl GrpcFramer {
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(data.len() as u64);
+                self.skip -= n;
+                data = &data[n as usize..];
+                continue;
+            }
+            self.prefix[self.have] = data[0];
+            self.have += 1;
+            data = &data[1..];
+            if self.have == self.prefix.len() {
+                let len = u32::from_be_bytes([
+                    self.prefix[1],
+                    self.prefix[2],
+                    self.prefix[3],
+                    self.prefix[4],
+                ]);
+                self.skip = u64::from(len);
+                self.have = 0;
+                self.messages += 1;
+            }
+        }
+    }
 }
 
 /// A chain's recorder: the proxy's metrics, the chain's reporter, and the
@@ -108,11 +176,14 @@ impl Recorder {
             flags: e.flags,
             security,
         };
+        let (body, request_messages) = o.request.totals();
         let sample = HttpSample {
             duration: e.duration,
-            request_bytes: o.request_bytes,
+            request_bytes: o.request_bytes + body,
             response_bytes: o.response_bytes,
-            grpc_messages: None,
+            grpc_messages: o
+                .grpc
+                .then_some((request_messages, o.response_messages.messages)),
         };
         self.stats.record_http(&labels, &sample);
     }
@@ -179,6 +250,9 @@ where
             };
             if let Some(data) = frame.data_ref() {
                 seen.response_bytes += data.len() as u64;
+                if seen.grpc {
+                    seen.response_messages.feed(data);
+                }
             } else if let Some(trailers) = frame.trailers_ref() {
                 seen.response_bytes += header_bytes(trailers);
                 seen.grpc_status = grpc_status(trailers).or(seen.grpc_status);

@@ -447,7 +447,9 @@ mod tests {
             while let Ok((s, _)) = listener.accept().await {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
                     let peer = test_peer(upstream);
-                    let req = req.map(UpBody::Stream);
+                    let req = req.map(|body| {
+                        UpBody::Stream(crate::router::body::Downstream { body, seen: None })
+                    });
                     let breaker = Arc::new(Breaker::default());
                     let status = match send(&peer, &breaker, req).await {
                         Ok(resp) => resp.status(),

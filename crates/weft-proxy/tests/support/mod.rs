@@ -397,6 +397,36 @@ pub async fn h2_upstream(name: &'static str) -> Upstream {
     .await
 }
 
+/// A gRPC-shaped h2c upstream: answers every call with two
+/// length-prefixed messages and the `grpc-status` the path names
+/// (`/pkg.Svc/Status14` → 14; otherwise 0) in its trailers.
+pub async fn grpc_upstream() -> Upstream {
+    serve_upstream(true, move |_, req| async move {
+        let status = req
+            .uri()
+            .path()
+            .rsplit_once("/Status")
+            .map_or("0".to_string(), |(_, s)| s.to_string());
+        let _ = req.into_body().collect().await;
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", status.parse().unwrap());
+        let mut body = Vec::new();
+        for message in [&b"one"[..], &b"three"[..]] {
+            body.push(0);
+            body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            body.extend_from_slice(message);
+        }
+        let body = Full::new(Bytes::from(body))
+            .with_trailers(async move { Some(Ok(trailers)) })
+            .boxed();
+        Response::builder()
+            .header("content-type", "application/grpc")
+            .body(body)
+            .unwrap()
+    })
+    .await
+}
+
 fn h2_answer(
     name: &str,
     req: &Request<Incoming>,
