@@ -5,8 +5,9 @@
 //! Istio addon's pod labels, and answers the observability task's
 //! queries: request rate per service, success rate, p50/p90/p99, TCP
 //! bytes, the `response_flags="FI"` series of a fault-injection run with
-//! Istio's own YAML, and the control plane's `pilot_*`/`citadel_*`
-//! series. Subnet 146, ingress port 18146.
+//! Istio's own YAML, the control plane's `pilot_*`/`citadel_*` series,
+//! and every panel of the Grafana dashboards in `addons/grafana`.
+//! Subnet 146, ingress port 18146.
 
 mod support;
 
@@ -138,13 +139,14 @@ fn bookinfo_metrics_in_the_proxies_and_in_prometheus() {
         "{page}"
     );
 
-    // Opaque TCP: productpage's pod to tcp-echo, counted on both sides.
-    let script = "import socket; s=socket.create_connection(('tcp-echo', 9000), timeout=5); s.sendall(b'hello mesh\\n'); print(s.recv(200).decode().strip())";
+    // Opaque TCP: productpage's pod to tcp-echo, counted on both sides;
+    // enough connections that both versions serve some.
+    let script = "import socket\nfor _ in range(6):\n    s=socket.create_connection(('tcp-echo', 9000), timeout=5); s.sendall(b'hello mesh\\n'); print(s.recv(200).decode().strip()); s.close()";
     let out = pod_python(&mesh, "productpage-v1", script);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("hello mesh"),
-        "{out:?}"
-    );
+    let replies = String::from_utf8_lossy(&out.stdout).to_string();
+    for v in ["tcp-echo-v1 hello mesh", "tcp-echo-v2 hello mesh"] {
+        assert!(replies.contains(v), "{v}: {replies} {out:?}");
+    }
 
     // Prometheus scrapes every proxy, each target labelled as the pod.
     // Eight sidecars and the ingress gateway.
@@ -214,5 +216,151 @@ fn bookinfo_metrics_in_the_proxies_and_in_prometheus() {
     eventually("citadel_server_success_cert_issuance_count", |_, v| {
         v >= 9.0
     });
+    every_dashboard_panel_is_answered();
     ok(mesh.down());
+}
+
+/// What the test binds each dashboard variable to: every value must be
+/// among the variable's own query's answers, and every panel must have
+/// data for at least one binding.
+const BINDINGS: [(&str, &[&str]); 3] = [
+    (
+        "service",
+        &[
+            "productpage.default.svc.cluster.local",
+            "ratings.default.svc.cluster.local",
+            "tcp-echo.default.svc.cluster.local",
+        ],
+    ),
+    ("namespace", &["default"]),
+    (
+        "workload",
+        &["productpage-v1", "reviews-v2", "tcp-echo-v1", "tcp-echo-v2"],
+    ),
+];
+
+/// Panels that may be empty on Bookinfo, and why.
+const MAY_BE_EMPTY: [(&str, &str); 1] = [(
+    "Outgoing gRPC messages",
+    "Bookinfo speaks no gRPC (the panel's query must still be valid)",
+)];
+
+fn bindings(name: &str) -> &'static [&'static str] {
+    BINDINGS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no binding for dashboard variable ${name}"))
+        .1
+}
+
+/// `text` with each `$var` replaced by its value in `env`.
+fn bind(text: &str, env: &[(&str, &str)]) -> String {
+    let mut out = text.to_string();
+    for (k, v) in env {
+        out = out.replace(&format!("${k}"), v);
+    }
+    out
+}
+
+/// Every binding of the variables `expr` uses, one at a time (the others
+/// at their first value).
+fn environments(expr: &str) -> Vec<Vec<(&'static str, &'static str)>> {
+    let used: Vec<&str> = BINDINGS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| expr.contains(&format!("${n}")))
+        .collect();
+    let first: Vec<(&str, &str)> = used.iter().map(|n| (*n, bindings(n)[0])).collect();
+    let mut out = vec![first.clone()];
+    for n in &used {
+        for v in &bindings(n)[1..] {
+            let mut env = first.clone();
+            env.retain(|(k, _)| k != n);
+            env.push((n, v));
+            out.push(env);
+        }
+    }
+    out
+}
+
+/// A Grafana `label_values(selector, label)` query, as Prometheus's
+/// label API answers it.
+fn label_values(query: &str) -> Vec<String> {
+    let inner = query
+        .strip_prefix("label_values(")
+        .and_then(|q| q.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not label_values: {query}"));
+    let (selector, label) = inner.rsplit_once(',').unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "10", "-G"])
+        .arg(format!("{PROMETHEUS}/api/v1/label/{}/values", label.trim()))
+        .args(["--data-urlencode", &format!("match[]={}", selector.trim())])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "success", "{query}: {v}");
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The shipped Grafana dashboards (`addons/grafana`) against this mesh's
+/// Prometheus: each variable's query offers the test's bindings, and each
+/// panel's queries are valid and have data.
+fn every_dashboard_panel_is_answered() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../addons/grafana");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        4,
+        "mesh, service, workload, control plane: {files:?}"
+    );
+    for file in files {
+        let board: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let title = board["title"].as_str().unwrap();
+        for var in board["templating"]["list"].as_array().unwrap() {
+            if var["type"] != "query" {
+                continue;
+            }
+            let name = var["name"].as_str().unwrap();
+            let env: Vec<(&str, &str)> = BINDINGS.iter().map(|(n, vals)| (*n, vals[0])).collect();
+            let offered = label_values(&bind(var["definition"].as_str().unwrap(), &env));
+            for want in bindings(name) {
+                assert!(
+                    offered.iter().any(|o| o == want),
+                    "{title}: ${name} does not offer {want}: {offered:?}"
+                );
+            }
+        }
+        for panel in board["panels"].as_array().unwrap() {
+            let name = panel["title"].as_str().unwrap();
+            let exempt = MAY_BE_EMPTY.iter().any(|(p, _)| *p == name);
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let answered = environments(expr)
+                        .iter()
+                        .any(|env| !query(&bind(expr, env)).is_empty());
+                    if answered || exempt {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{title} / {name}: no data for any binding: {expr}"
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
 }

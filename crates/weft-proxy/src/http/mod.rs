@@ -213,6 +213,14 @@ async fn process(
         }
     };
     entry.route = route.name.clone();
+    if let (Some(seen), Action::Forward(fwd)) = (&mut entry.observed, &route.action) {
+        // The route's service, so that a request a filter answers (a
+        // fault, a denial) is labelled with it, as Envoy's route entry
+        // names its cluster before the router runs.
+        let (first, _) = fwd.clusters.pick(|_| 0);
+        let cluster = snapshot.clusters.get(&**first);
+        seen.service = cluster.and_then(|c| c.service_for(&entry.authority));
+    }
     let next = chain
         .filters
         .on_request(&route.filters, &mut req, conn, snapshot, entry);
