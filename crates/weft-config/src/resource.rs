@@ -222,6 +222,7 @@ impl Kind {
                 | Kind::AuthorizationPolicy
                 | Kind::PeerAuthentication
                 | Kind::RequestAuthentication
+                | Kind::Telemetry
         )
     }
 }
@@ -388,6 +389,13 @@ impl Resource {
     pub fn as_authorization_policy(&self) -> Option<&crate::security::AuthorizationPolicy> {
         match &self.spec {
             Spec::AuthorizationPolicy(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_telemetry(&self) -> Option<&Telemetry> {
+        match &self.spec {
+            Spec::Telemetry(v) => Some(v),
             _ => None,
         }
     }

@@ -182,6 +182,26 @@ const METRICS: &[&str] = &[
 
 pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
     use crate::validate::one_of;
+    // The metrics are enforced; the rest is stored for later.
+    let unenforced = [
+        ("spec.tracing", !t.tracing.is_empty()),
+        ("spec.accessLogging", !t.access_logging.is_empty()),
+        ("spec.targetRef", t.target_ref.is_some()),
+        ("spec.targetRefs", !t.target_refs.is_empty()),
+    ];
+    for (field, set) in unenforced {
+        if set {
+            r.warn(field, "accepted but not enforced by this version of Weft");
+        }
+    }
+    for (i, m) in t.metrics.iter().enumerate() {
+        if m.reporting_interval.is_some() {
+            r.warn(
+                format!("spec.metrics[{i}].reportingInterval"),
+                "accepted but not enforced: TCP metrics are reported when a connection ends",
+            );
+        }
+    }
     check_targets(
         r,
         t.selector.as_ref(),
@@ -263,6 +283,10 @@ pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
                     ("REMOVE", Some(_)) => {
                         r.error(here, "value must not be set when operation is REMOVE")
                     }
+                    ("UPSERT", Some(v)) if !evaluable(v) => r.warn(
+                        format!("{here}.value"),
+                        format!("Weft does not evaluate {v:?} (it evaluates quoted literals, request.host, request.method, request.path, request.url_path, request.protocol, request.headers['name'], response.code and destination.port, optionally in string(…)); the tag is reported as \"unknown\""),
+                    ),
                     ("UPSERT" | "REMOVE", _) => {}
                     (other, _) => r.error(
                         format!("{here}.operation"),
@@ -271,5 +295,52 @@ pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
                 }
             }
         }
+    }
+}
+
+/// Whether the proxy evaluates a tag expression (the forms Istio's
+/// metric customization task uses).
+fn evaluable(expr: &str) -> bool {
+    let t = expr.trim();
+    let t = t
+        .strip_prefix("string(")
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or(t)
+        .trim();
+    let quoted = |s: &str| {
+        s.len() >= 2
+            && ((s.starts_with('\'') && s.ends_with('\''))
+                || (s.starts_with('"') && s.ends_with('"')))
+    };
+    quoted(t)
+        || t.strip_prefix("request.headers[")
+            .and_then(|s| s.strip_suffix(']'))
+            .is_some_and(quoted)
+        || matches!(
+            t,
+            "request.host"
+                | "request.method"
+                | "request.path"
+                | "request.url_path"
+                | "request.protocol"
+                | "response.code"
+                | "destination.port"
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tag_expressions_weft_cannot_evaluate_are_named() {
+        let yaml = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t, namespace: istio-system}\nspec:\n  metrics:\n  - overrides:\n    - tagOverrides:\n        request_host: {value: request.host}\n        app: {value: \"upstream_peer.labels['app'].value\"}\n";
+        let loaded = crate::load_str(yaml, "t.yaml");
+        assert!(!loaded.has_errors(), "{:?}", loaded.problems);
+        let warned: Vec<String> = loaded.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].contains("t.yaml:")
+                && warned[0].contains("spec.metrics[0].overrides[0].tagOverrides.app.value"),
+            "{warned:?}"
+        );
     }
 }

@@ -222,9 +222,9 @@ async fn run<S>(
                 return;
             }
             let (cluster, _) = clusters.pick(|total| fastrand::u32(..total));
-            let recorder = stats.map(|reporter| crate::stats::record::Recorder {
+            let recorder = stats.map(|cfg| crate::stats::record::Recorder {
                 stats: shared.stats.clone(),
-                reporter,
+                cfg,
                 own_principal: shared.identity.spiffe_id().map(Into::into),
             });
             let tcp = crate::tcp::Tcp {

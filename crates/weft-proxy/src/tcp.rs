@@ -50,6 +50,7 @@ where
         cluster: tcp.cluster.into(),
         observed: tcp.recorder.as_ref().map(|_| Observed {
             service: cluster.and_then(|c| c.service_for("")),
+            destination_port: conn.destination.port(),
             ..Default::default()
         }),
         ..entry
@@ -82,9 +83,8 @@ where
     }
     entry.duration = start.elapsed();
     if let (Some(r), Some(seen)) = (&tcp.recorder, &entry.observed) {
-        let labels = r.tcp_labels(&entry, seen);
         let (sent, received) = moved.totals();
-        r.stats.tcp_closed(&labels, sent, received);
+        r.tcp_closed(&entry, seen, sent, received);
     }
     access_log::write(&entry);
 }
@@ -92,7 +92,7 @@ where
 /// Counts the connection as opened in Istio's metrics.
 fn opened(tcp: &Tcp<'_>, entry: &Entry) {
     if let (Some(r), Some(seen)) = (&tcp.recorder, &entry.observed) {
-        r.stats.tcp_opened(&r.tcp_labels(entry, seen));
+        r.tcp_opened(entry, seen);
     }
 }
 

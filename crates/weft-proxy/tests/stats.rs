@@ -24,6 +24,7 @@ use prost::Message;
 use support::*;
 use weft_proxy::stats::NodeMetadata;
 use weft_proxy::StaticProxy;
+use weft_xds::stats_config::{MetricConfig, PluginConfig};
 
 const RATINGS: &str = "ratings.default.svc.cluster.local";
 
@@ -56,6 +57,27 @@ fn stats_config() -> Any {
         type_url: "type.googleapis.com/stats.PluginConfig".into(),
         value: vec![],
     }
+}
+
+/// A listener of `http_listener`'s shape whose stats filter carries
+/// `config` (what istiod makes of Telemetry metric overrides).
+fn tweaked_listener(addr: SocketAddr, cluster: &str, config: &PluginConfig) -> Listener {
+    let mut l = http_listener(addr, cluster, true);
+    let Some(filter::ConfigType::TypedConfig(any)) = &mut l.filter_chains[0].filters[0].config_type
+    else {
+        panic!()
+    };
+    let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+    for f in &mut hcm.http_filters {
+        if f.name == "istio.stats" {
+            f.config_type = Some(http_filter::ConfigType::TypedConfig(Any {
+                type_url: "type.googleapis.com/stats.PluginConfig".into(),
+                value: config.encode_to_vec(),
+            }));
+        }
+    }
+    *any = pack_any(hcm);
+    l
 }
 
 /// `listener` with `istio.stats` before the router and a direction.
@@ -536,4 +558,61 @@ async fn grpc_calls_carry_their_status_and_message_counts() {
         &[("grpc_response_status", "0")],
     );
     assert!(bytes[0].value > 21.0, "{bytes:?}");
+}
+
+#[tokio::test]
+async fn telemetry_overrides_drop_remove_and_add_tags() {
+    let app = upstream("ratings", None).await;
+    // Istio's "Customizing Istio Metrics" task: remove a tag, add two
+    // (request.host, the destination port); and drop one metric.
+    let config = PluginConfig {
+        disable_host_header_fallback: true,
+        metrics: vec![
+            MetricConfig {
+                name: "requests_total".into(),
+                tags_to_remove: vec!["grpc_response_status".into()],
+                dimensions: [
+                    ("request_host".to_string(), "request.host".to_string()),
+                    (
+                        "destination_port".to_string(),
+                        "string(destination.port)".to_string(),
+                    ),
+                    (
+                        "agent".to_string(),
+                        "request.headers['User-Agent']".to_string(),
+                    ),
+                ]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            },
+            MetricConfig {
+                name: "request_duration_milliseconds".into(),
+                drop: true,
+                ..Default::default()
+            },
+        ],
+    };
+    let server = start(
+        metadata("ratings-v1", "ratings", "v1"),
+        vec![ratings_cluster("inbound|9080||", &[app.addr], false)],
+        |a| tweaked_listener(a, "inbound|9080||", &config),
+    );
+    for _ in 0..2 {
+        let r = get_with(server.addr, "/ratings/0", &[("user-agent", "course/1.0")]).await;
+        assert_eq!(r.status, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let text = server.inner.prometheus();
+    let samples = parse(&text);
+    let count = find(&samples, "istio_requests_total", &[]);
+    assert_eq!(count.len(), 1, "{text}");
+    let s = count[0];
+    assert_eq!(s.value, 2.0);
+    assert_eq!(s.get("request_host"), "test.local");
+    assert_eq!(s.get("destination_port"), server.addr.port().to_string());
+    assert_eq!(s.get("agent"), "course/1.0");
+    assert!(!names(s).contains("grpc_response_status"), "{s:?}");
+    assert!(find(&samples, "istio_request_duration_milliseconds_count", &[]).is_empty());
+    assert_eq!(total(&samples, "istio_request_bytes_count", &[]), 2.0);
 }

@@ -28,6 +28,7 @@ mod scope;
 mod sidecar;
 pub mod stats;
 mod tcp;
+mod telemetry;
 mod tls_routes;
 mod upstream_tls;
 
@@ -134,7 +135,7 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
                 inbound.collect();
             authz::apply_to(inputs, proxy, &mut inbound, &mut out.problems);
             jwt::apply_to(inputs, proxy, &mut inbound, &mut out.problems);
-            stats::apply(inputs.registry, proxy, &mut out);
+            stats::apply(inputs, proxy, &mut out);
         }
         ProxyKind::Gateway => {
             clusters::outbound(inputs, proxy, &mut out);
@@ -142,7 +143,7 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
             let mut all: Vec<_> = out.listeners.iter_mut().collect();
             authz::apply_to(inputs, proxy, &mut all, &mut out.problems);
             jwt::apply_to(inputs, proxy, &mut all, &mut out.problems);
-            stats::apply(inputs.registry, proxy, &mut out);
+            stats::apply(inputs, proxy, &mut out);
         }
         ProxyKind::Proxyless => return translate_proxyless(inputs, proxy),
         // Nothing runs there to take it.

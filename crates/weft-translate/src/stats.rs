@@ -6,9 +6,9 @@
 //! (`services: [{host, name, namespace}]`) for the `destination_service*`
 //! labels.
 //!
-//! The filter's config is Istio's `stats.PluginConfig` left at its
-//! defaults (an empty message), which is what the standard metrics need;
-//! the Telemetry API's metric overrides will fill it.
+//! The filter's config is Istio's `stats.PluginConfig`, from the
+//! Telemetry API's metrics (`telemetry`): empty for the standard metrics;
+//! a side whose metrics are all disabled gets no filter.
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{Metadata, TrafficDirection};
@@ -18,28 +18,28 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::{value::Kind, Any, ListValue, Struct, Value};
 use weft_registry::{Registry, Service, Workload};
+use weft_xds::stats_config::PluginConfig;
 
 use crate::ProxyResources;
 use envoy_types::util::pack_any;
 
 /// The filter's name, in connection managers and network chains alike.
 pub const NAME: &str = "istio.stats";
-/// Istio's config message for it.
-pub const PLUGIN_CONFIG: &str = "type.googleapis.com/stats.PluginConfig";
-
-fn config() -> Any {
+fn config(c: &PluginConfig) -> Any {
     Any {
-        type_url: PLUGIN_CONFIG.into(),
-        value: Vec::new(),
+        type_url: weft_xds::stats_config::TYPE_URL.into(),
+        value: prost::Message::encode_to_vec(c),
     }
 }
 
 /// Adds the filter to every chain, the direction to every listener and
 /// the service metadata to every cluster of a sidecar or gateway.
-pub(crate) fn apply(registry: &Registry, proxy: &Workload, out: &mut ProxyResources) {
+pub(crate) fn apply(inputs: &crate::Inputs, proxy: &Workload, out: &mut ProxyResources) {
+    let sides = crate::telemetry::metrics_for(inputs.config, proxy);
     for l in &mut out.listeners {
-        add_to_listener(l);
+        add_to_listener(l, &sides);
     }
+    let registry = inputs.registry;
     for c in &mut out.clusters {
         let services = services_of_cluster(registry, proxy, &c.name);
         if !services.is_empty() {
@@ -48,11 +48,20 @@ pub(crate) fn apply(registry: &Registry, proxy: &Workload, out: &mut ProxyResour
     }
 }
 
-fn add_to_listener(l: &mut Listener) {
-    l.traffic_direction = if l.name == crate::sidecar::VIRTUAL_INBOUND {
+fn add_to_listener(l: &mut Listener, sides: &crate::telemetry::Sides) {
+    let inbound = l.name == crate::sidecar::VIRTUAL_INBOUND;
+    l.traffic_direction = if inbound {
         TrafficDirection::Inbound as i32
     } else {
         TrafficDirection::Outbound as i32
+    };
+    let side = if inbound {
+        &sides.server
+    } else {
+        &sides.client
+    };
+    let Some(side) = side else {
+        return;
     };
     for chain in &mut l.filter_chains {
         let Some(last) = chain.filters.last_mut() else {
@@ -67,16 +76,16 @@ fn add_to_listener(l: &mut Listener) {
                 at,
                 Filter {
                     name: NAME.into(),
-                    config_type: Some(filter::ConfigType::TypedConfig(config())),
+                    config_type: Some(filter::ConfigType::TypedConfig(config(side))),
                 },
             );
         } else if any.type_url.ends_with(".HttpConnectionManager") {
-            add_before_router(any);
+            add_before_router(any, side);
         }
     }
 }
 
-fn add_before_router(any: &mut Any) {
+fn add_before_router(any: &mut Any, side: &PluginConfig) {
     let Ok(mut hcm) = <HttpConnectionManager as prost::Message>::decode(any.value.as_slice())
     else {
         return;
@@ -89,7 +98,7 @@ fn add_before_router(any: &mut Any) {
         at,
         HttpFilter {
             name: NAME.into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(config())),
+            config_type: Some(http_filter::ConfigType::TypedConfig(config(side))),
             ..Default::default()
         },
     );

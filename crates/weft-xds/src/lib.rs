@@ -15,6 +15,7 @@ pub mod debug_http;
 pub mod metrics;
 pub mod nds;
 pub mod server;
+pub mod stats_config;
 pub mod status;
 pub mod types;
 

@@ -10,6 +10,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
+use envoy_types::pb::google::protobuf::Any;
 use serde::Serialize;
 
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
@@ -65,8 +66,8 @@ pub enum ChainAction {
         upgrades: Arc<[String]>,
         /// `forward_client_cert_details` and what it sets.
         xfcc: crate::http::xfcc::Xfcc,
-        /// Istio's metrics, as this reporter (`istio.stats` is there).
-        stats: Option<crate::stats::Reporter>,
+        /// Istio's metrics (`istio.stats` is there): reporter, overrides.
+        stats: Option<Arc<crate::stats::config::StatsCfg>>,
     },
     Tcp {
         stat_prefix: String,
@@ -76,8 +77,8 @@ pub enum ChainAction {
         /// No bytes either way for this long closes both sides (Envoy's
         /// default: 1 h; `0s` turns it off, here None).
         idle_timeout: Option<std::time::Duration>,
-        /// Istio's TCP metrics, as this reporter.
-        stats: Option<crate::stats::Reporter>,
+        /// Istio's TCP metrics: reporter, overrides.
+        stats: Option<Arc<crate::stats::config::StatsCfg>>,
     },
 }
 
@@ -257,7 +258,9 @@ fn compile_chain(
         return Err("a filter chain needs a network filter".into());
     };
     let (rbac, stats) = network_front(front)?;
-    let stats = stats.then_some(reporter);
+    let stats = stats
+        .map(|any| crate::stats::config::compile(Some(&any), reporter).map(Arc::new))
+        .transpose()?;
     let Some(filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
         return Err(format!("filter {:?} has no typed_config", filter.name));
     };
@@ -308,7 +311,11 @@ fn http_action(
     reporter: crate::stats::Reporter,
 ) -> Result<ChainAction, String> {
     let filters = Arc::new(compile_http_filters(&hcm.http_filters)?);
-    let stats = filters.stats.then_some(reporter);
+    let stats = filters
+        .stats
+        .as_ref()
+        .map(|any| crate::stats::config::compile(Some(any), reporter).map(Arc::new))
+        .transpose()?;
     let routes = match &hcm.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => RouteRef::Rds(rds.route_config_name.clone()),
         Some(RouteSpecifier::RouteConfig(rc)) => {
@@ -348,12 +355,12 @@ fn upgrades(hcm: &HttpConnectionManager) -> Result<Arc<[String]>, String> {
 }
 
 /// The network filters in front of a chain's last filter: RBAC filters,
-/// and whether `istio.stats` is there (any other is refused).
+/// and `istio.stats`'s config if it is there (any other is refused).
 fn network_front(
     front: &[envoy_types::pb::envoy::config::listener::v3::Filter],
-) -> Result<(Vec<crate::filters::rbac::RbacCfg>, bool), String> {
+) -> Result<(Vec<crate::filters::rbac::RbacCfg>, Option<Any>), String> {
     let mut rbac = Vec::new();
-    let mut stats = false;
+    let mut stats = None;
     for f in front {
         match &f.config_type {
             Some(filter::ConfigType::TypedConfig(any))
@@ -362,7 +369,7 @@ fn network_front(
                 rbac.push(crate::filters::rbac::compile_network(&unpack(any)?)?)
             }
             Some(filter::ConfigType::TypedConfig(any)) if crate::stats::is_stats(&f.name, any) => {
-                stats = true
+                stats = Some(any.clone())
             }
             _ => {
                 return Err(format!(
@@ -380,7 +387,7 @@ fn network_front(
 fn tcp_action(
     t: &TcpProxy,
     rbac: Vec<crate::filters::rbac::RbacCfg>,
-    stats: Option<crate::stats::Reporter>,
+    stats: Option<Arc<crate::stats::config::StatsCfg>>,
 ) -> Result<ChainAction, String> {
     let clusters = match &t.cluster_specifier {
         Some(tcp_proxy::ClusterSpecifier::Cluster(c)) => Clusters::One(c.as_str().into()),

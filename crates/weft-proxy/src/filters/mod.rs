@@ -49,9 +49,10 @@ pub enum HttpFilter {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FilterChain {
     pub filters: Vec<HttpFilter>,
-    /// `istio.stats` is in the list: requests are recorded in Istio's
-    /// metrics once they end.
-    pub stats: bool,
+    /// `istio.stats` is in the list (with its config): requests are
+    /// recorded in Istio's metrics once they end.
+    #[serde(skip)]
+    pub stats: Option<envoy_types::pb::google::protobuf::Any>,
 }
 
 /// What one route overrides in the filters (`typed_per_filter_config`).
@@ -72,12 +73,15 @@ pub(crate) fn compile_chain(list: &[HttpFilterProto]) -> Result<FilterChain, Str
         ));
     }
     let mut filters = Vec::new();
-    let mut stats = false;
+    let mut stats = None;
     for f in rest {
         let compiled = match filter_kind(f)? {
             Kind::Router => return Err(format!("{ROUTER} must be the last HTTP filter")),
             Kind::Stats => {
-                stats = true;
+                stats = Some(match &f.config_type {
+                    Some(http_filter::ConfigType::TypedConfig(any)) => any.clone(),
+                    _ => Default::default(),
+                });
                 continue;
             }
             Kind::Fault => {

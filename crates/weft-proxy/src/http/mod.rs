@@ -25,6 +25,7 @@ use crate::compile::{Action, Compiled, RouteRef};
 use crate::error::ProxyError;
 use crate::filters::{FilterChain, Next};
 use crate::router;
+use crate::stats::config::StatsCfg;
 use crate::stats::record::{grpc_status, header_bytes, Counted, Observed, Recorder};
 use crate::stats::Reporter;
 use crate::Shared;
@@ -59,8 +60,8 @@ pub(crate) struct Chain {
     pub upgrades: Arc<[String]>,
     /// What becomes of `x-forwarded-client-cert`.
     pub xfcc: xfcc::Xfcc,
-    /// Istio's metrics and metadata exchange, as this reporter.
-    pub stats: Option<crate::stats::Reporter>,
+    /// Istio's metrics and metadata exchange: reporter, overrides.
+    pub stats: Option<Arc<crate::stats::config::StatsCfg>>,
     /// The config snapshot the chain was taken from.
     pub generation: u64,
 }
@@ -88,7 +89,7 @@ impl Chain {
                 filters: filters.clone(),
                 upgrades: upgrades.clone(),
                 xfcc: *xfcc,
-                stats: *stats,
+                stats: stats.clone(),
                 generation: snapshot.generation,
             }),
             _ => None,
@@ -142,15 +143,16 @@ async fn handle(
     }
     let grpc = is_grpc(req.headers());
     let mut entry = Entry::for_request(&req, conn, request_id);
-    let recorder = chain.stats.map(|reporter| {
-        let mut seen = observe(&mut req, reporter, grpc);
-        if reporter == Reporter::Source {
+    let recorder = chain.stats.as_ref().map(|cfg| {
+        let mut seen = observe(&mut req, cfg, grpc);
+        if cfg.reporter == Reporter::Source {
             seen.exchange = Some(shared.stats.own.clone());
         }
+        seen.destination_port = conn.destination.port();
         entry.observed = Some(seen);
         Recorder {
             stats: shared.stats.clone(),
-            reporter,
+            cfg: cfg.clone(),
             own_principal: own.map(Into::into),
         }
     });
@@ -164,7 +166,8 @@ async fn handle(
         return response;
     };
     // The server's side answers the client's exchange with its own.
-    if chain.stats == Some(Reporter::Destination) && seen.peer.is_some() {
+    let server = chain.stats.as_ref().map(|c| c.reporter) == Some(Reporter::Destination);
+    if server && seen.peer.is_some() {
         crate::stats::peer::put(response.headers_mut(), &shared.stats.own);
     }
     seen.response_bytes = header_bytes(response.headers());
@@ -176,15 +179,25 @@ async fn handle(
 /// What the metrics learn of a request as it arrives; on the server's
 /// side, the client's exchange headers are taken off (the app never sees
 /// them).
-fn observe<B>(req: &mut Request<B>, reporter: Reporter, grpc: bool) -> Observed {
-    let peer = match reporter {
+fn observe<B>(req: &mut Request<B>, cfg: &StatsCfg, grpc: bool) -> Observed {
+    let peer = match cfg.reporter {
         Reporter::Destination => crate::stats::peer::take(req.headers_mut()),
         Reporter::Source => None,
     };
+    let headers = cfg
+        .headers()
+        .filter_map(|h| {
+            Some((
+                h.to_string(),
+                req.headers().get(h)?.to_str().ok()?.to_string(),
+            ))
+        })
+        .collect();
     Observed {
         peer,
         grpc,
         request_bytes: header_bytes(req.headers()),
+        headers,
         ..Default::default()
     }
 }

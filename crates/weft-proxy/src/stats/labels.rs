@@ -1,12 +1,19 @@
 //! The label sets of Istio's metrics, in Istio's order (the order Istio's
-//! own tests list them in `shared/conformance/istio/metrics`).
+//! own tests list them in `shared/conformance/istio/metrics`), and the
+//! customized sets the Telemetry API's tag overrides make of them.
 
 use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 
+use super::config::Tweak;
 use super::{Peer, Reporter, ServiceMeta};
 use crate::error::Flags;
+
+/// A standard label set: its (name, value) pairs, in order.
+pub(crate) trait Labels {
+    fn each(&self, f: &mut dyn FnMut(&'static str, &str));
+}
 
 /// Who talked to whom, for which service: the labels every standard
 /// metric shares.
@@ -20,42 +27,30 @@ pub(crate) struct Parties {
     pub service: Arc<ServiceMeta>,
 }
 
-impl Parties {
-    fn pairs(&self) -> [(&'static str, &str); 20] {
+impl Labels for Parties {
+    fn each(&self, f: &mut dyn FnMut(&'static str, &str)) {
         let (s, d, svc) = (&self.source, &self.destination, &self.service);
-        [
-            ("reporter", self.reporter.as_str()),
-            ("source_workload", &s.workload),
-            ("source_canonical_service", &s.canonical_service),
-            ("source_canonical_revision", &s.canonical_revision),
-            ("source_workload_namespace", &s.namespace),
-            ("source_principal", &self.source_principal),
-            ("source_app", &s.app),
-            ("source_version", &s.version),
-            ("source_cluster", &s.cluster),
-            ("destination_workload", &d.workload),
-            ("destination_workload_namespace", &d.namespace),
-            ("destination_principal", &self.destination_principal),
-            ("destination_app", &d.app),
-            ("destination_version", &d.version),
-            ("destination_service", &svc.host),
-            ("destination_canonical_service", &d.canonical_service),
-            ("destination_canonical_revision", &d.canonical_revision),
-            ("destination_service_name", &svc.name),
-            ("destination_service_namespace", &svc.namespace),
-            ("destination_cluster", &d.cluster),
-        ]
+        f("reporter", self.reporter.as_str());
+        f("source_workload", &s.workload);
+        f("source_canonical_service", &s.canonical_service);
+        f("source_canonical_revision", &s.canonical_revision);
+        f("source_workload_namespace", &s.namespace);
+        f("source_principal", &self.source_principal);
+        f("source_app", &s.app);
+        f("source_version", &s.version);
+        f("source_cluster", &s.cluster);
+        f("destination_workload", &d.workload);
+        f("destination_workload_namespace", &d.namespace);
+        f("destination_principal", &self.destination_principal);
+        f("destination_app", &d.app);
+        f("destination_version", &d.version);
+        f("destination_service", &svc.host);
+        f("destination_canonical_service", &d.canonical_service);
+        f("destination_canonical_revision", &d.canonical_revision);
+        f("destination_service_name", &svc.name);
+        f("destination_service_namespace", &svc.namespace);
+        f("destination_cluster", &d.cluster);
     }
-}
-
-fn encode_all<'a>(
-    mut encoder: LabelSetEncoder,
-    pairs: impl IntoIterator<Item = (&'static str, &'a str)>,
-) -> Result<(), std::fmt::Error> {
-    for pair in pairs {
-        pair.encode(encoder.encode_label())?;
-    }
-    Ok(())
 }
 
 /// `istio_requests_total` and the request histograms.
@@ -72,35 +67,15 @@ pub(crate) struct HttpLabels {
     pub security: &'static str,
 }
 
-impl EncodeLabelSet for HttpLabels {
-    fn encode(&self, encoder: LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        let code = self.response_code.to_string();
+impl Labels for HttpLabels {
+    fn each(&self, f: &mut dyn FnMut(&'static str, &str)) {
+        self.parties.each(f);
+        f("request_protocol", self.protocol);
+        f("response_code", &self.response_code.to_string());
         let grpc = self.grpc_status.map(|s| s.to_string()).unwrap_or_default();
-        let flags = self.flags.to_string();
-        let tail = [
-            ("request_protocol", self.protocol),
-            ("response_code", code.as_str()),
-            ("grpc_response_status", grpc.as_str()),
-            ("response_flags", flags.as_str()),
-            ("connection_security_policy", self.security),
-        ];
-        encode_all(encoder, self.parties.pairs().into_iter().chain(tail))
-    }
-}
-
-/// `istio_request_messages_total` and `istio_response_messages_total`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct MessageLabels(Parties);
-
-impl MessageLabels {
-    pub fn of(l: &HttpLabels) -> MessageLabels {
-        MessageLabels(l.parties.clone())
-    }
-}
-
-impl EncodeLabelSet for MessageLabels {
-    fn encode(&self, encoder: LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        encode_all(encoder, self.0.pairs())
+        f("grpc_response_status", &grpc);
+        f("response_flags", &self.flags.to_string());
+        f("connection_security_policy", self.security);
     }
 }
 
@@ -112,14 +87,71 @@ pub(crate) struct TcpLabels {
     pub security: &'static str,
 }
 
-impl EncodeLabelSet for TcpLabels {
-    fn encode(&self, encoder: LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        let flags = self.flags.to_string();
-        let tail = [
-            ("request_protocol", "tcp"),
-            ("response_flags", flags.as_str()),
-            ("connection_security_policy", self.security),
-        ];
-        encode_all(encoder, self.parties.pairs().into_iter().chain(tail))
+impl Labels for TcpLabels {
+    fn each(&self, f: &mut dyn FnMut(&'static str, &str)) {
+        self.parties.each(f);
+        f("request_protocol", "tcp");
+        f("response_flags", &self.flags.to_string());
+        f("connection_security_policy", self.security);
+    }
+}
+
+/// A metric's labels: the standard set, or a set the Telemetry API
+/// customized (tags removed, tags added), which is built per request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Key<L> {
+    Std(L),
+    Custom(Box<[(Arc<str>, String)]>),
+}
+
+impl<L: Labels + Clone> Key<L> {
+    /// The key for `labels` under `tweak` (None: the metric is dropped);
+    /// `value` evaluates an added tag.
+    pub fn of(
+        labels: &L,
+        tweak: Option<&Tweak>,
+        value: &dyn Fn(&super::config::Expr) -> String,
+    ) -> Option<Key<L>> {
+        let Some(t) = tweak else {
+            return Some(Key::Std(labels.clone()));
+        };
+        if t.drop {
+            return None;
+        }
+        let mut pairs: Vec<(Arc<str>, String)> = Vec::new();
+        labels.each(&mut |k, v| {
+            let replaced = t.extra.iter().any(|(tag, _)| &**tag == k);
+            if !replaced && !t.removed.iter().any(|r| r == k) {
+                pairs.push((k.into(), v.to_string()));
+            }
+        });
+        for (tag, expr) in &t.extra {
+            if !t.removed.iter().any(|r| **r == **tag) {
+                pairs.push((tag.clone(), value(expr)));
+            }
+        }
+        Some(Key::Custom(pairs.into()))
+    }
+}
+
+impl<L: Labels> EncodeLabelSet for Key<L> {
+    fn encode(&self, mut encoder: LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            Key::Std(labels) => {
+                let mut result = Ok(());
+                labels.each(&mut |k, v| {
+                    if result.is_ok() {
+                        result = (k, v).encode(encoder.encode_label());
+                    }
+                });
+                result
+            }
+            Key::Custom(pairs) => {
+                for (k, v) in pairs.iter() {
+                    (&**k, v.as_str()).encode(encoder.encode_label())?;
+                }
+                Ok(())
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! The families live in `prometheus-client`'s registry; a label set is a
 //! handful of `Arc`s and small values, hashed once per request.
 
+pub(crate) mod config;
 mod labels;
 pub(crate) mod peer;
 pub(crate) mod record;
@@ -24,7 +25,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-pub(crate) use labels::{HttpLabels, MessageLabels, TcpLabels};
+use config::{Expr, Metric, StatsCfg};
+pub(crate) use labels::{HttpLabels, TcpLabels};
+use labels::{Key, Labels, Parties};
 pub use peer::{NodeMetadata, Own, Peer};
 
 /// The filter's name in a listener (HTTP and network alike).
@@ -101,16 +104,16 @@ type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 /// One proxy's metrics.
 pub struct Stats {
     registry: Registry,
-    requests: Family<HttpLabels, Counter>,
-    duration: Histograms<HttpLabels>,
-    request_bytes: Histograms<HttpLabels>,
-    response_bytes: Histograms<HttpLabels>,
-    request_messages: Family<MessageLabels, Counter>,
-    response_messages: Family<MessageLabels, Counter>,
-    tcp_opened: Family<TcpLabels, Counter>,
-    tcp_closed: Family<TcpLabels, Counter>,
-    tcp_sent: Family<TcpLabels, Counter>,
-    tcp_received: Family<TcpLabels, Counter>,
+    requests: Family<Key<HttpLabels>, Counter>,
+    duration: Histograms<Key<HttpLabels>>,
+    request_bytes: Histograms<Key<HttpLabels>>,
+    response_bytes: Histograms<Key<HttpLabels>>,
+    request_messages: Family<Key<Parties>, Counter>,
+    response_messages: Family<Key<Parties>, Counter>,
+    tcp_opened: Family<Key<TcpLabels>, Counter>,
+    tcp_closed: Family<Key<TcpLabels>, Counter>,
+    tcp_sent: Family<Key<TcpLabels>, Counter>,
+    tcp_received: Family<Key<TcpLabels>, Counter>,
     /// This proxy's workload, for its side's labels and the exchange.
     pub own: Own,
 }
@@ -120,7 +123,8 @@ impl Stats {
         let mut registry = Registry::default();
         let requests = Family::default();
         registry.register("istio_requests", "Requests", requests.clone());
-        let h = || Histograms::<HttpLabels>::new_with_constructor(histogram as fn() -> Histogram);
+        let h =
+            || Histograms::<Key<HttpLabels>>::new_with_constructor(histogram as fn() -> Histogram);
         let (duration, request_bytes, response_bytes) = (h(), h(), h());
         registry.register(
             "istio_request_duration_milliseconds",
@@ -145,7 +149,7 @@ impl Stats {
             "gRPC messages sent by the server",
             response_messages.clone(),
         );
-        let tcp = || Family::<TcpLabels, Counter>::default();
+        let tcp = || Family::<Key<TcpLabels>, Counter>::default();
         let (tcp_opened, tcp_closed, tcp_sent, tcp_received) = (tcp(), tcp(), tcp(), tcp());
         registry.register(
             "istio_tcp_connections_opened",
@@ -180,34 +184,56 @@ impl Stats {
     }
 
     /// One finished request.
-    pub(crate) fn record_http(&self, labels: &HttpLabels, sample: &HttpSample) {
-        self.requests.get_or_create(labels).inc();
+    pub(crate) fn record_http(&self, labels: &HttpLabels, sample: &HttpSample, how: &Labelling) {
+        if let Some(k) = how.key(Metric::Requests, labels) {
+            self.requests.get_or_create(&k).inc();
+        }
+        let observe = |family: &Histograms<Key<HttpLabels>>, m: Metric, value: f64| {
+            if let Some(k) = how.key(m, labels) {
+                family.get_or_create(&k).observe(value);
+            }
+        };
         let millis = sample.duration.as_secs_f64() * 1000.0;
-        self.duration.get_or_create(labels).observe(millis);
-        self.request_bytes
-            .get_or_create(labels)
-            .observe(sample.request_bytes as f64);
-        self.response_bytes
-            .get_or_create(labels)
-            .observe(sample.response_bytes as f64);
+        observe(&self.duration, Metric::Duration, millis);
+        observe(
+            &self.request_bytes,
+            Metric::RequestBytes,
+            sample.request_bytes as f64,
+        );
+        observe(
+            &self.response_bytes,
+            Metric::ResponseBytes,
+            sample.response_bytes as f64,
+        );
         if let Some((sent, received)) = sample.grpc_messages {
-            let m = MessageLabels::of(labels);
-            self.request_messages.get_or_create(&m).inc_by(sent);
-            self.response_messages.get_or_create(&m).inc_by(received);
+            let p = &labels.parties;
+            if let Some(k) = how.key(Metric::RequestMessages, p) {
+                self.request_messages.get_or_create(&k).inc_by(sent);
+            }
+            if let Some(k) = how.key(Metric::ResponseMessages, p) {
+                self.response_messages.get_or_create(&k).inc_by(received);
+            }
         }
     }
 
     /// A TCP connection began.
-    pub(crate) fn tcp_opened(&self, labels: &TcpLabels) {
-        self.tcp_opened.get_or_create(labels).inc();
+    pub(crate) fn tcp_opened(&self, labels: &TcpLabels, how: &Labelling) {
+        if let Some(k) = how.key(Metric::TcpOpened, labels) {
+            self.tcp_opened.get_or_create(&k).inc();
+        }
     }
 
     /// A TCP connection ended, having moved these bytes (sent: towards
     /// the server, received: back from it, as Istio counts them).
-    pub(crate) fn tcp_closed(&self, labels: &TcpLabels, sent: u64, received: u64) {
-        self.tcp_closed.get_or_create(labels).inc();
-        self.tcp_sent.get_or_create(labels).inc_by(sent);
-        self.tcp_received.get_or_create(labels).inc_by(received);
+    pub(crate) fn tcp_closed(&self, labels: &TcpLabels, sent: u64, received: u64, how: &Labelling) {
+        let count = |family: &Family<Key<TcpLabels>, Counter>, m: Metric, n: u64| {
+            if let Some(k) = how.key(m, labels) {
+                family.get_or_create(&k).inc_by(n);
+            }
+        };
+        count(&self.tcp_closed, Metric::TcpClosed, 1);
+        count(&self.tcp_sent, Metric::TcpSent, sent);
+        count(&self.tcp_received, Metric::TcpReceived, received);
     }
 
     /// The Prometheus exposition (OpenMetrics text).
@@ -215,6 +241,19 @@ impl Stats {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// How one record is labelled: the chain's stats config, and the values
+/// of the tags it adds for this request.
+pub(crate) struct Labelling<'a> {
+    pub cfg: &'a StatsCfg,
+    pub value: &'a dyn Fn(&Expr) -> String,
+}
+
+impl Labelling<'_> {
+    fn key<L: Labels + Clone>(&self, m: Metric, labels: &L) -> Option<Key<L>> {
+        Key::of(labels, self.cfg.tweak(m), self.value)
     }
 }
 

@@ -11,8 +11,11 @@ use bytes::Bytes;
 use http::HeaderMap;
 use hyper::body::{Body, Frame, SizeHint};
 
+use super::config::{Expr, StatsCfg};
 use super::labels::Parties;
-use super::{unknown_peer, HttpLabels, HttpSample, Peer, Reporter, ServiceMeta, Stats, TcpLabels};
+use super::{
+    unknown_peer, HttpLabels, HttpSample, Labelling, Peer, Reporter, ServiceMeta, Stats, TcpLabels,
+};
 use crate::access_log::Entry;
 
 /// What the request path learns for the metrics, on a chain that records.
@@ -40,6 +43,10 @@ pub(crate) struct Observed {
     pub response_bytes: u64,
     /// gRPC messages in the response body.
     pub response_messages: GrpcFramer,
+    /// Request headers a Telemetry tag reads, as they arrived.
+    pub headers: Vec<(String, String)>,
+    /// The port the client dialled.
+    pub destination_port: u16,
 }
 
 /// What a body carried: bytes, and gRPC messages for a gRPC request.
@@ -104,13 +111,38 @@ impl GrpcFramer {
     }
 }
 
-/// A chain's recorder: the proxy's metrics, the chain's reporter, and the
-/// proxy's SPIFFE id when the request began.
+/// A chain's recorder: the proxy's metrics, the chain's stats config
+/// (reporter, Telemetry overrides), and the proxy's SPIFFE id when the
+/// request began.
 #[derive(Clone)]
 pub(crate) struct Recorder {
     pub stats: Arc<Stats>,
-    pub reporter: Reporter,
+    pub cfg: Arc<StatsCfg>,
     pub own_principal: Option<Arc<str>>,
+}
+
+/// The value of an added tag for one request.
+fn value(e: &Entry, o: &Observed, expr: &Expr) -> String {
+    let text = match expr {
+        Expr::Literal(s) => s.as_str(),
+        Expr::RequestHost => e.authority.as_str(),
+        Expr::RequestMethod => e.method.as_str(),
+        Expr::RequestPath => e.path.as_str(),
+        Expr::RequestUrlPath => e.path.split('?').next().unwrap_or(""),
+        Expr::RequestProtocol => e.protocol,
+        Expr::RequestHeader(h) => o
+            .headers
+            .iter()
+            .find(|(k, _)| k == h)
+            .map_or("", |(_, v)| v.as_str()),
+        Expr::ResponseCode => return e.status.to_string(),
+        Expr::DestinationPort => return o.destination_port.to_string(),
+    };
+    if text.is_empty() {
+        "unknown".into()
+    } else {
+        text.to_string()
+    }
 }
 
 const UNKNOWN: &str = "unknown";
@@ -120,7 +152,7 @@ impl Recorder {
         let own = self.stats.own.peer.clone();
         // A client's endpoint metadata names its server; a server's
         // endpoint is its own app.
-        let endpoint = (self.reporter == Reporter::Source)
+        let endpoint = (self.cfg.reporter == Reporter::Source)
             .then(|| o.endpoint.clone())
             .flatten();
         let other = o.peer.clone().or(endpoint).unwrap_or_else(unknown_peer);
@@ -129,12 +161,12 @@ impl Recorder {
             .service
             .clone()
             .unwrap_or_else(|| Arc::new(ServiceMeta::from_authority(&e.authority)));
-        match self.reporter {
+        match self.cfg.reporter {
             Reporter::Destination => {
                 let mtls = e.peer_principal.is_some();
                 let principal = |p: Option<&str>| -> Arc<str> { p.unwrap_or(UNKNOWN).into() };
                 let parties = Parties {
-                    reporter: self.reporter,
+                    reporter: self.cfg.reporter,
                     source: other,
                     source_principal: principal(e.peer_principal.as_deref()),
                     destination: own,
@@ -152,7 +184,7 @@ impl Recorder {
                         (UNKNOWN.into(), UNKNOWN.into())
                     };
                 let parties = Parties {
-                    reporter: self.reporter,
+                    reporter: self.cfg.reporter,
                     source: own,
                     source_principal,
                     destination: other,
@@ -185,11 +217,37 @@ impl Recorder {
                 .grpc
                 .then_some((request_messages, o.response_messages.messages)),
         };
-        self.stats.record_http(&labels, &sample);
+        let value = |x: &Expr| value(e, o, x);
+        let how = Labelling {
+            cfg: &self.cfg,
+            value: &value,
+        };
+        self.stats.record_http(&labels, &sample, &how);
+    }
+
+    /// Records a TCP connection's opening.
+    pub fn tcp_opened(&self, e: &Entry, o: &Observed) {
+        let value = |x: &Expr| value(e, o, x);
+        let how = Labelling {
+            cfg: &self.cfg,
+            value: &value,
+        };
+        self.stats.tcp_opened(&self.tcp_labels(e, o), &how);
+    }
+
+    /// Records a TCP connection's end and the bytes it moved.
+    pub fn tcp_closed(&self, e: &Entry, o: &Observed, sent: u64, received: u64) {
+        let value = |x: &Expr| value(e, o, x);
+        let how = Labelling {
+            cfg: &self.cfg,
+            value: &value,
+        };
+        self.stats
+            .tcp_closed(&self.tcp_labels(e, o), sent, received, &how);
     }
 
     /// The labels of a TCP connection as they stand.
-    pub fn tcp_labels(&self, e: &Entry, o: &Observed) -> TcpLabels {
+    fn tcp_labels(&self, e: &Entry, o: &Observed) -> TcpLabels {
         let (parties, security) = self.parties(e, o);
         TcpLabels {
             parties,

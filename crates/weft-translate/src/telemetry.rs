@@ -1,0 +1,244 @@
+//! The Telemetry API's `metrics` for one proxy, merged as istiod merges
+//! them: the mesh's Telemetry (root namespace, no selector), then the
+//! proxy's namespace's, then one selecting the workload (the oldest at
+//! each level). A level that names providers replaces the ones above it;
+//! overrides apply in that order, later ones winning per metric and tag.
+//! Disabling every metric for a mode drops the stats filter there; the
+//! rest becomes Istio's `stats.PluginConfig` for the client side
+//! (outbound, gateways) and the server side (inbound).
+
+use std::collections::BTreeMap;
+
+use weft_config::mesh_config::ROOT_NAMESPACE;
+use weft_config::telemetry::{Metrics, Telemetry};
+use weft_config::Resource;
+use weft_registry::Workload;
+use weft_xds::stats_config::{MetricConfig, PluginConfig};
+
+/// Istio's metric enum → the Prometheus name without `istio_`.
+const METRICS: [(&str, &str); 10] = [
+    ("REQUEST_COUNT", "requests_total"),
+    ("REQUEST_DURATION", "request_duration_milliseconds"),
+    ("REQUEST_SIZE", "request_bytes"),
+    ("RESPONSE_SIZE", "response_bytes"),
+    ("TCP_OPENED_CONNECTIONS", "tcp_connections_opened_total"),
+    ("TCP_CLOSED_CONNECTIONS", "tcp_connections_closed_total"),
+    ("TCP_SENT_BYTES", "tcp_sent_bytes_total"),
+    ("TCP_RECEIVED_BYTES", "tcp_received_bytes_total"),
+    ("GRPC_REQUEST_MESSAGES", "request_messages_total"),
+    ("GRPC_RESPONSE_MESSAGES", "response_messages_total"),
+];
+
+/// The provider Istio's standard metrics go to.
+const PROMETHEUS: &str = "prometheus";
+
+/// One side's stats config: None when its metrics are all disabled.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sides {
+    pub client: Option<PluginConfig>,
+    pub server: Option<PluginConfig>,
+}
+
+/// What one metric's overrides came to.
+#[derive(Debug, Clone, Default)]
+struct Override {
+    drop: Option<bool>,
+    /// Tag → Some(expression) to set, None to remove.
+    tags: BTreeMap<String, Option<String>>,
+}
+
+/// The Telemetry resources that apply to `proxy`, least specific first.
+fn levels<'a>(config: &'a [Resource], proxy: &Workload) -> Vec<&'a Telemetry> {
+    let oldest = |namespace: &str, pick: &dyn Fn(&Telemetry) -> bool| {
+        let mut found: Vec<&Resource> = config
+            .iter()
+            .filter(|r| r.namespace() == namespace)
+            .filter(|r| r.as_telemetry().is_some_and(pick))
+            .collect();
+        found.sort_by(|a, b| a.creation_order().cmp(&b.creation_order()));
+        found.first().and_then(|r| r.as_telemetry())
+    };
+    let whole =
+        |t: &Telemetry| t.selector.is_none() && t.target_refs.is_empty() && t.target_ref.is_none();
+    let selected = |t: &Telemetry| {
+        t.selector.as_ref().is_some_and(|s| {
+            s.match_labels
+                .iter()
+                .all(|(k, v)| proxy.labels.get(k) == Some(v))
+        })
+    };
+    let mut out = Vec::new();
+    out.extend(oldest(ROOT_NAMESPACE, &whole));
+    if proxy.namespace != ROOT_NAMESPACE {
+        out.extend(oldest(&proxy.namespace, &whole));
+    }
+    out.extend(oldest(&proxy.namespace, &selected));
+    out
+}
+
+/// The mesh config's default metrics providers (Istio's: prometheus).
+fn default_providers(config: &[Resource]) -> Vec<String> {
+    let mesh = weft_config::MeshConfig::of(config);
+    let listed = mesh
+        .other
+        .get("defaultProviders")
+        .and_then(|d| d.get("metrics"))
+        .and_then(|m| m.as_sequence())
+        .map(|s| {
+            s.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        });
+    listed.unwrap_or_else(|| vec![PROMETHEUS.into()])
+}
+
+/// The stats config of each side of `proxy`.
+pub fn metrics_for(config: &[Resource], proxy: &Workload) -> Sides {
+    let entries: Vec<&Metrics> = levels(config, proxy)
+        .into_iter()
+        .flat_map(|t| t.metrics.iter())
+        .collect();
+    let mut providers = default_providers(config);
+    for m in &entries {
+        if !m.providers.is_empty() {
+            providers = m.providers.iter().map(|p| p.name.clone()).collect();
+        }
+    }
+    if !providers.iter().any(|p| p == PROMETHEUS) {
+        return Sides::default();
+    }
+    // Per mode (client, server): all disabled?, and per metric overrides.
+    let mut all_off = [false, false];
+    let mut per: [BTreeMap<&str, Override>; 2] = Default::default();
+    for m in &entries {
+        let for_prometheus =
+            m.providers.is_empty() || m.providers.iter().any(|p| p.name == PROMETHEUS);
+        if !for_prometheus {
+            continue;
+        }
+        for o in &m.overrides {
+            let selector = o.matches.as_ref();
+            let metric = selector
+                .and_then(|s| s.metric.as_deref())
+                .unwrap_or("ALL_METRICS");
+            let modes: &[usize] = match selector.and_then(|s| s.mode.as_deref()) {
+                Some("CLIENT") => &[0],
+                Some("SERVER") => &[1],
+                _ => &[0, 1],
+            };
+            for &mode in modes {
+                if metric == "ALL_METRICS" && o.disabled == Some(true) && o.tag_overrides.is_empty()
+                {
+                    all_off[mode] = true;
+                    continue;
+                }
+                all_off[mode] = false;
+                let names: Vec<&str> = if metric == "ALL_METRICS" {
+                    METRICS.iter().map(|(_, n)| *n).collect()
+                } else {
+                    METRICS
+                        .iter()
+                        .filter(|(k, _)| *k == metric)
+                        .map(|(_, n)| *n)
+                        .collect()
+                };
+                for name in names {
+                    let entry = per[mode].entry(name).or_default();
+                    if o.disabled.is_some() {
+                        entry.drop = o.disabled;
+                    }
+                    for (tag, t) in &o.tag_overrides {
+                        let value = match t.operation.as_deref() {
+                            Some("REMOVE") => None,
+                            _ => Some(t.value.clone().unwrap_or_default()),
+                        };
+                        entry.tags.insert(tag.clone(), value);
+                    }
+                }
+            }
+        }
+    }
+    let side = |mode: usize| -> Option<PluginConfig> {
+        if all_off[mode] {
+            return None;
+        }
+        let metrics = per[mode]
+            .iter()
+            .map(|(name, o)| MetricConfig {
+                name: name.to_string(),
+                drop: o.drop.unwrap_or(false),
+                tags_to_remove: o
+                    .tags
+                    .iter()
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+                dimensions: o
+                    .tags
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                    .collect(),
+            })
+            .collect();
+        Some(PluginConfig {
+            disable_host_header_fallback: mode == 1,
+            metrics,
+        })
+    };
+    Sides {
+        client: side(0),
+        server: side(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sides(yaml: &str) -> Sides {
+        let loaded = weft_config::load_str(yaml, "t.yaml");
+        assert!(!loaded.has_errors(), "{:?}", loaded.problems);
+        let registry = crate::tests::registry();
+        metrics_for(&loaded.resources, &registry.workloads[0])
+    }
+
+    #[test]
+    fn no_telemetry_is_every_metric_on_both_sides() {
+        let s = sides("");
+        assert_eq!(s.client, Some(PluginConfig::default()));
+        assert_eq!(
+            s.server,
+            Some(PluginConfig {
+                disable_host_header_fallback: true,
+                metrics: vec![]
+            })
+        );
+    }
+
+    #[test]
+    fn levels_merge_and_the_workload_wins() {
+        let mesh = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  metrics:\n  - providers: [{name: prometheus}]\n    overrides:\n    - match: {metric: ALL_METRICS, mode: CLIENT}\n      disabled: true\n    - match: {metric: REQUEST_COUNT, mode: SERVER}\n      tagOverrides:\n        grpc_response_status: {operation: REMOVE}\n        request_host: {value: request.host}\n";
+        let s = sides(mesh);
+        assert_eq!(s.client, None, "client metrics are off mesh-wide");
+        let server = s.server.unwrap();
+        let count = server
+            .metrics
+            .iter()
+            .find(|m| m.name == "requests_total")
+            .unwrap();
+        assert_eq!(count.tags_to_remove, ["grpc_response_status"]);
+        assert_eq!(count.dimensions["request_host"], "request.host");
+        // The workload turns its client side back on, dropping one metric.
+        let workload = format!("{mesh}---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  metrics:\n  - overrides:\n    - match: {{metric: REQUEST_DURATION, mode: CLIENT}}\n      disabled: true\n");
+        let client = sides(&workload).client.expect("client back on");
+        let duration = client
+            .metrics
+            .iter()
+            .find(|m| m.name == "request_duration_milliseconds")
+            .unwrap();
+        assert!(duration.drop);
+        // Another provider only: no Prometheus metrics at all.
+        let other = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: x, namespace: default}\nspec:\n  metrics:\n  - providers: [{name: stackdriver}]\n";
+        assert_eq!(sides(other), Sides::default());
+    }
+}
