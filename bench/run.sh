@@ -104,14 +104,17 @@ PIDS+=($!)
 PIDS+=($!)
 
 # Weft: a control plane with an HTTP and a gRPC service and a gateway
-# routing to them, configured with Istio's Gateway + VirtualService.
+# routing to them, configured with Istio's Gateway + VirtualService. The
+# upstreams have no sidecar (so the gateway speaks plaintext to them, as
+# auto mTLS does), and a second gateway runs without Istio's metrics.
 cat > "$WORK/registry.json" <<JSON
 {"services":[{"name":"origin","namespace":"default","vip":null,"ports":[{"name":"http","port":$UP}],"selector":{"app":"origin"}},
   {"name":"grpc-origin","namespace":"default","vip":null,"ports":[{"name":"grpc","port":$UP_GRPC}],"selector":{"app":"grpc-origin"}}],
  "workloads":[
-  {"name":"origin","namespace":"default","labels":{"app":"origin"},"service_account":"default","ip":"127.0.0.1","ports":[{"containerPort":$UP}],"proxy":"sidecar"},
-  {"name":"grpc-origin","namespace":"default","labels":{"app":"grpc-origin"},"service_account":"default","ip":"127.0.0.1","ports":[{"containerPort":$UP_GRPC}],"proxy":"sidecar"},
-  {"name":"bench-gateway","namespace":"default","labels":{"istio":"ingressgateway"},"service_account":"default","ip":"127.0.0.2","ports":[{"containerPort":$WEFT_PORT}],"proxy":"gateway"}]}
+  {"name":"origin","namespace":"default","labels":{"app":"origin"},"service_account":"default","ip":"127.0.0.1","ports":[{"containerPort":$UP}],"proxy":"nosidecar"},
+  {"name":"grpc-origin","namespace":"default","labels":{"app":"grpc-origin"},"service_account":"default","ip":"127.0.0.1","ports":[{"containerPort":$UP_GRPC}],"proxy":"nosidecar"},
+  {"name":"bench-gateway","namespace":"default","labels":{"istio":"ingressgateway"},"service_account":"default","ip":"127.0.0.2","ports":[{"containerPort":$WEFT_PORT}],"proxy":"gateway"},
+  {"name":"bench-gateway-nostats","namespace":"default","labels":{"istio":"ingressgateway","stats":"off"},"service_account":"default","ip":"127.0.0.3","ports":[{"containerPort":$WEFT_PORT}],"proxy":"gateway"}]}
 JSON
 cat > "$WORK/config/gateway.yaml" <<YAML
 apiVersion: networking.istio.io/v1
@@ -143,6 +146,17 @@ spec:
     - destination: {host: origin, port: {number: $UP}}
   - route:
     - destination: {host: origin, port: {number: $UP}}
+---
+# The same gateway without Istio's metrics (the stats-off row).
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: no-stats}
+spec:
+  selector: {matchLabels: {stats: "off"}}
+  metrics:
+  - overrides:
+    - match: {metric: ALL_METRICS}
+      disabled: true
 YAML
 WEFT_LOG=warn "$WEFT" control-plane --config-dir "$WORK/config" --registry "$WORK/registry.json" \
   --xds 127.0.0.1:18010 --api 127.0.0.1:18014 2>"$WORK/cp.log" &
@@ -152,19 +166,23 @@ WEFT_LOG=warn WEFT_WORKER_THREADS=1 "$WEFT" proxy --xds http://127.0.0.1:18010 \
   --admin 127.0.0.1:18015 --bind-ip 127.0.0.1 >/dev/null 2>"$WORK/proxy.log" &
 PIDS+=($!)
 WEFT_PROXY_PID=$!
+WEFT_LOG=warn WEFT_WORKER_THREADS=1 "$WEFT" proxy --xds http://127.0.0.1:18010 \
+  --node-id "router~127.0.0.3~bench-gateway-nostats.default~default.svc.cluster.local" \
+  --admin 127.0.0.1:18016 --bind-ip 127.0.0.3 >/dev/null 2>"$WORK/proxy-nostats.log" &
+PIDS+=($!)
 
-for port in $UP $WEFT_PORT $NGINX_PORT $HAPROXY_PORT; do
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
-  curl -sf "http://127.0.0.1:$port/" >/dev/null || { echo "nothing answers on port $port"; cat "$WORK"/*.log; exit 1; }
+for target in 127.0.0.1:$UP 127.0.0.1:$WEFT_PORT 127.0.0.3:$WEFT_PORT 127.0.0.1:$NGINX_PORT 127.0.0.1:$HAPROXY_PORT; do
+  for _ in $(seq 100); do curl -sf "http://$target/" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://$target/" >/dev/null || { echo "nothing answers on $target"; cat "$WORK"/*.log; exit 1; }
 done
 
 # wrk prints "Requests/sec: N" and, with --latency, "50% 1.2ms" lines.
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.3f", v }'; }
 declare -A RPS P50 P99
 measure() {
-  local name=$1 port=$2 path=${3:-/} out
-  wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$port$path" >/dev/null 2>&1 # warm-up pass is the same run, shorter
-  out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$port$path")
+  local name=$1 port=$2 path=${3:-/} host=${4:-127.0.0.1} out
+  wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://$host:$port$path" >/dev/null 2>&1 # warm-up pass is the same run, shorter
+  out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://$host:$port$path")
   RPS[$name]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   P50[$name]=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
   P99[$name]=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
@@ -177,18 +195,47 @@ fi
 measure weft $WEFT_PORT
 [ -n "${PROFILE:-}" ] && wait "$PERF_PID"
 measure weft-policy $WEFT_PORT /policy
+measure weft-nostats $WEFT_PORT / 127.0.0.3
 measure nginx $NGINX_PORT
 measure haproxy $HAPROXY_PORT
 
 echo
 echo "wrk -t1 -c$CONNS -d${DURATION}s, keep-alive, 24-byte body; each proxy on one worker thread; $(nproc) cores"
 printf '%-12s %12s %10s %10s %12s %12s\n' path req/s p50_ms p99_ms vs_direct vs_nginx
-for name in direct weft weft-policy nginx haproxy; do
+for name in direct weft weft-policy weft-nostats nginx haproxy; do
   printf '%-12s %12.0f %10s %10s %12s %12s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
     "$(awk -v a="${RPS[$name]}" -v b="${RPS[direct]}" 'BEGIN{printf "%.2f", a/b}')" \
     "$(awk -v a="${RPS[$name]}" -v b="${RPS[nginx]}" 'BEGIN{printf "%.2f", a/b}')"
 done
 echo "weft-policy (timeout, retries, a header set, a 0% fault) vs the plain route: $(awk -v a="${RPS[weft-policy]}" -v b="${RPS[weft]}" 'BEGIN{printf "%.2f", a/b}')"
+echo "Istio's metrics on vs off (weft vs weft-nostats): $(awk -v a="${RPS[weft]}" -v b="${RPS[weft-nostats]}" 'BEGIN{printf "%.2f", a/b}')"
+
+# The proxy's memory with 1000 label combinations: a Telemetry adds the
+# Host header as a tag, and 1000 hosts each make their own series.
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$WEFT_PROXY_PID/status"; }
+cat > "$WORK/config/hosts.yaml" <<YAML
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: host-tag}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  metrics:
+  - overrides:
+    - match: {metric: REQUEST_COUNT}
+      tagOverrides:
+        request_host: {value: request.host}
+YAML
+sleep 2
+BEFORE_KB=$(rss_kb)
+for i in $(seq 1000); do
+  [ "$i" = 1 ] || echo next
+  printf 'url = "http://127.0.0.1:%s/"\nheader = "Host: h%s.example"\noutput = "/dev/null"\n' "$WEFT_PORT" "$i"
+done > "$WORK/hosts.curl"
+curl -s -K "$WORK/hosts.curl"
+SERIES=$(curl -s "http://127.0.0.1:18015/stats/prometheus" | grep -c '^istio_requests_total{.*request_host="h[0-9]*.example"')
+AFTER_KB=$(rss_kb)
+echo "memory with $SERIES istio_requests_total series by Host: RSS $BEFORE_KB kB before, $AFTER_KB kB after (+$((AFTER_KB - BEFORE_KB)) kB)"
+rm -f "$WORK/config/hosts.yaml"
 
 # HTTP/2: h2load over h2c, 4 connections × 16 streams; h2load prints
 # "finished in …, N req/s" and "time for request: min max mean sd".

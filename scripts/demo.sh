@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Sets up this machine, builds Weft and runs the Bookinfo demo mesh in the
-# foreground (as root). Ctrl-C removes everything it created.
+# Sets up this machine, builds Weft and runs the Bookinfo demo mesh, with a
+# Prometheus scraping it, in the foreground (as root). Ctrl-C removes everything it created.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
 cargo build --release -p weft
-exec "$CARGO_TARGET_DIR/release/weft" up examples/bookinfo "$@"
+exec "$CARGO_TARGET_DIR/release/weft" up examples/bookinfo --with prometheus "$@"

@@ -26,8 +26,19 @@ pub fn ip(args: &[&str]) -> anyhow::Result<()> {
     run("ip", args)
 }
 
+/// The bridge's own MAC: fixed, locally administered, from its address.
+/// A bridge without one takes the lowest MAC of its ports, so a pod
+/// plugged in later can change it, and pods that resolved the old one
+/// send their packets to the control plane into the void until their ARP
+/// entry expires (a proxy's ACKs stalled for about a minute).
+pub fn bridge_mac(gateway: Ipv4Addr) -> String {
+    let [a, b, c, d] = gateway.octets();
+    format!("02:57:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
 pub fn create_bridge(name: &str, gateway: Ipv4Addr) -> anyhow::Result<()> {
-    ip(&["link", "add", name, "type", "bridge"])?;
+    let mac = bridge_mac(gateway);
+    ip(&["link", "add", name, "address", &mac, "type", "bridge"])?;
     ip(&["addr", "add", &format!("{gateway}/24"), "dev", name])?;
     ip(&["link", "set", name, "up"])
 }

@@ -285,8 +285,10 @@ impl<G: Generator> ProxyStream<G> {
         }
         let started = std::time::Instant::now();
         self.regenerate(generation);
+        // Every type the client asked for: one it was never sent (its
+        // config could not be generated when it asked) goes now.
         for type_url in PUSH_ORDER {
-            if self.sent.contains_key(type_url) {
+            if self.subscriptions.contains_key(type_url) {
                 self.send(type_url, false).await?;
             }
         }

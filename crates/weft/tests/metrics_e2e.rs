@@ -96,6 +96,11 @@ fn bookinfo_metrics_in_the_proxies_and_in_prometheus() {
         &["--with", "prometheus"],
     );
     drive(&mesh, 2, &[]);
+    // The bridge keeps the MAC it was made with (a pod plugged in later
+    // must not change it under the pods already talking to the control
+    // plane, which stalled a proxy's ACKs for a minute).
+    let mac = std::fs::read_to_string("/sys/class/net/wb-metrics/address").unwrap();
+    assert_eq!(mac.trim(), "02:57:c6:12:92:01");
 
     // productpage-v1 is 198.18.146.10 (pods take addresses in mesh.yaml
     // order). Its server side knows the gateway by the exchange and by

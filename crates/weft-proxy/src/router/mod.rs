@@ -99,18 +99,21 @@ pub(crate) async fn forward(
     entry: &mut Entry,
 ) -> Result<Response<Body>, ProxyError> {
     let (cluster, target) = pick_cluster(fwd, snapshot, entry)?;
-    if let Some(seen) = &mut entry.observed {
+    // The route named its first cluster's service; a weighted draw may
+    // have picked another.
+    if let (Some(seen), Some(_)) = (&mut entry.observed, target) {
         seen.service = cluster.service_for(&entry.authority);
     }
     let (mut parts, body) = req.into_parts();
+    // The body is counted as it is read, if there is one.
+    use hyper::body::Body as _;
+    let counted = entry.observed.as_mut().filter(|_| !body.is_end_stream());
+    let seen = counted.map(|o| o.request.get_or_insert_with(Default::default).clone());
     let grpc = crate::http::is_grpc(&parts.headers).then_some(&parts.headers);
     let (deadline, stream_deadline) = fwd.deadline(grpc);
     let (hash, set_cookie) = hash::hash(&fwd.hash_policy, &parts, conn.peer.ip());
     upstream_request(&mut parts, route, fwd, target);
-    let body = body::Downstream {
-        body,
-        seen: entry.observed.as_ref().map(|o| o.request.clone()),
-    };
+    let body = body::Downstream { body, seen };
     let body = Replay::new(body, &parts.headers)
         .await
         .map_err(ProxyError::DownstreamBody)?;

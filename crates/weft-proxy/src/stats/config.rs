@@ -128,6 +128,16 @@ impl StatsCfg {
         self.tweaks.iter().find(|(k, _)| *k == m).map(|(_, t)| t)
     }
 
+    /// Whether the HTTP metrics are all standard (the fast path).
+    pub fn plain_http(&self) -> bool {
+        !self.tweaks.iter().any(|(m, _)| {
+            matches!(
+                m,
+                Metric::Requests | Metric::Duration | Metric::RequestBytes | Metric::ResponseBytes
+            )
+        })
+    }
+
     /// Request headers some tag reads.
     pub fn headers(&self) -> impl Iterator<Item = &str> {
         self.tweaks.iter().flat_map(|(_, t)| {

@@ -16,6 +16,7 @@ pub(crate) mod config;
 mod labels;
 pub(crate) mod peer;
 pub(crate) mod record;
+mod series;
 
 use std::sync::Arc;
 
@@ -116,6 +117,9 @@ pub struct Stats {
     tcp_received: Family<Key<TcpLabels>, Counter>,
     /// This proxy's workload, for its side's labels and the exchange.
     pub own: Own,
+    /// Tells this proxy's per-thread caches apart from another's in the
+    /// same process (tests run several).
+    id: u64,
 }
 
 impl Stats {
@@ -180,11 +184,45 @@ impl Stats {
             tcp_sent,
             tcp_received,
             own,
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         }
     }
 
     /// One finished request.
     pub(crate) fn record_http(&self, labels: &HttpLabels, sample: &HttpSample, how: &Labelling) {
+        let millis = sample.duration.as_secs_f64() * 1000.0;
+        if how.cfg.plain_http() {
+            self.with_series(labels, |s| {
+                s.requests.inc();
+                s.duration.observe(millis);
+                s.request_bytes.observe(sample.request_bytes as f64);
+                s.response_bytes.observe(sample.response_bytes as f64);
+            });
+        } else {
+            self.record_custom(labels, sample, how, millis);
+        }
+        if let Some((sent, received)) = sample.grpc_messages {
+            let p = &labels.parties;
+            if let Some(k) = how.key(Metric::RequestMessages, p) {
+                self.request_messages.get_or_create(&k).inc_by(sent);
+            }
+            if let Some(k) = how.key(Metric::ResponseMessages, p) {
+                self.response_messages.get_or_create(&k).inc_by(received);
+            }
+        }
+    }
+
+    /// A request whose HTTP metrics the Telemetry API customized.
+    fn record_custom(
+        &self,
+        labels: &HttpLabels,
+        sample: &HttpSample,
+        how: &Labelling,
+        millis: f64,
+    ) {
         if let Some(k) = how.key(Metric::Requests, labels) {
             self.requests.get_or_create(&k).inc();
         }
@@ -193,7 +231,6 @@ impl Stats {
                 family.get_or_create(&k).observe(value);
             }
         };
-        let millis = sample.duration.as_secs_f64() * 1000.0;
         observe(&self.duration, Metric::Duration, millis);
         observe(
             &self.request_bytes,
@@ -205,15 +242,6 @@ impl Stats {
             Metric::ResponseBytes,
             sample.response_bytes as f64,
         );
-        if let Some((sent, received)) = sample.grpc_messages {
-            let p = &labels.parties;
-            if let Some(k) = how.key(Metric::RequestMessages, p) {
-                self.request_messages.get_or_create(&k).inc_by(sent);
-            }
-            if let Some(k) = how.key(Metric::ResponseMessages, p) {
-                self.response_messages.get_or_create(&k).inc_by(received);
-            }
-        }
     }
 
     /// A TCP connection began.

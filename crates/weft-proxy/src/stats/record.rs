@@ -37,8 +37,8 @@ pub(crate) struct Observed {
     /// Request headers, as Istio counts them (`request` adds the body).
     pub request_bytes: u64,
     /// The request body as read from downstream (once, whatever the
-    /// retries), shared with the body that reads it.
-    pub request: Arc<BodySeen>,
+    /// retries), shared with the body that reads it; None for no body.
+    pub request: Option<Arc<BodySeen>>,
     /// Response headers, body and trailers.
     pub response_bytes: u64,
     /// gRPC messages in the response body.
@@ -147,6 +147,12 @@ fn value(e: &Entry, o: &Observed, expr: &Expr) -> String {
 
 const UNKNOWN: &str = "unknown";
 
+/// `unknown` as a label value, allocated once.
+fn unknown() -> Arc<str> {
+    static UNKNOWN_STR: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    UNKNOWN_STR.get_or_init(|| UNKNOWN.into()).clone()
+}
+
 impl Recorder {
     fn parties(&self, e: &Entry, o: &Observed) -> (Parties, &'static str) {
         let own = self.stats.own.peer.clone();
@@ -156,7 +162,7 @@ impl Recorder {
             .then(|| o.endpoint.clone())
             .flatten();
         let other = o.peer.clone().or(endpoint).unwrap_or_else(unknown_peer);
-        let own_principal: Arc<str> = self.own_principal.clone().unwrap_or(UNKNOWN.into());
+        let own_principal: Arc<str> = self.own_principal.clone().unwrap_or_else(unknown);
         let service = o
             .service
             .clone()
@@ -164,13 +170,14 @@ impl Recorder {
         match self.cfg.reporter {
             Reporter::Destination => {
                 let mtls = e.peer_principal.is_some();
-                let principal = |p: Option<&str>| -> Arc<str> { p.unwrap_or(UNKNOWN).into() };
+                let principal =
+                    |p: Option<&str>| -> Arc<str> { p.map_or_else(unknown, Into::into) };
                 let parties = Parties {
                     reporter: self.cfg.reporter,
                     source: other,
                     source_principal: principal(e.peer_principal.as_deref()),
                     destination: own,
-                    destination_principal: if mtls { own_principal } else { UNKNOWN.into() },
+                    destination_principal: if mtls { own_principal } else { unknown() },
                     service,
                 };
                 (parties, if mtls { "mutual_tls" } else { "none" })
@@ -179,9 +186,9 @@ impl Recorder {
                 let (source_principal, destination_principal): (Arc<str>, Arc<str>) =
                     if o.upstream_mtls {
                         let theirs = super::principal_of(&own_principal, &other);
-                        (own_principal, theirs.as_deref().unwrap_or(UNKNOWN).into())
+                        (own_principal, theirs.map_or_else(unknown, Into::into))
                     } else {
-                        (UNKNOWN.into(), UNKNOWN.into())
+                        (unknown(), unknown())
                     };
                 let parties = Parties {
                     reporter: self.cfg.reporter,
@@ -208,7 +215,7 @@ impl Recorder {
             flags: e.flags,
             security,
         };
-        let (body, request_messages) = o.request.totals();
+        let (body, request_messages) = o.request.as_ref().map_or((0, 0), |r| r.totals());
         let sample = HttpSample {
             duration: e.duration,
             request_bytes: o.request_bytes + body,

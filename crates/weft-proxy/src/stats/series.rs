@@ -1,0 +1,79 @@
+//! The four metrics one standard HTTP label set feeds, found once per
+//! worker thread: a request then hashes its labels once, with a fast
+//! hasher, and takes no lock but the histograms' own, where going through
+//! `prometheus-client`'s families would hash them (with SipHash) and take
+//! each family's lock four times. The handles share their values with the
+//! families (a counter or histogram is an `Arc` inside), so the
+//! exposition sees every update.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+
+use super::labels::Key;
+use super::{HttpLabels, Stats};
+
+/// One label set's handles.
+#[derive(Clone)]
+pub(super) struct HttpSeries {
+    pub requests: Counter,
+    pub duration: Histogram,
+    pub request_bytes: Histogram,
+    pub response_bytes: Histogram,
+}
+
+/// The multiply-rotate hash of rustc's own hash tables (FxHash): fast
+/// for short strings; the keys are the proxy's own label values.
+#[derive(Default)]
+pub(super) struct Fx(u64);
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let word = u64::from_le_bytes(c.try_into().expect("eight bytes"));
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Table = HashMap<HttpLabels, HttpSeries, BuildHasherDefault<Fx>>;
+
+thread_local! {
+    /// Per proxy (`Stats::id`), its label sets' handles.
+    static SERIES: RefCell<HashMap<u64, Table>> = RefCell::new(HashMap::new());
+}
+
+impl Stats {
+    /// Runs `f` with the handles of `labels`, creating them the first
+    /// time this thread sees the set.
+    pub(super) fn with_series(&self, labels: &HttpLabels, f: impl FnOnce(&HttpSeries)) {
+        SERIES.with(|all| {
+            let mut all = all.borrow_mut();
+            let table = all.entry(self.id).or_default();
+            if let Some(series) = table.get(labels) {
+                return f(series);
+            }
+            let key = Key::Std(labels.clone());
+            let series = HttpSeries {
+                requests: self.requests.get_or_create(&key).clone(),
+                duration: self.duration.get_or_create(&key).clone(),
+                request_bytes: self.request_bytes.get_or_create(&key).clone(),
+                response_bytes: self.response_bytes.get_or_create(&key).clone(),
+            };
+            f(&series);
+            table.insert(labels.clone(), series);
+        })
+    }
+}
