@@ -278,6 +278,12 @@ pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
             }
             for (tag, op) in &o.tag_overrides {
                 let here = format!("{at}.tagOverrides.{tag}");
+                if !label_name(tag) {
+                    r.error(
+                        &here,
+                        "a tag must be a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*), not le or __…",
+                    );
+                }
                 match (op.operation.as_deref().unwrap_or("UPSERT"), &op.value) {
                     ("UPSERT", None) => r.error(here, "value must be set when operation is UPSERT"),
                     ("REMOVE", Some(_)) => {
@@ -296,6 +302,17 @@ pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
             }
         }
     }
+}
+
+/// Whether `tag` can be a Prometheus label a metric carries.
+fn label_name(tag: &str) -> bool {
+    let mut chars = tag.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag != "le"
+        && !tag.starts_with("__")
 }
 
 /// Whether the proxy evaluates a tag expression (the forms Istio's

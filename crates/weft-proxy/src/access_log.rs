@@ -104,12 +104,11 @@ impl Entry {
                 _ => "HTTP/1.1",
             },
             request_id,
-            authority: req
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_string(),
+            // HTTP/2 carries it in the URI.
+            authority: match crate::router::authority(req) {
+                "" => "-".to_string(),
+                a => a.to_string(),
+            },
             downstream: Some(conn.peer),
             listener: conn.listener.clone(),
             server_name: conn.tls.as_ref().and_then(|t| t.server_name.clone()),

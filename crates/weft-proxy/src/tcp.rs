@@ -83,8 +83,10 @@ where
     }
     entry.duration = start.elapsed();
     if let (Some(r), Some(seen)) = (&tcp.recorder, &entry.observed) {
-        let (sent, received) = moved.totals();
-        r.tcp_closed(&entry, seen, sent, received);
+        // Istio's "sent" is what went back to the client; "received",
+        // what the client sent.
+        let (from_client, to_client) = moved.totals();
+        r.tcp_closed(&entry, seen, to_client, from_client);
     }
     access_log::write(&entry);
 }

@@ -616,3 +616,27 @@ async fn telemetry_overrides_drop_remove_and_add_tags() {
     assert!(find(&samples, "istio_request_duration_milliseconds_count", &[]).is_empty());
     assert_eq!(total(&samples, "istio_request_bytes_count", &[]), 2.0);
 }
+
+#[tokio::test]
+async fn exchange_headers_never_reach_an_app_even_without_stats() {
+    let app = upstream("ratings", None).await;
+    // A chain without istio.stats (a side whose metrics are disabled).
+    let server = proxy(
+        vec![static_cluster("app", &[app.addr])],
+        vec![route_to("app")],
+    );
+    let r = get_with(
+        server.addr,
+        "/",
+        &[
+            ("x-envoy-peer-metadata", "c3Bvb2Zl"),
+            (
+                "x-envoy-peer-metadata-id",
+                "sidecar~1.2.3.4~evil.default~default.svc.cluster.local",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(!r.body.contains("x-envoy-peer-metadata"), "{}", r.body);
+}

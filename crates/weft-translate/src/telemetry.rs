@@ -58,13 +58,20 @@ fn levels<'a>(config: &'a [Resource], proxy: &Workload) -> Vec<&'a Telemetry> {
         found.sort_by(|a, b| a.creation_order().cmp(&b.creation_order()));
         found.first().and_then(|r| r.as_telemetry())
     };
-    let whole =
-        |t: &Telemetry| t.selector.is_none() && t.target_refs.is_empty() && t.target_ref.is_none();
+    // An empty selector selects the whole namespace, as in istiod.
+    let whole = |t: &Telemetry| {
+        t.selector
+            .as_ref()
+            .is_none_or(|s| s.match_labels.is_empty())
+            && t.target_refs.is_empty()
+            && t.target_ref.is_none()
+    };
     let selected = |t: &Telemetry| {
         t.selector.as_ref().is_some_and(|s| {
-            s.match_labels
-                .iter()
-                .all(|(k, v)| proxy.labels.get(k) == Some(v))
+            !s.match_labels.is_empty()
+                && s.match_labels
+                    .iter()
+                    .all(|(k, v)| proxy.labels.get(k) == Some(v))
         })
     };
     let mut out = Vec::new();
@@ -110,14 +117,22 @@ pub fn metrics_for(config: &[Resource], proxy: &Workload) -> Sides {
     // Per mode (client, server): all disabled?, and per metric overrides.
     let mut all_off = [false, false];
     let mut per: [BTreeMap<&str, Override>; 2] = Default::default();
+    // An entry without providers inherits the one above it.
+    let mut parent = default_providers(config);
     for m in &entries {
-        let for_prometheus =
-            m.providers.is_empty() || m.providers.iter().any(|p| p.name == PROMETHEUS);
-        if !for_prometheus {
+        if !m.providers.is_empty() {
+            parent = m.providers.iter().map(|p| p.name.clone()).collect();
+        }
+        if !parent.iter().any(|p| p == PROMETHEUS) {
             continue;
         }
         for o in &m.overrides {
             let selector = o.matches.as_ref();
+            // Custom metrics are not Weft's to define; their overrides
+            // touch no standard metric.
+            if selector.is_some_and(|s| s.custom_metric.is_some()) {
+                continue;
+            }
             let metric = selector
                 .and_then(|s| s.metric.as_deref())
                 .unwrap_or("ALL_METRICS");

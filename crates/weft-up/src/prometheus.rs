@@ -35,9 +35,15 @@ pub fn address(plan: &Plan) -> SocketAddr {
 /// A Prometheus label name from a Kubernetes one, as `labelmap` spells
 /// it (`app.kubernetes.io/name` → `app_kubernetes_io_name`).
 fn label_name(k: &str) -> String {
-    k.chars()
+    let name: String = k
+        .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
+        .collect();
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("_{name}")
+    } else {
+        name
+    }
 }
 
 fn target_labels(w: &Workload) -> Value {
@@ -66,7 +72,7 @@ pub fn config(plan: &Plan) -> Value {
             .registry
             .workloads
             .iter()
-            .find(|w| w.name == pod.spec.name)
+            .find(|w| w.name == pod.spec.name && w.namespace == pod.spec.namespace)
         else {
             continue;
         };
@@ -142,7 +148,6 @@ pub fn start(plan: &Plan, state: &mut MeshState, dir: &Path) -> anyhow::Result<S
             format!("--config.file={}", file.display()),
             format!("--storage.tsdb.path={}", home.join("data").display()),
             format!("--web.listen-address={addr}"),
-            "--web.enable-lifecycle".into(),
         ],
         netns: None,
         uid: None,

@@ -23,7 +23,7 @@ pub struct ControlMetrics {
     connected: AtomicI64,
     /// Responses sent, by type (`cds`, `eds`, …).
     pushes: Mutex<BTreeMap<String, u64>>,
-    /// NACKs, by type URL.
+    /// NACKs, by type (`lds`, …), as istiod labels them.
     rejects: Mutex<BTreeMap<String, u64>>,
     convergence: Histogram,
     pub csr_count: AtomicU64,
@@ -65,9 +65,9 @@ impl ControlMetrics {
         bump(&self.pushes, &kind.to_ascii_lowercase());
     }
 
-    /// A proxy rejected a response of `type_url`.
-    pub fn rejected(&self, type_url: &str) {
-        bump(&self.rejects, type_url);
+    /// A proxy rejected a response of `kind` (LDS, …).
+    pub fn rejected(&self, kind: &str) {
+        bump(&self.rejects, &kind.to_ascii_lowercase());
     }
 
     /// A proxy had everything of a config change after `took`.
@@ -169,14 +169,14 @@ mod tests {
         m.stream_opened();
         m.pushed("CDS");
         m.pushed("CDS");
-        m.rejected("type.googleapis.com/envoy.config.listener.v3.Listener");
+        m.rejected("LDS");
         m.converged(Duration::from_millis(300));
         m.converged(Duration::from_secs(4));
         let text = m.encode();
         for line in [
             "pilot_xds{version=\"weft\"} 1",
             "pilot_xds_pushes{type=\"cds\"} 2",
-            "pilot_total_xds_rejects{type=\"type.googleapis.com/envoy.config.listener.v3.Listener\"} 1",
+            "pilot_total_xds_rejects{type=\"lds\"} 1",
             "pilot_proxy_convergence_time_bucket{le=\"0.1\"} 0",
             "pilot_proxy_convergence_time_bucket{le=\"0.5\"} 1",
             "pilot_proxy_convergence_time_bucket{le=\"5\"} 2",

@@ -263,7 +263,7 @@ impl<G: Generator> ProxyStream<G> {
             let t = s.types.entry(kind.to_string()).or_default();
             match &req.error_detail {
                 Some(e) => {
-                    crate::metrics::metrics().rejected(&req.type_url);
+                    crate::metrics::metrics().rejected(kind);
                     tracing::warn!(node = %node_id, type = kind, version = %t.sent_version, reason = %e.message, "NACK");
                     t.nack = Some(e.message.clone());
                     t.nacked_version = Some(t.sent_version.clone());

@@ -142,6 +142,10 @@ async fn handle(
         chain.xfcc.apply(&mut req, conn, own.as_deref());
     }
     let grpc = is_grpc(req.headers());
+    if chain.stats.is_none() {
+        // No exchange here: another's metadata goes no further.
+        crate::stats::peer::strip(req.headers_mut());
+    }
     let mut entry = Entry::for_request(&req, conn, request_id);
     let recorder = chain.stats.as_ref().map(|cfg| {
         let mut seen = observe(&mut req, cfg, grpc);

@@ -141,8 +141,12 @@ pub(crate) async fn forward(
     };
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(seen) = entry.observed.as_mut().filter(|o| o.exchange.is_some()) {
-        seen.peer = crate::stats::peer::take(&mut parts.headers);
+    // Only a server with a sidecar answers the exchange; anything else's
+    // headers of that name are dropped.
+    let mesh_peer = entry.upstream.is_some_and(|a| cluster.in_mesh(a));
+    match entry.observed.as_mut().filter(|o| o.exchange.is_some()) {
+        Some(seen) if mesh_peer => seen.peer = crate::stats::peer::take(&mut parts.headers),
+        _ => crate::stats::peer::strip(&mut parts.headers),
     }
     if let Some(t) = target {
         t.response_headers.apply(&mut parts.headers);
@@ -335,14 +339,9 @@ fn exchange(
     addr: SocketAddr,
     headers: &mut http::HeaderMap,
 ) {
-    let Some(own) = &seen.exchange else {
-        return;
-    };
-    if cluster.in_mesh(addr) {
-        crate::stats::peer::put(headers, own);
-    } else {
-        headers.remove(crate::stats::peer::METADATA);
-        headers.remove(crate::stats::peer::METADATA_ID);
+    match &seen.exchange {
+        Some(own) if cluster.in_mesh(addr) => crate::stats::peer::put(headers, own),
+        _ => crate::stats::peer::strip(headers),
     }
 }
 

@@ -112,6 +112,9 @@ impl Tweak {
 #[derive(Debug, Clone, Serialize)]
 pub struct StatsCfg {
     pub reporter: Reporter,
+    /// The Host header names the service when no cluster does (istiod
+    /// turns it off inbound and on gateways).
+    pub host_fallback: bool,
     tweaks: Vec<(Metric, Tweak)>,
 }
 
@@ -119,6 +122,7 @@ impl StatsCfg {
     pub fn plain(reporter: Reporter) -> StatsCfg {
         StatsCfg {
             reporter,
+            host_fallback: true,
             tweaks: Vec::new(),
         }
     }
@@ -182,6 +186,9 @@ pub fn compile(config: Option<&Any>, reporter: Reporter) -> Result<StatsCfg, Str
             let mut dims: Vec<_> = mc.dimensions.iter().collect();
             dims.sort();
             for (tag, expr) in dims {
+                if !super::labels::valid_tag(tag) {
+                    continue;
+                }
                 let parsed = Expr::parse(expr).unwrap_or(Expr::Literal("unknown".into()));
                 t.extra.retain(|(k, _)| **k != **tag);
                 t.extra.push((tag.as_str().into(), parsed));
@@ -189,7 +196,11 @@ pub fn compile(config: Option<&Any>, reporter: Reporter) -> Result<StatsCfg, Str
         }
     }
     tweaks.retain(|(_, t)| !t.is_plain());
-    Ok(StatsCfg { reporter, tweaks })
+    Ok(StatsCfg {
+        reporter,
+        host_fallback: !pc.disable_host_header_fallback,
+        tweaks,
+    })
 }
 
 #[cfg(test)]

@@ -134,6 +134,25 @@ impl<L: Labels + Clone> Key<L> {
     }
 }
 
+/// A label value as the text format needs it: backslash, double quote
+/// and newline escaped (`prometheus-client` writes values as given, and
+/// values here come from peers and requests).
+fn escape(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.into();
+    }
+    let mut out = String::with_capacity(v.len() + 8);
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 impl<L: Labels> EncodeLabelSet for Key<L> {
     fn encode(&self, mut encoder: LabelSetEncoder) -> Result<(), std::fmt::Error> {
         match self {
@@ -141,17 +160,42 @@ impl<L: Labels> EncodeLabelSet for Key<L> {
                 let mut result = Ok(());
                 labels.each(&mut |k, v| {
                     if result.is_ok() {
-                        result = (k, v).encode(encoder.encode_label());
+                        result = (k, &*escape(v)).encode(encoder.encode_label());
                     }
                 });
                 result
             }
             Key::Custom(pairs) => {
                 for (k, v) in pairs.iter() {
-                    (&**k, v.as_str()).encode(encoder.encode_label())?;
+                    (&**k, &*escape(v)).encode(encoder.encode_label())?;
                 }
                 Ok(())
             }
+        }
+    }
+}
+
+/// Whether a tag name is a valid Prometheus label name Weft may add
+/// (`le` is the histograms' own; `__` names are Prometheus's).
+pub(crate) fn valid_tag(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name != "le"
+        && !name.starts_with("__")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_are_escaped_and_tag_names_checked() {
+        assert_eq!(super::escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(super::escape("plain"), "plain");
+        assert!(super::valid_tag("request_host"));
+        for bad in ["", "le", "__x", "request-host", "1x"] {
+            assert!(!super::valid_tag(bad), "{bad}");
         }
     }
 }

@@ -251,8 +251,8 @@ impl Stats {
         }
     }
 
-    /// A TCP connection ended, having moved these bytes (sent: towards
-    /// the server, received: back from it, as Istio counts them).
+    /// A TCP connection ended, having moved these bytes (sent: to the
+    /// downstream client, received: from it, as Istio counts them).
     pub(crate) fn tcp_closed(&self, labels: &TcpLabels, sent: u64, received: u64, how: &Labelling) {
         let count = |family: &Family<Key<TcpLabels>, Counter>, m: Metric, n: u64| {
             if let Some(k) = how.key(m, labels) {

@@ -171,6 +171,12 @@ pub(crate) fn take(headers: &mut HeaderMap) -> Option<Arc<Peer>> {
     Some(Arc::new(NodeMetadata::from_header(&value)?.peer()))
 }
 
+/// Takes any exchange headers off `headers`.
+pub(crate) fn strip(headers: &mut HeaderMap) {
+    headers.remove(METADATA);
+    headers.remove(METADATA_ID);
+}
+
 /// This proxy's own exchange headers, added to `headers`.
 pub(crate) fn put(headers: &mut HeaderMap, own: &Own) {
     if let Some(v) = &own.header {

@@ -163,13 +163,25 @@ impl Recorder {
             .flatten();
         let other = o.peer.clone().or(endpoint).unwrap_or_else(unknown_peer);
         let own_principal: Arc<str> = self.own_principal.clone().unwrap_or_else(unknown);
-        let service = o
-            .service
-            .clone()
-            .unwrap_or_else(|| Arc::new(ServiceMeta::from_authority(&e.authority)));
+        let service = o.service.clone().unwrap_or_else(|| {
+            Arc::new(if self.cfg.host_fallback {
+                ServiceMeta::from_authority(&e.authority)
+            } else {
+                ServiceMeta::from_authority("")
+            })
+        });
         match self.cfg.reporter {
             Reporter::Destination => {
                 let mtls = e.peer_principal.is_some();
+                // Under mTLS the certificate says the client's namespace,
+                // whatever its metadata claims.
+                let other = match e.peer_principal.as_deref().and_then(namespace_of) {
+                    Some(ns) if ns != other.namespace => Arc::new(Peer {
+                        namespace: ns.to_string(),
+                        ..(*other).clone()
+                    }),
+                    _ => other,
+                };
                 let principal =
                     |p: Option<&str>| -> Arc<str> { p.map_or_else(unknown, Into::into) };
                 let parties = Parties {
@@ -262,6 +274,14 @@ impl Recorder {
             security,
         }
     }
+}
+
+/// The namespace of a SPIFFE id (`spiffe://td/ns/NS/sa/SA`).
+fn namespace_of(principal: &str) -> Option<&str> {
+    let rest = principal.strip_prefix("spiffe://")?;
+    let mut parts = rest.split('/').skip(1);
+    (parts.next()? == "ns").then_some(())?;
+    parts.next()
 }
 
 /// The size of a header block as Envoy counts it (`name: value\r\n`).
