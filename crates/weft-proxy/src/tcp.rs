@@ -66,6 +66,7 @@ where
             entry.upstream = Some(addr);
             if let (Some(seen), Some(c)) = (&mut entry.observed, cluster) {
                 seen.upstream_mtls = c.mesh_mtls(addr);
+                seen.upstream_principal = up.peer_principal().map(|p| p.0);
                 seen.endpoint = c.endpoints.workloads.get(&addr).cloned();
             }
             opened(&tcp, &entry);

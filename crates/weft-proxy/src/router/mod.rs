@@ -139,6 +139,10 @@ pub(crate) async fn forward(
             .map_err(|_| expired)??,
         None => tries.run(entry).await?,
     };
+    if let Some(seen) = &mut entry.observed {
+        let proved = resp.extensions().get::<crate::upstream::PeerPrincipal>();
+        seen.upstream_principal = proved.map(|p| p.0.clone());
+    }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     // Only a server with a sidecar answers the exchange; anything else's

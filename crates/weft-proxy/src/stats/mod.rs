@@ -295,18 +295,6 @@ pub(crate) struct HttpSample {
     pub grpc_messages: Option<(u64, u64)>,
 }
 
-/// A SPIFFE id for `peer` in `own_id`'s trust domain (the client side
-/// names its server by the workload metadata it answered with).
-pub(crate) fn principal_of(own_id: &str, peer: &Peer) -> Option<String> {
-    let td = own_id.strip_prefix("spiffe://")?.split('/').next()?;
-    (peer.namespace != "unknown" && peer.service_account != "unknown").then(|| {
-        format!(
-            "spiffe://{td}/ns/{}/sa/{}",
-            peer.namespace, peer.service_account
-        )
-    })
-}
-
 /// Who gets the labels of a request's or connection's other side.
 pub(crate) fn unknown_peer() -> Arc<Peer> {
     static UNKNOWN: std::sync::OnceLock<Arc<Peer>> = std::sync::OnceLock::new();

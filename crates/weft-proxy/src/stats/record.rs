@@ -30,6 +30,8 @@ pub(crate) struct Observed {
     pub service: Option<Arc<ServiceMeta>>,
     /// Client side: the upstream connection was mesh mTLS.
     pub upstream_mtls: bool,
+    /// Client side: the SPIFFE id the upstream proved in its handshake.
+    pub upstream_principal: Option<Arc<str>>,
     /// Client side: this proxy's exchange headers, for the upstream.
     pub exchange: Option<super::Own>,
     pub grpc: bool,
@@ -197,8 +199,8 @@ impl Recorder {
             Reporter::Source => {
                 let (source_principal, destination_principal): (Arc<str>, Arc<str>) =
                     if o.upstream_mtls {
-                        let theirs = super::principal_of(&own_principal, &other);
-                        (own_principal, theirs.map_or_else(unknown, Into::into))
+                        let theirs = o.upstream_principal.clone();
+                        (own_principal, theirs.unwrap_or_else(unknown))
                     } else {
                         (unknown(), unknown())
                     };

@@ -45,7 +45,7 @@ pub struct Http2 {
 #[derive(Clone)]
 enum State {
     Connecting,
-    Ready(SendRequest<UpBody>),
+    Ready(SendRequest<UpBody>, Option<super::stream::PeerPrincipal>),
     /// Why, for every request that waited on it.
     Failed(std::io::ErrorKind, String),
 }
@@ -66,7 +66,7 @@ impl Conn {
     fn gone(&self) -> bool {
         match &*self.state.borrow() {
             State::Connecting => false,
-            State::Ready(sender) => sender.is_closed(),
+            State::Ready(sender, _) => sender.is_closed(),
             State::Failed(..) => true,
         }
     }
@@ -129,13 +129,18 @@ pub(crate) async fn send(
     loop {
         let first = match checkout(peer, h2, breaker) {
             Checkout::Stream(state, _stream) => {
-                let mut sender = ready(state, breaker).await?;
+                let (mut sender, principal) = ready(state, breaker).await?;
                 // A connection that went away before taking the stream
                 // hands the request back unsent; it goes on another. A
                 // failure after that is a reset, never retried as a
                 // connect failure.
                 match sender.try_send_request(req).await {
-                    Ok(resp) => return Ok(resp),
+                    Ok(mut resp) => {
+                        if let Some(p) = principal {
+                            resp.extensions_mut().insert(p);
+                        }
+                        return Ok(resp);
+                    }
                     Err(mut e) => match e.take_message() {
                         Some(unsent) => req = unsent,
                         None => return Err(UpstreamError::fresh(e.into_error())),
@@ -165,7 +170,7 @@ pub(crate) async fn send(
 async fn ready(
     mut state: watch::Receiver<State>,
     breaker: &Breaker,
-) -> Result<SendRequest<UpBody>, UpstreamError> {
+) -> Result<(SendRequest<UpBody>, Option<super::stream::PeerPrincipal>), UpstreamError> {
     let failed = |kind, why: &str| UpstreamError::Connect(std::io::Error::new(kind, why));
     let connecting = matches!(*state.borrow(), State::Connecting);
     let _pending = match connecting {
@@ -178,7 +183,7 @@ async fn ready(
         .map_err(|_| failed(std::io::ErrorKind::Other, "connection attempt abandoned"))?
         .clone();
     match state {
-        State::Ready(sender) => Ok(sender),
+        State::Ready(sender, principal) => Ok((sender, principal)),
         State::Failed(kind, why) => Err(failed(kind, &why)),
         State::Connecting => unreachable!("waited for another state"),
     }
@@ -264,11 +269,11 @@ fn start(peer: &Peer, h2: &Http2, breaker: &Arc<Breaker>) {
     let (peer, h2, breaker) = (peer.clone(), *h2, breaker.clone());
     tokio::spawn(async move {
         let conn = match handshake(&peer, &h2).await {
-            Ok((sender, conn)) => {
+            Ok((sender, conn, principal)) => {
                 // The sender lives on in the channel only while the pool
                 // (or a request) holds a receiver: once they let go, the
                 // connection closes after its last stream.
-                let _ = tx.send(State::Ready(sender));
+                let _ = tx.send(State::Ready(sender, principal));
                 drop(tx);
                 conn
             }
@@ -292,8 +297,10 @@ async fn handshake(
 ) -> std::io::Result<(
     SendRequest<UpBody>,
     hyper::client::conn::http2::Connection<TokioIo<super::UpStream>, UpBody, TokioExecutor>,
+    Option<super::stream::PeerPrincipal>,
 )> {
     let stream = connect(peer, true).await?;
+    let principal = stream.peer_principal();
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .initial_stream_window_size(h2.initial_stream_window)
@@ -310,5 +317,6 @@ async fn handshake(
     builder
         .handshake(TokioIo::new(stream))
         .await
+        .map(|(sender, conn)| (sender, conn, principal))
         .map_err(|e| std::io::Error::other(format!("HTTP/2 handshake: {e}")))
 }

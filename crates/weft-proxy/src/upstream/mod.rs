@@ -30,7 +30,7 @@ mod stream;
 pub use breaker::{Breaker, Limits};
 pub use h2::Http2;
 pub use outlier::Outliers;
-pub(crate) use stream::UpStream;
+pub(crate) use stream::{PeerPrincipal, UpStream};
 
 /// Everything needed to reach one upstream endpoint, built from its
 /// cluster. HTTP and TCP connect through the same `connect`, so every
@@ -71,6 +71,8 @@ type Sender = SendRequest<UpBody>;
 /// A pooled connection and how many requests it has carried.
 struct Pooled {
     sender: Sender,
+    /// Who the upstream proved to be (mesh mTLS).
+    principal: Option<stream::PeerPrincipal>,
     served: u32,
     opened: Instant,
     idle_since: Instant,
@@ -157,7 +159,10 @@ async fn send_http1(
             },
         };
         match conn.sender.try_send_request(req).await {
-            Ok(resp) => {
+            Ok(mut resp) => {
+                if let Some(p) = &conn.principal {
+                    resp.extensions_mut().insert(p.clone());
+                }
                 conn.served += 1;
                 let spent = breaker
                     .limits
@@ -197,7 +202,7 @@ pub(crate) async fn send_upgrade(
     if !breaker.open_connection(false) {
         return Err(UpstreamError::Overflow);
     }
-    let (mut sender, conn) = match handshake(peer).await {
+    let (mut sender, conn, _) = match handshake(peer).await {
         Ok(pair) => pair,
         Err(e) => {
             breaker.connection_closed();
@@ -347,7 +352,7 @@ async fn open(peer: &Peer, breaker: &Arc<Breaker>) -> Result<Option<Pooled>, Ups
         }
     };
     match handshake(peer).await {
-        Ok((sender, conn)) => {
+        Ok((sender, conn, principal)) => {
             let endpoint = peer.addr;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
@@ -357,6 +362,7 @@ async fn open(peer: &Peer, breaker: &Arc<Breaker>) -> Result<Option<Pooled>, Ups
             });
             Ok(Some(Pooled {
                 sender,
+                principal,
                 served: 0,
                 opened: Instant::now(),
                 idle_since: Instant::now(),
@@ -371,11 +377,15 @@ async fn open(peer: &Peer, breaker: &Arc<Breaker>) -> Result<Option<Pooled>, Ups
 
 type Connection = hyper::client::conn::http1::Connection<TokioIo<UpStream>, UpBody>;
 
-async fn handshake(peer: &Peer) -> Result<(Sender, Connection), UpstreamError> {
+async fn handshake(
+    peer: &Peer,
+) -> Result<(Sender, Connection, Option<stream::PeerPrincipal>), UpstreamError> {
     let stream = connect(peer, true).await.map_err(UpstreamError::Connect)?;
-    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let principal = stream.peer_principal();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(UpstreamError::fresh)
+        .map_err(UpstreamError::fresh)?;
+    Ok((sender, conn, principal))
 }
 
 #[cfg(test)]

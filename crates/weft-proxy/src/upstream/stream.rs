@@ -15,6 +15,22 @@ pub(crate) enum UpStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+/// The SPIFFE id an upstream proved in its TLS handshake, set on the
+/// responses of its connection for the metrics' `destination_principal`.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerPrincipal(pub std::sync::Arc<str>);
+
+impl UpStream {
+    /// The peer's SPIFFE id, over TLS with a certificate that names one.
+    pub(crate) fn peer_principal(&self) -> Option<PeerPrincipal> {
+        let UpStream::Tls(s) = self else {
+            return None;
+        };
+        let cert = crate::identity::tls::peer_cert(s.get_ref().1.peer_certificates())?;
+        Some(PeerPrincipal(cert.principal?.into()))
+    }
+}
+
 impl std::fmt::Debug for UpStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
