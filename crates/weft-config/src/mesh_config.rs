@@ -204,7 +204,19 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
             );
         }
     }
-    for field in mesh.other.keys() {
+    for (field, value) in &mesh.other {
+        // `defaultProviders.metrics` is enforced (the Telemetry API's
+        // default); its other providers are not.
+        if field == "defaultProviders" {
+            let kinds = value.as_mapping().into_iter().flat_map(|m| m.keys());
+            for kind in kinds.filter_map(|k| k.as_str()).filter(|k| *k != "metrics") {
+                r.warn(
+                    format!("{at}.defaultProviders.{kind}"),
+                    "accepted but not enforced by this version of Weft",
+                );
+            }
+            continue;
+        }
         r.warn(
             format!("{at}.{field}"),
             "accepted but not enforced by this version of Weft",
@@ -239,6 +251,17 @@ mod tests {
             "{warned:?}"
         );
         assert!(!MeshConfig::of(&[]).registry_only(), "ALLOW_ANY by default");
+    }
+
+    #[test]
+    fn default_metrics_providers_are_enforced_and_others_warned() {
+        let loaded = load("defaultProviders:\n  metrics: [prometheus]\n  tracing: [zipkin]");
+        let warned: Vec<String> = loaded.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].contains("data.mesh.defaultProviders.tracing"),
+            "{warned:?}"
+        );
     }
 
     #[test]
