@@ -31,7 +31,9 @@ pub(crate) fn load_once(state: &State, options: &Options) -> anyhow::Result<()> 
 
 pub(crate) async fn run(state: Arc<State>, options: Options) {
     let mut seen = Seen::default();
-    // The first pass re-reads what load_once read; nothing changes, so no push.
+    // The first pass starts from nothing seen, so it re-reads what
+    // load_once read and pushes once (a proxy that connected meanwhile
+    // gets the same config again, unchanged, and no response is sent).
     loop {
         if scan(&state, &options, &mut seen) {
             state.push();

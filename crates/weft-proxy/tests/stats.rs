@@ -417,6 +417,11 @@ async fn a_sidecar_pair_reports_istios_http_metrics() {
     }
     assert_eq!(names(s), istio_labels("server_request_total.yaml.tmpl"));
     assert_eq!(app.requests.load(std::sync::atomic::Ordering::SeqCst), 4);
+    // Istio's build gauge, with Istio's label set.
+    let build = find(&dest, "istio_build", &[("component", "proxy")]);
+    assert_eq!(build.len(), 1, "{dest:#?}");
+    assert_eq!(build[0].value, 1.0);
+    assert_eq!(names(build[0]), istio_labels("istio_build.yaml"));
 }
 
 #[tokio::test]

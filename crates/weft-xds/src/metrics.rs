@@ -92,6 +92,14 @@ impl ControlMetrics {
         };
         head(
             &mut out,
+            "istio_build",
+            "gauge",
+            "Istio component build info",
+        );
+        let tag = env!("CARGO_PKG_VERSION");
+        let _ = writeln!(out, "istio_build{{component=\"pilot\",tag=\"{tag}\"}} 1");
+        head(
+            &mut out,
             "pilot_xds",
             "gauge",
             "Number of endpoints connected to this pilot using XDS.",
@@ -183,6 +191,11 @@ mod tests {
             "pilot_proxy_convergence_time_bucket{le=\"+Inf\"} 2",
             "pilot_proxy_convergence_time_count 2",
             "citadel_server_csr_count 0",
+            concat!(
+                "istio_build{component=\"pilot\",tag=\"",
+                env!("CARGO_PKG_VERSION"),
+                "\"} 1"
+            ),
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

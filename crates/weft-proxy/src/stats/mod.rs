@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
@@ -125,6 +126,12 @@ pub struct Stats {
 impl Stats {
     pub fn new(own: Own) -> Stats {
         let mut registry = Registry::default();
+        // Istio's build gauge, which dashboards read the version from.
+        let build = Family::<[(&'static str, &'static str); 2], Gauge>::default();
+        build
+            .get_or_create(&[("component", "proxy"), ("tag", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register("istio_build", "Istio component build info", build);
         let requests = Family::default();
         registry.register("istio_requests", "Requests", requests.clone());
         let h =
