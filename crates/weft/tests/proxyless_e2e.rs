@@ -136,11 +136,7 @@ fn grpcio_routes_by_weft_virtual_services() {
     assert!(n >= 100, "{n} calls after the push");
     let v2 = count(&after, "productcatalog-v2");
     assert_eq!(count(&after, "productcatalog-v1") + v2, n, "{after:?}");
-    let share = v2 as f64 / n as f64;
-    assert!(
-        (0.1..=0.32).contains(&share),
-        "about 20% to v2, saw {v2} of {n}"
-    );
+    assert_share("calls to v2", v2, n, 0.2);
     let jason = calls(&mesh, &[CATALOG, "-n", "10", "-H", "end-user=jason"]);
     assert_eq!(count(&jason, "productcatalog-v2"), 10, "{jason:?}");
 

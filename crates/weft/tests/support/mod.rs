@@ -447,3 +447,15 @@ metadata:
 spec:
   {}
 ";
+
+/// Asserts that `hits` of `n` independent draws fit probability `p`: within
+/// 4.5 standard deviations of `n·p`. A correct mesh fails this about once
+/// in 150 000 runs; tighter bands (±2σ, ±3σ) made CI flaky.
+pub fn assert_share(what: &str, hits: usize, n: usize, p: f64) {
+    let mean = n as f64 * p;
+    let band = 4.5 * (mean * (1.0 - p)).sqrt();
+    assert!(
+        (hits as f64 - mean).abs() <= band,
+        "{what}: {hits} of {n}, expected {mean:.0} ± {band:.0}"
+    );
+}
