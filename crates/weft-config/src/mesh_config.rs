@@ -29,9 +29,21 @@ pub struct MeshConfig {
     /// on by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_auto_mtls: Option<bool>,
-    /// Providers CUSTOM AuthorizationPolicies name (external authorization).
+    /// Providers CUSTOM AuthorizationPolicies (external authorization) and
+    /// the Telemetry API (access logs) name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extension_providers: Vec<ExtensionProvider>,
+    /// Where every proxy writes its access log (`/dev/stdout`); none when
+    /// empty (Istio's default profile; the demo profile sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_file: Option<String>,
+    /// `TEXT` (default) or `JSON`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_encoding: Option<String>,
+    /// Envoy format string (TEXT) or JSON object of them (JSON); Istio's
+    /// own format when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_format: Option<String>,
     /// Every other MeshConfig field: accepted, not acted on.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml_ng::Value>,
@@ -54,7 +66,9 @@ pub struct ExtensionProvider {
     pub envoy_ext_authz_http: Option<ExtAuthzHttp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envoy_ext_authz_grpc: Option<ExtAuthzGrpc>,
-    /// Other kinds (tracing, access log, …): kept, not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_file_access_log: Option<FileAccessLog>,
+    /// Other kinds (tracing, …): kept, not used.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml_ng::Value>,
 }
@@ -104,6 +118,26 @@ pub struct ExtAuthzGrpc {
     pub status_on_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_request_body_in_check: Option<serde_yaml_ng::Value>,
+}
+
+/// `envoyFileAccessLog`: an access log file and its format.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileAccessLog {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Text, or labels (JSON: key → format string).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFormat {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The port of a provider, a number Istio's examples quote.
@@ -181,6 +215,23 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
     };
     crate::validate::one_of(
         r,
+        &format!("{at}.accessLogEncoding"),
+        mesh.access_log_encoding.as_deref(),
+        &["TEXT", "JSON"],
+    );
+    if mesh.access_log_encoding.as_deref() == Some("JSON") {
+        let format = mesh.access_log_format.as_deref().unwrap_or("");
+        if !format.trim().is_empty()
+            && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(format).is_err()
+        {
+            r.error(
+                format!("{at}.accessLogFormat"),
+                "with accessLogEncoding JSON, a JSON object of field → format string",
+            );
+        }
+    }
+    crate::validate::one_of(
+        r,
         &format!("{at}.outboundTrafficPolicy.mode"),
         mesh.outbound_traffic_policy
             .as_ref()
@@ -205,11 +256,12 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
         }
     }
     for (field, value) in &mesh.other {
-        // `defaultProviders.metrics` is enforced (the Telemetry API's
-        // default); its other providers are not.
+        // `defaultProviders.metrics` and `.accessLogging` are enforced (the
+        // Telemetry API's defaults); its other providers are not.
         if field == "defaultProviders" {
             let kinds = value.as_mapping().into_iter().flat_map(|m| m.keys());
-            for kind in kinds.filter_map(|k| k.as_str()).filter(|k| *k != "metrics") {
+            let enforced = |k: &&str| *k != "metrics" && *k != "accessLogging";
+            for kind in kinds.filter_map(|k| k.as_str()).filter(enforced) {
                 r.warn(
                     format!("{at}.defaultProviders.{kind}"),
                     "accepted but not enforced by this version of Weft",
@@ -239,15 +291,15 @@ mod tests {
     #[test]
     fn the_istio_config_map_sets_the_mesh_config() {
         let loaded =
-            load("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogFile: /dev/stdout");
+            load("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogFile: /dev/stdout\nenableTracing: true");
         assert!(!loaded.has_errors(), "{:?}", loaded.problems);
         let mesh = MeshConfig::of(&loaded.resources);
         assert!(mesh.registry_only());
+        assert_eq!(mesh.access_log_file.as_deref(), Some("/dev/stdout"));
         let warned: Vec<String> = loaded.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(warned.len(), 1, "{warned:?}");
         assert!(
-            warned
-                .iter()
-                .any(|p| p.contains("data.mesh.accessLogFile: accepted but not enforced")),
+            warned[0].contains("data.mesh.enableTracing: accepted but not enforced"),
             "{warned:?}"
         );
         assert!(!MeshConfig::of(&[]).registry_only(), "ALLOW_ANY by default");
@@ -262,6 +314,20 @@ mod tests {
             warned[0].contains("data.mesh.defaultProviders.tracing"),
             "{warned:?}"
         );
+    }
+
+    #[test]
+    fn access_log_encoding_and_json_format_are_checked() {
+        let errors =
+            |text: &str| -> Vec<String> { load(text).errors().map(|p| p.to_string()).collect() };
+        assert!(errors(
+            "accessLogEncoding: JSON\naccessLogFormat: '{\"code\": \"%RESPONSE_CODE%\"}'"
+        )
+        .is_empty());
+        let bad = errors("accessLogEncoding: XML");
+        assert!(bad[0].contains("data.mesh.accessLogEncoding"), "{bad:?}");
+        let bad = errors("accessLogEncoding: JSON\naccessLogFormat: '%RESPONSE_CODE%'");
+        assert!(bad[0].contains("data.mesh.accessLogFormat"), "{bad:?}");
     }
 
     #[test]

@@ -182,10 +182,9 @@ const METRICS: &[&str] = &[
 
 pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
     use crate::validate::one_of;
-    // The metrics are enforced; the rest is stored for later.
+    // Metrics and access logs are enforced; the rest is stored for later.
     let unenforced = [
         ("spec.tracing", !t.tracing.is_empty()),
-        ("spec.accessLogging", !t.access_logging.is_empty()),
         ("spec.targetRef", t.target_ref.is_some()),
         ("spec.targetRefs", !t.target_refs.is_empty()),
     ];
@@ -256,6 +255,22 @@ pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
     }
     for (i, al) in t.access_logging.iter().enumerate() {
         providers(r, &format!("spec.accessLogging[{i}]"), &al.providers);
+        if al.filter.is_some() && al.providers.is_empty() {
+            r.warn(
+                format!("spec.accessLogging[{i}].filter"),
+                "a filter applies only to the providers its entry names (as in istiod): add providers, e.g. [{name: envoy}]",
+            );
+        }
+        if al
+            .filter
+            .as_ref()
+            .is_some_and(|f| f.expression.trim().is_empty())
+        {
+            r.error(
+                format!("spec.accessLogging[{i}].filter.expression"),
+                "an expression is required (CEL, e.g. response.code >= 400)",
+            );
+        }
     }
     for (i, m) in t.metrics.iter().enumerate() {
         let at = format!("spec.metrics[{i}]");

@@ -29,6 +29,29 @@ pub struct Options {
     pub api_addr: SocketAddr,
     /// Be the mesh's CA (on the xDS port), with these files.
     pub ca: Option<CaOptions>,
+    /// The installed mesh config (istiod's `--meshConfig` file): the
+    /// `istio` ConfigMap until config of that name replaces it.
+    pub mesh_config: Option<PathBuf>,
+}
+
+/// The `istio` ConfigMap holding the mesh config in `path`.
+fn installed_mesh_config(path: &std::path::Path) -> anyhow::Result<Vec<weft_config::Resource>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("mesh config {}: {e}", path.display()))?;
+    weft_config::MeshConfig::parse(&text)
+        .map_err(|e| anyhow::anyhow!("mesh config {}: {e}", path.display()))?;
+    let indented: String = text.lines().map(|l| format!("    {l}\n")).collect();
+    let doc = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {}\n  namespace: {}\ndata:\n  {}: |\n{indented}",
+        weft_config::mesh_config::CONFIG_MAP,
+        weft_config::mesh_config::ROOT_NAMESPACE,
+        weft_config::mesh_config::MESH_KEY,
+    );
+    let loaded = weft_config::load_str(&doc, &path.display().to_string());
+    if let Some(e) = loaded.errors().next() {
+        anyhow::bail!("mesh config {}: {e}", path.display());
+    }
+    Ok(loaded.resources)
 }
 
 /// Everything the generator and API read; replaced piecewise under a lock
@@ -58,6 +81,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         board: weft_xds::StatusBoard::default(),
         jwks: RwLock::default(),
     });
+    if let Some(path) = &options.mesh_config {
+        let installed = installed_mesh_config(path)?;
+        state.store.write().expect("store lock").install(installed);
+    }
     watch::load_once(&state, &options)?;
     tokio::spawn(watch::run(state.clone(), options.clone()));
     tokio::spawn(jwks::run(state.clone()));

@@ -15,6 +15,10 @@ pub struct Store {
     files: BTreeMap<String, FileEntry>,
     /// Resources applied through the API; they win over files on a key clash.
     applied: BTreeMap<Key, Resource>,
+    /// What the installation put there (the `istio` ConfigMap of the
+    /// profile's mesh config); a file or an apply of the same key
+    /// replaces it, as applying over an installed object does.
+    installed: Vec<Resource>,
     revision: u64,
     merged: Arc<Vec<Resource>>,
 }
@@ -111,12 +115,21 @@ impl Store {
             .collect()
     }
 
+    /// Sets what the installation provides (see `installed`).
+    pub fn install(&mut self, resources: Vec<Resource>) -> bool {
+        self.installed = resources;
+        self.rebuild()
+    }
+
     pub fn revision(&self) -> u64 {
         self.revision
     }
 
     fn rebuild(&mut self) -> bool {
         let mut by_key: BTreeMap<Key, Resource> = BTreeMap::new();
+        for r in &self.installed {
+            by_key.insert(r.key(), r.clone());
+        }
         for f in self.files.values() {
             for r in &f.resources {
                 by_key.insert(r.key(), r.clone());

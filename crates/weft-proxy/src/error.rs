@@ -39,6 +39,16 @@ impl Flags {
     pub fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
     }
+
+    pub fn intersects(self, other: Flags) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// The flag Envoy prints as `name` (`UF`, `NR`, …).
+    pub fn named(name: &str) -> Option<Flags> {
+        let bit = Flags::NAMES.iter().position(|n| *n == name)?;
+        Some(Flags(1 << bit))
+    }
 }
 
 impl std::fmt::Display for Flags {
@@ -86,14 +96,14 @@ pub(crate) enum ProxyError {
     /// The fault filter aborted a gRPC request with this gRPC status.
     GrpcFaultAbort(u32),
     /// Reading the request body from the client failed.
-    DownstreamBody(hyper::Error),
+    DownstreamBody,
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::DownstreamBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::DownstreamBody => StatusCode::BAD_REQUEST,
             ProxyError::UpstreamTimeout | ProxyError::StreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::FaultAbort(s) => *s,
             // gRPC carries its status in `grpc-status`, on an HTTP 200.
@@ -105,7 +115,7 @@ impl ProxyError {
     pub fn flag(&self) -> Flags {
         match self {
             ProxyError::NoRoute => Flags::NO_ROUTE,
-            ProxyError::DownstreamBody(_) => Flags::DOWNSTREAM_TERMINATION,
+            ProxyError::DownstreamBody => Flags::DOWNSTREAM_TERMINATION,
             ProxyError::NoCluster => Flags::NO_CLUSTER,
             ProxyError::NoHealthyUpstream => Flags::NO_HEALTHY_UPSTREAM,
             ProxyError::ConnectFailure(_) => Flags::CONNECT_FAILURE,
@@ -133,7 +143,7 @@ impl ProxyError {
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow"
             }
             ProxyError::FaultAbort(_) | ProxyError::GrpcFaultAbort(_) => "fault filter abort",
-            ProxyError::NoRoute | ProxyError::NoCluster | ProxyError::DownstreamBody(_) => "",
+            ProxyError::NoRoute | ProxyError::NoCluster | ProxyError::DownstreamBody => "",
         }
     }
 
@@ -147,13 +157,32 @@ impl ProxyError {
         }
     }
 
-    /// What the access log's detail field says, when there is more to say.
-    pub fn detail(&self) -> Option<String> {
+    /// Envoy's response code details for this reply.
+    pub fn details(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "route_not_found",
+            ProxyError::NoCluster => "cluster_not_found",
+            ProxyError::NoHealthyUpstream => "no_healthy_upstream",
+            ProxyError::ConnectFailure(_) => {
+                "upstream_reset_before_response_started{connection_failure}"
+            }
+            ProxyError::ConnectionTermination(_) => {
+                "upstream_reset_before_response_started{connection_termination}"
+            }
+            ProxyError::UpstreamTimeout => "upstream_response_timeout",
+            ProxyError::StreamTimeout => "max_duration_timeout",
+            ProxyError::Overflow => "upstream_reset_before_response_started{overflow}",
+            ProxyError::FaultAbort(_) | ProxyError::GrpcFaultAbort(_) => "fault_filter_abort",
+            ProxyError::DownstreamBody => "downstream_remote_disconnect",
+        }
+    }
+
+    /// Why the upstream connection failed, in the error's own words (the
+    /// access log's `%UPSTREAM_TRANSPORT_FAILURE_REASON%`).
+    pub fn transport_failure(&self) -> Option<String> {
         match self {
             ProxyError::ConnectFailure(e) => Some(e.to_string()),
-            ProxyError::ConnectionTermination(e) | ProxyError::DownstreamBody(e) => {
-                Some(e.to_string())
-            }
+            ProxyError::ConnectionTermination(e) => Some(e.to_string()),
             _ => None,
         }
     }

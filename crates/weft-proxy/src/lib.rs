@@ -161,6 +161,15 @@ impl StaticProxy {
         };
         let shared = Arc::new(Shared::new(options));
         let workers = workers::Workers::start(workers, shared.clone())?;
+        // Access logs are written once a second, as by `run`'s flusher;
+        // one thread serves every static proxy of the process.
+        static FLUSHER: std::sync::Once = std::sync::Once::new();
+        FLUSHER.call_once(|| {
+            std::thread::spawn(|| loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                access_log::flush();
+            });
+        });
         Ok(StaticProxy {
             state: xds_state::Locked(xds_state::XdsState::shared(shared.clone(), workers)?),
             shared,

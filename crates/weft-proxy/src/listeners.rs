@@ -150,6 +150,9 @@ async fn dispatch(sock: TcpStream, peer: SocketAddr, listener: String, shared: A
     let seen = crate::sniff::inspect(&sock, target.inspect_tls, target.sniffs(dst.port())).await;
     let Some(chain) = target.chain_for(dst.port(), &seen) else {
         tracing::debug!(listener = %target.name, %dst, sni = ?seen.server_name, "no filter chain matched; closing");
+        if let Some(logs) = &target.logs {
+            logs.write(&no_chain(peer, dst, &seen));
+        }
         return;
     };
     let conn = crate::http::Connection {
@@ -190,6 +193,7 @@ async fn run<S>(
             upgrades,
             xfcc,
             stats,
+            logs,
             ..
         } => {
             let chain = crate::http::Chain {
@@ -198,6 +202,7 @@ async fn run<S>(
                 upgrades,
                 xfcc,
                 stats,
+                logs,
                 generation: snapshot.generation,
             };
             crate::http::serve(sock, conn, chain, shared).await
@@ -207,6 +212,7 @@ async fn run<S>(
             idle_timeout,
             rbac,
             stats,
+            logs,
             ..
         } => {
             let subject = crate::filters::tcp_subject(&conn);
@@ -218,7 +224,9 @@ async fn run<S>(
                 entry.flags.insert(crate::error::Flags::RBAC_DENIED);
                 let matched = if policy.is_empty() { "none" } else { &policy };
                 entry.detail = Some(format!("rbac_access_denied_matched_policy[{matched}]"));
-                crate::access_log::write(&entry);
+                if let Some(logs) = &logs {
+                    logs.write(&entry);
+                }
                 return;
             }
             let (cluster, _) = clusters.pick(|total| fastrand::u32(..total));
@@ -232,8 +240,27 @@ async fn run<S>(
                 idle: idle_timeout,
                 snapshot,
                 recorder,
+                logs,
             };
             crate::tcp::proxy(sock, conn, tcp, entry).await
         }
     }
+}
+
+/// The listener's log entry for a connection no filter chain took (Envoy's
+/// `NR` on the listener, which istiod logs).
+fn no_chain(
+    peer: SocketAddr,
+    dst: SocketAddr,
+    seen: &crate::sniff::Detected,
+) -> crate::access_log::Entry {
+    let mut entry = crate::access_log::Entry {
+        start: Some(std::time::SystemTime::now()),
+        downstream: Some(peer),
+        downstream_local: Some(dst),
+        server_name: seen.server_name.clone(),
+        ..Default::default()
+    };
+    entry.flags.insert(crate::error::Flags::NO_ROUTE);
+    entry
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::upstream::UpStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::access_log::{self, Entry};
+use crate::access_log::{Entry, Logs};
 use crate::compile::Compiled;
 use crate::error::ProxyError;
 use crate::http::Connection;
@@ -24,7 +24,7 @@ pub(crate) fn connection_entry(conn: &Connection) -> Entry {
     Entry {
         start: Some(std::time::SystemTime::now()),
         downstream: Some(conn.peer),
-        listener: conn.listener.clone(),
+        downstream_local: Some(conn.destination),
         server_name: conn.tls.as_ref().and_then(|t| t.server_name.clone()),
         peer_principal: conn.tls.as_ref().and_then(|t| t.peer_principal.clone()),
         ..Default::default()
@@ -38,6 +38,8 @@ pub(crate) struct Tcp<'a> {
     pub snapshot: Arc<Compiled>,
     /// Istio's TCP metrics, on a chain that records them.
     pub recorder: Option<Recorder>,
+    /// The TCP proxy's access logs.
+    pub logs: Option<Arc<Logs>>,
 }
 
 pub(crate) async fn proxy<S>(mut down: S, conn: Connection, tcp: Tcp<'_>, entry: Entry)
@@ -59,11 +61,12 @@ where
     match connect(&conn, tcp.cluster, &tcp.snapshot).await {
         Err(e) => {
             entry.flags.insert(e.flag());
-            entry.detail = e.detail();
+            entry.transport_failure = e.transport_failure();
             opened(&tcp, &entry);
         }
         Ok((mut up, addr)) => {
             entry.upstream = Some(addr);
+            entry.upstream_local = up.local_addr();
             if let (Some(seen), Some(c)) = (&mut entry.observed, cluster) {
                 seen.upstream_mtls = c.mesh_mtls(addr);
                 seen.upstream_principal = up.peer_principal().map(|p| p.0);
@@ -83,13 +86,15 @@ where
         }
     }
     entry.duration = start.elapsed();
+    // Istio's (and Envoy's) "sent" is what went back to the client;
+    // "received", what the client sent.
+    (entry.tcp_received, entry.bytes_sent) = moved.totals();
     if let (Some(r), Some(seen)) = (&tcp.recorder, &entry.observed) {
-        // Istio's "sent" is what went back to the client; "received",
-        // what the client sent.
-        let (from_client, to_client) = moved.totals();
-        r.tcp_closed(&entry, seen, to_client, from_client);
+        r.tcp_closed(&entry, seen, entry.bytes_sent, entry.tcp_received);
     }
-    access_log::write(&entry);
+    if let Some(logs) = &tcp.logs {
+        logs.write(&entry);
+    }
 }
 
 /// Counts the connection as opened in Istio's metrics.

@@ -6,6 +6,7 @@
 //! `virtualOutbound`, `0.0.0.0_9080`, route config `9080`) so that Istio
 //! troubleshooting knowledge carries over to `weft proxy-config`.
 
+pub mod access_log;
 mod authz;
 mod clusters;
 pub mod credentials;
@@ -136,6 +137,7 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
             authz::apply_to(inputs, proxy, &mut inbound, &mut out.problems);
             jwt::apply_to(inputs, proxy, &mut inbound, &mut out.problems);
             stats::apply(inputs, proxy, &mut out);
+            access_log::apply(inputs, proxy, &mut out);
         }
         ProxyKind::Gateway => {
             clusters::outbound(inputs, proxy, &mut out);
@@ -144,6 +146,7 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
             authz::apply_to(inputs, proxy, &mut all, &mut out.problems);
             jwt::apply_to(inputs, proxy, &mut all, &mut out.problems);
             stats::apply(inputs, proxy, &mut out);
+            access_log::apply(inputs, proxy, &mut out);
         }
         ProxyKind::Proxyless => return translate_proxyless(inputs, proxy),
         // Nothing runs there to take it.

@@ -48,7 +48,7 @@ struct Override {
 }
 
 /// The Telemetry resources that apply to `proxy`, least specific first.
-fn levels<'a>(config: &'a [Resource], proxy: &Workload) -> Vec<&'a Telemetry> {
+pub(crate) fn levels<'a>(config: &'a [Resource], proxy: &Workload) -> Vec<&'a Telemetry> {
     let oldest = |namespace: &str, pick: &dyn Fn(&Telemetry) -> bool| {
         let mut found: Vec<&Resource> = config
             .iter()

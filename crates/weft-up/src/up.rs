@@ -12,6 +12,12 @@ use crate::net;
 use crate::plan::{Plan, Pod};
 use crate::procs::{self, Launch};
 use crate::state::MeshState;
+
+/// The mesh config a local mesh is installed with: Istio's demo profile's
+/// (access logs on standard output, which `<pod>.sidecar.log` collects).
+/// An `istio` ConfigMap in the mesh's config replaces it whole, as
+/// applying one over an installed mesh does.
+const DEMO_MESH_CONFIG: &str = "accessLogFile: /dev/stdout\n";
 use crate::tokens::Tokens;
 
 #[derive(Debug, Clone)]
@@ -165,6 +171,8 @@ async fn launch(
     let config_dir = state.config_dir.clone().expect("set above");
     let tokens = Tokens::open(dir)?;
     let ca_dir = opts.ca_dir.clone().unwrap_or_else(|| dir.join("ca"));
+    let mesh_config = dir.join("mesh-config.yaml");
+    std::fs::write(&mesh_config, DEMO_MESH_CONFIG)?;
     let mut argv = vec![
         exe.clone(),
         "control-plane".into(),
@@ -180,6 +188,8 @@ async fn launch(
         ca_dir.display().to_string(),
         "--token-key".into(),
         tokens.key_file.display().to_string(),
+        "--mesh-config".into(),
+        mesh_config.display().to_string(),
     ];
     if let Some(ttl) = opts.workload_cert_ttl {
         argv.extend([

@@ -22,10 +22,23 @@ impl Rfc3339 {
     }
 }
 
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let d = self
-            .at
+/// A UTC instant broken into calendar fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub nanos: u32,
+    /// Seconds since the Unix epoch.
+    pub epoch: u64,
+}
+
+impl Civil {
+    pub fn of(at: SystemTime) -> Civil {
+        let d = at
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         let secs = d.as_secs() as i64;
@@ -38,16 +51,29 @@ impl std::fmt::Display for Rfc3339 {
         let mp = (5 * doy + 2) / 153;
         let day = doy - (153 * mp + 2) / 5 + 1;
         let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        Civil {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month: month as u32,
+            day: day as u32,
+            hour: (rem / 3600) as u32,
+            minute: (rem % 3600 / 60) as u32,
+            second: (rem % 60) as u32,
+            nanos: d.subsec_nanos(),
+            epoch: d.as_secs(),
+        }
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = Civil::of(self.at);
         write!(
             f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            c.year, c.month, c.day, c.hour, c.minute, c.second
         )?;
         if self.millis {
-            write!(f, ".{:03}", d.subsec_millis())?;
+            write!(f, ".{:03}", c.nanos / 1_000_000)?;
         }
         f.write_str("Z")
     }

@@ -80,6 +80,10 @@ enum Command {
     ControlPlane {
         #[arg(long)]
         config_dir: Option<PathBuf>,
+        /// The installed mesh config (YAML, as the `istio` ConfigMap's
+        /// `mesh` key): used until config names its own ConfigMap.
+        #[arg(long)]
+        mesh_config: Option<PathBuf>,
         #[arg(long)]
         registry: PathBuf,
         #[arg(long, default_value = "127.0.0.1:15010")]
@@ -244,6 +248,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::ProxyConfig(what) => return cmd::proxy_config::run(&what).await,
         Command::ControlPlane {
             config_dir,
+            mesh_config,
             registry,
             xds,
             api,
@@ -266,6 +271,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 xds_addr: xds,
                 api_addr: api,
                 ca,
+                mesh_config,
             })
             .await?;
         }

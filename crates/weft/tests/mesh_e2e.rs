@@ -197,7 +197,8 @@ fn dangling_reference_warns_and_gets_nc(mesh: &Mesh, page: &str) {
             .contains("reviews: 503 Service Unavailable")
     });
     wait_until("NC in the access log", Duration::from_secs(3), || {
-        mesh.log("productpage-v1.sidecar.log").contains("503 NC 0")
+        mesh.log("productpage-v1.sidecar.log")
+            .contains("503 NC cluster_not_found ")
     });
     let out = weft(&["delete", "vs", "reviews", "--mesh", &mesh.name]);
     assert!(

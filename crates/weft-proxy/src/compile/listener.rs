@@ -38,6 +38,9 @@ pub struct ListenerCfg {
     /// `server_names`, transport `tls` and the offered ALPN.
     pub inspect_tls: bool,
     pub chains: Vec<ChainCfg>,
+    /// The listener's own access logs (connections no chain took).
+    #[serde(skip)]
+    pub logs: Option<Arc<crate::access_log::Logs>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +71,8 @@ pub enum ChainAction {
         xfcc: crate::http::xfcc::Xfcc,
         /// Istio's metrics (`istio.stats` is there): reporter, overrides.
         stats: Option<Arc<crate::stats::config::StatsCfg>>,
+        #[serde(skip)]
+        logs: Option<Arc<crate::access_log::Logs>>,
     },
     Tcp {
         stat_prefix: String,
@@ -79,6 +84,8 @@ pub enum ChainAction {
         idle_timeout: Option<std::time::Duration>,
         /// Istio's TCP metrics: reporter, overrides.
         stats: Option<Arc<crate::stats::config::StatsCfg>>,
+        #[serde(skip)]
+        logs: Option<Arc<crate::access_log::Logs>>,
     },
 }
 
@@ -225,6 +232,8 @@ pub(crate) fn compile_listener(
         inspect_http,
         inspect_tls,
         chains,
+        logs: crate::access_log::config::compile(&l.access_log)
+            .map_err(|e| format!("listener {e}"))?,
     })
 }
 
@@ -330,6 +339,7 @@ fn http_action(
         upgrades: upgrades(hcm)?,
         xfcc: crate::http::xfcc::compile(hcm)?,
         stats,
+        logs: crate::access_log::config::compile(&hcm.access_log)?,
     })
 }
 
@@ -414,5 +424,6 @@ fn tcp_action(
         clusters: Arc::new(clusters),
         idle_timeout,
         stats,
+        logs: crate::access_log::config::compile(&t.access_log)?,
     })
 }

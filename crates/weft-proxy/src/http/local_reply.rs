@@ -21,7 +21,8 @@ fn reply(status: StatusCode, body: Bytes) -> Response<Body> {
 /// A gRPC client gets it the gRPC way (see `grpc`).
 pub(crate) fn error(e: &ProxyError, entry: &mut Entry, grpc: bool) -> Response<Body> {
     entry.flags.insert(e.flag());
-    entry.detail = e.detail();
+    entry.code_details = e.details();
+    entry.transport_failure = e.transport_failure();
     if grpc {
         return grpc_reply(e.status(), e.grpc_status(), e.body());
     }

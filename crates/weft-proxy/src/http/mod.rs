@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::access_log::{Entry, Record};
+use crate::access_log::{capture, Entry, Record};
 use crate::compile::{Action, Compiled, RouteRef};
 use crate::error::ProxyError;
 use crate::filters::{FilterChain, Next};
@@ -62,6 +62,8 @@ pub(crate) struct Chain {
     pub xfcc: xfcc::Xfcc,
     /// Istio's metrics and metadata exchange: reporter, overrides.
     pub stats: Option<Arc<crate::stats::config::StatsCfg>>,
+    /// The connection manager's access logs.
+    pub logs: Option<Arc<crate::access_log::Logs>>,
     /// The config snapshot the chain was taken from.
     pub generation: u64,
 }
@@ -83,6 +85,7 @@ impl Chain {
                 upgrades,
                 xfcc,
                 stats,
+                logs,
                 ..
             } => Some(Chain {
                 routes: routes.clone(),
@@ -90,6 +93,7 @@ impl Chain {
                 upgrades: upgrades.clone(),
                 xfcc: *xfcc,
                 stats: stats.clone(),
+                logs: logs.clone(),
                 generation: snapshot.generation,
             }),
             _ => None,
@@ -147,6 +151,9 @@ async fn handle(
         crate::stats::peer::strip(req.headers_mut());
     }
     let mut entry = Entry::for_request(&req, conn, request_id);
+    if let Some(logs) = &chain.logs {
+        entry.request_headers = capture(&logs.wanted.request, req.headers());
+    }
     let recorder = chain.stats.as_ref().map(|cfg| {
         let mut seen = observe(&mut req, cfg, grpc);
         if cfg.reporter == Reporter::Source {
@@ -160,22 +167,24 @@ async fn handle(
             own_principal: own.map(Into::into),
         }
     });
-    let mut record = Record::new(entry, recorder);
+    let mut record = Record::new(entry, recorder, chain.logs.clone());
     let mut response = match process(req, conn, chain, &snapshot, &mut record.entry).await {
         Ok(r) => r,
         Err(e) => local_reply::error(&e, &mut record.entry, grpc),
     };
-    record.finish(response.status());
-    let Some(seen) = &mut record.entry.observed else {
+    record.finish(response.headers(), response.status());
+    if !record.wanted() {
         return response;
-    };
-    // The server's side answers the client's exchange with its own.
-    let server = chain.stats.as_ref().map(|c| c.reporter) == Some(Reporter::Destination);
-    if server && seen.peer.is_some() {
-        crate::stats::peer::put(response.headers_mut(), &shared.stats.own);
     }
-    seen.response_bytes = header_bytes(response.headers());
-    seen.grpc_status = seen.grpc_status.or(grpc_status(response.headers()));
+    if let Some(seen) = &mut record.entry.observed {
+        // The server's side answers the client's exchange with its own.
+        let server = chain.stats.as_ref().map(|c| c.reporter) == Some(Reporter::Destination);
+        if server && seen.peer.is_some() {
+            crate::stats::peer::put(response.headers_mut(), &shared.stats.own);
+        }
+        seen.response_bytes = header_bytes(response.headers());
+        seen.grpc_status = seen.grpc_status.or(grpc_status(response.headers()));
+    }
     // The record is written when the response body ends.
     response.map(|body| Body::new(Counted::new(body, record)))
 }
@@ -215,7 +224,10 @@ async fn process(
 ) -> Result<Response<Body>, ProxyError> {
     let route = match router::find_route(&req, &chain.routes, snapshot, conn.tls.is_some()) {
         Ok(Some(route)) => route,
-        Ok(None) => return Ok(local_reply::https_redirect(&req)),
+        Ok(None) => {
+            entry.code_details = "direct_response";
+            return Ok(local_reply::https_redirect(&req));
+        }
         Err(no_route) => {
             // The filters run before the router finds nothing, as in
             // Envoy: a policy's 401 or 403 comes before a 404.
@@ -246,8 +258,14 @@ async fn process(
         Next::Reply(r) => return Ok(r),
     };
     let mut response = match &route.action {
-        Action::Direct { status, body } => local_reply::direct(*status, body.clone()),
-        Action::Redirect(r) => local_reply::redirect(r, Some(route), &req),
+        Action::Direct { status, body } => {
+            entry.code_details = "direct_response";
+            local_reply::direct(*status, body.clone())
+        }
+        Action::Redirect(r) => {
+            entry.code_details = "direct_response";
+            local_reply::redirect(r, Some(route), &req)
+        }
         Action::Forward(fwd) => match upgrade_of(&req, &chain.upgrades) {
             Some(_) => router::upgrade::forward(req, route, fwd, conn, snapshot, entry).await?,
             None => router::forward(req, route, fwd, conn, snapshot, entry).await?,

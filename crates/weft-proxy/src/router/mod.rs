@@ -107,16 +107,20 @@ pub(crate) async fn forward(
     let (mut parts, body) = req.into_parts();
     // The body is counted as it is read, if there is one.
     use hyper::body::Body as _;
-    let counted = entry.observed.as_mut().filter(|_| !body.is_end_stream());
-    let seen = counted.map(|o| o.request.get_or_insert_with(Default::default).clone());
     let grpc = crate::http::is_grpc(&parts.headers).then_some(&parts.headers);
+    let seen = (!body.is_end_stream()).then(|| {
+        let counted = entry.observed.as_ref().is_some_and(|o| o.grpc);
+        std::sync::Arc::new(crate::stats::record::BodySeen::new(counted))
+    });
+    entry.request_body = seen.clone();
     let (deadline, stream_deadline) = fwd.deadline(grpc);
     let (hash, set_cookie) = hash::hash(&fwd.hash_policy, &parts, conn.peer.ip());
     upstream_request(&mut parts, route, fwd, target);
     let body = body::Downstream { body, seen };
-    let body = Replay::new(body, &parts.headers)
-        .await
-        .map_err(ProxyError::DownstreamBody)?;
+    let body = Replay::new(body, &parts.headers).await.map_err(|e| {
+        tracing::debug!(error = %e, "reading the request body failed");
+        ProxyError::DownstreamBody
+    })?;
     for m in fwd.mirrors.iter().filter(|m| m.share.hit()) {
         mirror::spawn(&parts, &body, &m.cluster, snapshot);
     }
@@ -133,18 +137,25 @@ pub(crate) async fn forward(
     } else {
         ProxyError::UpstreamTimeout
     };
+    let sent = std::time::Instant::now();
     let resp = match deadline {
         Some(t) => tokio::time::timeout(t, tries.run(entry))
             .await
             .map_err(|_| expired)??,
         None => tries.run(entry).await?,
     };
+    entry.code_details = "via_upstream";
     if let Some(seen) = &mut entry.observed {
         let proved = resp.extensions().get::<crate::upstream::PeerPrincipal>();
         seen.upstream_principal = proved.map(|p| p.0.clone());
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // Envoy's upstream service time: request sent to response headers.
+    let took = sent.elapsed().as_millis() as u64;
+    parts
+        .headers
+        .insert("x-envoy-upstream-service-time", HeaderValue::from(took));
     // Only a server with a sidecar answers the exchange; anything else's
     // headers of that name are dropped.
     let mesh_peer = entry.upstream.is_some_and(|a| cluster.in_mesh(a));

@@ -38,9 +38,6 @@ pub(crate) struct Observed {
     pub grpc_status: Option<u32>,
     /// Request headers, as Istio counts them (`request` adds the body).
     pub request_bytes: u64,
-    /// The request body as read from downstream (once, whatever the
-    /// retries), shared with the body that reads it; None for no body.
-    pub request: Option<Arc<BodySeen>>,
     /// Response headers, body and trailers.
     pub response_bytes: u64,
     /// gRPC messages in the response body.
@@ -55,23 +52,34 @@ pub(crate) struct Observed {
 #[derive(Debug, Default)]
 pub(crate) struct BodySeen {
     bytes: std::sync::atomic::AtomicU64,
-    messages: std::sync::Mutex<GrpcFramer>,
+    /// Some for a gRPC request: its messages are counted.
+    messages: Option<std::sync::Mutex<GrpcFramer>>,
 }
 
 impl BodySeen {
+    pub fn new(grpc: bool) -> BodySeen {
+        BodySeen {
+            bytes: Default::default(),
+            messages: grpc.then(Default::default),
+        }
+    }
+
     pub fn data(&self, chunk: &[u8]) {
         use std::sync::atomic::Ordering;
         self.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        self.messages
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .feed(chunk);
+        if let Some(m) = &self.messages {
+            m.lock().unwrap_or_else(|p| p.into_inner()).feed(chunk);
+        }
     }
 
-    fn totals(&self) -> (u64, u64) {
+    /// Bytes, and gRPC messages.
+    pub fn totals(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering;
-        let messages = self.messages.lock().unwrap_or_else(|p| p.into_inner());
-        (self.bytes.load(Ordering::Relaxed), messages.messages)
+        let messages = self
+            .messages
+            .as_ref()
+            .map_or(0, |m| m.lock().unwrap_or_else(|p| p.into_inner()).messages);
+        (self.bytes.load(Ordering::Relaxed), messages)
     }
 }
 
@@ -229,7 +237,7 @@ impl Recorder {
             flags: e.flags,
             security,
         };
-        let (body, request_messages) = o.request.as_ref().map_or((0, 0), |r| r.totals());
+        let (body, request_messages) = e.request_body.as_ref().map_or((0, 0), |r| r.totals());
         let sample = HttpSample {
             duration: e.duration,
             request_bytes: o.request_bytes + body,
@@ -332,7 +340,9 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
-            let Some(seen) = &mut self.record.entry.observed else {
+            let entry = &mut self.record.entry;
+            entry.bytes_sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+            let Some(seen) = &mut entry.observed else {
                 return polled;
             };
             if let Some(data) = frame.data_ref() {

@@ -29,6 +29,14 @@ impl UpStream {
         let cert = crate::identity::tls::peer_cert(s.get_ref().1.peer_certificates())?;
         Some(PeerPrincipal(cert.principal?.into()))
     }
+
+    /// The proxy's own end of the connection.
+    pub(crate) fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            UpStream::Plain(s) => s.local_addr().ok(),
+            UpStream::Tls(s) => s.get_ref().0.local_addr().ok(),
+        }
+    }
 }
 
 impl std::fmt::Debug for UpStream {
