@@ -68,7 +68,9 @@ pub struct ExtensionProvider {
     pub envoy_ext_authz_grpc: Option<ExtAuthzGrpc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envoy_file_access_log: Option<FileAccessLog>,
-    /// Other kinds (tracing, …): kept, not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zipkin: Option<Zipkin>,
+    /// Other kinds (OpenTelemetry, …): kept, not used.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml_ng::Value>,
 }
@@ -128,6 +130,27 @@ pub struct FileAccessLog {
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+}
+
+/// `zipkin`: a Zipkin collector in the mesh (spans as v2 JSON).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Zipkin {
+    /// `name.namespace.svc.cluster.local`, optionally `namespace/` first.
+    pub service: String,
+    pub port: serde_yaml_ng::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tag_length: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable64bit_trace_id: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context_option: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<serde_yaml_ng::Value>,
 }
 
 /// Text, or labels (JSON: key → format string).
@@ -248,6 +271,22 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
                 );
             }
         }
+        if let Some(z) = &p.zipkin {
+            if port_number(&z.port).is_none() {
+                r.error(format!("{at}.zipkin.port"), "a port number (1-65535)");
+            }
+            let unenforced = [
+                ("traceContextOption", z.trace_context_option.is_some()),
+                ("headers", z.headers.is_some()),
+            ];
+            for (field, set) in unenforced.iter().filter(|(_, set)| *set) {
+                let _ = set;
+                r.warn(
+                    format!("{at}.zipkin.{field}"),
+                    "accepted but not enforced (Weft propagates B3 only)",
+                );
+            }
+        }
         for kind in p.other.keys() {
             r.warn(
                 format!("{at}.{kind}"),
@@ -256,11 +295,26 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
         }
     }
     for (field, value) in &mesh.other {
-        // `defaultProviders.metrics` and `.accessLogging` are enforced (the
-        // Telemetry API's defaults); its other providers are not.
+        // `enableTracing` and `defaultConfig.tracing` (its zipkin address
+        // and sampling) are enforced; the rest of defaultConfig is not.
+        if field == "enableTracing" {
+            continue;
+        }
+        if field == "defaultConfig" {
+            let keys = value.as_mapping().into_iter().flat_map(|m| m.keys());
+            for key in keys.filter_map(|k| k.as_str()).filter(|k| *k != "tracing") {
+                r.warn(
+                    format!("{at}.defaultConfig.{key}"),
+                    "accepted but not enforced by this version of Weft",
+                );
+            }
+            continue;
+        }
+        // `defaultProviders.metrics`, `.accessLogging` and `.tracing` are
+        // enforced (the Telemetry API's defaults); others are not.
         if field == "defaultProviders" {
             let kinds = value.as_mapping().into_iter().flat_map(|m| m.keys());
-            let enforced = |k: &&str| *k != "metrics" && *k != "accessLogging";
+            let enforced = |k: &&str| !["metrics", "accessLogging", "tracing"].contains(k);
             for kind in kinds.filter_map(|k| k.as_str()).filter(enforced) {
                 r.warn(
                     format!("{at}.defaultProviders.{kind}"),
@@ -291,7 +345,7 @@ mod tests {
     #[test]
     fn the_istio_config_map_sets_the_mesh_config() {
         let loaded =
-            load("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogFile: /dev/stdout\nenableTracing: true");
+            load("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogFile: /dev/stdout\nenablePrometheusMerge: true");
         assert!(!loaded.has_errors(), "{:?}", loaded.problems);
         let mesh = MeshConfig::of(&loaded.resources);
         assert!(mesh.registry_only());
@@ -299,19 +353,19 @@ mod tests {
         let warned: Vec<String> = loaded.problems.iter().map(|p| p.to_string()).collect();
         assert_eq!(warned.len(), 1, "{warned:?}");
         assert!(
-            warned[0].contains("data.mesh.enableTracing: accepted but not enforced"),
+            warned[0].contains("data.mesh.enablePrometheusMerge: accepted but not enforced"),
             "{warned:?}"
         );
         assert!(!MeshConfig::of(&[]).registry_only(), "ALLOW_ANY by default");
     }
 
     #[test]
-    fn default_metrics_providers_are_enforced_and_others_warned() {
-        let loaded = load("defaultProviders:\n  metrics: [prometheus]\n  tracing: [zipkin]");
+    fn default_providers_and_tracing_are_enforced_and_others_warned() {
+        let loaded = load("defaultProviders:\n  metrics: [prometheus]\n  tracing: [zipkin]\ndefaultConfig:\n  tracing: {sampling: 100}\n  holdApplicationUntilProxyStarts: true");
         let warned: Vec<String> = loaded.problems.iter().map(|p| p.to_string()).collect();
         assert_eq!(warned.len(), 1, "{warned:?}");
         assert!(
-            warned[0].contains("data.mesh.defaultProviders.tracing"),
+            warned[0].contains("data.mesh.defaultConfig.holdApplicationUntilProxyStarts"),
             "{warned:?}"
         );
     }

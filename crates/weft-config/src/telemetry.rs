@@ -182,9 +182,8 @@ const METRICS: &[&str] = &[
 
 pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
     use crate::validate::one_of;
-    // Metrics and access logs are enforced; the rest is stored for later.
+    // Metrics, access logs and tracing are enforced; the rest is stored.
     let unenforced = [
-        ("spec.tracing", !t.tracing.is_empty()),
         ("spec.targetRef", t.target_ref.is_some()),
         ("spec.targetRefs", !t.target_refs.is_empty()),
     ];
@@ -243,6 +242,22 @@ pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
     for (i, tr) in t.tracing.iter().enumerate() {
         let at = format!("spec.tracing[{i}]");
         providers(r, &at, &tr.providers);
+        let unenforced = [
+            (
+                "useRequestIdForTraceSampling",
+                tr.use_request_id_for_trace_sampling == Some(false),
+            ),
+            (
+                "disableContextPropagation",
+                tr.disable_context_propagation == Some(true),
+            ),
+        ];
+        for (field, _) in unenforced.iter().filter(|(_, set)| *set) {
+            r.warn(
+                format!("{at}.{field}"),
+                "accepted but not enforced by this version of Weft",
+            );
+        }
         if tr
             .random_sampling_percentage
             .is_some_and(|p| !(0.0..=100.0).contains(&p))

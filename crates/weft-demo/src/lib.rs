@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 pub mod boutique;
 pub mod ext_authz;
 mod httpbin;
+mod zipkin;
 
 /// What Bookinfo's pages say when a service behind them fails.
 pub const DETAILS_UNAVAILABLE: &str =
@@ -63,6 +64,8 @@ pub enum Role {
     /// Istio's sample external authorizer (`samples/extauthz`), HTTP: a
     /// request carrying `x-ext-authz: allow` is allowed, any other denied.
     ExtAuthz,
+    /// A Zipkin collector and query API, in memory (`zipkin.rs`).
+    Zipkin,
 }
 
 impl std::str::FromStr for Role {
@@ -76,9 +79,10 @@ impl std::str::FromStr for Role {
             "tcp-echo" => Ok(Role::TcpEcho),
             "httpbin" => Ok(Role::Httpbin),
             "ext-authz" => Ok(Role::ExtAuthz),
+            "zipkin" => Ok(Role::Zipkin),
             other => boutique::Service::from_name(other).map(Role::Boutique).ok_or_else(|| {
                 format!(
-                    "unknown demo service {s:?}: productpage, details, reviews, ratings, httpbin, tcp-echo, ext-authz, or a boutique service (frontend, productcatalogservice, currencyservice, recommendationservice, cartservice, shippingservice, paymentservice, emailservice, checkoutservice, adservice, loadgenerator)"
+                    "unknown demo service {s:?}: productpage, details, reviews, ratings, httpbin, tcp-echo, ext-authz, zipkin, or a boutique service (frontend, productcatalogservice, currencyservice, recommendationservice, cartservice, shippingservice, paymentservice, emailservice, checkoutservice, adservice, loadgenerator)"
                 )
             }),
         }
@@ -110,6 +114,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     if role == Role::TcpEcho {
         return tcp_echo(format!("tcp-echo-{version}"), listen).await;
+    }
+    if role == Role::Zipkin {
+        return zipkin::run(listen).await;
     }
     if role == Role::ExtAuthz {
         let grpc = SocketAddr::new(listen.ip(), listen.port() + 1000);

@@ -27,6 +27,7 @@ mod sniff;
 pub mod stats;
 mod tcp;
 mod tls;
+mod trace;
 mod upstream;
 mod workers;
 mod xds_state;
@@ -75,11 +76,18 @@ pub(crate) struct Shared {
     pub identity: Arc<identity::Identity>,
     /// Istio's standard metrics.
     pub stats: Arc<stats::Stats>,
+    /// Finished spans, for the trace collector.
+    pub tracer: Arc<trace::report::Reporter>,
 }
 
 impl Shared {
     fn new(options: ProxyOptions) -> Shared {
         let own = stats::Own::new(&options.metadata, &options.node_id);
+        let tracer = Arc::new(trace::report::Reporter::new(
+            options.metadata.service_cluster(),
+            options.metadata.instance_ip(),
+            options.node_id.clone(),
+        ));
         Shared {
             config: ArcSwap::from_pointee(Compiled::default()),
             names: ArcSwap::from_pointee(dns_proxy::Names::default()),
@@ -87,6 +95,7 @@ impl Shared {
             options,
             identity: Arc::default(),
             stats: Arc::new(stats::Stats::new(own)),
+            tracer,
         }
     }
 }
@@ -102,6 +111,7 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
         dns_proxy::start(addr, shared.clone()).await?;
     }
     tokio::spawn(access_log::flush_every_second());
+    trace::report::start(&shared);
     let admin = admin::bind(options.admin).await?;
     tokio::spawn(admin::serve(admin, shared.clone()));
     if let Some(addr) = options.prometheus {
@@ -160,6 +170,7 @@ impl StaticProxy {
             prometheus: None,
         };
         let shared = Arc::new(Shared::new(options));
+        trace::report::start(&shared);
         let workers = workers::Workers::start(workers, shared.clone())?;
         // Access logs are written once a second, as by `run`'s flusher;
         // one thread serves every static proxy of the process.

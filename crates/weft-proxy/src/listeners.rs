@@ -194,6 +194,7 @@ async fn run<S>(
             xfcc,
             stats,
             logs,
+            trace,
             ..
         } => {
             let chain = crate::http::Chain {
@@ -203,6 +204,7 @@ async fn run<S>(
                 xfcc,
                 stats,
                 logs,
+                trace,
                 generation: snapshot.generation,
             };
             crate::http::serve(sock, conn, chain, shared).await

@@ -31,6 +31,7 @@ pub mod stats;
 mod tcp;
 mod telemetry;
 mod tls_routes;
+mod tracing;
 mod upstream_tls;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -138,6 +139,7 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
             jwt::apply_to(inputs, proxy, &mut inbound, &mut out.problems);
             stats::apply(inputs, proxy, &mut out);
             access_log::apply(inputs, proxy, &mut out);
+            tracing::apply(inputs, proxy, &mut out);
         }
         ProxyKind::Gateway => {
             clusters::outbound(inputs, proxy, &mut out);
@@ -147,6 +149,7 @@ pub fn translate(inputs: &Inputs, proxy: &Workload) -> ProxyResources {
             jwt::apply_to(inputs, proxy, &mut all, &mut out.problems);
             stats::apply(inputs, proxy, &mut out);
             access_log::apply(inputs, proxy, &mut out);
+            tracing::apply(inputs, proxy, &mut out);
         }
         ProxyKind::Proxyless => return translate_proxyless(inputs, proxy),
         // Nothing runs there to take it.

@@ -147,7 +147,7 @@ enum Command {
     },
     /// Run one of the Bookinfo-like demo services.
     Demo {
-        /// productpage, details, reviews, ratings, httpbin, tcp-echo, ext-authz, or a boutique service
+        /// productpage, details, reviews, ratings, httpbin, tcp-echo, ext-authz, zipkin, or a boutique service
         service: weft_demo::Role,
         #[arg(long, default_value = "v1")]
         version: String,

@@ -60,7 +60,7 @@ impl Record {
 
     /// Whether anything reads the record when the response ends.
     pub fn wanted(&self) -> bool {
-        self.recorder.is_some() || self.logs.is_some()
+        self.recorder.is_some() || self.logs.is_some() || self.entry.trace.is_some()
     }
 }
 
@@ -84,6 +84,9 @@ impl Drop for Record {
         }
         if let Some(logs) = &self.logs {
             logs.write(&self.entry);
+        }
+        if let Some(t) = self.entry.trace.take() {
+            t.finish(&self.entry);
         }
     }
 }
@@ -135,6 +138,8 @@ pub(crate) struct Entry {
     pub bytes_sent: u64,
     /// TCP: bytes from the client.
     pub tcp_received: u64,
+    /// The request's span, when its connection manager traces.
+    pub trace: Option<Box<crate::trace::Active>>,
     /// What the metrics need beyond the line, on a chain that records.
     pub observed: Option<Observed>,
 }

@@ -73,6 +73,9 @@ pub enum ChainAction {
         stats: Option<Arc<crate::stats::config::StatsCfg>>,
         #[serde(skip)]
         logs: Option<Arc<crate::access_log::Logs>>,
+        /// The connection manager's tracer, if it traces.
+        #[serde(skip)]
+        trace: Option<Arc<crate::trace::TraceCfg>>,
     },
     Tcp {
         stat_prefix: String,
@@ -340,6 +343,10 @@ fn http_action(
         xfcc: crate::http::xfcc::compile(hcm)?,
         stats,
         logs: crate::access_log::config::compile(&hcm.access_log)?,
+        trace: crate::trace::compile(
+            hcm.tracing.as_ref(),
+            reporter == crate::stats::Reporter::Destination,
+        )?,
     })
 }
 

@@ -96,6 +96,8 @@ pub struct RouteCfg {
     /// The route's own mutations, then its virtual host's.
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// The span name (`decorator.operation`).
+    pub operation: Option<Arc<str>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -401,6 +403,11 @@ fn compile_route(r: &Route) -> Result<RouteCfg, String> {
             &r.response_headers_to_add,
             &r.response_headers_to_remove,
         )?,
+        operation: r
+            .decorator
+            .as_ref()
+            .filter(|d| !d.operation.is_empty())
+            .map(|d| d.operation.as_str().into()),
     })
 }
 

@@ -64,6 +64,8 @@ pub(crate) struct Chain {
     pub stats: Option<Arc<crate::stats::config::StatsCfg>>,
     /// The connection manager's access logs.
     pub logs: Option<Arc<crate::access_log::Logs>>,
+    /// The connection manager's tracer.
+    pub trace: Option<Arc<crate::trace::TraceCfg>>,
     /// The config snapshot the chain was taken from.
     pub generation: u64,
 }
@@ -86,6 +88,7 @@ impl Chain {
                 xfcc,
                 stats,
                 logs,
+                trace,
                 ..
             } => Some(Chain {
                 routes: routes.clone(),
@@ -94,6 +97,7 @@ impl Chain {
                 xfcc: *xfcc,
                 stats: stats.clone(),
                 logs: logs.clone(),
+                trace: trace.clone(),
                 generation: snapshot.generation,
             }),
             _ => None,
@@ -137,7 +141,16 @@ async fn handle(
             None => return local_reply::gone(),
         }
     };
-    let request_id = headers::ensure_request_id(&mut req);
+    let mut request_id = headers::ensure_request_id(&mut req);
+    let trace = chain.trace.as_ref().map(|cfg| {
+        crate::trace::Active::start(
+            cfg,
+            &shared.tracer,
+            &mut req,
+            &mut request_id,
+            conn.tls.is_some(),
+        )
+    });
     headers::ensure_forwarded_proto(&mut req, conn.tls.is_some());
     let own = (chain.xfcc.action != xfcc::Action::AlwaysForwardOnly || chain.stats.is_some())
         .then(|| shared.identity.spiffe_id())
@@ -167,6 +180,7 @@ async fn handle(
             own_principal: own.map(Into::into),
         }
     });
+    entry.trace = trace.map(Box::new);
     let mut record = Record::new(entry, recorder, chain.logs.clone());
     let mut response = match process(req, conn, chain, &snapshot, &mut record.entry).await {
         Ok(r) => r,
@@ -242,6 +256,9 @@ async fn process(
         }
     };
     entry.route = route.name.clone();
+    if let Some(t) = &mut entry.trace {
+        t.route(route.operation.as_deref(), &mut req);
+    }
     if let (Some(seen), Action::Forward(fwd)) = (&mut entry.observed, &route.action) {
         // The route's service, so that a request a filter answers (a
         // fault, a denial) is labelled with it, as Envoy's route entry

@@ -99,6 +99,28 @@ impl NodeMetadata {
             .collect()
     }
 
+    /// Envoy's service cluster as Istio's agent sets it: `<app>.<namespace>`,
+    /// else the workload's name, else `istio-proxy` (the Zipkin service).
+    pub fn service_cluster(&self) -> String {
+        let labels = self.labels();
+        let name = labels
+            .get("app")
+            .map(String::as_str)
+            .or(self.text("WORKLOAD_NAME"))
+            .unwrap_or("istio-proxy");
+        format!("{name}.{}", self.text("NAMESPACE").unwrap_or("default"))
+    }
+
+    /// The pod's first address (`INSTANCE_IPS`).
+    pub fn instance_ip(&self) -> Option<std::net::IpAddr> {
+        self.text("INSTANCE_IPS")?
+            .split(',')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// The workload these metadata describe, labelled as Istio labels it.
     pub fn peer(&self) -> Peer {
         let labels = self.labels();

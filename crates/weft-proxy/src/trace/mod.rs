@@ -1,0 +1,326 @@
+//! Distributed tracing as Envoy's Zipkin tracer does it for a sidecar: one
+//! span per connection manager per request (SERVER on inbound listeners,
+//! CLIENT elsewhere), B3 context read from the caller and written for the
+//! next hop, the decision taken once per trace (Envoy's sampling of the
+//! request id, forced by `x-client-trace-id` or `x-envoy-force-trace`)
+//! and carried in `x-request-id`, and sampled spans sent as Zipkin v2 JSON
+//! to the collector cluster (`report`).
+
+mod context;
+pub(crate) mod report;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use envoy_types::pb::envoy::config::trace::v3::ZipkinConfig;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::Tracing;
+use envoy_types::pb::envoy::r#type::tracing::v3::custom_tag;
+use http::{HeaderMap, HeaderName, Request};
+
+use context::{Reason, TraceId};
+
+/// A connection manager's tracing: how to decide, what to tag, where to
+/// send spans.
+#[derive(Debug)]
+pub struct TraceCfg {
+    /// Percentages (0–100).
+    random: f64,
+    client: f64,
+    overall: f64,
+    max_path: usize,
+    tags: Vec<(String, Tag)>,
+    pub(crate) collector: Arc<report::Collector>,
+    /// SERVER spans (inbound); CLIENT otherwise.
+    pub(crate) server: bool,
+}
+
+#[derive(Debug)]
+enum Tag {
+    Literal(String),
+    Header(HeaderName, String),
+}
+
+fn percent(p: &Option<envoy_types::pb::envoy::r#type::v3::Percent>) -> f64 {
+    p.as_ref().map_or(100.0, |p| p.value.clamp(0.0, 100.0))
+}
+
+/// None when the connection manager traces nothing (no `tracing`, or no
+/// provider: istiod's legacy path without a tracer in the bootstrap).
+pub(crate) fn compile(t: Option<&Tracing>, server: bool) -> Result<Option<Arc<TraceCfg>>, String> {
+    let Some(t) = t else { return Ok(None) };
+    let Some(provider) = &t.provider else {
+        return Ok(None);
+    };
+    use envoy_types::pb::envoy::config::trace::v3::tracing::http::ConfigType;
+    let Some(ConfigType::TypedConfig(any)) = &provider.config_type else {
+        return Err(format!("tracer {:?} needs a typed_config", provider.name));
+    };
+    if !any.type_url.ends_with("trace.v3.ZipkinConfig") {
+        return Err(format!(
+            "tracer {} is not supported (Weft speaks Zipkin)",
+            any.type_url
+        ));
+    }
+    let z: ZipkinConfig = crate::compile::unpack(any)?;
+    if z.collector_endpoint_version != 1 {
+        return Err("Zipkin collector_endpoint_version must be HTTP_JSON".into());
+    }
+    if z.collector_cluster.is_empty() {
+        return Err("Zipkin needs a collector_cluster".into());
+    }
+    let tags = t
+        .custom_tags
+        .iter()
+        .filter_map(|c| tag(c).transpose())
+        .collect::<Result<_, String>>()?;
+    Ok(Some(Arc::new(TraceCfg {
+        random: percent(&t.random_sampling),
+        client: percent(&t.client_sampling),
+        overall: percent(&t.overall_sampling),
+        max_path: t
+            .max_path_tag_length
+            .as_ref()
+            .map_or(256, |m| m.value as usize),
+        tags,
+        collector: Arc::new(report::Collector {
+            cluster: z.collector_cluster.clone(),
+            path: match z.collector_endpoint.as_str() {
+                "" => "/api/v2/spans".into(),
+                p => p.into(),
+            },
+            host: match z.collector_hostname.as_str() {
+                "" => z.collector_cluster.clone(),
+                h => h.into(),
+            },
+        }),
+        server,
+    })))
+}
+
+/// A custom tag; environment tags are read once, here. Metadata tags
+/// (istiod's dry-run policy tags) have nothing to read and are left out.
+fn tag(
+    c: &envoy_types::pb::envoy::r#type::tracing::v3::CustomTag,
+) -> Result<Option<(String, Tag)>, String> {
+    let value = match &c.r#type {
+        Some(custom_tag::Type::Literal(l)) => Tag::Literal(l.value.clone()),
+        Some(custom_tag::Type::Environment(e)) => {
+            Tag::Literal(std::env::var(&e.name).unwrap_or_else(|_| e.default_value.clone()))
+        }
+        Some(custom_tag::Type::RequestHeader(h)) => Tag::Header(
+            HeaderName::try_from(h.name.to_ascii_lowercase())
+                .map_err(|_| format!("custom tag {:?}: bad header name", c.tag))?,
+            h.default_value.clone(),
+        ),
+        Some(custom_tag::Type::Metadata(_)) => return Ok(None),
+        _ => return Err(format!("custom tag {:?}: unsupported kind", c.tag)),
+    };
+    Ok(Some((c.tag.clone(), value)))
+}
+
+/// One request's span, from its start to its record's end.
+#[derive(Debug)]
+pub(crate) struct Active {
+    cfg: Arc<TraceCfg>,
+    reporter: Arc<report::Reporter>,
+    trace: TraceId,
+    id: u64,
+    parent: Option<u64>,
+    pub sampled: bool,
+    start: SystemTime,
+    started: Instant,
+    /// The span's name: the route's decorator, or Envoy's default.
+    pub name: String,
+    /// Tags known when the request arrived.
+    tags: Vec<(String, String)>,
+}
+
+impl Active {
+    /// Decides, reads the caller's context and writes this hop's into the
+    /// request (and the decision into its request id).
+    pub fn start<B>(
+        cfg: &Arc<TraceCfg>,
+        reporter: &Arc<report::Reporter>,
+        req: &mut Request<B>,
+        request_id: &mut String,
+        tls: bool,
+    ) -> Active {
+        let headers = req.headers();
+        let caller = context::extract(headers);
+        let reason = decide(cfg, headers, caller.sampled, request_id);
+        if caller.sampled.is_none() {
+            context::mark(request_id, reason);
+            if let Ok(v) = http::HeaderValue::from_str(request_id) {
+                req.headers_mut().insert("x-request-id", v);
+            }
+        }
+        let sampled = caller.sampled.unwrap_or(reason.traced());
+        let trace = caller.trace.unwrap_or_else(TraceId::random);
+        let id = fastrand::u64(..);
+        let tags = request_tags(cfg, req, request_id, tls);
+        // A CLIENT span named by its caller's decorator keeps Envoy's
+        // habit: the server side takes the name from the header.
+        let named = req
+            .headers_mut()
+            .remove("x-envoy-decorator-operation")
+            .and_then(|v| v.to_str().ok().map(str::to_string));
+        let name = match named {
+            Some(n) if cfg.server => n,
+            _ if cfg.server => "ingress".into(),
+            _ => format!("egress {}", crate::router::authority(req)),
+        };
+        context::inject(req.headers_mut(), trace, id, caller.span, sampled);
+        Active {
+            cfg: cfg.clone(),
+            reporter: reporter.clone(),
+            trace,
+            id,
+            parent: caller.span,
+            sampled,
+            start: SystemTime::now(),
+            started: Instant::now(),
+            name,
+            tags,
+        }
+    }
+
+    /// The route's decorator names the span; a CLIENT span also tells the
+    /// server side (`x-envoy-decorator-operation`).
+    pub fn route<B>(&mut self, operation: Option<&str>, req: &mut Request<B>) {
+        let Some(op) = operation else { return };
+        if !self.cfg.server {
+            if let Ok(v) = http::HeaderValue::from_str(op) {
+                req.headers_mut().insert("x-envoy-decorator-operation", v);
+            }
+        }
+        if !(self.cfg.server && self.name != "ingress") {
+            self.name = op.to_string();
+        }
+    }
+
+    /// The finished span, for the collector (only a sampled one).
+    pub fn finish(self, e: &crate::access_log::Entry) {
+        if !self.sampled {
+            return;
+        }
+        let span = report::Span {
+            trace: self.trace.to_string(),
+            id: format!("{:016x}", self.id),
+            parent: self.parent.map(|p| format!("{p:016x}")),
+            name: self.name,
+            server: self.cfg.server,
+            start: self.start,
+            duration: self.started.elapsed(),
+            tags: finished_tags(self.tags, e),
+        };
+        self.reporter.submit(&self.cfg.collector, span);
+    }
+}
+
+fn decide(cfg: &TraceCfg, h: &HeaderMap, explicit: Option<bool>, request_id: &str) -> Reason {
+    if let Some(s) = explicit {
+        return if s {
+            Reason::Sampled
+        } else {
+            Reason::NotTraced
+        };
+    }
+    if let Some(r) = context::reason_in(request_id) {
+        return r;
+    }
+    let reason = if h.contains_key("x-client-trace-id") && fastrand::f64() * 100.0 < cfg.client {
+        Reason::ClientForced
+    } else if h.contains_key("x-envoy-force-trace") {
+        Reason::ServiceForced
+    } else if context::sampled_by_id(request_id, cfg.random) {
+        Reason::Sampled
+    } else {
+        Reason::NotTraced
+    };
+    if reason.traced() && !context::sampled_by_id(request_id, cfg.overall) {
+        return Reason::NotTraced;
+    }
+    reason
+}
+
+fn request_tags<B>(
+    cfg: &TraceCfg,
+    req: &Request<B>,
+    request_id: &str,
+    tls: bool,
+) -> Vec<(String, String)> {
+    let h = req.headers();
+    let header = |name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let scheme = if tls { "https" } else { "http" };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut url = format!("{scheme}://{}{path}", crate::router::authority(req));
+    if url.len() > cfg.max_path {
+        let mut cut = cfg.max_path;
+        while !url.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        url.truncate(cut);
+    }
+    let mut tags = vec![
+        ("guid:x-request-id".into(), request_id.to_string()),
+        ("http.url".into(), url),
+        ("http.method".into(), req.method().to_string()),
+        (
+            "downstream_cluster".into(),
+            header("x-envoy-downstream-service-cluster"),
+        ),
+        ("user_agent".into(), header("user-agent")),
+        (
+            "http.protocol".into(),
+            match req.version() {
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            }
+            .into(),
+        ),
+        ("component".into(), "proxy".into()),
+    ];
+    if let Some(id) = h.get("x-client-trace-id").and_then(|v| v.to_str().ok()) {
+        tags.push(("guid:x-client-trace-id".into(), id.to_string()));
+    }
+    for (name, t) in &cfg.tags {
+        let value = match t {
+            Tag::Literal(v) => v.clone(),
+            Tag::Header(n, default) => h
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(|| default.clone(), str::to_string),
+        };
+        if !value.is_empty() {
+            tags.push((name.clone(), value));
+        }
+    }
+    tags
+}
+
+fn finished_tags(
+    mut tags: Vec<(String, String)>,
+    e: &crate::access_log::Entry,
+) -> Vec<(String, String)> {
+    if let Some(peer) = e.downstream {
+        tags.push(("peer.address".into(), peer.ip().to_string()));
+    }
+    tags.push(("request_size".into(), e.bytes_received().to_string()));
+    tags.push(("response_size".into(), e.bytes_sent.to_string()));
+    if !e.cluster.is_empty() {
+        tags.push(("upstream_cluster".into(), e.cluster.to_string()));
+        tags.push(("upstream_cluster.name".into(), e.cluster.to_string()));
+    }
+    tags.push(("http.status_code".into(), e.status.to_string()));
+    tags.push(("response_flags".into(), e.flags.to_string()));
+    if e.status == 0 || e.status >= 500 {
+        tags.push(("error".into(), "true".into()));
+    }
+    tags
+}

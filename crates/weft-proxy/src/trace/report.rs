@@ -1,0 +1,183 @@
+//! Finished spans, batched and POSTed as Zipkin v2 JSON to the collector
+//! cluster, from a thread of their own so that a slow or dead collector
+//! never holds up a request: at most `MAX_QUEUED` spans wait, the rest are
+//! dropped and counted, and a failed POST is logged and its batch dropped
+//! (as Envoy's Zipkin tracer does).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+
+use crate::Shared;
+
+/// Where a connection manager's spans go.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Collector {
+    pub cluster: String,
+    pub path: String,
+    pub host: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct Span {
+    pub trace: String,
+    pub id: String,
+    pub parent: Option<String>,
+    pub name: String,
+    pub server: bool,
+    pub start: SystemTime,
+    pub duration: Duration,
+    pub tags: Vec<(String, String)>,
+}
+
+const MAX_QUEUED: usize = 10_000;
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const POST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The proxy's span queue, and who it reports as.
+#[derive(Debug, Default)]
+pub(crate) struct Reporter {
+    queue: Mutex<Vec<(Arc<Collector>, Span)>>,
+    /// Zipkin's `localEndpoint.serviceName`: Envoy's service cluster
+    /// (`<app>.<namespace>`).
+    service: String,
+    ip: Option<std::net::IpAddr>,
+    node_id: String,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl Reporter {
+    pub fn new(service: String, ip: Option<std::net::IpAddr>, node_id: String) -> Reporter {
+        Reporter {
+            service,
+            ip,
+            node_id,
+            ..Default::default()
+        }
+    }
+
+    pub fn submit(&self, collector: &Arc<Collector>, span: Span) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= MAX_QUEUED {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        q.push((collector.clone(), span));
+    }
+
+    fn take(&self) -> Vec<(Arc<Collector>, Span)> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn json(&self, s: &Span) -> serde_json::Value {
+        let micros = |d: Duration| d.as_micros() as u64;
+        let mut tags: serde_json::Map<String, serde_json::Value> = s
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        tags.insert("node_id".into(), self.node_id.clone().into());
+        let mut local = serde_json::json!({ "serviceName": self.service });
+        match self.ip {
+            Some(std::net::IpAddr::V4(ip)) => local["ipv4"] = ip.to_string().into(),
+            Some(std::net::IpAddr::V6(ip)) => local["ipv6"] = ip.to_string().into(),
+            None => {}
+        }
+        let mut span = serde_json::json!({
+            "traceId": s.trace,
+            "id": s.id,
+            "name": s.name,
+            "kind": if s.server { "SERVER" } else { "CLIENT" },
+            "timestamp": micros(s.start.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()),
+            "duration": micros(s.duration).max(1),
+            "localEndpoint": local,
+            "tags": tags,
+        });
+        if let Some(p) = &s.parent {
+            span["parentId"] = p.clone().into();
+        }
+        span
+    }
+}
+
+/// Starts the thread that sends `shared`'s spans; it ends when the proxy
+/// is dropped.
+pub(crate) fn start(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    let spawned = std::thread::Builder::new()
+        .name("weft-spans".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!(error = %e, "span reporter cannot start"),
+            };
+            rt.block_on(flush_loop(weak));
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "span reporter thread cannot start");
+    }
+}
+
+async fn flush_loop(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(FLUSH_EVERY).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let spans = shared.tracer.take();
+        if spans.is_empty() {
+            continue;
+        }
+        for (collector, batch) in by_collector(spans) {
+            let body: Vec<serde_json::Value> =
+                batch.iter().map(|s| shared.tracer.json(s)).collect();
+            let Some(addr) = endpoint(&shared, &collector.cluster) else {
+                tracing::warn!(cluster = %collector.cluster, spans = batch.len(), "no endpoint for the trace collector; spans dropped");
+                continue;
+            };
+            let body = serde_json::to_vec(&body).unwrap_or_default();
+            match tokio::time::timeout(POST_TIMEOUT, post(addr, &collector, body)).await {
+                Ok(Ok(status)) if status.is_success() => {}
+                Ok(Ok(status)) => tracing::warn!(%addr, %status, "trace collector refused spans"),
+                Ok(Err(e)) => tracing::warn!(%addr, error = %e, "sending spans failed"),
+                Err(_) => tracing::warn!(%addr, "trace collector timed out"),
+            }
+        }
+    }
+}
+
+fn by_collector(spans: Vec<(Arc<Collector>, Span)>) -> Vec<(Arc<Collector>, Vec<Span>)> {
+    let mut out: Vec<(Arc<Collector>, Vec<Span>)> = Vec::new();
+    for (c, s) in spans {
+        match out.iter_mut().find(|(k, _)| k == &c) {
+            Some((_, batch)) => batch.push(s),
+            None => out.push((c, vec![s])),
+        }
+    }
+    out
+}
+
+fn endpoint(shared: &Shared, cluster: &str) -> Option<SocketAddr> {
+    let snapshot = shared.config.load();
+    let c = snapshot.clusters.get(cluster)?;
+    c.pick(SocketAddr::from(([0, 0, 0, 0], 0)), None)
+}
+
+async fn post(addr: SocketAddr, c: &Collector, body: Vec<u8>) -> anyhow::Result<http::StatusCode> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::post(&c.path)
+        .header(http::header::HOST, &c.host)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))?;
+    Ok(sender.send_request(req).await?.status())
+}
