@@ -51,3 +51,12 @@ if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
     { apt-get update -qq && apt-get install -y -qq python3-jwt python3-cryptography >/dev/null; }
   python3 -c 'import jwt, cryptography' || { echo "could not install PyJWT"; exit 1; }
 fi
+# opentelemetry-proto: the tracing test's OTLP receiver decodes what the
+# proxies export with OpenTelemetry's own generated messages.
+if ! python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' 2>/dev/null; then
+  echo "installing: opentelemetry-proto (Python)"
+  python3 -m pip install --quiet opentelemetry-proto 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages opentelemetry-proto 2>/dev/null || true
+  python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' ||
+    { echo "could not install Python's opentelemetry-proto"; exit 1; }
+fi

@@ -70,7 +70,9 @@ pub struct ExtensionProvider {
     pub envoy_file_access_log: Option<FileAccessLog>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zipkin: Option<Zipkin>,
-    /// Other kinds (OpenTelemetry, …): kept, not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opentelemetry: Option<OpenTelemetry>,
+    /// Other kinds (SkyWalking, Datadog, …): kept, not used.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml_ng::Value>,
 }
@@ -147,6 +149,35 @@ pub struct Zipkin {
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_context_option: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<serde_yaml_ng::Value>,
+}
+
+/// `opentelemetry`: an OTLP collector in the mesh (Weft exports over HTTP).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OpenTelemetry {
+    pub service: String,
+    pub port: serde_yaml_ng::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tag_length: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<OtelHttp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<serde_yaml_ng::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_detectors: Option<serde_yaml_ng::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynatrace_sampler: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OtelHttp {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,6 +315,35 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
                 r.warn(
                     format!("{at}.zipkin.{field}"),
                     "accepted but not enforced (Weft propagates B3 only)",
+                );
+            }
+        }
+        if let Some(o) = &p.opentelemetry {
+            if port_number(&o.port).is_none() {
+                r.error(
+                    format!("{at}.opentelemetry.port"),
+                    "a port number (1-65535)",
+                );
+            }
+            if o.http.is_none() {
+                r.warn(
+                    format!("{at}.opentelemetry"),
+                    "Weft exports OTLP over HTTP only: without `http` this provider traces nothing",
+                );
+            }
+            let unenforced = [
+                ("grpc", o.grpc.is_some()),
+                ("resourceDetectors", o.resource_detectors.is_some()),
+                ("dynatraceSampler", o.dynatrace_sampler.is_some()),
+                (
+                    "http.headers",
+                    o.http.as_ref().is_some_and(|h| h.headers.is_some()),
+                ),
+            ];
+            for (field, _) in unenforced.iter().filter(|(_, set)| *set) {
+                r.warn(
+                    format!("{at}.opentelemetry.{field}"),
+                    "accepted but not enforced by this version of Weft",
                 );
             }
         }

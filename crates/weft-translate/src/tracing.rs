@@ -175,8 +175,15 @@ fn default_providers(mesh: &MeshConfig) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The connection manager's `tracing` for a spec, if it names a Zipkin
-/// collector this proxy has a cluster for.
+/// Where a tracer sends spans, and how.
+enum Wire {
+    Zipkin,
+    /// OTLP over HTTP, to this path.
+    Otlp(String),
+}
+
+/// The connection manager's `tracing` for a spec, if it names a Zipkin or
+/// OpenTelemetry (HTTP) collector this proxy has a cluster for.
 fn tracer(
     spec: &Spec,
     mesh: &MeshConfig,
@@ -187,20 +194,12 @@ fn tracer(
     if spec.disabled {
         return None;
     }
-    let (host, port, max_tag) = match (&spec.address, &spec.provider) {
+    let (host, port, max_tag, wire) = match (&spec.address, &spec.provider) {
         (Some(address), _) => {
             let (host, port) = address.rsplit_once(':')?;
-            (qualify(host), port.parse().ok()?, None)
+            (qualify(host), port.parse().ok()?, None, Wire::Zipkin)
         }
-        (None, Some(name)) => {
-            let p = mesh.extension_provider(name);
-            let Some(z) = p.and_then(|p| p.zipkin.as_ref()) else {
-                problems.push(format!("tracing provider {name:?} is not a zipkin extension provider of the mesh config; not traced"));
-                return None;
-            };
-            let host = z.service.rsplit('/').next().unwrap_or(&z.service);
-            (host.to_string(), port_number(&z.port)?, z.max_tag_length)
-        }
+        (None, Some(name)) => provider(mesh, name, problems)?,
         (None, None) => return None,
     };
     let cluster = format!("outbound|{port}||{host}");
@@ -214,16 +213,8 @@ fn tracer(
         Vec::new()
     };
     tags.extend(spec.tags.iter().cloned());
-    Some(Tracing {
-        client_sampling: Some(Percent { value: 100.0 }),
-        random_sampling: Some(Percent {
-            value: spec.sampling.unwrap_or(DEFAULT_SAMPLING),
-        }),
-        overall_sampling: Some(Percent { value: 100.0 }),
-        max_path_tag_length: max_tag
-            .map(|value| envoy_types::pb::google::protobuf::UInt32Value { value }),
-        custom_tags: tags,
-        provider: Some(Http {
+    let provider = match wire {
+        Wire::Zipkin => Http {
             name: "envoy.tracers.zipkin".into(),
             config_type: Some(ConfigType::TypedConfig(pack_any(ZipkinConfig {
                 collector_cluster: cluster,
@@ -236,9 +227,100 @@ fn tracer(
                 }),
                 ..Default::default()
             }))),
+        },
+        Wire::Otlp(path) => Http {
+            name: "envoy.tracers.opentelemetry".into(),
+            config_type: Some(ConfigType::TypedConfig(pack_any(otel(
+                &host, &path, cluster, proxy,
+            )))),
+        },
+    };
+    Some(Tracing {
+        client_sampling: Some(Percent { value: 100.0 }),
+        random_sampling: Some(Percent {
+            value: spec.sampling.unwrap_or(DEFAULT_SAMPLING),
         }),
+        overall_sampling: Some(Percent { value: 100.0 }),
+        max_path_tag_length: max_tag
+            .map(|value| envoy_types::pb::google::protobuf::UInt32Value { value }),
+        custom_tags: tags,
+        provider: Some(provider),
         ..Default::default()
     })
+}
+
+/// A mesh extension provider's collector: host, port, tag length, wire.
+fn provider(
+    mesh: &MeshConfig,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> Option<(String, u16, Option<u32>, Wire)> {
+    let p = mesh.extension_provider(name);
+    let bare = |service: &str| service.rsplit('/').next().unwrap_or(service).to_string();
+    if let Some(z) = p.and_then(|p| p.zipkin.as_ref()) {
+        return Some((
+            bare(&z.service),
+            port_number(&z.port)?,
+            z.max_tag_length,
+            Wire::Zipkin,
+        ));
+    }
+    if let Some(o) = p.and_then(|p| p.opentelemetry.as_ref()) {
+        let Some(http) = &o.http else {
+            problems.push(format!("tracing provider {name:?} exports OTLP over gRPC, which Weft does not; give it `http`; not traced"));
+            return None;
+        };
+        let path = http.path.clone().unwrap_or_else(|| "/v1/traces".into());
+        let path = if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        };
+        return Some((
+            bare(&o.service),
+            port_number(&o.port)?,
+            o.max_tag_length,
+            Wire::Otlp(path),
+        ));
+    }
+    problems.push(format!(
+        "tracing provider {name:?} is not a zipkin or opentelemetry extension provider of the mesh config; not traced"
+    ));
+    None
+}
+
+/// istiod's `otelConfig` over HTTP: the URI without a scheme.
+fn otel(
+    host: &str,
+    path: &str,
+    cluster: String,
+    proxy: &Workload,
+) -> envoy_types::pb::envoy::config::trace::v3::OpenTelemetryConfig {
+    use envoy_types::pb::envoy::config::core::v3::{
+        http_uri::HttpUpstreamType, HttpService, HttpUri,
+    };
+    envoy_types::pb::envoy::config::trace::v3::OpenTelemetryConfig {
+        http_service: Some(HttpService {
+            http_uri: Some(HttpUri {
+                uri: format!("{host}{path}"),
+                http_upstream_type: Some(HttpUpstreamType::Cluster(cluster)),
+                timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                    seconds: 5,
+                    nanos: 0,
+                }),
+            }),
+            ..Default::default()
+        }),
+        service_name: format!(
+            "{}.{}",
+            proxy
+                .labels
+                .get("app")
+                .map_or(proxy.name.as_str(), String::as_str),
+            proxy.namespace
+        ),
+        ..Default::default()
+    }
 }
 
 /// `zipkin.istio-system` → `zipkin.istio-system.svc.cluster.local`.
@@ -478,6 +560,33 @@ spec:
                 .unwrap()
                 .value,
             1.0
+        );
+    }
+
+    #[test]
+    fn an_opentelemetry_provider_over_http() {
+        let providers = "extensionProviders:\n- name: otel\n  opentelemetry:\n    service: zipkin.istio-system.svc.cluster.local\n    port: 9411\n    http:\n      path: /v1/traces\n- name: otel-grpc\n  opentelemetry:\n    service: zipkin.istio-system.svc.cluster.local\n    port: 9411";
+        let telemetry = |name: &str| {
+            format!("{}---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: t, namespace: istio-system}}\nspec:\n  tracing:\n  - providers: [{{name: {name}}}]\n", mesh(providers))
+        };
+        let out = translated(&telemetry("otel"));
+        let t = tracing_of(&out, "outbound").unwrap();
+        let provider = t.provider.unwrap();
+        assert_eq!(provider.name, "envoy.tracers.opentelemetry");
+        let Some(ConfigType::TypedConfig(any)) = provider.config_type else {
+            panic!()
+        };
+        let o: envoy_types::pb::envoy::config::trace::v3::OpenTelemetryConfig =
+            prost::Message::decode(any.value.as_slice()).unwrap();
+        let uri = o.http_service.unwrap().http_uri.unwrap();
+        assert_eq!(uri.uri, "zipkin.istio-system.svc.cluster.local/v1/traces");
+        assert_eq!(o.service_name, "reviews.default");
+        let out = translated(&telemetry("otel-grpc"));
+        assert!(tracing_of(&out, "outbound").is_none());
+        assert!(
+            out.problems.iter().any(|p| p.contains("OTLP over gRPC")),
+            "{:?}",
+            out.problems
         );
     }
 

@@ -5,7 +5,10 @@
 //! as the task does. Loading the product page through the ingress gateway
 //! gives one trace whose spans come from the gateway, productpage, details
 //! and reviews, each linked to its parent, found by the query the Zipkin
-//! UI makes. Subnet 148, ingress port 18148.
+//! UI makes. Then the same through Istio's OpenTelemetry task: the
+//! provider switched to OTLP over HTTP, a Python receiver decoding with
+//! `opentelemetry-proto` gets the call tree productpage → reviews →
+//! ratings with W3C context. Subnet 148, ingress port 18148.
 
 mod support;
 
@@ -27,7 +30,25 @@ fn with_zipkin(mesh: String) -> String {
   ports: [{name: http-query, port: 9411}]
   selector: {app: zipkin}
 ";
-    let mesh = mesh.replacen("services:\n", &format!("{zipkin}services:\n{service}"), 1);
+    let receiver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_receiver.py");
+    let otel = format!(
+        "- name: otel-collector
+  namespace: observability
+  labels: {{app: otel-collector, sidecar.istio.io/inject: \"false\"}}
+  command: [python3, \"{receiver}\"]
+  ports: [{{containerPort: 4318, name: http-otlp}}]
+"
+    );
+    let otel_service = "- name: otel-collector
+  namespace: observability
+  ports: [{name: http-otlp, port: 4318}]
+  selector: {app: otel-collector}
+";
+    let mesh = mesh.replacen(
+        "services:\n",
+        &format!("{zipkin}{otel}services:\n{service}{otel_service}"),
+        1,
+    );
     assert!(mesh.contains("demo, zipkin"), "{mesh}");
     mesh
 }
@@ -45,6 +66,17 @@ data:
       zipkin:
         service: zipkin.istio-system.svc.cluster.local
         port: 9411
+";
+
+/// The same with an OpenTelemetry provider over OTLP/HTTP, as Istio's
+/// OpenTelemetry task declares it.
+const OTEL: &str = "
+    - name: otel-tracing
+      opentelemetry:
+        port: 4318
+        service: otel-collector.observability.svc.cluster.local
+        http:
+          path: /v1/traces
 ";
 
 const TELEMETRY: &str = "apiVersion: telemetry.istio.io/v1
@@ -142,4 +174,85 @@ fn istios_zipkin_task_on_bookinfo() {
             .any(|n| n == "productpage.default.svc.cluster.local:9080/*"),
         "{spans}"
     );
+}
+
+#[test]
+fn istios_opentelemetry_task_on_bookinfo() {
+    let mesh = Mesh::up_edited("bookinfo", "otel", 149, 18149, with_zipkin);
+    ok(mesh.apply_yaml("mesh-config.yaml", &format!("{MESH_CONFIG}{OTEL}")));
+    ok(mesh.apply_yaml(
+        "telemetry.yaml",
+        &TELEMETRY.replace("name: zipkin", "name: otel-tracing"),
+    ));
+    let page = format!("{}/productpage", mesh.ingress);
+    // Reviews v2 and v3 call ratings; v1 does not: load until a trace has
+    // ratings in it.
+    let with_ratings = || {
+        let spans = otlp_spans_of(149);
+        let trace = spans
+            .iter()
+            .find(|s| s["service"] == "ratings.default")
+            .map(|s| s["trace"].as_str().unwrap().to_string())?;
+        Some(
+            spans
+                .into_iter()
+                .filter(|s| s["trace"] == trace)
+                .collect::<Vec<_>>(),
+        )
+    };
+    wait_until("a trace through ratings", Duration::from_secs(40), || {
+        assert_eq!(curl(&page, &[]).0, 200);
+        with_ratings().is_some_and(|t| {
+            t.iter()
+                .any(|s| s["service"] == "istio-ingressgateway.istio-system")
+        })
+    });
+    let trace = with_ratings().unwrap();
+    let by_id = |id: &str| trace.iter().find(|s| s["id"] == id);
+    // Walk up from ratings' SERVER span: each parent is in the trace, and
+    // the services on the way are Bookinfo's call path.
+    let mut span = trace
+        .iter()
+        .find(|s| s["service"] == "ratings.default" && s["kind"] == 2)
+        .unwrap_or_else(|| panic!("{trace:#?}"));
+    let mut path = vec![span["service"].as_str().unwrap().to_string()];
+    while !span["parent"].as_str().unwrap().is_empty() {
+        span = by_id(span["parent"].as_str().unwrap())
+            .unwrap_or_else(|| panic!("{span} has no parent in {trace:#?}"));
+        path.push(span["service"].as_str().unwrap().to_string());
+    }
+    path.dedup();
+    assert_eq!(
+        path,
+        [
+            "ratings.default",
+            "reviews.default",
+            "productpage.default",
+            "istio-ingressgateway.istio-system"
+        ],
+        "{trace:#?}"
+    );
+    let root = span;
+    assert_eq!(root["kind"], 3, "the gateway's span is a CLIENT span");
+    let details = trace
+        .iter()
+        .find(|s| s["service"] == "details.default" && s["kind"] == 2)
+        .unwrap_or_else(|| panic!("{trace:#?}"));
+    assert_eq!(details["name"], "details.default.svc.cluster.local:9080/*");
+    assert_eq!(details["attributes"]["http.status_code"], "200");
+    assert_eq!(details["attributes"]["istio.canonical_service"], "details");
+    assert!(details["end"].as_u64() > details["start"].as_u64());
+}
+
+/// The OTLP receiver's spans (the mesh's tenth pod), none while it starts.
+fn otlp_spans_of(subnet: u8) -> Vec<Value> {
+    let (code, body) = curl(&format!("http://198.18.{subnet}.19:4318/spans"), &[]);
+    if code != 200 {
+        return Vec::new();
+    }
+    serde_json::from_str::<Value>(&body)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }

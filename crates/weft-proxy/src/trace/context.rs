@@ -111,6 +111,57 @@ pub(crate) fn extract(h: &HeaderMap) -> Incoming {
     }
 }
 
+/// W3C trace context: `traceparent` (`00-<trace>-<parent>-<flags>`),
+/// with `tracestate` kept as it came. A malformed or all-zero
+/// `traceparent` is no context.
+pub(crate) fn extract_w3c(h: &HeaderMap) -> (Incoming, Option<String>) {
+    let state = text(h, "tracestate").map(str::to_string);
+    let Some(parent) = text(h, "traceparent") else {
+        return (Incoming::default(), state);
+    };
+    let parts: Vec<&str> = parent.split('-').collect();
+    let parsed = match parts.as_slice() {
+        [version, trace, span, flags, ..] if version.len() == 2 && *version != "ff" => (
+            TraceId::parse(trace).filter(|t| t.wide && (t.high, t.low) != (0, 0)),
+            hex64(span).filter(|s| *s != 0),
+            u8::from_str_radix(flags, 16).ok(),
+        ),
+        _ => (None, None, None),
+    };
+    match parsed {
+        (Some(trace), Some(span), Some(flags)) => (
+            Incoming {
+                trace: Some(trace),
+                span: Some(span),
+                sampled: Some(flags & 1 == 1),
+            },
+            state,
+        ),
+        _ => (Incoming::default(), state),
+    }
+}
+
+/// Writes this hop's `traceparent` (and the caller's `tracestate`).
+pub(crate) fn inject_w3c(
+    h: &mut HeaderMap,
+    trace: TraceId,
+    span: u64,
+    sampled: bool,
+    state: Option<&str>,
+) {
+    let wide = TraceId {
+        wide: true,
+        ..trace
+    };
+    let flags = if sampled { "01" } else { "00" };
+    if let Ok(v) = HeaderValue::try_from(format!("00-{wide}-{span:016x}-{flags}")) {
+        h.insert("traceparent", v);
+    }
+    if let Some(v) = state.and_then(|s| HeaderValue::try_from(s).ok()) {
+        h.insert("tracestate", v);
+    }
+}
+
 /// Writes this hop's context for the next one, replacing the caller's.
 pub(crate) fn inject(
     h: &mut HeaderMap,
@@ -234,6 +285,42 @@ mod tests {
             extract(&headers(&[("x-b3-traceid", "xyz"), ("x-b3-spanid", "1")])),
             Incoming::default()
         );
+    }
+
+    #[test]
+    fn w3c_trace_context() {
+        let (c, state) = extract_w3c(&headers(&[
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ]));
+        assert_eq!(
+            c.trace.unwrap().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert_eq!(c.span, Some(0xb7ad6b7169203331));
+        assert_eq!(c.sampled, Some(true));
+        assert_eq!(state.as_deref(), Some("congo=t61rcWkgMzE"));
+        for bad in [
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd-b7ad6b7169203331-01",
+        ] {
+            assert_eq!(
+                extract_w3c(&headers(&[("traceparent", bad)])).0,
+                Incoming::default(),
+                "{bad}"
+            );
+        }
+        let mut h = HeaderMap::new();
+        inject_w3c(&mut h, c.trace.unwrap(), 0x1234, false, state.as_deref());
+        assert_eq!(
+            h["traceparent"],
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000001234-00"
+        );
+        assert_eq!(h["tracestate"], "congo=t61rcWkgMzE");
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! Distributed tracing as Envoy's Zipkin tracer does it for a sidecar: one
-//! span per connection manager per request (SERVER on inbound listeners,
-//! CLIENT elsewhere), B3 context read from the caller and written for the
-//! next hop, the decision taken once per trace (Envoy's sampling of the
-//! request id, forced by `x-client-trace-id` or `x-envoy-force-trace`)
-//! and carried in `x-request-id`, and sampled spans sent as Zipkin v2 JSON
-//! to the collector cluster (`report`).
+//! Distributed tracing as Envoy's Zipkin and OpenTelemetry tracers do it
+//! for a sidecar: one span per connection manager per request (SERVER on
+//! inbound listeners, CLIENT elsewhere), the caller's context read and this
+//! hop's written for the next (B3 for Zipkin, W3C `traceparent` and
+//! `tracestate` for OpenTelemetry), the decision taken once per trace
+//! (Envoy's sampling of the request id, forced by `x-client-trace-id` or
+//! `x-envoy-force-trace`) and carried in `x-request-id`, and sampled spans
+//! sent to the collector cluster (`report`: Zipkin v2 JSON, or OTLP over
+//! HTTP, `otlp`).
 
 mod context;
+mod otlp;
 pub(crate) mod report;
 
 use std::sync::Arc;
@@ -32,6 +35,8 @@ pub struct TraceCfg {
     pub(crate) collector: Arc<report::Collector>,
     /// SERVER spans (inbound); CLIENT otherwise.
     pub(crate) server: bool,
+    /// W3C trace context (OpenTelemetry) rather than B3 (Zipkin).
+    w3c: bool,
 }
 
 #[derive(Debug)]
@@ -55,19 +60,16 @@ pub(crate) fn compile(t: Option<&Tracing>, server: bool) -> Result<Option<Arc<Tr
     let Some(ConfigType::TypedConfig(any)) = &provider.config_type else {
         return Err(format!("tracer {:?} needs a typed_config", provider.name));
     };
-    if !any.type_url.ends_with("trace.v3.ZipkinConfig") {
+    let (collector, w3c) = if any.type_url.ends_with("trace.v3.ZipkinConfig") {
+        (zipkin(&crate::compile::unpack(any)?)?, false)
+    } else if any.type_url.ends_with("trace.v3.OpenTelemetryConfig") {
+        (open_telemetry(&crate::compile::unpack(any)?)?, true)
+    } else {
         return Err(format!(
-            "tracer {} is not supported (Weft speaks Zipkin)",
+            "tracer {} is not supported (Weft speaks Zipkin and OpenTelemetry)",
             any.type_url
         ));
-    }
-    let z: ZipkinConfig = crate::compile::unpack(any)?;
-    if z.collector_endpoint_version != 1 {
-        return Err("Zipkin collector_endpoint_version must be HTTP_JSON".into());
-    }
-    if z.collector_cluster.is_empty() {
-        return Err("Zipkin needs a collector_cluster".into());
-    }
+    };
     let tags = t
         .custom_tags
         .iter()
@@ -82,19 +84,61 @@ pub(crate) fn compile(t: Option<&Tracing>, server: bool) -> Result<Option<Arc<Tr
             .as_ref()
             .map_or(256, |m| m.value as usize),
         tags,
-        collector: Arc::new(report::Collector {
-            cluster: z.collector_cluster.clone(),
-            path: match z.collector_endpoint.as_str() {
-                "" => "/api/v2/spans".into(),
-                p => p.into(),
-            },
-            host: match z.collector_hostname.as_str() {
-                "" => z.collector_cluster.clone(),
-                h => h.into(),
-            },
-        }),
+        collector: Arc::new(collector),
         server,
+        w3c,
     })))
+}
+
+fn zipkin(z: &ZipkinConfig) -> Result<report::Collector, String> {
+    if z.collector_endpoint_version != 1 {
+        return Err("Zipkin collector_endpoint_version must be HTTP_JSON".into());
+    }
+    if z.collector_cluster.is_empty() {
+        return Err("Zipkin needs a collector_cluster".into());
+    }
+    Ok(report::Collector {
+        cluster: z.collector_cluster.clone(),
+        path: match z.collector_endpoint.as_str() {
+            "" => "/api/v2/spans".into(),
+            p => p.into(),
+        },
+        host: match z.collector_hostname.as_str() {
+            "" => z.collector_cluster.clone(),
+            h => h.into(),
+        },
+        otlp: false,
+    })
+}
+
+/// OTLP over HTTP to `http_service`'s cluster; the URI names the host and
+/// path (istiod writes it without a scheme).
+fn open_telemetry(
+    o: &envoy_types::pb::envoy::config::trace::v3::OpenTelemetryConfig,
+) -> Result<report::Collector, String> {
+    use envoy_types::pb::envoy::config::core::v3::http_uri::HttpUpstreamType;
+    let Some(uri) = o.http_service.as_ref().and_then(|h| h.http_uri.as_ref()) else {
+        return Err(
+            "OpenTelemetry tracing needs http_service (OTLP over gRPC is not supported)".into(),
+        );
+    };
+    let Some(HttpUpstreamType::Cluster(cluster)) = &uri.http_upstream_type else {
+        return Err("OpenTelemetry http_uri needs a cluster".into());
+    };
+    let bare = uri
+        .uri
+        .split_once("://")
+        .map_or(uri.uri.as_str(), |(_, rest)| rest);
+    let (host, path) = match bare.find('/') {
+        Some(i) => (&bare[..i], &bare[i..]),
+        None => (bare, "/v1/traces"),
+    };
+    Ok(report::Collector {
+        cluster: cluster.clone(),
+        path: path.into(),
+        host: host.into(),
+        otlp: true,
+    })
 }
 
 /// A custom tag; environment tags are read once, here. Metadata tags
@@ -126,6 +170,8 @@ pub(crate) struct Active {
     trace: TraceId,
     id: u64,
     parent: Option<u64>,
+    /// The caller's W3C `tracestate`, passed on and reported.
+    state: Option<String>,
     pub sampled: bool,
     start: SystemTime,
     started: Instant,
@@ -146,7 +192,10 @@ impl Active {
         tls: bool,
     ) -> Active {
         let headers = req.headers();
-        let caller = context::extract(headers);
+        let (caller, state) = match cfg.w3c {
+            true => context::extract_w3c(headers),
+            false => (context::extract(headers), None),
+        };
         let reason = decide(cfg, headers, caller.sampled, request_id);
         if caller.sampled.is_none() {
             context::mark(request_id, reason);
@@ -169,13 +218,17 @@ impl Active {
             _ if cfg.server => "ingress".into(),
             _ => format!("egress {}", crate::router::authority(req)),
         };
-        context::inject(req.headers_mut(), trace, id, caller.span, sampled);
+        match cfg.w3c {
+            true => context::inject_w3c(req.headers_mut(), trace, id, sampled, state.as_deref()),
+            false => context::inject(req.headers_mut(), trace, id, caller.span, sampled),
+        }
         Active {
             cfg: cfg.clone(),
             reporter: reporter.clone(),
             trace,
             id,
             parent: caller.span,
+            state,
             sampled,
             start: SystemTime::now(),
             started: Instant::now(),
@@ -207,6 +260,7 @@ impl Active {
             trace: self.trace.to_string(),
             id: format!("{:016x}", self.id),
             parent: self.parent.map(|p| format!("{p:016x}")),
+            trace_state: self.state,
             name: self.name,
             server: self.cfg.server,
             start: self.start,

@@ -20,6 +20,8 @@ pub(crate) struct Collector {
     pub cluster: String,
     pub path: String,
     pub host: String,
+    /// OTLP protobuf over HTTP, else Zipkin v2 JSON.
+    pub otlp: bool,
 }
 
 #[derive(Debug)]
@@ -27,6 +29,7 @@ pub(crate) struct Span {
     pub trace: String,
     pub id: String,
     pub parent: Option<String>,
+    pub trace_state: Option<String>,
     pub name: String,
     pub server: bool,
     pub start: SystemTime,
@@ -68,6 +71,16 @@ impl Reporter {
             return;
         }
         q.push((collector.clone(), span));
+    }
+
+    /// A batch in the collector's wire format.
+    fn encode(&self, c: &Collector, batch: &[Span]) -> Vec<u8> {
+        if c.otlp {
+            let req = super::otlp::request(&self.service, &self.node_id, batch);
+            return prost::Message::encode_to_vec(&req);
+        }
+        let spans: Vec<serde_json::Value> = batch.iter().map(|s| self.json(s)).collect();
+        serde_json::to_vec(&spans).unwrap_or_default()
     }
 
     fn take(&self) -> Vec<(Arc<Collector>, Span)> {
@@ -137,13 +150,11 @@ async fn flush_loop(shared: Weak<Shared>) {
             continue;
         }
         for (collector, batch) in by_collector(spans) {
-            let body: Vec<serde_json::Value> =
-                batch.iter().map(|s| shared.tracer.json(s)).collect();
+            let body = shared.tracer.encode(&collector, &batch);
             let Some(addr) = endpoint(&shared, &collector.cluster) else {
                 tracing::warn!(cluster = %collector.cluster, spans = batch.len(), "no endpoint for the trace collector; spans dropped");
                 continue;
             };
-            let body = serde_json::to_vec(&body).unwrap_or_default();
             match tokio::time::timeout(POST_TIMEOUT, post(addr, &collector, body)).await {
                 Ok(Ok(status)) if status.is_success() => {}
                 Ok(Ok(status)) => tracing::warn!(%addr, %status, "trace collector refused spans"),
@@ -177,7 +188,14 @@ async fn post(addr: SocketAddr, c: &Collector, body: Vec<u8>) -> anyhow::Result<
     tokio::spawn(conn);
     let req = http::Request::post(&c.path)
         .header(http::header::HOST, &c.host)
-        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(
+            http::header::CONTENT_TYPE,
+            if c.otlp {
+                "application/x-protobuf"
+            } else {
+                "application/json"
+            },
+        )
         .body(Full::new(Bytes::from(body)))?;
     Ok(sender.send_request(req).await?.status())
 }
