@@ -20,6 +20,8 @@ have tcpdump || need+=(tcpdump)
 # `weft up --with prometheus` and the metrics test run Debian's
 # Prometheus (not as a service: the mesh starts its own).
 have prometheus || need+=(prometheus)
+# The dashboard test loads the built-in dashboard in headless Chromium.
+have chromium || need+=(chromium)
 if [ "${WEFT_BENCH:-0}" = 1 ]; then
   have wrk || need+=(wrk)
   have nginx || need+=(nginx)

@@ -56,6 +56,19 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> 
         (Method::GET, "/api/v1/resources") => get(&query(&req), state),
         (Method::DELETE, "/api/v1/resources") => delete(&query(&req), state),
         (Method::GET, "/debug/syncz") => reply(StatusCode::OK, json!(state.board.snapshot())),
+        (Method::GET, "/api/v1/dashboard") => {
+            reply(StatusCode::OK, crate::dashboard::api(state).await)
+        }
+        (Method::GET, "/dashboard") => {
+            let mut r = Response::new(Full::new(Bytes::from_static(
+                crate::dashboard::PAGE.as_bytes(),
+            )));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
         // istiod's monitoring port serves its metrics here too.
         (Method::GET, "/metrics") => {
             let mut r = Response::new(Full::new(Bytes::from(

@@ -7,6 +7,7 @@
 
 mod api;
 mod ca;
+mod dashboard;
 mod generator;
 mod jwks;
 mod store;
@@ -63,6 +64,8 @@ pub(crate) struct State {
     pub board: weft_xds::StatusBoard,
     /// JWKS fetched for RequestAuthentication's `jwksUri`s.
     pub jwks: RwLock<weft_translate::jwt::Jwks>,
+    /// The dashboard's last scrapes of the proxies.
+    pub dashboard: dashboard::History,
 }
 
 impl State {
@@ -80,6 +83,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         pushes,
         board: weft_xds::StatusBoard::default(),
         jwks: RwLock::default(),
+        dashboard: dashboard::History::default(),
     });
     if let Some(path) = &options.mesh_config {
         let installed = installed_mesh_config(path)?;

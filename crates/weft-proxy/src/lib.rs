@@ -22,6 +22,7 @@ mod filters;
 mod http;
 mod identity;
 mod listeners;
+mod recent;
 mod router;
 mod sniff;
 pub mod stats;
@@ -78,6 +79,8 @@ pub(crate) struct Shared {
     pub stats: Arc<stats::Stats>,
     /// Finished spans, for the trace collector.
     pub tracer: Arc<trace::report::Reporter>,
+    /// The last failed requests, for the dashboard.
+    pub recent: Arc<recent::Recent>,
 }
 
 impl Shared {
@@ -96,6 +99,7 @@ impl Shared {
             identity: Arc::default(),
             stats: Arc::new(stats::Stats::new(own)),
             tracer,
+            recent: Arc::default(),
         }
     }
 }

@@ -660,6 +660,10 @@ fn print_table(plan: &Plan, dir: &Path) {
         "control plane:  xDS {}  API/debug http://{}/debug/syncz",
         plan.addresses.xds, plan.addresses.api
     );
+    println!(
+        "dashboard:      http://{}/dashboard   (`weft dashboard --mesh {}`)",
+        plan.addresses.api, plan.mesh
+    );
     println!("logs:           {}", dir.join("logs").display());
     println!(
         "stop:           Ctrl-C, or `weft down --name {}`",

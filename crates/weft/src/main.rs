@@ -73,6 +73,9 @@ enum Command {
     Analyze(cmd::analyze::AnalyzeArgs),
     /// Per proxy and xDS type: sent, ACKed or NACKed (with the reason).
     ProxyStatus(cmd::config::Target),
+    /// The built-in dashboard's URL (service graph, golden metrics, recent
+    /// failures, sync status), opened with xdg-open when there is a display.
+    Dashboard(cmd::config::Target),
     /// A proxy's config as it runs (istioctl proxy-config): `secret`.
     #[command(subcommand)]
     ProxyConfig(cmd::proxy_config::ProxyConfig),
@@ -245,6 +248,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         } => return cmd::secret::create(&kind).await,
         Command::Analyze(args) => return cmd::analyze::analyze(&args).await,
         Command::ProxyStatus(target) => return cmd::status::proxy_status(&target).await,
+        Command::Dashboard(target) => return cmd::status::dashboard(&target),
         Command::ProxyConfig(what) => return cmd::proxy_config::run(&what).await,
         Command::ControlPlane {
             config_dir,

@@ -36,16 +36,24 @@ pub(crate) struct Record {
     recorder: Option<Recorder>,
     /// The chain's loggers, when it has any.
     logs: Option<Arc<Logs>>,
+    /// Where a failure is noted for the dashboard.
+    recent: Arc<crate::recent::Recent>,
 }
 
 impl Record {
-    pub fn new(entry: Entry, recorder: Option<Recorder>, logs: Option<Arc<Logs>>) -> Record {
+    pub fn new(
+        entry: Entry,
+        recorder: Option<Recorder>,
+        logs: Option<Arc<Logs>>,
+        recent: Arc<crate::recent::Recent>,
+    ) -> Record {
         Record {
             entry,
             started: std::time::Instant::now(),
             finished: false,
             recorder,
             logs,
+            recent,
         }
     }
 
@@ -85,6 +93,7 @@ impl Drop for Record {
         if let Some(logs) = &self.logs {
             logs.write(&self.entry);
         }
+        self.recent.note(&self.entry);
         if let Some(t) = self.entry.trace.take() {
             t.finish(&self.entry);
         }

@@ -181,7 +181,7 @@ async fn handle(
         }
     });
     entry.trace = trace.map(Box::new);
-    let mut record = Record::new(entry, recorder, chain.logs.clone());
+    let mut record = Record::new(entry, recorder, chain.logs.clone(), shared.recent.clone());
     let mut response = match process(req, conn, chain, &snapshot, &mut record.entry).await {
         Ok(r) => r,
         Err(e) => local_reply::error(&e, &mut record.entry, grpc),
@@ -259,13 +259,16 @@ async fn process(
     if let Some(t) = &mut entry.trace {
         t.route(route.operation.as_deref(), &mut req);
     }
-    if let (Some(seen), Action::Forward(fwd)) = (&mut entry.observed, &route.action) {
-        // The route's service, so that a request a filter answers (a
-        // fault, a denial) is labelled with it, as Envoy's route entry
-        // names its cluster before the router runs.
+    if let Action::Forward(fwd) = &route.action {
+        // The route's cluster and service, so that a request a filter
+        // answers (a fault, a denial) is logged and labelled with them, as
+        // Envoy's route entry names its cluster before the router runs.
         let (first, _) = fwd.clusters.pick(|_| 0);
-        let cluster = snapshot.clusters.get(&**first);
-        seen.service = cluster.and_then(|c| c.service_for(&entry.authority));
+        entry.cluster = first.clone();
+        if let Some(seen) = &mut entry.observed {
+            let cluster = snapshot.clusters.get(&**first);
+            seen.service = cluster.and_then(|c| c.service_for(&entry.authority));
+        }
     }
     let next = chain
         .filters

@@ -76,3 +76,13 @@ fn config_size(p: &serde_json::Value) -> String {
 fn display_name(node_id: &str) -> &str {
     node_id.split('~').nth(2).unwrap_or(node_id)
 }
+
+/// `weft dashboard`: where the control plane serves the dashboard.
+pub fn dashboard(target: &Target) -> anyhow::Result<ExitCode> {
+    let url = format!("http://{}/dashboard", target.api()?);
+    println!("{url}");
+    if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() {
+        let _ = std::process::Command::new("xdg-open").arg(&url).spawn();
+    }
+    Ok(ExitCode::SUCCESS)
+}
