@@ -368,6 +368,16 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
                     "accepted but not enforced by this version of Weft",
                 );
             }
+            let tracing = value.get("tracing").and_then(|t| t.as_mapping());
+            let keys = tracing.into_iter().flat_map(|m| m.keys());
+            for key in keys.filter_map(|k| k.as_str()) {
+                if key != "sampling" && key != "zipkin" {
+                    r.warn(
+                        format!("{at}.defaultConfig.tracing.{key}"),
+                        "accepted but not enforced: Weft reads zipkin.address and sampling",
+                    );
+                }
+            }
             continue;
         }
         // `defaultProviders.metrics`, `.accessLogging` and `.tracing` are

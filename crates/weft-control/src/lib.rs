@@ -41,13 +41,17 @@ fn installed_mesh_config(path: &std::path::Path) -> anyhow::Result<Vec<weft_conf
         .map_err(|e| anyhow::anyhow!("mesh config {}: {e}", path.display()))?;
     weft_config::MeshConfig::parse(&text)
         .map_err(|e| anyhow::anyhow!("mesh config {}: {e}", path.display()))?;
-    let indented: String = text.lines().map(|l| format!("    {l}\n")).collect();
-    let doc = format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {}\n  namespace: {}\ndata:\n  {}: |\n{indented}",
-        weft_config::mesh_config::CONFIG_MAP,
-        weft_config::mesh_config::ROOT_NAMESPACE,
-        weft_config::mesh_config::MESH_KEY,
-    );
+    // JSON is YAML: the text goes in as a string, whatever its indentation.
+    let doc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": weft_config::mesh_config::CONFIG_MAP,
+            "namespace": weft_config::mesh_config::ROOT_NAMESPACE,
+        },
+        "data": { weft_config::mesh_config::MESH_KEY: text },
+    })
+    .to_string();
     let loaded = weft_config::load_str(&doc, &path.display().to_string());
     if let Some(e) = loaded.errors().next() {
         anyhow::bail!("mesh config {}: {e}", path.display());

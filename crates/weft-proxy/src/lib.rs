@@ -114,7 +114,7 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
     if let Some(addr) = options.dns {
         dns_proxy::start(addr, shared.clone()).await?;
     }
-    tokio::spawn(access_log::flush_every_second());
+    access_log::start_flusher();
     trace::report::start(&shared);
     let admin = admin::bind(options.admin).await?;
     tokio::spawn(admin::serve(admin, shared.clone()));
@@ -176,15 +176,7 @@ impl StaticProxy {
         let shared = Arc::new(Shared::new(options));
         trace::report::start(&shared);
         let workers = workers::Workers::start(workers, shared.clone())?;
-        // Access logs are written once a second, as by `run`'s flusher;
-        // one thread serves every static proxy of the process.
-        static FLUSHER: std::sync::Once = std::sync::Once::new();
-        FLUSHER.call_once(|| {
-            std::thread::spawn(|| loop {
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                access_log::flush();
-            });
-        });
+        access_log::start_flusher();
         Ok(StaticProxy {
             state: xds_state::Locked(xds_state::XdsState::shared(shared.clone(), workers)?),
             shared,

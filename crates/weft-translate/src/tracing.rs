@@ -197,7 +197,18 @@ fn tracer(
     let (host, port, max_tag, wire) = match (&spec.address, &spec.provider) {
         (Some(address), _) => {
             let (host, port) = address.rsplit_once(':')?;
-            (qualify(host), port.parse().ok()?, None, Wire::Zipkin)
+            let port: u16 = port.parse().ok()?;
+            // The address as given, else as a short Kubernetes name.
+            let exact = out
+                .clusters
+                .iter()
+                .any(|c| c.name == format!("outbound|{port}||{host}"));
+            let host = if exact {
+                host.to_string()
+            } else {
+                qualify(host)
+            };
+            (host, port, None, Wire::Zipkin)
         }
         (None, Some(name)) => provider(mesh, name, problems)?,
         (None, None) => return None,

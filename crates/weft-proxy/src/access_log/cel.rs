@@ -73,6 +73,7 @@ pub(crate) fn parse(text: &str, wanted: &mut super::format::Wanted) -> Result<Ex
     let mut p = Parser {
         tokens: &tokens,
         at: 0,
+        depth: 0,
         wanted,
     };
     let e = p.or()?;
@@ -135,9 +136,13 @@ fn lex(text: &str) -> Result<Vec<Tok>, String> {
     Ok(out)
 }
 
+/// Nesting deeper than this is refused (a stack overflow otherwise).
+const MAX_DEPTH: usize = 64;
+
 struct Parser<'a> {
     tokens: &'a [Tok],
     at: usize,
+    depth: usize,
     wanted: &'a mut super::format::Wanted,
 }
 
@@ -172,6 +177,16 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<Expr, String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!("filter: nested deeper than {MAX_DEPTH}"));
+        }
+        let e = self.unary_inner();
+        self.depth -= 1;
+        e
+    }
+
+    fn unary_inner(&mut self) -> Result<Expr, String> {
         if self.eat("!") {
             return Ok(Expr::Not(Box::new(self.unary()?)));
         }
@@ -323,11 +338,14 @@ impl Expr {
 
 fn compare(c: Cmp, a: Val, b: Val) -> Val {
     use std::cmp::Ordering::*;
+    // A missing attribute is an error in CEL, whatever the comparison.
+    if a == Val::Null || b == Val::Null {
+        return Val::Null;
+    }
     let order = match (&a, &b) {
         (Val::Int(x), Val::Int(y)) => x.cmp(y),
         (Val::Str(x), Val::Str(y)) => x.cmp(y),
         (Val::Bool(x), Val::Bool(y)) => x.cmp(y),
-        (Val::Null, Val::Null) => Equal,
         // Unequal types: equal never, ordered never.
         _ => {
             return match c {
@@ -349,7 +367,15 @@ fn compare(c: Cmp, a: Val, b: Val) -> Val {
 
 impl Attr {
     fn value(&self, e: &Entry) -> Val {
-        let s = |v: &str| Val::Str(v.to_string());
+        // A TCP connection has no request attributes.
+        let http = !e.method.is_empty();
+        let s = |v: &str| {
+            if http {
+                Val::Str(v.to_string())
+            } else {
+                Val::Null
+            }
+        };
         let opt = |v: Option<String>| v.map_or(Val::Null, Val::Str);
         match self {
             Attr::ResponseCode => Val::Int(i64::from(e.status)),
@@ -377,8 +403,8 @@ impl Attr {
             Attr::UpstreamAddress => opt(e.upstream.map(|a| a.ip().to_string())),
             Attr::Mtls => Val::Bool(e.peer_principal.is_some()),
             Attr::RequestedServerName => opt(e.server_name.clone()),
-            Attr::ClusterName => s(&e.cluster),
-            Attr::RouteName => s(&e.route),
+            Attr::ClusterName => Val::Str(e.cluster.to_string()),
+            Attr::RouteName => Val::Str(e.route.to_string()),
         }
     }
 }
@@ -418,6 +444,9 @@ mod tests {
         ));
         // A missing header compared by order is an error: not logged.
         assert!(!check("request.headers['x-a'] > 'b'", &entry(200, "/")));
+        assert!(!check("request.headers['x-a'] != 'b'", &entry(200, "/")));
+        let deep = format!("{}response.code == 200", "!".repeat(10_000));
+        assert!(parse(&deep, &mut Default::default()).is_err());
     }
 
     #[test]

@@ -55,18 +55,26 @@ enum Filter {
 /// Envoy's text format when a logger names none.
 const ENVOY_DEFAULT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n";
 
-/// None when there is nothing to log (no access log configured).
+/// None when there is nothing to log (no access log configured). A
+/// logger Weft cannot run (an operator or filter it does not know, a
+/// file it cannot open) is left out with a warning rather than refusing
+/// the whole listener: an access-log typo must not freeze routing.
 pub(crate) fn compile(logs: &[AccessLog]) -> Result<Option<Arc<Logs>>, String> {
     if logs.is_empty() {
         return Ok(None);
     }
     let mut out = Logs::default();
     for log in logs {
-        let logger =
-            logger(log, &mut out.wanted).map_err(|e| format!("access_log {:?}: {e}", log.name))?;
-        out.loggers.push(logger);
+        let mut wanted = out.wanted.clone();
+        match logger(log, &mut wanted) {
+            Ok(l) => {
+                out.wanted = wanted;
+                out.loggers.push(l);
+            }
+            Err(e) => tracing::warn!(logger = %log.name, error = %e, "access log left out"),
+        }
     }
-    Ok(Some(Arc::new(out)))
+    Ok((!out.loggers.is_empty()).then(|| Arc::new(out)))
 }
 
 fn logger(log: &AccessLog, wanted: &mut Wanted) -> Result<Logger, String> {
@@ -133,9 +141,13 @@ fn substitution(
     }
 }
 
+/// Fields in key order (the message's map has none of its own), so lines
+/// are the same on every proxy and every push.
 fn json(s: &Struct, wanted: &mut Wanted) -> Result<Vec<(String, JsonValue)>, String> {
     let mut fields = Vec::new();
-    for (key, value) in &s.fields {
+    let mut keys: Vec<&String> = s.fields.keys().collect();
+    keys.sort();
+    for (key, value) in keys.into_iter().map(|k| (k, &s.fields[k])) {
         let v = match &value.kind {
             Some(Kind::StringValue(t)) => JsonValue::Pieces(parse_text(t, wanted)?),
             Some(Kind::StructValue(inner)) => JsonValue::Object(json(inner, wanted)?),
@@ -168,14 +180,16 @@ fn filter(f: &AccessLogFilter, wanted: &mut Wanted) -> Result<Filter, String> {
             Filter::Duration(op, v)
         }
         Some(FilterSpecifier::ResponseFlagFilter(r)) => {
+            // A flag Weft never sets (LR, RL, …) matches nothing.
             let mut flags = Flags::default();
-            for name in &r.flags {
-                flags.insert(
-                    Flags::named(name)
-                        .ok_or_else(|| format!("response flag {name:?} is not known to Weft"))?,
-                );
+            for f in r.flags.iter().filter_map(|n| Flags::named(n)) {
+                flags.insert(f);
             }
-            Filter::Flags(flags)
+            if flags == Flags::default() && !r.flags.is_empty() {
+                Filter::Or(Vec::new())
+            } else {
+                Filter::Flags(flags)
+            }
         }
         Some(FilterSpecifier::NotHealthCheckFilter(_)) => Filter::Always,
         Some(FilterSpecifier::AndFilter(a)) => Filter::And(

@@ -11,7 +11,7 @@ mod format;
 pub(crate) mod sink;
 
 pub(crate) use config::Logs;
-pub(crate) use sink::{flush, flush_every_second};
+pub(crate) use sink::{flush, start_flusher};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

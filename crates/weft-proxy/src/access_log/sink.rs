@@ -1,6 +1,8 @@
-//! Where log lines go, buffered and written once a second (or when 64 KiB
-//! gather), as Envoy's file access log is: a write(2) per request would
-//! cost more than the rest of the request path.
+//! Where log lines go, buffered and written once a second by a thread of
+//! their own (`weft-logs`), as Envoy's file access log is flushed: a
+//! write(2) per request would cost more than the rest of the request path,
+//! and a worker never waits on a slow disk or pipe. A buffer that grows
+//! past 4 MiB between flushes drops lines (counted) instead of growing.
 //!
 //! Standard output has one buffer per worker thread, so writers never
 //! contend; lines from different threads may interleave out of order, as
@@ -13,7 +15,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const FLUSH_AT: usize = 64 * 1024;
+const MAX_BUFFERED: usize = 4 * 1024 * 1024;
+static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Appends a line unless the buffer is full.
+fn append(buf: &mut Vec<u8>, line: impl FnOnce(&mut Vec<u8>)) {
+    if buf.len() >= MAX_BUFFERED {
+        DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return;
+    }
+    line(buf);
+}
 
 #[derive(Debug, Clone)]
 pub(crate) enum Sink {
@@ -72,31 +84,13 @@ impl Sink {
     /// Appends what `line` writes to this sink's buffer.
     pub fn write(&self, line: impl FnOnce(&mut Vec<u8>)) {
         match self {
-            Sink::Stdout => {
-                let full = SHARD.with(|shard| {
-                    let mut buf = lock(shard);
-                    line(&mut buf);
-                    (buf.len() >= FLUSH_AT).then(|| std::mem::take(&mut *buf))
-                });
-                if let Some(bytes) = full {
-                    let _ = std::io::stdout().lock().write_all(&bytes);
-                }
-            }
+            Sink::Stdout => SHARD.with(|shard| append(&mut lock(shard), line)),
             Sink::Stderr => {
                 let mut buf = Vec::new();
                 line(&mut buf);
                 let _ = std::io::stderr().lock().write_all(&buf);
             }
-            Sink::File(f) => {
-                let full = {
-                    let mut buf = lock(&f.buf);
-                    line(&mut buf);
-                    (buf.len() >= FLUSH_AT).then(|| std::mem::take(&mut *buf))
-                };
-                if let Some(bytes) = full {
-                    f.append(&bytes);
-                }
-            }
+            Sink::File(f) => append(&mut lock(&f.buf), line),
         }
     }
 }
@@ -139,11 +133,26 @@ pub(crate) fn flush() {
     }
 }
 
-/// Flushes once a second, for as long as the proxy runs.
-pub(crate) async fn flush_every_second() {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        flush();
-    }
+/// Starts the thread that flushes once a second (once per process: the
+/// buffers are the process's).
+pub(crate) fn start_flusher() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("weft-logs".into())
+            .spawn(|| loop {
+                std::thread::sleep(Duration::from_secs(1));
+                flush();
+                let dropped = DROPPED.swap(0, std::sync::atomic::Ordering::Relaxed);
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        "access log lines dropped: the log could not keep up"
+                    );
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "access log flusher cannot start");
+        }
+    });
 }

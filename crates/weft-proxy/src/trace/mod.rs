@@ -108,6 +108,7 @@ fn zipkin(z: &ZipkinConfig) -> Result<report::Collector, String> {
             h => h.into(),
         },
         otlp: false,
+        service: None,
     })
 }
 
@@ -138,6 +139,7 @@ fn open_telemetry(
         path: path.into(),
         host: host.into(),
         otlp: true,
+        service: Some(o.service_name.clone()).filter(|s| !s.is_empty()),
     })
 }
 
@@ -206,7 +208,11 @@ impl Active {
         let sampled = caller.sampled.unwrap_or(reason.traced());
         let trace = caller.trace.unwrap_or_else(TraceId::random);
         let id = fastrand::u64(..);
-        let tags = request_tags(cfg, req, request_id, tls);
+        // Tags cost a few strings: only a reported span gets them.
+        let tags = match sampled {
+            true => request_tags(cfg, req, request_id, tls),
+            false => Vec::new(),
+        };
         // A CLIENT span named by its caller's decorator keeps Envoy's
         // habit: the server side takes the name from the header.
         let named = req

@@ -22,6 +22,9 @@ pub(crate) struct Collector {
     pub host: String,
     /// OTLP protobuf over HTTP, else Zipkin v2 JSON.
     pub otlp: bool,
+    /// The service the spans are reported as, when the tracer names one
+    /// (OpenTelemetry's `service_name`); else the proxy's service cluster.
+    pub service: Option<String>,
 }
 
 #[derive(Debug)]
@@ -76,7 +79,8 @@ impl Reporter {
     /// A batch in the collector's wire format.
     fn encode(&self, c: &Collector, batch: &[Span]) -> Vec<u8> {
         if c.otlp {
-            let req = super::otlp::request(&self.service, &self.node_id, batch);
+            let service = c.service.as_deref().unwrap_or(&self.service);
+            let req = super::otlp::request(service, &self.node_id, batch);
             return prost::Message::encode_to_vec(&req);
         }
         let spans: Vec<serde_json::Value> = batch.iter().map(|s| self.json(s)).collect();
