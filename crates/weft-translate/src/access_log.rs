@@ -152,16 +152,7 @@ fn loggers(inputs: &crate::Inputs, proxy: &Workload, mesh: &MeshConfig, mode: &s
 }
 
 fn default_providers(mesh: &MeshConfig) -> Vec<String> {
-    mesh.other
-        .get("defaultProviders")
-        .and_then(|d| d.get("accessLogging"))
-        .and_then(|m| m.as_sequence())
-        .map(|s| {
-            s.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::telemetry::mesh_defaults(mesh, "accessLogging").unwrap_or_default()
 }
 
 #[derive(Debug, Clone)]

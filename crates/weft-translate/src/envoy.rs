@@ -220,3 +220,26 @@ pub(crate) fn prepend_http_filters(
         *any = pack_any(hcm);
     }
 }
+
+/// Runs `f` on the connection manager of every chain of `l` that ends in
+/// one, and writes each back.
+pub(crate) fn edit_connection_managers(
+    l: &mut envoy_types::pb::envoy::config::listener::v3::Listener,
+    mut f: impl FnMut(&mut HttpConnectionManager),
+) {
+    for chain in &mut l.filter_chains {
+        let Some(last) = chain.filters.last_mut() else {
+            continue;
+        };
+        let Some(filter::ConfigType::TypedConfig(any)) = &mut last.config_type else {
+            continue;
+        };
+        if !any.type_url.ends_with(".HttpConnectionManager") {
+            continue;
+        }
+        if let Ok(mut h) = <HttpConnectionManager as prost::Message>::decode(any.value.as_slice()) {
+            f(&mut h);
+            *any = pack_any(h);
+        }
+    }
+}

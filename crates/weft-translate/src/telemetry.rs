@@ -86,17 +86,23 @@ pub(crate) fn levels<'a>(config: &'a [Resource], proxy: &Workload) -> Vec<&'a Te
 /// The mesh config's default metrics providers (Istio's: prometheus).
 fn default_providers(config: &[Resource]) -> Vec<String> {
     let mesh = weft_config::MeshConfig::of(config);
+    mesh_defaults(&mesh, "metrics").unwrap_or_else(|| vec![PROMETHEUS.into()])
+}
+
+/// The mesh config's `defaultProviders.<kind>` (`metrics`, `tracing`,
+/// `accessLogging`), when it lists them.
+pub(crate) fn mesh_defaults(mesh: &weft_config::MeshConfig, kind: &str) -> Option<Vec<String>> {
     let listed = mesh
         .other
-        .get("defaultProviders")
-        .and_then(|d| d.get("metrics"))
-        .and_then(|m| m.as_sequence())
-        .map(|s| {
-            s.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect::<Vec<_>>()
-        });
-    listed.unwrap_or_else(|| vec![PROMETHEUS.into()])
+        .get("defaultProviders")?
+        .get(kind)?
+        .as_sequence()?;
+    Some(
+        listed
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+    )
 }
 
 /// The stats config of each side of `proxy`.

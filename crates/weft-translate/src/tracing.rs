@@ -9,16 +9,15 @@
 //! istiod's bootstrap turns into a `zipkin` tracer). Sampling defaults to
 //! `defaultConfig.tracing.sampling`, else Istio's 1%.
 
-use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
     route, route_action, Decorator, RouteConfiguration,
 };
 use envoy_types::pb::envoy::config::trace::v3::{
     tracing::http::ConfigType, tracing::Http, ZipkinConfig,
 };
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::{RouteSpecifier, Tracing},
-    HttpConnectionManager,
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::{
+    RouteSpecifier, Tracing,
 };
 use envoy_types::pb::envoy::r#type::tracing::v3::{custom_tag, CustomTag};
 use envoy_types::pb::envoy::r#type::v3::Percent;
@@ -163,16 +162,7 @@ fn custom(name: &str, t: &weft_config::telemetry::CustomTag) -> Option<CustomTag
 }
 
 fn default_providers(mesh: &MeshConfig) -> Vec<String> {
-    mesh.other
-        .get("defaultProviders")
-        .and_then(|d| d.get("tracing"))
-        .and_then(|m| m.as_sequence())
-        .map(|s| {
-            s.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::telemetry::mesh_defaults(mesh, "tracing").unwrap_or_default()
 }
 
 /// Where a tracer sends spans, and how.
@@ -368,21 +358,7 @@ fn istio_tags(mesh: &MeshConfig, proxy: &Workload) -> Vec<CustomTag> {
 }
 
 fn set_on_listener(l: &mut Listener, t: &Tracing) {
-    for chain in &mut l.filter_chains {
-        let Some(last) = chain.filters.last_mut() else {
-            continue;
-        };
-        let Some(filter::ConfigType::TypedConfig(any)) = &mut last.config_type else {
-            continue;
-        };
-        if !any.type_url.ends_with(".HttpConnectionManager") {
-            continue;
-        }
-        if let Ok(mut h) = <HttpConnectionManager as prost::Message>::decode(any.value.as_slice()) {
-            h.tracing = Some(t.clone());
-            *any = pack_any(h);
-        }
-    }
+    crate::envoy::edit_connection_managers(l, |h| h.tracing = Some(t.clone()));
 }
 
 /// Names every forwarding route's spans as istiod does for a service:
@@ -393,25 +369,11 @@ fn decorate(inputs: &crate::Inputs, proxy: &Workload, out: &mut ProxyResources) 
         decorate_table(rc, &operation);
     }
     for l in &mut out.listeners {
-        for chain in &mut l.filter_chains {
-            let Some(last) = chain.filters.last_mut() else {
-                continue;
-            };
-            let Some(filter::ConfigType::TypedConfig(any)) = &mut last.config_type else {
-                continue;
-            };
-            if !any.type_url.ends_with(".HttpConnectionManager") {
-                continue;
-            }
-            let Ok(mut h) = <HttpConnectionManager as prost::Message>::decode(any.value.as_slice())
-            else {
-                continue;
-            };
+        crate::envoy::edit_connection_managers(l, |h| {
             if let Some(RouteSpecifier::RouteConfig(rc)) = &mut h.route_specifier {
                 decorate_table(rc, &operation);
-                *any = pack_any(h);
             }
-        }
+        });
     }
 }
 
@@ -462,6 +424,8 @@ fn operation(inputs: &crate::Inputs, proxy: &Workload, cluster: &str) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::envoy::config::listener::v3::filter;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 
     const ZIPKIN: &str = "apiVersion: networking.istio.io/v1
 kind: ServiceEntry

@@ -200,28 +200,25 @@ fn istios_opentelemetry_task_on_bookinfo() {
                 .collect::<Vec<_>>(),
         )
     };
-    wait_until("a trace through ratings", Duration::from_secs(40), || {
-        assert_eq!(curl(&page, &[]).0, 200);
-        with_ratings().is_some_and(|t| {
-            t.iter()
-                .any(|s| s["service"] == "istio-ingressgateway.istio-system")
-        })
-    });
-    let trace = with_ratings().unwrap();
-    let by_id = |id: &str| trace.iter().find(|s| s["id"] == id);
-    // Walk up from ratings' SERVER span: each parent is in the trace, and
-    // the services on the way are Bookinfo's call path.
-    let mut span = trace
-        .iter()
-        .find(|s| s["service"] == "ratings.default" && s["kind"] == 2)
-        .unwrap_or_else(|| panic!("{trace:#?}"));
-    let mut path = vec![span["service"].as_str().unwrap().to_string()];
-    while !span["parent"].as_str().unwrap().is_empty() {
-        span = by_id(span["parent"].as_str().unwrap())
-            .unwrap_or_else(|| panic!("{span} has no parent in {trace:#?}"));
-        path.push(span["service"].as_str().unwrap().to_string());
-    }
-    path.dedup();
+    // Spans arrive as each proxy flushes: wait until the whole path up
+    // from ratings' SERVER span is there.
+    let mut found = None;
+    wait_until(
+        "a whole trace through ratings",
+        Duration::from_secs(40),
+        || {
+            assert_eq!(curl(&page, &[]).0, 200);
+            let details = |t: &Vec<Value>| {
+                t.iter()
+                    .any(|s| s["service"] == "details.default" && s["kind"] == 2)
+            };
+            found = with_ratings()
+                .filter(details)
+                .and_then(|t| walk(&t).map(|path| (t, path)));
+            found.is_some()
+        },
+    );
+    let (trace, path) = found.unwrap();
     assert_eq!(
         path,
         [
@@ -232,7 +229,10 @@ fn istios_opentelemetry_task_on_bookinfo() {
         ],
         "{trace:#?}"
     );
-    let root = span;
+    let root = trace
+        .iter()
+        .find(|s| s["parent"].as_str() == Some(""))
+        .unwrap();
     assert_eq!(root["kind"], 3, "the gateway's span is a CLIENT span");
     let details = trace
         .iter()
@@ -255,4 +255,23 @@ fn otlp_spans_of(subnet: u8) -> Vec<Value> {
         .as_array()
         .unwrap()
         .clone()
+}
+
+/// The services from ratings' SERVER span up to the root, each parent in
+/// the trace (None while one is missing or the root is not the gateway's).
+fn walk(trace: &[Value]) -> Option<Vec<String>> {
+    let mut span = trace
+        .iter()
+        .find(|s| s["service"] == "ratings.default" && s["kind"] == 2)?;
+    let mut path = vec![service_of(span)];
+    while let Some(parent) = span["parent"].as_str().filter(|p| !p.is_empty()) {
+        span = trace.iter().find(|s| s["id"] == parent)?;
+        path.push(service_of(span));
+    }
+    path.dedup();
+    (path.last().map(String::as_str) == Some("istio-ingressgateway.istio-system")).then_some(path)
+}
+
+fn service_of(span: &Value) -> String {
+    span["service"].as_str().unwrap_or_default().to_string()
 }

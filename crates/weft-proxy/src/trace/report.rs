@@ -149,6 +149,16 @@ async fn flush_loop(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        let dropped = shared
+            .tracer
+            .dropped
+            .swap(0, std::sync::atomic::Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "spans dropped: the trace collector could not keep up"
+            );
+        }
         let spans = shared.tracer.take();
         if spans.is_empty() {
             continue;
