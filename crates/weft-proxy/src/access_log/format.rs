@@ -111,6 +111,9 @@ enum Value<'a> {
     Missing,
     Num(u64),
     Str(std::borrow::Cow<'a, str>),
+    /// An address, written straight into the line (no string first).
+    Addr(std::net::SocketAddr),
+    Ip(std::net::IpAddr),
 }
 
 pub(crate) fn parse_text(text: &str, wanted: &mut Wanted) -> Result<Vec<Piece>, String> {
@@ -360,8 +363,8 @@ impl Op {
         };
         let addr = |a: Option<std::net::SocketAddr>, port: bool| match a {
             None => Value::Missing,
-            Some(a) if port => Value::Str(Owned(a.to_string())),
-            Some(a) => Value::Str(Owned(a.ip().to_string())),
+            Some(a) if port => Value::Addr(a),
+            Some(a) => Value::Ip(a.ip()),
         };
         let http = !e.method.is_empty();
         match self {
@@ -450,6 +453,12 @@ fn write_piece(out: &mut Vec<u8>, piece: &Piece, e: &Entry) {
                 let _ = write!(out, "{n}");
             }
             Value::Str(s) => push_str(out, &s, *max),
+            Value::Addr(a) => {
+                let _ = write!(out, "{a}");
+            }
+            Value::Ip(ip) => {
+                let _ = write!(out, "{ip}");
+            }
         },
     }
 }
@@ -512,6 +521,8 @@ fn json_pieces(out: &mut Vec<u8>, pieces: &[Piece], e: &Entry) {
                 Value::Num(n) => {
                     let _ = write!(out, "{n}");
                 }
+                Value::Addr(a) => json_string(out, &a.to_string()),
+                Value::Ip(ip) => json_string(out, &ip.to_string()),
                 Value::Str(s) => {
                     let mut cut = Vec::new();
                     push_str(&mut cut, &s, *max);

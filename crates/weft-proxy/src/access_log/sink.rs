@@ -1,5 +1,6 @@
-//! Where log lines go, buffered and written once a second by a thread of
-//! their own (`weft-logs`), as Envoy's file access log is flushed: a
+//! Where log lines go, buffered and written once a second (sooner when
+//! 64 KiB gather) by a thread of their own (`weft-logs`), as Envoy's file
+//! access log is flushed: a
 //! write(2) per request would cost more than the rest of the request path,
 //! and a worker never waits on a slow disk or pipe. A buffer that grows
 //! past 4 MiB between flushes drops lines (counted) instead of growing.
@@ -18,13 +19,25 @@ use std::time::Duration;
 const MAX_BUFFERED: usize = 4 * 1024 * 1024;
 static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// A buffer this large wakes the flusher early (it still never blocks the
+/// worker): under load lines go out as they gather, as Envoy's buffered
+/// file writer does.
+const WAKE_AT: usize = 64 * 1024;
+static FLUSHER: std::sync::OnceLock<std::thread::Thread> = std::sync::OnceLock::new();
+
 /// Appends a line unless the buffer is full.
 fn append(buf: &mut Vec<u8>, line: impl FnOnce(&mut Vec<u8>)) {
     if buf.len() >= MAX_BUFFERED {
         DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return;
     }
+    let before = buf.len();
     line(buf);
+    if before < WAKE_AT && buf.len() >= WAKE_AT {
+        if let Some(t) = FLUSHER.get() {
+            t.unpark();
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -141,7 +154,7 @@ pub(crate) fn start_flusher() {
         let spawned = std::thread::Builder::new()
             .name("weft-logs".into())
             .spawn(|| loop {
-                std::thread::sleep(Duration::from_secs(1));
+                std::thread::park_timeout(Duration::from_secs(1));
                 flush();
                 let dropped = DROPPED.swap(0, std::sync::atomic::Ordering::Relaxed);
                 if dropped > 0 {
@@ -151,8 +164,11 @@ pub(crate) fn start_flusher() {
                     );
                 }
             });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "access log flusher cannot start");
+        match spawned {
+            Ok(handle) => {
+                let _ = FLUSHER.set(handle.thread().clone());
+            }
+            Err(e) => tracing::error!(error = %e, "access log flusher cannot start"),
         }
     });
 }
