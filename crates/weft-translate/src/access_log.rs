@@ -22,9 +22,8 @@ use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{
     file_access_log, FileAccessLog,
 };
 use envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
-use envoy_types::pb::google::protobuf::{value::Kind, Any, Struct, Value};
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use envoy_types::util::pack_any;
 use weft_config::mesh_config::{FileAccessLog as Provider, MeshConfig};
 use weft_registry::Workload;
@@ -99,7 +98,11 @@ pub(crate) fn apply(inputs: &crate::Inputs, proxy: &Workload, out: &mut ProxyRes
 }
 
 fn add_to_listener(l: &mut Listener, side: &Loggers) {
+    if side.chains.is_empty() {
+        return;
+    }
     l.access_log.extend(side.listener.iter().cloned());
+    crate::envoy::edit_connection_managers(l, |h| h.access_log.extend(side.chains.iter().cloned()));
     for chain in &mut l.filter_chains {
         let Some(last) = chain.filters.last_mut() else {
             continue;
@@ -107,23 +110,12 @@ fn add_to_listener(l: &mut Listener, side: &Loggers) {
         let Some(filter::ConfigType::TypedConfig(any)) = &mut last.config_type else {
             continue;
         };
-        add_to_filter(any, &side.chains);
-    }
-}
-
-fn add_to_filter(any: &mut Any, logs: &[AccessLog]) {
-    if logs.is_empty() {
-        return;
-    }
-    if any.type_url.ends_with(".TcpProxy") {
-        if let Ok(mut t) = <TcpProxy as prost::Message>::decode(any.value.as_slice()) {
-            t.access_log.extend(logs.iter().cloned());
-            *any = pack_any(t);
+        if !any.type_url.ends_with(".TcpProxy") {
+            continue;
         }
-    } else if any.type_url.ends_with(".HttpConnectionManager") {
-        if let Ok(mut h) = <HttpConnectionManager as prost::Message>::decode(any.value.as_slice()) {
-            h.access_log.extend(logs.iter().cloned());
-            *any = pack_any(h);
+        if let Ok(mut t) = <TcpProxy as prost::Message>::decode(any.value.as_slice()) {
+            t.access_log.extend(side.chains.iter().cloned());
+            *any = pack_any(t);
         }
     }
 }
@@ -397,6 +389,8 @@ pub fn cel(expression: String) -> AccessLogFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    use envoy_types::pb::google::protobuf::Any;
 
     /// What each chain of a listener logs to: (path, CEL filter) per logger.
     type Seen = Vec<Vec<(String, Option<String>)>>;

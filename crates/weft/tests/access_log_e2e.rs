@@ -12,13 +12,6 @@ use std::time::Duration;
 
 use support::*;
 
-fn mesh_config(body: &str) -> String {
-    let indented: String = body.lines().map(|l| format!("    {l}\n")).collect();
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |-\n{indented}"
-    )
-}
-
 const TELEMETRY: &str = "apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata:
@@ -76,7 +69,7 @@ fn istios_access_logging_task() {
     // JSON encoding: Istio's fields, numbers as numbers.
     ok(mesh.apply_yaml(
         "mesh-config.yaml",
-        &mesh_config("accessLogFile: /dev/stdout\naccessLogEncoding: JSON"),
+        &istio_config_map("accessLogFile: /dev/stdout\naccessLogEncoding: JSON"),
     ));
     wait_until("a JSON line", Duration::from_secs(20), || {
         call(&mesh, "/status/419?step=json");
@@ -97,7 +90,10 @@ fn istios_access_logging_task() {
 
     // No accessLogFile, and the Telemetry API's `envoy` provider with a
     // filter: failures only.
-    ok(mesh.apply_yaml("mesh-config.yaml", &mesh_config("accessLogEncoding: TEXT")));
+    ok(mesh.apply_yaml(
+        "mesh-config.yaml",
+        &istio_config_map("accessLogEncoding: TEXT"),
+    ));
     ok(mesh.apply_yaml("telemetry.yaml", TELEMETRY));
     wait_until("the filter to apply", Duration::from_secs(20), || {
         call(&mesh, "/status/200?step=filtered-ok");

@@ -140,17 +140,11 @@ spec:
     ok(mesh.apply_yaml("audit-details.yaml", audit));
     // Envoy marks an audited request with the `access_log_hint` dynamic
     // metadata; a mesh config format that prints it shows the mark.
-    let mesh_config = r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: istio
-  namespace: istio-system
-data:
-  mesh: |-
-    accessLogFile: /dev/stdout
-    accessLogFormat: "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% audit=%DYNAMIC_METADATA(envoy.common:access_log_hint)%"
-"#;
-    ok(mesh.apply_yaml("mesh-config.yaml", mesh_config));
+    let mesh_config = istio_config_map(
+        r#"accessLogFile: /dev/stdout
+accessLogFormat: "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% audit=%DYNAMIC_METADATA(envoy.common:access_log_hint)%""#,
+    );
+    ok(mesh.apply_yaml("mesh-config.yaml", &mesh_config));
     wait_until("the audit mark", Duration::from_secs(20), || {
         curl(&page, &[]).0 == 200
             && mesh

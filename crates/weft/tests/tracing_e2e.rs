@@ -53,30 +53,22 @@ fn with_zipkin(mesh: String) -> String {
     mesh
 }
 
-const MESH_CONFIG: &str = "apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: istio
-  namespace: istio-system
-data:
-  mesh: |-
-    accessLogFile: /dev/stdout
-    extensionProviders:
-    - name: zipkin
-      zipkin:
-        service: zipkin.istio-system.svc.cluster.local
-        port: 9411
+const MESH_CONFIG: &str = "accessLogFile: /dev/stdout
+extensionProviders:
+- name: zipkin
+  zipkin:
+    service: zipkin.istio-system.svc.cluster.local
+    port: 9411
 ";
 
 /// The same with an OpenTelemetry provider over OTLP/HTTP, as Istio's
 /// OpenTelemetry task declares it.
-const OTEL: &str = "
-    - name: otel-tracing
-      opentelemetry:
-        port: 4318
-        service: otel-collector.observability.svc.cluster.local
-        http:
-          path: /v1/traces
+const OTEL: &str = "- name: otel-tracing
+  opentelemetry:
+    port: 4318
+    service: otel-collector.observability.svc.cluster.local
+    http:
+      path: /v1/traces
 ";
 
 const TELEMETRY: &str = "apiVersion: telemetry.istio.io/v1
@@ -105,7 +97,7 @@ fn service(span: &Value) -> &str {
 #[test]
 fn istios_zipkin_task_on_bookinfo() {
     let mesh = Mesh::up_edited("bookinfo", "trace", 148, 18148, with_zipkin);
-    ok(mesh.apply_yaml("mesh-config.yaml", MESH_CONFIG));
+    ok(mesh.apply_yaml("mesh-config.yaml", &istio_config_map(MESH_CONFIG)));
     ok(mesh.apply_yaml("telemetry.yaml", TELEMETRY));
     let page = format!("{}/productpage", mesh.ingress);
     wait_until(
@@ -179,7 +171,10 @@ fn istios_zipkin_task_on_bookinfo() {
 #[test]
 fn istios_opentelemetry_task_on_bookinfo() {
     let mesh = Mesh::up_edited("bookinfo", "otel", 149, 18149, with_zipkin);
-    ok(mesh.apply_yaml("mesh-config.yaml", &format!("{MESH_CONFIG}{OTEL}")));
+    ok(mesh.apply_yaml(
+        "mesh-config.yaml",
+        &istio_config_map(&format!("{MESH_CONFIG}{OTEL}")),
+    ));
     ok(mesh.apply_yaml(
         "telemetry.yaml",
         &TELEMETRY.replace("name: zipkin", "name: otel-tracing"),

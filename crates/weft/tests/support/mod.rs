@@ -459,3 +459,12 @@ pub fn assert_share(what: &str, hits: usize, n: usize, p: f64) {
         "{what}: {hits} of {n}, expected {mean:.0} ± {band:.0}"
     );
 }
+
+/// The `istio` ConfigMap in `istio-system` whose mesh config is `mesh`
+/// (YAML, as `istioctl install` writes it).
+pub fn istio_config_map(mesh: &str) -> String {
+    let indented: String = mesh.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |-\n{indented}"
+    )
+}
