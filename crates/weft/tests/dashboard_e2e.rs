@@ -22,7 +22,8 @@ fn rendered(url: &str) -> String {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
-            "--virtual-time-budget=4000",
+            // Under the page's 3 s refresh: one fetch, one render.
+            "--virtual-time-budget=2500",
         ])
         .args(["--dump-dom", url])
         .output()
@@ -63,7 +64,20 @@ fn the_dashboard_shows_the_mesh_in_chromium() {
     let (code, _) = curl("http://198.18.151.1:15014/api/v1/dashboard", &[]);
     assert_eq!(code, 200);
     drive(&mesh, 2, &["-H", "end-user: jason"]);
-    let dom = rendered(&url);
+    // Traffic goes on while Chromium renders: whichever earlier scrape the
+    // page's rates are taken against, requests came after it.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let page = format!("{}/productpage", mesh.ingress);
+    let dom = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                curl(&page, &[]);
+            }
+        });
+        let dom = rendered(&url);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        dom
+    });
     for edge in [
         "istio-ingressgateway -> productpage",
         "productpage-v1 -> details",
