@@ -148,6 +148,7 @@ pub(crate) const DEPRECATED_ANNOTATION: (&str, &str) = ("IST0135", "DeprecatedAn
 pub(crate) const VS_UNREACHABLE_RULE: (&str, &str) = ("IST0130", "VirtualServiceUnreachableRule");
 pub(crate) const CONFLICTING_GATEWAYS: (&str, &str) = ("IST0145", "ConflictingGateways");
 pub(crate) const VS_INEFFECTIVE_MATCH: (&str, &str) = ("IST0131", "VirtualServiceIneffectiveMatch");
+pub(crate) const INEFFECTIVE_POLICY: (&str, &str) = ("IST0167", "IneffectivePolicy");
 pub(crate) const SUBSET_SELECTS_NO_PODS: (&str, &str) =
     ("IST0173", "DestinationRuleSubsetNotSelectPods");
 

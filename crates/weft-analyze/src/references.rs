@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use weft_config::networking::Destination;
 use weft_config::{Kind, Resource, Spec};
+use weft_translate::attach::Targets;
 
 use crate::{
-    Findings, Input, Level, DESTINATION_PORT_SELECTOR_REQUIRED, INVALID_GATEWAY_CREDENTIAL,
-    NO_MATCHING_WORKLOADS, REFERENCED_RESOURCE_NOT_FOUND, SUBSET_SELECTS_NO_PODS,
+    Findings, Input, Level, DESTINATION_PORT_SELECTOR_REQUIRED, INEFFECTIVE_POLICY,
+    INVALID_GATEWAY_CREDENTIAL, NO_MATCHING_WORKLOADS, REFERENCED_RESOURCE_NOT_FOUND,
+    SUBSET_SELECTS_NO_PODS,
 };
 
 pub(crate) fn check(input: &Input, f: &mut Findings) {
@@ -39,6 +41,7 @@ pub(crate) fn check(input: &Input, f: &mut Findings) {
     }
     for r in input.config {
         policy_selects_workloads(input, f, r);
+        targets_attach(input, f, r);
     }
     for gw in input.of_kind(Kind::Gateway) {
         gateway_credentials(input, f, gw);
@@ -222,6 +225,32 @@ fn policy_selects_workloads(input: &Input, f: &mut Findings, r: &Resource) {
             None,
         );
     }
+}
+
+/// A policy attached by `targetRef(s)` applies only to Gateway API
+/// gateways (and waypoints, which Weft does not run): sidecars and Istio
+/// gateways ignore it, as istiod does. Say so when nothing takes it.
+fn targets_attach(input: &Input, f: &mut Findings, r: &Resource) {
+    let ns = r.namespace();
+    let targets = match &r.spec {
+        Spec::AuthorizationPolicy(p) => Targets::authorization(ns, p),
+        Spec::RequestAuthentication(p) => Targets::request_authentication(ns, p),
+        Spec::Telemetry(p) => Targets::telemetry(ns, p),
+        _ => return,
+    };
+    if targets.target_ref.is_none() && targets.target_refs.is_empty() {
+        return;
+    }
+    if input.registry.workloads.iter().any(|w| targets.attach(w)) {
+        return;
+    }
+    f.push(
+        Level::Warning,
+        INEFFECTIVE_POLICY,
+        r,
+        "The policy has no impact: its targetRef names no Gateway API gateway in this namespace, and sidecars and Istio gateways ignore policies with a targetRef".into(),
+        Some("use spec.selector to pick sidecars or an Istio gateway, or target a workload labelled gateway.networking.k8s.io/gateway-name"),
+    );
 }
 
 /// Namespaces and service accounts an AuthorizationPolicy names must exist.

@@ -374,3 +374,33 @@ fn principals_without_a_trust_domain_are_warned_about() {
         "{warned:?}"
     );
 }
+
+#[test]
+fn ist0167_a_target_ref_no_gateway_api_gateway_takes() {
+    let policy = |kind: &str, target: &str| {
+        format!("apiVersion: security.istio.io/v1\nkind: {kind}\nmetadata: {{name: p}}\nspec:\n  {target}\n")
+    };
+    let gateway =
+        "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: bookinfo-gateway}]";
+    assert!(codes(&policy("AuthorizationPolicy", gateway)).contains(&"IST0167"));
+    assert!(codes(&policy(
+        "RequestAuthentication",
+        "targetRef: {group: gateway.networking.k8s.io, kind: Gateway, name: bookinfo-gateway}"
+    ))
+    .contains(&"IST0167"));
+    let selector = "selector: {matchLabels: {app: reviews}}";
+    assert!(!codes(&policy("AuthorizationPolicy", selector)).contains(&"IST0167"));
+    // A workload that is the Gateway API gateway takes the policy.
+    let mut registry = registry();
+    let gw = &mut registry.workloads[0];
+    gw.labels.insert(
+        weft_translate::attach::GATEWAY_NAME_LABEL.into(),
+        "bookinfo-gateway".into(),
+    );
+    let ns = gw.namespace.clone();
+    let in_ns = policy("AuthorizationPolicy", gateway).replace(
+        "metadata: {name: p}",
+        &format!("metadata: {{name: p, namespace: {ns}}}"),
+    );
+    assert!(!codes_with(&registry, &in_ns).contains(&"IST0167"));
+}

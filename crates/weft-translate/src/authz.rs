@@ -37,11 +37,10 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
-use weft_config::mesh_config::ROOT_NAMESPACE;
 use weft_config::security::authorization::{Condition, Operation, Rule, Source};
-use weft_config::security::AuthorizationPolicy;
 use weft_registry::Workload;
 
+use crate::attach::Targets;
 use crate::Inputs;
 
 pub(crate) const RBAC: &str = "envoy.filters.http.rbac";
@@ -126,14 +125,10 @@ fn rules(inputs: &Inputs, proxy: &Workload, tcp: bool, problems: &mut Vec<String
         let Some(ap) = r.as_authorization_policy() else {
             continue;
         };
-        if !selects(ap, r.namespace(), proxy) {
+        if !Targets::authorization(r.namespace(), ap).attach(proxy) {
             continue;
         }
         let who = format!("AuthorizationPolicy {}/{}", r.namespace(), r.meta.name);
-        if ap.target_ref.is_some() || !ap.target_refs.is_empty() {
-            problems.push(format!("{who}: targetRef is not supported yet; left out"));
-            continue;
-        }
         let (into, denying) = match ap.action.as_deref().unwrap_or("ALLOW") {
             "ALLOW" => {
                 any_allow = true;
@@ -240,28 +235,6 @@ fn without_http(rule: &Rule) -> Rule {
     }
     r.when.retain(|c| !is_http_key(&c.key));
     r
-}
-
-/// Whether a policy in `namespace` applies to `proxy`.
-fn selects(ap: &AuthorizationPolicy, namespace: &str, proxy: &Workload) -> bool {
-    policy_selects(ap.selector.as_ref(), namespace, proxy)
-}
-
-/// Whether a security policy (AuthorizationPolicy, RequestAuthentication)
-/// in `namespace` with `selector` applies to `proxy`: its namespace's, or
-/// the root namespace's, selecting it or everything.
-pub(crate) fn policy_selects(
-    selector: Option<&weft_config::selectors::WorkloadSelector>,
-    namespace: &str,
-    proxy: &Workload,
-) -> bool {
-    let in_scope = namespace == proxy.namespace || namespace == ROOT_NAMESPACE;
-    in_scope
-        && selector.is_none_or(|s| {
-            s.match_labels
-                .iter()
-                .all(|(k, v)| proxy.labels.get(k) == Some(v))
-        })
 }
 
 /// One rule as an Envoy policy; `td` is the mesh's trust domain (for
@@ -895,6 +868,30 @@ spec:
             "{:?}",
             gw.problems
         );
+    }
+
+    #[test]
+    fn a_target_ref_policy_binds_only_the_gateway_api_gateway_it_names() {
+        let config = format!(
+            "{}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: allow-nothing, namespace: default}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n",
+            crate::tests::CONFIG
+        );
+        let loaded = weft_config::load_str(&config, "t.yaml");
+        let mut registry = crate::tests::registry();
+        let has_rbac = |registry: &weft_registry::Registry, proxy: usize| {
+            let inputs = crate::Inputs::new(&loaded.resources, registry);
+            let out = crate::translate(&inputs, &registry.workloads[proxy]);
+            out.listeners
+                .iter()
+                .flat_map(|l| filters(&out, &l.name))
+                .any(|c| c.contains(&RBAC.to_string()))
+        };
+        assert!(!has_rbac(&registry, 0), "a sidecar ignores it");
+        assert!(!has_rbac(&registry, 2), "so does an Istio gateway");
+        registry.workloads[2]
+            .labels
+            .insert(crate::attach::GATEWAY_NAME_LABEL.into(), "gw".into());
+        assert!(has_rbac(&registry, 2), "the gateway it names takes it");
     }
 
     #[test]

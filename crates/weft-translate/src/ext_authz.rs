@@ -68,9 +68,7 @@ fn custom_policies<'a>(
         .filter(|r| {
             r.as_authorization_policy().is_some_and(|ap| {
                 ap.action.as_deref() == Some("CUSTOM")
-                    && ap.target_ref.is_none()
-                    && ap.target_refs.is_empty()
-                    && crate::authz::policy_selects(ap.selector.as_ref(), r.namespace(), proxy)
+                    && crate::attach::Targets::authorization(r.namespace(), ap).attach(proxy)
             })
         })
         .collect();

@@ -52,15 +52,7 @@ pub(crate) fn apply_to(
         let Some(ra) = r.as_request_authentication() else {
             continue;
         };
-        if !crate::authz::policy_selects(ra.selector.as_ref(), r.namespace(), proxy) {
-            continue;
-        }
-        if ra.target_ref.is_some() || !ra.target_refs.is_empty() {
-            problems.push(format!(
-                "RequestAuthentication {}/{}: targetRef is not supported yet; left out",
-                r.namespace(),
-                r.meta.name
-            ));
+        if !crate::attach::Targets::request_authentication(r.namespace(), ra).attach(proxy) {
             continue;
         }
         rules.extend(&ra.jwt_rules);

@@ -7,6 +7,7 @@
 //! troubleshooting knowledge carries over to `weft proxy-config`.
 
 pub mod access_log;
+pub mod attach;
 mod authz;
 mod clusters;
 pub mod credentials;

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::attach::Targets;
 use weft_config::mesh_config::ROOT_NAMESPACE;
 use weft_config::telemetry::{Metrics, Telemetry};
 use weft_config::Resource;
@@ -47,39 +48,40 @@ struct Override {
     tags: BTreeMap<String, Option<String>>,
 }
 
-/// The Telemetry resources that apply to `proxy`, least specific first.
+/// The Telemetry resources that apply to `proxy`, least specific first:
+/// the oldest namespace-wide one of the root namespace, then of the
+/// proxy's namespace, then every workload-scoped one there that attaches
+/// (istiod appends them all, oldest first).
 pub(crate) fn levels<'a>(config: &'a [Resource], proxy: &Workload) -> Vec<&'a Telemetry> {
-    let oldest = |namespace: &str, pick: &dyn Fn(&Telemetry) -> bool| {
-        let mut found: Vec<&Resource> = config
+    let in_namespace = |namespace: &str| {
+        let mut found: Vec<(&Resource, &Telemetry)> = config
             .iter()
             .filter(|r| r.namespace() == namespace)
-            .filter(|r| r.as_telemetry().is_some_and(pick))
+            .filter_map(|r| Some((r, r.as_telemetry()?)))
             .collect();
-        found.sort_by(|a, b| a.creation_order().cmp(&b.creation_order()));
-        found.first().and_then(|r| r.as_telemetry())
+        found.sort_by(|a, b| a.0.creation_order().cmp(&b.0.creation_order()));
+        found
     };
-    // An empty selector selects the whole namespace, as in istiod.
-    let whole = |t: &Telemetry| {
-        t.selector
-            .as_ref()
-            .is_none_or(|s| s.match_labels.is_empty())
-            && t.target_refs.is_empty()
-            && t.target_ref.is_none()
+    let wide = |found: &[(&Resource, &'a Telemetry)]| {
+        found
+            .iter()
+            .find(|(r, t)| Targets::telemetry(r.namespace(), t).namespace_wide())
+            .map(|(_, t)| *t)
     };
-    let selected = |t: &Telemetry| {
-        t.selector.as_ref().is_some_and(|s| {
-            !s.match_labels.is_empty()
-                && s.match_labels
-                    .iter()
-                    .all(|(k, v)| proxy.labels.get(k) == Some(v))
-        })
-    };
+    let own = in_namespace(&proxy.namespace);
     let mut out = Vec::new();
-    out.extend(oldest(ROOT_NAMESPACE, &whole));
+    out.extend(wide(&in_namespace(ROOT_NAMESPACE)));
     if proxy.namespace != ROOT_NAMESPACE {
-        out.extend(oldest(&proxy.namespace, &whole));
+        out.extend(wide(&own));
     }
-    out.extend(oldest(&proxy.namespace, &selected));
+    out.extend(
+        own.iter()
+            .filter(|(r, t)| {
+                let targets = Targets::telemetry(r.namespace(), t);
+                !targets.namespace_wide() && targets.attach(proxy)
+            })
+            .map(|(_, t)| *t),
+    );
     out
 }
 

@@ -14,7 +14,7 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn workload(name: &str, ip: &str, l: &[(&str, &str)], proxy: ProxyKind) -> Workload {
+pub(crate) fn workload(name: &str, ip: &str, l: &[(&str, &str)], proxy: ProxyKind) -> Workload {
     Workload {
         name: name.into(),
         namespace: "default".into(),
