@@ -3,7 +3,8 @@
 //! ingress answer 403), Istio's "Explicit Deny" task (in `default`, where
 //! the task uses `foo`), and its ingress-gateway task's IP allow list,
 //! enforced by the gateway itself. Identities (principals, namespaces)
-//! need mTLS, which is not built yet. Subnet 165, ingress port 18165.
+//! are `authz_bookinfo_e2e`'s and `mtls_e2e`'s. Subnet 165, ingress port
+//! 18165.
 
 mod support;
 
