@@ -86,6 +86,11 @@ pub(crate) async fn serve_prometheus(listener: TcpListener, shared: Arc<Shared>)
 
 /// The metrics in OpenMetrics text, which Prometheus reads.
 fn prometheus(shared: &Shared) -> Response<Full<Bytes>> {
+    let not_after = shared
+        .identity
+        .current()
+        .and_then(|c| c.chain.first().map(|leaf| leaf.not_after));
+    shared.stats.envoy.refresh(not_after);
     let mut r = text(StatusCode::OK, shared.stats.encode());
     r.headers_mut().insert(
         "content-type",

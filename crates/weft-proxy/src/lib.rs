@@ -86,6 +86,7 @@ pub(crate) struct Shared {
 impl Shared {
     fn new(options: ProxyOptions) -> Shared {
         let own = stats::Own::new(&options.metadata, &options.node_id);
+        let workers = options.workers;
         let tracer = Arc::new(trace::report::Reporter::new(
             options.metadata.service_cluster(),
             options.metadata.instance_ip(),
@@ -97,7 +98,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             options,
             identity: Arc::default(),
-            stats: Arc::new(stats::Stats::new(own)),
+            stats: Arc::new(stats::Stats::new(own, workers)),
             tracer,
             recent: Arc::default(),
         }

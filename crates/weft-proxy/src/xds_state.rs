@@ -240,6 +240,7 @@ impl XdsState {
             .all(|t| self.versions.contains_key(t))
         {
             self.shared.ready.store(true, Ordering::Release);
+            self.shared.stats.envoy.set_live();
         }
         Ok(())
     }
@@ -280,6 +281,28 @@ pub(crate) struct Locked(pub Arc<Mutex<XdsState>>);
 impl weft_xds::Applier for Locked {
     fn apply(&mut self, type_url: &str, version: &str, resources: &[Any]) -> Result<(), String> {
         let mut state = self.0.lock().expect("xDS state lock");
-        weft_xds::Applier::apply(&mut *state, type_url, version, resources)
+        let outcome = weft_xds::Applier::apply(&mut *state, type_url, version, resources);
+        state.count(type_url, outcome.is_ok());
+        outcome
+    }
+
+    fn session(&mut self, event: weft_xds::SessionEvent) {
+        let state = self.0.lock().expect("xDS state lock");
+        state.shared.stats.envoy.xds_session(event);
+    }
+}
+
+impl XdsState {
+    /// Envoy's update counters (CDS and LDS, the ones Istio keeps) and
+    /// the gauges of what is in use.
+    fn count(&self, type_url: &str, applied: bool) {
+        let envoy = &self.shared.stats.envoy;
+        match type_url {
+            types::CLUSTER => envoy.cds.record(applied),
+            types::LISTENER => envoy.lds.record(applied),
+            _ => {}
+        }
+        envoy.active_clusters.set(self.clusters.len() as i64);
+        envoy.active_listeners.set(self.listeners.len() as i64);
     }
 }

@@ -645,3 +645,33 @@ async fn exchange_headers_never_reach_an_app_even_without_stats() {
     assert_eq!(r.status, 200);
     assert!(!r.body.contains("x-envoy-peer-metadata"), "{}", r.body);
 }
+
+/// The proxy's own xDS stats under Envoy's names (Istio keeps
+/// `cluster_manager` and `listener_manager`): a rejected update counts as
+/// one and changes nothing in use.
+#[tokio::test]
+async fn xds_updates_are_counted_as_envoy_counts_them() {
+    let app = upstream("ratings", None).await;
+    let outbound = format!("outbound|9080||{RATINGS}");
+    let mut proxy = start(
+        metadata("productpage-v1", "productpage", "v1"),
+        vec![ratings_cluster(&outbound, &[app.addr], false)],
+        |a| http_listener(a, &outbound, false),
+    );
+    let mut bad = ratings_cluster("bad", &[app.addr], false);
+    bad.lb_policy = 999;
+    let bad = vec![pack_any(bad)];
+    assert!(proxy.inner.apply(CLUSTER, &bad).is_err());
+    let text = proxy.inner.prometheus();
+    for line in [
+        "envoy_cluster_manager_cds_update_attempt 2",
+        "envoy_cluster_manager_cds_update_success 1",
+        "envoy_cluster_manager_cds_update_rejected 1",
+        "envoy_cluster_manager_active_clusters 1",
+        "envoy_listener_manager_lds_update_success 1",
+        "envoy_listener_manager_total_listeners_active 1",
+        "envoy_server_concurrency 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+}

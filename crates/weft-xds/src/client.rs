@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use tokio::sync::mpsc;
@@ -25,6 +25,22 @@ pub struct ClientConfig {
 /// The proxy side of an update: accept all of it or reject all of it.
 pub trait Applier: Send + 'static {
     fn apply(&mut self, type_url: &str, version: &str, resources: &[Any]) -> Result<(), String>;
+
+    /// What happened to the connection to the control plane (for the
+    /// proxy's `xds-grpc` stats).
+    fn session(&mut self, _event: SessionEvent) {}
+}
+
+/// The control-plane connection's life, as Envoy counts it for its
+/// `xds-grpc` cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The stream is open.
+    Connected,
+    /// No connection or no stream.
+    ConnectFailed,
+    /// An open stream ended.
+    Closed,
 }
 
 /// Runs forever: one ADS session after another.
@@ -55,10 +71,14 @@ async fn session<A: Applier>(
     applier: &mut A,
     answered: &mut bool,
 ) -> Result<(), String> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(config.address.clone())
-        .await
-        .map_err(|e| format!("connect: {e}"))?
-        .max_decoding_message_size(64 << 20);
+    let connected = AggregatedDiscoveryServiceClient::connect(config.address.clone()).await;
+    let mut client = match connected {
+        Ok(c) => c.max_decoding_message_size(64 << 20),
+        Err(e) => {
+            applier.session(SessionEvent::ConnectFailed);
+            return Err(format!("connect: {e}"));
+        }
+    };
     let (tx, rx) = mpsc::channel(16);
     for type_url in PUSH_ORDER {
         let _ = tx
@@ -69,12 +89,32 @@ async fn session<A: Applier>(
             })
             .await;
     }
-    let mut responses = client
+    let opened = client
         .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .map_err(|e| format!("open stream: {e}"))?
-        .into_inner();
+        .await;
+    let mut responses = match opened {
+        Ok(r) => r.into_inner(),
+        Err(e) => {
+            applier.session(SessionEvent::ConnectFailed);
+            return Err(format!("open stream: {e}"));
+        }
+    };
     tracing::info!(address = %config.address, "xDS stream open");
+    applier.session(SessionEvent::Connected);
+    let outcome = exchange(config, applier, answered, &mut responses, &tx).await;
+    applier.session(SessionEvent::Closed);
+    outcome
+}
+
+/// Applies responses and answers each with an ACK or NACK until the
+/// stream ends.
+async fn exchange<A: Applier>(
+    config: &ClientConfig,
+    applier: &mut A,
+    answered: &mut bool,
+    responses: &mut tonic::Streaming<DiscoveryResponse>,
+    tx: &mpsc::Sender<DiscoveryRequest>,
+) -> Result<(), String> {
     let mut accepted: HashMap<String, String> = HashMap::new();
     while let Some(response) = responses.message().await.map_err(|e| e.to_string())? {
         *answered = true;

@@ -19,7 +19,7 @@ pub mod stats_config;
 pub mod status;
 pub mod types;
 
-pub use client::{run_client, Applier, ClientConfig};
+pub use client::{run_client, Applier, ClientConfig, SessionEvent};
 pub use server::{AdsServer, Generated, Generator};
 pub use status::{ProxyStatus, StatusBoard, TypeStatus};
 

@@ -156,6 +156,16 @@ fn bookinfo_metrics_in_the_proxies_and_in_prometheus() {
     // Prometheus scrapes every proxy, each target labelled as the pod.
     // Eight sidecars and the ingress gateway.
     eventually("count(up{job=\"kubernetes-pods\"} == 1)", |_, v| v >= 9.0);
+    // The proxies' own health and xDS stats, under Envoy's names.
+    eventually("count(envoy_server_live == 1)", |_, v| v >= 9.0);
+    eventually(
+        "count(envoy_cluster_upstream_cx_active{cluster_name=\"xds-grpc\"} == 1)",
+        |_, v| v >= 9.0,
+    );
+    eventually(
+        "min(envoy_cluster_manager_cds_update_success) > 0 and min(envoy_listener_manager_lds_update_success) > 0",
+        |_, _| true,
+    );
     drive(&mesh, 12, &[]);
 
     // Istio's observability task: request rate per service.

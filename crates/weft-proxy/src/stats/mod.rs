@@ -13,6 +13,7 @@
 //! handful of `Arc`s and small values, hashed once per request.
 
 pub(crate) mod config;
+pub mod envoy;
 mod labels;
 pub(crate) mod peer;
 pub(crate) mod record;
@@ -116,6 +117,8 @@ pub struct Stats {
     tcp_closed: Family<Key<TcpLabels>, Counter>,
     tcp_sent: Family<Key<TcpLabels>, Counter>,
     tcp_received: Family<Key<TcpLabels>, Counter>,
+    /// The proxy's own health and xDS stats, in Envoy's names.
+    pub envoy: envoy::EnvoyStats,
     /// This proxy's workload, for its side's labels and the exchange.
     pub own: Own,
     /// Tells this proxy's per-thread caches apart from another's in the
@@ -124,8 +127,10 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn new(own: Own) -> Stats {
+    /// `workers`: the proxy's worker threads (Envoy's concurrency).
+    pub fn new(own: Own, workers: usize) -> Stats {
         let mut registry = Registry::default();
+        let envoy = envoy::EnvoyStats::new(&mut registry, workers);
         // Istio's build gauge, which dashboards read the version from.
         let build = Family::<[(&'static str, &'static str); 2], Gauge>::default();
         build
@@ -190,6 +195,7 @@ impl Stats {
             tcp_closed,
             tcp_sent,
             tcp_received,
+            envoy,
             own,
             id: {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
