@@ -104,6 +104,8 @@ pub struct App {
     version: String,
     workload: String,
     client: Client<HttpConnector, Empty<Bytes>>,
+    /// Requests answered (not probes), for the app's own `/metrics`.
+    served: std::sync::atomic::AtomicU64,
 }
 
 pub async fn run(
@@ -133,6 +135,7 @@ pub async fn run(
         workload: format!("{name}-{version}"),
         version,
         client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        served: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(workload = %app.workload, %listen, "demo service listening");
@@ -184,6 +187,11 @@ impl App {
         if path == "/" || path == "/health" {
             return text(StatusCode::OK, format!("{} ok\n", self.workload));
         }
+        if path == "/metrics" {
+            return self.metrics();
+        }
+        self.served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match (self.role, path.split('/').nth(1).unwrap_or("")) {
             (Role::Productpage, "productpage") => self.productpage(&req).await,
             (Role::Details, "details") => json_reply(json!({
@@ -201,6 +209,22 @@ impl App {
                 format!("{}: no such page {path}\n", self.workload),
             ),
         }
+    }
+
+    /// The app's own metrics, in Prometheus' text format, as an app that
+    /// Istio merges on 15020 would serve them.
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        let served = self.served.load(std::sync::atomic::Ordering::Relaxed);
+        let body = format!(
+            "# HELP bookinfo_requests_total Requests this app answered.\n# TYPE bookinfo_requests_total counter\nbookinfo_requests_total{{workload=\"{}\"}} {served}\n",
+            self.workload
+        );
+        let mut r = text(StatusCode::OK, body);
+        r.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
     }
 
     async fn reviews(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {

@@ -86,12 +86,7 @@ pub(crate) async fn serve_prometheus(listener: TcpListener, shared: Arc<Shared>)
 
 /// The metrics in OpenMetrics text, which Prometheus reads.
 fn prometheus(shared: &Shared) -> Response<Full<Bytes>> {
-    let not_after = shared
-        .identity
-        .current()
-        .and_then(|c| c.chain.first().map(|leaf| leaf.not_after));
-    shared.stats.envoy.refresh(not_after);
-    let mut r = text(StatusCode::OK, shared.stats.encode());
+    let mut r = text(StatusCode::OK, prometheus_text(shared));
     r.headers_mut().insert(
         "content-type",
         http::HeaderValue::from_static(
@@ -99,6 +94,16 @@ fn prometheus(shared: &Shared) -> Response<Full<Bytes>> {
         ),
     );
     r
+}
+
+/// The proxy's metrics (OpenMetrics), values read at scrape time first.
+pub(crate) fn prometheus_text(shared: &Shared) -> String {
+    let not_after = shared
+        .identity
+        .current()
+        .and_then(|c| c.chain.first().map(|leaf| leaf.not_after));
+    shared.stats.envoy.refresh(not_after);
+    shared.stats.encode()
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

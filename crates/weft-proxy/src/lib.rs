@@ -22,6 +22,7 @@ mod filters;
 mod http;
 mod identity;
 mod listeners;
+pub mod merged;
 mod recent;
 mod router;
 mod sniff;
@@ -64,6 +65,10 @@ pub struct ProxyOptions {
     pub metadata: stats::NodeMetadata,
     /// Where to serve only `/stats/prometheus` (Istio's 15090), if at all.
     pub prometheus: Option<SocketAddr>,
+    /// Where to serve the merged metrics (Istio's agent port 15020).
+    pub merged_metrics: Option<SocketAddr>,
+    /// The app's own metrics, merged into those (`prometheus.io/port|path`).
+    pub app_metrics: Option<merged::AppMetrics>,
 }
 
 /// State shared by every task of one proxy.
@@ -123,6 +128,11 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
         let listener = admin::bind(addr).await?;
         tokio::spawn(admin::serve_prometheus(listener, shared.clone()));
     }
+    if let Some(addr) = options.merged_metrics {
+        let listener = admin::bind(addr).await?;
+        let app = options.app_metrics.clone();
+        tokio::spawn(merged::serve(listener, shared.clone(), app));
+    }
     let workers = workers::Workers::start(options.workers, shared.clone())?;
     let applier = xds_state::Locked(xds_state::XdsState::shared(shared.clone(), workers)?);
     let client = weft_xds::ClientConfig {
@@ -173,6 +183,8 @@ impl StaticProxy {
             ca: None,
             metadata,
             prometheus: None,
+            merged_metrics: None,
+            app_metrics: None,
         };
         let shared = Arc::new(Shared::new(options));
         trace::report::start(&shared);

@@ -4,10 +4,11 @@
 //! (`namespace`, `pod` and each pod label, with Kubernetes' `labelmap`
 //! spelling), so Istio's queries and dashboards work unchanged.
 //!
-//! Istio's injector points `prometheus.io/*` at the agent's 15020, which
-//! merges the proxy's metrics with the app's. Here the same series come
-//! from two targets per pod instead: the proxy's 15090, and the app's own
-//! port and path when the pod says `prometheus.io/scrape: "true"`.
+//! As Istio's injector points `prometheus.io/*` at the agent's 15020,
+//! a sidecar'd pod is scraped there: its proxy merges its own metrics with
+//! the app's (the pod's `prometheus.io/port` and `path`, when it says
+//! `prometheus.io/scrape: "true"`). Gateways are scraped on 15090, pods
+//! without a sidecar at their own port and path.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -64,6 +65,30 @@ fn group(job_targets: &mut Vec<(String, Value)>, path: &str, addr: SocketAddr, w
     ));
 }
 
+/// Where a pod's app serves its own metrics, when its annotations say it
+/// is scraped: `prometheus.io/port` (else its first port) and
+/// `prometheus.io/path` (else `/metrics`).
+pub fn app_metrics(pod: &weft_registry::WorkloadSpec) -> Option<(u16, String)> {
+    let a = &pod.annotations;
+    if a.get("prometheus.io/scrape").is_none_or(|v| v != "true") {
+        return None;
+    }
+    let port = a
+        .get("prometheus.io/port")
+        .and_then(|p| p.parse().ok())
+        .or_else(|| pod.ports.first().map(|p| p.container_port))?;
+    let path = a
+        .get("prometheus.io/path")
+        .cloned()
+        .unwrap_or_else(|| "/metrics".into());
+    let path = if path.starts_with('/') {
+        path
+    } else {
+        format!("/{path}")
+    };
+    Some((port, path))
+}
+
 /// The scrape config (JSON, which Prometheus reads as YAML).
 pub fn config(plan: &Plan) -> Value {
     let mut targets: Vec<(String, Value)> = Vec::new();
@@ -76,21 +101,19 @@ pub fn config(plan: &Plan) -> Value {
         else {
             continue;
         };
-        if matches!(w.proxy, ProxyKind::Sidecar | ProxyKind::Gateway) {
-            let addr = SocketAddr::new(w.ip, crate::up::PROMETHEUS_PORT);
-            group(&mut targets, "/stats/prometheus", addr, w);
-        }
-        let a = &pod.spec.annotations;
-        if a.get("prometheus.io/scrape").is_some_and(|v| v == "true") {
-            let port = a
-                .get("prometheus.io/port")
-                .and_then(|p| p.parse().ok())
-                .or_else(|| pod.spec.ports.first().map(|p| p.container_port));
-            let path = a
-                .get("prometheus.io/path")
-                .map_or("/metrics", String::as_str);
-            if let Some(port) = port {
-                group(&mut targets, path, SocketAddr::new(w.ip, port), w);
+        match w.proxy {
+            ProxyKind::Sidecar => {
+                let addr = SocketAddr::new(w.ip, crate::up::MERGED_METRICS_PORT);
+                group(&mut targets, "/stats/prometheus", addr, w);
+            }
+            ProxyKind::Gateway => {
+                let addr = SocketAddr::new(w.ip, crate::up::PROMETHEUS_PORT);
+                group(&mut targets, "/stats/prometheus", addr, w);
+            }
+            _ => {
+                if let Some((port, path)) = app_metrics(&pod.spec) {
+                    group(&mut targets, &path, SocketAddr::new(w.ip, port), w);
+                }
             }
         }
     }

@@ -361,7 +361,12 @@ fn start_pod(
     argv.extend([
         "--dns".into(),
         format!("127.0.0.1:{}", crate::capture::DNS_CAPTURE_PORT),
+        "--merged-metrics".into(),
+        format!("0.0.0.0:{MERGED_METRICS_PORT}"),
     ]);
+    if let Some((port, path)) = crate::prometheus::app_metrics(&pod.spec) {
+        argv.extend(["--app-metrics".into(), format!("{port}{path}")]);
+    }
     let sidecar = procs::spawn(Launch {
         role: format!("sidecar/{}", pod.spec.name),
         argv,
@@ -376,6 +381,9 @@ fn start_pod(
 
 /// Where every proxy serves Istio's metrics (Istio's 15090).
 pub const PROMETHEUS_PORT: u16 = 15090;
+/// Where a sidecar serves its metrics merged with its app's (Istio's
+/// agent port), which Prometheus scrapes.
+pub const MERGED_METRICS_PORT: u16 = 15020;
 
 /// `proxy_argv` for a pod's own proxy: admin and metrics on the pod's
 /// address, as in a Kubernetes pod.

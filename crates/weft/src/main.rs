@@ -147,6 +147,14 @@ enum Command {
         /// 15090), e.g. 0.0.0.0:15090.
         #[arg(long)]
         prometheus: Option<SocketAddr>,
+        /// Serve the proxy's and the app's metrics merged here (Istio's
+        /// agent port), e.g. 0.0.0.0:15020.
+        #[arg(long)]
+        merged_metrics: Option<SocketAddr>,
+        /// Where the app serves its own metrics on the pod's loopback, as
+        /// PORT or PORT/path (`prometheus.io/port` and `path`).
+        #[arg(long, requires = "merged_metrics")]
+        app_metrics: Option<weft_proxy::merged::AppMetrics>,
     },
     /// Run one of the Bookinfo-like demo services.
     Demo {
@@ -290,6 +298,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             cert_ttl,
             metadata,
             prometheus,
+            merged_metrics,
+            app_metrics,
         } => {
             let ca = match (ca, &token_file) {
                 (None, None) => None,
@@ -309,6 +319,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 workers: worker_threads(),
                 metadata: metadata.unwrap_or_default(),
                 prometheus,
+                merged_metrics,
+                app_metrics,
             })
             .await?;
         }

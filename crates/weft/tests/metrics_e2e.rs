@@ -87,12 +87,19 @@ fn drive(mesh: &Mesh, seconds: u64, extra: &[&str]) {
 
 #[test]
 fn bookinfo_metrics_in_the_proxies_and_in_prometheus() {
+    // ratings says where its own metrics are, as a pod does for Istio's
+    // metrics merging.
     let mut mesh = Mesh::up_with(
         "bookinfo",
         "metrics",
         146,
         18146,
-        |m| m,
+        |m| {
+            m.replace(
+                "  serviceAccount: bookinfo-ratings\n",
+                "  serviceAccount: bookinfo-ratings\n  annotations: {prometheus.io/scrape: \"true\", prometheus.io/port: \"9080\", prometheus.io/path: /metrics}\n",
+            )
+        },
         &["--with", "prometheus"],
     );
     drive(&mesh, 2, &[]);
@@ -156,6 +163,21 @@ fn bookinfo_metrics_in_the_proxies_and_in_prometheus() {
     // Prometheus scrapes every proxy, each target labelled as the pod.
     // Eight sidecars and the ingress gateway.
     eventually("count(up{job=\"kubernetes-pods\"} == 1)", |_, v| v >= 9.0);
+    // Istio's metrics merging: ratings' pod serves its proxy's metrics and
+    // its app's own on 15020, one target labelled as the pod.
+    let merged = curl("http://198.18.146.15:15020/stats/prometheus", &[]).1;
+    for family in [
+        "# TYPE istio_requests_total counter",
+        "bookinfo_requests_total{workload=\"ratings-v1\"}",
+        "istio_agent_scrapes_total",
+    ] {
+        assert!(merged.contains(family), "{family} in\n{merged}");
+    }
+    assert!(!merged.contains("# EOF"), "one text-format page");
+    eventually(
+        "bookinfo_requests_total{pod=\"ratings-v1\",app=\"ratings\",namespace=\"default\"}",
+        |_, v| v > 0.0,
+    );
     // The proxies' own health and xDS stats, under Envoy's names.
     eventually("count(envoy_server_live == 1)", |_, v| v >= 9.0);
     eventually(
