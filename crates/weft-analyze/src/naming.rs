@@ -98,6 +98,7 @@ const KNOWN_ANNOTATIONS: &[&str] = &[
     "sidecar.istio.io/userVolume",
     "sidecar.istio.io/userVolumeMount",
     "sidecar.istio.io/statsInclusionPrefixes",
+    "sidecar.istio.io/statsEvictionInterval",
     "sidecar.istio.io/agentLogLevel",
     "sidecar.istio.io/proxyImage",
     "sidecar.istio.io/interceptionMode",

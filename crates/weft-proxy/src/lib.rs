@@ -69,6 +69,9 @@ pub struct ProxyOptions {
     pub merged_metrics: Option<SocketAddr>,
     /// The app's own metrics, merged into those (`prometheus.io/port|path`).
     pub app_metrics: Option<merged::AppMetrics>,
+    /// Series unused for this long are dropped (Istio's
+    /// `sidecar.istio.io/statsEvictionInterval`); none: kept forever.
+    pub stats_eviction: Option<std::time::Duration>,
 }
 
 /// State shared by every task of one proxy.
@@ -122,6 +125,10 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
     }
     access_log::start_flusher();
     trace::report::start(&shared);
+    if let Some(every) = options.stats_eviction {
+        shared.stats.enable_eviction();
+        tokio::spawn(evict_stats(shared.clone(), every));
+    }
     let admin = admin::bind(options.admin).await?;
     tokio::spawn(admin::serve(admin, shared.clone()));
     if let Some(addr) = options.prometheus {
@@ -152,6 +159,20 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
     }
     access_log::flush();
     Ok(())
+}
+
+/// Every `every`, drops the metric series nothing updated since the last
+/// time.
+async fn evict_stats(shared: Arc<Shared>, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let gone = shared.stats.evict_unused();
+        if gone > 0 {
+            tracing::debug!(series = gone, "evicted unused stats");
+        }
+    }
 }
 
 /// A proxy fed with fixed Envoy resources instead of a control plane: the
@@ -185,6 +206,7 @@ impl StaticProxy {
             prometheus: None,
             merged_metrics: None,
             app_metrics: None,
+            stats_eviction: None,
         };
         let shared = Arc::new(Shared::new(options));
         trace::report::start(&shared);
@@ -213,6 +235,18 @@ impl StaticProxy {
     /// The proxy's metrics, as `/stats/prometheus` serves them.
     pub fn prometheus(&self) -> String {
         self.shared.stats.encode()
+    }
+
+    /// Tracks which metric series are used, for `evict_unused_stats`;
+    /// call before traffic.
+    pub fn enable_stats_eviction(&self) {
+        self.shared.stats.enable_eviction()
+    }
+
+    /// One eviction sweep (what the interval timer does): drops the series
+    /// unused since the last sweep; returns how many.
+    pub fn evict_unused_stats(&self) -> usize {
+        self.shared.stats.evict_unused()
     }
 
     pub fn apply(

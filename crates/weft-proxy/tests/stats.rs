@@ -675,3 +675,75 @@ async fn xds_updates_are_counted_as_envoy_counts_them() {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     }
 }
+
+/// Stats eviction (Istio's `statsEvictionInterval`): a series used in an
+/// interval survives its sweep; one idle for a whole interval is gone
+/// from the exposition, and comes back from zero when used again. TCP
+/// series go the same way.
+#[tokio::test]
+async fn series_idle_for_an_interval_are_evicted() {
+    let app = upstream("ratings", None).await;
+    let server = start(
+        metadata("ratings-v1", "ratings", "v1"),
+        vec![ratings_cluster("inbound|9080||", &[app.addr], false)],
+        |a| http_listener(a, "inbound|9080||", true),
+    );
+    server.inner.enable_stats_eviction();
+    let requests = |p: &Proxy| {
+        parse(&p.inner.prometheus())
+            .into_iter()
+            .filter(|s| s.name == "istio_requests_total")
+            .map(|s| s.value)
+            .collect::<Vec<f64>>()
+    };
+    for _ in 0..2 {
+        assert_eq!(get(server.addr, "/ratings/0").await.status, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(requests(&server), [2.0]);
+    assert_eq!(server.inner.evict_unused_stats(), 0, "used this interval");
+    assert_eq!(requests(&server), [2.0]);
+    assert_eq!(
+        server.inner.evict_unused_stats(),
+        4,
+        "the label set's four HTTP metrics"
+    );
+    assert!(requests(&server).is_empty());
+    let text = server.inner.prometheus();
+    assert!(
+        !text.contains("istio_request_duration_milliseconds_bucket"),
+        "{text}"
+    );
+    assert_eq!(get(server.addr, "/ratings/0").await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(requests(&server), [1.0], "back, from zero");
+
+    let echo = tcp_echo().await;
+    let tcp = start(
+        metadata("tcp-echo-v1", "tcp-echo", "v1"),
+        vec![ratings_cluster("inbound|9000||", &[echo], false)],
+        |a| tcp_listener(a, "inbound|9000||", true),
+    );
+    tcp.inner.enable_stats_eviction();
+    let mut s = tokio::net::TcpStream::connect(tcp.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"hi\n").await.unwrap();
+    let mut buf = [0u8; 3];
+    s.read_exact(&mut buf).await.unwrap();
+    drop(s);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(tcp
+        .inner
+        .prometheus()
+        .contains("istio_tcp_connections_closed_total{"));
+    tcp.inner.evict_unused_stats();
+    assert_eq!(
+        tcp.inner.evict_unused_stats(),
+        4,
+        "opened, closed, sent, received"
+    );
+    assert!(!tcp
+        .inner
+        .prometheus()
+        .contains("istio_tcp_connections_closed_total{"));
+}

@@ -75,6 +75,10 @@ impl Plan {
         if pod_specs.len() > 200 || spec.services.len() > 200 {
             bail!("at most 200 pods (replicas included) and 200 services fit one mesh's /24");
         }
+        for w in &pod_specs {
+            // Annotations a proxy is started with are read before any pod is.
+            crate::up::stats_eviction(w)?;
+        }
         let addresses = MeshAddresses::new(subnet);
         let pods: Vec<Pod> = pod_specs
             .iter()

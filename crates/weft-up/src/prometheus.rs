@@ -65,6 +65,15 @@ fn group(job_targets: &mut Vec<(String, Value)>, path: &str, addr: SocketAddr, w
     ));
 }
 
+/// Whether a sidecar'd pod's metrics are merged on 15020 (Istio's
+/// default; `prometheus.istio.io/merge-metrics: "false"` opts out, and
+/// the proxy and the app are then scraped apart).
+pub fn merges(pod: &weft_registry::WorkloadSpec) -> bool {
+    pod.annotations
+        .get("prometheus.istio.io/merge-metrics")
+        .is_none_or(|v| v != "false")
+}
+
 /// Where a pod's app serves its own metrics, when its annotations say it
 /// is scraped: `prometheus.io/port` (else its first port) and
 /// `prometheus.io/path` (else `/metrics`).
@@ -102,9 +111,16 @@ pub fn config(plan: &Plan) -> Value {
             continue;
         };
         match w.proxy {
-            ProxyKind::Sidecar => {
+            ProxyKind::Sidecar if merges(&pod.spec) => {
                 let addr = SocketAddr::new(w.ip, crate::up::MERGED_METRICS_PORT);
                 group(&mut targets, "/stats/prometheus", addr, w);
+            }
+            ProxyKind::Sidecar => {
+                let addr = SocketAddr::new(w.ip, crate::up::PROMETHEUS_PORT);
+                group(&mut targets, "/stats/prometheus", addr, w);
+                if let Some((port, path)) = app_metrics(&pod.spec) {
+                    group(&mut targets, &path, SocketAddr::new(w.ip, port), w);
+                }
             }
             ProxyKind::Gateway => {
                 let addr = SocketAddr::new(w.ip, crate::up::PROMETHEUS_PORT);
@@ -198,4 +214,57 @@ fn which(name: &str) -> Option<String> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .map(|p| p.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_registry::WorkloadSpec;
+
+    fn pod(annotations: &[(&str, &str)]) -> WorkloadSpec {
+        WorkloadSpec {
+            name: "ratings-v1".into(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ports: vec![weft_registry::ContainerPort {
+                container_port: 9080,
+                name: "http".into(),
+                protocol: None,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn annotations_say_where_app_metrics_are_and_whether_they_merge() {
+        assert_eq!(app_metrics(&pod(&[])), None);
+        let scraped = pod(&[("prometheus.io/scrape", "true")]);
+        assert_eq!(app_metrics(&scraped), Some((9080, "/metrics".into())));
+        let placed = pod(&[
+            ("prometheus.io/scrape", "true"),
+            ("prometheus.io/port", "9100"),
+            ("prometheus.io/path", "stats"),
+        ]);
+        assert_eq!(app_metrics(&placed), Some((9100, "/stats".into())));
+        assert!(merges(&placed));
+        assert!(!merges(&pod(&[(
+            "prometheus.istio.io/merge-metrics",
+            "false"
+        )])));
+    }
+
+    #[test]
+    fn stats_eviction_intervals_are_multiples_of_the_flush_interval() {
+        let key = "sidecar.istio.io/statsEvictionInterval";
+        assert_eq!(crate::up::stats_eviction(&pod(&[])).unwrap(), None);
+        assert_eq!(
+            crate::up::stats_eviction(&pod(&[(key, "1m30s")])).unwrap(),
+            Some(90)
+        );
+        let err = crate::up::stats_eviction(&pod(&[(key, "11s")])).unwrap_err();
+        assert!(format!("{err:#}").contains("ratings-v1"), "{err:#}");
+        assert!(crate::up::stats_eviction(&pod(&[(key, "soon")])).is_err());
+    }
 }

@@ -364,8 +364,13 @@ fn start_pod(
         "--merged-metrics".into(),
         format!("0.0.0.0:{MERGED_METRICS_PORT}"),
     ]);
-    if let Some((port, path)) = crate::prometheus::app_metrics(&pod.spec) {
-        argv.extend(["--app-metrics".into(), format!("{port}{path}")]);
+    if crate::prometheus::merges(&pod.spec) {
+        if let Some((port, path)) = crate::prometheus::app_metrics(&pod.spec) {
+            argv.extend(["--app-metrics".into(), format!("{port}{path}")]);
+        }
+    }
+    if let Some(every) = stats_eviction(&pod.spec)? {
+        argv.extend(["--stats-eviction-interval".into(), format!("{}s", every)]);
     }
     let sidecar = procs::spawn(Launch {
         role: format!("sidecar/{}", pod.spec.name),
@@ -384,6 +389,24 @@ pub const PROMETHEUS_PORT: u16 = 15090;
 /// Where a sidecar serves its metrics merged with its app's (Istio's
 /// agent port), which Prometheus scrapes.
 pub const MERGED_METRICS_PORT: u16 = 15020;
+
+/// The pod's `sidecar.istio.io/statsEvictionInterval`, in seconds: as in
+/// Istio, a whole multiple of the 5 s stats flush interval.
+pub(crate) fn stats_eviction(pod: &weft_registry::WorkloadSpec) -> anyhow::Result<Option<u64>> {
+    const KEY: &str = "sidecar.istio.io/statsEvictionInterval";
+    let Some(text) = pod.annotations.get(KEY) else {
+        return Ok(None);
+    };
+    let every = weft_config::networking::common::parse_duration(text)
+        .filter(|d| d.subsec_nanos() == 0 && d.as_secs() > 0 && d.as_secs() % 5 == 0)
+        .with_context(|| {
+            format!(
+                "pod {}: {KEY}: {text:?} is not a duration in whole multiples of 5s (the stats flush interval)",
+                pod.name
+            )
+        })?;
+    Ok(Some(every.as_secs()))
+}
 
 /// `proxy_argv` for a pod's own proxy: admin and metrics on the pod's
 /// address, as in a Kubernetes pod.

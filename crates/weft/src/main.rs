@@ -155,6 +155,10 @@ enum Command {
         /// PORT or PORT/path (`prometheus.io/port` and `path`).
         #[arg(long, requires = "merged_metrics")]
         app_metrics: Option<weft_proxy::merged::AppMetrics>,
+        /// Drop metric series unused for this long (Istio's
+        /// `sidecar.istio.io/statsEvictionInterval`), e.g. 60s.
+        #[arg(long, value_parser = duration)]
+        stats_eviction_interval: Option<std::time::Duration>,
     },
     /// Run one of the Bookinfo-like demo services.
     Demo {
@@ -300,6 +304,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             prometheus,
             merged_metrics,
             app_metrics,
+            stats_eviction_interval,
         } => {
             let ca = match (ca, &token_file) {
                 (None, None) => None,
@@ -321,6 +326,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 prometheus,
                 merged_metrics,
                 app_metrics,
+                stats_eviction: stats_eviction_interval,
             })
             .await?;
         }

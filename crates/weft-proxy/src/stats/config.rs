@@ -12,7 +12,7 @@ use weft_xds::stats_config::PluginConfig;
 use super::Reporter;
 
 /// Istio's standard metrics, in `stats.PluginConfig`'s names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Metric {
     Requests,
     Duration,

@@ -14,11 +14,13 @@
 
 pub(crate) mod config;
 pub mod envoy;
+mod evict;
 mod labels;
 pub(crate) mod peer;
 pub(crate) mod record;
 mod series;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
@@ -124,6 +126,14 @@ pub struct Stats {
     /// Tells this proxy's per-thread caches apart from another's in the
     /// same process (tests run several).
     id: u64,
+    /// Whether series are evicted when unused (`evict.rs`); until then no
+    /// use is tracked.
+    evicting: AtomicBool,
+    /// Bumped by each eviction, so threads drop their handles.
+    epoch: AtomicU64,
+    http_used: evict::Used<(Metric, Key<HttpLabels>)>,
+    grpc_used: evict::Used<(Metric, Key<Parties>)>,
+    tcp_used: evict::Used<(Metric, Key<TcpLabels>)>,
 }
 
 impl Stats {
@@ -198,9 +208,14 @@ impl Stats {
             envoy,
             own,
             id: {
-                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
             },
+            evicting: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            http_used: Default::default(),
+            grpc_used: Default::default(),
+            tcp_used: Default::default(),
         }
     }
 
@@ -221,9 +236,11 @@ impl Stats {
             let p = &labels.parties;
             if let Some(k) = how.key(Metric::RequestMessages, p) {
                 self.request_messages.get_or_create(&k).inc_by(sent);
+                self.mark(&self.grpc_used, Metric::RequestMessages, k);
             }
             if let Some(k) = how.key(Metric::ResponseMessages, p) {
                 self.response_messages.get_or_create(&k).inc_by(received);
+                self.mark(&self.grpc_used, Metric::ResponseMessages, k);
             }
         }
     }
@@ -238,10 +255,12 @@ impl Stats {
     ) {
         if let Some(k) = how.key(Metric::Requests, labels) {
             self.requests.get_or_create(&k).inc();
+            self.mark(&self.http_used, Metric::Requests, k);
         }
         let observe = |family: &Histograms<Key<HttpLabels>>, m: Metric, value: f64| {
             if let Some(k) = how.key(m, labels) {
                 family.get_or_create(&k).observe(value);
+                self.mark(&self.http_used, m, k);
             }
         };
         observe(&self.duration, Metric::Duration, millis);
@@ -261,6 +280,7 @@ impl Stats {
     pub(crate) fn tcp_opened(&self, labels: &TcpLabels, how: &Labelling) {
         if let Some(k) = how.key(Metric::TcpOpened, labels) {
             self.tcp_opened.get_or_create(&k).inc();
+            self.mark(&self.tcp_used, Metric::TcpOpened, k);
         }
     }
 
@@ -270,11 +290,84 @@ impl Stats {
         let count = |family: &Family<Key<TcpLabels>, Counter>, m: Metric, n: u64| {
             if let Some(k) = how.key(m, labels) {
                 family.get_or_create(&k).inc_by(n);
+                self.mark(&self.tcp_used, m, k);
             }
         };
         count(&self.tcp_closed, Metric::TcpClosed, 1);
         count(&self.tcp_sent, Metric::TcpSent, sent);
         count(&self.tcp_received, Metric::TcpReceived, received);
+    }
+
+    /// From now on, series unused between two `evict_unused` calls are
+    /// removed by the second.
+    pub fn enable_eviction(&self) {
+        self.evicting.store(true, Ordering::Relaxed);
+    }
+
+    fn evicting(&self) -> bool {
+        self.evicting.load(Ordering::Relaxed)
+    }
+
+    /// The used flag of a standard label set, one for its four metrics.
+    fn http_used_flag(&self, key: &Key<HttpLabels>) -> Arc<AtomicBool> {
+        let flag = self.http_used.flag(&(Metric::Requests, key.clone()));
+        for m in [
+            Metric::Duration,
+            Metric::RequestBytes,
+            Metric::ResponseBytes,
+        ] {
+            self.http_used.share(&(m, key.clone()), &flag);
+        }
+        flag
+    }
+
+    fn mark<K: std::hash::Hash + Eq + Clone>(
+        &self,
+        used: &evict::Used<(Metric, K)>,
+        m: Metric,
+        key: K,
+    ) {
+        if self.evicting() {
+            used.mark(&(m, key));
+        }
+    }
+
+    /// Removes every series not updated since the last call; returns how
+    /// many went.
+    pub fn evict_unused(&self) -> usize {
+        let (http, grpc, tcp) = (
+            self.http_used.sweep(),
+            self.grpc_used.sweep(),
+            self.tcp_used.sweep(),
+        );
+        let gone = http.len() + grpc.len() + tcp.len();
+        if gone == 0 {
+            return 0;
+        }
+        self.epoch.fetch_add(1, Ordering::Release);
+        for (m, k) in http {
+            match m {
+                Metric::Requests => self.requests.remove(&k),
+                Metric::Duration => self.duration.remove(&k),
+                Metric::RequestBytes => self.request_bytes.remove(&k),
+                _ => self.response_bytes.remove(&k),
+            };
+        }
+        for (m, k) in grpc {
+            match m {
+                Metric::RequestMessages => self.request_messages.remove(&k),
+                _ => self.response_messages.remove(&k),
+            };
+        }
+        for (m, k) in tcp {
+            match m {
+                Metric::TcpOpened => self.tcp_opened.remove(&k),
+                Metric::TcpClosed => self.tcp_closed.remove(&k),
+                Metric::TcpSent => self.tcp_sent.remove(&k),
+                _ => self.tcp_received.remove(&k),
+            };
+        }
+        gone
     }
 
     /// The Prometheus exposition (OpenMetrics text).

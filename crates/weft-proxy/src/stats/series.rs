@@ -9,6 +9,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -23,6 +25,8 @@ pub(super) struct HttpSeries {
     pub duration: Histogram,
     pub request_bytes: Histogram,
     pub response_bytes: Histogram,
+    /// Set by each use, when stats are evicted (`evict.rs`).
+    used: Option<Arc<AtomicBool>>,
 }
 
 /// The multiply-rotate hash of rustc's own hash tables (FxHash): fast
@@ -51,8 +55,9 @@ impl Hasher for Fx {
 type Table = HashMap<HttpLabels, HttpSeries, BuildHasherDefault<Fx>>;
 
 thread_local! {
-    /// Per proxy (`Stats::id`), its label sets' handles.
-    static SERIES: RefCell<HashMap<u64, Table>> = RefCell::new(HashMap::new());
+    /// Per proxy (`Stats::id`), its label sets' handles, as of an
+    /// eviction epoch.
+    static SERIES: RefCell<HashMap<u64, (u64, Table)>> = RefCell::new(HashMap::new());
 }
 
 impl Stats {
@@ -61,8 +66,17 @@ impl Stats {
     pub(super) fn with_series(&self, labels: &HttpLabels, f: impl FnOnce(&HttpSeries)) {
         SERIES.with(|all| {
             let mut all = all.borrow_mut();
-            let table = all.entry(self.id).or_default();
+            let (epoch, table) = all.entry(self.id).or_default();
+            let now = self.epoch.load(Ordering::Acquire);
+            if *epoch != now {
+                // Some series were evicted: these handles may be detached.
+                table.clear();
+                *epoch = now;
+            }
             if let Some(series) = table.get(labels) {
+                if let Some(used) = &series.used {
+                    used.store(true, Ordering::Relaxed);
+                }
                 return f(series);
             }
             let key = Key::Std(labels.clone());
@@ -71,6 +85,7 @@ impl Stats {
                 duration: self.duration.get_or_create(&key).clone(),
                 request_bytes: self.request_bytes.get_or_create(&key).clone(),
                 response_bytes: self.response_bytes.get_or_create(&key).clone(),
+                used: self.evicting().then(|| self.http_used_flag(&key)),
             };
             f(&series);
             table.insert(labels.clone(), series);
