@@ -6,8 +6,10 @@
 use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/conformance/istio/validation");
+    let dir = PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../../../shared/conformance/istio/validation");
     assert!(
         dir.is_dir(),
         "Istio's validation fixtures are missing at {}: the tests read them from shared/ beside the clone",

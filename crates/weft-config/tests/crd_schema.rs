@@ -10,8 +10,10 @@ use std::path::PathBuf;
 use serde_json::{json, Map, Value};
 
 fn crds() -> Vec<Value> {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/conformance/istio/crds/crd-all.gen.yaml");
+    let file = PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../../../shared/conformance/istio/crds/crd-all.gen.yaml");
     let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
         panic!(
             "Istio's CRD schema is missing at {} ({e}): the tests read it from shared/ beside the clone",

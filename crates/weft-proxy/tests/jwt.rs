@@ -30,7 +30,10 @@ const ISSUER: &str = "testing@secure.istio.io";
 /// Fresh keys and tokens from the generator script.
 fn tokens(tag: &str, issuer: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("weft-jwt-{tag}-{}", std::process::id()));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/gen-jwt.py");
+    let script = &format!(
+        "{}/../../scripts/gen-jwt.py",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    );
     let out = std::process::Command::new("python3")
         .arg(script)
         .arg(&dir)

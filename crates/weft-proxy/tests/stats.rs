@@ -248,8 +248,10 @@ fn total(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
 /// Istio's label names for a metric, from one of its test templates (a
 /// label listed twice there counts once).
 fn istio_labels(template: &str) -> BTreeSet<String> {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/istio/metrics");
+    let dir = PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../../../shared/conformance/istio/metrics");
     let path = dir.join(template);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(

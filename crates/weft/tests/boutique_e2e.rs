@@ -10,7 +10,7 @@ use std::time::Duration;
 use support::*;
 
 fn routes(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
         .join("../../examples/boutique/routes")
         .join(file)
 }

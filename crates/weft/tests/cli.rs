@@ -6,7 +6,8 @@ use std::process::Command;
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
 fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo")
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+        .join("../../examples/bookinfo")
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -44,8 +44,10 @@ fn pods_outside_the_mesh_are_not_routed_by_virtual_services() {
         18160,
         with_pods_outside_the_mesh,
     );
-    let all_v1 = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/bookinfo/routes/virtual-service-all-v1.yaml");
+    let all_v1 = PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../../examples/bookinfo/routes/virtual-service-all-v1.yaml");
     mesh.apply_ok(&all_v1);
     wait_until(
         "reviews v1 only from the mesh",

@@ -195,9 +195,9 @@ fn jwt_authentication_and_authorization_as_istios_tasks() {
     let mesh = Mesh::up_example("security", "jwt", 167, 18167);
     let dir = std::env::temp_dir().join(format!("weft-jwt-e2e-{}", std::process::id()));
     let gen = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../scripts/gen-jwt.py"
+        .arg(format!(
+            "{}/../../scripts/gen-jwt.py",
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
         ))
         .arg(&dir)
         .output()

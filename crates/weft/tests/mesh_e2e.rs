@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn routes(file: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/bookinfo/routes")
-        .join(file)
+    std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../../examples/bookinfo/routes")
+    .join(file)
 }
 
 fn count(seen: &[String], v: &str) -> usize {
@@ -593,7 +595,10 @@ fn a_broken_workload_fails_up_with_its_log() {
     require_root();
     let dir = std::env::temp_dir().join(format!("weft-e2e-broken-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo");
+    let example = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../../examples/bookinfo");
     let mesh = std::fs::read_to_string(example.join("mesh.yaml")).unwrap();
     std::fs::write(
         dir.join("mesh.yaml"),
@@ -623,7 +628,10 @@ fn a_broken_workload_fails_up_with_its_log() {
 fn up_fails_fast_on_a_taken_port_or_rejected_config() {
     require_root();
     let taken = std::net::TcpListener::bind("127.0.0.1:18105").unwrap();
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo");
+    let example = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../../examples/bookinfo");
     let up = |dir: &std::path::Path| up_to_the_end(dir, "e2efast", 105, 18105);
     let out = up(&example);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -348,7 +348,10 @@ fn label_values(query: &str) -> Vec<String> {
 /// Prometheus: each variable's query offers the test's bindings, and each
 /// panel's queries are valid and have data.
 fn every_dashboard_panel_is_answered() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../addons/grafana");
+    let dir = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../../addons/grafana");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

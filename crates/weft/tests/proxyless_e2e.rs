@@ -16,7 +16,7 @@ use support::*;
 const CATALOG: &str = "xds:///productcatalogservice.default.svc.cluster.local:3550";
 
 fn example(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
         .join("../../examples/proxyless")
         .join(file)
 }

@@ -14,7 +14,7 @@ const REVIEWS_UNAVAILABLE: &str = "Sorry, product reviews are currently unavaila
 const RATINGS_UNAVAILABLE: &str = "Ratings service is currently unavailable";
 
 fn sample(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
         .join("../../examples/bookinfo/routes")
         .join(file)
 }

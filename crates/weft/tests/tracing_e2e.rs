@@ -30,7 +30,10 @@ fn with_zipkin(mesh: String) -> String {
   ports: [{name: http-query, port: 9411}]
   selector: {app: zipkin}
 ";
-    let receiver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_receiver.py");
+    let receiver = &format!(
+        "{}/tests/otlp_receiver.py",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    );
     let otel = format!(
         "- name: otel-collector
   namespace: observability

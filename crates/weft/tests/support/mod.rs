@@ -99,9 +99,11 @@ impl Mesh {
             std::env::temp_dir().join(format!("weft-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&config_dir);
         std::fs::create_dir_all(&config_dir).unwrap();
-        let example = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../examples")
-            .join(example);
+        let example = Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+        )
+        .join("../../examples")
+        .join(example);
         for entry in std::fs::read_dir(&example).unwrap() {
             let path = entry.unwrap().path();
             if path.is_file() {
