@@ -5,6 +5,7 @@
 //! This crate knows nothing of Envoy, xDS, sockets or the registry: it turns
 //! text into validated values and nothing else.
 
+pub mod cel;
 pub mod error;
 pub mod extensions;
 pub mod gateway_api;

@@ -276,14 +276,11 @@ pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
                 "a filter applies only to the providers its entry names (as in istiod): add providers, e.g. [{name: envoy}]",
             );
         }
-        if al
-            .filter
-            .as_ref()
-            .is_some_and(|f| f.expression.trim().is_empty())
-        {
-            r.error(
-                format!("spec.accessLogging[{i}].filter.expression"),
-                "an expression is required (CEL, e.g. response.code >= 400)",
+        if let Some(f) = &al.filter {
+            filter_expression(
+                r,
+                &format!("spec.accessLogging[{i}].filter.expression"),
+                &f.expression,
             );
         }
     }
@@ -345,6 +342,26 @@ fn label_name(tag: &str) -> bool {
         && !tag.starts_with("__")
 }
 
+/// An access-log filter: not CEL is an error, as istiod's `cel.Parse`
+/// makes it; CEL Weft's proxies do not evaluate is a warning (that logger
+/// is left out, as the proxy reports).
+fn filter_expression(r: &mut Report, at: &str, expression: &str) {
+    if expression.trim().is_empty() {
+        r.error(
+            at,
+            "an expression is required (CEL, e.g. response.code >= 400)",
+        );
+        return;
+    }
+    match crate::cel::parse(expression) {
+        Ok(_) => {}
+        Err(e @ crate::cel::CelError::Syntax(_)) => {
+            r.error(at, format!("must be a valid CEL expression: {e}"))
+        }
+        Err(e) => r.warn(at, format!("{e}; proxies leave this logger out")),
+    }
+}
+
 /// Whether the proxy evaluates a tag expression (the forms Istio's
 /// metric customization task uses).
 fn evaluable(expr: &str) -> bool {
@@ -377,6 +394,29 @@ fn evaluable(expr: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn filter_expressions_that_are_not_cel_are_refused_with_their_line() {
+        let telemetry = |expression: &str| {
+            format!("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: t, namespace: istio-system}}\nspec:\n  accessLogging:\n  - providers: [{{name: envoy}}]\n    filter:\n      expression: {expression:?}\n")
+        };
+        let bad = crate::load_str(&telemetry(")++++"), "t.yaml");
+        assert!(bad.has_errors());
+        let said = bad.problems[0].to_string();
+        assert!(
+            said.contains("t.yaml:8") && said.contains("valid CEL"),
+            "{said}"
+        );
+        let unevaluated = crate::load_str(&telemetry("size(request.path) > 10"), "t.yaml");
+        assert!(!unevaluated.has_errors(), "{:?}", unevaluated.problems);
+        assert!(
+            unevaluated.problems[0].to_string().contains("size()"),
+            "{:?}",
+            unevaluated.problems
+        );
+        let fine = crate::load_str(&telemetry("response.code >= 400"), "t.yaml");
+        assert!(fine.problems.is_empty(), "{:?}", fine.problems);
+    }
+
     #[test]
     fn tag_expressions_weft_cannot_evaluate_are_named() {
         let yaml = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t, namespace: istio-system}\nspec:\n  metrics:\n  - overrides:\n    - tagOverrides:\n        request_host: {value: request.host}\n        app: {value: \"upstream_peer.labels['app'].value\"}\n";

@@ -238,7 +238,7 @@ impl Filter {
             Filter::Flags(f) => e.flags.intersects(*f),
             Filter::And(all) => all.iter().all(|f| f.passes(e)),
             Filter::Or(any) => any.iter().any(|f| f.passes(e)),
-            Filter::Cel(x) => x.matches(e),
+            Filter::Cel(x) => super::cel::matches(x, e),
             Filter::Always => true,
         }
     }

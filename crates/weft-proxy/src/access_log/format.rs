@@ -94,7 +94,7 @@ pub(crate) struct Wanted {
 }
 
 impl Wanted {
-    fn index(list: &mut Vec<HeaderName>, name: HeaderName) -> usize {
+    pub(super) fn index(list: &mut Vec<HeaderName>, name: HeaderName) -> usize {
         match list.iter().position(|n| *n == name) {
             Some(i) => i,
             None => {
