@@ -168,8 +168,8 @@ fn default_providers(mesh: &MeshConfig) -> Vec<String> {
 /// Where a tracer sends spans, and how.
 enum Wire {
     Zipkin,
-    /// OTLP over HTTP, to this path.
-    Otlp(String),
+    /// OTLP over HTTP to this path, or over gRPC (none).
+    Otlp(Option<String>),
 }
 
 /// The connection manager's `tracing` for a spec, if it names a Zipkin or
@@ -232,7 +232,10 @@ fn tracer(
         Wire::Otlp(path) => Http {
             name: "envoy.tracers.opentelemetry".into(),
             config_type: Some(ConfigType::TypedConfig(pack_any(otel(
-                &host, &path, cluster, proxy,
+                &host,
+                path.as_deref(),
+                cluster,
+                proxy,
             )))),
         },
     };
@@ -267,16 +270,14 @@ fn provider(
         ));
     }
     if let Some(o) = p.and_then(|p| p.opentelemetry.as_ref()) {
-        let Some(http) = &o.http else {
-            problems.push(format!("tracing provider {name:?} exports OTLP over gRPC, which Weft does not; give it `http`; not traced"));
-            return None;
-        };
-        let path = http.path.clone().unwrap_or_else(|| "/v1/traces".into());
-        let path = if path.starts_with('/') {
-            path
-        } else {
-            format!("/{path}")
-        };
+        let path = o.http.as_ref().map(|http| {
+            let path = http.path.clone().unwrap_or_else(|| "/v1/traces".into());
+            if path.starts_with('/') {
+                path
+            } else {
+                format!("/{path}")
+            }
+        });
         return Some((
             bare(&o.service),
             port_number(&o.port)?,
@@ -290,28 +291,51 @@ fn provider(
     None
 }
 
-/// istiod's `otelConfig` over HTTP: the URI without a scheme.
+/// istiod's `otelConfig`: over HTTP, the URI without a scheme; over
+/// gRPC, an Envoy gRPC service on the cluster with the host as authority.
 fn otel(
     host: &str,
-    path: &str,
+    path: Option<&str>,
     cluster: String,
     proxy: &Workload,
 ) -> envoy_types::pb::envoy::config::trace::v3::OpenTelemetryConfig {
     use envoy_types::pb::envoy::config::core::v3::{
-        http_uri::HttpUpstreamType, HttpService, HttpUri,
+        grpc_service, http_uri::HttpUpstreamType, GrpcService, HttpService, HttpUri,
+    };
+    let timeout = Some(envoy_types::pb::google::protobuf::Duration {
+        seconds: 5,
+        nanos: 0,
+    });
+    let (http_service, grpc_service) = match path {
+        Some(path) => (
+            Some(HttpService {
+                http_uri: Some(HttpUri {
+                    uri: format!("{host}{path}"),
+                    http_upstream_type: Some(HttpUpstreamType::Cluster(cluster)),
+                    timeout,
+                }),
+                ..Default::default()
+            }),
+            None,
+        ),
+        None => (
+            None,
+            Some(GrpcService {
+                target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                    grpc_service::EnvoyGrpc {
+                        cluster_name: cluster,
+                        authority: host.to_string(),
+                        ..Default::default()
+                    },
+                )),
+                timeout,
+                ..Default::default()
+            }),
+        ),
     };
     envoy_types::pb::envoy::config::trace::v3::OpenTelemetryConfig {
-        http_service: Some(HttpService {
-            http_uri: Some(HttpUri {
-                uri: format!("{host}{path}"),
-                http_upstream_type: Some(HttpUpstreamType::Cluster(cluster)),
-                timeout: Some(envoy_types::pb::google::protobuf::Duration {
-                    seconds: 5,
-                    nanos: 0,
-                }),
-            }),
-            ..Default::default()
-        }),
+        http_service,
+        grpc_service,
         service_name: format!(
             "{}.{}",
             proxy
@@ -556,13 +580,27 @@ spec:
         let uri = o.http_service.unwrap().http_uri.unwrap();
         assert_eq!(uri.uri, "zipkin.istio-system.svc.cluster.local/v1/traces");
         assert_eq!(o.service_name, "reviews.default");
+        // Without `http`, OTLP over gRPC, as istiod writes it.
         let out = translated(&telemetry("otel-grpc"));
-        assert!(tracing_of(&out, "outbound").is_none());
-        assert!(
-            out.problems.iter().any(|p| p.contains("OTLP over gRPC")),
-            "{:?}",
-            out.problems
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        let provider = tracing_of(&out, "outbound").unwrap().provider.unwrap();
+        let Some(ConfigType::TypedConfig(any)) = provider.config_type else {
+            panic!()
+        };
+        let o: envoy_types::pb::envoy::config::trace::v3::OpenTelemetryConfig =
+            prost::Message::decode(any.value.as_slice()).unwrap();
+        assert!(o.http_service.is_none());
+        let Some(
+            envoy_types::pb::envoy::config::core::v3::grpc_service::TargetSpecifier::EnvoyGrpc(g),
+        ) = o.grpc_service.unwrap().target_specifier
+        else {
+            panic!()
+        };
+        assert_eq!(
+            g.cluster_name,
+            "outbound|9411||zipkin.istio-system.svc.cluster.local"
         );
+        assert_eq!(g.authority, "zipkin.istio-system.svc.cluster.local");
     }
 
     #[test]

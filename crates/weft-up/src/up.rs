@@ -512,9 +512,15 @@ async fn wait_ready(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for pod in &plan.pods {
-        for port in http_ports(plan, pod) {
+        for (port, http1) in http_ports(plan, pod) {
             let addr = SocketAddr::new(pod.ip.into(), port);
-            while !answers(addr, pod.spec.readiness_path()) {
+            let ready = || match http1 {
+                true => answers(addr, pod.spec.readiness_path()),
+                // An HTTP/2-only server (gRPC) need not speak HTTP/1.0:
+                // listening is ready.
+                false => TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok(),
+            };
+            while !ready() {
                 alive()?;
                 if Instant::now() > deadline {
                     bail!(
@@ -530,8 +536,9 @@ async fn wait_ready(
     alive()
 }
 
-/// The ports to probe a pod's app on (a gateway pod has no app).
-fn http_ports(plan: &Plan, pod: &Pod) -> Vec<u16> {
+/// The ports to probe a pod's app on (a gateway pod has no app), each
+/// with whether it is plain HTTP (probed with a GET) or HTTP/2 and gRPC.
+fn http_ports(plan: &Plan, pod: &Pod) -> Vec<(u16, bool)> {
     let workload = plan
         .registry
         .workloads
@@ -545,7 +552,10 @@ fn http_ports(plan: &Plan, pod: &Pod) -> Vec<u16> {
         .services_of(workload)
         .flat_map(|s| s.ports.iter())
         .filter(|p| Protocol::of(p).is_http())
-        .filter_map(|p| weft_registry::target_port(p, &pod.spec.ports))
+        .filter_map(|p| {
+            let port = weft_registry::target_port(p, &pod.spec.ports)?;
+            Some((port, Protocol::of(p) == Protocol::Http))
+        })
         .collect()
 }
 

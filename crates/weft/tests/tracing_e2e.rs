@@ -8,7 +8,9 @@
 //! UI makes. Then the same through Istio's OpenTelemetry task: the
 //! provider switched to OTLP over HTTP, a Python receiver decoding with
 //! `opentelemetry-proto` gets the call tree productpage → reviews →
-//! ratings with W3C context. Subnet 148, ingress port 18148.
+//! ratings with W3C context; then a provider without `http`, which Istio
+//! exports over gRPC, and the same receiver's grpcio `TraceService` gets
+//! the spans. Subnets 148 and 149, ingress ports 18148 and 18149.
 
 mod support;
 
@@ -39,12 +41,12 @@ fn with_zipkin(mesh: String) -> String {
   namespace: observability
   labels: {{app: otel-collector, sidecar.istio.io/inject: \"false\"}}
   command: [python3, \"{receiver}\"]
-  ports: [{{containerPort: 4318, name: http-otlp}}]
+  ports: [{{containerPort: 4318, name: http-otlp}}, {{containerPort: 4317, name: grpc-otlp}}]
 "
     );
     let otel_service = "- name: otel-collector
   namespace: observability
-  ports: [{name: http-otlp, port: 4318}]
+  ports: [{name: http-otlp, port: 4318}, {name: grpc-otlp, port: 4317}]
   selector: {app: otel-collector}
 ";
     let mesh = mesh.replacen(
@@ -72,6 +74,10 @@ const OTEL: &str = "- name: otel-tracing
     service: otel-collector.observability.svc.cluster.local
     http:
       path: /v1/traces
+- name: otel-grpc
+  opentelemetry:
+    port: 4317
+    service: otel-collector.observability.svc.cluster.local
 ";
 
 const TELEMETRY: &str = "apiVersion: telemetry.istio.io/v1
@@ -240,6 +246,23 @@ fn istios_opentelemetry_task_on_bookinfo() {
     assert_eq!(details["attributes"]["http.status_code"], "200");
     assert_eq!(details["attributes"]["istio.canonical_service"], "details");
     assert!(details["end"].as_u64() > details["start"].as_u64());
+    assert!(trace.iter().all(|s| s["transport"] == "http"));
+
+    // Istio's default for an `opentelemetry` provider without `http`:
+    // OTLP over gRPC, to the receiver's TraceService on 4317.
+    ok(mesh.apply_yaml(
+        "telemetry.yaml",
+        &TELEMETRY.replace("name: zipkin", "name: otel-grpc"),
+    ));
+    wait_until("spans over gRPC", Duration::from_secs(40), || {
+        assert_eq!(curl(&page, &[]).0, 200);
+        otlp_spans_of(149).iter().any(|s| {
+            s["transport"] == "grpc"
+                && s["service"] == "productpage.default"
+                && s["kind"] == 2
+                && s["attributes"]["istio.canonical_service"] == "productpage"
+        })
+    });
 }
 
 /// The OTLP receiver's spans (the mesh's tenth pod), none while it starts.

@@ -108,20 +108,40 @@ fn zipkin(z: &ZipkinConfig) -> Result<report::Collector, String> {
             h => h.into(),
         },
         otlp: false,
+        grpc: false,
         service: None,
     })
 }
 
-/// OTLP over HTTP to `http_service`'s cluster; the URI names the host and
-/// path (istiod writes it without a scheme).
+/// The gRPC method OTLP's trace exporter calls.
+const OTLP_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// OTLP to the collector: over HTTP to `http_service`'s cluster (the URI
+/// names the host and path; istiod writes it without a scheme), or over
+/// gRPC to `grpc_service`'s Envoy gRPC cluster.
 fn open_telemetry(
     o: &envoy_types::pb::envoy::config::trace::v3::OpenTelemetryConfig,
 ) -> Result<report::Collector, String> {
+    use envoy_types::pb::envoy::config::core::v3::grpc_service::TargetSpecifier;
     use envoy_types::pb::envoy::config::core::v3::http_uri::HttpUpstreamType;
+    let service = Some(o.service_name.clone()).filter(|s| !s.is_empty());
+    if let Some(g) = &o.grpc_service {
+        let Some(TargetSpecifier::EnvoyGrpc(envoy)) = &g.target_specifier else {
+            return Err("OpenTelemetry grpc_service needs envoy_grpc (a cluster)".into());
+        };
+        return Ok(report::Collector {
+            cluster: envoy.cluster_name.clone(),
+            path: OTLP_EXPORT.into(),
+            host: Some(envoy.authority.clone())
+                .filter(|a| !a.is_empty())
+                .unwrap_or_else(|| envoy.cluster_name.clone()),
+            otlp: true,
+            grpc: true,
+            service,
+        });
+    }
     let Some(uri) = o.http_service.as_ref().and_then(|h| h.http_uri.as_ref()) else {
-        return Err(
-            "OpenTelemetry tracing needs http_service (OTLP over gRPC is not supported)".into(),
-        );
+        return Err("OpenTelemetry tracing needs http_service or grpc_service".into());
     };
     let Some(HttpUpstreamType::Cluster(cluster)) = &uri.http_upstream_type else {
         return Err("OpenTelemetry http_uri needs a cluster".into());
@@ -139,7 +159,8 @@ fn open_telemetry(
         path: path.into(),
         host: host.into(),
         otlp: true,
-        service: Some(o.service_name.clone()).filter(|s| !s.is_empty()),
+        grpc: false,
+        service,
     })
 }
 

@@ -20,8 +20,10 @@ pub(crate) struct Collector {
     pub cluster: String,
     pub path: String,
     pub host: String,
-    /// OTLP protobuf over HTTP, else Zipkin v2 JSON.
+    /// OTLP protobuf, else Zipkin v2 JSON.
     pub otlp: bool,
+    /// OTLP as a gRPC call (`path` is the method) over HTTP/2.
+    pub grpc: bool,
     /// The service the spans are reported as, when the tracer names one
     /// (OpenTelemetry's `service_name`); else the proxy's service cluster.
     pub service: Option<String>,
@@ -197,6 +199,9 @@ fn endpoint(shared: &Shared, cluster: &str) -> Option<SocketAddr> {
 }
 
 async fn post(addr: SocketAddr, c: &Collector, body: Vec<u8>) -> anyhow::Result<http::StatusCode> {
+    if c.grpc {
+        return grpc_export(addr, c, body).await;
+    }
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
@@ -212,4 +217,40 @@ async fn post(addr: SocketAddr, c: &Collector, body: Vec<u8>) -> anyhow::Result<
         )
         .body(Full::new(Bytes::from(body)))?;
     Ok(sender.send_request(req).await?.status())
+}
+
+/// One unary gRPC call over HTTP/2 (OTLP's `TraceService/Export`): the
+/// message in gRPC's length-prefixed frame, success when the call's
+/// `grpc-status` (trailers, or headers for a trailers-only reply) is 0.
+async fn grpc_export(
+    addr: SocketAddr,
+    c: &Collector,
+    message: Vec<u8>,
+) -> anyhow::Result<http::StatusCode> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await?;
+    tokio::spawn(conn);
+    let mut framed = Vec::with_capacity(message.len() + 5);
+    framed.push(0); // not compressed
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    let req = http::Request::post(format!("http://{}{}", c.host, c.path))
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(framed)))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let early = resp.headers().get("grpc-status").cloned();
+    let collected = resp.into_body().collect().await?;
+    let grpc_status = early.or_else(|| collected.trailers()?.get("grpc-status").cloned());
+    match grpc_status.as_ref().map(|v| v.as_bytes()) {
+        Some(b"0") => Ok(status),
+        Some(code) => anyhow::bail!("grpc-status {}", String::from_utf8_lossy(code)),
+        None => anyhow::bail!("no grpc-status (HTTP {status})"),
+    }
 }
