@@ -393,6 +393,14 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
             }
             continue;
         }
+        if field == "enablePrometheusMerge" {
+            // Istio's injector reads it; `weft up` merges per pod instead.
+            r.warn(
+                format!("{at}.{field}"),
+                "accepted but not enforced: weft up merges each sidecar's metrics on 15020 unless its pod says prometheus.istio.io/merge-metrics: \"false\"",
+            );
+            continue;
+        }
         r.warn(
             format!("{at}.{field}"),
             "accepted but not enforced by this version of Weft",

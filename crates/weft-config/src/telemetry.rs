@@ -192,14 +192,6 @@ pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
             r.warn(field, "accepted but not enforced by this version of Weft");
         }
     }
-    for (i, m) in t.metrics.iter().enumerate() {
-        if m.reporting_interval.is_some() {
-            r.warn(
-                format!("spec.metrics[{i}].reportingInterval"),
-                "accepted but not enforced: TCP metrics are reported when a connection ends",
-            );
-        }
-    }
     check_targets(
         r,
         t.selector.as_ref(),

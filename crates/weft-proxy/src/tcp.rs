@@ -73,7 +73,8 @@ where
                 seen.endpoint = c.endpoints.workloads.get(&addr).cloned();
             }
             opened(&tcp, &entry);
-            match copy_until_idle(&mut down, &mut up, tcp.idle, &moved).await {
+            let copied = copy_until_idle(&mut down, &mut up, tcp.idle, &moved);
+            match reporting(copied, &tcp, &entry, &moved).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     entry.detail = Some("idle_timeout".into());
@@ -90,7 +91,7 @@ where
     // "received", what the client sent.
     (entry.tcp_received, entry.bytes_sent) = moved.totals();
     if let (Some(r), Some(seen)) = (&tcp.recorder, &entry.observed) {
-        r.tcp_closed(&entry, seen, entry.bytes_sent, entry.tcp_received);
+        r.tcp_moved(&entry, seen, moved.unreported(), true);
     }
     if let Some(logs) = &tcp.logs {
         logs.write(&entry);
@@ -104,11 +105,14 @@ fn opened(tcp: &Tcp<'_>, entry: &Entry) {
     }
 }
 
-/// Bytes moved each way: towards the upstream (Istio's "sent") and back.
+/// Bytes moved each way: towards the upstream (what the client sent,
+/// Istio's "received") and back (Istio's "sent"); and how much of each
+/// the metrics have counted.
 #[derive(Default)]
 struct Moved {
     up: AtomicU64,
     down: AtomicU64,
+    reported: std::sync::Mutex<(u64, u64)>,
 }
 
 impl Moved {
@@ -117,6 +121,38 @@ impl Moved {
             self.up.load(Ordering::Relaxed),
             self.down.load(Ordering::Relaxed),
         )
+    }
+
+    /// Istio's (sent, received) since the last call, now counted.
+    fn unreported(&self) -> (u64, u64) {
+        let (up, down) = self.totals();
+        let mut r = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        let delta = (down - r.0, up - r.1);
+        *r = (down, up);
+        delta
+    }
+}
+
+/// Runs `copy` while, every reporting interval of the chain's stats, the
+/// bytes moved so far are counted, as Istio's stats filter reports open
+/// connections (so a long-lived one is not invisible until it closes).
+async fn reporting<F: std::future::Future>(
+    copy: F,
+    tcp: &Tcp<'_>,
+    entry: &Entry,
+    moved: &Moved,
+) -> F::Output {
+    let (Some(r), Some(seen)) = (&tcp.recorder, &entry.observed) else {
+        return copy.await;
+    };
+    let every = r.cfg.tcp_reporting;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(copy);
+    loop {
+        tokio::select! {
+            out = &mut copy => return out,
+            _ = ticks.tick() => r.tcp_moved(entry, seen, moved.unreported(), false),
+        }
     }
 }
 

@@ -599,6 +599,7 @@ async fn telemetry_overrides_drop_remove_and_add_tags() {
                 ..Default::default()
             },
         ],
+        ..Default::default()
     };
     let server = start(
         metadata("ratings-v1", "ratings", "v1"),
@@ -748,4 +749,56 @@ async fn series_idle_for_an_interval_are_evicted() {
         .inner
         .prometheus()
         .contains("istio_tcp_connections_closed_total{"));
+}
+
+/// Istio's stats filter counts an open TCP connection's bytes every
+/// reporting interval (`reportingInterval`, `tcp_reporting_duration`),
+/// not only when it closes; the close counts the rest, never twice.
+#[tokio::test]
+async fn open_tcp_connections_are_reported_every_interval() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = tcp_echo().await;
+    let every = PluginConfig {
+        tcp_reporting_duration: Some(envoy_types::pb::google::protobuf::Duration {
+            seconds: 0,
+            nanos: 200_000_000,
+        }),
+        ..Default::default()
+    };
+    let server = start(
+        metadata("ratings-v1", "ratings", "v1"),
+        vec![ratings_cluster("inbound|9000||", &[echo], false)],
+        |a| {
+            let mut l = tcp_listener(a, "inbound|9000||", true);
+            l.filter_chains[0].filters[0].config_type =
+                Some(filter::ConfigType::TypedConfig(Any {
+                    type_url: "type.googleapis.com/stats.PluginConfig".into(),
+                    value: every.encode_to_vec(),
+                }));
+            l
+        },
+    );
+    let total = |name: &str| -> f64 {
+        parse(&server.inner.prometheus())
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .sum()
+    };
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"hello, mesh").await.unwrap();
+    let mut buf = [0u8; 11];
+    s.read_exact(&mut buf).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(total("istio_tcp_received_bytes_total"), 11.0, "while open");
+    assert_eq!(total("istio_tcp_sent_bytes_total"), 11.0, "while open");
+    assert_eq!(total("istio_tcp_connections_closed_total"), 0.0);
+    s.write_all(b"bye").await.unwrap();
+    let mut buf = [0u8; 3];
+    s.read_exact(&mut buf).await.unwrap();
+    drop(s);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(total("istio_tcp_connections_closed_total"), 1.0);
+    assert_eq!(total("istio_tcp_received_bytes_total"), 14.0);
+    assert_eq!(total("istio_tcp_sent_bytes_total"), 14.0);
 }

@@ -127,12 +127,24 @@ pub fn metrics_for(config: &[Resource], proxy: &Workload) -> Sides {
     let mut per: [BTreeMap<&str, Override>; 2] = Default::default();
     // An entry without providers inherits the one above it.
     let mut parent = default_providers(config);
+    // The most specific `reportingInterval` for prometheus wins.
+    let mut reporting = None;
     for m in &entries {
         if !m.providers.is_empty() {
             parent = m.providers.iter().map(|p| p.name.clone()).collect();
         }
         if !parent.iter().any(|p| p == PROMETHEUS) {
             continue;
+        }
+        if let Some(d) = m
+            .reporting_interval
+            .as_deref()
+            .and_then(weft_config::networking::common::parse_duration)
+        {
+            reporting = Some(envoy_types::pb::google::protobuf::Duration {
+                seconds: d.as_secs() as i64,
+                nanos: d.subsec_nanos() as i32,
+            });
         }
         for o in &m.overrides {
             let selector = o.matches.as_ref();
@@ -205,6 +217,7 @@ pub fn metrics_for(config: &[Resource], proxy: &Workload) -> Sides {
             .collect();
         Some(PluginConfig {
             disable_host_header_fallback: mode == 1,
+            tcp_reporting_duration: reporting,
             metrics,
         })
     };
@@ -233,8 +246,28 @@ mod tests {
             s.server,
             Some(PluginConfig {
                 disable_host_header_fallback: true,
-                metrics: vec![]
+                ..Default::default()
             })
+        );
+    }
+
+    #[test]
+    fn the_most_specific_reporting_interval_wins() {
+        let telemetry = |ns: &str, name: &str, every: &str| {
+            format!("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  metrics:\n  - providers: [{{name: prometheus}}]\n    reportingInterval: {every}\n")
+        };
+        let both = format!(
+            "{}---\n{}",
+            telemetry("istio-system", "mesh-default", "30s"),
+            telemetry("default", "ns", "500ms")
+        );
+        let s = sides(&both);
+        let d = s.client.unwrap().tcp_reporting_duration.unwrap();
+        assert_eq!((d.seconds, d.nanos), (0, 500_000_000));
+        let s = sides(&telemetry("istio-system", "mesh-default", "30s"));
+        assert_eq!(
+            s.server.unwrap().tcp_reporting_duration.unwrap().seconds,
+            30
         );
     }
 

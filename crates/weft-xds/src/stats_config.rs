@@ -12,6 +12,10 @@ pub struct PluginConfig {
     /// cluster names none (istiod sets it on inbound and gateways).
     #[prost(bool, tag = "6")]
     pub disable_host_header_fallback: bool,
+    /// How often an open TCP connection's bytes are reported (Istio's
+    /// default: 15 s); the Telemetry API's `reportingInterval`.
+    #[prost(message, optional, tag = "7")]
+    pub tcp_reporting_duration: Option<envoy_types::pb::google::protobuf::Duration>,
     #[prost(message, repeated, tag = "8")]
     pub metrics: Vec<MetricConfig>,
 }

@@ -146,8 +146,9 @@ fn grpc_abort_on_productcatalog() {
         curl(&home, &[]).0 == 200
     });
     apply(&mesh, "productcatalog-abort.yaml");
-    wait_until("the abort to apply", Duration::from_secs(10), || {
-        curl(&home, &[]).0 == 500
+    // Both frontends' sidecars must have it: ten aborted pages in a row.
+    wait_until("the abort to apply", Duration::from_secs(30), || {
+        (0..10).all(|_| curl(&home, &[]).0 == 500)
     });
     let (_, body) = curl(&home, &[]);
     assert!(

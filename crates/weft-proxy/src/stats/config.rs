@@ -115,14 +115,21 @@ pub struct StatsCfg {
     /// The Host header names the service when no cluster does (istiod
     /// turns it off inbound and on gateways).
     pub host_fallback: bool,
+    /// How often an open TCP connection's bytes are counted.
+    pub tcp_reporting: std::time::Duration,
     tweaks: Vec<(Metric, Tweak)>,
 }
+
+/// Istio's stats filter reports open TCP connections this often unless
+/// told otherwise.
+pub const TCP_REPORTING: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl StatsCfg {
     pub fn plain(reporter: Reporter) -> StatsCfg {
         StatsCfg {
             reporter,
             host_fallback: true,
+            tcp_reporting: TCP_REPORTING,
             tweaks: Vec::new(),
         }
     }
@@ -196,9 +203,15 @@ pub fn compile(config: Option<&Any>, reporter: Reporter) -> Result<StatsCfg, Str
         }
     }
     tweaks.retain(|(_, t)| !t.is_plain());
+    let tcp_reporting = pc
+        .tcp_reporting_duration
+        .map(|d| std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+        .filter(|d| !d.is_zero())
+        .unwrap_or(TCP_REPORTING);
     Ok(StatsCfg {
         reporter,
         host_fallback: !pc.disable_host_header_fallback,
+        tcp_reporting,
         tweaks,
     })
 }

@@ -284,16 +284,25 @@ impl Stats {
         }
     }
 
-    /// A TCP connection ended, having moved these bytes (sent: to the
-    /// downstream client, received: from it, as Istio counts them).
-    pub(crate) fn tcp_closed(&self, labels: &TcpLabels, sent: u64, received: u64, how: &Labelling) {
+    /// A TCP connection moved these bytes since it was last counted
+    /// (sent: to the downstream client, received: from it, as Istio
+    /// counts them); `closed` when it has ended.
+    pub(crate) fn tcp_moved(
+        &self,
+        labels: &TcpLabels,
+        (sent, received): (u64, u64),
+        closed: bool,
+        how: &Labelling,
+    ) {
         let count = |family: &Family<Key<TcpLabels>, Counter>, m: Metric, n: u64| {
             if let Some(k) = how.key(m, labels) {
                 family.get_or_create(&k).inc_by(n);
                 self.mark(&self.tcp_used, m, k);
             }
         };
-        count(&self.tcp_closed, Metric::TcpClosed, 1);
+        if closed {
+            count(&self.tcp_closed, Metric::TcpClosed, 1);
+        }
         count(&self.tcp_sent, Metric::TcpSent, sent);
         count(&self.tcp_received, Metric::TcpReceived, received);
     }

@@ -264,15 +264,16 @@ impl Recorder {
         self.stats.tcp_opened(&self.tcp_labels(e, o), &how);
     }
 
-    /// Records a TCP connection's end and the bytes it moved.
-    pub fn tcp_closed(&self, e: &Entry, o: &Observed, sent: u64, received: u64) {
+    /// Records the bytes (sent, received) a TCP connection moved since
+    /// it was last recorded, and its end when `closed`.
+    pub fn tcp_moved(&self, e: &Entry, o: &Observed, bytes: (u64, u64), closed: bool) {
         let value = |x: &Expr| value(e, o, x);
         let how = Labelling {
             cfg: &self.cfg,
             value: &value,
         };
         self.stats
-            .tcp_closed(&self.tcp_labels(e, o), sent, received, &how);
+            .tcp_moved(&self.tcp_labels(e, o), bytes, closed, &how);
     }
 
     /// The labels of a TCP connection as they stand.
