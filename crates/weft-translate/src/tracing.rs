@@ -249,6 +249,10 @@ fn tracer(
             .map(|value| envoy_types::pb::google::protobuf::UInt32Value { value }),
         custom_tags: tags,
         provider: Some(provider),
+        // A gateway is its own hop: a SERVER span for the request and a
+        // CLIENT span for each upstream one, as istiod asks of routers.
+        spawn_upstream_span: (proxy.proxy == weft_registry::ProxyKind::Gateway)
+            .then_some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
         ..Default::default()
     })
 }
@@ -529,8 +533,23 @@ spec:
     #[test]
     fn a_telemetry_provider_traces_both_sides() {
         let out = translated(&format!("{}---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: mesh-default, namespace: istio-system}}\nspec:\n  tracing:\n  - providers: [{{name: zipkin}}]\n    randomSamplingPercentage: 100\n    customTags:\n      team: {{literal: {{value: ratings}}}}\n", mesh("extensionProviders:\n- name: zipkin\n  zipkin:\n    service: zipkin.istio-system.svc.cluster.local\n    port: 9411")));
+        let gateway = crate::tests::translated_with(
+            &format!("{}\n---\n{ZIPKIN}---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: mesh-default, namespace: istio-system}}\nspec:\n  tracing:\n  - providers: [{{name: zipkin}}]\n---\n{}", crate::tests::CONFIG, mesh("extensionProviders:\n- name: zipkin\n  zipkin:\n    service: zipkin.istio-system.svc.cluster.local\n    port: 9411")),
+            2,
+        );
+        let spawn = |t: Tracing| t.spawn_upstream_span.map(|b| b.value);
+        assert_eq!(
+            tracing_of(&gateway, "outbound").map(spawn),
+            Some(Some(true)),
+            "a gateway is a hop of its own: {:?}",
+            gateway.problems
+        );
         for side in ["virtualInbound", "outbound"] {
             let t = tracing_of(&out, side).unwrap_or_else(|| panic!("{side}: {:?}", out.problems));
+            assert_eq!(
+                t.spawn_upstream_span, None,
+                "a sidecar is one hop with its app"
+            );
             assert_eq!(
                 collector(&t),
                 "outbound|9411||zipkin.istio-system.svc.cluster.local"

@@ -33,8 +33,11 @@ pub struct TraceCfg {
     max_path: usize,
     tags: Vec<(String, Tag)>,
     pub(crate) collector: Arc<report::Collector>,
-    /// SERVER spans (inbound); CLIENT otherwise.
+    /// SERVER spans (inbound, or a hop of its own); CLIENT otherwise.
     pub(crate) server: bool,
+    /// `spawn_upstream_span` (istiod sets it on gateways): the proxy is a
+    /// hop of its own, a SERVER span with a CLIENT child for upstream.
+    spawn_upstream: bool,
     /// W3C trace context (OpenTelemetry) rather than B3 (Zipkin).
     w3c: bool,
 }
@@ -75,6 +78,7 @@ pub(crate) fn compile(t: Option<&Tracing>, server: bool) -> Result<Option<Arc<Tr
         .iter()
         .filter_map(|c| tag(c).transpose())
         .collect::<Result<_, String>>()?;
+    let spawn_upstream = t.spawn_upstream_span.as_ref().is_some_and(|b| b.value);
     Ok(Some(Arc::new(TraceCfg {
         random: percent(&t.random_sampling),
         client: percent(&t.client_sampling),
@@ -85,7 +89,8 @@ pub(crate) fn compile(t: Option<&Tracing>, server: bool) -> Result<Option<Arc<Tr
             .map_or(256, |m| m.value as usize),
         tags,
         collector: Arc::new(collector),
-        server,
+        server: server || spawn_upstream,
+        spawn_upstream,
         w3c,
     })))
 }
@@ -193,6 +198,9 @@ pub(crate) struct Active {
     trace: TraceId,
     id: u64,
     parent: Option<u64>,
+    /// The CLIENT child's id, when the proxy spawns upstream spans: the
+    /// context the upstream sees.
+    upstream: Option<u64>,
     /// The caller's W3C `tracestate`, passed on and reported.
     state: Option<String>,
     pub sampled: bool,
@@ -245,9 +253,15 @@ impl Active {
             _ if cfg.server => "ingress".into(),
             _ => format!("egress {}", crate::router::authority(req)),
         };
+        let upstream = cfg.spawn_upstream.then(|| fastrand::u64(..));
+        // The next hop's parent: this span, or its upstream child.
+        let (hop, hop_parent) = match upstream {
+            Some(child) => (child, Some(id)),
+            None => (id, caller.span),
+        };
         match cfg.w3c {
-            true => context::inject_w3c(req.headers_mut(), trace, id, sampled, state.as_deref()),
-            false => context::inject(req.headers_mut(), trace, id, caller.span, sampled),
+            true => context::inject_w3c(req.headers_mut(), trace, hop, sampled, state.as_deref()),
+            false => context::inject(req.headers_mut(), trace, hop, hop_parent, sampled),
         }
         Active {
             cfg: cfg.clone(),
@@ -255,6 +269,7 @@ impl Active {
             trace,
             id,
             parent: caller.span,
+            upstream,
             state,
             sampled,
             start: SystemTime::now(),
@@ -283,6 +298,24 @@ impl Active {
         if !self.sampled {
             return;
         }
+        let duration = self.started.elapsed();
+        let tags = finished_tags(self.tags, e);
+        if let Some(child) = self.upstream {
+            // Envoy's upstream span: named by the cluster, as long as
+            // the request (retries are not split out).
+            let upstream = report::Span {
+                trace: self.trace.to_string(),
+                id: format!("{child:016x}"),
+                parent: Some(format!("{:016x}", self.id)),
+                trace_state: self.state.clone(),
+                name: format!("router {} egress", e.cluster),
+                server: false,
+                start: self.start,
+                duration,
+                tags: tags.clone(),
+            };
+            self.reporter.submit(&self.cfg.collector, upstream);
+        }
         let span = report::Span {
             trace: self.trace.to_string(),
             id: format!("{:016x}", self.id),
@@ -291,8 +324,8 @@ impl Active {
             name: self.name,
             server: self.cfg.server,
             start: self.start,
-            duration: self.started.elapsed(),
-            tags: finished_tags(self.tags, e),
+            duration,
+            tags,
         };
         self.reporter.submit(&self.cfg.collector, span);
     }
