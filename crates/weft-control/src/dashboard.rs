@@ -58,11 +58,13 @@ pub(crate) async fn api(state: &State) -> Value {
     let scrapes = futures_join(targets.into_iter().map(|(name, ip)| scrape(name, ip))).await;
     let mut now = Snapshot::default();
     let mut failures = Vec::new();
+    let mut spans = Vec::new();
     let mut scraped = 0;
     for s in scrapes.into_iter().flatten() {
         scraped += 1;
         add_metrics(&mut now, &s.metrics);
         failures.extend(s.failures);
+        spans.extend(s.spans);
     }
     failures.sort_by(|a, b| b["time"].as_str().cmp(&a["time"].as_str()));
     failures.truncate(30);
@@ -97,6 +99,7 @@ pub(crate) async fn api(state: &State) -> Value {
         "edges": edges,
         "workloads": workloads,
         "failures": failures,
+        "traces": traces(spans),
         "proxies": proxies,
     })
 }
@@ -195,21 +198,95 @@ fn quantile(buckets: &BTreeMap<u64, f64>, q: f64) -> Option<f64> {
 struct Scrape {
     metrics: String,
     failures: Vec<Value>,
+    spans: Vec<Value>,
 }
 
 async fn scrape(name: String, ip: std::net::IpAddr) -> Option<Scrape> {
     let metrics = get(SocketAddr::new(ip, 15090), "/stats/prometheus").await?;
-    let failures = get(SocketAddr::new(ip, 15000), "/recent_failures")
-        .await
-        .and_then(|b| serde_json::from_str::<Vec<Value>>(&b).ok())
-        .unwrap_or_default()
+    let admin = |path: &'static str| {
+        let name = name.clone();
+        async move {
+            get(SocketAddr::new(ip, 15000), path)
+                .await
+                .and_then(|b| serde_json::from_str::<Vec<Value>>(&b).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|mut f| {
+                    f["proxy"] = json!(name);
+                    f
+                })
+                .collect::<Vec<Value>>()
+        }
+    };
+    let failures = admin("/recent_failures").await;
+    let spans = admin("/recent_spans").await;
+    Some(Scrape {
+        metrics,
+        failures,
+        spans,
+    })
+}
+
+/// How many traces the page lists.
+const TRACES: usize = 10;
+
+/// The proxies' recent spans as traces, newest first: each trace's spans
+/// in start order with their depth under the trace's roots (a span whose
+/// parent no sidecar reported, such as the gateway's, is a root).
+fn traces(spans: Vec<Value>) -> Vec<Value> {
+    let mut by_trace: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for s in spans {
+        let Some(t) = s["trace"].as_str().map(str::to_string) else {
+            continue;
+        };
+        by_trace.entry(t).or_default().push(s);
+    }
+    let mut out: Vec<(u64, Value)> = by_trace
         .into_iter()
-        .map(|mut f| {
-            f["proxy"] = json!(name);
-            f
+        .map(|(trace, mut spans)| {
+            spans.sort_by_key(|s| s["start_us"].as_u64().unwrap_or(0));
+            let depth = |s: &Value| {
+                let mut d = 0;
+                let mut at = s;
+                while let Some(p) = at["parent"].as_str() {
+                    match spans.iter().find(|x| x["id"].as_str() == Some(p)) {
+                        Some(parent) if d < spans.len() => {
+                            d += 1;
+                            at = parent;
+                        }
+                        _ => break,
+                    }
+                }
+                d
+            };
+            let depths: Vec<usize> = spans.iter().map(depth).collect();
+            for (s, d) in spans.iter_mut().zip(depths) {
+                s["depth"] = json!(d);
+            }
+            let start = spans
+                .first()
+                .and_then(|s| s["start_us"].as_u64())
+                .unwrap_or(0);
+            let end = spans
+                .iter()
+                .map(|s| {
+                    s["start_us"].as_u64().unwrap_or(0)
+                        + (s["duration_ms"].as_f64().unwrap_or(0.0) * 1000.0) as u64
+                })
+                .max()
+                .unwrap_or(start);
+            let root = spans.first().map_or(json!(null), |s| s["name"].clone());
+            let trace = json!({
+                "trace": trace,
+                "root": root,
+                "duration_ms": (end.saturating_sub(start)) as f64 / 1000.0,
+                "spans": spans,
+            });
+            (start, trace)
         })
         .collect();
-    Some(Scrape { metrics, failures })
+    out.sort_by_key(|t| std::cmp::Reverse(t.0));
+    out.into_iter().take(TRACES).map(|(_, t)| t).collect()
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Option<String> {
@@ -368,6 +445,43 @@ mod tests {
         assert_eq!(quantile(&b, 0.5), Some(5.0));
         assert_eq!(quantile(&b, 0.99), Some(9.9));
         assert_eq!(quantile(&BTreeMap::new(), 0.5), None);
+    }
+
+    #[test]
+    fn spans_become_traces_newest_first_with_their_depth() {
+        let span = |trace: &str, id: &str, parent: Option<&str>, start: u64| {
+            json!({"trace": trace, "id": id, "parent": parent, "name": id,
+                "start_us": start, "duration_ms": 1.0})
+        };
+        let out = traces(vec![
+            span("old", "a", None, 10),
+            span("new", "child", Some("root"), 101),
+            span("new", "root", Some("gateway"), 100),
+            span("new", "grandchild", Some("child"), 102),
+        ]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0]["trace"], "new", "newest first");
+        let depths: Vec<(String, u64)> = out[0]["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_str().unwrap().into(),
+                    s["depth"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            depths,
+            [
+                ("root".into(), 0),
+                ("child".into(), 1),
+                ("grandchild".into(), 2)
+            ],
+            "a parent no sidecar reported (the gateway's) makes a root"
+        );
+        assert_eq!(out[0]["duration_ms"], 1.002, "first start to last end");
     }
 
     #[test]

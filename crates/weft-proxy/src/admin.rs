@@ -61,12 +61,15 @@ fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
             json_response(serde_json::to_string_pretty(&certs).unwrap_or_default())
         }
         "/stats/prometheus" => prometheus(shared),
+        "/recent_spans" => {
+            json_response(serde_json::to_string(&shared.tracer.recent()).unwrap_or_default())
+        }
         "/recent_failures" => {
             json_response(serde_json::to_string(&shared.recent.list()).unwrap_or_default())
         }
         "/" => text(
             StatusCode::OK,
-            "weft proxy admin: /ready /config_dump /clusters /certs /stats/prometheus /recent_failures\n".into(),
+            "weft proxy admin: /ready /config_dump /clusters /certs /stats/prometheus /recent_failures /recent_spans\n".into(),
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }

@@ -1,8 +1,9 @@
 //! End-to-end: the built-in dashboard in a real browser. Bookinfo with
 //! traffic and Istio's ratings abort for jason; headless Chromium (Debian's
 //! package) loads `weft dashboard`'s URL and runs its script: the service
-//! graph shows the demo's edges with non-zero rates, and the failed
-//! request is listed with its response flag. Subnet 151, ingress port
+//! graph shows the demo's edges with non-zero rates, the failed request
+//! is listed with its response flag, and, with Istio's Zipkin tracing on,
+//! a request's trace shows its hops nested. Subnet 151, ingress port
 //! 18151.
 
 mod support;
@@ -11,6 +12,25 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::*;
+
+/// Istio's Zipkin task: the provider, and a mesh-wide Telemetry at 100%.
+const TRACING: &str = "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: mesh-default
+  namespace: istio-system
+spec:
+  tracing:
+  - providers:
+    - name: zipkin
+    randomSamplingPercentage: 100.0
+";
+const ZIPKIN: &str = "extensionProviders:
+- name: zipkin
+  zipkin:
+    service: zipkin.istio-system.svc.cluster.local
+    port: 9411
+";
 
 const ABORT: &str =
     include_str!("../../../examples/bookinfo/routes/virtual-service-ratings-test-abort.yaml");
@@ -46,7 +66,9 @@ fn drive(mesh: &Mesh, seconds: u64, extra: &[&str]) {
 
 #[test]
 fn the_dashboard_shows_the_mesh_in_chromium() {
-    let mesh = Mesh::up("dash", 151, 18151);
+    let mesh = Mesh::up_edited("bookinfo", "dash", 151, 18151, with_zipkin);
+    ok(mesh.apply_yaml("mesh-config.yaml", &istio_config_map(ZIPKIN)));
+    ok(mesh.apply_yaml("telemetry.yaml", TRACING));
     let out = weft(&["dashboard", "--mesh", "dash"]);
     let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(url, "http://198.18.151.1:15014/dashboard");
@@ -108,4 +130,29 @@ fn the_dashboard_shows_the_mesh_in_chromium() {
         "{failures}"
     );
     assert!(dom.contains("SYNCED"), "proxies' sync status: {dom}");
+    // A product page's trace: productpage's SERVER span, and under it
+    // (deeper) details' SERVER span, as the sidecars reported them.
+    let traces = dom.split("id=\"traces\"").nth(1).unwrap_or_default();
+    let traces = traces.split("</table>").next().unwrap_or_default();
+    let trace = traces
+        .split("<tr class=\"trace\"")
+        .find(|t| {
+            t.contains("<td>details.default</td>") && t.contains("<td>productpage.default</td>")
+        })
+        .unwrap_or_else(|| panic!("no trace through productpage and details in\n{traces}"));
+    let indent = |service: &str| -> f64 {
+        let row = trace
+            .split("<tr class=\"span\">")
+            .find(|r| r.contains(&format!("<td>{service}</td><td>SERVER</td>")))
+            .unwrap_or_else(|| panic!("no {service} SERVER span in {trace}"));
+        row.split("padding-left: ")
+            .nth(1)
+            .and_then(|r| r.split("em").next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no indent in {row}"))
+    };
+    assert!(
+        indent("details.default") > indent("productpage.default"),
+        "details is nested under productpage: {trace}"
+    );
 }

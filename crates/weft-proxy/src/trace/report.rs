@@ -56,7 +56,25 @@ pub(crate) struct Reporter {
     ip: Option<std::net::IpAddr>,
     node_id: String,
     dropped: std::sync::atomic::AtomicU64,
+    /// The last sampled spans, for the built-in dashboard's traces.
+    recent: Mutex<std::collections::VecDeque<Recent>>,
 }
+
+/// A finished span as the dashboard shows it.
+#[derive(Debug, Clone)]
+struct Recent {
+    trace: String,
+    id: String,
+    parent: Option<String>,
+    name: String,
+    server: bool,
+    start: SystemTime,
+    duration: Duration,
+    status: String,
+}
+
+/// Spans kept for the dashboard (a few traces' worth).
+const KEEP_RECENT: usize = 200;
 
 impl Reporter {
     pub fn new(service: String, ip: Option<std::net::IpAddr>, node_id: String) -> Reporter {
@@ -69,6 +87,7 @@ impl Reporter {
     }
 
     pub fn submit(&self, collector: &Arc<Collector>, span: Span) {
+        self.remember(&span);
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.len() >= MAX_QUEUED {
             self.dropped
@@ -76,6 +95,53 @@ impl Reporter {
             return;
         }
         q.push((collector.clone(), span));
+    }
+
+    fn remember(&self, s: &Span) {
+        let status = s
+            .tags
+            .iter()
+            .find(|(k, _)| k == "http.status_code")
+            .map_or_else(String::new, |(_, v)| v.clone());
+        let mut ring = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if ring.len() == KEEP_RECENT {
+            ring.pop_front();
+        }
+        ring.push_back(Recent {
+            trace: s.trace.clone(),
+            id: s.id.clone(),
+            parent: s.parent.clone(),
+            name: s.name.clone(),
+            server: s.server,
+            start: s.start,
+            duration: s.duration,
+            status,
+        });
+    }
+
+    /// The last sampled spans, newest first, for `/recent_spans`.
+    pub fn recent(&self) -> Vec<serde_json::Value> {
+        let ring = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        ring.iter()
+            .rev()
+            .map(|s| {
+                let start = s
+                    .start
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                serde_json::json!({
+                    "trace": s.trace,
+                    "id": s.id,
+                    "parent": s.parent,
+                    "name": s.name,
+                    "kind": if s.server { "SERVER" } else { "CLIENT" },
+                    "service": self.service,
+                    "start_us": start.as_micros() as u64,
+                    "duration_ms": s.duration.as_secs_f64() * 1000.0,
+                    "status": s.status,
+                })
+            })
+            .collect()
     }
 
     /// A batch in the collector's wire format.

@@ -462,6 +462,27 @@ pub fn assert_share(what: &str, hits: usize, n: usize, p: f64) {
     );
 }
 
+/// A mesh.yaml plus Istio's Zipkin addon (`samples/addons/extras/zipkin.yaml`):
+/// `weft demo zipkin` in `istio-system`, without a sidecar, the mesh's
+/// next pod.
+#[allow(dead_code)]
+pub fn with_zipkin(mesh: String) -> String {
+    let zipkin = "- name: zipkin
+  namespace: istio-system
+  labels: {app: zipkin, sidecar.istio.io/inject: \"false\"}
+  command: [weft, demo, zipkin, --listen, \"0.0.0.0:9411\"]
+  ports: [{containerPort: 9411, name: http-query}]
+";
+    let service = "- name: zipkin
+  namespace: istio-system
+  ports: [{name: http-query, port: 9411}]
+  selector: {app: zipkin}
+";
+    let out = mesh.replacen("services:\n", &format!("{zipkin}services:\n{service}"), 1);
+    assert!(out.contains("demo, zipkin"), "no services: in {mesh}");
+    out
+}
+
 /// The `istio` ConfigMap in `istio-system` whose mesh config is `mesh`
 /// (YAML, as `istioctl install` writes it).
 pub fn istio_config_map(mesh: &str) -> String {
