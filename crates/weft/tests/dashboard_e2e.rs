@@ -13,18 +13,7 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// Istio's Zipkin task: the provider, and a mesh-wide Telemetry at 100%.
-const TRACING: &str = "apiVersion: telemetry.istio.io/v1
-kind: Telemetry
-metadata:
-  name: mesh-default
-  namespace: istio-system
-spec:
-  tracing:
-  - providers:
-    - name: zipkin
-    randomSamplingPercentage: 100.0
-";
+/// Istio's Zipkin task's provider.
 const ZIPKIN: &str = "extensionProviders:
 - name: zipkin
   zipkin:
@@ -68,7 +57,7 @@ fn drive(mesh: &Mesh, seconds: u64, extra: &[&str]) {
 fn the_dashboard_shows_the_mesh_in_chromium() {
     let mesh = Mesh::up_edited("bookinfo", "dash", 151, 18151, with_zipkin);
     ok(mesh.apply_yaml("mesh-config.yaml", &istio_config_map(ZIPKIN)));
-    ok(mesh.apply_yaml("telemetry.yaml", TRACING));
+    ok(mesh.apply_yaml("telemetry.yaml", TRACE_EVERYTHING));
     let out = weft(&["dashboard", "--mesh", "dash"]);
     let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(url, "http://198.18.151.1:15014/dashboard");

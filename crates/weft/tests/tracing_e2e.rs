@@ -68,18 +68,6 @@ const OTEL: &str = "- name: otel-tracing
     service: otel-collector.observability.svc.cluster.local
 ";
 
-const TELEMETRY: &str = "apiVersion: telemetry.istio.io/v1
-kind: Telemetry
-metadata:
-  name: mesh-default
-  namespace: istio-system
-spec:
-  tracing:
-  - providers:
-    - name: zipkin
-    randomSamplingPercentage: 100.0
-";
-
 fn zipkin_api(path: &str) -> Value {
     // The ninth pod of the mesh (after Bookinfo's and tcp-echo's eight).
     let (code, body) = curl(&format!("http://198.18.148.18:9411{path}"), &[]);
@@ -95,37 +83,30 @@ fn service(span: &Value) -> &str {
 fn istios_zipkin_task_on_bookinfo() {
     let mesh = Mesh::up_edited("bookinfo", "trace", 148, 18148, with_collectors);
     ok(mesh.apply_yaml("mesh-config.yaml", &istio_config_map(MESH_CONFIG)));
-    ok(mesh.apply_yaml("telemetry.yaml", TELEMETRY));
+    ok(mesh.apply_yaml("telemetry.yaml", TRACE_EVERYTHING));
     let page = format!("{}/productpage", mesh.ingress);
-    wait_until(
-        "a productpage trace in Zipkin",
-        Duration::from_secs(30),
-        || {
-            assert_eq!(curl(&page, &[]).0, 200);
-            let services = zipkin_api("/api/v2/services");
-            services
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|s| s == "productpage.default")
-        },
-    );
-    std::thread::sleep(Duration::from_millis(2500)); // the rest of the trace's spans
-    let traces = zipkin_api("/api/v2/traces?serviceName=istio-ingressgateway.istio-system&limit=5");
-    // A trace made once every proxy had the Telemetry has every hop.
+    // A trace made once every proxy had the Telemetry, and had flushed
+    // its spans, has every hop: load pages until Zipkin holds one.
     let hops = [
         "istio-ingressgateway.istio-system",
         "productpage.default",
         "details.default",
         "reviews.default",
     ];
-    let full = traces
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_array().unwrap().clone())
-        .find(|t| hops.iter().all(|h| t.iter().any(|s| service(s) == *h)))
-        .unwrap_or_else(|| panic!("no trace through {hops:?}: {traces:#}"));
+    let mut found = None;
+    wait_until("a trace through every hop", Duration::from_secs(40), || {
+        assert_eq!(curl(&page, &[]).0, 200);
+        let traces =
+            zipkin_api("/api/v2/traces?serviceName=istio-ingressgateway.istio-system&limit=10");
+        found = traces
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_array().unwrap().clone())
+            .find(|t| hops.iter().all(|h| t.iter().any(|s| service(s) == *h)));
+        found.is_some()
+    });
+    let full = found.unwrap();
     // One root (the gateway's span); every other span's parent is in the
     // trace.
     let ids: Vec<&str> = full.iter().map(|s| s["id"].as_str().unwrap()).collect();
@@ -172,7 +153,7 @@ fn istios_opentelemetry_task_on_bookinfo() {
     ));
     ok(mesh.apply_yaml(
         "telemetry.yaml",
-        &TELEMETRY.replace("name: zipkin", "name: otel-tracing"),
+        &TRACE_EVERYTHING.replace("name: zipkin", "name: otel-tracing"),
     ));
     let page = format!("{}/productpage", mesh.ingress);
     // Reviews v2 and v3 call ratings; v1 does not: load until a trace has
@@ -260,7 +241,7 @@ fn istios_opentelemetry_task_on_bookinfo() {
     // OTLP over gRPC, to the receiver's TraceService on 4317.
     ok(mesh.apply_yaml(
         "telemetry.yaml",
-        &TELEMETRY.replace("name: zipkin", "name: otel-grpc"),
+        &TRACE_EVERYTHING.replace("name: zipkin", "name: otel-grpc"),
     ));
     wait_until("spans over gRPC", Duration::from_secs(40), || {
         assert_eq!(curl(&page, &[]).0, 200);

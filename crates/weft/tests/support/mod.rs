@@ -465,7 +465,6 @@ pub fn assert_share(what: &str, hits: usize, n: usize, p: f64) {
 /// A mesh.yaml plus Istio's Zipkin addon (`samples/addons/extras/zipkin.yaml`):
 /// `weft demo zipkin` in `istio-system`, without a sidecar, the mesh's
 /// next pod.
-#[allow(dead_code)]
 pub fn with_zipkin(mesh: String) -> String {
     let zipkin = "- name: zipkin
   namespace: istio-system
@@ -482,6 +481,20 @@ pub fn with_zipkin(mesh: String) -> String {
     assert!(out.contains("demo, zipkin"), "no services: in {mesh}");
     out
 }
+
+/// Istio's tracing tasks' mesh-wide Telemetry: the `zipkin` provider at
+/// 100% sampling.
+pub const TRACE_EVERYTHING: &str = "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: mesh-default
+  namespace: istio-system
+spec:
+  tracing:
+  - providers:
+    - name: zipkin
+    randomSamplingPercentage: 100.0
+";
 
 /// The `istio` ConfigMap in `istio-system` whose mesh config is `mesh`
 /// (YAML, as `istioctl install` writes it).
