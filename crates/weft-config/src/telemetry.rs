@@ -182,16 +182,8 @@ const METRICS: &[&str] = &[
 
 pub(crate) fn check_telemetry(r: &mut Report, t: &Telemetry) {
     use crate::validate::one_of;
-    // Metrics, access logs and tracing are enforced; the rest is stored.
-    let unenforced = [
-        ("spec.targetRef", t.target_ref.is_some()),
-        ("spec.targetRefs", !t.target_refs.is_empty()),
-    ];
-    for (field, set) in unenforced {
-        if set {
-            r.warn(field, "accepted but not enforced by this version of Weft");
-        }
-    }
+    // Metrics, access logs and tracing are enforced; targets attach as
+    // istiod attaches them (to Gateway API gateways only).
     check_targets(
         r,
         t.selector.as_ref(),
