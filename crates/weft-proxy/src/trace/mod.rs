@@ -35,6 +35,10 @@ pub struct TraceCfg {
     pub(crate) collector: Arc<report::Collector>,
     /// SERVER spans (inbound, or a hop of its own); CLIENT otherwise.
     pub(crate) server: bool,
+    /// Envoy's ingress operation (an inbound listener): the span takes
+    /// its name from the caller's `x-envoy-decorator-operation`; egress
+    /// ones (sidecar outbound, gateways) pass their route's decorator on.
+    inbound: bool,
     /// `spawn_upstream_span` (istiod sets it on gateways): the proxy is a
     /// hop of its own, a SERVER span with a CLIENT child for upstream.
     spawn_upstream: bool,
@@ -90,6 +94,7 @@ pub(crate) fn compile(t: Option<&Tracing>, server: bool) -> Result<Option<Arc<Tr
         tags,
         collector: Arc::new(collector),
         server: server || spawn_upstream,
+        inbound: server,
         spawn_upstream,
         w3c,
     })))
@@ -249,8 +254,8 @@ impl Active {
             .remove("x-envoy-decorator-operation")
             .and_then(|v| v.to_str().ok().map(str::to_string));
         let name = match named {
-            Some(n) if cfg.server => n,
-            _ if cfg.server => "ingress".into(),
+            Some(n) if cfg.inbound => n,
+            _ if cfg.inbound => "ingress".into(),
             _ => format!("egress {}", crate::router::authority(req)),
         };
         let upstream = cfg.spawn_upstream.then(|| fastrand::u64(..));
@@ -279,16 +284,16 @@ impl Active {
         }
     }
 
-    /// The route's decorator names the span; a CLIENT span also tells the
-    /// server side (`x-envoy-decorator-operation`).
+    /// The route's decorator names the span; an egress one also tells the
+    /// server side (`x-envoy-decorator-operation`), as Envoy does.
     pub fn route<B>(&mut self, operation: Option<&str>, req: &mut Request<B>) {
         let Some(op) = operation else { return };
-        if !self.cfg.server {
+        if !self.cfg.inbound {
             if let Ok(v) = http::HeaderValue::from_str(op) {
                 req.headers_mut().insert("x-envoy-decorator-operation", v);
             }
         }
-        if !(self.cfg.server && self.name != "ingress") {
+        if !(self.cfg.inbound && self.name != "ingress") {
             self.name = op.to_string();
         }
     }
