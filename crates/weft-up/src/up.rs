@@ -516,8 +516,8 @@ async fn wait_ready(
             let addr = SocketAddr::new(pod.ip.into(), port);
             let ready = || match http1 {
                 true => answers(addr, pod.spec.readiness_path()),
-                // An HTTP/2-only server (gRPC) need not speak HTTP/1.0:
-                // listening is ready.
+                // An HTTP/2-only server (gRPC) without a sidecar need not
+                // speak HTTP/1.0: listening is ready.
                 false => TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok(),
             };
             while !ready() {
@@ -537,7 +537,9 @@ async fn wait_ready(
 }
 
 /// The ports to probe a pod's app on (a gateway pod has no app), each
-/// with whether it is plain HTTP (probed with a GET) or HTTP/2 and gRPC.
+/// with whether a GET can probe it (through a sidecar, or plain HTTP);
+/// an HTTP/2-only port of a pod without a sidecar is ready once it
+/// accepts connections.
 fn http_ports(plan: &Plan, pod: &Pod) -> Vec<(u16, bool)> {
     let workload = plan
         .registry
@@ -554,7 +556,10 @@ fn http_ports(plan: &Plan, pod: &Pod) -> Vec<(u16, bool)> {
         .filter(|p| Protocol::of(p).is_http())
         .filter_map(|p| {
             let port = weft_registry::target_port(p, &pod.spec.ports)?;
-            Some((port, Protocol::of(p) == Protocol::Http))
+            // A sidecar answers HTTP/1 for its app whatever the port's
+            // protocol; an app alone on an HTTP/2 port may not.
+            let http1 = workload.proxy == ProxyKind::Sidecar || Protocol::of(p) == Protocol::Http;
+            Some((port, http1))
         })
         .collect()
 }
