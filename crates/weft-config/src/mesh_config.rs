@@ -325,12 +325,6 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
                     "a port number (1-65535)",
                 );
             }
-            if o.http.is_none() {
-                r.warn(
-                    format!("{at}.opentelemetry"),
-                    "Weft exports OTLP over HTTP only: without `http` this provider traces nothing",
-                );
-            }
             let unenforced = [
                 ("grpc", o.grpc.is_some()),
                 ("resourceDetectors", o.resource_detectors.is_some()),

@@ -18,7 +18,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
-use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -136,19 +135,14 @@ async fn merged(shared: &Shared, app: Option<&AppMetrics>, agent: &Agent) -> Res
 
 /// GETs the app's metrics page.
 async fn fetch(app: &AppMetrics) -> Result<String, String> {
-    let stream = tokio::net::TcpStream::connect(app.addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
     let req = Request::get(&app.path)
         .header("host", app.addr.to_string())
         .header("accept", "text/plain;version=0.0.4;q=1,*/*;q=0.1")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let resp = crate::http::once::send(app.addr, req)
+        .await
+        .map_err(|e| e.to_string())?;
     if resp.status() != StatusCode::OK {
         return Err(format!("status {}", resp.status()));
     }

@@ -7,6 +7,7 @@
 
 mod headers;
 pub(crate) mod local_reply;
+pub(crate) mod once;
 pub(crate) mod xfcc;
 
 use std::convert::Infallible;

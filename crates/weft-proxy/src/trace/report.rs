@@ -268,9 +268,6 @@ async fn post(addr: SocketAddr, c: &Collector, body: Vec<u8>) -> anyhow::Result<
     if c.grpc {
         return grpc_export(addr, c, body).await;
     }
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
     let req = http::Request::post(&c.path)
         .header(http::header::HOST, &c.host)
         .header(
@@ -282,7 +279,7 @@ async fn post(addr: SocketAddr, c: &Collector, body: Vec<u8>) -> anyhow::Result<
             },
         )
         .body(Full::new(Bytes::from(body)))?;
-    Ok(sender.send_request(req).await?.status())
+    Ok(crate::http::once::send(addr, req).await?.status())
 }
 
 /// One unary gRPC call over HTTP/2 (OTLP's `TraceService/Export`): the
