@@ -120,13 +120,16 @@ fn the_dashboard_shows_the_mesh_in_chromium() {
     );
     assert!(dom.contains("SYNCED"), "proxies' sync status: {dom}");
     // A product page's trace: productpage's SERVER span, and under it
-    // (deeper) details' SERVER span, as the sidecars reported them.
+    // (deeper) details' SERVER span, as the sidecars reported them. The
+    // newest traces may still be in flight (productpage's SERVER span is
+    // reported last, when its response ends): take a whole one.
     let traces = dom.split("id=\"traces\"").nth(1).unwrap_or_default();
     let traces = traces.split("</table>").next().unwrap_or_default();
     let trace = traces
         .split("<tr class=\"trace\"")
         .find(|t| {
-            t.contains("<td>details.default</td>") && t.contains("<td>productpage.default</td>")
+            t.contains("<td>details.default</td><td>SERVER</td>")
+                && t.contains("<td>productpage.default</td><td>SERVER</td>")
         })
         .unwrap_or_else(|| panic!("no trace through productpage and details in\n{traces}"));
     let indent = |service: &str| -> f64 {
