@@ -349,18 +349,30 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
         }
     }
     for (field, value) in &mesh.other {
-        // `enableTracing` and `defaultConfig.tracing` (its zipkin address
-        // and sampling) are enforced; the rest of defaultConfig is not.
+        // `enableTracing`, `defaultConfig.tracing` (its zipkin address and
+        // sampling) and `defaultConfig.gatewayTopology.numTrustedProxies`
+        // are enforced; the rest of defaultConfig is not.
         if field == "enableTracing" {
             continue;
         }
         if field == "defaultConfig" {
             let keys = value.as_mapping().into_iter().flat_map(|m| m.keys());
-            for key in keys.filter_map(|k| k.as_str()).filter(|k| *k != "tracing") {
+            let enforced = |k: &&str| ["tracing", "gatewayTopology"].contains(k);
+            for key in keys.filter_map(|k| k.as_str()).filter(|k| !enforced(k)) {
                 r.warn(
                     format!("{at}.defaultConfig.{key}"),
                     "accepted but not enforced by this version of Weft",
                 );
+            }
+            let topology = value.get("gatewayTopology").and_then(|t| t.as_mapping());
+            let keys = topology.into_iter().flat_map(|m| m.keys());
+            for key in keys.filter_map(|k| k.as_str()) {
+                if key != "numTrustedProxies" {
+                    r.warn(
+                        format!("{at}.defaultConfig.gatewayTopology.{key}"),
+                        "accepted but not enforced: Weft reads numTrustedProxies",
+                    );
+                }
             }
             let tracing = value.get("tracing").and_then(|t| t.as_mapping());
             let keys = tracing.into_iter().flat_map(|m| m.keys());

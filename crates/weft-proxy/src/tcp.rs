@@ -66,10 +66,11 @@ where
         }
         Ok((mut up, addr)) => {
             entry.upstream = Some(addr);
-            entry.upstream_local = up.local_addr();
+            let hop = up.info();
+            entry.upstream_local = hop.local;
             if let (Some(seen), Some(c)) = (&mut entry.observed, cluster) {
                 seen.upstream_mtls = c.mesh_mtls(addr);
-                seen.upstream_principal = up.peer_principal().map(|p| p.0);
+                seen.upstream_principal = hop.principal;
                 seen.endpoint = c.endpoints.workloads.get(&addr).cloned();
             }
             opened(&tcp, &entry);

@@ -180,6 +180,38 @@ async fn custom_format_and_local_replies() {
     assert!(now - epoch < 60, "{epoch} vs {now}");
 }
 
+/// The addresses of a request: the client (the last `x-forwarded-for`
+/// entry on a sidecar's connection manager) beside the peer, and the
+/// proxy's own end of the pooled upstream connection.
+#[tokio::test]
+async fn addresses_of_the_client_the_peer_and_the_upstream_connection() {
+    let up = upstream("a", None).await;
+    let file = temp("addresses.log");
+    let format = "accessLogFormat: '%DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT% %UPSTREAM_LOCAL_ADDRESS% %UPSTREAM_HOST%'";
+    let logger = from_mesh_config(file.to_str().unwrap(), &mesh(format));
+    let p = serve(vec![static_cluster("c", &[up.addr])], |a| {
+        with_logs(listener(a, vec![route_to("c")]), vec![logger])
+    });
+    let req = Request::get("/")
+        .header("x-forwarded-for", "203.0.113.9, 198.18.0.7")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(p.addr, req).await.status, 200);
+    assert_eq!(get(p.addr, "/").await.status, 200);
+    let lines = lines(&file, 2).await;
+    let first: Vec<&str> = lines[0].split(' ').collect();
+    assert_eq!(first[..2], ["198.18.0.7:0", "127.0.0.1"], "{lines:?}");
+    let local: std::net::SocketAddr = first[2].parse().expect("an address");
+    assert!(local.ip().is_loopback() && local.port() != 0, "{lines:?}");
+    assert_eq!(first[3], up.addr.to_string());
+    let second: Vec<&str> = lines[1].split(' ').collect();
+    assert!(
+        second[0].starts_with("127.0.0.1:"),
+        "no header: the peer, {lines:?}"
+    );
+    assert_eq!(second[2], first[2], "the same pooled connection: {lines:?}");
+}
+
 /// A TCP proxy's line: `- - -` for the HTTP fields, bytes both ways.
 #[tokio::test]
 async fn tcp_connections_are_logged_with_their_bytes() {

@@ -270,6 +270,70 @@ async fn policies_allow_and_deny_as_istio_writes_them() {
     }
 }
 
+/// At the edge (`use_remote_address`, one trusted proxy in front) the
+/// client `remote_ip` (Istio's `remoteIpBlocks`) reads is the one the
+/// trusted proxy wrote into `x-forwarded-for`; `direct_remote_ip` still
+/// reads the peer. The upstream sees the peer appended and the client as
+/// `x-envoy-external-address`.
+#[tokio::test]
+async fn remote_ip_is_the_client_behind_the_trusted_proxies() {
+    let up = upstream("app", None).await;
+    let policy = |i: principal::Identifier| Policy {
+        permissions: vec![perm(permission::Rule::Any(true))],
+        principals: vec![who(i)],
+        ..Default::default()
+    };
+    let edge = |addr, rules: Rules| {
+        let mut l = guarded(addr, vec![Some(rules)]);
+        let Some(filter::ConfigType::TypedConfig(any)) =
+            &mut l.filter_chains[0].filters[0].config_type
+        else {
+            panic!()
+        };
+        let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+        hcm.use_remote_address = Some(envoy_types::pb::google::protobuf::BoolValue { value: true });
+        hcm.xff_num_trusted_hops = 1;
+        *any = pack_any(hcm);
+        l
+    };
+    let remote = rules(
+        rbac::Action::Allow,
+        vec![policy(principal::Identifier::RemoteIp(cidr("5.6.7.0", 24)))],
+    );
+    let p = serve(vec![static_cluster("c", &[up.addr])], |addr| {
+        edge(addr, remote)
+    });
+    let (code, body) = status(&p, "GET", "/ip", &[("x-forwarded-for", "9.9.9.9, 5.6.7.8")]).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("x-forwarded-for: 9.9.9.9, 5.6.7.8,127.0.0.1\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("x-envoy-external-address: 5.6.7.8\n"),
+        "{body}"
+    );
+    let (code, _) = status(&p, "GET", "/ip", &[("x-forwarded-for", "5.6.7.8, 9.9.9.9")]).await;
+    assert_eq!(code, 403, "the last hop's word is the client");
+    assert_eq!(
+        status(&p, "GET", "/ip", &[]).await.0,
+        403,
+        "no header: the peer"
+    );
+    let direct = rules(
+        rbac::Action::Allow,
+        vec![policy(principal::Identifier::DirectRemoteIp(cidr(
+            "127.0.0.0",
+            8,
+        )))],
+    );
+    let p = serve(vec![static_cluster("c", &[up.addr])], |addr| {
+        edge(addr, direct)
+    });
+    let (code, _) = status(&p, "GET", "/ip", &[("x-forwarded-for", "5.6.7.8")]).await;
+    assert_eq!(code, 200, "ipBlocks read the peer");
+}
+
 /// A policy applied while a connection is kept alive holds for its next
 /// request (Envoy drains connections of a changed chain).
 #[tokio::test]

@@ -114,11 +114,15 @@ pub fn hcm_inline(stat_prefix: &str, routes: RouteConfiguration) -> Filter {
     f
 }
 
-/// A gateway's connection manager: a client's own
-/// `x-forwarded-client-cert` is replaced (istiod's SANITIZE_SET).
-pub fn gateway_hcm(stat_prefix: &str, route_name: &str) -> Filter {
+/// A gateway's connection manager, as istiod's: the edge of the mesh
+/// (`use_remote_address`; the client's address is taken `trusted_hops`
+/// proxies back in `x-forwarded-for`), and a client's own
+/// `x-forwarded-client-cert` is replaced (SANITIZE_SET).
+pub fn gateway_hcm(stat_prefix: &str, route_name: &str, trusted_hops: u32) -> Filter {
     let mut f = hcm_rds(stat_prefix, route_name);
     edit_hcm(&mut f, |m| {
+        m.use_remote_address = Some(envoy_types::pb::google::protobuf::BoolValue { value: true });
+        m.xff_num_trusted_hops = trusted_hops;
         m.forward_client_cert_details =
             http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32;
     });

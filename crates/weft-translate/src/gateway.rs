@@ -142,15 +142,16 @@ fn port_listener(
     out: &mut ProxyResources,
 ) {
     let mut chains = SniChains::default();
+    let hops = trusted_proxies(inputs);
     if !servers.plain.is_empty() {
         let route_name = format!("http.{port}");
-        chains.push(&[], http_chain(port, &route_name));
+        chains.push(&[], http_chain(port, &route_name, hops));
         out.routes
             .push(route_table(route_name, inputs, proxy, &servers.plain, port));
     }
     for bound in servers.https {
         let route_name = gateway_tls::route_name(&bound);
-        let hcm = gateway_hcm(&format!("outbound_0.0.0.0_{port}"), &route_name);
+        let hcm = gateway_hcm(&format!("outbound_0.0.0.0_{port}"), &route_name, hops);
         let chain = gateway_tls::terminating_chain(inputs, proxy, &bound, vec![hcm], out);
         if add_chain(&mut chains, &bound, chain, out) {
             out.routes
@@ -199,9 +200,26 @@ fn port_listener(
     });
 }
 
-fn http_chain(port: u16, route_name: &str) -> FilterChain {
+/// The mesh's `defaultConfig.gatewayTopology.numTrustedProxies`: how many
+/// proxies in front of the gateways append to `x-forwarded-for`.
+fn trusted_proxies(inputs: &Inputs) -> u32 {
+    inputs
+        .mesh()
+        .other
+        .get("defaultConfig")
+        .and_then(|d| d.get("gatewayTopology"))
+        .and_then(|t| t.get("numTrustedProxies"))
+        .and_then(|n| n.as_u64())
+        .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+fn http_chain(port: u16, route_name: &str, hops: u32) -> FilterChain {
     FilterChain {
-        filters: vec![gateway_hcm(&format!("outbound_0.0.0.0_{port}"), route_name)],
+        filters: vec![gateway_hcm(
+            &format!("outbound_0.0.0.0_{port}"),
+            route_name,
+            hops,
+        )],
         ..Default::default()
     }
 }

@@ -202,6 +202,36 @@ fn gateway_binds_server_port_and_routes_bound_virtual_services() {
     );
 }
 
+/// A gateway is the mesh's edge (istiod's `use_remote_address`), with the
+/// mesh's `gatewayTopology.numTrustedProxies` in front of it; sidecars
+/// are not.
+#[test]
+fn gateways_are_the_edge_behind_the_mesh_configs_trusted_proxies() {
+    use envoy_types::pb::envoy::config::listener::v3::filter;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    let hcm = |out: &ProxyResources, listener: &str| -> HttpConnectionManager {
+        let l = out.listeners.iter().find(|l| l.name == listener).unwrap();
+        let Some(filter::ConfigType::TypedConfig(any)) = &l.filter_chains[0].filters[0].config_type
+        else {
+            panic!()
+        };
+        prost::Message::decode(any.value.as_slice()).unwrap()
+    };
+    let edge = |m: &HttpConnectionManager| {
+        (
+            m.use_remote_address.map(|b| b.value),
+            m.xff_num_trusted_hops,
+        )
+    };
+    assert_eq!(edge(&hcm(&translated(2), "0.0.0.0_8080")), (Some(true), 0));
+    let mesh = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |-\n    defaultConfig:\n      gatewayTopology:\n        numTrustedProxies: 2\n";
+    let out = translated_with(&format!("{CONFIG}{mesh}"), 2);
+    assert_eq!(edge(&hcm(&out, "0.0.0.0_8080")), (Some(true), 2));
+    let sidecar = translated(0);
+    let outbound = hcm(&sidecar, "0.0.0.0_9080");
+    assert_ne!(edge(&outbound).0, Some(true));
+}
+
 pub(crate) fn translated_with(config: &str, proxy: usize) -> ProxyResources {
     let loaded = weft_config::load_str(config, "t.yaml");
     assert!(!loaded.has_errors(), "{:?}", loaded.problems);

@@ -2,7 +2,10 @@
 //! Istio's YAML: the course's "allow nothing" lockdown (the mesh and the
 //! ingress answer 403), Istio's "Explicit Deny" task (in `default`, where
 //! the task uses `foo`), and its ingress-gateway task's IP allow list,
-//! enforced by the gateway itself. Identities (principals, namespaces)
+//! enforced by the gateway itself, first by the peer's address
+//! (`ipBlocks`), then by the client's as a trusted proxy in front wrote it
+//! in `X-Forwarded-For` (`remoteIpBlocks` with the mesh's
+//! `gatewayTopology.numTrustedProxies: 1`). Identities (principals, namespaces)
 //! are `authz_bookinfo_e2e`'s and `mtls_e2e`'s. Subnet 165, ingress port
 //! 18165.
 
@@ -32,6 +35,10 @@ spec:
 "#;
 
 fn ingress_policy(blocks: &str) -> String {
+    ingress_source("ipBlocks", blocks)
+}
+
+fn ingress_source(field: &str, blocks: &str) -> String {
     format!(
         "apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -46,7 +53,7 @@ spec:
   rules:
   - from:
     - source:
-        ipBlocks: [{blocks}]
+        {field}: [{blocks}]
 "
     )
 }
@@ -147,5 +154,33 @@ fn allow_nothing_explicit_deny_and_the_ingress_allow_list() {
         "the gateway lets 127.0.0.1 in",
         Duration::from_secs(20),
         || curl(&ingress, &[]).0 == 200,
+    );
+
+    // Istio's task, behind one trusted proxy: the client is who the
+    // proxy says in X-Forwarded-For, and the gateway appends its peer.
+    ok(mesh.apply_yaml(
+        "mesh-config.yaml",
+        &istio_config_map("defaultConfig:\n  gatewayTopology:\n    numTrustedProxies: 1"),
+    ));
+    ok(mesh.apply_yaml(
+        "ingress-policy.yaml",
+        &ingress_source("remoteIpBlocks", r#""1.2.3.4", "5.6.7.0/24""#),
+    ));
+    let from = |client: &str| curl(&ingress, &["-H", &format!("X-Forwarded-For: {client}")]);
+    wait_until(
+        "the gateway lets 1.2.3.4 in by X-Forwarded-For",
+        Duration::from_secs(20),
+        || from("1.2.3.4").0 == 200 && from("9.9.9.9").0 == 403,
+    );
+    assert_eq!(from("5.6.7.8").0, 200);
+    assert_eq!(curl(&ingress, &[]).0, 403, "without the header, the peer");
+    let (_, body) = from("5.6.7.8");
+    let seen: serde_json::Value = serde_json::from_str(&body).expect("httpbin's JSON");
+    let headers = &seen["headers"];
+    assert_eq!(headers["X-Envoy-External-Address"], "5.6.7.8", "{body}");
+    let xff = headers["X-Forwarded-For"].as_str().unwrap_or_default();
+    assert!(
+        xff.starts_with("5.6.7.8,") && xff.split(',').count() == 2,
+        "the gateway appends its peer: {body}"
     );
 }

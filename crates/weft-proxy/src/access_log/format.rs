@@ -76,6 +76,9 @@ pub(crate) enum Op {
     DownstreamRemote {
         port: bool,
     },
+    DownstreamDirect {
+        port: bool,
+    },
     RequestedServerName,
     RouteName,
     DownstreamPeerUriSan,
@@ -227,11 +230,10 @@ fn simple(name: &str) -> Option<Op> {
         "UPSTREAM_LOCAL_ADDRESS" => Op::UpstreamLocalAddress,
         "DOWNSTREAM_LOCAL_ADDRESS" => Op::DownstreamLocal { port: true },
         "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => Op::DownstreamLocal { port: false },
-        "DOWNSTREAM_REMOTE_ADDRESS" | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => {
-            Op::DownstreamRemote { port: true }
-        }
-        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT"
-        | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => Op::DownstreamRemote { port: false },
+        "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => Op::DownstreamDirect { port: true },
+        "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => Op::DownstreamDirect { port: false },
+        "DOWNSTREAM_REMOTE_ADDRESS" => Op::DownstreamRemote { port: true },
+        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => Op::DownstreamRemote { port: false },
         "REQUESTED_SERVER_NAME" => Op::RequestedServerName,
         "ROUTE_NAME" => Op::RouteName,
         "DOWNSTREAM_PEER_URI_SAN" => Op::DownstreamPeerUriSan,
@@ -399,6 +401,7 @@ impl Op {
             Op::UpstreamLocalAddress => addr(e.upstream_local, true),
             Op::DownstreamLocal { port } => addr(e.downstream_local, *port),
             Op::DownstreamRemote { port } => addr(e.downstream, *port),
+            Op::DownstreamDirect { port } => addr(e.downstream_direct.or(e.downstream), *port),
             Op::RequestedServerName => opt(e.server_name.as_deref()),
             Op::RouteName => opt(Some(&e.route)),
             Op::DownstreamPeerUriSan => opt(e.peer_principal.as_deref()),

@@ -115,7 +115,11 @@ pub(crate) struct Entry {
     pub upstream: Option<SocketAddr>,
     pub cluster: Arc<str>,
     pub route: Arc<str>,
+    /// The client: the peer, or who `x-forwarded-for` says it is (Envoy's
+    /// downstream remote address).
     pub downstream: Option<SocketAddr>,
+    /// The peer, when the client is someone else.
+    pub downstream_direct: Option<SocketAddr>,
     /// The SNI of a connection the proxy terminated TLS on.
     pub server_name: Option<String>,
     /// The client's SPIFFE id, when it came over mesh mTLS (Envoy's
@@ -180,6 +184,12 @@ impl Entry {
             peer_principal: conn.tls.as_ref().and_then(|t| t.peer_principal.clone()),
             ..Default::default()
         }
+    }
+
+    /// The client's address: the peer unless `x-forwarded-for` named
+    /// another.
+    pub fn client(&self, conn: &Connection) -> SocketAddr {
+        self.downstream.unwrap_or(conn.peer)
     }
 
     /// Envoy's `%RESPONSE_CODE_DETAILS%`.

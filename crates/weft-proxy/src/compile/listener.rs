@@ -69,6 +69,8 @@ pub enum ChainAction {
         upgrades: Arc<[String]>,
         /// `forward_client_cert_details` and what it sets.
         xfcc: crate::http::xfcc::Xfcc,
+        /// The client's address and the forwarding headers.
+        forwarding: Arc<crate::http::forwarded::Forwarding>,
         /// Istio's metrics (`istio.stats` is there): reporter, overrides.
         stats: Option<Arc<crate::stats::config::StatsCfg>>,
         #[serde(skip)]
@@ -341,6 +343,7 @@ fn http_action(
         filters,
         upgrades: upgrades(hcm)?,
         xfcc: crate::http::xfcc::compile(hcm)?,
+        forwarding: Arc::new(crate::http::forwarded::compile(hcm)?),
         stats,
         logs: crate::access_log::config::compile(&hcm.access_log)?,
         trace: crate::trace::compile(

@@ -237,7 +237,8 @@ impl FilterChain {
                     }
                 }
                 HttpFilter::Rbac(cfg) => {
-                    let who = subject(req, conn, claims.as_deref());
+                    let remote = log.client(conn).ip();
+                    let who = subject(req, conn, claims.as_deref(), remote);
                     if let Some((key, policy)) = cfg.shadow_effective(&who) {
                         metadata.push((key.to_string(), policy));
                     }
@@ -305,6 +306,7 @@ fn subject<'a, B>(
     req: &'a http::Request<B>,
     conn: &'a crate::http::Connection,
     claims: Option<&'a serde_json::Value>,
+    remote: std::net::IpAddr,
 ) -> rbac::Subject<'a> {
     rbac::Subject {
         request: Some(crate::compile::RequestView {
@@ -316,6 +318,7 @@ fn subject<'a, B>(
             headers: req.headers(),
         }),
         peer: conn.peer.ip(),
+        remote,
         destination: conn.destination,
         server_name: conn.tls.as_ref().and_then(|t| t.server_name.as_deref()),
         principal: conn.tls.as_ref().and_then(|t| t.peer_principal.as_deref()),
@@ -328,6 +331,7 @@ pub(crate) fn tcp_subject(conn: &crate::http::Connection) -> rbac::Subject<'_> {
     rbac::Subject {
         request: None,
         peer: conn.peer.ip(),
+        remote: conn.peer.ip(),
         destination: conn.destination,
         server_name: conn
             .tls

@@ -99,13 +99,13 @@ enum MetaValue {
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
-struct Cidr {
+pub(crate) struct Cidr {
     ip: IpAddr,
     len: u8,
 }
 
 impl Cidr {
-    fn compile(c: &CidrRange) -> Result<Cidr, String> {
+    pub(crate) fn compile(c: &CidrRange) -> Result<Cidr, String> {
         let ip: IpAddr = c
             .address_prefix
             .parse()
@@ -118,7 +118,7 @@ impl Cidr {
         Ok(Cidr { ip, len: len as u8 })
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         fn bits(ip: IpAddr) -> (u128, u32) {
             match ip {
                 IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
@@ -306,7 +306,11 @@ impl MetaMatch {
 pub(crate) struct Subject<'a> {
     /// None for a TCP connection: HTTP conditions do not match it.
     pub request: Option<RequestView<'a>>,
+    /// The connection's peer (`direct_remote_ip`, Istio's `ipBlocks`).
     pub peer: IpAddr,
+    /// The client as the connection manager trusts it (`remote_ip`,
+    /// Istio's `remoteIpBlocks`): the peer, or from `x-forwarded-for`.
+    pub remote: IpAddr,
     pub destination: std::net::SocketAddr,
     pub server_name: Option<&'a str>,
     /// The peer's identity from its certificate (mTLS).
@@ -343,8 +347,8 @@ impl Who {
                 (Some(p), Some(m)) => m.matches(p),
                 (None, _) => false,
             },
-            // Without trusted proxies in front, the remote address is the peer's.
-            Who::DirectRemoteIp(c) | Who::RemoteIp(c) => c.contains(s.peer),
+            Who::DirectRemoteIp(c) => c.contains(s.peer),
+            Who::RemoteIp(c) => c.contains(s.remote),
             Who::Header(h) => s.request.as_ref().is_some_and(|r| h.matches(r)),
             Who::Metadata(m) => m.matches(s.claims),
         }

@@ -40,25 +40,26 @@ pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Envoy tells the upstream how the client connected when the client did
-/// not say: `x-forwarded-proto` is `https` on a connection it terminated
-/// TLS on, else `http`.
-pub(crate) fn ensure_forwarded_proto<B>(req: &mut Request<B>, tls: bool) {
-    if !req.headers().contains_key("x-forwarded-proto") {
-        let scheme = if tls { "https" } else { "http" };
-        req.headers_mut()
-            .insert("x-forwarded-proto", HeaderValue::from_static(scheme));
-    }
-}
-
-/// Envoy gives every request an x-request-id (a version-4 UUID) when it has none.
-pub(crate) fn ensure_request_id<B>(req: &mut Request<B>) -> String {
-    if let Some(id) = req
-        .headers()
+/// The request's own x-request-id, where the proxy generates none.
+pub(crate) fn request_id<B>(req: &Request<B>) -> String {
+    req.headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-    {
-        return id.to_string();
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Envoy gives every request an x-request-id (a version-4 UUID) when it
+/// has none, and at the edge a new one whatever the client sent.
+pub(crate) fn ensure_request_id<B>(req: &mut Request<B>, replace: bool) -> String {
+    if !replace {
+        if let Some(id) = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            return id.to_string();
+        }
     }
     let id = uuid_v4(fastrand::u128(..));
     let text = std::str::from_utf8(&id).expect("hex digits").to_string();

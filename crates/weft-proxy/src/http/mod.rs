@@ -5,6 +5,7 @@
 //! the route's action (router upstream, redirect or direct response) →
 //! response mutations → access log (written even if the client leaves).
 
+pub(crate) mod forwarded;
 mod headers;
 pub(crate) mod local_reply;
 pub(crate) mod once;
@@ -61,6 +62,8 @@ pub(crate) struct Chain {
     pub upgrades: Arc<[String]>,
     /// What becomes of `x-forwarded-client-cert`.
     pub xfcc: xfcc::Xfcc,
+    /// Who the client is, and the forwarding headers.
+    pub forwarding: Arc<forwarded::Forwarding>,
     /// Istio's metrics and metadata exchange: reporter, overrides.
     pub stats: Option<Arc<crate::stats::config::StatsCfg>>,
     /// The connection manager's access logs.
@@ -87,6 +90,7 @@ impl Chain {
                 filters,
                 upgrades,
                 xfcc,
+                forwarding,
                 stats,
                 logs,
                 trace,
@@ -96,6 +100,7 @@ impl Chain {
                 filters: filters.clone(),
                 upgrades: upgrades.clone(),
                 xfcc: *xfcc,
+                forwarding: forwarding.clone(),
                 stats: stats.clone(),
                 logs: logs.clone(),
                 trace: trace.clone(),
@@ -142,7 +147,14 @@ async fn handle(
             None => return local_reply::gone(),
         }
     };
-    let mut request_id = headers::ensure_request_id(&mut req);
+    let client =
+        chain
+            .forwarding
+            .apply(req.headers_mut(), conn.peer, conn.local, conn.tls.is_some());
+    let mut request_id = match chain.forwarding.generate_request_id {
+        true => headers::ensure_request_id(&mut req, client.replaces_request_id(&chain.forwarding)),
+        false => headers::request_id(&req),
+    };
     let trace = chain.trace.as_ref().map(|cfg| {
         crate::trace::Active::start(
             cfg,
@@ -152,7 +164,6 @@ async fn handle(
             conn.tls.is_some(),
         )
     });
-    headers::ensure_forwarded_proto(&mut req, conn.tls.is_some());
     let own = (chain.xfcc.action != xfcc::Action::AlwaysForwardOnly || chain.stats.is_some())
         .then(|| shared.identity.spiffe_id())
         .flatten();
@@ -165,6 +176,10 @@ async fn handle(
         crate::stats::peer::strip(req.headers_mut());
     }
     let mut entry = Entry::for_request(&req, conn, request_id);
+    if client.remote != conn.peer {
+        entry.downstream = Some(client.remote);
+        entry.downstream_direct = Some(conn.peer);
+    }
     if let Some(logs) = &chain.logs {
         entry.request_headers = capture(&logs.wanted.request, req.headers());
     }

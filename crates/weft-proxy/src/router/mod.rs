@@ -114,7 +114,7 @@ pub(crate) async fn forward(
     });
     entry.request_body = seen.clone();
     let (deadline, stream_deadline) = fwd.deadline(grpc);
-    let (hash, set_cookie) = hash::hash(&fwd.hash_policy, &parts, conn.peer.ip());
+    let (hash, set_cookie) = hash::hash(&fwd.hash_policy, &parts, entry.client(conn).ip());
     upstream_request(&mut parts, route, fwd, target);
     let body = body::Downstream { body, seen };
     let body = Replay::new(body, &parts.headers).await.map_err(|e| {
@@ -145,9 +145,10 @@ pub(crate) async fn forward(
         None => tries.run(entry).await?,
     };
     entry.code_details = "via_upstream";
+    let hop = resp.extensions().get::<crate::upstream::ConnInfo>();
+    entry.upstream_local = hop.and_then(|h| h.local);
     if let Some(seen) = &mut entry.observed {
-        let proved = resp.extensions().get::<crate::upstream::PeerPrincipal>();
-        seen.upstream_principal = proved.map(|p| p.0.clone());
+        seen.upstream_principal = hop.and_then(|h| h.principal.clone());
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);

@@ -45,7 +45,7 @@ pub struct Http2 {
 #[derive(Clone)]
 enum State {
     Connecting,
-    Ready(SendRequest<UpBody>, Option<super::stream::PeerPrincipal>),
+    Ready(SendRequest<UpBody>, super::ConnInfo),
     /// Why, for every request that waited on it.
     Failed(std::io::ErrorKind, String),
 }
@@ -129,16 +129,14 @@ pub(crate) async fn send(
     loop {
         let first = match checkout(peer, h2, breaker) {
             Checkout::Stream(state, _stream) => {
-                let (mut sender, principal) = ready(state, breaker).await?;
+                let (mut sender, info) = ready(state, breaker).await?;
                 // A connection that went away before taking the stream
                 // hands the request back unsent; it goes on another. A
                 // failure after that is a reset, never retried as a
                 // connect failure.
                 match sender.try_send_request(req).await {
                     Ok(mut resp) => {
-                        if let Some(p) = principal {
-                            resp.extensions_mut().insert(p);
-                        }
+                        resp.extensions_mut().insert(info);
                         return Ok(resp);
                     }
                     Err(mut e) => match e.take_message() {
@@ -170,7 +168,7 @@ pub(crate) async fn send(
 async fn ready(
     mut state: watch::Receiver<State>,
     breaker: &Breaker,
-) -> Result<(SendRequest<UpBody>, Option<super::stream::PeerPrincipal>), UpstreamError> {
+) -> Result<(SendRequest<UpBody>, super::ConnInfo), UpstreamError> {
     let failed = |kind, why: &str| UpstreamError::Connect(std::io::Error::new(kind, why));
     let connecting = matches!(*state.borrow(), State::Connecting);
     let _pending = match connecting {
@@ -183,7 +181,7 @@ async fn ready(
         .map_err(|_| failed(std::io::ErrorKind::Other, "connection attempt abandoned"))?
         .clone();
     match state {
-        State::Ready(sender, principal) => Ok((sender, principal)),
+        State::Ready(sender, info) => Ok((sender, info)),
         State::Failed(kind, why) => Err(failed(kind, &why)),
         State::Connecting => unreachable!("waited for another state"),
     }
@@ -269,11 +267,11 @@ fn start(peer: &Peer, h2: &Http2, breaker: &Arc<Breaker>) {
     let (peer, h2, breaker) = (peer.clone(), *h2, breaker.clone());
     tokio::spawn(async move {
         let conn = match handshake(&peer, &h2).await {
-            Ok((sender, conn, principal)) => {
+            Ok((sender, conn, info)) => {
                 // The sender lives on in the channel only while the pool
                 // (or a request) holds a receiver: once they let go, the
                 // connection closes after its last stream.
-                let _ = tx.send(State::Ready(sender, principal));
+                let _ = tx.send(State::Ready(sender, info));
                 drop(tx);
                 conn
             }
@@ -297,10 +295,10 @@ async fn handshake(
 ) -> std::io::Result<(
     SendRequest<UpBody>,
     hyper::client::conn::http2::Connection<TokioIo<super::UpStream>, UpBody, TokioExecutor>,
-    Option<super::stream::PeerPrincipal>,
+    super::ConnInfo,
 )> {
     let stream = connect(peer, true).await?;
-    let principal = stream.peer_principal();
+    let info = stream.info();
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .initial_stream_window_size(h2.initial_stream_window)
@@ -317,6 +315,6 @@ async fn handshake(
     builder
         .handshake(TokioIo::new(stream))
         .await
-        .map(|(sender, conn)| (sender, conn, principal))
+        .map(|(sender, conn)| (sender, conn, info))
         .map_err(|e| std::io::Error::other(format!("HTTP/2 handshake: {e}")))
 }

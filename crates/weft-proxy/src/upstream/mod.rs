@@ -30,7 +30,7 @@ mod stream;
 pub use breaker::{Breaker, Limits};
 pub use h2::Http2;
 pub use outlier::Outliers;
-pub(crate) use stream::{PeerPrincipal, UpStream};
+pub(crate) use stream::{ConnInfo, UpStream};
 
 /// Everything needed to reach one upstream endpoint, built from its
 /// cluster. HTTP and TCP connect through the same `connect`, so every
@@ -71,8 +71,8 @@ type Sender = SendRequest<UpBody>;
 /// A pooled connection and how many requests it has carried.
 struct Pooled {
     sender: Sender,
-    /// Who the upstream proved to be (mesh mTLS).
-    principal: Option<stream::PeerPrincipal>,
+    /// Who the upstream proved to be (mesh mTLS), and the local end.
+    info: ConnInfo,
     served: u32,
     opened: Instant,
     idle_since: Instant,
@@ -160,9 +160,7 @@ async fn send_http1(
         };
         match conn.sender.try_send_request(req).await {
             Ok(mut resp) => {
-                if let Some(p) = &conn.principal {
-                    resp.extensions_mut().insert(p.clone());
-                }
+                resp.extensions_mut().insert(conn.info.clone());
                 conn.served += 1;
                 let spent = breaker
                     .limits
@@ -352,7 +350,7 @@ async fn open(peer: &Peer, breaker: &Arc<Breaker>) -> Result<Option<Pooled>, Ups
         }
     };
     match handshake(peer).await {
-        Ok((sender, conn, principal)) => {
+        Ok((sender, conn, info)) => {
             let endpoint = peer.addr;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
@@ -362,7 +360,7 @@ async fn open(peer: &Peer, breaker: &Arc<Breaker>) -> Result<Option<Pooled>, Ups
             });
             Ok(Some(Pooled {
                 sender,
-                principal,
+                info,
                 served: 0,
                 opened: Instant::now(),
                 idle_since: Instant::now(),
@@ -377,15 +375,13 @@ async fn open(peer: &Peer, breaker: &Arc<Breaker>) -> Result<Option<Pooled>, Ups
 
 type Connection = hyper::client::conn::http1::Connection<TokioIo<UpStream>, UpBody>;
 
-async fn handshake(
-    peer: &Peer,
-) -> Result<(Sender, Connection, Option<stream::PeerPrincipal>), UpstreamError> {
+async fn handshake(peer: &Peer) -> Result<(Sender, Connection, ConnInfo), UpstreamError> {
     let stream = connect(peer, true).await.map_err(UpstreamError::Connect)?;
-    let principal = stream.peer_principal();
+    let info = stream.info();
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(UpstreamError::fresh)?;
-    Ok((sender, conn, principal))
+    Ok((sender, conn, info))
 }
 
 #[cfg(test)]

@@ -15,23 +15,36 @@ pub(crate) enum UpStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// The SPIFFE id an upstream proved in its TLS handshake, set on the
-/// responses of its connection for the metrics' `destination_principal`.
-#[derive(Debug, Clone)]
-pub(crate) struct PeerPrincipal(pub std::sync::Arc<str>);
+/// What a response's upstream connection was, set on each response of
+/// that connection: the SPIFFE id the upstream proved in its TLS handshake
+/// (the metrics' `destination_principal`) and the proxy's own end
+/// (`%UPSTREAM_LOCAL_ADDRESS%`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConnInfo {
+    pub principal: Option<std::sync::Arc<str>>,
+    pub local: Option<std::net::SocketAddr>,
+}
 
 impl UpStream {
-    /// The peer's SPIFFE id, over TLS with a certificate that names one.
-    pub(crate) fn peer_principal(&self) -> Option<PeerPrincipal> {
+    /// The peer's SPIFFE id (over TLS with a certificate that names one)
+    /// and the connection's local address.
+    pub(crate) fn info(&self) -> ConnInfo {
+        ConnInfo {
+            principal: self.peer_principal(),
+            local: self.local_addr(),
+        }
+    }
+
+    fn peer_principal(&self) -> Option<std::sync::Arc<str>> {
         let UpStream::Tls(s) = self else {
             return None;
         };
         let cert = crate::identity::tls::peer_cert(s.get_ref().1.peer_certificates())?;
-        Some(PeerPrincipal(cert.principal?.into()))
+        Some(cert.principal?.into())
     }
 
     /// The proxy's own end of the connection.
-    pub(crate) fn local_addr(&self) -> Option<std::net::SocketAddr> {
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
         match self {
             UpStream::Plain(s) => s.local_addr().ok(),
             UpStream::Tls(s) => s.get_ref().0.local_addr().ok(),

@@ -1,0 +1,318 @@
+//! Who the client is, as Envoy's connection manager decides it: the
+//! trusted client address, `x-forwarded-for`, `x-forwarded-proto`, and
+//! which `x-envoy-*` headers a request may bring in.
+//!
+//! With `use_remote_address` (istiod sets it on gateways) the proxy is the
+//! edge: the client is its peer, or the address `xff_num_trusted_hops`
+//! proxies in front of it wrote into `x-forwarded-for` (Istio's
+//! `gatewayTopology.numTrustedProxies`); the peer is appended to
+//! `x-forwarded-for`, and an external request gets
+//! `x-envoy-external-address`. Without it (sidecars) the client is the
+//! last address in `x-forwarded-for`, skipping the trusted hops, and the
+//! headers are left as they came. The client's address is what
+//! `remoteIpBlocks`, `%DOWNSTREAM_REMOTE_ADDRESS%` and source-IP hashing
+//! read; `ipBlocks` and `%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%` read the peer.
+//!
+//! A request is internal only when its client address is in
+//! `internal_address_config` (Envoy ≥ 1.33 has no internal addresses by
+//! default, and istiod configures none without mesh networks); any other
+//! request loses the `x-envoy-*` headers that steer the proxy (retries,
+//! timeouts, forced tracing), and at the edge the ones that describe a
+//! caller inside the mesh.
+
+use std::net::{IpAddr, SocketAddr};
+
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use http::{HeaderMap, HeaderValue};
+use serde::Serialize;
+
+use crate::filters::rbac::Cidr;
+
+const XFF: &str = "x-forwarded-for";
+const XFP: &str = "x-forwarded-proto";
+const INTERNAL: &str = "x-envoy-internal";
+const EXTERNAL_ADDRESS: &str = "x-envoy-external-address";
+
+/// Headers only an internal request may bring (Envoy's
+/// `cleanInternalHeaders`).
+const INTERNAL_ONLY: [&str; 14] = [
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
+];
+
+/// Headers that describe a caller inside the mesh, dropped at the edge.
+const EDGE_ONLY: [&str; 3] = [
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+];
+
+#[derive(Debug, Default, Serialize)]
+pub struct Forwarding {
+    use_remote_address: bool,
+    trusted_hops: u32,
+    skip_append: bool,
+    #[serde(skip)]
+    internal: Vec<Cidr>,
+    /// At the edge a client's `x-request-id` is replaced unless this says
+    /// keep it.
+    preserve_request_id: bool,
+    /// `generate_request_id` (default on).
+    pub generate_request_id: bool,
+}
+
+/// What the connection manager made of one request's client.
+pub(crate) struct Client {
+    /// The trusted client address (Envoy's downstream remote address).
+    pub remote: SocketAddr,
+    /// The proxy is this request's edge into the mesh.
+    pub edge: bool,
+}
+
+impl Client {
+    /// A client's own `x-request-id` stands unless the edge replaces it.
+    pub fn replaces_request_id(&self, f: &Forwarding) -> bool {
+        self.edge && !f.preserve_request_id
+    }
+}
+
+pub(crate) fn compile(hcm: &HttpConnectionManager) -> Result<Forwarding, String> {
+    if !hcm.original_ip_detection_extensions.is_empty() {
+        return Err("original_ip_detection_extensions are not supported".into());
+    }
+    let internal = match &hcm.internal_address_config {
+        Some(c) => c
+            .cidr_ranges
+            .iter()
+            .map(Cidr::compile)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("internal_address_config: {e}"))?,
+        None => Vec::new(),
+    };
+    Ok(Forwarding {
+        use_remote_address: hcm.use_remote_address.is_some_and(|b| b.value),
+        trusted_hops: hcm.xff_num_trusted_hops,
+        skip_append: hcm.skip_xff_append,
+        internal,
+        preserve_request_id: hcm.preserve_external_request_id,
+        generate_request_id: hcm.generate_request_id.is_none_or(|b| b.value),
+    })
+}
+
+impl Forwarding {
+    /// Decides the request's client and edits its forwarding headers.
+    /// `peer` and `local` are the connection's two ends; `tls` says the
+    /// proxy terminated TLS on it.
+    pub(crate) fn apply(
+        &self,
+        headers: &mut HeaderMap,
+        peer: SocketAddr,
+        local: SocketAddr,
+        tls: bool,
+    ) -> Client {
+        let scheme = HeaderValue::from_static(if tls { "https" } else { "http" });
+        let (remote, single) = if self.use_remote_address {
+            let single = !headers.contains_key(XFF);
+            let trusted = self
+                .trusted_hops
+                .checked_sub(1)
+                .and_then(|skip| from_xff(headers, skip).0);
+            if !self.skip_append {
+                // Envoy writes its own address for a client on loopback.
+                let hop = if peer.ip().is_loopback() { local } else { peer };
+                append_xff(headers, hop.ip());
+            }
+            if self.trusted_hops == 0 || !headers.contains_key(XFP) {
+                headers.insert(XFP, scheme.clone());
+            }
+            (trusted, single)
+        } else {
+            from_xff(headers, self.trusted_hops)
+        };
+        if !headers.contains_key(XFP) {
+            headers.insert(XFP, scheme);
+        }
+        let internal = single && remote.is_some_and(|ip| self.is_internal(ip));
+        let remote = remote.map_or(peer, |ip| SocketAddr::new(ip, 0));
+        let edge = !internal && self.use_remote_address;
+        if internal {
+            headers.insert(INTERNAL, HeaderValue::from_static("true"));
+        } else {
+            clean_internal(headers, edge);
+        }
+        if edge {
+            if let Ok(v) = HeaderValue::from_str(&remote.ip().to_string()) {
+                headers.insert(EXTERNAL_ADDRESS, v);
+            }
+        }
+        Client { remote, edge }
+    }
+
+    fn is_internal(&self, ip: IpAddr) -> bool {
+        self.internal.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// The address `skip` entries from the end of `x-forwarded-for` (None when
+/// the list is shorter or that entry is not an address), and whether the
+/// list holds exactly one address (Envoy's `getLastAddressFromXFF`).
+fn from_xff(headers: &HeaderMap, skip: u32) -> (Option<IpAddr>, bool) {
+    let Some(list) = headers.get(XFF).and_then(|v| v.to_str().ok()) else {
+        return (None, false);
+    };
+    let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+    let at = entries
+        .len()
+        .checked_sub(1 + skip as usize)
+        .and_then(|i| entries[i].parse().ok());
+    (at, entries.len() == 1)
+}
+
+fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
+    let value = match headers.get(XFF).and_then(|v| v.to_str().ok()) {
+        Some(list) if !list.trim().is_empty() => format!("{list},{ip}"),
+        _ => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(XFF, v);
+    }
+}
+
+/// Takes off what only an internal request (or, at the edge, only a
+/// caller inside the mesh) may say; a request without `x-envoy-*`
+/// headers, the common case, costs one pass over its names.
+fn clean_internal(headers: &mut HeaderMap, edge: bool) {
+    if !headers.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        return;
+    }
+    // `x-envoy-external-address` stays: the edge wrote it for the
+    // services behind.
+    headers.remove(INTERNAL);
+    for h in INTERNAL_ONLY {
+        headers.remove(h);
+    }
+    if edge {
+        for h in EDGE_ONLY {
+            headers.remove(h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(hops: u32) -> Forwarding {
+        Forwarding {
+            use_remote_address: true,
+            trusted_hops: hops,
+            generate_request_id: true,
+            ..Default::default()
+        }
+    }
+
+    fn sidecar() -> Forwarding {
+        Forwarding {
+            generate_request_id: true,
+            ..Default::default()
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    const PEER: &str = "198.18.0.1:50000";
+    const LOCAL: &str = "198.18.0.9:8080";
+
+    fn apply(f: &Forwarding, h: &mut HeaderMap) -> Client {
+        f.apply(h, PEER.parse().unwrap(), LOCAL.parse().unwrap(), false)
+    }
+
+    /// Istio's "Configuring Gateway Network Topology" example: two trusted
+    /// proxies, so the client is the second address from the right.
+    #[test]
+    fn a_gateway_trusts_num_trusted_proxies_hops_and_appends_its_peer() {
+        let mut h = headers(&[
+            (XFF, "56.5.6.7, 72.9.5.6, 98.1.2.3"),
+            (XFP, "https"),
+            ("x-envoy-retry-on", "5xx"),
+            ("x-envoy-decorator-operation", "forged"),
+        ]);
+        let c = apply(&gateway(2), &mut h);
+        assert_eq!(c.remote, "72.9.5.6:0".parse().unwrap());
+        assert!(c.edge);
+        assert_eq!(h[XFF], "56.5.6.7, 72.9.5.6, 98.1.2.3,198.18.0.1");
+        assert_eq!(h[EXTERNAL_ADDRESS], "72.9.5.6");
+        assert_eq!(h[XFP], "https", "a trusted hop's scheme stands");
+        assert!(!h.contains_key("x-envoy-retry-on"));
+        assert!(!h.contains_key("x-envoy-decorator-operation"));
+    }
+
+    #[test]
+    fn with_no_trusted_hops_the_gateway_client_is_its_peer() {
+        let mut h = headers(&[(XFF, "6.6.6.6"), (XFP, "https")]);
+        let c = apply(&gateway(0), &mut h);
+        assert_eq!(c.remote, PEER.parse().unwrap());
+        assert_eq!(h[XFF], "6.6.6.6,198.18.0.1");
+        assert_eq!(h[EXTERNAL_ADDRESS], "198.18.0.1");
+        assert_eq!(h[XFP], "http", "an untrusted client's scheme is replaced");
+        let mut short = headers(&[(XFF, "6.6.6.6")]);
+        let c = apply(&gateway(3), &mut short);
+        assert_eq!(c.remote, PEER.parse().unwrap(), "too few hops: the peer");
+    }
+
+    #[test]
+    fn a_sidecar_reads_the_last_address_and_changes_nothing() {
+        let mut h = headers(&[(XFF, "203.0.113.7,198.18.0.1"), (XFP, "https")]);
+        let c = apply(&sidecar(), &mut h);
+        assert_eq!(c.remote, "198.18.0.1:0".parse().unwrap());
+        assert!(!c.edge);
+        assert_eq!(h[XFF], "203.0.113.7,198.18.0.1");
+        assert_eq!(h[XFP], "https");
+        assert!(!h.contains_key(EXTERNAL_ADDRESS));
+        let mut none = HeaderMap::new();
+        assert_eq!(apply(&sidecar(), &mut none).remote, PEER.parse().unwrap());
+        assert_eq!(none[XFP], "http");
+    }
+
+    #[test]
+    fn only_a_single_internal_address_makes_a_request_internal() {
+        let mut f = sidecar();
+        f.internal = vec![
+            Cidr::compile(&envoy_types::pb::envoy::config::core::v3::CidrRange {
+                address_prefix: "10.0.0.0".into(),
+                prefix_len: Some(envoy_types::pb::google::protobuf::UInt32Value { value: 8 }),
+            })
+            .unwrap(),
+        ];
+        let mut h = headers(&[(XFF, "10.1.2.3"), ("x-envoy-retry-on", "5xx")]);
+        apply(&f, &mut h);
+        assert_eq!(h[INTERNAL], "true");
+        assert_eq!(h["x-envoy-retry-on"], "5xx");
+        let mut two = headers(&[(XFF, "10.1.2.4,10.1.2.3"), ("x-envoy-retry-on", "5xx")]);
+        apply(&f, &mut two);
+        assert!(!two.contains_key(INTERNAL));
+        assert!(!two.contains_key("x-envoy-retry-on"));
+    }
+}
