@@ -11,6 +11,7 @@ pub mod extensions;
 pub mod gateway_api;
 pub mod kube;
 pub mod load;
+pub mod log_format;
 pub mod mesh_config;
 pub mod meta;
 pub mod networking;

@@ -252,6 +252,33 @@ pub fn mesh_text(resource: &Resource) -> Option<&str> {
         .flatten()
 }
 
+/// A format string Weft cannot read is an error (Envoy refuses it too);
+/// one with a command Weft does not write is accepted with a warning, and
+/// proxies leave that logger out.
+fn check_format(r: &mut crate::validate::Report, at: &str, text: &str) {
+    use crate::log_format::{check, Problem};
+    match check(text) {
+        Ok(()) => {}
+        Err(Problem::Syntax(e)) => r.error(at, format!("not an access log format: {e}")),
+        Err(Problem::Unsupported(e)) => r.warn(at, format!("{e}; proxies leave this logger out")),
+    }
+}
+
+/// JSON labels: each string value is a format string (nested objects too).
+fn check_labels(
+    r: &mut crate::validate::Report,
+    at: &str,
+    labels: &serde_json::Map<String, serde_json::Value>,
+) {
+    for (key, value) in labels {
+        match value {
+            serde_json::Value::String(text) => check_format(r, &format!("{at}.{key}"), text),
+            serde_json::Value::Object(inner) => check_labels(r, &format!("{at}.{key}"), inner),
+            _ => {}
+        }
+    }
+}
+
 /// Checks the mesh config ConfigMap: its `mesh` key parses as MeshConfig,
 /// `outboundTrafficPolicy.mode` is one of Istio's, and the fields Weft does
 /// not act on are named.
@@ -273,16 +300,18 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
         mesh.access_log_encoding.as_deref(),
         &["TEXT", "JSON"],
     );
-    if mesh.access_log_encoding.as_deref() == Some("JSON") {
-        let format = mesh.access_log_format.as_deref().unwrap_or("");
-        if !format.trim().is_empty()
-            && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(format).is_err()
-        {
-            r.error(
-                format!("{at}.accessLogFormat"),
+    let format = mesh.access_log_format.as_deref().unwrap_or("");
+    let format_at = format!("{at}.accessLogFormat");
+    if mesh.access_log_encoding.as_deref() == Some("JSON") && !format.trim().is_empty() {
+        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(format) {
+            Ok(labels) => check_labels(r, &format_at, &labels),
+            Err(_) => r.error(
+                &format_at,
                 "with accessLogEncoding JSON, a JSON object of field → format string",
-            );
+            ),
         }
+    } else if !format.trim().is_empty() {
+        check_format(r, &format_at, format);
     }
     crate::validate::one_of(
         r,
@@ -294,6 +323,19 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
     );
     for (i, p) in mesh.extension_providers.iter().enumerate() {
         let at = format!("{at}.extensionProviders[{i}]");
+        let log_format = p
+            .envoy_file_access_log
+            .as_ref()
+            .and_then(|f| f.log_format.as_ref());
+        if let Some(f) = log_format {
+            let at = format!("{at}.envoyFileAccessLog.logFormat");
+            if let Some(text) = &f.text {
+                check_format(r, &format!("{at}.text"), text);
+            }
+            if let Some(labels) = &f.labels {
+                check_labels(r, &format!("{at}.labels"), labels);
+            }
+        }
         if let Some(http) = &p.envoy_ext_authz_http {
             if http.port_number().is_none() {
                 r.error(
@@ -466,6 +508,40 @@ mod tests {
         assert!(bad[0].contains("data.mesh.accessLogEncoding"), "{bad:?}");
         let bad = errors("accessLogEncoding: JSON\naccessLogFormat: '%RESPONSE_CODE%'");
         assert!(bad[0].contains("data.mesh.accessLogFormat"), "{bad:?}");
+    }
+
+    /// Format strings are read at apply: one that is not a format string
+    /// is refused where it is, one with a command Weft does not write is
+    /// accepted with a warning naming it.
+    #[test]
+    fn access_log_formats_are_checked_at_apply() {
+        let loaded = load("accessLogFormat: '[%START_TIME%] %RESPONSE_CODE\n'");
+        let errors: Vec<String> = loaded.errors().map(|p| p.to_string()).collect();
+        assert!(
+            errors.len() == 1
+                && errors[0].contains("data.mesh.accessLogFormat")
+                && errors[0].contains("unterminated"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[0].contains("mesh.yaml:"),
+            "file and line: {errors:?}"
+        );
+        let json =
+            load("accessLogEncoding: JSON\naccessLogFormat: '{\"a\": {\"b\": \"%REQ(x y)%\"}}'");
+        let errors: Vec<String> = json.errors().map(|p| p.to_string()).collect();
+        assert!(errors[0].contains("accessLogFormat.a.b"), "{errors:?}");
+        let provider = load(
+            "extensionProviders:\n- name: log\n  envoyFileAccessLog:\n    path: /dev/stdout\n    logFormat:\n      text: '%UPSTREAM_PEER_SUBJECT% %RESPONSE_CODE%'",
+        );
+        assert_eq!(provider.errors().count(), 0);
+        let warned: Vec<String> = provider.problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            warned.iter().any(|w| w
+                .contains("extensionProviders[0].envoyFileAccessLog.logFormat.text")
+                && w.contains("%UPSTREAM_PEER_SUBJECT%")),
+            "{warned:?}"
+        );
     }
 
     #[test]

@@ -120,67 +120,26 @@ enum Value<'a> {
 }
 
 pub(crate) fn parse_text(text: &str, wanted: &mut Wanted) -> Result<Vec<Piece>, String> {
-    let mut out = Vec::new();
-    let mut lit = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find('%') {
-        lit.push_str(&rest[..at]);
-        rest = &rest[at + 1..];
-        if let Some(after) = rest.strip_prefix('%') {
-            lit.push('%');
-            rest = after;
-            continue;
-        }
-        let end = command_end(rest)
-            .ok_or_else(|| format!("access log format {text:?}: unterminated '%'"))?;
-        if !lit.is_empty() {
-            out.push(Piece::Lit(std::mem::take(&mut lit)));
-        }
-        out.push(command(&rest[..end], wanted)?);
-        rest = &rest[end + 1..];
-    }
-    lit.push_str(rest);
-    if !lit.is_empty() {
-        out.push(Piece::Lit(lit));
-    }
-    Ok(out)
+    use weft_config::log_format::{tokens, Token};
+    let tokens = tokens(text).map_err(|e| format!("access log format {e}"))?;
+    tokens
+        .into_iter()
+        .map(|t| match t {
+            Token::Lit(l) => Ok(Piece::Lit(l)),
+            Token::Command(c) => command(&c, wanted),
+        })
+        .collect()
 }
 
-/// Where a command's closing `%` is: after its `(…)` arguments, which may
-/// themselves hold `%` (a START_TIME format).
-fn command_end(s: &str) -> Option<usize> {
-    let name_end = s.find(['(', '%'])?;
-    if s.as_bytes()[name_end] == b'%' {
-        return Some(name_end);
-    }
-    let close = name_end + s[name_end..].find(')')?;
-    Some(close + 1 + s[close + 1..].find('%')?)
-}
-
-fn command(cmd: &str, wanted: &mut Wanted) -> Result<Piece, String> {
-    let (head, max) = match cmd.rsplit_once("):") {
-        Some((h, n)) => (
-            format!("{h})"),
-            Some(
-                n.parse::<usize>()
-                    .map_err(|_| format!("%{cmd}%: bad max length {n:?}"))?,
-            ),
-        ),
-        None => (cmd.to_string(), None),
-    };
-    let (name, arg) = match head.split_once('(') {
-        Some((n, a)) => (
-            n,
-            Some(
-                a.strip_suffix(')')
-                    .ok_or_else(|| format!("%{cmd}%: unclosed argument"))?,
-            ),
-        ),
-        None => (head.as_str(), None),
-    };
-    let op = match (name, arg) {
+fn command(c: &weft_config::log_format::Command, wanted: &mut Wanted) -> Result<Piece, String> {
+    use weft_config::log_format::{check_time, unsupported, ACCESS_LOG_HINT};
+    let op = match (c.name, c.arg) {
         ("START_TIME", a) => {
-            Op::StartTime(a.filter(|a| !a.is_empty()).map(check_time).transpose()?)
+            let f = a.filter(|a| !a.is_empty());
+            if let Some(f) = f {
+                check_time(f)?;
+            }
+            Op::StartTime(f.map(str::to_string))
         }
         ("REQ", Some(a)) => {
             let (main, alt) = headers(a, &mut wanted.request, true)?;
@@ -202,16 +161,12 @@ fn command(cmd: &str, wanted: &mut Wanted) -> Result<Piece, String> {
             let (main, alt) = headers(a, &mut wanted.response, false)?;
             Op::Resp { main, alt }
         }
-        ("DYNAMIC_METADATA", Some("envoy.common:access_log_hint")) => Op::AccessLogHint,
+        ("DYNAMIC_METADATA", Some(ACCESS_LOG_HINT)) => Op::AccessLogHint,
         ("ENVIRONMENT", Some(a)) => Op::Environment(a.to_string()),
-        (name, None) => simple(name).ok_or_else(|| unsupported(cmd))?,
-        _ => return Err(unsupported(cmd)),
+        (name, None) => simple(name).ok_or_else(|| unsupported(c.text))?,
+        _ => return Err(unsupported(c.text)),
     };
-    Ok(Piece::Op { op, max })
-}
-
-fn unsupported(cmd: &str) -> String {
-    format!("access log command %{cmd}% is not supported by this version of Weft")
+    Ok(Piece::Op { op, max: c.max })
 }
 
 fn simple(name: &str) -> Option<Op> {
@@ -267,46 +222,6 @@ fn header(name: &str, list: &mut Vec<HeaderName>, request: bool) -> Result<Hdr, 
             Hdr::Captured(Wanted::index(list, h))
         }
     })
-}
-
-/// The strftime conversions Weft writes (Envoy's START_TIME accepts these
-/// and more; the rest are refused so that a line never silently differs).
-fn check_time(f: &str) -> Result<String, String> {
-    let mut chars = f.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            continue;
-        }
-        let spec: String = match chars.next() {
-            Some('E') | Some('0'..='9') => {
-                let mut s = String::new();
-                for c in chars.by_ref() {
-                    s.push(c);
-                    if c.is_ascii_alphabetic() && c != 'E' {
-                        break;
-                    }
-                }
-                s
-            }
-            Some(c) => c.to_string(),
-            None => String::new(),
-        };
-        let ok = matches!(
-            spec.as_str(),
-            "Y" | "m" | "d" | "H" | "M" | "S" | "s" | "z" | "Z" | "F" | "T" | "%" | "f"
-        ) || spec
-            .strip_suffix('S')
-            .is_some_and(|n| n.parse::<u8>().is_ok_and(|n| n <= 9))
-            || spec
-                .strip_suffix('f')
-                .is_some_and(|n| n.parse::<u8>().is_ok_and(|n| n <= 9));
-        if !ok {
-            return Err(format!(
-                "START_TIME format {f:?}: %{spec} is not supported by this version of Weft"
-            ));
-        }
-    }
-    Ok(f.to_string())
 }
 
 fn strftime(out: &mut Vec<u8>, f: &str, at: SystemTime) {
@@ -549,6 +464,15 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What validation accepts at apply is what the proxy writes.
+    #[test]
+    fn every_command_validation_knows_is_written() {
+        for name in weft_config::log_format::SIMPLE {
+            let mut w = Wanted::default();
+            assert!(parse_text(&format!("%{name}%"), &mut w).is_ok(), "{name}");
+        }
+    }
 
     #[test]
     fn text_parses_operators_literals_and_escapes() {
