@@ -10,7 +10,8 @@
 #   bench/run.sh [seconds per run, default 10] [connections, default 32]
 #
 # With PROFILE=FILE, the Weft run is also recorded with `perf record -g`
-# into FILE (read it with `perf report -i FILE`).
+# into FILE (read it with `perf report -i FILE`). With ONLY=http1, only the
+# HTTP/1.1 table is measured (for profiling one change at a time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -209,6 +210,7 @@ for name in direct weft weft-policy weft-nostats nginx haproxy; do
 done
 echo "weft-policy (timeout, retries, a header set, a 0% fault) vs the plain route: $(awk -v a="${RPS[weft-policy]}" -v b="${RPS[weft]}" 'BEGIN{printf "%.2f", a/b}')"
 echo "Istio's metrics on vs off (weft vs weft-nostats): $(awk -v a="${RPS[weft]}" -v b="${RPS[weft-nostats]}" 'BEGIN{printf "%.2f", a/b}')"
+[ "${ONLY:-}" = http1 ] && exit 0
 
 # The proxy's memory with 1000 label combinations: a Telemetry adds the
 # Host header as a tag, and 1000 hosts each make their own series.

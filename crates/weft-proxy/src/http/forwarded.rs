@@ -23,15 +23,16 @@
 use std::net::{IpAddr, SocketAddr};
 
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
 use crate::filters::rbac::Cidr;
 
-const XFF: &str = "x-forwarded-for";
-const XFP: &str = "x-forwarded-proto";
-const INTERNAL: &str = "x-envoy-internal";
-const EXTERNAL_ADDRESS: &str = "x-envoy-external-address";
+// Named once: a `&str` key is parsed on every lookup.
+const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
+const EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
 
 /// Headers only an internal request may bring (Envoy's
 /// `cleanInternalHeaders`).
@@ -124,7 +125,7 @@ impl Forwarding {
     ) -> Client {
         let scheme = HeaderValue::from_static(if tls { "https" } else { "http" });
         let (remote, single) = if self.use_remote_address {
-            let single = !headers.contains_key(XFF);
+            let single = !headers.contains_key(&XFF);
             let trusted = self
                 .trusted_hops
                 .checked_sub(1)
@@ -134,14 +135,14 @@ impl Forwarding {
                 let hop = if peer.ip().is_loopback() { local } else { peer };
                 append_xff(headers, hop.ip());
             }
-            if self.trusted_hops == 0 || !headers.contains_key(XFP) {
+            if self.trusted_hops == 0 || !headers.contains_key(&XFP) {
                 headers.insert(XFP, scheme.clone());
             }
             (trusted, single)
         } else {
             from_xff(headers, self.trusted_hops)
         };
-        if !headers.contains_key(XFP) {
+        if !headers.contains_key(&XFP) {
             headers.insert(XFP, scheme);
         }
         let internal = single && remote.is_some_and(|ip| self.is_internal(ip));
@@ -153,9 +154,7 @@ impl Forwarding {
             clean_internal(headers, edge);
         }
         if edge {
-            if let Ok(v) = HeaderValue::from_str(&remote.ip().to_string()) {
-                headers.insert(EXTERNAL_ADDRESS, v);
-            }
+            headers.insert(EXTERNAL_ADDRESS, ip_value(remote.ip()));
         }
         Client { remote, edge }
     }
@@ -169,7 +168,7 @@ impl Forwarding {
 /// the list is shorter or that entry is not an address), and whether the
 /// list holds exactly one address (Envoy's `getLastAddressFromXFF`).
 fn from_xff(headers: &HeaderMap, skip: u32) -> (Option<IpAddr>, bool) {
-    let Some(list) = headers.get(XFF).and_then(|v| v.to_str().ok()) else {
+    let Some(list) = headers.get(&XFF).and_then(|v| v.to_str().ok()) else {
         return (None, false);
     };
     let entries: Vec<&str> = list.split(',').map(str::trim).collect();
@@ -181,12 +180,48 @@ fn from_xff(headers: &HeaderMap, skip: u32) -> (Option<IpAddr>, bool) {
 }
 
 fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
-    let value = match headers.get(XFF).and_then(|v| v.to_str().ok()) {
-        Some(list) if !list.trim().is_empty() => format!("{list},{ip}"),
-        _ => ip.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    let mut value = Vec::with_capacity(64);
+    if let Some(list) = headers
+        .get(&XFF)
+        .filter(|l| !l.as_bytes().trim_ascii().is_empty())
+    {
+        value.extend_from_slice(list.as_bytes());
+        value.push(b',');
+    }
+    push_ip(&mut value, ip);
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         headers.insert(XFF, v);
+    }
+}
+
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    let mut value = Vec::with_capacity(15);
+    push_ip(&mut value, ip);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).expect("an address is a header value")
+}
+
+/// An address in text, without `fmt` (its padding support makes
+/// `Ipv4Addr`'s `Display` the costliest part of the edge's headers).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -199,7 +234,7 @@ fn clean_internal(headers: &mut HeaderMap, edge: bool) {
     }
     // `x-envoy-external-address` stays: the edge wrote it for the
     // services behind.
-    headers.remove(INTERNAL);
+    headers.remove(&INTERNAL);
     for h in INTERNAL_ONLY {
         headers.remove(h);
     }
@@ -213,6 +248,21 @@ fn clean_internal(headers: &mut HeaderMap, edge: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const XFF: &str = "x-forwarded-for";
+    const XFP: &str = "x-forwarded-proto";
+    const INTERNAL: &str = "x-envoy-internal";
+    const EXTERNAL_ADDRESS: &str = "x-envoy-external-address";
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in ["0.0.0.0", "10.9.100.255", "198.18.0.1", "::1", "fd00::1:2"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
+    }
 
     fn gateway(hops: u32) -> Forwarding {
         Forwarding {

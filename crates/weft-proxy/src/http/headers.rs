@@ -4,6 +4,9 @@
 use http::header::{HeaderName, HeaderValue, CONNECTION};
 use http::Request;
 
+/// Named once: a `&str` key is parsed on every lookup.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 const HOP_BY_HOP: [&str; 6] = [
     "keep-alive",
     "proxy-connection",
@@ -43,7 +46,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
 /// The request's own x-request-id, where the proxy generates none.
 pub(crate) fn request_id<B>(req: &Request<B>) -> String {
     req.headers()
-        .get("x-request-id")
+        .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string()
@@ -53,18 +56,14 @@ pub(crate) fn request_id<B>(req: &Request<B>) -> String {
 /// has none, and at the edge a new one whatever the client sent.
 pub(crate) fn ensure_request_id<B>(req: &mut Request<B>, replace: bool) -> String {
     if !replace {
-        if let Some(id) = req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-        {
+        if let Some(id) = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
             return id.to_string();
         }
     }
     let id = uuid_v4(fastrand::u128(..));
     let text = std::str::from_utf8(&id).expect("hex digits").to_string();
     if let Ok(v) = HeaderValue::from_bytes(&id) {
-        req.headers_mut().insert("x-request-id", v);
+        req.headers_mut().insert(REQUEST_ID, v);
     }
     text
 }

@@ -90,6 +90,9 @@ fn pick_cluster<'a>(
 /// Sends the request upstream as the route says, within its timeout, with
 /// its retries; the response comes back with hop-by-hop headers removed
 /// and the chosen weighted cluster's response mutations applied.
+const UPSTREAM_SERVICE_TIME: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-upstream-service-time");
+
 pub(crate) async fn forward(
     req: Request<Incoming>,
     route: &RouteCfg,
@@ -156,7 +159,7 @@ pub(crate) async fn forward(
     let took = sent.elapsed().as_millis() as u64;
     parts
         .headers
-        .insert("x-envoy-upstream-service-time", HeaderValue::from(took));
+        .insert(UPSTREAM_SERVICE_TIME, HeaderValue::from(took));
     // Only a server with a sidecar answers the exchange; anything else's
     // headers of that name are dropped.
     let mesh_peer = entry.upstream.is_some_and(|a| cluster.in_mesh(a));

@@ -7,8 +7,6 @@
 //! exposition sees every update.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -29,35 +27,12 @@ pub(super) struct HttpSeries {
     used: Option<Arc<AtomicBool>>,
 }
 
-/// The multiply-rotate hash of rustc's own hash tables (FxHash): fast
-/// for short strings; the keys are the proxy's own label values.
-#[derive(Default)]
-pub(super) struct Fx(u64);
-
-impl Hasher for Fx {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let word = u64::from_le_bytes(c.try_into().expect("eight bytes"));
-            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type Table = HashMap<HttpLabels, HttpSeries, BuildHasherDefault<Fx>>;
+type Table = rustc_hash::FxHashMap<HttpLabels, HttpSeries>;
 
 thread_local! {
     /// Per proxy (`Stats::id`), its label sets' handles, as of an
     /// eviction epoch.
-    static SERIES: RefCell<HashMap<u64, (u64, Table)>> = RefCell::new(HashMap::new());
+    static SERIES: RefCell<rustc_hash::FxHashMap<u64, (u64, Table)>> = RefCell::default();
 }
 
 impl Stats {

@@ -11,8 +11,8 @@
 //! request; one past `max_requests_per_connection`, its maximum age or the
 //! idle timeout takes no new stream and closes when its streams are done.
 
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -104,7 +104,7 @@ impl Drop for Stream {
 }
 
 thread_local! {
-    static CONNS: RefCell<HashMap<Peer, Vec<Conn>>> = RefCell::new(HashMap::new());
+    static CONNS: RefCell<FxHashMap<Peer, Vec<Conn>>> = RefCell::default();
 }
 
 /// Where this thread's pool puts a request.

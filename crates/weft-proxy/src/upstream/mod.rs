@@ -8,8 +8,8 @@
 //! is the pool that circuit breaking (connection and pending-request limits)
 //! will count in; hyper-util's pool exposes no such accounting.
 
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,11 +86,11 @@ impl Pooled {
 }
 
 thread_local! {
-    static IDLE: RefCell<HashMap<Peer, Vec<Pooled>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<FxHashMap<Peer, Vec<Pooled>>> = RefCell::default();
     /// Open connections per peer on this thread: Envoy lets every worker's
     /// pool open one connection whatever the circuit breaker says, so a
     /// worker is never starved by connections other workers hold.
-    static OPEN: RefCell<HashMap<Peer, u32>> = RefCell::new(HashMap::new());
+    static OPEN: RefCell<FxHashMap<Peer, u32>> = RefCell::default();
 }
 
 /// Why a request did not get a response, in the terms Envoy's response
