@@ -11,15 +11,17 @@
 #
 # With PROFILE=FILE, the Weft run is also recorded with `perf record -g`
 # into FILE (read it with `perf report -i FILE`). With ONLY=http1, only the
-# HTTP/1.1 table is measured (for profiling one change at a time).
+# HTTP/1.1 table is measured (for profiling one change at a time); with
+# WEFT_BIN=PATH, that weft binary is measured instead of a fresh build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 CONNS="${2:-32}"
 WEFT_BENCH=1 scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
-cargo build --release -q -p weft
-WEFT="$CARGO_TARGET_DIR/release/weft"
+# WEFT_BIN=PATH measures that build instead (A/B runs of two builds).
+if [ -z "${WEFT_BIN:-}" ]; then cargo build --release -q -p weft; fi
+WEFT="${WEFT_BIN:-$CARGO_TARGET_DIR/release/weft}"
 
 WORK=$(mktemp -d /tmp/weft-bench.XXXXXX)
 PIDS=()
@@ -117,6 +119,16 @@ cat > "$WORK/registry.json" <<JSON
   {"name":"bench-gateway","namespace":"default","labels":{"istio":"ingressgateway"},"service_account":"default","ip":"127.0.0.2","ports":[{"containerPort":$WEFT_PORT}],"proxy":"gateway"},
   {"name":"bench-gateway-nostats","namespace":"default","labels":{"istio":"ingressgateway","stats":"off"},"service_account":"default","ip":"127.0.0.3","ports":[{"containerPort":$WEFT_PORT}],"proxy":"gateway"}]}
 JSON
+# Istio's demo profile: every proxy writes Istio's access-log line to its
+# standard output (here /dev/null), as issue 11 measures.
+cat > "$WORK/config/mesh.yaml" <<YAML
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    accessLogFile: /dev/stdout
+YAML
 cat > "$WORK/config/gateway.yaml" <<YAML
 apiVersion: networking.istio.io/v1
 kind: Gateway

@@ -28,6 +28,7 @@ mod router;
 mod sniff;
 pub mod stats;
 mod tcp;
+mod text;
 mod tls;
 mod trace;
 mod upstream;

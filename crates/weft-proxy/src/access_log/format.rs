@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::SystemTime;
 
 use http::HeaderName;
-use weft_xds::clock::{Civil, Rfc3339};
+use weft_xds::clock::Civil;
 
 use super::Entry;
 
@@ -367,16 +367,10 @@ fn write_piece(out: &mut Vec<u8>, piece: &Piece, e: &Entry) {
         } => start_time(out, f.as_deref(), e),
         Piece::Op { op, max } => match op.value(e) {
             Value::Missing => out.push(b'-'),
-            Value::Num(n) => {
-                let _ = write!(out, "{n}");
-            }
+            Value::Num(n) => crate::text::push_u64(out, n),
             Value::Str(s) => push_str(out, &s, *max),
-            Value::Addr(a) => {
-                let _ = write!(out, "{a}");
-            }
-            Value::Ip(ip) => {
-                let _ = write!(out, "{ip}");
-            }
+            Value::Addr(a) => crate::text::push_addr(out, a),
+            Value::Ip(ip) => crate::text::push_ip(out, ip),
         },
     }
 }
@@ -384,9 +378,7 @@ fn write_piece(out: &mut Vec<u8>, piece: &Piece, e: &Entry) {
 fn start_time(out: &mut Vec<u8>, f: Option<&str>, e: &Entry) {
     let at = e.start.unwrap_or_else(SystemTime::now);
     match f {
-        None => {
-            let _ = write!(out, "{}", Rfc3339::millis(at));
-        }
+        None => crate::text::push_rfc3339_millis(out, at),
         Some(f) => strftime(out, f, at),
     }
 }
@@ -436,9 +428,7 @@ fn json_pieces(out: &mut Vec<u8>, pieces: &[Piece], e: &Entry) {
         if !matches!(op, Op::StartTime(_)) {
             match op.value(e) {
                 Value::Missing => out.extend_from_slice(b"null"),
-                Value::Num(n) => {
-                    let _ = write!(out, "{n}");
-                }
+                Value::Num(n) => crate::text::push_u64(out, n),
                 Value::Addr(a) => json_string(out, &a.to_string()),
                 Value::Ip(ip) => json_string(out, &ip.to_string()),
                 Value::Str(s) => {
