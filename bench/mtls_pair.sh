@@ -8,6 +8,10 @@
 #     per-request log): p50, p90, p99 latency, and what the pair adds
 #     over the direct path;
 #   - the most it serves (wrk -t1 -c32, keep-alive).
+# And what the sidecars cost: each sidecar's RSS idle and at the end of
+# the mTLS run at 1000 req/s, their CPU over that run in vCPU per 1000
+# req/s (Istio publishes 0.20 vCPU per sidecar), and the control plane's
+# RSS per connected proxy.
 # The server is nginx (`return 200`, one worker). As root.
 #
 #   bench/mtls_pair.sh [seconds per run, default 10]
@@ -102,6 +106,18 @@ for target in "client-plain server-plain" "client server-pair" "client server-mt
   in_pod "$1" curl -sf -o /dev/null "http://$2:8080/" || { echo "$1 cannot reach $2"; exit 1; }
 done
 
+# The mesh's processes, from weft up's record: a role names each one.
+STATE=/run/weft/$NAME/state.json
+pid_of() { python3 -c 'import json,sys; print(next(p["pid"] for p in json.load(open(sys.argv[1]))["processes"] if p["role"] == sys.argv[2]))' "$STATE" "$1"; }
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CP_PID=$(pid_of control-plane)
+CLIENT_SC=$(pid_of sidecar/client)
+SERVER_SC=$(pid_of sidecar/server-mtls)
+PROXIES=$(python3 -c 'import json,sys; print(sum(p["role"].startswith("sidecar/") or p["role"] == "ingress-gateway" for p in json.load(open(sys.argv[1]))["processes"]))' "$STATE")
+sleep 2
+IDLE_CLIENT_KB=$(rss_kb "$CLIENT_SC") IDLE_SERVER_KB=$(rss_kb "$SERVER_SC")
+
 declare -A P50 P90 P99 MAX
 fixed_rate() { # name client server
   local log="$WORK/$1.h2load.log"
@@ -119,7 +135,13 @@ fixed_rate direct client-plain server-plain
 "$WEFT" apply --mesh "$NAME" -f "$WORK/mesh/plaintext-pair.yaml" >/dev/null
 sleep 3
 fixed_rate plaintext client server-pair
+T0_CLIENT=$(cpu_ticks "$CLIENT_SC") T0_SERVER=$(cpu_ticks "$SERVER_SC") T0=$(date +%s.%N)
 fixed_rate mtls client server-mtls
+T1=$(date +%s.%N)
+# The run includes its 2 s warm-up; CPU over the whole of it.
+VCPU_CLIENT=$(awk -v a="$(cpu_ticks "$CLIENT_SC")" -v b="$T0_CLIENT" -v hz="$(getconf CLK_TCK)" -v t0="$T0" -v t1="$T1" 'BEGIN{printf "%.3f", (a-b)/hz/(t1-t0)}')
+VCPU_SERVER=$(awk -v a="$(cpu_ticks "$SERVER_SC")" -v b="$T0_SERVER" -v hz="$(getconf CLK_TCK)" -v t0="$T0" -v t1="$T1" 'BEGIN{printf "%.3f", (a-b)/hz/(t1-t0)}')
+LOAD_CLIENT_KB=$(rss_kb "$CLIENT_SC") LOAD_SERVER_KB=$(rss_kb "$SERVER_SC")
 max_rate direct client-plain server-plain
 max_rate plaintext client server-pair
 max_rate mtls client server-mtls
@@ -134,3 +156,8 @@ for name in direct plaintext mtls; do
     "${MAX[$name]}"
 done
 echo "mtls pair max req/s vs plaintext pair: $(awk -v a="${MAX[mtls]}" -v b="${MAX[plaintext]}" 'BEGIN{printf "%.2f", a/b}')"
+echo
+echo "sidecar RSS idle / at 1000 req/s with mTLS: client $((IDLE_CLIENT_KB / 1024)).$(((IDLE_CLIENT_KB % 1024) * 10 / 1024)) / $((LOAD_CLIENT_KB / 1024)).$(((LOAD_CLIENT_KB % 1024) * 10 / 1024)) MB, server $((IDLE_SERVER_KB / 1024)).$(((IDLE_SERVER_KB % 1024) * 10 / 1024)) / $((LOAD_SERVER_KB / 1024)).$(((LOAD_SERVER_KB % 1024) * 10 / 1024)) MB"
+echo "sidecar CPU at 1000 req/s with mTLS (vCPU per 1000 req/s): client $VCPU_CLIENT, server $VCPU_SERVER (Istio's published Envoy sidecar: 0.20)"
+CP_KB=$(rss_kb "$CP_PID")
+echo "control plane RSS $((CP_KB / 1024)) MB with $PROXIES proxies connected: at most $((CP_KB / PROXIES / 1024)).$(((CP_KB / PROXIES % 1024) * 10 / 1024)) MB per proxy (the whole process divided)"

@@ -93,6 +93,15 @@ fn istios_zipkin_task_on_bookinfo() {
         "details.default",
         "reviews.default",
     ];
+    // Each proxy reports its spans in its own batches: a trace is whole
+    // once every span's parent has arrived too (a client span is reported
+    // after the server span it caused).
+    let whole = |t: &Vec<Value>| {
+        let ids: Vec<&str> = t.iter().filter_map(|s| s["id"].as_str()).collect();
+        t.iter()
+            .filter_map(|s| s["parentId"].as_str())
+            .all(|p| ids.contains(&p))
+    };
     let mut found = None;
     wait_until("a trace through every hop", Duration::from_secs(40), || {
         assert_eq!(curl(&page, &[]).0, 200);
@@ -103,7 +112,7 @@ fn istios_zipkin_task_on_bookinfo() {
             .unwrap()
             .iter()
             .map(|t| t.as_array().unwrap().clone())
-            .find(|t| hops.iter().all(|h| t.iter().any(|s| service(s) == *h)));
+            .find(|t| hops.iter().all(|h| t.iter().any(|s| service(s) == *h)) && whole(t));
         found.is_some()
     });
     let full = found.unwrap();
