@@ -51,6 +51,9 @@ pub const SIMPLE: &[&str] = &[
     "START_TIME",
 ];
 
+/// The pseudo-headers a request's commands read (without the `:`).
+pub const PSEUDO: &[&str] = &["method", "path", "authority"];
+
 /// The one `DYNAMIC_METADATA` Weft writes: RBAC's AUDIT mark.
 pub const ACCESS_LOG_HINT: &str = "envoy.common:access_log_hint";
 
@@ -103,9 +106,18 @@ pub fn check(text: &str) -> Result<(), Problem> {
             ("START_TIME", _) => {}
             ("REQ" | "REQ_WITHOUT_QUERY" | "RESP", Some(a)) => {
                 for h in a.splitn(2, '?') {
-                    if !is_header_name(h.strip_prefix(':').unwrap_or(h)) {
-                        let why = format!("%{}%: {h:?} is not a header name", c.text);
-                        return Err(Problem::Syntax(why));
+                    let request = c.name != "RESP";
+                    match h.strip_prefix(':') {
+                        Some(p) if request && PSEUDO.contains(&p.to_ascii_lowercase().as_str()) => {
+                        }
+                        Some(p) if is_header_name(p) => {
+                            return Err(Problem::Unsupported(unsupported(c.text)))
+                        }
+                        _ if is_header_name(h) => {}
+                        _ => {
+                            let why = format!("%{}%: {h:?} is not a header name", c.text);
+                            return Err(Problem::Syntax(why));
+                        }
                     }
                 }
             }
@@ -252,5 +264,8 @@ mod tests {
         assert!(unsupported("%FILTER_STATE(x)%").contains("%FILTER_STATE(x)% is not supported"));
         assert!(unsupported("%UPSTREAM_PEER_SUBJECT%").contains("not supported"));
         assert!(unsupported("%START_TIME(%j)%").contains("%j is not supported"));
+        assert!(unsupported("%REQ(:SCHEME)%").contains("not supported"));
+        assert!(unsupported("%RESP(:status)%").contains("not supported"));
+        assert!(check("%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ(:AUTHORITY)%").is_ok());
     }
 }

@@ -194,6 +194,16 @@ pub struct LogFormat {
     pub labels: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// A uint32 as protobuf's JSON mapping reads one: a number, or a number
+/// in a string.
+pub fn uint(v: &serde_yaml_ng::Value) -> Option<u32> {
+    match v {
+        serde_yaml_ng::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_yaml_ng::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 /// The port of a provider, a number Istio's examples quote.
 pub fn port_number(port: &serde_yaml_ng::Value) -> Option<u16> {
     match port {
@@ -408,6 +418,13 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
             }
             let topology = value.get("gatewayTopology").and_then(|t| t.as_mapping());
             let keys = topology.into_iter().flat_map(|m| m.keys());
+            let hops = topology.and_then(|t| t.get("numTrustedProxies"));
+            if hops.is_some_and(|n| uint(n).is_none()) {
+                r.error(
+                    format!("{at}.defaultConfig.gatewayTopology.numTrustedProxies"),
+                    "a whole number of proxies (0 or more)",
+                );
+            }
             for key in keys.filter_map(|k| k.as_str()) {
                 if key != "numTrustedProxies" {
                     r.warn(
@@ -513,6 +530,19 @@ mod tests {
     /// Format strings are read at apply: one that is not a format string
     /// is refused where it is, one with a command Weft does not write is
     /// accepted with a warning naming it.
+    #[test]
+    fn gateway_topology_is_a_whole_number() {
+        let errors = |m: &str| load(m).errors().map(|p| p.to_string()).collect::<Vec<_>>();
+        assert!(
+            errors("defaultConfig:\n  gatewayTopology:\n    numTrustedProxies: '2'").is_empty()
+        );
+        let bad = errors("defaultConfig:\n  gatewayTopology:\n    numTrustedProxies: -1");
+        assert!(
+            bad[0].contains("gatewayTopology.numTrustedProxies"),
+            "{bad:?}"
+        );
+    }
+
     #[test]
     fn access_log_formats_are_checked_at_apply() {
         let loaded = load("accessLogFormat: '[%START_TIME%] %RESPONSE_CODE\n'");

@@ -209,8 +209,8 @@ fn trusted_proxies(inputs: &Inputs) -> u32 {
         .get("defaultConfig")
         .and_then(|d| d.get("gatewayTopology"))
         .and_then(|t| t.get("numTrustedProxies"))
-        .and_then(|n| n.as_u64())
-        .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+        .and_then(weft_config::mesh_config::uint)
+        .unwrap_or(0)
 }
 
 fn http_chain(port: u16, route_name: &str, hops: u32) -> FilterChain {

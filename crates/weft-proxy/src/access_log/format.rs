@@ -462,6 +462,13 @@ mod tests {
             let mut w = Wanted::default();
             assert!(parse_text(&format!("%{name}%"), &mut w).is_ok(), "{name}");
         }
+        for name in weft_config::log_format::PSEUDO {
+            let mut w = Wanted::default();
+            assert!(
+                parse_text(&format!("%REQ(:{name})%"), &mut w).is_ok(),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -145,7 +145,13 @@ impl Forwarding {
         if !headers.contains_key(&XFP) {
             headers.insert(XFP, scheme);
         }
-        let internal = single && remote.is_some_and(|ip| self.is_internal(ip));
+        // At the edge the peer stands in for a client XFF did not name
+        // before the internal check; elsewhere only XFF can make it.
+        let judged = match self.use_remote_address {
+            true => Some(remote.unwrap_or(peer.ip())),
+            false => remote,
+        };
+        let internal = single && judged.is_some_and(|ip| self.is_internal(ip));
         let remote = remote.map_or(peer, |ip| SocketAddr::new(ip, 0));
         let edge = !internal && self.use_remote_address;
         if internal {
@@ -164,11 +170,30 @@ impl Forwarding {
     }
 }
 
+/// The whole `x-forwarded-for` list: repeated lines are one list, joined
+/// with commas, as Envoy joins them (a proxy that adds its own line must
+/// not let the client's line speak for it).
+fn xff_list(headers: &HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
+    let mut lines = headers.get_all(&XFF).iter().filter_map(|v| v.to_str().ok());
+    let first = lines.next()?;
+    match lines.next() {
+        None => Some(first.into()),
+        Some(second) => {
+            let mut all = format!("{first},{second}");
+            for more in lines {
+                all.push(',');
+                all.push_str(more);
+            }
+            Some(all.into())
+        }
+    }
+}
+
 /// The address `skip` entries from the end of `x-forwarded-for` (None when
 /// the list is shorter or that entry is not an address), and whether the
 /// list holds exactly one address (Envoy's `getLastAddressFromXFF`).
 fn from_xff(headers: &HeaderMap, skip: u32) -> (Option<IpAddr>, bool) {
-    let Some(list) = headers.get(&XFF).and_then(|v| v.to_str().ok()) else {
+    let Some(list) = xff_list(headers) else {
         return (None, false);
     };
     let entries: Vec<&str> = list.split(',').map(str::trim).collect();
@@ -179,12 +204,10 @@ fn from_xff(headers: &HeaderMap, skip: u32) -> (Option<IpAddr>, bool) {
     (at, entries.len() == 1)
 }
 
+/// Appends `ip` to the list, written back as one line.
 fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
     let mut value = Vec::with_capacity(64);
-    if let Some(list) = headers
-        .get(&XFF)
-        .filter(|l| !l.as_bytes().trim_ascii().is_empty())
-    {
+    if let Some(list) = xff_list(headers).filter(|l| !l.trim().is_empty()) {
         value.extend_from_slice(list.as_bytes());
         value.push(b',');
     }
@@ -284,6 +307,18 @@ mod tests {
         assert!(!h.contains_key("x-envoy-decorator-operation"));
     }
 
+    /// A trusted proxy that adds a line of its own: the lines are one
+    /// list, so the client's line cannot pose as the proxy's.
+    #[test]
+    fn repeated_lines_are_one_list() {
+        let mut h = headers(&[(XFF, "5.6.7.8")]);
+        h.append(XFF, HeaderValue::from_static("203.0.113.9"));
+        let c = apply(&gateway(1), &mut h);
+        assert_eq!(c.remote, "203.0.113.9:0".parse().unwrap());
+        assert_eq!(h.get_all(XFF).iter().count(), 1);
+        assert_eq!(h[XFF], "5.6.7.8,203.0.113.9,198.18.0.1");
+    }
+
     #[test]
     fn with_no_trusted_hops_the_gateway_client_is_its_peer() {
         let mut h = headers(&[(XFF, "6.6.6.6"), (XFP, "https")]);
@@ -325,6 +360,14 @@ mod tests {
         apply(&f, &mut h);
         assert_eq!(h[INTERNAL], "true");
         assert_eq!(h["x-envoy-retry-on"], "5xx");
+        // At the edge, a caller inside that names no client is internal.
+        let mut edge = gateway(0);
+        edge.internal = f.internal.clone();
+        let mut inside = headers(&[("x-envoy-decorator-operation", "kept")]);
+        let peer = "10.0.0.5:40000".parse().unwrap();
+        let c = edge.apply(&mut inside, peer, LOCAL.parse().unwrap(), false);
+        assert!(!c.edge && inside[INTERNAL] == "true", "{inside:?}");
+        assert!(!inside.contains_key(EXTERNAL_ADDRESS));
         let mut two = headers(&[(XFF, "10.1.2.4,10.1.2.3"), ("x-envoy-retry-on", "5xx")]);
         apply(&f, &mut two);
         assert!(!two.contains_key(INTERNAL));

@@ -200,7 +200,7 @@ pub(crate) async fn send_upgrade(
     if !breaker.open_connection(false) {
         return Err(UpstreamError::Overflow);
     }
-    let (mut sender, conn, _) = match handshake(peer).await {
+    let (mut sender, conn, info) = match handshake(peer).await {
         Ok(pair) => pair,
         Err(e) => {
             breaker.connection_closed();
@@ -215,7 +215,12 @@ pub(crate) async fn send_upgrade(
         closed.connection_closed();
     });
     *req.version_mut() = http::Version::HTTP_11;
-    sender.send_request(req).await.map_err(UpstreamError::fresh)
+    let mut resp = sender
+        .send_request(req)
+        .await
+        .map_err(UpstreamError::fresh)?;
+    resp.extensions_mut().insert(info);
+    Ok(resp)
 }
 
 /// A ready connection to `peer`; closed and long-idle ones are dropped on
