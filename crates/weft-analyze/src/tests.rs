@@ -36,6 +36,7 @@ fn workload(
         locality: None,
         entry: None,
         owner: None,
+        admin: None,
     }
 }
 

@@ -5,7 +5,7 @@
 //! server side's `istio_requests_total` (reporter `destination`), which
 //! names the client through the metadata exchange, as Kiali reads them.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use serde_json::{json, Value};
+
+use weft_registry::ProxyKind;
 
 use crate::State;
 
@@ -49,11 +51,24 @@ pub(crate) struct History(Mutex<VecDeque<(Instant, Arc<Snapshot>)>>);
 
 pub(crate) async fn api(state: &State) -> Value {
     let registry = state.registry.read().expect("registry lock").clone();
+    // Every proxy: sidecars on their pod's address, gateways where their
+    // admin port is (the local mesh's gateway answers on the host bridge).
     let targets: Vec<(String, std::net::IpAddr)> = registry
         .workloads
         .iter()
-        .filter(|w| w.proxy == weft_registry::ProxyKind::Sidecar)
-        .map(|w| (w.name.clone(), w.ip))
+        .filter_map(|w| match w.proxy {
+            ProxyKind::Sidecar => Some((w.name.clone(), w.ip)),
+            ProxyKind::Gateway => Some((w.name.clone(), w.admin.map_or(w.ip, |a| a.ip()))),
+            _ => None,
+        })
+        .collect();
+    // Their servers report their own edges; a client reports an edge only
+    // to a workload without a sidecar.
+    let sidecars: HashSet<WorkloadKey> = registry
+        .workloads
+        .iter()
+        .filter(|w| w.proxy == ProxyKind::Sidecar)
+        .map(|w| (w.name.clone(), w.namespace.clone()))
         .collect();
     let scrapes = futures_join(targets.into_iter().map(|(name, ip)| scrape(name, ip))).await;
     let mut now = Snapshot::default();
@@ -62,7 +77,7 @@ pub(crate) async fn api(state: &State) -> Value {
     let mut scraped = 0;
     for s in scrapes.into_iter().flatten() {
         scraped += 1;
-        add_metrics(&mut now, &s.metrics);
+        add_metrics(&mut now, &s.metrics, &sidecars);
         failures.extend(s.failures);
         spans.extend(s.spans);
     }
@@ -325,15 +340,25 @@ where
 }
 
 /// Adds one scrape's destination-side request series to the snapshot.
-fn add_metrics(snap: &mut Snapshot, text: &str) {
+/// Adds one proxy's series: the servers' (`reporter="destination"`), and
+/// the clients' to destinations without a sidecar, which report nothing.
+fn add_metrics(snap: &mut Snapshot, text: &str, sidecars: &HashSet<WorkloadKey>) {
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((name, labels, value)) = sample(line) else {
             continue;
         };
-        if labels.get("reporter").map(String::as_str) != Some("destination") {
+        let get = |k: &str| labels.get(k).cloned().unwrap_or_else(|| "unknown".into());
+        let counted = match labels.get("reporter").map(String::as_str) {
+            Some("destination") => true,
+            Some("source") => !sidecars.contains(&(
+                get("destination_workload"),
+                get("destination_workload_namespace"),
+            )),
+            _ => false,
+        };
+        if !counted {
             continue;
         }
-        let get = |k: &str| labels.get(k).cloned().unwrap_or_else(|| "unknown".into());
         let edge = (
             get("source_workload"),
             get("destination_service_name"),
@@ -487,14 +512,20 @@ mod tests {
     #[test]
     fn edges_come_from_the_destination_side() {
         let mut s = Snapshot::default();
+        let sidecars: HashSet<WorkloadKey> = [("y-v1".into(), "default".into())].into();
         add_metrics(
             &mut s,
             "istio_requests_total{reporter=\"destination\",source_workload=\"productpage-v1\",destination_service_name=\"reviews\",request_protocol=\"http\",response_code=\"200\",destination_workload=\"reviews-v1\",destination_workload_namespace=\"default\"} 3\n\
              istio_requests_total{reporter=\"destination\",source_workload=\"productpage-v1\",destination_service_name=\"reviews\",request_protocol=\"http\",response_code=\"503\",destination_workload=\"reviews-v1\",destination_workload_namespace=\"default\"} 1\n\
-             istio_requests_total{reporter=\"source\",source_workload=\"x\",destination_service_name=\"y\"} 9\n",
+             istio_requests_total{reporter=\"source\",source_workload=\"x\",destination_service_name=\"y\",destination_workload=\"y-v1\",destination_workload_namespace=\"default\"} 9\n\
+             istio_requests_total{reporter=\"source\",source_workload=\"x\",destination_service_name=\"httpbin\",request_protocol=\"http\",response_code=\"200\",destination_workload=\"httpbin\",destination_workload_namespace=\"default\"} 2\n",
+            &sidecars,
         );
         let e = &s.edges[&("productpage-v1".into(), "reviews".into(), "http".into())];
         assert_eq!((e.requests, e.ok), (4.0, 3.0));
-        assert_eq!(s.edges.len(), 1);
+        // Only the client saw its edge to a workload without a sidecar.
+        let e = &s.edges[&("x".into(), "httpbin".into(), "http".into())];
+        assert_eq!((e.requests, e.ok), (2.0, 2.0));
+        assert_eq!(s.edges.len(), 2);
     }
 }

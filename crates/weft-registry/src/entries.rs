@@ -234,6 +234,7 @@ fn workload_entry(
         locality: we.locality.clone(),
         entry: None,
         owner: None,
+        admin: None,
     })
 }
 
@@ -270,6 +271,7 @@ fn entry_workload(
         locality: e.locality.clone(),
         entry: Some(entry.to_string()),
         owner: None,
+        admin: None,
     })
 }
 

@@ -94,6 +94,7 @@ fn workload(
         locality,
         entry: None,
         owner: None,
+        admin: None,
     }
 }
 

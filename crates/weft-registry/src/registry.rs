@@ -94,6 +94,11 @@ pub struct Workload {
     pub ip: IpAddr,
     pub ports: Vec<ContainerPort>,
     pub proxy: ProxyKind,
+    /// Where the proxy's admin port answers (its metrics on 15090 of the
+    /// same address) when not on the workload's address: the local mesh's
+    /// gateway runs on the host and answers on the bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<std::net::SocketAddr>,
     /// `region/zone/subzone` (any part may be empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<String>,
@@ -364,6 +369,7 @@ mod tests {
             locality: None,
             entry: None,
             owner: None,
+            admin: None,
         };
         Registry {
             services: vec![Service {

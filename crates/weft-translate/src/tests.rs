@@ -30,6 +30,7 @@ pub(crate) fn workload(name: &str, ip: &str, l: &[(&str, &str)], proxy: ProxyKin
         locality: None,
         entry: None,
         owner: None,
+        admin: None,
     }
 }
 

@@ -118,9 +118,10 @@ impl Plan {
                 locality: p.spec.locality.clone(),
                 entry: None,
                 owner: p.spec.owner.clone(),
+                admin: None,
             })
             .collect();
-        workloads.push(gateway_workload(ingress_port));
+        workloads.push(gateway_workload(ingress_port, addresses.gateway_admin));
         Ok(Plan {
             mesh: mesh.to_string(),
             bridge: format!("wb-{mesh}"),
@@ -209,7 +210,7 @@ fn gateway_service(ingress_port: u16) -> Service {
     }
 }
 
-fn gateway_workload(ingress_port: u16) -> Workload {
+fn gateway_workload(ingress_port: u16, admin: SocketAddr) -> Workload {
     Workload {
         name: GATEWAY_NAME.into(),
         namespace: GATEWAY_NAMESPACE.into(),
@@ -232,5 +233,6 @@ fn gateway_workload(ingress_port: u16) -> Workload {
         locality: None,
         entry: None,
         owner: None,
+        admin: Some(admin),
     }
 }

@@ -119,8 +119,9 @@ fn the_dashboard_shows_the_mesh_in_chromium() {
         "{failures}"
     );
     assert!(dom.contains("SYNCED"), "proxies' sync status: {dom}");
-    // A product page's trace: productpage's SERVER span, and under it
-    // (deeper) details' SERVER span, as the sidecars reported them. The
+    // A product page's trace: the gateway's SERVER span, productpage's
+    // under it, and under that (deeper) details' SERVER span, as the
+    // proxies reported them. The
     // newest traces may still be in flight (productpage's SERVER span is
     // reported last, when its response ends): take a whole one.
     let traces = dom.split("id=\"traces\"").nth(1).unwrap_or_default();
@@ -130,6 +131,7 @@ fn the_dashboard_shows_the_mesh_in_chromium() {
         .find(|t| {
             t.contains("<td>details.default</td><td>SERVER</td>")
                 && t.contains("<td>productpage.default</td><td>SERVER</td>")
+                && t.contains("<td>istio-ingressgateway.istio-system</td><td>SERVER</td>")
         })
         .unwrap_or_else(|| panic!("no trace through productpage and details in\n{traces}"));
     let indent = |service: &str| -> f64 {
@@ -146,5 +148,11 @@ fn the_dashboard_shows_the_mesh_in_chromium() {
     assert!(
         indent("details.default") > indent("productpage.default"),
         "details is nested under productpage: {trace}"
+    );
+    // The gateway's own spans too (its admin port is on the host bridge):
+    // the request's root, productpage under it.
+    assert!(
+        indent("productpage.default") > indent("istio-ingressgateway.istio-system"),
+        "productpage is nested under the gateway: {trace}"
     );
 }
