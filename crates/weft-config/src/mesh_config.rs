@@ -206,11 +206,7 @@ pub fn uint(v: &serde_yaml_ng::Value) -> Option<u32> {
 
 /// The port of a provider, a number Istio's examples quote.
 pub fn port_number(port: &serde_yaml_ng::Value) -> Option<u16> {
-    match port {
-        serde_yaml_ng::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-        serde_yaml_ng::Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
+    uint(port).and_then(|n| u16::try_from(n).ok())
 }
 
 impl ExtAuthzHttp {

@@ -71,22 +71,25 @@ pub struct Forwarding {
     /// keep it.
     preserve_request_id: bool,
     /// `generate_request_id` (default on).
-    pub generate_request_id: bool,
+    generate_request_id: bool,
 }
 
 /// What the connection manager made of one request's client.
 pub(crate) struct Client {
     /// The trusted client address (Envoy's downstream remote address).
     pub remote: SocketAddr,
-    /// The proxy is this request's edge into the mesh.
-    pub edge: bool,
+    /// What becomes of the request's `x-request-id`.
+    pub request_id: RequestId,
 }
 
-impl Client {
-    /// A client's own `x-request-id` stands unless the edge replaces it.
-    pub fn replaces_request_id(&self, f: &Forwarding) -> bool {
-        self.edge && !f.preserve_request_id
-    }
+/// Envoy's request-id rule: generated when missing (`generate_request_id`,
+/// on by default), and at the edge replaced whatever the client sent
+/// unless `preserve_external_request_id`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum RequestId {
+    Keep,
+    Ensure,
+    Replace,
 }
 
 pub(crate) fn compile(hcm: &HttpConnectionManager) -> Result<Forwarding, String> {
@@ -162,7 +165,12 @@ impl Forwarding {
         if edge {
             headers.insert(EXTERNAL_ADDRESS, ip_value(remote.ip()));
         }
-        Client { remote, edge }
+        let request_id = match (self.generate_request_id, edge && !self.preserve_request_id) {
+            (false, _) => RequestId::Keep,
+            (true, false) => RequestId::Ensure,
+            (true, true) => RequestId::Replace,
+        };
+        Client { remote, request_id }
     }
 
     fn is_internal(&self, ip: IpAddr) -> bool {
@@ -299,7 +307,7 @@ mod tests {
         ]);
         let c = apply(&gateway(2), &mut h);
         assert_eq!(c.remote, "72.9.5.6:0".parse().unwrap());
-        assert!(c.edge);
+        assert_eq!(c.request_id, RequestId::Replace);
         assert_eq!(h[XFF], "56.5.6.7, 72.9.5.6, 98.1.2.3,198.18.0.1");
         assert_eq!(h[EXTERNAL_ADDRESS], "72.9.5.6");
         assert_eq!(h[XFP], "https", "a trusted hop's scheme stands");
@@ -337,7 +345,7 @@ mod tests {
         let mut h = headers(&[(XFF, "203.0.113.7,198.18.0.1"), (XFP, "https")]);
         let c = apply(&sidecar(), &mut h);
         assert_eq!(c.remote, "198.18.0.1:0".parse().unwrap());
-        assert!(!c.edge);
+        assert_eq!(c.request_id, RequestId::Ensure);
         assert_eq!(h[XFF], "203.0.113.7,198.18.0.1");
         assert_eq!(h[XFP], "https");
         assert!(!h.contains_key(EXTERNAL_ADDRESS));
@@ -366,7 +374,8 @@ mod tests {
         let mut inside = headers(&[("x-envoy-decorator-operation", "kept")]);
         let peer = "10.0.0.5:40000".parse().unwrap();
         let c = edge.apply(&mut inside, peer, LOCAL.parse().unwrap(), false);
-        assert!(!c.edge && inside[INTERNAL] == "true", "{inside:?}");
+        assert_eq!(c.request_id, RequestId::Ensure, "not the edge");
+        assert_eq!(inside[INTERNAL], "true");
         assert!(!inside.contains_key(EXTERNAL_ADDRESS));
         let mut two = headers(&[(XFF, "10.1.2.4,10.1.2.3"), ("x-envoy-retry-on", "5xx")]);
         apply(&f, &mut two);

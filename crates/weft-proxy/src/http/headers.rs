@@ -4,6 +4,8 @@
 use http::header::{HeaderName, HeaderValue, CONNECTION};
 use http::Request;
 
+use super::forwarded::RequestId;
+
 /// Named once: a `&str` key is parsed on every lookup.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -43,22 +45,15 @@ pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     }
 }
 
-/// The request's own x-request-id, where the proxy generates none.
-pub(crate) fn request_id<B>(req: &Request<B>) -> String {
-    req.headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// Envoy gives every request an x-request-id (a version-4 UUID) when it
-/// has none, and at the edge a new one whatever the client sent.
-pub(crate) fn ensure_request_id<B>(req: &mut Request<B>, replace: bool) -> String {
-    if !replace {
-        if let Some(id) = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
-            return id.to_string();
-        }
+/// The request's x-request-id as the connection manager's rule says:
+/// its own (empty when it has none and none is generated), or a new
+/// version-4 UUID when it has none or the edge replaces it.
+pub(crate) fn request_id<B>(req: &mut Request<B>, rule: RequestId) -> String {
+    let own = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok());
+    match (own, rule) {
+        (Some(id), RequestId::Keep | RequestId::Ensure) => return id.to_string(),
+        (None, RequestId::Keep) => return String::new(),
+        _ => {}
     }
     let id = uuid_v4(fastrand::u128(..));
     let text = std::str::from_utf8(&id).expect("hex digits").to_string();

@@ -151,10 +151,7 @@ async fn handle(
         chain
             .forwarding
             .apply(req.headers_mut(), conn.peer, conn.local, conn.tls.is_some());
-    let mut request_id = match chain.forwarding.generate_request_id {
-        true => headers::ensure_request_id(&mut req, client.replaces_request_id(&chain.forwarding)),
-        false => headers::request_id(&req),
-    };
+    let mut request_id = headers::request_id(&mut req, client.request_id);
     let trace = chain.trace.as_ref().map(|cfg| {
         crate::trace::Active::start(
             cfg,
