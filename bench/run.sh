@@ -10,6 +10,7 @@
 #   bench/run.sh [seconds per run, default 10] [connections, default 32]
 #
 # With PROFILE=FILE, the Weft run is also recorded with `perf record -g`
+# (PROFILE_CALLGRAPH=dwarf for callers through code without frame pointers)
 # into FILE (read it with `perf report -i FILE`). With ONLY=http1, only the
 # HTTP/1.1 table is measured (for profiling one change at a time); with
 # WEFT_BIN=PATH, that weft binary is measured instead of a fresh build.
@@ -101,6 +102,7 @@ backend be_grpc
 HAPROXY
 haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
+HAPROXY_PID=$!
 
 # The gRPC upstream: the boutique demo's currencyservice (tonic).
 "$WEFT" demo currencyservice --version bench --listen 127.0.0.1:$UP_GRPC >/dev/null 2>"$WORK/grpc.log" &
@@ -183,6 +185,7 @@ WEFT_LOG=warn WEFT_WORKER_THREADS=1 "$WEFT" proxy --xds http://127.0.0.1:18010 \
   --node-id "router~127.0.0.3~bench-gateway-nostats.default~default.svc.cluster.local" \
   --admin 127.0.0.1:18016 --bind-ip 127.0.0.3 >/dev/null 2>"$WORK/proxy-nostats.log" &
 PIDS+=($!)
+WEFT_NOSTATS_PID=$!
 
 for target in 127.0.0.1:$UP 127.0.0.1:$WEFT_PORT 127.0.0.3:$WEFT_PORT 127.0.0.1:$NGINX_PORT 127.0.0.1:$HAPROXY_PORT; do
   for _ in $(seq 100); do curl -sf "http://$target/" >/dev/null && break; sleep 0.1; done
@@ -191,35 +194,48 @@ done
 
 # wrk prints "Requests/sec: N" and, with --latency, "50% 1.2ms" lines.
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.3f", v }'; }
-declare -A RPS P50 P99
+declare -A RPS P50 P99 CPU
+# CPU time (user + system, all threads) a process has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The CPU a request costs the process that served it (the proxy, or the
+# upstream on the direct path), in microseconds. Unlike req/s, this hardly
+# moves when the machine is busy elsewhere: it is the figure to compare
+# builds by (A/B) on a noisy machine.
 measure() {
-  local name=$1 port=$2 path=${3:-/} host=${4:-127.0.0.1} out
+  local name=$1 port=$2 path=${3:-/} host=${4:-127.0.0.1} pid=$5 out before
   wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://$host:$port$path" >/dev/null 2>&1 # warm-up pass is the same run, shorter
+  before=$(cpu_ticks "$pid")
   out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://$host:$port$path")
+  CPU[$name]=$(awk -v t="$(( $(cpu_ticks "$pid") - before ))" -v hz="$(getconf CLK_TCK)" \
+    '/requests in/ {printf "%.1f", t / hz * 1e6 / $1}' <<<"$out")
   RPS[$name]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   P50[$name]=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
   P99[$name]=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
 }
-measure direct $UP
+# nginx's work is done by its worker, the master's one child.
+nginx_worker() { pgrep -P "$(cat "$WORK/$1.pid")" | head -1; }
+measure direct $UP / 127.0.0.1 "$(nginx_worker upstream)"
 if [ -n "${PROFILE:-}" ]; then
-  perf record -g -o "$PROFILE" -p "$WEFT_PROXY_PID" -- sleep $((DURATION * 2)) 2>/dev/null &
+  perf record --call-graph "${PROFILE_CALLGRAPH:-fp}" -o "$PROFILE" -p "$WEFT_PROXY_PID" -- sleep $((DURATION * 2)) 2>/dev/null &
   PERF_PID=$!
 fi
-measure weft $WEFT_PORT
+measure weft $WEFT_PORT / 127.0.0.1 "$WEFT_PROXY_PID"
 [ -n "${PROFILE:-}" ] && wait "$PERF_PID"
-measure weft-policy $WEFT_PORT /policy
-measure weft-nostats $WEFT_PORT / 127.0.0.3
-measure nginx $NGINX_PORT
-measure haproxy $HAPROXY_PORT
+measure weft-policy $WEFT_PORT /policy 127.0.0.1 "$WEFT_PROXY_PID"
+measure weft-nostats $WEFT_PORT / 127.0.0.3 "$WEFT_NOSTATS_PID"
+measure nginx $NGINX_PORT / 127.0.0.1 "$(nginx_worker proxy)"
+measure haproxy $HAPROXY_PORT / 127.0.0.1 "$HAPROXY_PID"
 
 echo
 echo "wrk -t1 -c$CONNS -d${DURATION}s, keep-alive, 24-byte body; each proxy on one worker thread; $(nproc) cores"
-printf '%-12s %12s %10s %10s %12s %12s\n' path req/s p50_ms p99_ms vs_direct vs_nginx
+printf '%-12s %12s %10s %10s %12s %12s %12s %14s\n' path req/s p50_ms p99_ms vs_direct vs_nginx cpu_us/req cpu_vs_nginx
 for name in direct weft weft-policy weft-nostats nginx haproxy; do
-  printf '%-12s %12.0f %10s %10s %12s %12s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
+  printf '%-12s %12.0f %10s %10s %12s %12s %12s %14s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
     "$(awk -v a="${RPS[$name]}" -v b="${RPS[direct]}" 'BEGIN{printf "%.2f", a/b}')" \
-    "$(awk -v a="${RPS[$name]}" -v b="${RPS[nginx]}" 'BEGIN{printf "%.2f", a/b}')"
+    "$(awk -v a="${RPS[$name]}" -v b="${RPS[nginx]}" 'BEGIN{printf "%.2f", a/b}')" \
+    "${CPU[$name]}" "$(awk -v a="${CPU[$name]}" -v b="${CPU[nginx]}" 'BEGIN{printf "%.2f", a/b}')"
 done
+echo "cpu_us/req: CPU time of the serving process per request (direct: the upstream's)"
 echo "weft-policy (timeout, retries, a header set, a 0% fault) vs the plain route: $(awk -v a="${RPS[weft-policy]}" -v b="${RPS[weft]}" 'BEGIN{printf "%.2f", a/b}')"
 echo "Istio's metrics on vs off (weft vs weft-nostats): $(awk -v a="${RPS[weft]}" -v b="${RPS[weft-nostats]}" 'BEGIN{printf "%.2f", a/b}')"
 [ "${ONLY:-}" = http1 ] && exit 0
