@@ -26,9 +26,11 @@ impl Flags {
     pub const DURATION_TIMEOUT: Flags = Flags(1 << 11); // DT
     pub const RBAC_DENIED: Flags = Flags(1 << 12); // RBAC
     pub const EXT_AUTHZ_DENIED: Flags = Flags(1 << 13); // UAEX
+    pub const UPSTREAM_PROTOCOL_ERROR: Flags = Flags(1 << 14); // UPE
 
-    const NAMES: [&'static str; 14] = [
+    const NAMES: [&'static str; 15] = [
         "UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "DC", "URX", "NC", "DT", "RBAC", "UAEX",
+        "UPE",
     ];
 
     pub fn insert(&mut self, other: Flags) {
@@ -83,7 +85,9 @@ pub(crate) enum ProxyError {
     /// No connection could be made.
     ConnectFailure(std::io::Error),
     /// The connection failed after the request was handed to it.
-    ConnectionTermination(hyper::Error),
+    ConnectionTermination(crate::upstream::BoxError),
+    /// The upstream's response broke HTTP (Envoy's `protocol_error` reset).
+    UpstreamProtocol(crate::upstream::BoxError),
     /// The route's timeout (or the last try's timeout) passed.
     UpstreamTimeout,
     /// The stream's own deadline (a gRPC `grpc-timeout` under
@@ -108,6 +112,8 @@ impl ProxyError {
             ProxyError::FaultAbort(s) => *s,
             // gRPC carries its status in `grpc-status`, on an HTTP 200.
             ProxyError::GrpcFaultAbort(_) => StatusCode::OK,
+            // Envoy's router answers an upstream protocol error with 502.
+            ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -120,6 +126,7 @@ impl ProxyError {
             ProxyError::NoHealthyUpstream => Flags::NO_HEALTHY_UPSTREAM,
             ProxyError::ConnectFailure(_) => Flags::CONNECT_FAILURE,
             ProxyError::ConnectionTermination(_) => Flags::CONNECTION_TERMINATION,
+            ProxyError::UpstreamProtocol(_) => Flags::UPSTREAM_PROTOCOL_ERROR,
             ProxyError::UpstreamTimeout => Flags::UPSTREAM_TIMEOUT,
             ProxyError::StreamTimeout => Flags::DURATION_TIMEOUT,
             ProxyError::Overflow => Flags::OVERFLOW,
@@ -136,6 +143,9 @@ impl ProxyError {
             }
             ProxyError::ConnectionTermination(_) => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+            }
+            ProxyError::UpstreamProtocol(_) => {
+                "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
             }
             ProxyError::UpstreamTimeout => "upstream request timeout",
             ProxyError::StreamTimeout => "downstream duration timeout",
@@ -169,6 +179,9 @@ impl ProxyError {
             ProxyError::ConnectionTermination(_) => {
                 "upstream_reset_before_response_started{connection_termination}"
             }
+            ProxyError::UpstreamProtocol(_) => {
+                "upstream_reset_before_response_started{protocol_error}"
+            }
             ProxyError::UpstreamTimeout => "upstream_response_timeout",
             ProxyError::StreamTimeout => "max_duration_timeout",
             ProxyError::Overflow => "upstream_reset_before_response_started{overflow}",
@@ -182,7 +195,9 @@ impl ProxyError {
     pub fn transport_failure(&self) -> Option<String> {
         match self {
             ProxyError::ConnectFailure(e) => Some(e.to_string()),
-            ProxyError::ConnectionTermination(e) => Some(e.to_string()),
+            ProxyError::ConnectionTermination(e) | ProxyError::UpstreamProtocol(e) => {
+                Some(e.to_string())
+            }
             _ => None,
         }
     }

@@ -22,6 +22,21 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
+/// `n` in lowercase hexadecimal (an HTTP/1.1 chunk's size).
+pub(crate) fn push_hex(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 /// An address as `Display` writes it.
 pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
@@ -107,6 +122,7 @@ mod tests {
     fn written_as_display_writes_them() {
         for n in [0, 7, 10, 99, 100, 65535, u64::MAX] {
             assert_eq!(text(|o| push_u64(o, n)), n.to_string());
+            assert_eq!(text(|o| push_hex(o, n)), format!("{n:x}"));
         }
         for a in [
             "0.0.0.0:0",

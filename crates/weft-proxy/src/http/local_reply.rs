@@ -95,6 +95,15 @@ pub(crate) fn gone() -> Response<Body> {
     resp
 }
 
+/// For a request whose headers pass Envoy's `max_request_headers_kb`
+/// (60 KiB by default): 431, and the connection is closed.
+pub(crate) fn headers_too_large() -> Response<Body> {
+    let mut resp = direct(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Bytes::new());
+    resp.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 pub(crate) fn direct(status: StatusCode, body: Bytes) -> Response<Body> {
     let has_body = !body.is_empty();
     let mut resp = reply(status, body);

@@ -35,7 +35,10 @@ use crate::Shared;
 pub(crate) use headers::strip_hop_by_hop;
 pub(crate) use local_reply::is_grpc;
 
-pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+/// Envoy's default `max_request_headers_kb` (60 KiB).
+const MAX_REQUEST_HEAD: usize = 60 * 1024;
+
+pub(crate) type Body = BoxBody<Bytes, crate::upstream::BoxError>;
 
 /// What the request path knows about its downstream connection.
 #[derive(Debug, Clone)]
@@ -120,7 +123,9 @@ where
         let (conn, chain, shared) = (conn.clone(), chain.clone(), shared.clone());
         async move { Ok::<_, Infallible>(handle(req, &conn, &chain, &shared).await) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Envoy's `max_request_headers_kb` default: a longer head is 431.
+    builder.http1().max_buf_size(2 * MAX_REQUEST_HEAD);
     let serving = builder.serve_connection_with_upgrades(TokioIo::new(sock), service);
     if let Err(e) = serving.await {
         tracing::debug!(error = %e, "downstream connection ended with an error");
@@ -134,6 +139,11 @@ async fn handle(
     chain: &Chain,
     shared: &Shared,
 ) -> Response<Body> {
+    // hyper's own limit is on its read buffer and only checked while a
+    // head is incomplete; the headers' size is Envoy's measure.
+    if header_bytes(req.headers()) > MAX_REQUEST_HEAD as u64 {
+        return local_reply::headers_too_large();
+    }
     let snapshot = shared.config.load_full();
     let fresh;
     let chain = if snapshot.generation == chain.generation {

@@ -16,6 +16,8 @@ use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::upstream::BoxError;
+
 /// Envoy's default per-connection buffer limit is 1 MiB; Weft keeps at
 /// most this much of a request for replay.
 pub(crate) const REPLAY_LIMIT: u64 = 1 << 20;
@@ -243,17 +245,22 @@ impl Body for Downstream {
 
 /// An upstream's response body as it goes downstream, without empty DATA
 /// frames (see `skip_empty_data`).
-pub(crate) struct DownBody(pub Incoming);
+pub(crate) struct DownBody(pub crate::upstream::RespBody);
 
 impl Body for DownBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        skip_empty_data(|| Pin::new(&mut self.0).poll_frame(cx))
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            match Pin::new(&mut self.0).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) if f.data_ref().is_some_and(|d| d.is_empty()) => {}
+                other => return other,
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {

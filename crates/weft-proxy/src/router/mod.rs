@@ -256,7 +256,7 @@ pub(super) enum TryError {
 }
 
 impl Tries<'_> {
-    async fn run(mut self, entry: &mut Entry) -> Result<Response<Incoming>, ProxyError> {
+    async fn run(mut self, entry: &mut Entry) -> Result<Response<upstream::RespBody>, ProxyError> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut retries = 0u32;
         // The retry in flight holds its slot until the next decision.
@@ -280,7 +280,9 @@ impl Tries<'_> {
                 Err(TryError::Upstream(UpstreamError::Request { reused: true, .. })) => {
                     Outcome::ConnectFailure
                 }
-                Err(TryError::Upstream(UpstreamError::Request { .. })) => Outcome::Reset,
+                Err(TryError::Upstream(
+                    UpstreamError::Request { .. } | UpstreamError::Protocol(_),
+                )) => Outcome::Reset,
                 // Envoy does not retry a circuit breaker's overflow.
                 Err(TryError::Upstream(UpstreamError::Overflow)) => return finish(result),
             };
@@ -329,7 +331,10 @@ impl Tries<'_> {
         addr
     }
 
-    async fn try_once(&mut self, addr: SocketAddr) -> Result<Response<Incoming>, TryError> {
+    async fn try_once(
+        &mut self,
+        addr: SocketAddr,
+    ) -> Result<Response<upstream::RespBody>, TryError> {
         let body = self
             .body
             .next()
@@ -388,14 +393,15 @@ fn request(parts: &Parts, body: body::UpBody) -> Request<body::UpBody> {
 }
 
 pub(super) fn finish(
-    result: Result<Response<Incoming>, TryError>,
-) -> Result<Response<Incoming>, ProxyError> {
+    result: Result<Response<upstream::RespBody>, TryError>,
+) -> Result<Response<upstream::RespBody>, ProxyError> {
     result.map_err(|e| match e {
         TryError::PerTryTimeout => ProxyError::UpstreamTimeout,
         TryError::Upstream(UpstreamError::Connect(e)) => ProxyError::ConnectFailure(e),
         TryError::Upstream(UpstreamError::Request { error, .. }) => {
             ProxyError::ConnectionTermination(error)
         }
+        TryError::Upstream(UpstreamError::Protocol(error)) => ProxyError::UpstreamProtocol(error),
         TryError::Upstream(UpstreamError::Overflow) => ProxyError::Overflow,
     })
 }

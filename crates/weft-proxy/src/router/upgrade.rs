@@ -56,7 +56,10 @@ pub(crate) async fn forward(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        return Ok(Response::from_parts(parts, body.boxed()));
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(Into::into).boxed(),
+        ));
     }
     let upstream_side = hyper::upgrade::on(&mut resp);
     tokio::spawn(async move {
@@ -73,7 +76,10 @@ pub(crate) async fn forward(
     let kept = parts.headers.get(UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
     keep_upgrade(&mut parts.headers, kept);
-    Ok(Response::from_parts(parts, body.boxed()))
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(Into::into).boxed(),
+    ))
 }
 
 /// Puts back the `Upgrade` header (and `Connection: upgrade`) that

@@ -27,6 +27,10 @@ use tokio::sync::watch;
 use super::{connect, Breaker, Peer, UpstreamError, PENDING_RECHECK};
 use crate::router::body::UpBody;
 
+/// About every this many checkins, lists of closed connections are swept, so
+/// endpoints that left the config do not keep entries forever.
+const SWEEP_EVERY: u32 = 1024;
+
 /// HTTP/2 settings of a cluster (`http2_protocol_options`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Http2 {
@@ -250,7 +254,7 @@ fn start(peer: &Peer, h2: &Http2, breaker: &Arc<Breaker>) {
         let mut conns = conns.borrow_mut();
         // Now and then, drop what closed, so peers that left the config
         // do not keep entries.
-        if fastrand::u32(..super::SWEEP_EVERY) == 0 {
+        if fastrand::u32(..SWEEP_EVERY) == 0 {
             conns.retain(|_, list| {
                 list.retain(|c| !c.gone());
                 !list.is_empty()

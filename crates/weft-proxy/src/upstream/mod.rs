@@ -1,21 +1,26 @@
 //! Connections to upstream endpoints, pooled per worker thread: HTTP/1.1
-//! here (one request at a time per connection), HTTP/2 in `h2.rs`.
+//! here (one request at a time per connection, Weft's own lean client in
+//! `h1.rs`), HTTP/2 in `h2.rs`.
 //!
 //! Checkout and checkin touch only the current thread's idle list, so the
-//! request path takes no lock. A connection goes back to the list as soon as
-//! the response head arrives; it is handed out again only once hyper says it
-//! is ready, that is after the response body has been read to the end. This
-//! is the pool that circuit breaking (connection and pending-request limits)
-//! will count in; hyper-util's pool exposes no such accounting.
+//! request path takes no lock. An HTTP/1.1 connection has no task of its
+//! own: the request's task writes the request and reads the response head,
+//! the response body is read by whoever polls it, and the connection goes
+//! back to the list when that body's last byte is read. This is the pool
+//! that circuit breaking (connection and pending-request limits) counts
+//! in; hyper-util's pool exposes no such accounting.
 
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
@@ -24,10 +29,13 @@ use crate::router::body::UpBody;
 
 pub(crate) mod balancer;
 mod breaker;
+mod h1;
+mod h1_body;
 mod h2;
 pub(crate) mod outlier;
 mod stream;
 pub use breaker::{Breaker, Limits};
+pub(crate) use h1::BoxError;
 pub use h2::Http2;
 pub use outlier::Outliers;
 pub(crate) use stream::{ConnInfo, UpStream};
@@ -66,16 +74,21 @@ pub struct Keepalive {
 /// being woken when one closes or returns to the pool.
 const PENDING_RECHECK: Duration = Duration::from_millis(5);
 
-type Sender = SendRequest<UpBody>;
+/// How often each worker closes its idle connections that the upstream
+/// closed or that outlived the idle timeout (no task watches them).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A pooled connection and how many requests it has carried.
+/// A pooled HTTP/1.1 connection and how many requests it has carried
+/// (boxed wherever it goes: it moves with each request and its body).
 struct Pooled {
-    sender: Sender,
+    codec: h1::Codec,
     /// Who the upstream proved to be (mesh mTLS), and the local end.
     info: ConnInfo,
     served: u32,
     opened: Instant,
     idle_since: Instant,
+    /// Counts the connection as open until it is dropped (closed).
+    open: OpenSlot,
 }
 
 impl Pooled {
@@ -83,14 +96,43 @@ impl Pooled {
         peer.max_connection_duration
             .is_some_and(|max| now.duration_since(self.opened) >= max)
     }
+
+    /// Whether an idle connection may take a request now.
+    fn fresh(&mut self, peer: &Peer, now: Instant) -> bool {
+        now.duration_since(self.idle_since) < peer.idle_timeout
+            && !self.too_old(peer, now)
+            && self.codec.usable()
+    }
+}
+
+/// One open connection in this thread's and the cluster's counts.
+struct OpenSlot {
+    peer: Peer,
+    breaker: Arc<Breaker>,
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        // Idle connections are dropped with the thread's pool too, when
+        // the count may be gone already.
+        let _ = OPEN.try_with(|o| {
+            if let Some(n) = o.borrow_mut().get_mut(&self.peer) {
+                *n = n.saturating_sub(1);
+            }
+        });
+        self.breaker.connection_closed();
+    }
 }
 
 thread_local! {
-    static IDLE: RefCell<FxHashMap<Peer, Vec<Pooled>>> = RefCell::default();
+    // Boxed: a connection moves between this list and a request's body.
+    #[allow(clippy::vec_box)]
+    static IDLE: RefCell<FxHashMap<Peer, Vec<Box<Pooled>>>> = RefCell::default();
     /// Open connections per peer on this thread: Envoy lets every worker's
     /// pool open one connection whatever the circuit breaker says, so a
     /// worker is never starved by connections other workers hold.
     static OPEN: RefCell<FxHashMap<Peer, u32>> = RefCell::default();
+    static SWEEPER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Why a request did not get a response, in the terms Envoy's response
@@ -102,19 +144,58 @@ pub(crate) enum UpstreamError {
     /// `reused`: the connection had served requests before, so a failure
     /// before any response most likely means the upstream closed it idle.
     Request {
-        error: hyper::Error,
+        error: BoxError,
         reused: bool,
     },
+    /// The response broke HTTP/1.1 (UPE, 502).
+    Protocol(BoxError),
     Overflow,
 }
 
 impl UpstreamError {
     /// A request that failed on a connection opened for it (never a
     /// stale pooled one), so it is not retried as a connect failure.
-    pub(crate) fn fresh(error: hyper::Error) -> UpstreamError {
+    pub(crate) fn fresh(error: impl Into<BoxError>) -> UpstreamError {
         UpstreamError::Request {
-            error,
+            error: error.into(),
             reused: false,
+        }
+    }
+}
+
+/// An upstream response's body: off a pooled HTTP/1.1 connection, or
+/// hyper's (HTTP/2).
+#[derive(Debug)]
+pub(crate) enum RespBody {
+    H1(h1_body::Body),
+    Hyper(Incoming),
+}
+
+impl hyper::body::Body for RespBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RespBody::H1(b) => Pin::new(b).poll_frame(cx),
+            RespBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::H1(b) => b.is_end_stream(),
+            RespBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::H1(b) => b.size_hint(),
+            RespBody::Hyper(b) => b.size_hint(),
         }
     }
 }
@@ -122,16 +203,14 @@ impl UpstreamError {
 /// Sends `req` (origin-form URI, Host set) to `peer` on a pooled
 /// connection, a new one, or, when the cluster's connection limit is
 /// reached, the first one freed (as a pending request, itself limited).
-/// A pooled connection that the upstream closed meanwhile hands the
-/// request back unsent, and the next one is tried.
 pub(crate) async fn send(
     peer: &Peer,
     breaker: &Arc<Breaker>,
     req: Request<UpBody>,
-) -> Result<Response<Incoming>, UpstreamError> {
+) -> Result<Response<RespBody>, UpstreamError> {
     let _active = breaker.request().ok_or(UpstreamError::Overflow)?;
     match &peer.http2 {
-        Some(h2) => h2::send(peer, h2, breaker, req).await,
+        Some(h2) => Ok(h2::send(peer, h2, breaker, req).await?.map(RespBody::Hyper)),
         None => send_http1(peer, breaker, req).await,
     }
 }
@@ -139,53 +218,57 @@ pub(crate) async fn send(
 async fn send_http1(
     peer: &Peer,
     breaker: &Arc<Breaker>,
-    mut req: Request<UpBody>,
-) -> Result<Response<Incoming>, UpstreamError> {
-    *req.version_mut() = http::Version::HTTP_11;
+    req: Request<UpBody>,
+) -> Result<Response<RespBody>, UpstreamError> {
     let mut pending = None;
-    loop {
-        let (mut conn, reused) = match checkout(peer) {
-            Some(c) => (c, true),
-            None => match open(peer, breaker).await? {
-                Some(c) => (c, false),
-                None => {
-                    if pending.is_none() {
-                        pending = Some(breaker.pending().ok_or(UpstreamError::Overflow)?);
-                    }
-                    let freed = breaker.freed.notified();
-                    let _ = tokio::time::timeout(PENDING_RECHECK, freed).await;
-                    continue;
-                }
-            },
-        };
-        match conn.sender.try_send_request(req).await {
-            Ok(mut resp) => {
-                resp.extensions_mut().insert(conn.info.clone());
-                conn.served += 1;
-                let spent = breaker
-                    .limits
-                    .max_requests_per_connection
-                    .is_some_and(|max| conn.served >= max)
-                    || conn.too_old(peer, Instant::now());
-                // A spent connection is dropped: it closes once its
-                // response is read, which frees its slot.
-                if !spent {
-                    checkin(peer, conn);
-                    breaker.wake_pending();
-                }
-                return Ok(resp);
-            }
-            Err(mut e) => match e.take_message() {
-                Some(unsent) if reused => req = unsent,
-                _ => {
-                    return Err(UpstreamError::Request {
-                        error: e.into_error(),
-                        reused,
-                    })
-                }
-            },
+    let (mut conn, reused) = loop {
+        if let Some(c) = checkout(peer) {
+            break (c, true);
         }
-    }
+        if let Some(c) = open(peer, breaker).await? {
+            break (c, false);
+        }
+        if pending.is_none() {
+            pending = Some(breaker.pending().ok_or(UpstreamError::Overflow)?);
+        }
+        let freed = breaker.freed.notified();
+        let _ = tokio::time::timeout(PENDING_RECHECK, freed).await;
+    };
+    drop(pending);
+    let head = match conn.codec.exchange(req).await {
+        Ok(head) => head,
+        Err(e @ h1::Error::Protocol(_)) => return Err(UpstreamError::Protocol(Box::new(e))),
+        Err(e) => {
+            // A connection that had served requests and failed before any
+            // response was most likely closed idle by the upstream.
+            let reused = reused && e.before_response();
+            return Err(UpstreamError::Request {
+                error: Box::new(e),
+                reused,
+            });
+        }
+    };
+    conn.served += 1;
+    let spent = breaker
+        .limits
+        .max_requests_per_connection
+        .is_some_and(|max| conn.served >= max)
+        || conn.too_old(peer, Instant::now());
+    let info = conn.info.clone();
+    // A spent connection closes once its response is read, which frees
+    // its slot.
+    let body = h1_body::Body::new(conn, head.framing, head.keep_alive && !spent);
+    let mut resp = Response::from_parts(head.parts, RespBody::H1(body));
+    resp.extensions_mut().insert(info);
+    Ok(resp)
+}
+
+/// A connection whose response has been read whole goes back to its pool,
+/// and a request waiting for one is woken.
+fn release(conn: Box<Pooled>) {
+    let breaker = conn.open.breaker.clone();
+    checkin(conn);
+    breaker.wake_pending();
 }
 
 /// An upgrade request (WebSocket) on a new HTTP/1.1 connection of its own,
@@ -225,37 +308,50 @@ pub(crate) async fn send_upgrade(
 
 /// A ready connection to `peer`; closed and long-idle ones are dropped on
 /// the way.
-fn checkout(peer: &Peer) -> Option<Pooled> {
+fn checkout(peer: &Peer) -> Option<Box<Pooled>> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(peer)?;
         let now = Instant::now();
-        list.retain(|c| {
-            !c.sender.is_closed()
-                && now.duration_since(c.idle_since) < peer.idle_timeout
-                && !c.too_old(peer, now)
-        });
-        let ready = list.iter().position(|c| c.sender.is_ready())?;
-        Some(list.swap_remove(ready))
+        while let Some(mut conn) = list.pop() {
+            if conn.fresh(peer, now) {
+                return Some(conn);
+            }
+        }
+        None
     })
 }
 
-/// About every this many checkins, lists of closed connections are swept, so
-/// endpoints that left the config do not keep entries forever.
-const SWEEP_EVERY: u32 = 1024;
-
-fn checkin(peer: &Peer, mut conn: Pooled) {
+fn checkin(mut conn: Box<Pooled>) {
     conn.idle_since = Instant::now();
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        idle.entry(peer.clone()).or_default().push(conn);
-        if fastrand::u32(..SWEEP_EVERY) == 0 {
-            idle.retain(|_, list| {
-                list.retain(|c| !c.sender.is_closed());
-                !list.is_empty()
-            });
+        match idle.get_mut(&conn.open.peer) {
+            Some(list) => list.push(conn),
+            None => {
+                idle.insert(conn.open.peer.clone(), vec![conn]);
+            }
         }
     });
+    if !SWEEPER.replace(true) {
+        tokio::spawn(sweep());
+    }
+}
+
+/// Closes this thread's idle connections that can no longer be used, every
+/// `SWEEP_INTERVAL`, so an upstream's close does not linger half-open and
+/// endpoints that left the config do not keep entries.
+async fn sweep() {
+    loop {
+        tokio::time::sleep(SWEEP_INTERVAL).await;
+        let now = Instant::now();
+        IDLE.with(|idle| {
+            idle.borrow_mut().retain(|peer, list| {
+                list.retain_mut(|c| c.fresh(peer, now));
+                !list.is_empty()
+            })
+        });
+    }
 }
 
 /// A TCP connection to `peer`, within its connect timeout, from its bind
@@ -337,50 +433,35 @@ async fn connect_tcp(peer: &Peer) -> std::io::Result<TcpStream> {
 
 /// A new connection, if the cluster's connection limit allows one (or
 /// this thread has none to the peer yet); None when the request must wait.
-async fn open(peer: &Peer, breaker: &Arc<Breaker>) -> Result<Option<Pooled>, UpstreamError> {
+async fn open(peer: &Peer, breaker: &Arc<Breaker>) -> Result<Option<Box<Pooled>>, UpstreamError> {
     let first_here = OPEN.with(|o| o.borrow().get(peer).copied().unwrap_or(0) == 0);
     if !breaker.open_connection(first_here) {
         return Ok(None);
     }
     OPEN.with(|o| *o.borrow_mut().entry(peer.clone()).or_default() += 1);
-    let closed = {
-        let (peer, breaker) = (peer.clone(), breaker.clone());
-        move || {
-            OPEN.with(|o| {
-                if let Some(n) = o.borrow_mut().get_mut(&peer) {
-                    *n = n.saturating_sub(1);
-                }
-            });
-            breaker.connection_closed();
-        }
+    // Counted from here: dropped on a failed connect, or with the
+    // connection when it closes.
+    let open = OpenSlot {
+        peer: peer.clone(),
+        breaker: breaker.clone(),
     };
-    match handshake(peer).await {
-        Ok((sender, conn, info)) => {
-            let endpoint = peer.addr;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(%endpoint, error = %e, "upstream connection ended with an error");
-                }
-                closed();
-            });
-            Ok(Some(Pooled {
-                sender,
-                info,
-                served: 0,
-                opened: Instant::now(),
-                idle_since: Instant::now(),
-            }))
-        }
-        Err(e) => {
-            closed();
-            Err(e)
-        }
-    }
+    let stream = connect(peer, true).await.map_err(UpstreamError::Connect)?;
+    let now = Instant::now();
+    Ok(Some(Box::new(Pooled {
+        info: stream.info(),
+        codec: h1::Codec::new(stream),
+        served: 0,
+        opened: now,
+        idle_since: now,
+        open,
+    })))
 }
 
 type Connection = hyper::client::conn::http1::Connection<TokioIo<UpStream>, UpBody>;
 
-async fn handshake(peer: &Peer) -> Result<(Sender, Connection, ConnInfo), UpstreamError> {
+async fn handshake(
+    peer: &Peer,
+) -> Result<(SendRequest<UpBody>, Connection, ConnInfo), UpstreamError> {
     let stream = connect(peer, true).await.map_err(UpstreamError::Connect)?;
     let info = stream.info();
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

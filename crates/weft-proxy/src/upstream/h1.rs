@@ -1,0 +1,623 @@
+//! A lean HTTP/1.1 client for the pooled upstream connections. The task
+//! that handles a request writes it and reads the response head itself;
+//! the response body is read by whoever polls it (the downstream
+//! connection's task). hyper's client puts a connection task and two
+//! channels between the request and the socket, and issue 11's profile
+//! found that handoff the largest structural cost of the request path.
+//!
+//! Parsing is httparse's, the parser hyper itself uses, and framing
+//! follows RFC 9112 §6.3 strictly: a response with Transfer-Encoding is
+//! read by it (and its connection closed after, when Content-Length came
+//! too), Content-Length values must agree, a response without either is
+//! read to the connection's end, and responses to HEAD, 1xx, 204 and 304
+//! have no body.
+
+use std::future::Future;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::pin;
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version};
+use hyper::body::Body as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::stream::UpStream;
+use crate::router::body::UpBody;
+
+/// Envoy's default `max_response_headers_kb`.
+const MAX_HEAD: usize = 60 * 1024;
+/// Envoy's default `max_headers_count`.
+const MAX_HEADERS: usize = 100;
+/// Body chunks larger than this are written as they are, not copied.
+const COPY_LIMIT: usize = 16 * 1024;
+/// How much a read asks for at least.
+pub(super) const READ_SIZE: usize = 16 * 1024;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub(crate) enum Error {
+    Io(io::Error),
+    /// The upstream closed the connection before a whole response head.
+    Closed {
+        got_bytes: bool,
+    },
+    /// The response (head or body framing) broke HTTP/1.1.
+    Protocol(&'static str),
+    /// Reading the request body from the client failed.
+    RequestBody(hyper::Error),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "upstream connection: {e}"),
+            Error::Closed { .. } => f.write_str("upstream closed the connection before a response"),
+            Error::Protocol(what) => write!(f, "upstream response: {what}"),
+            Error::RequestBody(e) => write!(f, "request body: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error::Io(e)
+    }
+}
+
+impl Error {
+    /// Whether the request surely never reached the upstream's application:
+    /// the connection was gone before any byte of a response came back.
+    pub(crate) fn before_response(&self) -> bool {
+        match self {
+            Error::Io(_) => true,
+            Error::Closed { got_bytes } => !got_bytes,
+            Error::Protocol(_) | Error::RequestBody(_) => false,
+        }
+    }
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Read to the connection's end.
+    Close,
+}
+
+/// A response head and what follows it.
+pub(crate) struct Head {
+    pub parts: http::response::Parts,
+    pub framing: Framing,
+    /// The connection may carry another request once the body is read.
+    pub keep_alive: bool,
+}
+
+/// One HTTP/1.1 connection's codec: the socket, bytes read and not yet
+/// consumed, and the buffer requests are written from.
+pub(crate) struct Codec {
+    pub(super) io: UpStream,
+    pub(super) buf: BytesMut,
+    out: Vec<u8>,
+}
+
+impl Codec {
+    pub fn new(io: UpStream) -> Codec {
+        Codec {
+            io,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Whether an idle connection can still be used: the upstream has not
+    /// closed it nor sent anything unasked. Costs no syscall unless the
+    /// socket became readable since it was last read.
+    pub fn usable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        if let UpStream::Plain(tcp) = &self.io {
+            if tcp.poll_read_ready(&mut cx).is_pending() {
+                return true;
+            }
+        }
+        self.buf.reserve(READ_SIZE);
+        let read = pin!(self.io.read_buf(&mut self.buf));
+        // Pending: nothing to read, the connection is open (a TLS stream
+        // may have consumed a session ticket on the way).
+        matches!(read.poll(&mut cx), Poll::Pending)
+    }
+
+    /// Sends `req` and reads the response head (skipping interim 1xx
+    /// responses).
+    pub async fn exchange(&mut self, req: Request<UpBody>) -> Result<Head, Error> {
+        let (parts, body) = req.into_parts();
+        self.write_request(&parts, body).await?;
+        loop {
+            let head = self.read_head(&parts.method).await?;
+            match head.parts.status.as_u16() {
+                101 => return Err(Error::Protocol("101 to a request that asked no upgrade")),
+                100..=199 => continue,
+                _ => return Ok(head),
+            }
+        }
+    }
+
+    async fn write_request(
+        &mut self,
+        parts: &http::request::Parts,
+        mut body: UpBody,
+    ) -> Result<(), Error> {
+        let length = body.size_hint().exact();
+        let chunked = length.is_none();
+        self.out.clear();
+        encode_head(&mut self.out, parts, length);
+        while !body.is_end_stream() {
+            let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
+            let frame = match frame.await {
+                None => break,
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => return Err(Error::RequestBody(e)),
+            };
+            match frame.into_data() {
+                Ok(data) => self.put_data(data, chunked).await?,
+                Err(frame) => {
+                    if let (Some(trailers), true) = (frame.trailers_ref(), chunked) {
+                        encode_last_chunk(&mut self.out, trailers);
+                        return self.flush_out().await;
+                    }
+                }
+            }
+            if !body.is_end_stream() {
+                // Streamed: what has come goes now.
+                self.flush_out().await?;
+            }
+        }
+        if chunked {
+            self.out.extend_from_slice(b"0\r\n\r\n");
+        }
+        self.flush_out().await
+    }
+
+    async fn put_data(&mut self, data: Bytes, chunked: bool) -> Result<(), Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if chunked {
+            crate::text::push_hex(&mut self.out, data.len() as u64);
+            self.out.extend_from_slice(b"\r\n");
+        }
+        if data.len() > COPY_LIMIT {
+            self.flush_out().await?;
+            self.io.write_all(&data).await?;
+        } else {
+            self.out.extend_from_slice(&data);
+        }
+        if chunked {
+            self.out.extend_from_slice(b"\r\n");
+        }
+        Ok(())
+    }
+
+    async fn flush_out(&mut self) -> Result<(), Error> {
+        if !self.out.is_empty() {
+            self.io.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    async fn read_head(&mut self, method: &Method) -> Result<Head, Error> {
+        loop {
+            if let Some(len) = head_len(&self.buf)? {
+                let head = self.buf.split_to(len).freeze();
+                return head_of(&head, method);
+            }
+            self.buf.reserve(READ_SIZE);
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return Err(Error::Closed {
+                    got_bytes: !self.buf.is_empty(),
+                });
+            }
+        }
+    }
+}
+
+/// Room for a response's header fields, left uninitialised until parsed
+/// (a sync function's stack: it never sits in a future's state).
+type Fields<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+/// Parses the response head at the start of `buf` into `resp`: its length
+/// once it is whole.
+fn parse<'h, 'b>(
+    buf: &'b [u8],
+    resp: &mut httparse::Response<'h, 'b>,
+    fields: &'h mut Fields<'b>,
+) -> Result<Option<usize>, Error> {
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(resp, buf, fields) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            Err(Error::Protocol("response headers over 60 KiB"))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            Err(Error::Protocol("more than 100 response headers"))
+        }
+        Err(_) => Err(Error::Protocol("malformed response head")),
+    }
+}
+
+/// The length of the response head at the start of `buf`, once whole.
+fn head_len(buf: &[u8]) -> Result<Option<usize>, Error> {
+    let mut fields: Fields<'_> = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    parse(buf, &mut httparse::Response::new(&mut []), &mut fields)
+}
+
+/// The request line, the headers, and the framing Weft chose: the body's
+/// length when known, chunked otherwise. The client's own framing headers
+/// are not forwarded (hop-by-hop, or restated here).
+fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, length: Option<u64>) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut declared = false;
+    for (name, value) in &parts.headers {
+        if name == TRANSFER_ENCODING {
+            continue;
+        }
+        if name == CONTENT_LENGTH {
+            declared = true;
+            continue;
+        }
+        push_field(out, name, value);
+    }
+    match length {
+        // A request without a body and without a declared length has none
+        // (RFC 9112 §6.3); methods that expect one say zero.
+        Some(0) if !declared && !expects_body(&parts.method) => {}
+        Some(n) => {
+            out.extend_from_slice(b"content-length: ");
+            crate::text::push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn expects_body(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+fn push_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn encode_last_chunk(out: &mut Vec<u8>, trailers: &HeaderMap) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers {
+        push_field(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The response head in `head` (complete, parsed once already), its
+/// header values sharing its bytes.
+fn head_of(head: &Bytes, method: &Method) -> Result<Head, Error> {
+    let mut fields: Fields<'_> = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    if parse(head, &mut resp, &mut fields)?.is_none() {
+        return Err(Error::Protocol("incomplete response head"));
+    }
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(Error::Protocol("invalid status code"))?;
+    let version = match resp.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    for field in resp.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| Error::Protocol("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
+            .map_err(|_| Error::Protocol("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let (framing, keep_alive) = framing(method, status, version, &mut headers)?;
+    let mut response = http::Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Head {
+        parts: response.into_parts().0,
+        framing,
+        keep_alive,
+    })
+}
+
+/// How the body is delimited, and whether the connection stays open.
+fn framing(
+    method: &Method,
+    status: StatusCode,
+    version: Version,
+    headers: &mut HeaderMap,
+) -> Result<(Framing, bool), Error> {
+    let mut keep_alive = keeps_alive(version, headers);
+    if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, keep_alive));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err(Error::Protocol("transfer-encoding in an HTTP/1.0 response"));
+        }
+        // Both framings: Transfer-Encoding wins, the length is dropped and
+        // the connection not reused (RFC 9112 §6.3).
+        if headers.remove(CONTENT_LENGTH).is_some() {
+            keep_alive = false;
+        }
+        return Ok(if last_coding_is_chunked(headers) {
+            (Framing::Chunked, keep_alive)
+        } else {
+            (Framing::Close, false)
+        });
+    }
+    match content_length(headers)? {
+        Some(0) => Ok((Framing::Empty, keep_alive)),
+        Some(n) => Ok((Framing::Length(n), keep_alive)),
+        None => Ok((Framing::Close, false)),
+    }
+}
+
+fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let has = |token: &str| {
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    match version {
+        Version::HTTP_10 => has("keep-alive"),
+        _ => !has("close"),
+    }
+}
+
+fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
+    let last = headers.get_all(TRANSFER_ENCODING).iter().next_back();
+    last.and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// The declared length: every value (lines and comma-separated items)
+/// must be the same number of digits.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let text = value
+            .to_str()
+            .map_err(|_| Error::Protocol("invalid content-length"))?;
+        for item in text.split(',') {
+            let item = item.trim();
+            let valid =
+                !item.is_empty() && item.len() <= 19 && item.bytes().all(|b| b.is_ascii_digit());
+            let n: u64 = match valid.then(|| item.parse().ok()).flatten() {
+                Some(n) => n,
+                None => return Err(Error::Protocol("invalid content-length")),
+            };
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::Protocol("conflicting content-length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: Method, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    fn head(method: Method, uri: &str, headers: &[(&str, &str)], length: Option<u64>) -> String {
+        let mut out = Vec::new();
+        encode_head(&mut out, &parts(method, uri, headers), length);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn requests_say_their_framing_once() {
+        assert_eq!(
+            head(Method::GET, "/a?b=c", &[("host", "h")], Some(0)),
+            "GET /a?b=c HTTP/1.1\r\nhost: h\r\n\r\n"
+        );
+        assert_eq!(
+            head(Method::POST, "/", &[("content-length", "0")], Some(0)),
+            "POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert_eq!(
+            head(Method::PUT, "/", &[], Some(0)),
+            "PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+        );
+        // The client's own framing headers are not repeated.
+        assert_eq!(
+            head(
+                Method::POST,
+                "/",
+                &[("transfer-encoding", "chunked"), ("content-length", "9")],
+                Some(3)
+            ),
+            "POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\n"
+        );
+        assert_eq!(
+            head(Method::POST, "/", &[], None),
+            "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    fn parse(raw: &str, method: Method) -> Result<Head, Error> {
+        head_of(&Bytes::copy_from_slice(raw.as_bytes()), &method)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let cases: &[(&str, Method, Framing, bool)] = &[
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+                Method::GET,
+                Framing::Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\ncontent-length: 5\r\n\r\n",
+                Method::GET,
+                Framing::Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+                Method::GET,
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+                Method::HEAD,
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n",
+                Method::GET,
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\n\r\n",
+                Method::GET,
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+                Method::GET,
+                Framing::Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+                Method::GET,
+                Framing::Chunked,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+                Method::GET,
+                Framing::Close,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\n\r\n",
+                Method::GET,
+                Framing::Close,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
+                Method::GET,
+                Framing::Length(1),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n",
+                Method::GET,
+                Framing::Length(1),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 1\r\n\r\n",
+                Method::GET,
+                Framing::Length(1),
+                true,
+            ),
+        ];
+        for (raw, method, framing, keep_alive) in cases {
+            let head = parse(raw, method.clone()).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+            assert_eq!(
+                (head.framing, head.keep_alive),
+                (*framing, *keep_alive),
+                "{raw:?}"
+            );
+        }
+        let both = parse(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap();
+        assert!(
+            !both.parts.headers.contains_key(CONTENT_LENGTH),
+            "the length is dropped"
+        );
+    }
+
+    #[test]
+    fn ambiguous_lengths_are_refused() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(raw, Method::GET), Err(Error::Protocol(_))),
+                "{raw:?} refused"
+            );
+        }
+    }
+
+    #[test]
+    fn header_values_share_the_head() {
+        let head = parse(
+            "HTTP/1.1 503 Service Unavailable\r\nServer: up\r\nX-A: 1\r\nx-a: 2\r\ncontent-length: 0\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap();
+        assert_eq!(head.parts.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(head.parts.headers["server"], "up");
+        let all: Vec<_> = head.parts.headers.get_all("x-a").iter().collect();
+        assert_eq!(all, ["1", "2"]);
+    }
+}
