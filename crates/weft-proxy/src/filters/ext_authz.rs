@@ -258,7 +258,8 @@ impl ExtAuthzCfg {
             }
         }
         let peer = cluster.peer(addr, false);
-        let resp = crate::upstream::send(&peer, &cluster.breaker, check)
+        let (check, body) = check.into_parts();
+        let resp = crate::upstream::send(&peer, &cluster.breaker, &check, body)
             .await
             .map_err(|e| format!("{e:?}"))?;
         let (parts, body) = resp.into_parts();

@@ -142,7 +142,8 @@ impl ExtAuthzCfg {
                 self.cluster
             ));
         }
-        let resp = crate::upstream::send(&peer, &cluster.breaker, call)
+        let (call, body) = call.into_parts();
+        let resp = crate::upstream::send(&peer, &cluster.breaker, &call, body)
             .await
             .map_err(|e| format!("{e:?}"))?;
         let (parts, body) = resp.into_parts();

@@ -22,7 +22,7 @@ pub(super) fn spawn(parts: &Parts, body: &Replay, cluster: &str, snapshot: &Comp
     let Some(addr) = cluster.pick(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), None) else {
         return;
     };
-    let mut req = super::request(
+    let mut req = upstream::request(
         parts,
         super::body::UpBody::Full(http_body_util::Full::new(bytes.clone())),
     );
@@ -34,7 +34,8 @@ pub(super) fn spawn(parts: &Parts, body: &Replay, cluster: &str, snapshot: &Comp
     let peer = cluster.peer(addr, parts.version == http::Version::HTTP_2);
     let breaker = cluster.breaker.clone();
     tokio::spawn(async move {
-        match upstream::send(&peer, &breaker, req).await {
+        let (parts, body) = req.into_parts();
+        match upstream::send(&peer, &breaker, &parts, body).await {
             // Read the body to its end so the connection can be reused.
             Ok(resp) => drop(http_body_util::BodyExt::collect(resp.into_body()).await),
             Err(e) => tracing::debug!(upstream = %peer.addr, error = ?e, "mirror failed"),

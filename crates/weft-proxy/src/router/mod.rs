@@ -339,12 +339,11 @@ impl Tries<'_> {
             .body
             .next()
             .expect("a try is only made with a body to send");
-        let req = request(&self.parts, body);
         let peer = self
             .cluster
             .peer(addr, self.parts.version == http::Version::HTTP_2);
         let _active = self.cluster.track(addr);
-        let send = upstream::send(&peer, &self.cluster.breaker, req);
+        let send = upstream::send(&peer, &self.cluster.breaker, &self.parts, body);
         match self.policy.and_then(|p| p.per_try_timeout) {
             Some(t) => match tokio::time::timeout(t, send).await {
                 Ok(r) => r.map_err(TryError::Upstream),
@@ -380,16 +379,6 @@ fn health(outcome: &Outcome) -> Result5xx {
             Result5xx::LocalFailure
         }
     }
-}
-
-/// A new request with the method, URI, version and headers of `parts`.
-fn request(parts: &Parts, body: body::UpBody) -> Request<body::UpBody> {
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = parts.uri.clone();
-    *req.version_mut() = parts.version;
-    *req.headers_mut() = parts.headers.clone();
-    req
 }
 
 pub(super) fn finish(

@@ -20,7 +20,7 @@ use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use hyper::body::Body as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -139,11 +139,14 @@ impl Codec {
         matches!(read.poll(&mut cx), Poll::Pending)
     }
 
-    /// Sends `req` and reads the response head (skipping interim 1xx
-    /// responses).
-    pub async fn exchange(&mut self, req: Request<UpBody>) -> Result<Head, Error> {
-        let (parts, body) = req.into_parts();
-        self.write_request(&parts, body).await?;
+    /// Sends the request of `parts` and `body`, and reads the response
+    /// head (skipping interim 1xx responses).
+    pub async fn exchange(
+        &mut self,
+        parts: &http::request::Parts,
+        body: UpBody,
+    ) -> Result<Head, Error> {
+        self.write_request(parts, body).await?;
         loop {
             let head = self.read_head(&parts.method).await?;
             match head.parts.status.as_u16() {
@@ -441,6 +444,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Request;
 
     fn parts(method: Method, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
         let mut req = Request::builder().method(method).uri(uri);

@@ -200,25 +200,42 @@ impl hyper::body::Body for RespBody {
     }
 }
 
-/// Sends `req` (origin-form URI, Host set) to `peer` on a pooled
-/// connection, a new one, or, when the cluster's connection limit is
-/// reached, the first one freed (as a pending request, itself limited).
+/// Sends the request of `parts` and `body` (origin-form URI, Host set) to
+/// `peer` on a pooled connection, a new one, or, when the cluster's
+/// connection limit is reached, the first one freed (as a pending request,
+/// itself limited). HTTP/1.1 writes the request from `parts` as they are,
+/// so a try costs no copy of the headers.
 pub(crate) async fn send(
     peer: &Peer,
     breaker: &Arc<Breaker>,
-    req: Request<UpBody>,
+    parts: &http::request::Parts,
+    body: UpBody,
 ) -> Result<Response<RespBody>, UpstreamError> {
     let _active = breaker.request().ok_or(UpstreamError::Overflow)?;
     match &peer.http2 {
-        Some(h2) => Ok(h2::send(peer, h2, breaker, req).await?.map(RespBody::Hyper)),
-        None => send_http1(peer, breaker, req).await,
+        Some(h2) => {
+            let req = request(parts, body);
+            Ok(h2::send(peer, h2, breaker, req).await?.map(RespBody::Hyper))
+        }
+        None => send_http1(peer, breaker, parts, body).await,
     }
+}
+
+/// A new request with the method, URI, version and headers of `parts`.
+pub(crate) fn request(parts: &http::request::Parts, body: UpBody) -> Request<UpBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
 }
 
 async fn send_http1(
     peer: &Peer,
     breaker: &Arc<Breaker>,
-    req: Request<UpBody>,
+    parts: &http::request::Parts,
+    body: UpBody,
 ) -> Result<Response<RespBody>, UpstreamError> {
     let mut pending = None;
     let (mut conn, reused) = loop {
@@ -235,7 +252,7 @@ async fn send_http1(
         let _ = tokio::time::timeout(PENDING_RECHECK, freed).await;
     };
     drop(pending);
-    let head = match conn.codec.exchange(req).await {
+    let head = match conn.codec.exchange(parts, body).await {
         Ok(head) => head,
         Err(e @ h1::Error::Protocol(_)) => return Err(UpstreamError::Protocol(Box::new(e))),
         Err(e) => {
@@ -543,7 +560,8 @@ mod tests {
                         UpBody::Stream(crate::router::body::Downstream { body, seen: None })
                     });
                     let breaker = Arc::new(Breaker::default());
-                    let status = match send(&peer, &breaker, req).await {
+                    let (parts, body) = req.into_parts();
+                    let status = match send(&peer, &breaker, &parts, body).await {
                         Ok(resp) => resp.status(),
                         Err(_) => http::StatusCode::BAD_GATEWAY,
                     };
@@ -631,7 +649,8 @@ mod tests {
                 .header("host", "upstream")
                 .body(UpBody::Full(Full::new(Bytes::new())))
                 .unwrap();
-            let resp = send(&peer, &breaker, req).await.unwrap();
+            let (parts, body) = req.into_parts();
+            let resp = send(&peer, &breaker, &parts, body).await.unwrap();
             let _ = resp.into_body().collect().await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
