@@ -224,7 +224,9 @@ impl FilterChain {
                 },
                 HttpFilter::ExtAuthz(cfg) => {
                     if cfg.wanted(&metadata) {
-                        match cfg.check(req, conn, snapshot).await {
+                        // Boxed: the call's future (a whole upstream
+                        // exchange) would otherwise sit in every request's.
+                        match Box::pin(cfg.check(req, conn, snapshot)).await {
                             ext_authz::Decision::Allow(headers) => {
                                 verdict.extra_headers.extend(headers)
                             }

@@ -310,7 +310,13 @@ async fn process(
             local_reply::redirect(r, Some(route), &req)
         }
         Action::Forward(fwd) => match upgrade_of(&req, &chain.upgrades) {
-            Some(_) => router::upgrade::forward(req, route, fwd, conn, snapshot, entry).await?,
+            // Boxed: rare, and its future would size every request's.
+            Some(_) => {
+                Box::pin(router::upgrade::forward(
+                    req, route, fwd, conn, snapshot, entry,
+                ))
+                .await?
+            }
             None => router::forward(req, route, fwd, conn, snapshot, entry).await?,
         },
     };

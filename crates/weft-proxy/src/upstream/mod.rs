@@ -214,8 +214,11 @@ pub(crate) async fn send(
     let _active = breaker.request().ok_or(UpstreamError::Overflow)?;
     match &peer.http2 {
         Some(h2) => {
+            // Boxed: the HTTP/2 pool's future is the larger one, and every
+            // HTTP/1.1 request's future would be sized by it.
             let req = request(parts, body);
-            Ok(h2::send(peer, h2, breaker, req).await?.map(RespBody::Hyper))
+            let sent = Box::pin(h2::send(peer, h2, breaker, req)).await?;
+            Ok(sent.map(RespBody::Hyper))
         }
         None => send_http1(peer, breaker, parts, body).await,
     }
@@ -242,7 +245,9 @@ async fn send_http1(
         if let Some(c) = checkout(peer) {
             break (c, true);
         }
-        if let Some(c) = open(peer, breaker).await? {
+        // Boxed: connecting (a TLS handshake's state above all) is rare
+        // and would otherwise size every request's future.
+        if let Some(c) = Box::pin(open(peer, breaker)).await? {
             break (c, false);
         }
         if pending.is_none() {
