@@ -355,8 +355,13 @@ fn checkin(mut conn: Box<Pooled>) {
             }
         }
     });
-    if !SWEEPER.replace(true) {
-        tokio::spawn(sweep());
+    // The first checkin on a worker starts its sweeper (a body dropped
+    // outside a runtime, at shutdown, starts none).
+    if !SWEEPER.get() {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            SWEEPER.set(true);
+            runtime.spawn(sweep());
+        }
     }
 }
 
@@ -624,6 +629,26 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    /// No task watches an idle connection: the worker's sweep closes one
+    /// the upstream closed, rather than the next checkout finding it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn idle_connections_the_upstream_closed_are_swept() {
+        let (up, _) = upstream(true).await;
+        let peer = test_peer(up);
+        let breaker = Arc::new(Breaker::default());
+        let req = Request::get("/")
+            .header("host", "upstream")
+            .body(UpBody::Full(Full::new(Bytes::new())))
+            .unwrap();
+        let (parts, body) = req.into_parts();
+        let resp = send(&peer, &breaker, &parts, body).await.unwrap();
+        let _ = resp.into_body().collect().await;
+        let open = || OPEN.with(|o| o.borrow().get(&peer).copied().unwrap_or(0));
+        assert_eq!(open(), 1, "pooled while idle");
+        tokio::time::sleep(SWEEP_INTERVAL + Duration::from_millis(500)).await;
+        assert_eq!(open(), 0, "closed by the sweep");
     }
 
     #[tokio::test(flavor = "current_thread")]
