@@ -631,6 +631,17 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 5);
     }
 
+    /// A GET sent with `send`, its response read to the end.
+    async fn get_through_pool(peer: &Peer, breaker: &Arc<Breaker>) {
+        let req = Request::get("/")
+            .header("host", "upstream")
+            .body(UpBody::Full(Full::new(Bytes::new())))
+            .unwrap();
+        let (parts, body) = req.into_parts();
+        let resp = send(peer, breaker, &parts, body).await.unwrap();
+        let _ = resp.into_body().collect().await;
+    }
+
     /// No task watches an idle connection: the worker's sweep closes one
     /// the upstream closed, rather than the next checkout finding it.
     #[tokio::test(flavor = "current_thread")]
@@ -638,13 +649,7 @@ mod tests {
         let (up, _) = upstream(true).await;
         let peer = test_peer(up);
         let breaker = Arc::new(Breaker::default());
-        let req = Request::get("/")
-            .header("host", "upstream")
-            .body(UpBody::Full(Full::new(Bytes::new())))
-            .unwrap();
-        let (parts, body) = req.into_parts();
-        let resp = send(&peer, &breaker, &parts, body).await.unwrap();
-        let _ = resp.into_body().collect().await;
+        get_through_pool(&peer, &breaker).await;
         let open = || OPEN.with(|o| o.borrow().get(&peer).copied().unwrap_or(0));
         assert_eq!(open(), 1, "pooled while idle");
         tokio::time::sleep(SWEEP_INTERVAL + Duration::from_millis(500)).await;
@@ -675,13 +680,7 @@ mod tests {
         };
         let breaker = Arc::new(Breaker::default());
         for _ in 0..2 {
-            let req = Request::get("/")
-                .header("host", "upstream")
-                .body(UpBody::Full(Full::new(Bytes::new())))
-                .unwrap();
-            let (parts, body) = req.into_parts();
-            let resp = send(&peer, &breaker, &parts, body).await.unwrap();
-            let _ = resp.into_body().collect().await;
+            get_through_pool(&peer, &breaker).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(
