@@ -283,8 +283,11 @@ impl Tries<'_> {
                 Err(TryError::Upstream(
                     UpstreamError::Request { .. } | UpstreamError::Protocol(_),
                 )) => Outcome::Reset,
-                // Envoy does not retry a circuit breaker's overflow.
-                Err(TryError::Upstream(UpstreamError::Overflow)) => return finish(result),
+                // Envoy does not retry a circuit breaker's overflow, nor
+                // blame the host for a client's failed body.
+                Err(TryError::Upstream(
+                    UpstreamError::Overflow | UpstreamError::DownstreamBody,
+                )) => return finish(result),
             };
             self.cluster.report(addr, health(&outcome));
             let Some(policy) = self.policy.filter(|p| p.retries(&outcome)) else {
@@ -391,6 +394,7 @@ pub(super) fn finish(
             ProxyError::ConnectionTermination(error)
         }
         TryError::Upstream(UpstreamError::Protocol(error)) => ProxyError::UpstreamProtocol(error),
+        TryError::Upstream(UpstreamError::DownstreamBody) => ProxyError::DownstreamBody,
         TryError::Upstream(UpstreamError::Overflow) => ProxyError::Overflow,
     })
 }

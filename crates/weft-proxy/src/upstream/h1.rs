@@ -41,11 +41,12 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Why an exchange failed.
 #[derive(Debug)]
 pub(crate) enum Error {
+    /// The connection failed before any byte of a response came back.
     Io(io::Error),
+    /// The connection failed after an interim (1xx) response.
+    Broken(io::Error),
     /// The upstream closed the connection before a whole response head.
-    Closed {
-        got_bytes: bool,
-    },
+    Closed { got_bytes: bool },
     /// The response (head or body framing) broke HTTP/1.1.
     Protocol(&'static str),
     /// Reading the request body from the client failed.
@@ -55,7 +56,7 @@ pub(crate) enum Error {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::Io(e) => write!(f, "upstream connection: {e}"),
+            Error::Io(e) | Error::Broken(e) => write!(f, "upstream connection: {e}"),
             Error::Closed { .. } => f.write_str("upstream closed the connection before a response"),
             Error::Protocol(what) => write!(f, "upstream response: {what}"),
             Error::RequestBody(e) => write!(f, "request body: {e}"),
@@ -78,7 +79,7 @@ impl Error {
         match self {
             Error::Io(_) => true,
             Error::Closed { got_bytes } => !got_bytes,
-            Error::Protocol(_) | Error::RequestBody(_) => false,
+            Error::Broken(_) | Error::Protocol(_) | Error::RequestBody(_) => false,
         }
     }
 }
@@ -146,12 +147,37 @@ impl Codec {
         parts: &http::request::Parts,
         body: UpBody,
     ) -> Result<Head, Error> {
-        self.write_request(parts, body).await?;
+        let failed = match self.write_request(parts, body).await {
+            Ok(()) => None,
+            Err(e @ (Error::RequestBody(_) | Error::Protocol(_))) => return Err(e),
+            Err(e) => Some(e),
+        };
+        let mut interim = false;
         loop {
-            let head = self.read_head(&parts.method).await?;
+            let head = match self.read_head(&parts.method).await {
+                // An upstream that answered (early, a 413 say) and closed
+                // while the request was still being written: its answer,
+                // if it came whole, goes back, on a connection not kept.
+                Ok(mut head) => {
+                    head.keep_alive &= failed.is_none();
+                    head
+                }
+                Err(e) => {
+                    return Err(match (failed, e) {
+                        (Some(first), _) => first,
+                        // A response had begun (1xx): the upstream saw the
+                        // request.
+                        (None, Error::Io(e)) if interim => Error::Broken(e),
+                        (None, Error::Closed { .. }) if interim => {
+                            Error::Closed { got_bytes: true }
+                        }
+                        (None, e) => e,
+                    });
+                }
+            };
             match head.parts.status.as_u16() {
                 101 => return Err(Error::Protocol("101 to a request that asked no upgrade")),
-                100..=199 => continue,
+                100..=199 => interim = true,
                 _ => return Ok(head),
             }
         }
@@ -166,6 +192,7 @@ impl Codec {
         let chunked = length.is_none();
         self.out.clear();
         encode_head(&mut self.out, parts, length);
+        let mut sent = 0u64;
         while !body.is_end_stream() {
             let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
             let frame = match frame.await {
@@ -173,19 +200,25 @@ impl Codec {
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => return Err(Error::RequestBody(e)),
             };
-            match frame.into_data() {
-                Ok(data) => self.put_data(data, chunked).await?,
-                Err(frame) => {
-                    if let (Some(trailers), true) = (frame.trailers_ref(), chunked) {
-                        encode_last_chunk(&mut self.out, trailers);
-                        return self.flush_out().await;
-                    }
-                }
+            // Trailers are not sent upstream over HTTP/1.1 (as hyper's
+            // client did without a `Trailer` header, which is hop-by-hop).
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            sent += data.len() as u64;
+            // A body must be what its head says: more would be a second
+            // request on the connection.
+            if length.is_some_and(|n| sent > n) {
+                return Err(Error::Protocol("request body longer than its length"));
             }
+            self.put_data(data, chunked).await?;
             if !body.is_end_stream() {
                 // Streamed: what has come goes now.
                 self.flush_out().await?;
             }
+        }
+        if length.is_some_and(|n| sent != n) {
+            return Err(Error::Protocol("request body shorter than its length"));
         }
         if chunked {
             self.out.extend_from_slice(b"0\r\n\r\n");
@@ -310,14 +343,6 @@ fn push_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     out.extend_from_slice(name.as_str().as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-fn encode_last_chunk(out: &mut Vec<u8>, trailers: &HeaderMap) {
-    out.extend_from_slice(b"0\r\n");
-    for (name, value) in trailers {
-        push_field(out, name, value);
-    }
     out.extend_from_slice(b"\r\n");
 }
 

@@ -116,8 +116,12 @@ impl Drop for OpenSlot {
         // Idle connections are dropped with the thread's pool too, when
         // the count may be gone already.
         let _ = OPEN.try_with(|o| {
-            if let Some(n) = o.borrow_mut().get_mut(&self.peer) {
+            let mut open = o.borrow_mut();
+            if let Some(n) = open.get_mut(&self.peer) {
                 *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(&self.peer);
+                }
             }
         });
         self.breaker.connection_closed();
@@ -149,6 +153,9 @@ pub(crate) enum UpstreamError {
     },
     /// The response broke HTTP/1.1 (UPE, 502).
     Protocol(BoxError),
+    /// The client's request body failed while it was being sent (DC):
+    /// nothing the upstream did.
+    DownstreamBody,
     Overflow,
 }
 
@@ -260,6 +267,10 @@ async fn send_http1(
     let head = match conn.codec.exchange(parts, body).await {
         Ok(head) => head,
         Err(e @ h1::Error::Protocol(_)) => return Err(UpstreamError::Protocol(Box::new(e))),
+        Err(h1::Error::RequestBody(e)) => {
+            tracing::debug!(error = %e, "reading the request body failed");
+            return Err(UpstreamError::DownstreamBody);
+        }
         Err(e) => {
             // A connection that had served requests and failed before any
             // response was most likely closed idle by the upstream.
