@@ -14,6 +14,7 @@
 
 mod access_log;
 mod admin;
+pub mod cli;
 pub mod compile;
 mod dns;
 mod dns_proxy;

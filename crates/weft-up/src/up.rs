@@ -27,7 +27,8 @@ pub struct UpOptions {
     pub mesh: String,
     pub subnet: u8,
     pub ingress_port: u16,
-    /// The weft binary (for the control plane, proxies and `weft …` apps).
+    /// The weft binary (for the control plane and `weft …` apps); proxies
+    /// run `weft-proxy` from beside it.
     pub exe: PathBuf,
     pub ready_timeout: Duration,
     /// A plugged-in CA (Istio's file layout); None: a self-signed root
@@ -166,7 +167,8 @@ async fn launch(
     net::create_bridge(&plan.bridge, plan.addresses.gateway)?;
     let registry_file = dir.join("registry.json");
     std::fs::write(&registry_file, serde_json::to_vec_pretty(&plan.registry)?)?;
-    let exe = opts.exe.display().to_string();
+    let programs = Programs::beside(&opts.exe);
+    let exe = programs.weft.clone();
     let logs = dir.join("logs");
     let config_dir = state.config_dir.clone().expect("set above");
     let tokens = Tokens::open(dir)?;
@@ -208,10 +210,10 @@ async fn launch(
     state.processes.push(cp);
     state.save(dir)?;
     for pod in &plan.pods {
-        start_pod(plan, pod, &exe, state, dir, &tokens)?;
+        start_pod(plan, pod, &programs, state, dir, &tokens)?;
     }
     let mut argv = proxy_argv(
-        &exe,
+        &programs.proxy,
         plan,
         plan.gateway(),
         &plan.addresses.gateway_admin.to_string(),
@@ -232,6 +234,33 @@ async fn launch(
     state.processes.push(gateway);
     state.save(dir)?;
     wait_ready(plan, opts.ready_timeout, || all_alive(state, &logs)).await
+}
+
+/// The programs a mesh runs: `weft` for its control plane and apps, and
+/// the command its proxies run.
+struct Programs {
+    weft: String,
+    /// `weft-proxy` beside `weft` (the proxy's code alone: an idle sidecar
+    /// maps a third of the pages); where only `weft` was installed,
+    /// `weft proxy`, the same proxy from the all-in-one binary.
+    proxy: Vec<String>,
+}
+
+impl Programs {
+    fn beside(exe: &Path) -> Programs {
+        let weft = exe.display().to_string();
+        let alone = exe.with_file_name("weft-proxy");
+        let proxy = match alone.is_file() {
+            true => vec![alone.display().to_string()],
+            false => {
+                eprintln!(
+                    "note: no weft-proxy beside {weft}: proxies run as `weft proxy` (more memory per proxy)"
+                );
+                vec![weft.clone(), "proxy".into()]
+            }
+        };
+        Programs { weft, proxy }
+    }
 }
 
 /// Every process started must still run: an app that exits at once (a
@@ -271,7 +300,7 @@ fn all_alive(state: &MeshState, logs: &Path) -> anyhow::Result<()> {
 fn start_pod(
     plan: &Plan,
     pod: &Pod,
-    exe: &str,
+    programs: &Programs,
     state: &mut MeshState,
     dir: &Path,
     tokens: &Tokens,
@@ -307,7 +336,7 @@ fn start_pod(
         .expect("every pod is in the registry");
     if workload.proxy == ProxyKind::Gateway {
         let token = tokens.issue(workload, None)?;
-        return start_gateway_pod(plan, pod, workload, exe, state, dir, &token);
+        return start_gateway_pod(plan, pod, workload, &programs.proxy, state, dir, &token);
     }
     let proxyless = workload.proxy == ProxyKind::Proxyless;
     let sidecar = workload.proxy.has_proxy();
@@ -324,7 +353,7 @@ fn start_pod(
         .enumerate()
         .map(|(i, a)| {
             if i == 0 && a == "weft" {
-                exe.to_string()
+                programs.weft.clone()
             } else {
                 a.clone()
             }
@@ -357,7 +386,7 @@ fn start_pod(
         return state.save(dir);
     }
     let token = tokens.issue(workload, Some(crate::capture::PROXY_UID))?;
-    let mut argv = pod_proxy_argv(exe, plan, workload, &token);
+    let mut argv = pod_proxy_argv(&programs.proxy, plan, workload, &token);
     argv.extend([
         "--dns".into(),
         format!("127.0.0.1:{}", crate::capture::DNS_CAPTURE_PORT),
@@ -411,27 +440,26 @@ pub(crate) fn stats_eviction(pod: &weft_registry::WorkloadSpec) -> anyhow::Resul
 /// `proxy_argv` for a pod's own proxy: admin and metrics on the pod's
 /// address, as in a Kubernetes pod.
 fn pod_proxy_argv(
-    exe: &str,
+    proxy: &[String],
     plan: &Plan,
     workload: &weft_registry::Workload,
     token: &Path,
 ) -> Vec<String> {
-    let mut argv = proxy_argv(exe, plan, workload, "0.0.0.0:15000", token);
+    let mut argv = proxy_argv(proxy, plan, workload, "0.0.0.0:15000", token);
     argv.extend(["--prometheus".into(), format!("0.0.0.0:{PROMETHEUS_PORT}")]);
     argv
 }
 
-/// `weft proxy` for `workload`, fed by the mesh's control plane.
+/// The proxy for `workload`, fed by the mesh's control plane.
 fn proxy_argv(
-    exe: &str,
+    proxy: &[String],
     plan: &Plan,
     workload: &weft_registry::Workload,
     admin: &str,
     token: &Path,
 ) -> Vec<String> {
-    vec![
-        exe.to_string(),
-        "proxy".into(),
+    let mut argv = proxy.to_vec();
+    argv.extend([
         "--xds".into(),
         format!("http://{}", plan.addresses.xds),
         "--node-id".into(),
@@ -442,7 +470,8 @@ fn proxy_argv(
         token.display().to_string(),
         "--metadata".into(),
         crate::bootstrap::node_metadata(workload).to_string(),
-    ]
+    ]);
+    argv
 }
 
 /// A gateway pod (`inject.istio.io/templates: gateway`), such as an egress
@@ -451,14 +480,14 @@ fn start_gateway_pod(
     plan: &Plan,
     pod: &Pod,
     workload: &weft_registry::Workload,
-    exe: &str,
+    proxy: &[String],
     state: &mut MeshState,
     dir: &Path,
     token: &Path,
 ) -> anyhow::Result<()> {
     let gateway = procs::spawn(Launch {
         role: format!("gateway/{}", pod.spec.name),
-        argv: pod_proxy_argv(exe, plan, workload, token),
+        argv: pod_proxy_argv(proxy, plan, workload, token),
         netns: Some(&pod.netns),
         uid: None,
         env: vec![],

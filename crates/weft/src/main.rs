@@ -1,6 +1,7 @@
 //! `weft`: one binary for the whole mesh — CLI (istioctl's role), control
 //! plane, proxy, local mesh runtime and demo apps. This file only parses
-//! arguments and calls into the libraries.
+//! arguments and calls into the libraries. Meshes run their proxies from
+//! `weft-proxy` beside it (`src/bin/weft-proxy.rs`), the proxy alone.
 
 mod api_client;
 mod cmd;
@@ -44,7 +45,7 @@ enum Command {
         #[arg(long)]
         ca_dir: Option<PathBuf>,
         /// Workload certificate lifetime (Istio's default: 24h).
-        #[arg(long, value_parser = duration)]
+        #[arg(long, value_parser = weft_proxy::cli::duration)]
         workload_cert_ttl: Option<std::time::Duration>,
         /// Start an add-on beside the mesh: `prometheus` (Debian's
         /// package) scrapes every proxy as Istio's addon does.
@@ -105,61 +106,16 @@ enum Command {
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
         /// Workload certificate lifetime when a request names none.
-        #[arg(long, default_value = "24h", value_parser = duration)]
+        #[arg(long, default_value = "24h", value_parser = weft_proxy::cli::duration)]
         workload_cert_ttl: std::time::Duration,
         /// The longest workload certificate lifetime granted.
-        #[arg(long, default_value = "2160h", value_parser = duration)]
+        #[arg(long, default_value = "2160h", value_parser = weft_proxy::cli::duration)]
         max_workload_cert_ttl: std::time::Duration,
     },
-    /// Run a proxy (sidecar or gateway) fed by a control plane over ADS.
-    /// Connections run on WEFT_WORKER_THREADS workers (default: one per core).
-    Proxy {
-        /// Control plane xDS address, e.g. http://127.0.0.1:15010
-        #[arg(long)]
-        xds: String,
-        /// Istio-style node id: sidecar~IP~name.namespace~namespace.svc.cluster.local
-        #[arg(long)]
-        node_id: String,
-        #[arg(long, default_value = "127.0.0.1:15000")]
-        admin: SocketAddr,
-        /// Bind listeners that say 0.0.0.0 on this address instead.
-        #[arg(long)]
-        bind_ip: Option<std::net::IpAddr>,
-        /// Serve Istio's DNS proxy here (UDP and TCP), e.g. 127.0.0.1:15053.
-        #[arg(long)]
-        dns: Option<SocketAddr>,
-        /// The mesh CA, e.g. http://127.0.0.1:15010 (default: the xDS
-        /// address, when a token file is given).
-        #[arg(long)]
-        ca: Option<String>,
-        /// The pod token the CA checks (`weft up` writes one per pod).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-        /// Workload certificate lifetime to ask for (default: the CA's).
-        #[arg(long, value_parser = duration)]
-        cert_ttl: Option<std::time::Duration>,
-        /// Istio's node metadata for the workload, as a JSON object
-        /// (`NAME`, `NAMESPACE`, `WORKLOAD_NAME`, `LABELS`, `CLUSTER_ID`,
-        /// `SERVICE_ACCOUNT`, …): what the metrics label this side with.
-        #[arg(long, value_parser = node_metadata)]
-        metadata: Option<weft_proxy::stats::NodeMetadata>,
-        /// Serve Istio's metrics here too (`/stats/prometheus`, Istio's
-        /// 15090), e.g. 0.0.0.0:15090.
-        #[arg(long)]
-        prometheus: Option<SocketAddr>,
-        /// Serve the proxy's and the app's metrics merged here (Istio's
-        /// agent port), e.g. 0.0.0.0:15020.
-        #[arg(long)]
-        merged_metrics: Option<SocketAddr>,
-        /// Where the app serves its own metrics on the pod's loopback, as
-        /// PORT or PORT/path (`prometheus.io/port` and `path`).
-        #[arg(long, requires = "merged_metrics")]
-        app_metrics: Option<weft_proxy::merged::AppMetrics>,
-        /// Drop metric series unused for this long (Istio's
-        /// `sidecar.istio.io/statsEvictionInterval`), e.g. 60s.
-        #[arg(long, value_parser = duration)]
-        stats_eviction_interval: Option<std::time::Duration>,
-    },
+    /// Run a proxy (sidecar or gateway) fed by a control plane over ADS,
+    /// as `weft-proxy` does. Connections run on WEFT_WORKER_THREADS
+    /// workers (default: one per core).
+    Proxy(weft_proxy::cli::ProxyArgs),
     /// Run one of the Bookinfo-like demo services.
     Demo {
         /// productpage, details, reviews, ratings, httpbin, tcp-echo, ext-authz, zipkin, or a boutique service
@@ -189,36 +145,22 @@ enum CreateKind {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    // A proxy's main thread only follows xDS and serves the admin port: its
-    // connections run on worker threads of their own (WEFT_WORKER_THREADS,
-    // default one per core). Everything else gets tokio's usual runtime.
-    let mut builder = match cli.command {
-        Command::Proxy { .. } => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
+    weft_proxy::cli::init_logging();
+    let command = match cli.command {
+        Command::Proxy(args) => return weft_proxy::cli::main(args),
+        command => command,
     };
-    let runtime = builder.enable_all().build().expect("tokio runtime");
-    match runtime.block_on(run(cli.command)) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// WEFT_WORKER_THREADS, else one per core.
-fn worker_threads() -> usize {
-    std::env::var("WEFT_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
@@ -291,45 +233,7 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             })
             .await?;
         }
-        Command::Proxy {
-            xds,
-            node_id,
-            admin,
-            bind_ip,
-            dns,
-            ca,
-            token_file,
-            cert_ttl,
-            metadata,
-            prometheus,
-            merged_metrics,
-            app_metrics,
-            stats_eviction_interval,
-        } => {
-            let ca = match (ca, &token_file) {
-                (None, None) => None,
-                (address, _) => Some(weft_proxy::CaClient {
-                    address: address.unwrap_or_else(|| xds.clone()),
-                    token_file,
-                    ttl: cert_ttl,
-                }),
-            };
-            weft_proxy::run(weft_proxy::ProxyOptions {
-                xds_address: xds,
-                node_id,
-                admin,
-                bind_ip,
-                dns,
-                ca,
-                workers: worker_threads(),
-                metadata: metadata.unwrap_or_default(),
-                prometheus,
-                merged_metrics,
-                app_metrics,
-                stats_eviction: stats_eviction_interval,
-            })
-            .await?;
-        }
+        Command::Proxy(_) => unreachable!("run by main on its own runtime"),
         Command::Demo {
             service,
             version,
@@ -345,21 +249,6 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A duration in Istio's syntax (`24h`, `90s`, `1.5m`).
-fn duration(text: &str) -> Result<std::time::Duration, String> {
-    weft_config::networking::common::parse_duration(text)
-        .ok_or_else(|| format!("{text:?} is not a duration (e.g. 24h, 90s)"))
-}
-
-/// `--metadata`: a JSON object.
-fn node_metadata(text: &str) -> Result<weft_proxy::stats::NodeMetadata, String> {
-    match serde_json::from_str(text) {
-        Ok(serde_json::Value::Object(m)) => Ok(weft_proxy::stats::NodeMetadata(m)),
-        Ok(_) => Err("node metadata must be a JSON object".into()),
-        Err(e) => Err(format!("node metadata is not JSON: {e}")),
-    }
 }
 
 /// `weft up --with`.

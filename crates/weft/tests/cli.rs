@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+const WEFT_PROXY: &str = env!("CARGO_BIN_EXE_weft-proxy");
 
 fn example() -> PathBuf {
     Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
@@ -210,4 +211,36 @@ fn get_reads_files_offline() {
         .unwrap();
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown kind \"nosuchkind\""));
+}
+
+/// `weft-proxy` and `weft proxy` take the same arguments and refuse bad
+/// ones with the same words, before connecting anywhere.
+#[test]
+fn the_proxy_binary_takes_weft_proxys_arguments() {
+    let bad = [
+        "--xds",
+        "http://127.0.0.1:1",
+        "--node-id",
+        "sidecar~x",
+        "--metadata",
+        "[1]",
+    ];
+    let alone = Command::new(WEFT_PROXY).args(bad).output().unwrap();
+    let mut argv = vec!["proxy"];
+    argv.extend(bad);
+    let inside = Command::new(WEFT).args(argv).output().unwrap();
+    for out in [&alone, &inside] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("node metadata must be a JSON object"),
+            "{stderr}"
+        );
+    }
+    let help = Command::new(WEFT_PROXY).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--node-id") && help.contains("--token-file"),
+        "{help}"
+    );
 }

@@ -68,6 +68,7 @@ fn bookinfo_routing_end_to_end() {
         "the running mesh analyzes clean: {report}"
     );
 
+    proxies_run_the_proxy_binary(&mesh);
     shift_all_to_v3_without_errors(&mesh, &page);
     trace_headers_follow_the_chain(&page);
     header_routing(&mesh, &page);
@@ -524,6 +525,27 @@ fn dead_upstreams_get_response_flags(mesh: &Mesh) {
         Duration::from_secs(3),
         || mesh.log("ratings-v1.sidecar.log").contains("\" 503 UF "),
     );
+}
+
+/// Sidecars and the gateway run `weft-proxy`, the proxy alone (an idle
+/// proxy's memory is mostly the code pages it maps).
+fn proxies_run_the_proxy_binary(mesh: &Mesh) {
+    let state = std::fs::read_to_string(format!("/run/weft/{}/state.json", mesh.name)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let mut proxies = 0;
+    for p in v["processes"].as_array().unwrap() {
+        let role = p["role"].as_str().unwrap();
+        if !(role.starts_with("sidecar/") || role == "ingress-gateway") {
+            continue;
+        }
+        let exe = std::fs::read_link(format!("/proc/{}/exe", p["pid"])).unwrap();
+        assert!(
+            exe.ends_with("weft-proxy"),
+            "{role} runs {exe:?}, not weft-proxy"
+        );
+        proxies += 1;
+    }
+    assert!(proxies > 6, "sidecars and the gateway: {proxies}");
 }
 
 fn app_roles(mesh: &Mesh) -> Vec<String> {
