@@ -7,6 +7,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
+
+/// gRPC's status, read on every response where metrics or retries look.
+pub(crate) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 use crate::access_log::Entry;
 use crate::compile::{Redirect, RouteCfg};
 use crate::error::ProxyError;
@@ -48,7 +51,7 @@ fn grpc_reply(status: StatusCode, explicit: Option<u32>, message: &str) -> Respo
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     let code = explicit.unwrap_or_else(|| grpc_status_of(status));
-    headers.insert("grpc-status", HeaderValue::from(code));
+    headers.insert(GRPC_STATUS, HeaderValue::from(code));
     if !message.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
             headers.insert("grpc-message", v);

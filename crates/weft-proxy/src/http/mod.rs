@@ -33,7 +33,7 @@ use crate::stats::Reporter;
 use crate::Shared;
 
 pub(crate) use headers::strip_hop_by_hop;
-pub(crate) use local_reply::is_grpc;
+pub(crate) use local_reply::{is_grpc, GRPC_STATUS};
 
 /// Envoy's default `max_request_headers_kb` (60 KiB).
 const MAX_REQUEST_HEAD: usize = 60 * 1024;
@@ -157,54 +157,7 @@ async fn handle(
             None => return local_reply::gone(),
         }
     };
-    let client =
-        chain
-            .forwarding
-            .apply(req.headers_mut(), conn.peer, conn.local, conn.tls.is_some());
-    let mut request_id = headers::request_id(&mut req, client.request_id);
-    let trace = chain.trace.as_ref().map(|cfg| {
-        crate::trace::Active::start(
-            cfg,
-            &shared.tracer,
-            &mut req,
-            &mut request_id,
-            conn.tls.is_some(),
-        )
-    });
-    let own = (chain.xfcc.action != xfcc::Action::AlwaysForwardOnly || chain.stats.is_some())
-        .then(|| shared.identity.spiffe_id())
-        .flatten();
-    if chain.xfcc.action != xfcc::Action::AlwaysForwardOnly {
-        chain.xfcc.apply(&mut req, conn, own.as_deref());
-    }
-    let grpc = is_grpc(req.headers());
-    if chain.stats.is_none() {
-        // No exchange here: another's metadata goes no further.
-        crate::stats::peer::strip(req.headers_mut());
-    }
-    let mut entry = Entry::for_request(&req, conn, request_id);
-    if client.remote != conn.peer {
-        entry.downstream = Some(client.remote);
-        entry.downstream_direct = Some(conn.peer);
-    }
-    if let Some(logs) = &chain.logs {
-        entry.request_headers = capture(&logs.wanted.request, req.headers());
-    }
-    let recorder = chain.stats.as_ref().map(|cfg| {
-        let mut seen = observe(&mut req, cfg, grpc);
-        if cfg.reporter == Reporter::Source {
-            seen.exchange = Some(shared.stats.own.clone());
-        }
-        seen.destination_port = conn.destination.port();
-        entry.observed = Some(seen);
-        Recorder {
-            stats: shared.stats.clone(),
-            cfg: cfg.clone(),
-            own_principal: own.map(Into::into),
-        }
-    });
-    entry.trace = trace.map(Box::new);
-    let mut record = Record::new(entry, recorder, chain.logs.clone(), shared.recent.clone());
+    let (mut record, grpc) = begin(&mut req, conn, chain, shared);
     let mut response = match process(req, conn, chain, &snapshot, &mut record.entry).await {
         Ok(r) => r,
         Err(e) => local_reply::error(&e, &mut record.entry, grpc),
@@ -224,6 +177,67 @@ async fn handle(
     }
     // The record is written when the response body ends.
     response.map(|body| Body::new(Counted::new(body, record)))
+}
+
+/// The request's arrival: the forwarding headers, its id and trace, and
+/// the record its access log and metrics are written from. A function of
+/// its own, not part of `handle`'s future, so the entry is held once in
+/// that future (inside the record), not twice.
+fn begin(
+    req: &mut Request<Incoming>,
+    conn: &Connection,
+    chain: &Chain,
+    shared: &Shared,
+) -> (Record, bool) {
+    let client =
+        chain
+            .forwarding
+            .apply(req.headers_mut(), conn.peer, conn.local, conn.tls.is_some());
+    let mut request_id = headers::request_id(req, client.request_id);
+    let trace = chain.trace.as_ref().map(|cfg| {
+        crate::trace::Active::start(
+            cfg,
+            &shared.tracer,
+            req,
+            &mut request_id,
+            conn.tls.is_some(),
+        )
+    });
+    let own = (chain.xfcc.action != xfcc::Action::AlwaysForwardOnly || chain.stats.is_some())
+        .then(|| shared.identity.spiffe_id())
+        .flatten();
+    if chain.xfcc.action != xfcc::Action::AlwaysForwardOnly {
+        chain.xfcc.apply(req, conn, own.as_deref());
+    }
+    let grpc = is_grpc(req.headers());
+    if chain.stats.is_none() {
+        // No exchange here: another's metadata goes no further.
+        crate::stats::peer::strip(req.headers_mut());
+    }
+    let mut entry = Entry::for_request(req, conn, request_id);
+    if client.remote != conn.peer {
+        entry.downstream = Some(client.remote);
+        entry.downstream_direct = Some(conn.peer);
+    }
+    if let Some(logs) = &chain.logs {
+        entry.request_headers = capture(&logs.wanted.request, req.headers());
+    }
+    let recorder = chain.stats.as_ref().map(|cfg| {
+        let mut seen = observe(req, cfg, grpc);
+        if cfg.reporter == Reporter::Source {
+            seen.exchange = Some(shared.stats.own.clone());
+        }
+        seen.destination_port = conn.destination.port();
+        entry.observed = Some(seen);
+        Recorder {
+            stats: shared.stats.clone(),
+            cfg: cfg.clone(),
+            own_principal: own.map(Into::into),
+        }
+    });
+    entry.trace = trace.map(Box::new);
+    let record = Record::new(entry, recorder, chain.logs.clone(), shared.recent.clone());
+    (record, grpc)
 }
 
 /// What the metrics learn of a request as it arrives; on the server's

@@ -198,7 +198,7 @@ impl RetryPolicy {
     /// gRPC conditions read the `grpc-status` of a trailers-only response.
     fn grpc_retries(&self, headers: &HeaderMap) -> bool {
         let Some(code) = headers
-            .get("grpc-status")
+            .get(crate::http::GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u8>().ok())
         else {

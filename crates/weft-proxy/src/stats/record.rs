@@ -306,7 +306,7 @@ pub(crate) fn header_bytes(headers: &HeaderMap) -> u64 {
 /// gRPC's status in a header block (a trailers-only reply or trailers).
 pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<u32> {
     headers
-        .get("grpc-status")?
+        .get(crate::http::GRPC_STATUS)?
         .to_str()
         .ok()?
         .trim()

@@ -308,9 +308,10 @@ async fn grpc_export(
         .body(Full::new(Bytes::from(framed)))?;
     let resp = sender.send_request(req).await?;
     let status = resp.status();
-    let early = resp.headers().get("grpc-status").cloned();
+    let early = resp.headers().get(crate::http::GRPC_STATUS).cloned();
     let collected = resp.into_body().collect().await?;
-    let grpc_status = early.or_else(|| collected.trailers()?.get("grpc-status").cloned());
+    let grpc_status =
+        early.or_else(|| collected.trailers()?.get(crate::http::GRPC_STATUS).cloned());
     match grpc_status.as_ref().map(|v| v.as_bytes()) {
         Some(b"0") => Ok(status),
         Some(code) => anyhow::bail!("grpc-status {}", String::from_utf8_lossy(code)),
