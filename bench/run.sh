@@ -14,6 +14,12 @@
 # into FILE (read it with `perf report -i FILE`). With ONLY=http1, only the
 # HTTP/1.1 table is measured (for profiling one change at a time); with
 # WEFT_BIN=PATH, that weft binary is measured instead of a fresh build.
+# With CALLGRIND=N, the proxies run under valgrind's callgrind and, instead
+# of the tables, the run counts the user-space instructions each spends
+# per request over N HTTP/1.1 requests (h2load, 8 connections): the same
+# count for the same build every time, however busy the machine (the
+# kernel's share, the same socket work for every proxy, is not counted);
+# CALLGRIND_OUT=DIR keeps callgrind's files for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -23,8 +29,17 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
 # WEFT_BIN=PATH measures that build instead (A/B runs of two builds).
 if [ -z "${WEFT_BIN:-}" ]; then cargo build --release -q -p weft; fi
 WEFT="${WEFT_BIN:-$CARGO_TARGET_DIR/release/weft}"
+# Gateways run weft-proxy from beside weft, as meshes do (a saved build
+# without one runs `weft proxy`: the same proxy).
+PROXY=("$(dirname "$WEFT")/weft-proxy")
+[ -x "${PROXY[0]}" ] || PROXY=("$WEFT" proxy)
 
 WORK=$(mktemp -d /tmp/weft-bench.XXXXXX)
+UNDER=()
+if [ -n "${CALLGRIND:-}" ]; then
+  mkdir "$WORK/cg"
+  UNDER=(valgrind --tool=callgrind --callgrind-out-file="$WORK/cg/%p")
+fi
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -55,7 +70,15 @@ http {
   $2
 }
 NGINX
-  nginx -c "$WORK/$1/nginx.conf" -p "$WORK/$1"
+  if [ "$1" = proxy ] && [ -n "${CALLGRIND:-}" ]; then
+    # One process in the foreground, which callgrind_control can reach
+    # (it does not see a daemon's forked worker).
+    "${UNDER[@]}" nginx -c "$WORK/$1/nginx.conf" -p "$WORK/$1" -g "master_process off; daemon off;" 2>/dev/null &
+    PIDS+=($!)
+    NGINX_PROXY_PID=$!
+  else
+    nginx -c "$WORK/$1/nginx.conf" -p "$WORK/$1"
+  fi
 }
 nginx_conf upstream "server { listen 127.0.0.1:$UP; location / { return 200 \"hello from the upstream\\n\"; } }
   server { listen 127.0.0.1:$UP_H2 http2; keepalive_requests 100000000; location / { return 200 \"hello from the upstream\\n\"; } }"
@@ -100,7 +123,7 @@ frontend fe_grpc
 backend be_grpc
   server grpc_origin 127.0.0.1:$UP_GRPC proto h2
 HAPROXY
-haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
+"${UNDER[@]}" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
 HAPROXY_PID=$!
 
@@ -119,7 +142,8 @@ cat > "$WORK/registry.json" <<JSON
   {"name":"origin","namespace":"default","labels":{"app":"origin"},"service_account":"default","ip":"127.0.0.1","ports":[{"containerPort":$UP}],"proxy":"nosidecar"},
   {"name":"grpc-origin","namespace":"default","labels":{"app":"grpc-origin"},"service_account":"default","ip":"127.0.0.1","ports":[{"containerPort":$UP_GRPC}],"proxy":"nosidecar"},
   {"name":"bench-gateway","namespace":"default","labels":{"istio":"ingressgateway"},"service_account":"default","ip":"127.0.0.2","ports":[{"containerPort":$WEFT_PORT}],"proxy":"gateway"},
-  {"name":"bench-gateway-nostats","namespace":"default","labels":{"istio":"ingressgateway","stats":"off"},"service_account":"default","ip":"127.0.0.3","ports":[{"containerPort":$WEFT_PORT}],"proxy":"gateway"}]}
+  {"name":"bench-gateway-nostats","namespace":"default","labels":{"istio":"ingressgateway","stats":"off"},"service_account":"default","ip":"127.0.0.3","ports":[{"containerPort":$WEFT_PORT}],"proxy":"gateway"},
+  {"name":"bench-gateway-policy","namespace":"default","labels":{"istio":"ingressgateway","policy":"on"},"service_account":"default","ip":"127.0.0.4","ports":[{"containerPort":$WEFT_PORT}],"proxy":"gateway"}]}
 JSON
 # Istio's demo profile: every proxy writes Istio's access-log line to its
 # standard output (here /dev/null), as issue 11 measures.
@@ -151,7 +175,8 @@ spec:
   - match: [{uri: {prefix: /hipstershop.}}]
     route:
     - destination: {host: grpc-origin, port: {number: $UP_GRPC}}
-  # The second Weft row: a route as a resilience course writes it.
+  # The policy row: a route as a resilience course writes it, served by a
+  # gateway that also enforces an AuthorizationPolicy (below).
   - match: [{uri: {prefix: /policy}}]
     timeout: 5s
     retries: {attempts: 2, perTryTimeout: 2s, retryOn: "5xx,connect-failure"}
@@ -161,6 +186,17 @@ spec:
     - destination: {host: origin, port: {number: $UP}}
   - route:
     - destination: {host: origin, port: {number: $UP}}
+---
+# The policy row's gateway allows only what the route serves.
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: bench-allow}
+spec:
+  selector: {matchLabels: {policy: "on"}}
+  action: ALLOW
+  rules:
+  - to: [{operation: {methods: [GET, HEAD], paths: [/policy*]}}]
+    when: [{key: "request.headers[user-agent]", notValues: [blocked]}]
 ---
 # The same gateway without Istio's metrics (the stats-off row).
 apiVersion: telemetry.istio.io/v1
@@ -176,21 +212,63 @@ YAML
 WEFT_LOG=warn "$WEFT" control-plane --config-dir "$WORK/config" --registry "$WORK/registry.json" \
   --xds 127.0.0.1:18010 --api 127.0.0.1:18014 2>"$WORK/cp.log" &
 PIDS+=($!)
-WEFT_LOG=warn WEFT_WORKER_THREADS=1 "$WEFT" proxy --xds http://127.0.0.1:18010 \
+WEFT_LOG=warn WEFT_WORKER_THREADS=1 "${UNDER[@]}" "${PROXY[@]}" --xds http://127.0.0.1:18010 \
   --node-id "router~127.0.0.2~bench-gateway.default~default.svc.cluster.local" \
   --admin 127.0.0.1:18015 --bind-ip 127.0.0.1 >/dev/null 2>"$WORK/proxy.log" &
 PIDS+=($!)
 WEFT_PROXY_PID=$!
-WEFT_LOG=warn WEFT_WORKER_THREADS=1 "$WEFT" proxy --xds http://127.0.0.1:18010 \
+WEFT_LOG=warn WEFT_WORKER_THREADS=1 "${UNDER[@]}" "${PROXY[@]}" --xds http://127.0.0.1:18010 \
   --node-id "router~127.0.0.3~bench-gateway-nostats.default~default.svc.cluster.local" \
   --admin 127.0.0.1:18016 --bind-ip 127.0.0.3 >/dev/null 2>"$WORK/proxy-nostats.log" &
 PIDS+=($!)
 WEFT_NOSTATS_PID=$!
+WEFT_LOG=warn WEFT_WORKER_THREADS=1 "${UNDER[@]}" "${PROXY[@]}" --xds http://127.0.0.1:18010 \
+  --node-id "router~127.0.0.4~bench-gateway-policy.default~default.svc.cluster.local" \
+  --admin 127.0.0.1:18017 --bind-ip 127.0.0.4 >/dev/null 2>"$WORK/proxy-policy.log" &
+PIDS+=($!)
+WEFT_POLICY_PID=$!
 
-for target in 127.0.0.1:$UP 127.0.0.1:$WEFT_PORT 127.0.0.3:$WEFT_PORT 127.0.0.1:$NGINX_PORT 127.0.0.1:$HAPROXY_PORT; do
-  for _ in $(seq 100); do curl -sf "http://$target/" >/dev/null && break; sleep 0.1; done
-  curl -sf "http://$target/" >/dev/null || { echo "nothing answers on $target"; cat "$WORK"/*.log; exit 1; }
+for target in 127.0.0.1:$UP/ 127.0.0.1:$WEFT_PORT/ 127.0.0.3:$WEFT_PORT/ 127.0.0.4:$WEFT_PORT/policy 127.0.0.1:$NGINX_PORT/ 127.0.0.1:$HAPROXY_PORT/; do
+  for _ in $(seq 600); do curl -sf "http://$target" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://$target" >/dev/null || { echo "nothing answers on $target"; cat "$WORK"/*.log; exit 1; }
 done
+# The policy is in force: what it does not allow is denied.
+DENIED=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.4:$WEFT_PORT/")
+[ "$DENIED" = 403 ] ||
+  { echo "the policy row's AuthorizationPolicy is not in force: GET / got $DENIED, not 403"; cat "$WORK"/cp.log "$WORK"/proxy-policy.log; exit 1; }
+
+# nginx's work is done by its worker, the master's one child.
+nginx_worker() { pgrep -P "$(cat "$WORK/$1.pid")" | head -1; }
+
+if [ -n "${CALLGRIND:-}" ]; then
+  declare -A IR
+  # Instructions per request: counters zeroed after a warm-up, N requests,
+  # then callgrind dumps what the process ran since.
+  count() { # name port path host pid
+    local url="http://$4:$2$3" out
+    h2load --h1 -n 2000 -c 8 "$url" >/dev/null
+    callgrind_control -z "$5" >/dev/null
+    out=$(h2load --h1 -n "$CALLGRIND" -c 8 "$url")
+    grep -q " $CALLGRIND succeeded" <<<"$out" || { echo "$1: not every request succeeded"; echo "$out"; exit 1; }
+    callgrind_control -d "$5" >/dev/null
+    IR[$1]=$(awk '/^totals:/ {print $2}' "$(ls -t "$WORK/cg/$5"* | head -1)")
+  }
+  count weft $WEFT_PORT / 127.0.0.1 "$WEFT_PROXY_PID"
+  count weft-policy $WEFT_PORT /policy 127.0.0.4 "$WEFT_POLICY_PID"
+  count weft-nostats $WEFT_PORT / 127.0.0.3 "$WEFT_NOSTATS_PID"
+  count nginx $NGINX_PORT / 127.0.0.1 "$NGINX_PROXY_PID"
+  count haproxy $HAPROXY_PORT / 127.0.0.1 "$HAPROXY_PID"
+  echo
+  echo "user-space instructions per request (callgrind), $CALLGRIND HTTP/1.1 requests over 8 connections"
+  printf '%-12s %14s %10s\n' path instr/req vs_nginx
+  for name in weft weft-policy weft-nostats nginx haproxy; do
+    printf '%-12s %14.0f %10s\n' "$name" "$(awk -v a="${IR[$name]}" -v n="$CALLGRIND" 'BEGIN{print a/n}')" \
+      "$(awk -v a="${IR[$name]}" -v b="${IR[nginx]}" 'BEGIN{printf "%.2f", a/b}')"
+  done
+  # CALLGRIND_OUT=DIR keeps the counts, for callgrind_annotate.
+  [ -n "${CALLGRIND_OUT:-}" ] && mkdir -p "$CALLGRIND_OUT" && cp "$WORK"/cg/* "$CALLGRIND_OUT"/
+  exit 0
+fi
 
 # wrk prints "Requests/sec: N" and, with --latency, "50% 1.2ms" lines.
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.3f", v }'; }
@@ -212,8 +290,6 @@ measure() {
   P50[$name]=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
   P99[$name]=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
 }
-# nginx's work is done by its worker, the master's one child.
-nginx_worker() { pgrep -P "$(cat "$WORK/$1.pid")" | head -1; }
 measure direct $UP / 127.0.0.1 "$(nginx_worker upstream)"
 if [ -n "${PROFILE:-}" ]; then
   perf record --call-graph "${PROFILE_CALLGRAPH:-fp}" -o "$PROFILE" -p "$WEFT_PROXY_PID" -- sleep $((DURATION * 2)) 2>/dev/null &
@@ -221,7 +297,7 @@ if [ -n "${PROFILE:-}" ]; then
 fi
 measure weft $WEFT_PORT / 127.0.0.1 "$WEFT_PROXY_PID"
 [ -n "${PROFILE:-}" ] && wait "$PERF_PID"
-measure weft-policy $WEFT_PORT /policy 127.0.0.1 "$WEFT_PROXY_PID"
+measure weft-policy $WEFT_PORT /policy 127.0.0.4 "$WEFT_POLICY_PID"
 measure weft-nostats $WEFT_PORT / 127.0.0.3 "$WEFT_NOSTATS_PID"
 measure nginx $NGINX_PORT / 127.0.0.1 "$(nginx_worker proxy)"
 measure haproxy $HAPROXY_PORT / 127.0.0.1 "$HAPROXY_PID"
@@ -236,7 +312,7 @@ for name in direct weft weft-policy weft-nostats nginx haproxy; do
     "${CPU[$name]}" "$(awk -v a="${CPU[$name]}" -v b="${CPU[nginx]}" 'BEGIN{printf "%.2f", a/b}')"
 done
 echo "cpu_us/req: CPU time of the serving process per request (direct: the upstream's)"
-echo "weft-policy (timeout, retries, a header set, a 0% fault) vs the plain route: $(awk -v a="${RPS[weft-policy]}" -v b="${RPS[weft]}" 'BEGIN{printf "%.2f", a/b}')"
+echo "weft-policy (timeout, retries, a header set, a 0% fault, an AuthorizationPolicy) vs the plain route: $(awk -v a="${RPS[weft-policy]}" -v b="${RPS[weft]}" 'BEGIN{printf "%.2f", a/b}')"
 echo "Istio's metrics on vs off (weft vs weft-nostats): $(awk -v a="${RPS[weft]}" -v b="${RPS[weft-nostats]}" 'BEGIN{printf "%.2f", a/b}')"
 [ "${ONLY:-}" = http1 ] && exit 0
 
