@@ -241,7 +241,7 @@ async fn launch(
 struct Programs {
     weft: String,
     /// `weft-proxy` beside `weft` (the proxy's code alone: an idle sidecar
-    /// maps a third of the pages); where only `weft` was installed,
+    /// holds a third less memory); where only `weft` was installed,
     /// `weft proxy`, the same proxy from the all-in-one binary.
     proxy: Vec<String>,
 }

@@ -7,12 +7,12 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
-
-/// gRPC's status, read on every response where metrics or retries look.
-pub(crate) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 use crate::access_log::Entry;
 use crate::compile::{Redirect, RouteCfg};
 use crate::error::ProxyError;
+
+/// gRPC's status, read on every response where metrics or retries look.
+pub(crate) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
 fn reply(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut resp = Response::new(Full::new(body).map_err(|e| match e {}).boxed());
