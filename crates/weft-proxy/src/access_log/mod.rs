@@ -161,11 +161,12 @@ impl Entry {
     pub fn for_request<B>(req: &Request<B>, conn: &Connection, request_id: String) -> Entry {
         Entry {
             start: Some(SystemTime::now()),
-            method: req.method().to_string(),
+            // `as_str`, not `to_string`: no formatting machinery per request.
+            method: req.method().as_str().to_owned(),
             path: req
                 .uri()
                 .path_and_query()
-                .map(|p| p.to_string())
+                .map(|p| p.as_str().to_owned())
                 .unwrap_or_default(),
             protocol: match req.version() {
                 http::Version::HTTP_2 => "HTTP/2",

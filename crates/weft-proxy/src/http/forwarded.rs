@@ -36,28 +36,29 @@ const EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-a
 
 /// Headers only an internal request may bring (Envoy's
 /// `cleanInternalHeaders`).
-const INTERNAL_ONLY: [&str; 14] = [
-    "x-envoy-retriable-status-codes",
-    "x-envoy-retriable-header-names",
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-max-retries",
-    "x-envoy-upstream-alt-stat-name",
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-upstream-rq-timeout-alt-response",
-    "x-envoy-expected-rq-timeout-ms",
-    "x-envoy-force-trace",
-    "x-envoy-ip-tags",
-    "x-envoy-original-url",
-    "x-envoy-hedge-on-per-try-timeout",
+const INTERNAL_ONLY: [HeaderName; 15] = [
+    INTERNAL,
+    HeaderName::from_static("x-envoy-retriable-status-codes"),
+    HeaderName::from_static("x-envoy-retriable-header-names"),
+    HeaderName::from_static("x-envoy-retry-on"),
+    HeaderName::from_static("x-envoy-retry-grpc-on"),
+    HeaderName::from_static("x-envoy-max-retries"),
+    HeaderName::from_static("x-envoy-upstream-alt-stat-name"),
+    HeaderName::from_static("x-envoy-upstream-rq-timeout-ms"),
+    HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms"),
+    HeaderName::from_static("x-envoy-upstream-rq-timeout-alt-response"),
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
+    HeaderName::from_static("x-envoy-force-trace"),
+    HeaderName::from_static("x-envoy-ip-tags"),
+    HeaderName::from_static("x-envoy-original-url"),
+    HeaderName::from_static("x-envoy-hedge-on-per-try-timeout"),
 ];
 
 /// Headers that describe a caller inside the mesh, dropped at the edge.
-const EDGE_ONLY: [&str; 3] = [
-    "x-envoy-decorator-operation",
-    "x-envoy-downstream-service-cluster",
-    "x-envoy-downstream-service-node",
+const EDGE_ONLY: [HeaderName; 3] = [
+    HeaderName::from_static("x-envoy-decorator-operation"),
+    HeaderName::from_static("x-envoy-downstream-service-cluster"),
+    HeaderName::from_static("x-envoy-downstream-service-node"),
 ];
 
 #[derive(Debug, Default, Serialize)]
@@ -139,15 +140,15 @@ impl Forwarding {
                 append_xff(headers, hop.ip());
             }
             if self.trusted_hops == 0 || !headers.contains_key(&XFP) {
-                headers.insert(XFP, scheme.clone());
+                headers.insert(XFP, scheme);
             }
             (trusted, single)
         } else {
+            if !headers.contains_key(&XFP) {
+                headers.insert(XFP, scheme);
+            }
             from_xff(headers, self.trusted_hops)
         };
-        if !headers.contains_key(&XFP) {
-            headers.insert(XFP, scheme);
-        }
         // At the edge the peer stands in for a client XFF did not name
         // before the internal check; elsewhere only XFF can make it.
         let judged = match self.use_remote_address {
@@ -240,14 +241,9 @@ fn clean_internal(headers: &mut HeaderMap, edge: bool) {
     }
     // `x-envoy-external-address` stays: the edge wrote it for the
     // services behind.
-    headers.remove(&INTERNAL);
-    for h in INTERNAL_ONLY {
-        headers.remove(h);
-    }
+    super::remove_all(headers, &INTERNAL_ONLY);
     if edge {
-        for h in EDGE_ONLY {
-            headers.remove(h);
-        }
+        super::remove_all(headers, &EDGE_ONLY);
     }
 }
 

@@ -32,7 +32,7 @@ use crate::stats::record::{grpc_status, header_bytes, Counted, Observed, Recorde
 use crate::stats::Reporter;
 use crate::Shared;
 
-pub(crate) use headers::strip_hop_by_hop;
+pub(crate) use headers::{remove_all, strip_hop_by_hop};
 pub(crate) use local_reply::{is_grpc, GRPC_STATUS};
 
 /// Envoy's default `max_request_headers_kb` (60 KiB).
@@ -118,7 +118,9 @@ pub(crate) async fn serve<S>(sock: S, conn: Connection, chain: Chain, shared: Ar
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = Arc::new(conn);
+    // Shared by the connection's requests: one count each, not one per
+    // field of the chain.
+    let (conn, chain) = (Arc::new(conn), Arc::new(chain));
     let service = service_fn(move |req| {
         let (conn, chain, shared) = (conn.clone(), chain.clone(), shared.clone());
         async move { Ok::<_, Infallible>(handle(req, &conn, &chain, &shared).await) }
@@ -345,6 +347,8 @@ async fn process(
 /// `Upgrade` token), when the connection manager lets that type through.
 fn upgrade_of<'a, B>(req: &'a Request<B>, allowed: &[String]) -> Option<&'a str> {
     use http::header::{CONNECTION, UPGRADE};
+    // Most requests have no `Upgrade`: that one lookup decides.
+    let kind = req.headers().get(UPGRADE)?.to_str().ok()?;
     let asks = req
         .headers()
         .get_all(CONNECTION)
@@ -352,6 +356,5 @@ fn upgrade_of<'a, B>(req: &'a Request<B>, allowed: &[String]) -> Option<&'a str>
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let kind = req.headers().get(UPGRADE)?.to_str().ok()?;
     (asks && allowed.iter().any(|a| a.eq_ignore_ascii_case(kind.trim()))).then_some(kind)
 }

@@ -9,10 +9,11 @@
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::ForwardClientCertDetails as Mode, HttpConnectionManager,
 };
-use http::{HeaderValue, Request};
+use http::{HeaderName, HeaderValue, Request};
 use serde::Serialize;
 
-const HEADER: &str = "x-forwarded-client-cert";
+/// Named once: a `&str` key is parsed on every lookup.
+const HEADER: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub enum Action {
@@ -87,7 +88,7 @@ impl Xfcc {
         } else {
             Vec::new()
         };
-        headers.remove(HEADER);
+        super::remove_all(headers, &[HEADER]);
         let mut value = before.join(",");
         if let (true, Some(p)) = (add, peer) {
             if !value.is_empty() {

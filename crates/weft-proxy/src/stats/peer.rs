@@ -188,6 +188,10 @@ impl NodeMetadata {
 /// Takes the other side's exchange headers off `headers`: the peer they
 /// describe, if they did.
 pub(crate) fn take(headers: &mut HeaderMap) -> Option<Arc<Peer>> {
+    // Only a mesh peer sends them: one pass over the names says so.
+    if !headers.keys().any(|k| k == METADATA || k == METADATA_ID) {
+        return None;
+    }
     headers.remove(METADATA_ID);
     let value = headers.remove(METADATA)?;
     Some(Arc::new(NodeMetadata::from_header(&value)?.peer()))
@@ -195,8 +199,7 @@ pub(crate) fn take(headers: &mut HeaderMap) -> Option<Arc<Peer>> {
 
 /// Takes any exchange headers off `headers`.
 pub(crate) fn strip(headers: &mut HeaderMap) {
-    headers.remove(METADATA);
-    headers.remove(METADATA_ID);
+    crate::http::remove_all(headers, &[METADATA, METADATA_ID]);
 }
 
 /// This proxy's own exchange headers, added to `headers`.
