@@ -58,11 +58,11 @@ pub struct Endpoints {
     /// `tlsMode: istio` on hosts with a sidecar), for the cluster's
     /// transport socket matches.
     #[serde(skip)]
-    pub socket_match: std::collections::HashMap<SocketAddr, Labels>,
+    pub socket_match: rustc_hash::FxHashMap<SocketAddr, Labels>,
     /// Endpoints' `istio.workload` metadata: who serves there, for the
     /// client's metrics when the server's own metadata does not come back.
     #[serde(skip)]
-    pub workloads: std::collections::HashMap<SocketAddr, std::sync::Arc<crate::stats::Peer>>,
+    pub workloads: rustc_hash::FxHashMap<SocketAddr, std::sync::Arc<crate::stats::Peer>>,
 }
 
 /// String fields of a metadata struct.
@@ -92,8 +92,8 @@ impl Endpoints {
     /// health), grouped by locality and sorted by priority.
     pub fn from_assignment(cla: &ClusterLoadAssignment) -> Result<Endpoints, String> {
         let mut groups = Vec::new();
-        let mut socket_match = std::collections::HashMap::new();
-        let mut workloads = std::collections::HashMap::new();
+        let mut socket_match = rustc_hash::FxHashMap::default();
+        let mut workloads = rustc_hash::FxHashMap::default();
         for locality in &cla.endpoints {
             let mut addrs = Vec::new();
             for ep in &locality.lb_endpoints {

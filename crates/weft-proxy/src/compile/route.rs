@@ -1,9 +1,7 @@
 //! Route tables: virtual hosts by domain, routes in order.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,7 +35,7 @@ pub struct RouteTable {
 /// Indexes into `virtual_hosts`.
 #[derive(Debug, Default)]
 struct DomainIndex {
-    exact: HashMap<String, usize>,
+    exact: rustc_hash::FxHashMap<String, usize>,
     /// `*.suffix` domains (stored without the `*`), longest first.
     suffixes: Vec<(String, usize)>,
     /// `prefix.*` domains (stored without the `*`), longest first.
