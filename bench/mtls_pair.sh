@@ -8,6 +8,11 @@
 #     per-request log): p50, p90, p99 latency, and what the pair adds
 #     over the direct path;
 #   - the most it serves (wrk -t1 -c32, keep-alive).
+# The same for nginx as the pair (`nginx-mtls`): an nginx in the client's
+# pod (`proxy_pass https://` with `proxy_ssl_certificate`, verifying the
+# server) and one in the server's pod (`listen ssl`, `ssl_verify_client
+# on`), keep-alive on both hops, ECDSA P-256 certificates as Weft's CA
+# issues: what a pair of well-tuned C proxies costs on this machine.
 # And what the sidecars cost: each sidecar's RSS idle and at the end of
 # the mTLS run at 1000 req/s, their CPU over that run in vCPU per 1000
 # req/s (Istio publishes 0.20 vCPU per sidecar), and the control plane's
@@ -16,6 +21,8 @@
 #
 #   bench/mtls_pair.sh [seconds per run, default 10]
 #
+# WEFT_BIN=PATH runs that build of `weft` (and the `weft-proxy` beside it).
+#
 # With PROFILE=FILE, the client's sidecar is recorded by `perf record`
 # during the mTLS run at 1000 req/s (PROFILE_CALLGRAPH=dwarf for callers).
 set -euo pipefail
@@ -23,14 +30,17 @@ cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 WEFT_BENCH=1 scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
-cargo build --release -q -p weft
-WEFT="$CARGO_TARGET_DIR/release/weft"
+# WEFT_BIN=PATH runs a given build (its `weft-proxy` beside it), as run.sh.
+if [ -z "${WEFT_BIN:-}" ]; then cargo build --release -q -p weft; fi
+WEFT="${WEFT_BIN:-$CARGO_TARGET_DIR/release/weft}"
 NAME=benchmt
 SUBNET=200
 
 WORK=$(mktemp -d /tmp/weft-mtls-bench.XXXXXX)
 UP_PID=""
+NGX_PIDS=()
 cleanup() {
+  for p in "${NGX_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -n "$UP_PID" ] && kill "$UP_PID" 2>/dev/null || true
   "$WEFT" down --name "$NAME" >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -47,20 +57,29 @@ http { access_log off; keepalive_requests 100000000;
   server { listen 8080; location / { return 200 "hello from the server\n"; } } }
 NGINX
 # Each nginx needs its own pid file: one config per server pod.
-for s in plain pair mtls; do
+for s in plain pair mtls ngx; do
   sed "s#\\\$hostname#$s#" "$WORK/nginx.conf" > "$WORK/nginx-$s.conf"
 done
 
 mkdir -p "$WORK/mesh"
-cat > "$WORK/mesh/mesh.yaml" <<YAML
-workloads:
-- name: client-plain
-  labels: {app: client-plain, sidecar.istio.io/inject: "false"}
+# A client pod and a server pod without sidecars (the direct path, and
+# the pods of nginx's pair).
+bare_pods() { # suffix
+  cat <<YAML
+- name: client-$1
+  labels: {app: client-$1, sidecar.istio.io/inject: "false"}
   command: [sleep, infinity]
-- name: server-plain
-  labels: {app: server-plain, sidecar.istio.io/inject: "false"}
-  command: [nginx, -c, $WORK/nginx-plain.conf]
+- name: server-$1
+  labels: {app: server-$1, sidecar.istio.io/inject: "false"}
+  command: [nginx, -c, $WORK/nginx-$1.conf]
   ports: [{containerPort: 8080, name: http}]
+YAML
+}
+{
+echo "workloads:"
+bare_pods plain
+bare_pods ngx
+cat <<YAML
 - name: client
   labels: {app: client}
   serviceAccount: client
@@ -80,6 +99,7 @@ services:
 - {name: server-pair, ports: [{name: http, port: 8080}], selector: {app: server-pair}}
 - {name: server-mtls, ports: [{name: http, port: 8080}], selector: {app: server-mtls}}
 YAML
+} > "$WORK/mesh/mesh.yaml"
 # The plaintext pair: neither side uses mTLS for server-pair.
 cat > "$WORK/mesh/plaintext-pair.yaml" <<YAML
 apiVersion: security.istio.io/v1
@@ -109,6 +129,55 @@ for target in "client-plain server-plain" "client server-pair" "client server-mt
   in_pod "$1" curl -sf -o /dev/null "http://$2:8080/" || { echo "$1 cannot reach $2"; exit 1; }
 done
 
+# The nginx pair: a CA, the server's and the client's certificates, and
+# one nginx in each pod (started here, in the pods' namespaces).
+ngx_certs() {
+  local d="$WORK/pki"; mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=bench-ca -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
+  for who in server client; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$who-ngx" \
+      -keyout "$d/$who.key" -out "$d/$who.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:%s-ngx\n' "$who" > "$d/$who.ext"
+    openssl x509 -req -in "$d/$who.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 2 -extfile "$d/$who.ext" -out "$d/$who.pem" 2>/dev/null
+  done
+}
+pod_ip() { ip -n "weft-$NAME-$1" -4 -o addr show scope global | awk '{split($4, a, "/"); print a[1]; exit}'; }
+ngx_pair() {
+  ngx_certs
+  local d="$WORK/pki" server_ip; server_ip=$(pod_ip server-ngx)
+  cat > "$WORK/ngx-out.conf" <<NGINX
+worker_processes 1; master_process off; daemon off; pid $WORK/ngx-out.pid; error_log stderr;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 100000000;
+  upstream peer { server $server_ip:8443; keepalive 64; keepalive_requests 100000000; }
+  server { listen 127.0.0.1:15001;
+    location / { proxy_pass https://peer; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_certificate $d/client.pem; proxy_ssl_certificate_key $d/client.key;
+      proxy_ssl_trusted_certificate $d/ca.pem; proxy_ssl_verify on; proxy_ssl_name server-ngx;
+      proxy_ssl_session_reuse on; } } }
+NGINX
+  cat > "$WORK/ngx-in.conf" <<NGINX
+worker_processes 1; master_process off; daemon off; pid $WORK/ngx-in.pid; error_log stderr;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 100000000;
+  upstream app { server 127.0.0.1:8080; keepalive 64; keepalive_requests 100000000; }
+  server { listen $server_ip:8443 ssl;
+    ssl_certificate $d/server.pem; ssl_certificate_key $d/server.key;
+    ssl_client_certificate $d/ca.pem; ssl_verify_client on;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGINX
+  # `ip netns exec` execs nginx: $! is nginx's own PID.
+  ip netns exec "weft-$NAME-server-ngx" nginx -c "$WORK/ngx-in.conf" 2>"$WORK/ngx-in.log" &
+  NGX_IN=$!; NGX_PIDS+=("$NGX_IN")
+  ip netns exec "weft-$NAME-client-ngx" nginx -c "$WORK/ngx-out.conf" 2>"$WORK/ngx-out.log" &
+  NGX_OUT=$!; NGX_PIDS+=("$NGX_OUT")
+  for _ in $(seq 50); do in_pod client-ngx curl -sf -o /dev/null http://127.0.0.1:15001/ && return; sleep 0.2; done
+  echo "the nginx pair does not serve:"; cat "$WORK/ngx-in.log" "$WORK/ngx-out.log"; exit 1
+}
+ngx_pair
+
 # The mesh's processes, from weft up's record: a role names each one.
 STATE=/run/weft/$NAME/state.json
 pid_of() { python3 -c 'import json,sys; print(next(p["pid"] for p in json.load(open(sys.argv[1]))["processes"] if p["role"] == sys.argv[2]))' "$STATE" "$1"; }
@@ -127,17 +196,18 @@ IDLE_CLIENT_KB=$(rss_kb "$CLIENT_SC") IDLE_SERVER_KB=$(rss_kb "$SERVER_SC")
 IDLE_CLIENT_ANON=$(anon_kb "$CLIENT_SC") IDLE_SERVER_ANON=$(anon_kb "$SERVER_SC")
 
 declare -A P50 P90 P99 MAX
-fixed_rate() { # name client server
+url() { case $1 in */*) echo "$1" ;; *) echo "http://$1:8080/" ;; esac; }
+fixed_rate() { # name client server-or-URL
   local log="$WORK/$1.h2load.log"
-  in_pod "$2" h2load --h1 -c10 --rps 100 -D 2 "http://$3:8080/" >/dev/null # warm-up
-  in_pod "$2" h2load --h1 -c10 --rps 100 -D "$DURATION" --log-file="$log" "http://$3:8080/" >"$WORK/$1.out"
+  in_pod "$2" h2load --h1 -c10 --rps 100 -D 2 "$(url "$3")" >/dev/null # warm-up
+  in_pod "$2" h2load --h1 -c10 --rps 100 -D "$DURATION" --log-file="$log" "$(url "$3")" >"$WORK/$1.out"
   grep -q " 0 failed" "$WORK/$1.out" || { echo "h2load $1:"; cat "$WORK/$1.out"; exit 1; }
   # The log: start time (µs), status, duration (µs) per request.
   read -r P50[$1] P90[$1] P99[$1] < <(awk '{print $3}' "$log" | sort -n | awk '
     { v[NR] = $1 } END { printf "%.3f %.3f %.3f\n", v[int(NR*0.50)]/1000, v[int(NR*0.90)]/1000, v[int(NR*0.99)]/1000 }')
 }
-max_rate() { # name client server
-  MAX[$1]=$(in_pod "$2" wrk -t1 -c32 -d"${DURATION}s" "http://$3:8080/" | awk '/Requests\/sec/ {print $2}')
+max_rate() { # name client server-or-URL
+  MAX[$1]=$(in_pod "$2" wrk -t1 -c32 -d"${DURATION}s" "$(url "$3")" | awk '/Requests\/sec/ {print $2}')
 }
 fixed_rate direct client-plain server-plain
 "$WEFT" apply --mesh "$NAME" -f "$WORK/mesh/plaintext-pair.yaml" >/dev/null
@@ -156,22 +226,28 @@ VCPU_CLIENT=$(awk -v a="$(cpu_ticks "$CLIENT_SC")" -v b="$T0_CLIENT" -v hz="$(ge
 VCPU_SERVER=$(awk -v a="$(cpu_ticks "$SERVER_SC")" -v b="$T0_SERVER" -v hz="$(getconf CLK_TCK)" -v t0="$T0" -v t1="$T1" 'BEGIN{printf "%.3f", (a-b)/hz/(t1-t0)}')
 LOAD_CLIENT_KB=$(rss_kb "$CLIENT_SC") LOAD_SERVER_KB=$(rss_kb "$SERVER_SC")
 LOAD_CLIENT_ANON=$(anon_kb "$CLIENT_SC") LOAD_SERVER_ANON=$(anon_kb "$SERVER_SC")
+NGX_URL=http://127.0.0.1:15001/
+T0_NGX=$(( $(cpu_ticks "$NGX_OUT") + $(cpu_ticks "$NGX_IN") )) T0=$(date +%s.%N)
+fixed_rate nginx-mtls client-ngx "$NGX_URL"
+T1=$(date +%s.%N)
+VCPU_NGX=$(awk -v a="$(( $(cpu_ticks "$NGX_OUT") + $(cpu_ticks "$NGX_IN") ))" -v b="$T0_NGX" -v hz="$(getconf CLK_TCK)" -v t0="$T0" -v t1="$T1" 'BEGIN{printf "%.3f", (a-b)/hz/(t1-t0)/2}')
 max_rate direct client-plain server-plain
 max_rate plaintext client server-pair
 max_rate mtls client server-mtls
+max_rate nginx-mtls client-ngx "$NGX_URL"
 
 echo
 echo "fixed 1000 req/s (h2load --h1 -c10 --rps 100 -D$DURATION), HTTP/1.1 keep-alive; max: wrk -t1 -c32; $(nproc) cores"
 printf '%-10s %9s %9s %9s %12s %12s %10s\n' path p50_ms p90_ms p99_ms +p50_ms +p99_ms max_req/s
-for name in direct plaintext mtls; do
+for name in direct plaintext mtls nginx-mtls; do
   printf '%-10s %9s %9s %9s %12s %12s %10.0f\n' "$name" "${P50[$name]}" "${P90[$name]}" "${P99[$name]}" \
     "$(awk -v a="${P50[$name]}" -v b="${P50[direct]}" 'BEGIN{printf "%.3f", a-b}')" \
     "$(awk -v a="${P99[$name]}" -v b="${P99[direct]}" 'BEGIN{printf "%.3f", a-b}')" \
     "${MAX[$name]}"
 done
-echo "mtls pair max req/s vs plaintext pair: $(awk -v a="${MAX[mtls]}" -v b="${MAX[plaintext]}" 'BEGIN{printf "%.2f", a/b}')"
+echo "mtls pair max req/s vs plaintext pair: $(awk -v a="${MAX[mtls]}" -v b="${MAX[plaintext]}" 'BEGIN{printf "%.2f", a/b}'), vs the nginx mTLS pair: $(awk -v a="${MAX[mtls]}" -v b="${MAX[nginx-mtls]}" 'BEGIN{printf "%.2f", a/b}')"
 echo
 echo "sidecar RSS idle / at 1000 req/s with mTLS (its own, anonymous, in brackets): client $(mb "$IDLE_CLIENT_KB") ($(mb "$IDLE_CLIENT_ANON")) / $(mb "$LOAD_CLIENT_KB") ($(mb "$LOAD_CLIENT_ANON")) MB, server $(mb "$IDLE_SERVER_KB") ($(mb "$IDLE_SERVER_ANON")) / $(mb "$LOAD_SERVER_KB") ($(mb "$LOAD_SERVER_ANON")) MB"
-echo "sidecar CPU at 1000 req/s with mTLS (vCPU per 1000 req/s): client $VCPU_CLIENT, server $VCPU_SERVER (Istio's published Envoy sidecar: 0.20)"
+echo "sidecar CPU at 1000 req/s with mTLS (vCPU per 1000 req/s): client $VCPU_CLIENT, server $VCPU_SERVER (Istio's published Envoy sidecar: 0.20); the nginx pair, each: $VCPU_NGX"
 CP_KB=$(rss_kb "$CP_PID") CP_ANON=$(anon_kb "$CP_PID")
 echo "control plane RSS $(mb "$CP_KB") MB, its own $(mb "$CP_ANON") MB, with $PROXIES proxies connected: at most $(mb $((CP_ANON / PROXIES))) MB of its own per proxy (the whole process divided)"
