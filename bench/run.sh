@@ -240,6 +240,28 @@ DENIED=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.4:$WEFT_PORT/")
 # nginx's work is done by its worker, the master's one child.
 nginx_worker() { pgrep -P "$(cat "$WORK/$1.pid")" | head -1; }
 
+# The HTTP/1.1 paths through a proxy, measured alike in both modes:
+# name, port, path, host.
+PATHS=(
+  "weft $WEFT_PORT / 127.0.0.1"
+  "weft-policy $WEFT_PORT /policy 127.0.0.4"
+  "weft-nostats $WEFT_PORT / 127.0.0.3"
+  "nginx $NGINX_PORT / 127.0.0.1"
+  "haproxy $HAPROXY_PORT / 127.0.0.1"
+)
+NAMES=$(printf '%s\n' "${PATHS[@]}" | cut -d' ' -f1)
+# The process that serves a path: nginx's worker (under callgrind, its one
+# process).
+serving_pid() {
+  case $1 in
+    weft) echo "$WEFT_PROXY_PID" ;;
+    weft-policy) echo "$WEFT_POLICY_PID" ;;
+    weft-nostats) echo "$WEFT_NOSTATS_PID" ;;
+    haproxy) echo "$HAPROXY_PID" ;;
+    nginx) if [ -n "${CALLGRIND:-}" ]; then echo "$NGINX_PROXY_PID"; else nginx_worker proxy; fi ;;
+  esac
+}
+
 if [ -n "${CALLGRIND:-}" ]; then
   declare -A IR
   # Instructions per request: counters zeroed after a warm-up, N requests,
@@ -253,15 +275,14 @@ if [ -n "${CALLGRIND:-}" ]; then
     callgrind_control -d "$5" >/dev/null
     IR[$1]=$(awk '/^totals:/ {print $2}' "$(ls -t "$WORK/cg/$5"* | head -1)")
   }
-  count weft $WEFT_PORT / 127.0.0.1 "$WEFT_PROXY_PID"
-  count weft-policy $WEFT_PORT /policy 127.0.0.4 "$WEFT_POLICY_PID"
-  count weft-nostats $WEFT_PORT / 127.0.0.3 "$WEFT_NOSTATS_PID"
-  count nginx $NGINX_PORT / 127.0.0.1 "$NGINX_PROXY_PID"
-  count haproxy $HAPROXY_PORT / 127.0.0.1 "$HAPROXY_PID"
+  for path in "${PATHS[@]}"; do
+    read -r name port at host <<<"$path"
+    count "$name" "$port" "$at" "$host" "$(serving_pid "$name")"
+  done
   echo
   echo "user-space instructions per request (callgrind), $CALLGRIND HTTP/1.1 requests over 8 connections"
   printf '%-12s %14s %10s\n' path instr/req vs_nginx
-  for name in weft weft-policy weft-nostats nginx haproxy; do
+  for name in $NAMES; do
     printf '%-12s %14.0f %10s\n' "$name" "$(awk -v a="${IR[$name]}" -v n="$CALLGRIND" 'BEGIN{print a/n}')" \
       "$(awk -v a="${IR[$name]}" -v b="${IR[nginx]}" 'BEGIN{printf "%.2f", a/b}')"
   done
@@ -291,21 +312,19 @@ measure() {
   P99[$name]=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
 }
 measure direct $UP / 127.0.0.1 "$(nginx_worker upstream)"
-if [ -n "${PROFILE:-}" ]; then
-  perf record --call-graph "${PROFILE_CALLGRAPH:-fp}" -o "$PROFILE" -p "$WEFT_PROXY_PID" -- sleep $((DURATION * 2)) 2>/dev/null &
-  PERF_PID=$!
-fi
-measure weft $WEFT_PORT / 127.0.0.1 "$WEFT_PROXY_PID"
-[ -n "${PROFILE:-}" ] && wait "$PERF_PID"
-measure weft-policy $WEFT_PORT /policy 127.0.0.4 "$WEFT_POLICY_PID"
-measure weft-nostats $WEFT_PORT / 127.0.0.3 "$WEFT_NOSTATS_PID"
-measure nginx $NGINX_PORT / 127.0.0.1 "$(nginx_worker proxy)"
-measure haproxy $HAPROXY_PORT / 127.0.0.1 "$HAPROXY_PID"
-
+for path in "${PATHS[@]}"; do
+  read -r name port at host <<<"$path"
+  if [ "$name" = weft ] && [ -n "${PROFILE:-}" ]; then
+    perf record --call-graph "${PROFILE_CALLGRAPH:-fp}" -o "$PROFILE" -p "$WEFT_PROXY_PID" -- sleep $((DURATION * 2)) 2>/dev/null &
+    PERF_PID=$!
+  fi
+  measure "$name" "$port" "$at" "$host" "$(serving_pid "$name")"
+  if [ "$name" = weft ] && [ -n "${PROFILE:-}" ]; then wait "$PERF_PID"; fi
+done
 echo
 echo "wrk -t1 -c$CONNS -d${DURATION}s, keep-alive, 24-byte body; each proxy on one worker thread; $(nproc) cores"
 printf '%-12s %12s %10s %10s %12s %12s %12s %14s\n' path req/s p50_ms p99_ms vs_direct vs_nginx cpu_us/req cpu_vs_nginx
-for name in direct weft weft-policy weft-nostats nginx haproxy; do
+for name in direct $NAMES; do
   printf '%-12s %12.0f %10s %10s %12s %12s %12s %14s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
     "$(awk -v a="${RPS[$name]}" -v b="${RPS[direct]}" 'BEGIN{printf "%.2f", a/b}')" \
     "$(awk -v a="${RPS[$name]}" -v b="${RPS[nginx]}" 'BEGIN{printf "%.2f", a/b}')" \
