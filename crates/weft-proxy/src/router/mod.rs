@@ -15,6 +15,7 @@ use http::request::Parts;
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio::time::Instant;
 
 use crate::access_log::Entry;
 use crate::compile::{
@@ -127,6 +128,7 @@ pub(crate) async fn forward(
     for m in fwd.mirrors.iter().filter(|m| m.share.hit()) {
         mirror::spawn(&parts, &body, &m.cluster, snapshot);
     }
+    let sent = Instant::now();
     let tries = Tries {
         parts,
         body,
@@ -134,19 +136,10 @@ pub(crate) async fn forward(
         policy: fwd.retry.as_ref(),
         destination: conn.destination,
         hash,
+        deadline: deadline.map(|t| sent + t),
+        stream_deadline,
     };
-    let expired = if stream_deadline {
-        ProxyError::StreamTimeout
-    } else {
-        ProxyError::UpstreamTimeout
-    };
-    let sent = std::time::Instant::now();
-    let resp = match deadline {
-        Some(t) => tokio::time::timeout(t, tries.run(entry))
-            .await
-            .map_err(|_| expired)??,
-        None => tries.run(entry).await?,
-    };
+    let resp = tries.run(entry).await?;
     entry.code_details = "via_upstream";
     let hop = resp.extensions().get::<crate::upstream::ConnInfo>();
     entry.upstream_local = hop.and_then(|h| h.local);
@@ -247,12 +240,21 @@ struct Tries<'a> {
     destination: SocketAddr,
     /// The request's hash, for consistent balancers.
     hash: Option<u64>,
+    /// The route's deadline: its timeout, counted from when the request
+    /// was read. Each try waits on one timer, the earlier of this and its
+    /// per-try deadline (a timer of the route's own around all the tries
+    /// cost ~1100 instructions a request, callgrind).
+    deadline: Option<Instant>,
+    /// The deadline is the stream's (gRPC's), not the route's.
+    stream_deadline: bool,
 }
 
 /// How one try failed.
 pub(super) enum TryError {
     Upstream(UpstreamError),
     PerTryTimeout,
+    /// The route's (or the stream's) deadline passed: no more tries.
+    Expired,
 }
 
 impl Tries<'_> {
@@ -269,7 +271,10 @@ impl Tries<'_> {
                 seen.endpoint = self.cluster.endpoints.workloads.get(&addr).cloned();
                 exchange(seen, self.cluster, addr, &mut self.parts.headers);
             }
-            let result = self.try_once(addr).await;
+            let result = match self.try_once(addr).await {
+                Err(TryError::Expired) => return Err(self.expired()),
+                result => result,
+            };
             let outcome = match &result {
                 Ok(resp) => Outcome::Response(resp.status(), resp.headers()),
                 Err(TryError::PerTryTimeout) => Outcome::PerTryTimeout,
@@ -287,7 +292,8 @@ impl Tries<'_> {
                 // blame the host for a client's failed body.
                 Err(TryError::Upstream(
                     UpstreamError::Overflow | UpstreamError::DownstreamBody,
-                )) => return finish(result),
+                ))
+                | Err(TryError::Expired) => return finish(result),
             };
             self.cluster.report(addr, health(&outcome));
             let Some(policy) = self.policy.filter(|p| p.retries(&outcome)) else {
@@ -306,7 +312,21 @@ impl Tries<'_> {
             drop(result);
             retries += 1;
             tried.push(addr);
-            tokio::time::sleep(policy.back_off(retries, |ceiling| fastrand::u64(..ceiling))).await;
+            let back_off = policy.back_off(retries, |ceiling| fastrand::u64(..ceiling));
+            let until = Instant::now() + back_off;
+            if let Some(deadline) = self.deadline.filter(|d| *d <= until) {
+                tokio::time::sleep_until(deadline).await;
+                return Err(self.expired());
+            }
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    fn expired(&self) -> ProxyError {
+        if self.stream_deadline {
+            ProxyError::StreamTimeout
+        } else {
+            ProxyError::UpstreamTimeout
         }
     }
 
@@ -347,10 +367,20 @@ impl Tries<'_> {
             .peer(addr, self.parts.version == http::Version::HTTP_2);
         let _active = self.cluster.track(addr);
         let send = upstream::send(&peer, &self.cluster.breaker, &self.parts, body);
-        match self.policy.and_then(|p| p.per_try_timeout) {
-            Some(t) => match tokio::time::timeout(t, send).await {
+        let per_try = self
+            .policy
+            .and_then(|p| p.per_try_timeout)
+            .map(|t| Instant::now() + t);
+        // One timer: whichever deadline comes first.
+        let (at, expiry) = match (per_try, self.deadline) {
+            (Some(t), Some(d)) if d <= t => (Some(d), TryError::Expired),
+            (Some(t), _) => (Some(t), TryError::PerTryTimeout),
+            (None, d) => (d, TryError::Expired),
+        };
+        match at {
+            Some(at) => match tokio::time::timeout_at(at, send).await {
                 Ok(r) => r.map_err(TryError::Upstream),
-                Err(_) => Err(TryError::PerTryTimeout),
+                Err(_) => Err(expiry),
             },
             None => send.await.map_err(TryError::Upstream),
         }
@@ -388,7 +418,7 @@ pub(super) fn finish(
     result: Result<Response<upstream::RespBody>, TryError>,
 ) -> Result<Response<upstream::RespBody>, ProxyError> {
     result.map_err(|e| match e {
-        TryError::PerTryTimeout => ProxyError::UpstreamTimeout,
+        TryError::PerTryTimeout | TryError::Expired => ProxyError::UpstreamTimeout,
         TryError::Upstream(UpstreamError::Connect(e)) => ProxyError::ConnectFailure(e),
         TryError::Upstream(UpstreamError::Request { error, .. }) => {
             ProxyError::ConnectionTermination(error)
