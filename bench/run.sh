@@ -44,7 +44,8 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for p in upstream proxy; do
-    [ -f "$WORK/$p.pid" ] && kill "$(cat "$WORK/$p.pid")" 2>/dev/null || true
+    # nginx may remove its pid file between the test and the read.
+    [ -f "$WORK/$p.pid" ] && kill "$(cat "$WORK/$p.pid" 2>/dev/null)" 2>/dev/null || true
   done
   rm -rf "$WORK"
 }
