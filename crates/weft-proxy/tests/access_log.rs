@@ -237,3 +237,34 @@ async fn tcp_connections_are_logged_with_their_bytes() {
         "{line}"
     );
 }
+
+/// A client that leaves while its request is upstream: the request ends
+/// there, logged with status 0 and `DC` as Envoy logs it, on both
+/// HTTP/1.1 servers (the lean one for a plain GET, hyper's for a chunked
+/// upload).
+#[tokio::test]
+async fn a_client_that_leaves_is_logged_dc() {
+    use tokio::io::AsyncWriteExt;
+    let up = upstream("a", None).await;
+    let file = temp("dc.log");
+    let logger = from_mesh_config(file.to_str().unwrap(), &mesh(""));
+    let p = serve(vec![static_cluster("c", &[up.addr])], |a| {
+        with_logs(listener(a, vec![route_to("c")]), vec![logger])
+    });
+    for request in [
+        &b"GET /delay/3000 HTTP/1.1\r\nhost: a\r\n\r\n"[..],
+        b"POST /delay/3000 HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(s);
+    }
+    let lines = lines(&file, 2).await;
+    for (line, method) in lines.iter().zip(["GET", "POST"]) {
+        assert!(
+            line.contains(&format!("\"{method} /delay/3000 HTTP/1.1\" 0 DC ")),
+            "{line}"
+        );
+    }
+}

@@ -364,3 +364,70 @@ async fn smuggling_probes_are_refused() {
         up.requests.lock().unwrap()
     );
 }
+
+/// Raw bytes to the proxy; its reply, which must end with the connection
+/// closed within two seconds.
+async fn reply_then_close(to: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(to).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut reply)).await;
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    assert!(read.is_ok(), "the proxy closed the connection: {text}");
+    text
+}
+
+/// One connection carries requests the lean server takes (no body, a
+/// small declared one) and one it leaves to hyper (a chunked upload),
+/// pipelined in one write: each reaches the upstream whole and in order,
+/// each is answered in order, and `Connection: close` ends the connection
+/// after its answer — on either server.
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_by_either_server() {
+    let up = raw_upstream(&[("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false)]).await;
+    let p = through(&up);
+    let lean_only = reply_then_close(
+        p.addr,
+        b"GET /1 HTTP/1.1\r\nhost: a\r\n\r\nPOST /2 HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\nabcGET /3 HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        lean_only.matches("HTTP/1.1 200 OK\r\n").count(),
+        3,
+        "{lean_only}"
+    );
+    assert!(lean_only.contains("connection: close\r\n"), "{lean_only}");
+    let both = reply_then_close(
+        p.addr,
+        b"GET /4 HTTP/1.1\r\nhost: a\r\n\r\nPOST /5 HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\nGET /6 HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(both.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{both}");
+    let seen = up.requests.lock().unwrap().clone();
+    let lines: Vec<_> = seen.iter().map(|r| r.lines().next().unwrap()).collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /1 HTTP/1.1",
+            "POST /2 HTTP/1.1",
+            "GET /3 HTTP/1.1",
+            "GET /4 HTTP/1.1",
+            "POST /5 HTTP/1.1",
+            "GET /6 HTTP/1.1"
+        ]
+    );
+    assert!(seen[1].ends_with("\r\n\r\nabc"), "{}", seen[1]);
+    assert!(seen[4].ends_with("3\r\nxyz\r\n0\r\n\r\n"), "{}", seen[4]);
+}
+
+/// HTTP/1.0 (hyper's) closes after its answer unless kept alive.
+#[tokio::test]
+async fn http_1_0_is_answered_and_closed() {
+    let up = raw_upstream(&[("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false)]).await;
+    let p = through(&up);
+    let reply = reply_then_close(p.addr, b"GET / HTTP/1.0\r\nhost: a\r\n\r\n").await;
+    assert!(
+        reply.contains(" 200 OK\r\n") && reply.ends_with("ok"),
+        "{reply}"
+    );
+}

@@ -5,7 +5,9 @@
 //! the route's action (router upstream, redirect or direct response) →
 //! response mutations → access log (written even if the client leaves).
 
+mod body;
 pub(crate) mod forwarded;
+mod h1;
 mod headers;
 pub(crate) mod local_reply;
 pub(crate) mod once;
@@ -32,6 +34,7 @@ use crate::stats::record::{grpc_status, header_bytes, Counted, Observed, Recorde
 use crate::stats::Reporter;
 use crate::Shared;
 
+pub(crate) use body::ReqBody;
 pub(crate) use headers::{remove_all, strip_hop_by_hop};
 pub(crate) use local_reply::{is_grpc, GRPC_STATUS};
 
@@ -114,15 +117,24 @@ impl Chain {
     }
 }
 
+/// Serves an HTTP connection: the lean HTTP/1.1 server first, hyper for
+/// HTTP/2 and whatever the lean server leaves to it.
 pub(crate) async fn serve<S>(sock: S, conn: Connection, chain: Chain, shared: Arc<Shared>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // Shared by the connection's requests: one count each, not one per
     // field of the chain.
-    let (conn, chain) = (Arc::new(conn), Arc::new(chain));
-    let service = service_fn(move |req| {
+    h1::serve(sock, Arc::new(conn), Arc::new(chain), shared).await
+}
+
+async fn serve_hyper<S>(sock: S, conn: Arc<Connection>, chain: Arc<Chain>, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| {
         let (conn, chain, shared) = (conn.clone(), chain.clone(), shared.clone());
+        let req = req.map(ReqBody::Hyper);
         async move { Ok::<_, Infallible>(handle(req, &conn, &chain, &shared).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -136,7 +148,7 @@ where
 
 /// One request, start to end, on one config snapshot.
 async fn handle(
-    mut req: Request<Incoming>,
+    mut req: Request<ReqBody>,
     conn: &Connection,
     chain: &Chain,
     shared: &Shared,
@@ -186,7 +198,7 @@ async fn handle(
 /// its own, not part of `handle`'s future, so the entry is held once in
 /// that future (inside the record), not twice.
 fn begin(
-    req: &mut Request<Incoming>,
+    req: &mut Request<ReqBody>,
     conn: &Connection,
     chain: &Chain,
     shared: &Shared,
@@ -269,7 +281,7 @@ fn observe<B>(req: &mut Request<B>, cfg: &StatsCfg, grpc: bool) -> Observed {
 }
 
 async fn process(
-    mut req: Request<Incoming>,
+    mut req: Request<ReqBody>,
     conn: &Connection,
     chain: &Chain,
     snapshot: &Compiled,

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
 use crate::upstream::BoxError;
 
@@ -213,7 +213,7 @@ impl Body for UpBody {
 /// The downstream request body, read once, its bytes (and gRPC messages)
 /// counted for the metrics on a chain that records them.
 pub(crate) struct Downstream {
-    pub body: Incoming,
+    pub body: crate::http::ReqBody,
     pub seen: Option<Arc<crate::stats::record::BodySeen>>,
 }
 

@@ -14,7 +14,6 @@ use http::header::{HeaderValue, HOST};
 use http::request::Parts;
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::access_log::Entry;
@@ -95,7 +94,7 @@ const UPSTREAM_SERVICE_TIME: http::HeaderName =
     http::HeaderName::from_static("x-envoy-upstream-service-time");
 
 pub(crate) async fn forward(
-    req: Request<Incoming>,
+    req: Request<crate::http::ReqBody>,
     route: &RouteCfg,
     fwd: &Forward,
     conn: &Connection,

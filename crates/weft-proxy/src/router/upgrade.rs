@@ -7,7 +7,6 @@
 use http::header::{HeaderValue, CONNECTION, UPGRADE};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::{upstream_request, ProxyError};
@@ -18,7 +17,7 @@ use crate::upstream;
 use crate::upstream::outlier::Result5xx;
 
 pub(crate) async fn forward(
-    mut req: Request<Incoming>,
+    mut req: Request<crate::http::ReqBody>,
     route: &RouteCfg,
     fwd: &Forward,
     conn: &Connection,

@@ -31,6 +31,9 @@ use crate::router::body::UpBody;
 const MAX_HEAD: usize = 60 * 1024;
 /// Envoy's default `max_headers_count`.
 const MAX_HEADERS: usize = 100;
+/// Fields the response path may add (`x-envoy-upstream-service-time`, the
+/// metadata exchange, a route's response headers) without the map growing.
+const ADDED: usize = 6;
 /// Body chunks larger than this are written as they are, not copied.
 const COPY_LIMIT: usize = 16 * 1024;
 /// How much a read asks for at least.
@@ -408,7 +411,9 @@ fn head_of(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut headers = HeaderMap::with_capacity(scanned.count);
+    // Room for what the response path adds; the map then serves as the
+    // next request's on a lean HTTP/1.1 downstream (`http::h1`).
+    let mut headers = HeaderMap::with_capacity(scanned.count + ADDED);
     for &[name, name_end, value, value_end] in spans {
         let name = HeaderName::from_bytes(&head[name as usize..name_end as usize])
             .map_err(|_| Error::Protocol("invalid header name"))?;

@@ -569,7 +569,8 @@ mod tests {
     }
 
     /// A front server that forwards every request with `send`, so the
-    /// request bodies are hyper's own `Incoming`, as in the proxy.
+    /// request bodies are hyper's own `Incoming`, as in the proxy's
+    /// hyper server.
     async fn front(upstream: SocketAddr) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -578,6 +579,7 @@ mod tests {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
                     let peer = test_peer(upstream);
                     let req = req.map(|body| {
+                        let body = crate::http::ReqBody::Hyper(body);
                         UpBody::Stream(crate::router::body::Downstream { body, seen: None })
                     });
                     let breaker = Arc::new(Breaker::default());
