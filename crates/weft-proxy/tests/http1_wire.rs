@@ -431,3 +431,65 @@ async fn http_1_0_is_answered_and_closed() {
         "{reply}"
     );
 }
+
+/// Bodies larger than any buffer, both ways: a 60 KiB upload the lean
+/// server reads whole, and 3 MiB responses (by length, then chunked) that
+/// reach the client byte for byte on one kept-alive connection.
+#[tokio::test]
+async fn large_bodies_pass_whole() {
+    let big = "0123456789abcdef".repeat(3 << 16);
+    let by_length = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{big}",
+        big.len()
+    );
+    let chunked = format!(
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+        big.len()
+    );
+    let replies: &'static [(&'static str, bool)] = Box::leak(Box::new([
+        ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+        (Box::leak(by_length.into_boxed_str()), false),
+        (Box::leak(chunked.into_boxed_str()), false),
+    ]));
+    let up = raw_upstream(replies).await;
+    let p = through(&up);
+    let upload = "u".repeat(60 * 1024);
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    let requests = format!(
+        "POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: {}\r\n\r\n{upload}GET /1 HTTP/1.1\r\nhost: a\r\n\r\nGET /2 HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+        upload.len()
+    );
+    s.write_all(requests.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut reply)).await;
+    assert!(read.is_ok(), "closed after the last answer");
+    let reply = String::from_utf8(reply).unwrap();
+    let answers: Vec<&str> = reply.split("HTTP/1.1 200 OK\r\n").skip(1).collect();
+    assert_eq!(answers.len(), 3, "{}", &reply[..200]);
+    let body = |answer: &str| answer.split_once("\r\n\r\n").unwrap().1.to_string();
+    assert_eq!(body(answers[1]), big, "the sized body whole");
+    assert!(answers[2].contains("transfer-encoding: chunked\r\n"));
+    assert_eq!(dechunk(&body(answers[2])), big, "the chunked body whole");
+    let seen = up.requests.lock().unwrap().clone();
+    assert!(
+        seen[0].ends_with(&format!("\r\n\r\n{upload}")),
+        "upload whole"
+    );
+}
+
+/// The data of a chunked body (no extensions, no trailers).
+fn dechunk(mut wire: &str) -> String {
+    let mut data = String::new();
+    loop {
+        let (size, rest) = wire.split_once("\r\n").expect("a chunk-size line");
+        let size = usize::from_str_radix(size, 16).unwrap();
+        if size == 0 {
+            assert_eq!(rest, "\r\n", "the last chunk ends the body");
+            return data;
+        }
+        data.push_str(&rest[..size]);
+        wire = rest[size..]
+            .strip_prefix("\r\n")
+            .expect("CRLF after a chunk");
+    }
+}

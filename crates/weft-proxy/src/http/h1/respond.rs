@@ -23,6 +23,12 @@ use crate::http::Body;
 
 /// Body chunks larger than this are written as they are, not copied.
 const COPY_LIMIT: usize = 16 * 1024;
+/// What is gathered goes out at this size even if more of the body is
+/// ready (a body already in the upstream's socket would otherwise be
+/// gathered whole).
+const FLUSH_AT: usize = 64 * 1024;
+/// A write buffer grown past this is not kept for the next response.
+const KEEP_OUT: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -87,6 +93,9 @@ where
     // The body ends (its record is written) before the client has it all.
     drop(body);
     flush(io, out).await?;
+    if out.capacity() > KEEP_OUT {
+        *out = Vec::new();
+    }
     Ok(keep_alive)
 }
 
@@ -129,6 +138,9 @@ async fn put_data<S: AsyncWrite + Unpin>(
     }
     if chunked {
         out.extend_from_slice(b"\r\n");
+    }
+    if out.len() >= FLUSH_AT {
+        flush(io, out).await?;
     }
     Ok(())
 }
