@@ -17,6 +17,9 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// A short answer on a connection kept open.
+const OK: (&str, bool) = ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false);
+
 /// An upstream that answers the n-th request it reads with `replies[n]`
 /// (the last one again after that), byte for byte, closing the connection
 /// after a reply marked so; it keeps every request as it arrived.
@@ -152,7 +155,7 @@ async fn head_interim_and_no_content_responses_have_no_body() {
             "HTTP/1.1 304 Not Modified\r\ncontent-length: 7\r\n\r\n",
             false,
         ),
-        ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+        OK,
     ])
     .await;
     let p = through(&up);
@@ -189,7 +192,7 @@ async fn responses_that_break_http_are_502() {
     ] {
         let up = raw_upstream(&[
             (broken, false),
-            ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+            OK,
         ])
         .await;
         let p = through(&up);
@@ -292,7 +295,7 @@ async fn raw_status(to: SocketAddr, request: &[u8]) -> String {
 /// and the upstream gets the request framed by its chunks only.
 #[tokio::test]
 async fn content_length_beside_transfer_encoding_smuggles_nothing() {
-    let up = raw_upstream(&[("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false)]).await;
+    let up = raw_upstream(&[OK]).await;
     let p = through(&up);
     let reply = raw_reply(
         p.addr,
@@ -320,7 +323,7 @@ async fn content_length_beside_transfer_encoding_smuggles_nothing() {
 /// limit: refused at the proxy, and nothing reaches the upstream.
 #[tokio::test]
 async fn smuggling_probes_are_refused() {
-    let up = raw_upstream(&[("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false)]).await;
+    let up = raw_upstream(&[OK]).await;
     let p = through(&up);
     let big = format!(
         "GET / HTTP/1.1\r\nhost: a\r\nx-big: {}\r\n\r\n",
@@ -384,7 +387,7 @@ async fn reply_then_close(to: SocketAddr, request: &[u8]) -> String {
 /// after its answer — on either server.
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_by_either_server() {
-    let up = raw_upstream(&[("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false)]).await;
+    let up = raw_upstream(&[OK]).await;
     let p = through(&up);
     let lean_only = reply_then_close(
         p.addr,
@@ -423,7 +426,7 @@ async fn pipelined_requests_are_answered_in_order_by_either_server() {
 /// HTTP/1.0 (hyper's) closes after its answer unless kept alive.
 #[tokio::test]
 async fn http_1_0_is_answered_and_closed() {
-    let up = raw_upstream(&[("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false)]).await;
+    let up = raw_upstream(&[OK]).await;
     let p = through(&up);
     let reply = reply_then_close(p.addr, b"GET / HTTP/1.0\r\nhost: a\r\n\r\n").await;
     assert!(
@@ -447,7 +450,7 @@ async fn large_bodies_pass_whole() {
         big.len()
     );
     let replies: &'static [(&'static str, bool)] = Box::leak(Box::new([
-        ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+        OK,
         (Box::leak(by_length.into_boxed_str()), false),
         (Box::leak(chunked.into_boxed_str()), false),
     ]));
