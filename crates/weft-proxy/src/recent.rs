@@ -21,7 +21,7 @@ impl Recent {
     /// Notes `e` if it failed.
     pub fn note(&self, e: &Entry) {
         let failed = e.status == 0 || e.status >= 500 || e.flags != Flags::default();
-        if !failed || e.method.is_empty() {
+        if !failed || !e.is_http() {
             return;
         }
         let at = e.start.unwrap_or_else(std::time::SystemTime::now);
@@ -34,7 +34,7 @@ impl Recent {
         };
         let item = json!({
             "time": weft_xds::clock::Rfc3339::millis(at).to_string(),
-            "request": format!("{} {}{}", e.method, e.authority, e.path),
+            "request": format!("{} {}{}", e.method(), e.authority, e.path()),
             "status": e.status,
             "flags": e.flags.to_string(),
             "details": e.details().unwrap_or("-"),

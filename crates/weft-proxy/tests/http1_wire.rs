@@ -190,11 +190,7 @@ async fn responses_that_break_http_are_502() {
             "an unasked upgrade",
         ),
     ] {
-        let up = raw_upstream(&[
-            (broken, false),
-            OK,
-        ])
-        .await;
+        let up = raw_upstream(&[(broken, false), OK]).await;
         let p = through(&up);
         let (status, body) = fetch(p.addr, req("GET", "/")).await;
         assert_eq!(status, 502, "{why}");

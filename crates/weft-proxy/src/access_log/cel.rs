@@ -81,7 +81,7 @@ fn compare(c: Cmp, a: Val, b: Val) -> Val {
 /// An attribute's value in the entry.
 fn value(a: &Attr<usize>, e: &Entry) -> Val {
     // A TCP connection has no request attributes.
-    let http = !e.method.is_empty();
+    let http = e.is_http();
     let s = |v: &str| {
         if http {
             Val::Str(v.to_string())
@@ -93,9 +93,9 @@ fn value(a: &Attr<usize>, e: &Entry) -> Val {
     match a {
         Attr::ResponseCode => Val::Int(i64::from(e.status)),
         Attr::ResponseCodeDetails => opt(e.details().map(str::to_string)),
-        Attr::Method => s(&e.method),
-        Attr::Path => s(&e.path),
-        Attr::UrlPath => s(e.path.split('?').next().unwrap_or("")),
+        Attr::Method => s(e.method()),
+        Attr::Path => s(e.path()),
+        Attr::UrlPath => s(e.url_path()),
         Attr::Host => s(&e.authority),
         Attr::Protocol => s(e.protocol),
         Attr::RequestId => s(&e.request_id),
@@ -128,8 +128,8 @@ mod tests {
     fn entry(status: u16, path: &str) -> Entry {
         Entry {
             status,
-            method: "GET".into(),
-            path: path.into(),
+            method: Some(http::Method::GET),
+            path: Some(path.parse().unwrap()),
             ..Default::default()
         }
     }

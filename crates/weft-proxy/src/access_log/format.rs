@@ -283,7 +283,7 @@ impl Op {
             Some(a) if port => Value::Addr(a),
             Some(a) => Value::Ip(a.ip()),
         };
-        let http = !e.method.is_empty();
+        let http = e.is_http();
         match self {
             Op::StartTime(_) => Value::Missing, // written by `render`
             Op::Req {
@@ -334,8 +334,8 @@ impl Op {
 
 fn request_header(e: &Entry, h: Hdr) -> Option<&str> {
     match h {
-        Hdr::Method => Some(e.method.as_str()),
-        Hdr::Path => Some(e.path.as_str()),
+        Hdr::Method => Some(e.method()),
+        Hdr::Path => Some(e.path()),
         Hdr::Authority => Some(e.authority.as_str()).filter(|a| *a != "-"),
         Hdr::RequestId => Some(e.request_id.as_str()),
         Hdr::Captured(i) => e.request_headers.get(i)?.as_ref()?.to_str().ok(),

@@ -103,8 +103,11 @@ impl Drop for Record {
 #[derive(Debug, Default)]
 pub(crate) struct Entry {
     pub start: Option<SystemTime>,
-    pub method: String,
-    pub path: String,
+    /// None on a TCP connection's entry. Shared with the request, not
+    /// copied (no allocation per request).
+    pub method: Option<http::Method>,
+    /// The path and query, sharing the request head's bytes.
+    pub path: Option<http::uri::PathAndQuery>,
     pub protocol: &'static str,
     pub status: u16,
     /// Envoy's response flags (`-` when none).
@@ -161,13 +164,8 @@ impl Entry {
     pub fn for_request<B>(req: &Request<B>, conn: &Connection, request_id: String) -> Entry {
         Entry {
             start: Some(SystemTime::now()),
-            // `as_str`, not `to_string`: no formatting machinery per request.
-            method: req.method().as_str().to_owned(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default(),
+            method: Some(req.method().clone()),
+            path: req.uri().path_and_query().cloned(),
             protocol: match req.version() {
                 http::Version::HTTP_2 => "HTTP/2",
                 http::Version::HTTP_10 => "HTTP/1.0",
@@ -185,6 +183,26 @@ impl Entry {
             peer_principal: conn.tls.as_ref().and_then(|t| t.peer_principal.clone()),
             ..Default::default()
         }
+    }
+
+    /// The request's method; empty on a TCP connection's entry.
+    pub fn method(&self) -> &str {
+        self.method.as_ref().map_or("", http::Method::as_str)
+    }
+
+    /// The request's path and query; empty on a TCP connection's entry.
+    pub fn path(&self) -> &str {
+        self.path.as_ref().map_or("", |p| p.as_str())
+    }
+
+    /// The path without its query.
+    pub fn url_path(&self) -> &str {
+        self.path.as_ref().map_or("", |p| p.path())
+    }
+
+    /// Whether the entry is an HTTP request's (not a TCP connection's).
+    pub fn is_http(&self) -> bool {
+        self.method.is_some()
     }
 
     /// The client's address: the peer unless `x-forwarded-for` named
@@ -230,8 +248,8 @@ mod tests {
         req.insert("user-agent", HeaderValue::from_static("curl/8.14"));
         Entry {
             start: Some(at),
-            method: "GET".into(),
-            path: "/ratings/0".into(),
+            method: Some(http::Method::GET),
+            path: Some(http::uri::PathAndQuery::from_static("/ratings/0")),
             protocol: "HTTP/1.1",
             status: 503,
             flags: Flags::CONNECT_FAILURE,

@@ -136,9 +136,9 @@ fn value(e: &Entry, o: &Observed, expr: &Expr) -> String {
     let text = match expr {
         Expr::Literal(s) => s.as_str(),
         Expr::RequestHost => e.authority.as_str(),
-        Expr::RequestMethod => e.method.as_str(),
-        Expr::RequestPath => e.path.as_str(),
-        Expr::RequestUrlPath => e.path.split('?').next().unwrap_or(""),
+        Expr::RequestMethod => e.method(),
+        Expr::RequestPath => e.path(),
+        Expr::RequestUrlPath => e.url_path(),
         Expr::RequestProtocol => e.protocol,
         Expr::RequestHeader(h) => o
             .headers
