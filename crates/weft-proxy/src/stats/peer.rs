@@ -6,6 +6,7 @@
 //! other side's off before the app sees it. Being Istio's own encoding,
 //! Envoy sidecars and Weft's understand each other.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -194,7 +195,39 @@ pub(crate) fn take(headers: &mut HeaderMap) -> Option<Arc<Peer>> {
     }
     headers.remove(METADATA_ID);
     let value = headers.remove(METADATA)?;
-    Some(Arc::new(NodeMetadata::from_header(&value)?.peer()))
+    known(&value)
+}
+
+/// Peers decoded on this thread, by their header's bytes, up to
+/// `KNOWN_LIMIT` (then forgotten all at once).
+type Known = rustc_hash::FxHashMap<Box<[u8]>, Arc<Peer>>;
+
+/// Distinct peers remembered per worker thread: a sidecar's callers or
+/// callees are a handful of workloads.
+const KNOWN_LIMIT: usize = 64;
+
+thread_local! {
+    static KNOWN: RefCell<Known> = RefCell::default();
+}
+
+/// The peer an exchange header describes. A peer sends the same bytes on
+/// every request, and decoding them (base64, a protobuf `Struct`, its
+/// labels, eight strings) is done once per thread, not per request. The
+/// key is a copy: a `HeaderValue` would keep the request head it shares
+/// alive.
+fn known(value: &HeaderValue) -> Option<Arc<Peer>> {
+    KNOWN.with(|known| {
+        let mut known = known.borrow_mut();
+        if let Some(peer) = known.get(value.as_bytes()) {
+            return Some(peer.clone());
+        }
+        let peer = Arc::new(NodeMetadata::from_header(value)?.peer());
+        if known.len() >= KNOWN_LIMIT {
+            known.clear();
+        }
+        known.insert(value.as_bytes().into(), peer.clone());
+        Some(peer)
+    })
 }
 
 /// Takes any exchange headers off `headers`.
@@ -276,6 +309,24 @@ mod tests {
             "LABELS": {"app": "reviews", "version": "v2"},
         });
         NodeMetadata(v.as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn a_peer_is_decoded_once_per_thread() {
+        let value = reviews().header_value().expect("encodes");
+        let mut headers = HeaderMap::new();
+        headers.insert(METADATA, value.clone());
+        let first = take(&mut headers).expect("a peer");
+        assert_eq!(first.workload, "reviews-v2");
+        assert!(!headers.contains_key(METADATA), "taken off");
+        headers.insert(METADATA, value);
+        let again = take(&mut headers).expect("a peer");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the same peer, not decoded again"
+        );
+        headers.insert(METADATA, HeaderValue::from_static("not base64!"));
+        assert!(take(&mut headers).is_none(), "garbage describes no one");
     }
 
     #[test]
