@@ -74,28 +74,50 @@ pub(crate) fn push_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     push_u64(out, u64::from(addr.port()));
 }
 
+/// One thread's text for the last second it formatted.
+type SecondText = RefCell<(u64, Vec<u8>)>;
+
 thread_local! {
-    /// The last second formatted on this thread, and its text up to the
-    /// seconds (`2026-11-27T23:59:59`): lines come many to a second.
-    static SECOND: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
+    /// RFC 3339 up to the seconds (`2026-11-27T23:59:59`): log lines come
+    /// many to a second.
+    static RFC3339_SECOND: SecondText = const { RefCell::new((u64::MAX, Vec::new())) };
+    /// The IMF-fixdate of HTTP's `date` header: responses, likewise.
+    static HTTP_DATE: SecondText = const { RefCell::new((u64::MAX, Vec::new())) };
+}
+
+/// Appends `cache`'s text for `second`, rendered by `render` only when the
+/// second is new to this thread.
+fn push_per_second(
+    cache: &'static std::thread::LocalKey<SecondText>,
+    out: &mut Vec<u8>,
+    second: u64,
+    render: impl FnOnce() -> String,
+) {
+    cache.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second {
+            cached.1.clear();
+            cached.1.extend_from_slice(render().as_bytes());
+            cached.0 = second;
+        }
+        out.extend_from_slice(&cached.1);
+    });
+}
+
+/// `Sat, 28 Nov 2026 10:29:32 GMT` (HTTP's `date`), computed once per
+/// second per thread.
+pub(crate) fn push_http_date(out: &mut Vec<u8>, at: SystemTime) {
+    let second = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    push_per_second(&HTTP_DATE, out, second, || httpdate::fmt_http_date(at));
 }
 
 /// `2026-11-27T23:59:59.123Z` (RFC 3339, milliseconds, UTC), the calendar
 /// part computed once per second per thread.
 pub(crate) fn push_rfc3339_millis(out: &mut Vec<u8>, at: SystemTime) {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let second = since.as_secs();
-    SECOND.with(|cached| {
-        let mut cached = cached.borrow_mut();
-        if cached.0 != second {
-            let text = weft_xds::clock::Rfc3339::seconds(at).to_string();
-            cached.1.clear();
-            cached
-                .1
-                .extend_from_slice(text.trim_end_matches('Z').as_bytes());
-            cached.0 = second;
-        }
-        out.extend_from_slice(&cached.1);
+    push_per_second(&RFC3339_SECOND, out, since.as_secs(), || {
+        let text = weft_xds::clock::Rfc3339::seconds(at).to_string();
+        text.trim_end_matches('Z').to_string()
     });
     let millis = since.subsec_millis();
     out.extend_from_slice(&[
@@ -133,6 +155,18 @@ mod tests {
             let a: SocketAddr = a.parse().unwrap();
             assert_eq!(text(|o| push_addr(o, a)), a.to_string());
             assert_eq!(text(|o| push_ip(o, a.ip())), a.ip().to_string());
+        }
+    }
+
+    #[test]
+    fn http_dates_follow_the_second() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_795_823_999);
+        for t in [
+            at,
+            at + Duration::from_millis(999),
+            at + Duration::from_secs(1),
+        ] {
+            assert_eq!(text(|o| push_http_date(o, t)), httpdate::fmt_http_date(t));
         }
     }
 

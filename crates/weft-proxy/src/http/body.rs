@@ -6,18 +6,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 pub(crate) enum ReqBody {
     Hyper(Incoming),
-    /// The whole body, taken by the first poll.
-    Whole(Option<Bytes>),
-}
-
-impl ReqBody {
-    pub fn whole(data: Bytes) -> ReqBody {
-        ReqBody::Whole((!data.is_empty()).then_some(data))
-    }
+    Whole(Full<Bytes>),
 }
 
 impl Body for ReqBody {
@@ -30,23 +24,23 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ReqBody::Hyper(body) => Pin::new(body).poll_frame(cx),
-            ReqBody::Whole(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ReqBody::Whole(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Hyper(body) => body.is_end_stream(),
-            ReqBody::Whole(data) => data.is_none(),
+            ReqBody::Whole(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Hyper(body) => body.size_hint(),
-            ReqBody::Whole(data) => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            ReqBody::Whole(body) => body.size_hint(),
         }
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::{HeaderMap, Method};
+use http_body_util::Full;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::body::ReqBody;
@@ -65,7 +66,7 @@ pub(super) async fn serve<S>(
         if !read_body(&mut io, &mut buf, head.body).await {
             return;
         }
-        let body = ReqBody::whole(buf.split_to(head.body).freeze());
+        let body = ReqBody::Whole(Full::new(buf.split_to(head.body).freeze()));
         let req = head.req.map(|()| body);
         let to_head = req.method() == Method::HEAD;
         let handling = std::pin::pin!(super::handle(req, &conn, &chain, &shared));

@@ -4,12 +4,11 @@
 //! exact length when known, else a declared `Content-Length`, else
 //! chunked; no body for HEAD, 1xx, 204 and 304.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
@@ -217,7 +216,7 @@ fn encode_head(
     }
     if !headers.contains_key(DATE) {
         out.extend_from_slice(b"date: ");
-        push_date(out);
+        crate::text::push_http_date(out, SystemTime::now());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -229,24 +228,6 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-thread_local! {
-    /// The last second's IMF-fixdate: responses come many to a second.
-    static DATE_TEXT: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-}
-
-/// `Sat, 28 Nov 2026 10:29:32 GMT`, as hyper's server added it.
-fn push_date(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    DATE_TEXT.with(|cached| {
-        let mut cached = cached.borrow_mut();
-        if cached.0 != second {
-            *cached = (second, httpdate::fmt_http_date(now));
-        }
-        out.extend_from_slice(cached.1.as_bytes());
-    });
 }
 
 #[cfg(test)]
