@@ -247,6 +247,13 @@ for name in direct plaintext mtls nginx-mtls; do
 done
 echo "mtls pair max req/s vs plaintext pair: $(awk -v a="${MAX[mtls]}" -v b="${MAX[plaintext]}" 'BEGIN{printf "%.2f", a/b}'), vs the nginx mTLS pair: $(awk -v a="${MAX[mtls]}" -v b="${MAX[nginx-mtls]}" 'BEGIN{printf "%.2f", a/b}')"
 echo
+# The proxy's code layout (crates/weft/build.rs): how many of the functions
+# bench/layout.sh listed this build still has; a low count means the list is
+# stale and the RSS above is higher than it need be.
+ORDER=crates/weft/layout/weft-proxy.order
+LISTED=$(grep -c . "$ORDER")
+KNOWN=$(nm --defined-only "$(dirname "$WEFT")/weft-proxy" | awk '{print $3}' | sort -u | comm -12 - <(sort -u "$ORDER") | wc -l)
+echo "code layout: $KNOWN of the $LISTED functions in $ORDER are in this build"
 echo "sidecar RSS idle / at 1000 req/s with mTLS (its own, anonymous, in brackets): client $(mb "$IDLE_CLIENT_KB") ($(mb "$IDLE_CLIENT_ANON")) / $(mb "$LOAD_CLIENT_KB") ($(mb "$LOAD_CLIENT_ANON")) MB, server $(mb "$IDLE_SERVER_KB") ($(mb "$IDLE_SERVER_ANON")) / $(mb "$LOAD_SERVER_KB") ($(mb "$LOAD_SERVER_ANON")) MB"
 echo "sidecar CPU at 1000 req/s with mTLS (vCPU per 1000 req/s): client $VCPU_CLIENT, server $VCPU_SERVER (Istio's published Envoy sidecar: 0.20); the nginx pair, each: $VCPU_NGX"
 CP_KB=$(rss_kb "$CP_PID") CP_ANON=$(anon_kb "$CP_PID")

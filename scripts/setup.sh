@@ -26,6 +26,8 @@ if [ "${WEFT_BENCH:-0}" = 1 ]; then
   have wrk || need+=(wrk)
   have nginx || need+=(nginx)
   have haproxy || need+=(haproxy)
+  # CALLGRIND=N bench/run.sh and bench/layout.sh count instructions.
+  have valgrind || need+=(valgrind)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
