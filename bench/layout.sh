@@ -55,7 +55,7 @@ events { worker_connections 1024; }
 http { access_log off;
   server { listen 8080; location / { return 200 "hello from the server\n"; } } }
 NGINX
-sed "s#nginx.pid#nginx-plain.pid#" "$WORK/nginx.conf" > "$WORK/nginx-plain.conf"
+sed "s#nginx.pid#nginx-pair.pid#" "$WORK/nginx.conf" > "$WORK/nginx-pair.conf"
 cat > "$WORK/mesh/mesh.yaml" <<YAML
 workloads:
 - name: client
@@ -67,14 +67,14 @@ workloads:
   serviceAccount: server
   command: [nginx, -c, $WORK/nginx.conf]
   ports: [{containerPort: 8080, name: http}]
-- name: server-plain
-  labels: {app: server-plain}
+- name: server-pair
+  labels: {app: server-pair}
   serviceAccount: server
-  command: [nginx, -c, $WORK/nginx-plain.conf]
+  command: [nginx, -c, $WORK/nginx-pair.conf]
   ports: [{containerPort: 8080, name: http}]
 services:
 - {name: server, ports: [{name: http, port: 8080}], selector: {app: server}}
-- {name: server-plain, ports: [{name: http, port: 8080}], selector: {app: server-plain}}
+- {name: server-pair, ports: [{name: http, port: 8080}], selector: {app: server-pair}}
 YAML
 cat > "$WORK/mesh/routes.yaml" <<YAML
 apiVersion: networking.istio.io/v1
@@ -96,25 +96,6 @@ spec:
     route: [{destination: {host: server}}]
 YAML
 
-# Applied once the mesh serves, as bench/mtls_pair.sh does: the proxies
-# take a config push while they serve.
-cat > "$WORK/plaintext.yaml" <<YAML
-# server-plain's sidecars speak plaintext, as bench/mtls_pair.sh's pair.
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: server-plain}
-spec:
-  selector: {matchLabels: {app: server-plain}}
-  mtls: {mode: DISABLE}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: server-plain}
-spec:
-  host: server-plain
-  trafficPolicy: {tls: {mode: DISABLE}}
-YAML
-
 "$WEFT" down --name "$NAME" >/dev/null 2>&1 || true
 "$WORK/bin/weft" up "$WORK/mesh" --name "$NAME" --subnet "$SUBNET" --ingress-port 18201 >"$WORK/up.log" 2>&1 &
 UP_PID=$!
@@ -132,10 +113,11 @@ load() {
 }
 load --h1 -n 2000 -c 10 http://server:8080/
 load -n 500 -c 2 -m 10 http://server:8080/
-load --h1 -n 1000 -c 10 http://server-plain:8080/
-"$WEFT" apply --mesh "$NAME" -f "$WORK/plaintext.yaml" >/dev/null
+load --h1 -n 1000 -c 10 http://server-pair:8080/
+# A config push while the proxies serve, as in bench/mtls_pair.sh.
+"$WEFT" apply --mesh "$NAME" -f bench/plaintext-pair.yaml >/dev/null
 sleep 10
-load --h1 -n 1000 -c 10 http://server-plain:8080/
+load --h1 -n 1000 -c 10 http://server-pair:8080/
 load --h1 -n 1000 -c 10 http://server:8080/
 for _ in $(seq 20); do in_pod client curl -s -o /dev/null http://server:8080/missing; done
 for _ in $(seq 20); do curl -s -o /dev/null http://127.0.0.1:18201/ || true; done

@@ -101,21 +101,7 @@ services:
 YAML
 } > "$WORK/mesh/mesh.yaml"
 # The plaintext pair: neither side uses mTLS for server-pair.
-cat > "$WORK/mesh/plaintext-pair.yaml" <<YAML
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: server-pair}
-spec:
-  selector: {matchLabels: {app: server-pair}}
-  mtls: {mode: DISABLE}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: server-pair}
-spec:
-  host: server-pair
-  trafficPolicy: {tls: {mode: DISABLE}}
-YAML
+cp bench/plaintext-pair.yaml "$WORK/mesh/plaintext-pair.yaml"
 
 "$WEFT" down --name "$NAME" >/dev/null 2>&1 || true
 "$WEFT" up "$WORK/mesh" --name "$NAME" --subnet "$SUBNET" --ingress-port 18200 >"$WORK/up.log" 2>&1 &
