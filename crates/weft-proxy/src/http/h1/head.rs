@@ -34,6 +34,8 @@ pub(super) enum Parsed {
     Partial,
     /// A request (or bytes) for hyper; nothing consumed.
     Other,
+    /// A request refused whole (400), the connection closed after it.
+    Refused,
 }
 
 pub(super) struct Head {
@@ -48,6 +50,7 @@ pub(super) struct Head {
 enum Miss {
     Partial,
     Other,
+    Refused,
 }
 
 /// Where a field's name and value lie in the head: name start and end,
@@ -75,6 +78,7 @@ pub(super) fn take(buf: &mut BytesMut, spare: &mut HeaderMap) -> Parsed {
         Ok(s) => s,
         Err(Miss::Partial) => return Parsed::Partial,
         Err(Miss::Other) => return Parsed::Other,
+        Err(Miss::Refused) => return Parsed::Refused,
     };
     let head = buf.split_to(scanned.len).freeze();
     match request(&head, &scanned, &spans[..scanned.count], spare) {
@@ -115,7 +119,7 @@ fn scan(buf: &[u8], spans: &mut [Span; MAX_HEADERS]) -> Result<Scanned, Miss> {
         return Err(Miss::Other);
     }
     let at = |part: &[u8]| (part.as_ptr() as usize - buf.as_ptr() as usize) as u32;
-    let (mut body, mut close, mut lengths) = (0, false, 0);
+    let (mut body, mut close, mut lengths, mut coded) = (0, false, 0, false);
     for (span, field) in spans.iter_mut().zip(req.headers.iter()) {
         let name = field.name.as_bytes();
         match name.len() {
@@ -125,16 +129,21 @@ fn scan(buf: &[u8], spans: &mut [Span; MAX_HEADERS]) -> Result<Scanned, Miss> {
             10 if name.eq_ignore_ascii_case(b"connection") => close |= says_close(field.value),
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 lengths += 1;
-                body = match length(field.value) {
-                    Some(n) if lengths == 1 => n,
-                    _ => return Err(Miss::Other),
-                };
+                body = length(field.value).unwrap_or(usize::MAX);
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Err(Miss::Other),
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => coded = true,
             _ => {}
         }
         let (n, v) = (at(name), at(field.value));
         *span = [n, n + name.len() as u32, v, v + field.value.len() as u32];
+    }
+    // Both framings: refused, as Envoy does (`allow_chunked_length` off),
+    // so no reading of the body can differ from the upstream's.
+    if coded && lengths > 0 {
+        return Err(Miss::Refused);
+    }
+    if coded || lengths > 1 || body == usize::MAX {
+        return Err(Miss::Other);
     }
     Ok(Scanned {
         len,
@@ -253,6 +262,17 @@ mod tests {
             let (parsed, rest) = take_str(raw);
             assert!(matches!(parsed, Parsed::Other), "{raw:?} left to hyper");
             assert_eq!(&rest[..], raw.as_bytes(), "{raw:?} untouched");
+        }
+    }
+
+    #[test]
+    fn both_framings_are_refused() {
+        for raw in [
+            "POST / HTTP/1.1\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n0\r\n\r\n",
+        ] {
+            let (parsed, _) = take_str(raw);
+            assert!(matches!(parsed, Parsed::Refused), "{raw:?} refused");
         }
     }
 }

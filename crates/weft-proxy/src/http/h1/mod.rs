@@ -33,6 +33,10 @@ const MIN_READ: usize = 2048;
 /// Bytes of pipelined requests read ahead while one is handled.
 const READ_AHEAD: usize = 64 * 1024;
 
+/// The answer to a head refused whole, as hyper words its own 400s.
+const BAD_REQUEST: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
 /// What comes next on the connection (see `head::Parsed` for its size).
 #[allow(clippy::large_enum_variant)]
 enum Next {
@@ -41,6 +45,8 @@ enum Next {
     Hyper,
     /// The client closed (or broke) the connection.
     Closed,
+    /// A head refused whole: 400, then the close.
+    Refused,
 }
 
 pub(super) async fn serve<S>(
@@ -62,6 +68,11 @@ pub(super) async fn serve<S>(
                 return super::serve_hyper(io, conn, chain, shared).await;
             }
             Next::Closed => return,
+            Next::Refused => {
+                let _ = io.write_all(BAD_REQUEST).await;
+                let _ = io.shutdown().await;
+                return;
+            }
         };
         if !read_body(&mut io, &mut buf, head.body).await {
             return;
@@ -110,6 +121,7 @@ async fn next_head<S: AsyncRead + Unpin>(
             match head::take(buf, spare) {
                 Parsed::Request(head) => return Next::Request(head),
                 Parsed::Other => return Next::Hyper,
+                Parsed::Refused => return Next::Refused,
                 Parsed::Partial => {}
             }
         }
