@@ -7,7 +7,10 @@
 #   - at a fixed 1000 req/s (h2load --h1, 10 connections × 100 req/s, its
 #     per-request log): p50, p90, p99 latency, and what the pair adds
 #     over the direct path;
-#   - the most it serves (wrk -t1 -c32, keep-alive).
+#   - the most it serves (wrk -t1 -c32, keep-alive);
+#   - new connections: a TCP port (`tcp`, so each client connection is
+#     a new mTLS connection between the sidecars, resumed after the
+#     first), one request per connection (wrk `Connection: close`).
 # The same for nginx as the pair (`nginx-mtls`): an nginx in the client's
 # pod (`proxy_pass https://` with `proxy_ssl_certificate`, verifying the
 # server) and one in the server's pod (`listen ssl`, `ssl_verify_client
@@ -54,7 +57,7 @@ pid /tmp/weft-mtls-bench-nginx-\$hostname.pid;
 error_log stderr;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 100000000;
-  server { listen 8080; location / { return 200 "hello from the server\n"; } } }
+  server { listen 8080; listen 9090; location / { return 200 "hello from the server\n"; } } }
 NGINX
 # Each nginx needs its own pid file: one config per server pod.
 for s in plain pair mtls ngx; do
@@ -72,7 +75,7 @@ bare_pods() { # suffix
 - name: server-$1
   labels: {app: server-$1, sidecar.istio.io/inject: "false"}
   command: [nginx, -c, $WORK/nginx-$1.conf]
-  ports: [{containerPort: 8080, name: http}]
+  ports: [{containerPort: 8080, name: http}, {containerPort: 9090, name: tcp}]
 YAML
 }
 {
@@ -88,16 +91,16 @@ cat <<YAML
   labels: {app: server-pair}
   serviceAccount: server
   command: [nginx, -c, $WORK/nginx-pair.conf]
-  ports: [{containerPort: 8080, name: http}]
+  ports: [{containerPort: 8080, name: http}, {containerPort: 9090, name: tcp}]
 - name: server-mtls
   labels: {app: server-mtls}
   serviceAccount: server
   command: [nginx, -c, $WORK/nginx-mtls.conf]
-  ports: [{containerPort: 8080, name: http}]
+  ports: [{containerPort: 8080, name: http}, {containerPort: 9090, name: tcp}]
 services:
-- {name: server-plain, ports: [{name: http, port: 8080}], selector: {app: server-plain}}
-- {name: server-pair, ports: [{name: http, port: 8080}], selector: {app: server-pair}}
-- {name: server-mtls, ports: [{name: http, port: 8080}], selector: {app: server-mtls}}
+- {name: server-plain, ports: [{name: http, port: 8080}, {name: tcp, port: 9090}], selector: {app: server-plain}}
+- {name: server-pair, ports: [{name: http, port: 8080}, {name: tcp, port: 9090}], selector: {app: server-pair}}
+- {name: server-mtls, ports: [{name: http, port: 8080}, {name: tcp, port: 9090}], selector: {app: server-mtls}}
 YAML
 } > "$WORK/mesh/mesh.yaml"
 # The plaintext pair: neither side uses mTLS for server-pair.
@@ -221,6 +224,15 @@ max_rate direct client-plain server-plain
 max_rate plaintext client server-pair
 max_rate mtls client server-mtls
 max_rate nginx-mtls client-ngx "$NGX_URL"
+declare -A CONNS CONN_P50
+new_conns() { # name client server
+  local out; out=$(in_pod "$2" wrk -t1 -c4 -d5s -H 'Connection: close' "http://$3:9090/")
+  CONNS[$1]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  CONN_P50[$1]=$(in_pod "$2" wrk -t1 -c1 -d2s --latency -H 'Connection: close' "http://$3:9090/" | awk '$1 == "50%" {print $2}')
+}
+new_conns direct client-plain server-plain
+new_conns plaintext client server-pair
+new_conns mtls client server-mtls
 
 echo
 echo "fixed 1000 req/s (h2load --h1 -c10 --rps 100 -D$DURATION), HTTP/1.1 keep-alive; max: wrk -t1 -c32; $(nproc) cores"
@@ -231,6 +243,7 @@ for name in direct plaintext mtls nginx-mtls; do
     "$(awk -v a="${P99[$name]}" -v b="${P99[direct]}" 'BEGIN{printf "%.3f", a-b}')" \
     "${MAX[$name]}"
 done
+echo "new connections (TCP port, one request each; wrk -t1 -c4 'Connection: close'): conn/s direct ${CONNS[direct]}, plaintext pair ${CONNS[plaintext]}, mtls pair ${CONNS[mtls]}; p50 with one connection at a time: ${CONN_P50[direct]}, ${CONN_P50[plaintext]}, ${CONN_P50[mtls]}"
 echo "mtls pair max req/s vs plaintext pair: $(awk -v a="${MAX[mtls]}" -v b="${MAX[plaintext]}" 'BEGIN{printf "%.2f", a/b}'), vs the nginx mTLS pair: $(awk -v a="${MAX[mtls]}" -v b="${MAX[nginx-mtls]}" 'BEGIN{printf "%.2f", a/b}')"
 echo
 # The proxy's code layout (crates/weft/build.rs): how many of the functions

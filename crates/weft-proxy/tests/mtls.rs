@@ -317,3 +317,145 @@ async fn a_client_certificate_from_another_ca_is_refused() {
     );
     assert_eq!(get(bare.addr, "/get").await.status, 503);
 }
+
+/// One request over `openssl s_client` as `client_sa`, resuming the
+/// session in `session` when the file exists and saving the next one
+/// there: everything s_client printed, the response included.
+fn s_client_request(server: SocketAddr, ca: &Ca, client_sa: &str, session: &str) -> String {
+    let (chain, key, roots) = ca.issue(client_sa);
+    let d = ca.dir.display();
+    std::fs::write(ca.dir.join(format!("{client_sa}.pem")), chain).unwrap();
+    std::fs::write(ca.dir.join(format!("{client_sa}.key")), key).unwrap();
+    std::fs::write(ca.dir.join("roots.pem"), roots).unwrap();
+    let session = ca.dir.join(session);
+    let resume = if session.exists() {
+        format!("-sess_in {}", session.display())
+    } else {
+        String::new()
+    };
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf 'GET /get HTTP/1.1\\r\\nhost: x\\r\\nconnection: close\\r\\n\\r\\n' | timeout 10 openssl s_client -connect {server} -alpn istio-http/1.1 -cert {d}/{client_sa}.pem -key {d}/{client_sa}.key -CAfile {d}/roots.pem {resume} -sess_out {s} -ign_eof 2>&1",
+            s = session.display()
+        ))
+        .output()
+        .expect("openssl must be installed");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Resumption between mesh peers, server side, with openssl as the
+/// client: a session resumes with the client's identity (RBAC still sees
+/// it), and not once the server's certificate has been renewed.
+#[tokio::test(flavor = "multi_thread")]
+async fn mesh_sessions_resume_until_the_certificate_changes() {
+    let ca = Ca::new("resume-server");
+    let backend = upstream("backend", None).await;
+    let server = serve(
+        vec![static_cluster("backend", &[backend.addr])],
+        server_listener,
+    );
+    ca.give(&server, "httpbin");
+    // openssl blocks; the proxies serve on the runtime's other workers.
+    let run = |sa: &str, session: &str| {
+        tokio::task::block_in_place(|| s_client_request(server.addr, &ca, sa, session))
+    };
+    let first = run("sleep", "sleep.session");
+    assert!(first.contains("New, TLSv1.3"), "{first}");
+    assert!(first.contains("HTTP/1.1 200"), "{first}");
+    let resumed = run("sleep", "sleep.session");
+    assert!(resumed.contains("Reused, TLSv1.3"), "{resumed}");
+    assert!(
+        resumed.contains("HTTP/1.1 200"),
+        "RBAC sees sleep: {resumed}"
+    );
+    // Another account's resumed session keeps its own identity.
+    assert!(run("other", "other.session").contains("HTTP/1.1 403"));
+    let other = run("other", "other.session");
+    assert!(other.contains("Reused, TLSv1.3"), "{other}");
+    assert!(other.contains("HTTP/1.1 403"), "{other}");
+
+    ca.give(&server, "httpbin");
+    let after = run("sleep", "sleep.session");
+    assert!(after.contains("New, TLSv1.3"), "renewed: {after}");
+    assert!(after.contains("HTTP/1.1 200"), "{after}");
+}
+
+/// `openssl s_server -www` as a mesh server (httpbin's certificate,
+/// client certificates required): its page says whether the session was
+/// new or reused.
+struct SServer {
+    addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl SServer {
+    fn start(ca: &Ca) -> SServer {
+        let (chain, key, roots) = ca.issue("httpbin");
+        let d = &ca.dir;
+        std::fs::write(d.join("server.pem"), chain).unwrap();
+        std::fs::write(d.join("server.key"), key).unwrap();
+        std::fs::write(d.join("server-roots.pem"), roots).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-Verify", "1"])
+            .args(["-accept", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(d.join("server.pem"))
+            .arg("-key")
+            .arg(d.join("server.key"))
+            .arg("-CAfile")
+            .arg(d.join("server-roots.pem"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl must be installed");
+        // Killed and waited for on drop, a failed start included.
+        let server = SServer {
+            addr: ([127, 0, 0, 1], port).into(),
+            child: server,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(server.addr).is_ok() {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("openssl s_server did not listen on {}", server.addr);
+    }
+}
+
+impl Drop for SServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resumption between mesh peers, client side, with openssl as the
+/// server: the second connection resumes, and not once the client's own
+/// certificate has been renewed.
+#[tokio::test]
+async fn a_mesh_client_resumes_until_its_certificate_changes() {
+    let ca = Ca::new("resume-client");
+    let server = SServer::start(&ca);
+    let client = proxy(
+        vec![mesh_cluster("mesh", server.addr, &[HTTPBIN])],
+        vec![route_to("mesh")],
+    );
+    ca.give(&client, "sleep");
+    let page = |r: Reply| {
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    };
+    assert!(page(get(client.addr, "/").await).contains("New, TLSv1.3"));
+    let second = page(get(client.addr, "/").await);
+    assert!(second.contains("Reused, TLSv1.3"), "{second}");
+    ca.give(&client, "sleep");
+    let renewed = page(get(client.addr, "/").await);
+    assert!(renewed.contains("New, TLSv1.3"), "{renewed}");
+}

@@ -234,10 +234,11 @@ fn server_config(
     config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     if tls.validation.as_deref() == Some(ROOTCA) {
         // A resumed session skips the client certificate's check: mesh
-        // peers do a full handshake, so a dropped root or an expired
-        // certificate never rides on an old session.
-        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
+        // sessions are kept only as long as a full handshake would still
+        // pass (`identity::resume`).
+        config.session_storage = Arc::new(crate::identity::resume::ServerSessions::new(
+            secrets.workload.clone(),
+        ));
     }
     Ok(config)
 }

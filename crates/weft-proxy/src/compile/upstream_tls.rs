@@ -170,6 +170,13 @@ fn compile_socket(
                 .map_err(|e| format!("client certificate: {e}"))?
         }
     };
+    if mesh.is_some() {
+        // Mesh peers resume sessions only while a full handshake would
+        // still pass (`identity::resume`); other TLS keeps rustls's cache.
+        config.resumption = rustls::client::Resumption::store(Arc::new(
+            crate::identity::resume::ClientSessions::new(identity.clone()),
+        ));
+    }
     config.alpn_protocols = common
         .alpn_protocols
         .iter()

@@ -8,6 +8,7 @@
 //! go on with the certificate they started with.
 
 pub(crate) mod agent;
+pub(crate) mod resume;
 pub(crate) mod tls;
 
 use std::sync::Arc;
@@ -31,6 +32,9 @@ pub struct Identity {
 
 /// A certificate in use, with what handshakes need of it made once.
 pub struct WorkloadCert {
+    /// Distinct for every certificate installed: TLS sessions made under
+    /// one are not resumed under another (`resume`).
+    pub generation: u64,
     pub key: Arc<CertifiedKey>,
     pub roots: Arc<RootCertStore>,
     /// Checks client certificates against `roots` (a client must send one).
@@ -105,7 +109,9 @@ impl WorkloadCert {
                 .map_err(|e| format!("trust bundle: {e}"))?,
         );
         let clients = weft_tls::client_verifier(roots.clone(), false)?;
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(WorkloadCert {
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             key,
             roots,
             clients,
@@ -172,5 +178,26 @@ impl Identity {
                 pem: cert.roots_pem.clone(),
             },
         ]
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// A (chain, key, roots) triple from a CA made for the test.
+    pub fn issued() -> (String, String, String) {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("weft-identity-{}-{n}", std::process::id()));
+        let ca = weft_ca::Authority::load_or_create(&dir, "cluster.local").unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let req = weft_ca::workload::request(None).unwrap();
+        let id = weft_ca::SpiffeId {
+            trust_domain: "cluster.local".into(),
+            namespace: "default".into(),
+            service_account: "test".into(),
+        };
+        let mut chain = ca.sign(&req.csr_pem, &id, None).unwrap().chain;
+        let roots = chain.pop().unwrap();
+        (chain.concat(), req.key_pem, roots)
     }
 }
