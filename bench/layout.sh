@@ -10,8 +10,10 @@
 # ingress gateway, each proxy under valgrind's callgrind, which records every
 # function run. The sidecars start, take their config and certificates,
 # serve HTTP/1.1 and HTTP/2 through the pair (and through a plaintext pair),
-# and stop; callgrind's counts of instructions per function give the order,
-# followed by the rest of the crypto library's C and assembly. As root.
+# and stop; callgrind's counts of instructions per function give the order
+# (what a third sidecar, which only starts and serves one request each way,
+# ran first: an idle sidecar's code is one block), followed by the rest of
+# the crypto library's C and assembly. As root.
 #
 #   bench/layout.sh
 #
@@ -53,9 +55,10 @@ cat > "$WORK/nginx.conf" <<NGINX
 worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log stderr;
 events { worker_connections 1024; }
 http { access_log off;
-  server { listen 8080; location / { return 200 "hello from the server\n"; } } }
+  server { listen 8080; listen 9090; location / { return 200 "hello from the server\n"; } } }
 NGINX
 sed "s#nginx.pid#nginx-pair.pid#" "$WORK/nginx.conf" > "$WORK/nginx-pair.conf"
+sed "s#nginx.pid#nginx-idle.pid#" "$WORK/nginx.conf" > "$WORK/nginx-idle.conf"
 cat > "$WORK/mesh/mesh.yaml" <<YAML
 workloads:
 - name: client
@@ -66,15 +69,21 @@ workloads:
   labels: {app: server}
   serviceAccount: server
   command: [nginx, -c, $WORK/nginx.conf]
-  ports: [{containerPort: 8080, name: http}]
+  ports: [{containerPort: 8080, name: http}, {containerPort: 9090, name: tcp}]
 - name: server-pair
   labels: {app: server-pair}
   serviceAccount: server
   command: [nginx, -c, $WORK/nginx-pair.conf]
+  ports: [{containerPort: 8080, name: http}, {containerPort: 9090, name: tcp}]
+- name: idle
+  labels: {app: idle}
+  serviceAccount: idle
+  command: [nginx, -c, $WORK/nginx-idle.conf]
   ports: [{containerPort: 8080, name: http}]
 services:
-- {name: server, ports: [{name: http, port: 8080}], selector: {app: server}}
-- {name: server-pair, ports: [{name: http, port: 8080}], selector: {app: server-pair}}
+- {name: idle, ports: [{name: http, port: 8080}], selector: {app: idle}}
+- {name: server, ports: [{name: http, port: 8080}, {name: tcp, port: 9090}], selector: {app: server}}
+- {name: server-pair, ports: [{name: http, port: 8080}, {name: tcp, port: 9090}], selector: {app: server-pair}}
 YAML
 cat > "$WORK/mesh/routes.yaml" <<YAML
 apiVersion: networking.istio.io/v1
@@ -105,8 +114,14 @@ in_pod() { local pod=$1; shift; ip netns exec "weft-$NAME-$pod" "$@"; }
 for _ in $(seq 100); do in_pod client curl -sf -o /dev/null http://server:8080/ && break; sleep 0.3; done
 in_pod client curl -sf -o /dev/null http://server:8080/ || { echo "client cannot reach server"; exit 1; }
 
+# The idle pod's sidecar serves one request each way and nothing more: what
+# a sidecar runs to be up and to have served (its functions go first).
+for _ in $(seq 100); do in_pod client curl -sf -o /dev/null http://idle:8080/ && break; sleep 0.3; done
+in_pod idle curl -sf -o /dev/null http://server:8080/ || { echo "idle cannot reach server"; exit 1; }
+
 # The traffic: keep-alive HTTP/1.1, HTTP/2 (h2c from the client), new
-# connections, a 404, and the ingress gateway.
+# connections (over TCP ports too: mTLS, its sessions resumed), a 404,
+# and the ingress gateway.
 load() {
   timeout 120 ip netns exec "weft-$NAME-client" h2load "$@" | grep -q " 0 failed" ||
     { echo "failed: h2load $*"; exit 1; }
@@ -120,23 +135,26 @@ sleep 10
 load --h1 -n 1000 -c 10 http://server-pair:8080/
 load --h1 -n 1000 -c 10 http://server:8080/
 for _ in $(seq 20); do in_pod client curl -s -o /dev/null http://server:8080/missing; done
+for _ in $(seq 20); do in_pod client curl -sf -o /dev/null http://server:9090/; done
+for _ in $(seq 20); do in_pod client curl -sf -o /dev/null http://server-pair:9090/; done
 for _ in $(seq 20); do curl -s -o /dev/null http://127.0.0.1:18201/ || true; done
 
 # callgrind writes its counts as each proxy ends.
 STATE=/run/weft/$NAME/state.json
 PIDS=$(python3 -c 'import json,sys; print(" ".join(str(p["pid"]) for p in json.load(open(sys.argv[1]))["processes"] if p["role"].startswith("sidecar/") or p["role"] == "ingress-gateway"))' "$STATE")
+IDLE_PID=$(python3 -c 'import json,sys; print(next(p["pid"] for p in json.load(open(sys.argv[1]))["processes"] if p["role"] == "sidecar/idle"))' "$STATE")
 kill $PIDS
 for _ in $(seq 60); do
   alive=0; for p in $PIDS; do kill -0 "$p" 2>/dev/null && alive=1; done
   [ $alive = 0 ] && break; sleep 1
 done
 
-python3 - "$PROXY" "$OUT" "$WORK"/cg/* <<'PY'
+python3 - "$PROXY" "$OUT" "$WORK/cg/$IDLE_PID" "$WORK"/cg/* <<'PY'
 import collections, os, re, subprocess, sys
-binary, out, files = os.path.realpath(sys.argv[1]), sys.argv[2], sys.argv[3:]
+binary, out, idle_file, files = os.path.realpath(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
 # Each function's own instructions (not its callees'), in the proxy's
 # binary only; callgrind marks recursion levels with 'N.
-cost = collections.Counter()
+cost, idle = collections.Counter(), set()
 for path in files:
     ob = fn = None
     after_calls = False
@@ -153,17 +171,22 @@ for path in files:
                 after_calls = False
             elif ob and os.path.realpath(ob) == binary and fn:
                 cost[fn] += int(line.split()[1])
+                if path == idle_file:
+                    idle.add(fn)
 names = set()
 for l in subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True).stdout.splitlines():
     parts = l.split()
     if len(parts) == 3 and parts[1] in "tTwW":
         names.add(parts[2])
-order = [f for f, _ in cost.most_common() if f in names]
+# What the idle sidecar ran first, then the rest, each busiest first: an
+# idle sidecar's code is then one block, not spread over all of it.
+ranked = [f for f, _ in cost.most_common() if f in names]
+order = [f for f in ranked if f in idle] + [f for f in ranked if f not in idle]
 # Then the rest of the C and assembly (the crypto library's): the machine
 # picks among its variants by CPU features, and callgrind's CPU is not this
 # one.
 order += sorted(n for n in names if not n.startswith(("_ZN", "_R")) and n not in cost)
 with open(out, "w") as f:
     f.write("\n".join(order) + "\n")
-print(f"{out}: {len(order)} functions (of {len(names)} in {binary})")
+print(f"{out}: {len(order)} functions, {sum(f in idle for f in ranked)} of them an idle sidecar's first (of {len(names)} in {binary})")
 PY
