@@ -55,6 +55,17 @@ impl Ca {
         (chain.concat(), req.key_pem, roots)
     }
 
+    /// Writes a certificate of `sa`, its key and the roots into the CA's
+    /// directory: openssl's `-cert`, `-key` and `-CAfile` for them.
+    fn openssl_identity(&self, sa: &str) -> String {
+        let (chain, key, roots) = self.issue(sa);
+        let d = self.dir.display();
+        std::fs::write(format!("{d}/{sa}.pem"), chain).unwrap();
+        std::fs::write(format!("{d}/{sa}.key"), key).unwrap();
+        std::fs::write(format!("{d}/{sa}-roots.pem"), roots).unwrap();
+        format!("-cert {d}/{sa}.pem -key {d}/{sa}.key -CAfile {d}/{sa}-roots.pem")
+    }
+
     fn give(&self, proxy: &Proxy, sa: &str) -> String {
         let (chain, key, roots) = self.issue(sa);
         proxy.inner.install_identity(&chain, &key, &roots).unwrap();
@@ -169,32 +180,38 @@ fn mesh_cluster(
     c
 }
 
-/// The server's certificate as `openssl s_client` sees it, as text.
-fn s_client(server: SocketAddr, ca: &Ca, client_sa: &str) -> String {
-    let (chain, key, roots) = ca.issue(client_sa);
-    let dir = &ca.dir;
-    std::fs::write(dir.join("c.pem"), chain).unwrap();
-    std::fs::write(dir.join("c.key"), key).unwrap();
-    std::fs::write(dir.join("roots.pem"), roots).unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl s_client -connect {server} -alpn istio -cert {d}/c.pem -key {d}/c.key -CAfile {d}/roots.pem </dev/null 2>/dev/null | openssl x509 -noout -serial -ext subjectAltName",
-            d = dir.display()
-        ))
-        .output()
-        .expect("openssl must be installed");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-#[tokio::test]
-async fn sidecars_speak_mtls_and_rbac_sees_the_client_identity() {
-    let ca = Ca::new("pair");
+/// The server's sidecar (`server_listener`) in front of its backend.
+async fn server_sidecar() -> (Proxy, Upstream) {
     let backend = upstream("backend", None).await;
     let server = serve(
         vec![static_cluster("backend", &[backend.addr])],
         server_listener,
     );
+    (server, backend)
+}
+
+/// What a shell script printed (stdout).
+fn sh(script: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("sh and openssl must be installed");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The server's certificate as `openssl s_client` sees it, as text.
+fn s_client(server: SocketAddr, ca: &Ca, client_sa: &str) -> String {
+    let id = ca.openssl_identity(client_sa);
+    sh(&format!(
+        "openssl s_client -connect {server} -alpn istio {id} </dev/null 2>/dev/null | openssl x509 -noout -serial -ext subjectAltName"
+    ))
+}
+
+#[tokio::test]
+async fn sidecars_speak_mtls_and_rbac_sees_the_client_identity() {
+    let ca = Ca::new("pair");
+    let (server, _backend) = server_sidecar().await;
     let served = ca.give(&server, "httpbin");
 
     let client = proxy(
@@ -266,7 +283,7 @@ async fn sidecars_speak_mtls_and_rbac_sees_the_client_identity() {
     std::fs::write(ca.dir.join("leaf.pem"), &served).unwrap();
     let verify = Command::new("openssl")
         .args(["verify", "-CAfile"])
-        .arg(ca.dir.join("roots.pem"))
+        .arg(ca.dir.join("sleep-roots.pem"))
         .arg(ca.dir.join("leaf.pem"))
         .output()
         .unwrap();
@@ -287,11 +304,7 @@ async fn sidecars_speak_mtls_and_rbac_sees_the_client_identity() {
 async fn a_client_certificate_from_another_ca_is_refused() {
     let ca = Ca::new("trusted");
     let foreign = Ca::new("foreign");
-    let backend = upstream("backend", None).await;
-    let server = serve(
-        vec![static_cluster("backend", &[backend.addr])],
-        server_listener,
-    );
+    let (server, _backend) = server_sidecar().await;
     ca.give(&server, "httpbin");
     // The client trusts the mesh root but holds a foreign certificate
     // (its own bundle has the foreign root too, so it installs).
@@ -322,26 +335,17 @@ async fn a_client_certificate_from_another_ca_is_refused() {
 /// session in `session` when the file exists and saving the next one
 /// there: everything s_client printed, the response included.
 fn s_client_request(server: SocketAddr, ca: &Ca, client_sa: &str, session: &str) -> String {
-    let (chain, key, roots) = ca.issue(client_sa);
-    let d = ca.dir.display();
-    std::fs::write(ca.dir.join(format!("{client_sa}.pem")), chain).unwrap();
-    std::fs::write(ca.dir.join(format!("{client_sa}.key")), key).unwrap();
-    std::fs::write(ca.dir.join("roots.pem"), roots).unwrap();
+    let id = ca.openssl_identity(client_sa);
     let session = ca.dir.join(session);
     let resume = if session.exists() {
         format!("-sess_in {}", session.display())
     } else {
         String::new()
     };
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "printf 'GET /get HTTP/1.1\\r\\nhost: x\\r\\nconnection: close\\r\\n\\r\\n' | timeout 10 openssl s_client -connect {server} -alpn istio-http/1.1 -cert {d}/{client_sa}.pem -key {d}/{client_sa}.key -CAfile {d}/roots.pem {resume} -sess_out {s} -ign_eof 2>&1",
-            s = session.display()
-        ))
-        .output()
-        .expect("openssl must be installed");
-    String::from_utf8_lossy(&out.stdout).to_string()
+    sh(&format!(
+        "printf 'GET /get HTTP/1.1\\r\\nhost: x\\r\\nconnection: close\\r\\n\\r\\n' | timeout 10 openssl s_client -connect {server} -alpn istio-http/1.1 {id} {resume} -sess_out {s} -ign_eof 2>&1",
+        s = session.display()
+    ))
 }
 
 /// Resumption between mesh peers, server side, with openssl as the
@@ -350,11 +354,7 @@ fn s_client_request(server: SocketAddr, ca: &Ca, client_sa: &str, session: &str)
 #[tokio::test(flavor = "multi_thread")]
 async fn mesh_sessions_resume_until_the_certificate_changes() {
     let ca = Ca::new("resume-server");
-    let backend = upstream("backend", None).await;
-    let server = serve(
-        vec![static_cluster("backend", &[backend.addr])],
-        server_listener,
-    );
+    let (server, _backend) = server_sidecar().await;
     ca.give(&server, "httpbin");
     // openssl blocks; the proxies serve on the runtime's other workers.
     let run = |sa: &str, session: &str| {
@@ -391,11 +391,7 @@ struct SServer {
 
 impl SServer {
     fn start(ca: &Ca) -> SServer {
-        let (chain, key, roots) = ca.issue("httpbin");
-        let d = &ca.dir;
-        std::fs::write(d.join("server.pem"), chain).unwrap();
-        std::fs::write(d.join("server.key"), key).unwrap();
-        std::fs::write(d.join("server-roots.pem"), roots).unwrap();
+        let id = ca.openssl_identity("httpbin");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -404,12 +400,7 @@ impl SServer {
         let server = Command::new("openssl")
             .args(["s_server", "-quiet", "-www", "-Verify", "1"])
             .args(["-accept", &format!("127.0.0.1:{port}")])
-            .arg("-cert")
-            .arg(d.join("server.pem"))
-            .arg("-key")
-            .arg(d.join("server.key"))
-            .arg("-CAfile")
-            .arg(d.join("server-roots.pem"))
+            .args(id.split(' '))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
