@@ -268,6 +268,34 @@ async fn uploads_keep_or_gain_their_framing() {
     assert!(!seen[1].contains("transfer-encoding"), "{}", seen[1]);
 }
 
+/// A pooled connection that fails before any response (the upstream
+/// closed it as the request went out): an idempotent request is retried
+/// on a new connection under Istio's default policy; a POST is not, for
+/// the upstream may have processed it (RFC 9112 §9.3.1).
+#[tokio::test]
+async fn only_idempotent_requests_are_retried_after_a_pooled_connection_fails() {
+    let gone = ("", true);
+    let up = raw_upstream(&[OK, gone, OK, gone, OK]).await;
+    let mut route = route_to("c");
+    action(&mut route).retry_policy = Some(istio_default_retries());
+    let p = proxy(vec![static_cluster("c", &[up.addr])], vec![route]);
+    // New downstream connections; the upstream's pool is the proxy's.
+    assert_eq!(fetch(p.addr, req("GET", "/one")).await.0, 200);
+    assert_eq!(
+        fetch(p.addr, req("GET", "/two")).await.0,
+        200,
+        "retried on a new connection"
+    );
+    let post = Request::post("/three")
+        .header("host", "test.local")
+        .body(Full::new(Bytes::from_static(b"x")))
+        .unwrap();
+    assert_eq!(fetch(p.addr, post).await.0, 503);
+    let seen = up.requests.lock().unwrap().clone();
+    let posts = seen.iter().filter(|r| r.starts_with("POST ")).count();
+    assert_eq!(posts, 1, "the POST was sent once: {seen:?}");
+}
+
 /// What the proxy answers to raw request bytes on a new connection, up to
 /// its close.
 async fn raw_reply(to: SocketAddr, request: &[u8]) -> String {

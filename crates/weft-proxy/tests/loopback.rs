@@ -74,21 +74,6 @@ fn delay(ms: u64, pct: u32) -> HttpFault {
 }
 
 /// Istio's default retry policy, as istiod sends it.
-fn istio_default_retries() -> RetryPolicy {
-    RetryPolicy {
-        retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-            .into(),
-        num_retries: Some(UInt32Value { value: 2 }),
-        retriable_status_codes: vec![503],
-        retry_host_predicate: vec![retry_policy::RetryHostPredicate {
-            name: "envoy.retry_host_predicates.previous_hosts".into(),
-            ..Default::default()
-        }],
-        host_selection_retry_max_attempts: 5,
-        ..Default::default()
-    }
-}
-
 #[tokio::test]
 async fn plain_route_forwards() {
     let up = upstream("a", None).await;

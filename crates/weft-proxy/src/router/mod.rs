@@ -279,9 +279,14 @@ impl Tries<'_> {
                 Err(TryError::PerTryTimeout) => Outcome::PerTryTimeout,
                 Err(TryError::Upstream(UpstreamError::Connect(_))) => Outcome::ConnectFailure,
                 // A kept-alive connection that fails before any response
-                // was almost surely closed idle by the upstream: the request
-                // was never processed, so it is retried as a connect failure.
-                Err(TryError::Upstream(UpstreamError::Request { reused: true, .. })) => {
+                // was most likely closed idle by the upstream, the request
+                // never processed: retried as a connect failure — if its
+                // method is idempotent (RFC 9112 §9.3.1), for the upstream
+                // may as well have processed it and died; a POST's failure
+                // is a reset, retried only where the policy says so.
+                Err(TryError::Upstream(UpstreamError::Request { reused: true, .. }))
+                    if self.parts.method.is_idempotent() =>
+                {
                     Outcome::ConnectFailure
                 }
                 Err(TryError::Upstream(

@@ -21,8 +21,8 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
-    route, route_action, route_match, Route, RouteAction, RouteConfiguration, RouteMatch,
-    VirtualHost,
+    retry_policy, route, route_action, route_match, RetryPolicy, Route, RouteAction,
+    RouteConfiguration, RouteMatch, VirtualHost,
 };
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
@@ -189,6 +189,22 @@ pub fn route_to(cluster: &str) -> Route {
             timeout: Some(envoy_types::pb::google::protobuf::Duration::default()),
             ..Default::default()
         })),
+        ..Default::default()
+    }
+}
+
+/// The retry policy istiod writes on every route by default.
+pub fn istio_default_retries() -> RetryPolicy {
+    RetryPolicy {
+        retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+            .into(),
+        num_retries: Some(envoy_types::pb::google::protobuf::UInt32Value { value: 2 }),
+        retriable_status_codes: vec![503],
+        retry_host_predicate: vec![retry_policy::RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".into(),
+            ..Default::default()
+        }],
+        host_selection_retry_max_attempts: 5,
         ..Default::default()
     }
 }
