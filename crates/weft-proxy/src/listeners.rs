@@ -186,31 +186,11 @@ async fn run<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    if let Some(chain) = crate::http::Chain::of(&action, snapshot.generation) {
+        return crate::http::serve(sock, conn, chain, shared).await;
+    }
     match action {
-        ChainAction::Http {
-            routes,
-            filters,
-            upgrades,
-            xfcc,
-            forwarding,
-            stats,
-            logs,
-            trace,
-            ..
-        } => {
-            let chain = crate::http::Chain {
-                routes,
-                filters,
-                upgrades,
-                xfcc,
-                forwarding,
-                stats,
-                logs,
-                trace,
-                generation: snapshot.generation,
-            };
-            crate::http::serve(sock, conn, chain, shared).await
-        }
+        ChainAction::Http { .. } => {}
         ChainAction::Tcp {
             clusters,
             idle_timeout,

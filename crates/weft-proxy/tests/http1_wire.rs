@@ -496,3 +496,112 @@ fn dechunk(mut wire: &str) -> String {
             .expect("CRLF after a chunk");
     }
 }
+
+fn ms(n: u64) -> envoy_types::pb::google::protobuf::Duration {
+    envoy_types::pb::google::protobuf::Duration {
+        seconds: 0,
+        nanos: (n * 1_000_000) as i32,
+    }
+}
+
+/// A listener to cluster `c` whose connection manager times a quiet
+/// client out: 300 ms idle between requests, 300 ms within one, and the
+/// whole head within 800 ms.
+fn impatient(addr: SocketAddr) -> envoy_types::pb::envoy::config::listener::v3::Listener {
+    use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions;
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    use prost::Message;
+    let mut l = listener(addr, vec![route_to("c")]);
+    let Some(ConfigType::TypedConfig(any)) = &mut l.filter_chains[0].filters[0].config_type else {
+        panic!("the listener's first filter is the connection manager")
+    };
+    let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+    hcm.common_http_protocol_options = Some(HttpProtocolOptions {
+        idle_timeout: Some(ms(300)),
+        ..Default::default()
+    });
+    hcm.stream_idle_timeout = Some(ms(300));
+    hcm.request_headers_timeout = Some(ms(800));
+    *any = envoy_types::util::pack_any(hcm);
+    l
+}
+
+/// Bytes sent one at a time, `gap` apart, then what comes back up to the
+/// close (at most 5 s).
+async fn trickle(to: SocketAddr, bytes: &[u8], gap: Duration) -> String {
+    let mut s = TcpStream::connect(to).await.unwrap();
+    for b in bytes {
+        if s.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(gap).await;
+    }
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply));
+    let _ = read.await.expect("the proxy closes the connection");
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// Envoy's timeouts on a quiet client, as the connection manager sets
+/// them: an idle connection is closed, a request that stops half-way
+/// gets 408 `stream timeout`, a head that trickles in past the headers
+/// timeout gets 408 `request header timeout`; the upstream sees none.
+#[tokio::test]
+async fn quiet_clients_are_timed_out() {
+    let up = raw_upstream(&[OK]).await;
+    let p = serve(vec![static_cluster("c", &[up.addr])], impatient);
+    // Idle from the start, and idle after a request.
+    assert_eq!(trickle(p.addr, b"", Duration::ZERO).await, "");
+    let after = raw_reply(p.addr, b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await;
+    assert!(after.starts_with("HTTP/1.1 200"), "{after}");
+    assert_eq!(after.matches("HTTP/1.1").count(), 1, "{after}");
+    // A head, then nothing.
+    let half = raw_reply(p.addr, b"GET / HTTP/1.1\r\nhost: a\r\n").await;
+    assert!(half.starts_with("HTTP/1.1 408"), "{half}");
+    assert!(half.ends_with("stream timeout"), "{half}");
+    // A body that stops short of its length.
+    let short = raw_reply(
+        p.addr,
+        b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 9\r\n\r\nabc",
+    )
+    .await;
+    assert!(short.ends_with("stream timeout"), "{short}");
+    // A byte every 100 ms never idles 300 ms, but the head is not whole
+    // after 800.
+    let slow = trickle(
+        p.addr,
+        b"GET / HTTP/1.1\r\nhost: a\r\nx-slow: ....",
+        Duration::from_millis(100),
+    )
+    .await;
+    assert!(slow.starts_with("HTTP/1.1 408"), "{slow}");
+    assert!(slow.ends_with("request header timeout"), "{slow}");
+    assert_eq!(up.requests.lock().unwrap().len(), 1);
+}
+
+/// Without those settings, Envoy's defaults (1 h idle, 5 min within a
+/// request) leave a client that pauses for a second alone.
+#[tokio::test]
+async fn a_pause_within_the_defaults_is_waited_for() {
+    let up = raw_upstream(&[OK]).await;
+    let p = through(&up);
+    let reply = trickle(
+        p.addr,
+        b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+        Duration::from_millis(20),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 200"));
+}

@@ -78,6 +78,8 @@ pub enum ChainAction {
         /// The connection manager's tracer, if it traces.
         #[serde(skip)]
         trace: Option<Arc<crate::trace::TraceCfg>>,
+        /// How long the downstream side may stay quiet.
+        timeouts: HttpTimeouts,
     },
     Tcp {
         stat_prefix: String,
@@ -92,6 +94,35 @@ pub enum ChainAction {
         #[serde(skip)]
         logs: Option<Arc<crate::access_log::Logs>>,
     },
+}
+
+/// The connection manager's timeouts on its downstream side, Envoy's
+/// defaults where the config says nothing; `0s` turns one off (None).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HttpTimeouts {
+    /// A connection with no request in flight closes after this
+    /// (`common_http_protocol_options.idle_timeout`; 1 h).
+    pub idle: Option<std::time::Duration>,
+    /// A client that sends nothing of its request for this long gets 408
+    /// (`stream_idle_timeout`; 5 min).
+    pub stream_idle: Option<std::time::Duration>,
+    /// A request head must be whole this long after its first byte, else
+    /// 408 (`request_headers_timeout`; none).
+    pub headers: Option<std::time::Duration>,
+}
+
+fn http_timeouts(hcm: &HttpConnectionManager) -> Result<HttpTimeouts, String> {
+    let or = |d: Option<&envoy_types::pb::google::protobuf::Duration>, default: Option<u64>| match d
+    {
+        None => Ok(default.map(std::time::Duration::from_secs)),
+        Some(d) => super::nonzero(Some(d)),
+    };
+    let common = hcm.common_http_protocol_options.as_ref();
+    Ok(HttpTimeouts {
+        idle: or(common.and_then(|c| c.idle_timeout.as_ref()), Some(3600))?,
+        stream_idle: or(hcm.stream_idle_timeout.as_ref(), Some(300))?,
+        headers: or(hcm.request_headers_timeout.as_ref(), None)?,
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -350,6 +381,7 @@ fn http_action(
             hcm.tracing.as_ref(),
             reporter == crate::stats::Reporter::Destination,
         )?,
+        timeouts: http_timeouts(hcm)?,
     })
 }
 

@@ -24,7 +24,7 @@ pub use cluster::{ClusterCfg, ClusterKind};
 pub(crate) use endpoints::OVERPROVISIONING;
 pub use endpoints::{Endpoints, Locality};
 pub use headers::{Append, HeaderOps};
-pub use listener::{ChainAction, ChainCfg, ListenerCfg, RouteRef};
+pub use listener::{ChainAction, ChainCfg, HttpTimeouts, ListenerCfg, RouteRef};
 pub use matcher::{HeaderKey, HeaderMatch, PathMatch, QueryMatch, RequestView, ValueMatch};
 pub use route::{
     Action, Clusters, Forward, Mirror, PathRewrite, Redirect, RouteCfg, RouteTable, VirtualHostCfg,

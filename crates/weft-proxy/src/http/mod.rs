@@ -76,21 +76,16 @@ pub(crate) struct Chain {
     pub logs: Option<Arc<crate::access_log::Logs>>,
     /// The connection manager's tracer.
     pub trace: Option<Arc<crate::trace::TraceCfg>>,
+    /// How long the client may stay quiet.
+    pub timeouts: crate::compile::HttpTimeouts,
     /// The config snapshot the chain was taken from.
     pub generation: u64,
 }
 
 impl Chain {
-    /// This connection's chain in a newer snapshot: a kept-alive
-    /// connection follows config changes (an AuthorizationPolicy applied
-    /// now holds for its next request, as Envoy's drain of changed chains
-    /// makes it). None when the chain is gone or no longer HTTP.
-    fn current(snapshot: &Compiled, conn: &Connection) -> Option<Chain> {
-        let listener = snapshot.listener_named(&conn.listener)?;
-        match &listener
-            .chain_for(conn.destination.port(), &conn.seen)?
-            .action
-        {
+    /// The HTTP side of a chain's action; None for a TCP chain.
+    pub(crate) fn of(action: &crate::compile::ChainAction, generation: u64) -> Option<Chain> {
+        match action {
             crate::compile::ChainAction::Http {
                 routes,
                 filters,
@@ -100,6 +95,7 @@ impl Chain {
                 stats,
                 logs,
                 trace,
+                timeouts,
                 ..
             } => Some(Chain {
                 routes: routes.clone(),
@@ -110,10 +106,21 @@ impl Chain {
                 stats: stats.clone(),
                 logs: logs.clone(),
                 trace: trace.clone(),
-                generation: snapshot.generation,
+                timeouts: *timeouts,
+                generation,
             }),
-            _ => None,
+            crate::compile::ChainAction::Tcp { .. } => None,
         }
+    }
+
+    /// This connection's chain in a newer snapshot: a kept-alive
+    /// connection follows config changes (an AuthorizationPolicy applied
+    /// now holds for its next request, as Envoy's drain of changed chains
+    /// makes it). None when the chain is gone or no longer HTTP.
+    fn current(snapshot: &Compiled, conn: &Connection) -> Option<Chain> {
+        let listener = snapshot.listener_named(&conn.listener)?;
+        let chain = listener.chain_for(conn.destination.port(), &conn.seen)?;
+        Chain::of(&chain.action, snapshot.generation)
     }
 }
 
@@ -132,14 +139,21 @@ async fn serve_hyper<S>(sock: S, conn: Arc<Connection>, chain: Arc<Chain>, share
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let stream_idle = chain.timeouts.stream_idle;
     let service = service_fn(move |req: Request<Incoming>| {
         let (conn, chain, shared) = (conn.clone(), chain.clone(), shared.clone());
         let req = req.map(ReqBody::Hyper);
         async move { Ok::<_, Infallible>(handle(req, &conn, &chain, &shared).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // Envoy's `max_request_headers_kb` default: a longer head is 431.
-    builder.http1().max_buf_size(2 * MAX_REQUEST_HEAD);
+    // Envoy's `max_request_headers_kb` default: a longer head is 431. A
+    // head that stalls for the stream idle timeout closes the connection
+    // (hyper's own default, once it has a timer, would be 30 s).
+    builder
+        .http1()
+        .max_buf_size(2 * MAX_REQUEST_HEAD)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(stream_idle);
     let serving = builder.serve_connection_with_upgrades(TokioIo::new(sock), service);
     if let Err(e) = serving.await {
         tracing::debug!(error = %e, "downstream connection ended with an error");

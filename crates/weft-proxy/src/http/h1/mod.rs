@@ -19,8 +19,11 @@ use http::{HeaderMap, Method};
 use http_body_util::Full;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use std::time::{Duration, Instant};
+
 use super::body::ReqBody;
 use super::{Chain, Connection};
+use crate::compile::HttpTimeouts;
 use crate::Shared;
 use head::Parsed;
 
@@ -36,6 +39,16 @@ const READ_AHEAD: usize = 64 * 1024;
 /// The answer to a head refused whole, as hyper words its own 400s.
 const BAD_REQUEST: &[u8] =
     b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+/// Envoy's answers when a client stops sending mid-request: its stream
+/// idle timeout, and its request headers timeout.
+const STREAM_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 14\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nstream timeout";
+const HEADERS_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 22\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nrequest header timeout";
+
+/// Answers and closes.
+async fn refuse<S: AsyncWrite + Unpin>(io: &mut S, answer: &[u8]) {
+    let _ = io.write_all(answer).await;
+    let _ = io.shutdown().await;
+}
 
 /// What comes next on the connection (see `head::Parsed` for its size).
 #[allow(clippy::large_enum_variant)]
@@ -47,6 +60,9 @@ enum Next {
     Closed,
     /// A head refused whole: 400, then the close.
     Refused,
+    /// The client stopped sending in the middle of a request: 408, then
+    /// the close.
+    TimedOut(&'static [u8]),
 }
 
 pub(super) async fn serve<S>(
@@ -61,21 +77,20 @@ pub(super) async fn serve<S>(
     let mut out = Vec::new();
     let mut spare = HeaderMap::new();
     loop {
-        let head = match next_head(&mut io, &mut buf, &mut spare).await {
+        let head = match next_head(&mut io, &mut buf, &mut spare, &chain.timeouts).await {
             Next::Request(head) => head,
             Next::Hyper => {
                 let io = rewind::Rewind::new(buf.freeze(), io);
                 return super::serve_hyper(io, conn, chain, shared).await;
             }
             Next::Closed => return,
-            Next::Refused => {
-                let _ = io.write_all(BAD_REQUEST).await;
-                let _ = io.shutdown().await;
-                return;
-            }
+            Next::Refused => return refuse(&mut io, BAD_REQUEST).await,
+            Next::TimedOut(answer) => return refuse(&mut io, answer).await,
         };
-        if !read_body(&mut io, &mut buf, head.body).await {
-            return;
+        match read_body(&mut io, &mut buf, head.body, chain.timeouts.stream_idle).await {
+            Some(true) => {}
+            Some(false) => return,
+            None => return refuse(&mut io, STREAM_TIMEOUT).await,
         }
         let body = ReqBody::Whole(Full::new(buf.split_to(head.body).freeze()));
         let req = head.req.map(|()| body);
@@ -115,7 +130,10 @@ async fn next_head<S: AsyncRead + Unpin>(
     io: &mut S,
     buf: &mut BytesMut,
     spare: &mut HeaderMap,
+    timeouts: &HttpTimeouts,
 ) -> Next {
+    // When the head's first byte came: the headers timeout runs from it.
+    let mut begun = (!buf.is_empty()).then(Instant::now);
     loop {
         if !buf.is_empty() {
             match head::take(buf, spare) {
@@ -126,10 +144,38 @@ async fn next_head<S: AsyncRead + Unpin>(
             }
         }
         room(buf);
-        match io.read_buf(buf).await {
-            Ok(0) | Err(_) => return Next::Closed,
-            Ok(_) => {}
+        // Between requests the connection's idle timeout holds; within
+        // a head, the stream's and the headers'.
+        let (limit, answer) = match begun {
+            None => (timeouts.idle, None),
+            Some(at) => head_limit(timeouts, at),
+        };
+        match within(limit, io.read_buf(buf)).await {
+            Some(Ok(0) | Err(_)) => return Next::Closed,
+            Some(Ok(_)) => {}
+            None => return answer.map_or(Next::Closed, Next::TimedOut),
         }
+        begun.get_or_insert_with(Instant::now);
+    }
+}
+
+/// How long a started head may wait for its next bytes, and the answer
+/// when it has waited that long.
+fn head_limit(t: &HttpTimeouts, begun: Instant) -> (Option<Duration>, Option<&'static [u8]>) {
+    let headers = t.headers.map(|d| d.saturating_sub(begun.elapsed()));
+    match (t.stream_idle, headers) {
+        (Some(idle), Some(left)) if left < idle => (Some(left), Some(HEADERS_TIMEOUT)),
+        (Some(idle), _) => (Some(idle), Some(STREAM_TIMEOUT)),
+        (None, Some(left)) => (Some(left), Some(HEADERS_TIMEOUT)),
+        (None, None) => (None, None),
+    }
+}
+
+/// `read` within `limit`; None when the time ran out first.
+async fn within<F: std::future::Future>(limit: Option<Duration>, read: F) -> Option<F::Output> {
+    match limit {
+        None => Some(read.await),
+        Some(limit) => tokio::time::timeout(limit, read).await.ok(),
     }
 }
 
@@ -139,16 +185,22 @@ fn room(buf: &mut BytesMut) {
     }
 }
 
-/// Reads until the declared body is in the buffer; false if the client
-/// left first.
-async fn read_body<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, len: usize) -> bool {
+/// Reads until the declared body is in the buffer: false if the client
+/// left first, None if it sent nothing for `idle`.
+async fn read_body<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    len: usize,
+    idle: Option<Duration>,
+) -> Option<bool> {
     while buf.len() < len {
         buf.reserve(len - buf.len());
-        if !matches!(io.read_buf(buf).await, Ok(n) if n > 0) {
-            return false;
+        match within(idle, io.read_buf(buf)).await? {
+            Ok(n) if n > 0 => {}
+            _ => return Some(false),
         }
     }
-    true
+    Some(true)
 }
 
 /// Resolves when the client closes or breaks the connection; what it
