@@ -527,10 +527,11 @@ fn impatient(addr: SocketAddr) -> envoy_types::pb::envoy::config::listener::v3::
     l
 }
 
-/// Bytes sent one at a time, `gap` apart, then what comes back up to the
-/// close (at most 5 s).
-async fn trickle(to: SocketAddr, bytes: &[u8], gap: Duration) -> String {
+/// After `pause`, bytes sent one at a time, `gap` apart, then what comes
+/// back up to the close (at most 5 s).
+async fn trickle(to: SocketAddr, pause: Duration, bytes: &[u8], gap: Duration) -> String {
     let mut s = TcpStream::connect(to).await.unwrap();
+    tokio::time::sleep(pause).await;
     for b in bytes {
         if s.write_all(&[*b]).await.is_err() {
             break;
@@ -552,7 +553,8 @@ async fn quiet_clients_are_timed_out() {
     let up = raw_upstream(&[OK]).await;
     let p = serve(vec![static_cluster("c", &[up.addr])], impatient);
     // Idle from the start, and idle after a request.
-    assert_eq!(trickle(p.addr, b"", Duration::ZERO).await, "");
+    let none = trickle(p.addr, Duration::ZERO, b"", Duration::ZERO).await;
+    assert_eq!(none, "");
     let after = raw_reply(p.addr, b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await;
     assert!(after.starts_with("HTTP/1.1 200"), "{after}");
     assert_eq!(after.matches("HTTP/1.1").count(), 1, "{after}");
@@ -571,6 +573,7 @@ async fn quiet_clients_are_timed_out() {
     // after 800.
     let slow = trickle(
         p.addr,
+        Duration::ZERO,
         b"GET / HTTP/1.1\r\nhost: a\r\nx-slow: ....",
         Duration::from_millis(100),
     )
@@ -586,22 +589,9 @@ async fn quiet_clients_are_timed_out() {
 async fn a_pause_within_the_defaults_is_waited_for() {
     let up = raw_upstream(&[OK]).await;
     let p = through(&up);
-    let reply = trickle(
-        p.addr,
-        b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
-        Duration::from_millis(20),
-    )
-    .await;
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let mut s = TcpStream::connect(p.addr).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(reply.starts_with(b"HTTP/1.1 200"));
+    let request = b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n";
+    let slow = trickle(p.addr, Duration::ZERO, request, Duration::from_millis(20)).await;
+    assert!(slow.starts_with("HTTP/1.1 200"), "{slow}");
+    let late = trickle(p.addr, Duration::from_secs(1), request, Duration::ZERO).await;
+    assert!(late.starts_with("HTTP/1.1 200"), "{late}");
 }
