@@ -51,40 +51,16 @@ exec valgrind --tool=callgrind --dump-instr=no --compress-strings=no --compress-
 SH
 chmod +x "$WORK/bin/weft-proxy"
 
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log stderr;
-events { worker_connections 1024; }
-http { access_log off;
-  server { listen 8080; listen 9090; location / { return 200 "hello from the server\n"; } } }
-NGINX
-sed "s#nginx.pid#nginx-pair.pid#" "$WORK/nginx.conf" > "$WORK/nginx-pair.conf"
-sed "s#nginx.pid#nginx-idle.pid#" "$WORK/nginx.conf" > "$WORK/nginx-idle.conf"
-cat > "$WORK/mesh/mesh.yaml" <<YAML
-workloads:
-- name: client
-  labels: {app: client}
-  serviceAccount: client
-  command: [sleep, infinity]
-- name: server
-  labels: {app: server}
-  serviceAccount: server
-  command: [nginx, -c, $WORK/nginx.conf]
-  ports: [{containerPort: 8080, name: http}, {containerPort: 9090, name: tcp}]
-- name: server-pair
-  labels: {app: server-pair}
-  serviceAccount: server
-  command: [nginx, -c, $WORK/nginx-pair.conf]
-  ports: [{containerPort: 8080, name: http}, {containerPort: 9090, name: tcp}]
-- name: idle
-  labels: {app: idle}
-  serviceAccount: idle
-  command: [nginx, -c, $WORK/nginx-idle.conf]
-  ports: [{containerPort: 8080, name: http}]
-services:
-- {name: idle, ports: [{name: http, port: 8080}], selector: {app: idle}}
-- {name: server, ports: [{name: http, port: 8080}, {name: tcp, port: 9090}], selector: {app: server}}
-- {name: server-pair, ports: [{name: http, port: 8080}, {name: tcp, port: 9090}], selector: {app: server-pair}}
-YAML
+. bench/pods.sh
+{
+echo "workloads:"
+client_pod client
+server_pod server server "$(nginx_conf "$WORK" server)"
+server_pod server-pair server "$(nginx_conf "$WORK" pair)"
+server_pod idle idle "$(nginx_conf "$WORK" idle)"
+echo "services:"
+for s in idle server server-pair; do service "$s"; done
+} > "$WORK/mesh/mesh.yaml"
 cat > "$WORK/mesh/routes.yaml" <<YAML
 apiVersion: networking.istio.io/v1
 kind: Gateway

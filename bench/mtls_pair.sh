@@ -50,58 +50,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid /tmp/weft-mtls-bench-nginx-\$hostname.pid;
-error_log stderr;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 100000000;
-  server { listen 8080; listen 9090; location / { return 200 "hello from the server\n"; } } }
-NGINX
-# Each nginx needs its own pid file: one config per server pod.
-for s in plain pair mtls ngx; do
-  sed "s#\\\$hostname#$s#" "$WORK/nginx.conf" > "$WORK/nginx-$s.conf"
-done
-
+. bench/pods.sh
 mkdir -p "$WORK/mesh"
-# A client pod and a server pod without sidecars (the direct path, and
-# the pods of nginx's pair).
-bare_pods() { # suffix
-  cat <<YAML
-- name: client-$1
-  labels: {app: client-$1, sidecar.istio.io/inject: "false"}
-  command: [sleep, infinity]
-- name: server-$1
-  labels: {app: server-$1, sidecar.istio.io/inject: "false"}
-  command: [nginx, -c, $WORK/nginx-$1.conf]
-  ports: [{containerPort: 8080, name: http}, {containerPort: 9090, name: tcp}]
-YAML
-}
+BARE=', sidecar.istio.io/inject: "false"'
 {
 echo "workloads:"
-bare_pods plain
-bare_pods ngx
-cat <<YAML
-- name: client
-  labels: {app: client}
-  serviceAccount: client
-  command: [sleep, infinity]
-- name: server-pair
-  labels: {app: server-pair}
-  serviceAccount: server
-  command: [nginx, -c, $WORK/nginx-pair.conf]
-  ports: [{containerPort: 8080, name: http}, {containerPort: 9090, name: tcp}]
-- name: server-mtls
-  labels: {app: server-mtls}
-  serviceAccount: server
-  command: [nginx, -c, $WORK/nginx-mtls.conf]
-  ports: [{containerPort: 8080, name: http}, {containerPort: 9090, name: tcp}]
-services:
-- {name: server-plain, ports: [{name: http, port: 8080}, {name: tcp, port: 9090}], selector: {app: server-plain}}
-- {name: server-pair, ports: [{name: http, port: 8080}, {name: tcp, port: 9090}], selector: {app: server-pair}}
-- {name: server-mtls, ports: [{name: http, port: 8080}, {name: tcp, port: 9090}], selector: {app: server-mtls}}
-YAML
+# A client pod and a server pod without sidecars (the direct path, and
+# the pods of nginx's pair).
+for s in plain ngx; do
+  client_pod "client-$s" "$BARE"
+  server_pod "server-$s" server "$(nginx_conf "$WORK" "$s")" "$BARE"
+done
+client_pod client
+server_pod server-pair server "$(nginx_conf "$WORK" pair)"
+server_pod server-mtls server "$(nginx_conf "$WORK" mtls)"
+echo "services:"
+for s in server-plain server-pair server-mtls; do service "$s"; done
 } > "$WORK/mesh/mesh.yaml"
 # The plaintext pair: neither side uses mTLS for server-pair.
 cp bench/plaintext-pair.yaml "$WORK/mesh/plaintext-pair.yaml"

@@ -190,6 +190,7 @@ async fn run<S>(
         return crate::http::serve(sock, conn, chain, shared).await;
     }
     match action {
+        // Served above.
         ChainAction::Http { .. } => {}
         ChainAction::Tcp {
             clusters,

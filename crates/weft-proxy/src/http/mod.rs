@@ -146,9 +146,11 @@ where
         async move { Ok::<_, Infallible>(handle(req, &conn, &chain, &shared).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // Envoy's `max_request_headers_kb` default: a longer head is 431. A
-    // head that stalls for the stream idle timeout closes the connection
-    // (hyper's own default, once it has a timer, would be 30 s).
+    // Envoy's `max_request_headers_kb` default: a longer head is 431.
+    // hyper's head timer runs from when it waits for a head, idle time
+    // included: an HTTP/1 connection hyper serves closes after the stream
+    // idle timeout without a whole head, whether stalled or idle (hyper's
+    // own default, once it has a timer, would be 30 s).
     builder
         .http1()
         .max_buf_size(2 * MAX_REQUEST_HEAD)
