@@ -27,10 +27,12 @@ impl Flags {
     pub const RBAC_DENIED: Flags = Flags(1 << 12); // RBAC
     pub const EXT_AUTHZ_DENIED: Flags = Flags(1 << 13); // UAEX
     pub const UPSTREAM_PROTOCOL_ERROR: Flags = Flags(1 << 14); // UPE
+    pub const STREAM_IDLE_TIMEOUT: Flags = Flags(1 << 15); // SI
+    pub const DOWNSTREAM_PROTOCOL_ERROR: Flags = Flags(1 << 16); // DPE
 
-    const NAMES: [&'static str; 15] = [
+    const NAMES: [&'static str; 17] = [
         "UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "DC", "URX", "NC", "DT", "RBAC", "UAEX",
-        "UPE",
+        "UPE", "SI", "DPE",
     ];
 
     pub fn insert(&mut self, other: Flags) {

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,28 +19,6 @@ use prost::Message;
 use support::*;
 use weft_config::MeshConfig;
 use weft_translate::access_log::{cel, from_mesh_config};
-
-/// A log file path, removed when the test ends (pass or fail).
-struct Temp(PathBuf);
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-impl std::ops::Deref for Temp {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-fn temp(name: &str) -> Temp {
-    let p = std::env::temp_dir().join(format!("weft-access-log-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_file(&p);
-    Temp(p)
-}
 
 fn mesh(yaml: &str) -> MeshConfig {
     MeshConfig::parse(yaml).unwrap()
@@ -63,19 +40,6 @@ fn with_logs(mut l: Listener, logs: Vec<AccessLog>) -> Listener {
         *any = pack_any(tcp);
     }
     l
-}
-
-/// The file's lines once `n` are there (the proxy flushes each second).
-async fn lines(path: &Path, n: usize) -> Vec<String> {
-    for _ in 0..50 {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{} has fewer than {n} lines", path.display());
 }
 
 /// Istio's default text line for a proxied request: every field in its

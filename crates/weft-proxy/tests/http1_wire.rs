@@ -506,8 +506,11 @@ fn ms(n: u64) -> envoy_types::pb::google::protobuf::Duration {
 
 /// A listener to cluster `c` whose connection manager times a quiet
 /// client out: 300 ms idle between requests, 300 ms within one, and the
-/// whole head within 800 ms.
-fn impatient(addr: SocketAddr) -> envoy_types::pb::envoy::config::listener::v3::Listener {
+/// whole head within 800 ms; with `log`, Istio's access log to that file.
+fn impatient(
+    addr: SocketAddr,
+    log: Option<&std::path::Path>,
+) -> envoy_types::pb::envoy::config::listener::v3::Listener {
     use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions;
     use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
@@ -523,6 +526,11 @@ fn impatient(addr: SocketAddr) -> envoy_types::pb::envoy::config::listener::v3::
     });
     hcm.stream_idle_timeout = Some(ms(300));
     hcm.request_headers_timeout = Some(ms(800));
+    if let Some(path) = log {
+        let mesh = weft_config::MeshConfig::parse("").unwrap();
+        let logger = weft_translate::access_log::from_mesh_config(path.to_str().unwrap(), &mesh);
+        hcm.access_log = vec![logger];
+    }
     *any = envoy_types::util::pack_any(hcm);
     l
 }
@@ -551,7 +559,9 @@ async fn trickle(to: SocketAddr, pause: Duration, bytes: &[u8], gap: Duration) -
 #[tokio::test]
 async fn quiet_clients_are_timed_out() {
     let up = raw_upstream(&[OK]).await;
-    let p = serve(vec![static_cluster("c", &[up.addr])], impatient);
+    let p = serve(vec![static_cluster("c", &[up.addr])], |a| {
+        impatient(a, None)
+    });
     // Idle from the start, and idle after a request.
     let none = trickle(p.addr, Duration::ZERO, b"", Duration::ZERO).await;
     assert_eq!(none, "");
@@ -594,4 +604,54 @@ async fn a_pause_within_the_defaults_is_waited_for() {
     assert!(slow.starts_with("HTTP/1.1 200"), "{slow}");
     let late = trickle(p.addr, Duration::from_secs(1), request, Duration::ZERO).await;
     assert!(late.starts_with("HTTP/1.1 200"), "{late}");
+}
+
+/// Those answers, and the refused heads', are logged as Envoy logs them:
+/// a head refused or stalled before it was whole has no method or path
+/// (Envoy's filters, Istio's metrics among them, never saw a request); a
+/// request whose body stalled has both.
+#[tokio::test]
+async fn refusals_are_logged_as_envoy_logs_them() {
+    let up = raw_upstream(&[OK]).await;
+    let log = temp("refusals.log");
+    let p = serve(vec![static_cluster("c", &[up.addr])], |a| {
+        impatient(a, Some(&log))
+    });
+    let big = format!(
+        "GET / HTTP/1.1\r\nhost: a\r\nx-big: {}\r\n\r\n",
+        "a".repeat(61 * 1024)
+    );
+    // Past the lean server's 64 KiB: hyper's own 431.
+    let huge = big.replace(&"a".repeat(1024), &"a".repeat(4096));
+    let probes: [&[u8]; 6] = [
+        b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: a\r\nx-a: b\r\n c\r\n\r\n",
+        big.as_bytes(),
+        huge.as_bytes(),
+        b"GET / HTTP/1.1\r\nhost: a\r\n",
+        b"POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: 9\r\n\r\nabc",
+    ];
+    for probe in probes {
+        raw_reply(p.addr, probe).await;
+    }
+    let slow = b"GET / HTTP/1.1\r\nhost: a\r\nx-slow: ....";
+    trickle(p.addr, Duration::ZERO, slow, Duration::from_millis(100)).await;
+    let lines = lines(&log, 7).await;
+    let expected = [
+        "\"- - HTTP/1.1\" 400 DPE http1.content_length_and_chunked_not_allowed - \"-\" 0 11 ",
+        "\"- - HTTP/1.1\" 400 DPE http1.codec_error - \"-\" 0 0 ",
+        "\"- - HTTP/1.1\" 431 DPE http1.headers_too_large - \"-\" 0 0 ",
+        "\"- - HTTP/1.1\" 431 DPE http1.headers_too_large - \"-\" 0 0 ",
+        "\"- - HTTP/1.1\" 408 SI stream_idle_timeout - \"-\" 0 14 ",
+        "\"POST /up HTTP/1.1\" 408 SI stream_idle_timeout - \"-\" 0 14 ",
+        "\"- - HTTP/1.1\" 408 - request_header_timeout - \"-\" 0 22 ",
+    ];
+    let mut left = lines.clone();
+    for want in expected {
+        let at = left.iter().position(|l| l.contains(want));
+        let at = at.unwrap_or_else(|| panic!("no line has {want:?}: {lines:#?}"));
+        left.remove(at);
+    }
+    assert!(left.is_empty(), "only those lines: {lines:#?}");
+    assert!(up.requests.lock().unwrap().is_empty());
 }

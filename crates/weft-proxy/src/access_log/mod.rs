@@ -200,9 +200,10 @@ impl Entry {
         self.path.as_ref().map_or("", |p| p.path())
     }
 
-    /// Whether the entry is an HTTP request's (not a TCP connection's).
+    /// Whether the entry is an HTTP request's (not a TCP connection's);
+    /// a head refused before it was a request has no method.
     pub fn is_http(&self) -> bool {
-        self.method.is_some()
+        !self.protocol.is_empty()
     }
 
     /// The client's address: the peer unless `x-forwarded-for` named

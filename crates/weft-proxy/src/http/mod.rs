@@ -11,6 +11,7 @@ mod h1;
 mod headers;
 pub(crate) mod local_reply;
 pub(crate) mod once;
+mod refused;
 pub(crate) mod xfcc;
 
 use std::convert::Infallible;
@@ -140,8 +141,9 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let stream_idle = chain.timeouts.stream_idle;
+    let (c, ch, sh) = (conn.clone(), chain.clone(), shared.clone());
     let service = service_fn(move |req: Request<Incoming>| {
-        let (conn, chain, shared) = (conn.clone(), chain.clone(), shared.clone());
+        let (conn, chain, shared) = (c.clone(), ch.clone(), sh.clone());
         let req = req.map(ReqBody::Hyper);
         async move { Ok::<_, Infallible>(handle(req, &conn, &chain, &shared).await) }
     });
@@ -159,6 +161,10 @@ where
     let serving = builder.serve_connection_with_upgrades(TokioIo::new(sock), service);
     if let Err(e) = serving.await {
         tracing::debug!(error = %e, "downstream connection ended with an error");
+        // hyper answered a head it could not read itself.
+        if let Some(refusal) = refused::by_hyper(&*e) {
+            refused::log(refusal, 0, None, &conn, &chain, &shared);
+        }
     }
 }
 
@@ -172,6 +178,14 @@ async fn handle(
     // hyper's own limit is on its read buffer and only checked while a
     // head is incomplete; the headers' size is Envoy's measure.
     if header_bytes(req.headers()) > MAX_REQUEST_HEAD as u64 {
+        refused::log(
+            refused::Refusal::HeadersTooLarge,
+            0,
+            None,
+            conn,
+            chain,
+            shared,
+        );
         return local_reply::headers_too_large();
     }
     let snapshot = shared.config.load_full();

@@ -9,6 +9,7 @@ pub mod pki;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -598,4 +599,39 @@ pub fn assert_share(what: &str, hits: usize, n: usize, p: f64) {
         (hits as f64 - mean).abs() <= band,
         "{what}: {hits} of {n}, expected {mean:.0} ± {band:.0}"
     );
+}
+
+/// A log file path, removed when the test ends (pass or fail).
+pub struct Temp(PathBuf);
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl std::ops::Deref for Temp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+pub fn temp(name: &str) -> Temp {
+    let p = std::env::temp_dir().join(format!("weft-access-log-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    Temp(p)
+}
+
+/// The file's lines once `n` are there (the proxy flushes each second).
+pub async fn lines(path: &Path, n: usize) -> Vec<String> {
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} has fewer than {n} lines", path.display());
 }

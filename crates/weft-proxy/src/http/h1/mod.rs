@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::time::{Duration, Instant};
 
 use super::body::ReqBody;
+use super::refused::{self, Refusal};
 use super::{Chain, Connection};
 use crate::compile::HttpTimeouts;
 use crate::Shared;
@@ -36,17 +37,9 @@ const MIN_READ: usize = 2048;
 /// Bytes of pipelined requests read ahead while one is handled.
 const READ_AHEAD: usize = 64 * 1024;
 
-/// The answer to a head refused whole, as hyper words its own 400s.
-const BAD_REQUEST: &[u8] =
-    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-/// Envoy's answers when a client stops sending mid-request: its stream
-/// idle timeout, and its request headers timeout.
-const STREAM_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 14\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nstream timeout";
-const HEADERS_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 22\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nrequest header timeout";
-
-/// Answers and closes.
-async fn refuse<S: AsyncWrite + Unpin>(io: &mut S, answer: &[u8]) {
-    let _ = io.write_all(answer).await;
+/// Answers `refusal` and closes.
+async fn refuse<S: AsyncWrite + Unpin>(io: &mut S, refusal: Refusal) {
+    let _ = io.write_all(refusal.answer()).await;
     let _ = io.shutdown().await;
 }
 
@@ -58,11 +51,9 @@ enum Next {
     Hyper,
     /// The client closed (or broke) the connection.
     Closed,
-    /// A head refused whole: 400, then the close.
-    Refused,
-    /// The client stopped sending in the middle of a request: 408, then
-    /// the close.
-    TimedOut(&'static [u8]),
+    /// A head refused whole (400), or one the client stopped sending
+    /// (408): the answer, then the close.
+    Refused(Refusal),
 }
 
 pub(super) async fn serve<S>(
@@ -86,13 +77,26 @@ pub(super) async fn serve<S>(
                 return super::serve_hyper(io, conn, chain, shared).await;
             }
             Next::Closed => return,
-            Next::Refused => return refuse(&mut io, BAD_REQUEST).await,
-            Next::TimedOut(answer) => return refuse(&mut io, answer).await,
+            Next::Refused(refusal) => {
+                refused::log(refusal, refusal.body_len(), None, &conn, &chain, &shared);
+                return refuse(&mut io, refusal).await;
+            }
         };
         match read_body(&mut io, &mut buf, head.body, chain.timeouts.stream_idle).await {
             Some(true) => {}
             Some(false) => return,
-            None => return refuse(&mut io, STREAM_TIMEOUT).await,
+            None => {
+                let idle = Refusal::StreamIdle;
+                refused::log(
+                    idle,
+                    idle.body_len(),
+                    Some(head.req),
+                    &conn,
+                    &chain,
+                    &shared,
+                );
+                return refuse(&mut io, idle).await;
+            }
         }
         let body = ReqBody::Whole(Full::new(buf.split_to(head.body).freeze()));
         let req = head.req.map(|()| body);
@@ -142,7 +146,7 @@ async fn next_head<S: AsyncRead + Unpin>(
             match head::take(buf, spare) {
                 Parsed::Request(head) => return Next::Request(head),
                 Parsed::Other => return Next::Hyper,
-                Parsed::Refused => return Next::Refused,
+                Parsed::Refused => return Next::Refused(Refusal::Framing),
                 Parsed::Partial => {}
             }
         }
@@ -162,7 +166,7 @@ async fn next_head<S: AsyncRead + Unpin>(
                 let (limit, answer) = head_limit(timeouts, at);
                 match within(limit, io.read_buf(buf)).await {
                     Some(read) => read,
-                    None => return answer.map_or(Next::Closed, Next::TimedOut),
+                    None => return answer.map_or(Next::Closed, Next::Refused),
                 }
             }
         };
@@ -210,12 +214,12 @@ impl IdleTimer {
 
 /// How long a started head may wait for its next bytes, and the answer
 /// when it has waited that long.
-fn head_limit(t: &HttpTimeouts, begun: Instant) -> (Option<Duration>, Option<&'static [u8]>) {
+fn head_limit(t: &HttpTimeouts, begun: Instant) -> (Option<Duration>, Option<Refusal>) {
     let headers = t.headers.map(|d| d.saturating_sub(begun.elapsed()));
     match (t.stream_idle, headers) {
-        (Some(idle), Some(left)) if left < idle => (Some(left), Some(HEADERS_TIMEOUT)),
-        (Some(idle), _) => (Some(idle), Some(STREAM_TIMEOUT)),
-        (None, Some(left)) => (Some(left), Some(HEADERS_TIMEOUT)),
+        (Some(idle), Some(left)) if left < idle => (Some(left), Some(Refusal::HeaderTimeout)),
+        (Some(idle), _) => (Some(idle), Some(Refusal::StreamIdle)),
+        (None, Some(left)) => (Some(left), Some(Refusal::HeaderTimeout)),
         (None, None) => (None, None),
     }
 }
