@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
-cargo build --release -q -p weft
+scripts/release.sh -q
 WEFT="$CARGO_TARGET_DIR/release/weft"
 FILE=$(mktemp /tmp/weft-10k.XXXXXX.yaml)
 trap 'rm -f "$FILE"' EXIT

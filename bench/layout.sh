@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WEFT_BENCH=1 scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
-if [ -z "${WEFT_BIN:-}" ]; then cargo build --release -q -p weft; fi
+if [ -z "${WEFT_BIN:-}" ]; then scripts/release.sh -q; fi
 WEFT="${WEFT_BIN:-$CARGO_TARGET_DIR/release/weft}"
 PROXY="$(dirname "$WEFT")/weft-proxy"
 NAME=layout

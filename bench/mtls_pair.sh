@@ -34,7 +34,7 @@ DURATION="${1:-10}"
 WEFT_BENCH=1 scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
 # WEFT_BIN=PATH runs a given build (its `weft-proxy` beside it), as run.sh.
-if [ -z "${WEFT_BIN:-}" ]; then cargo build --release -q -p weft; fi
+if [ -z "${WEFT_BIN:-}" ]; then scripts/release.sh -q; fi
 WEFT="${WEFT_BIN:-$CARGO_TARGET_DIR/release/weft}"
 NAME=benchmt
 SUBNET=200

@@ -27,7 +27,7 @@ CONNS="${2:-32}"
 WEFT_BENCH=1 scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
 # WEFT_BIN=PATH measures that build instead (A/B runs of two builds).
-if [ -z "${WEFT_BIN:-}" ]; then cargo build --release -q -p weft; fi
+if [ -z "${WEFT_BIN:-}" ]; then scripts/release.sh -q; fi
 WEFT="${WEFT_BIN:-$CARGO_TARGET_DIR/release/weft}"
 # Gateways run weft-proxy from beside weft, as meshes do (a saved build
 # without one runs `weft proxy`: the same proxy).

@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/weft-target}"
-cargo build --release -p weft
+scripts/release.sh
 exec "$CARGO_TARGET_DIR/release/weft" up examples/bookinfo --with prometheus "$@"

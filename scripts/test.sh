@@ -18,3 +18,13 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # dozen processes), and more at once on two cores turn Bookinfo's own
 # timeouts (3 s) into flakes.
 cargo test --workspace -- --test-threads=4 2>&1 | tee /tmp/weft-test.log
+# The release build, as the demo and the benchmarks run it (its proxy a
+# static-pie binary, scripts/release.sh): Bookinfo's routing end to end on
+# those binaries.
+scripts/release.sh -q
+if readelf -lW "$CARGO_TARGET_DIR/release/weft-proxy" | grep -q INTERP; then
+  echo "scripts/test.sh: the release weft-proxy is not static (it names a loader)" >&2
+  exit 1
+fi
+WEFT_E2E_BIN="$CARGO_TARGET_DIR/release/weft" \
+  cargo test -p weft --test mesh_e2e -- bookinfo_routing_end_to_end 2>&1 | tee -a /tmp/weft-test.log

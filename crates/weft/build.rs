@@ -17,7 +17,9 @@
 //! packed, a few KB.
 //!
 //! Both are applied where the linker is rustc's own LLD, which knows both
-//! options: x86_64 Linux with no linker configured.
+//! options: x86_64 Linux with no linker configured. `scripts/release.sh`
+//! also links `weft-proxy` statically (glibc's functions then join the
+//! list); a build script cannot ask for that, only `cargo rustc` can.
 
 use std::env;
 use std::path::Path;

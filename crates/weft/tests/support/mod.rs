@@ -7,7 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+/// The `weft` under test: this build's, or the one `WEFT_E2E_BIN` names
+/// (scripts/test.sh runs a test on the release binaries, whose proxy is
+/// linked differently); `weft up` runs the `weft-proxy` beside it.
+pub fn weft_exe() -> String {
+    std::env::var("WEFT_E2E_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_weft").to_string())
+}
 
 /// Fails loudly (never skips) when the test cannot run here.
 pub fn require_root() {
@@ -30,7 +35,7 @@ pub fn require_root() {
 }
 
 pub fn weft(args: &[&str]) -> Output {
-    Command::new(WEFT)
+    Command::new(weft_exe())
         .args(args)
         .output()
         .expect("running weft")
@@ -113,7 +118,7 @@ impl Mesh {
         let mesh_yaml = config_dir.join("mesh.yaml");
         let text = std::fs::read_to_string(&mesh_yaml).unwrap();
         std::fs::write(&mesh_yaml, edit(text)).unwrap();
-        let mut child = Command::new(WEFT)
+        let mut child = Command::new(weft_exe())
             .args([
                 "up",
                 config_dir.to_str().unwrap(),
@@ -401,7 +406,7 @@ pub fn leftovers(name: &str) -> Vec<String> {
         .output()
         .unwrap();
     for l in String::from_utf8_lossy(&ps.stdout).lines() {
-        if l.contains(WEFT) && l.contains(&format!("/run/weft/{name}/")) {
+        if l.contains(&weft_exe()) && l.contains(&format!("/run/weft/{name}/")) {
             out.push(format!("process {l}"));
         }
     }
