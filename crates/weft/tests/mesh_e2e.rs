@@ -498,7 +498,9 @@ fn dead_upstreams_get_response_flags(mesh: &Mesh) {
                 .contains("details: 503 Service Unavailable no healthy upstream")
         },
     );
-    wait_until("UH in the access log", Duration::from_secs(3), || {
+    // Logs are flushed once a second; on a loaded machine (four meshes at
+    // once) a line has come 3 s after its request's answer.
+    wait_until("UH in the access log", Duration::from_secs(10), || {
         mesh.log("productpage-v1.sidecar.log").contains("503 UH")
     });
     let _ = weft(&["delete", "vs", "details", "--mesh", &mesh.name]);
@@ -522,7 +524,7 @@ fn dead_upstreams_get_response_flags(mesh: &Mesh) {
     });
     wait_until(
         "UF in the ratings sidecar's access log",
-        Duration::from_secs(3),
+        Duration::from_secs(10),
         || mesh.log("ratings-v1.sidecar.log").contains("\" 503 UF "),
     );
 }
