@@ -271,9 +271,12 @@ pub(crate) fn destination_rule<'a>(
     rules.first().and_then(|r| r.as_destination_rule())
 }
 
+/// The cluster's load balancer. With no algorithm named (no rule, no
+/// `loadBalancer`, `UNSPECIFIED`), istiod's default: LEAST_REQUEST (Envoy's
+/// own default, round robin, only where named).
 fn lb_policy(policy: Option<&TrafficPolicy>) -> cluster::LbPolicy {
     let Some(lb) = policy.and_then(|p| p.load_balancer.as_ref()) else {
-        return cluster::LbPolicy::RoundRobin;
+        return cluster::LbPolicy::LeastRequest;
     };
     if lb.consistent_hash.is_some() {
         return if hashing::is_maglev(policy) {
@@ -284,9 +287,9 @@ fn lb_policy(policy: Option<&TrafficPolicy>) -> cluster::LbPolicy {
     }
     match lb.simple.as_deref() {
         Some("RANDOM") => cluster::LbPolicy::Random,
-        Some("LEAST_CONN") | Some("LEAST_REQUEST") => cluster::LbPolicy::LeastRequest,
+        Some("ROUND_ROBIN") => cluster::LbPolicy::RoundRobin,
         Some("PASSTHROUGH") => cluster::LbPolicy::ClusterProvided,
-        _ => cluster::LbPolicy::RoundRobin,
+        _ => cluster::LbPolicy::LeastRequest,
     }
 }
 

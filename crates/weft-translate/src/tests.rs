@@ -654,6 +654,32 @@ fn port_level_settings_override_for_their_port() {
     );
 }
 
+/// With no algorithm named, a cluster balances as istiod's do: least
+/// request (two random choices), not Envoy's own round robin.
+#[test]
+fn clusters_balance_by_least_request_unless_told_otherwise() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+    let policy = |dr: &str| {
+        let out = translated_with(dr, 0);
+        let c = out
+            .clusters
+            .iter()
+            .find(|c| c.name == "outbound|9080||reviews.default.svc.cluster.local")
+            .expect("the reviews cluster");
+        LbPolicy::try_from(c.lb_policy).unwrap()
+    };
+    let rule = |spec: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n{spec}")
+    };
+    assert_eq!(policy(""), LbPolicy::LeastRequest, "no rule");
+    let unnamed = rule("  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: 7}}\n");
+    assert_eq!(policy(&unnamed), LbPolicy::LeastRequest, "no loadBalancer");
+    let unspecified = rule("  trafficPolicy:\n    loadBalancer: {simple: UNSPECIFIED}\n");
+    assert_eq!(policy(&unspecified), LbPolicy::LeastRequest);
+    let rr = rule("  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n");
+    assert_eq!(policy(&rr), LbPolicy::RoundRobin, "named");
+}
+
 /// The upstream HTTP version, as istiod decides it: gRPC and HTTP/2 ports
 /// speak HTTP/2 (outbound and inbound), an HTTP port does with
 /// `h2UpgradePolicy: UPGRADE`, and `useClientProtocol` follows the client.

@@ -130,6 +130,7 @@ mod tests {
             status,
             method: Some(http::Method::GET),
             path: Some(path.parse().unwrap()),
+            protocol: "HTTP/1.1",
             ..Default::default()
         }
     }
