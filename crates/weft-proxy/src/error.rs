@@ -103,6 +103,9 @@ pub(crate) enum ProxyError {
     GrpcFaultAbort(u32),
     /// Reading the request body from the client failed.
     DownstreamBody,
+    /// The request, whole, waited for its response past the connection
+    /// manager's `stream_idle_timeout`.
+    StreamIdle,
 }
 
 impl ProxyError {
@@ -110,7 +113,10 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::DownstreamBody => StatusCode::BAD_REQUEST,
-            ProxyError::UpstreamTimeout | ProxyError::StreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            // Envoy's stream idle timeout on a request it has whole.
+            ProxyError::UpstreamTimeout | ProxyError::StreamTimeout | ProxyError::StreamIdle => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::FaultAbort(s) => *s,
             // gRPC carries its status in `grpc-status`, on an HTTP 200.
             ProxyError::GrpcFaultAbort(_) => StatusCode::OK,
@@ -131,6 +137,7 @@ impl ProxyError {
             ProxyError::UpstreamProtocol(_) => Flags::UPSTREAM_PROTOCOL_ERROR,
             ProxyError::UpstreamTimeout => Flags::UPSTREAM_TIMEOUT,
             ProxyError::StreamTimeout => Flags::DURATION_TIMEOUT,
+            ProxyError::StreamIdle => Flags::STREAM_IDLE_TIMEOUT,
             ProxyError::Overflow => Flags::OVERFLOW,
             ProxyError::FaultAbort(_) | ProxyError::GrpcFaultAbort(_) => Flags::FAULT_INJECTED,
         }
@@ -151,6 +158,7 @@ impl ProxyError {
             }
             ProxyError::UpstreamTimeout => "upstream request timeout",
             ProxyError::StreamTimeout => "downstream duration timeout",
+            ProxyError::StreamIdle => "stream timeout",
             ProxyError::Overflow => {
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow"
             }
@@ -186,6 +194,7 @@ impl ProxyError {
             }
             ProxyError::UpstreamTimeout => "upstream_response_timeout",
             ProxyError::StreamTimeout => "max_duration_timeout",
+            ProxyError::StreamIdle => "stream_idle_timeout",
             ProxyError::Overflow => "upstream_reset_before_response_started{overflow}",
             ProxyError::FaultAbort(_) | ProxyError::GrpcFaultAbort(_) => "fault_filter_abort",
             ProxyError::DownstreamBody => "downstream_remote_disconnect",

@@ -655,3 +655,37 @@ async fn refusals_are_logged_as_envoy_logs_them() {
     assert!(left.is_empty(), "only those lines: {lines:#?}");
     assert!(up.requests.lock().unwrap().is_empty());
 }
+
+/// An upstream that never answers: Istio's routes set no timeout, so the
+/// connection manager's stream idle timeout ends the wait, as in Envoy —
+/// 504 `stream timeout`, flag SI — over HTTP/1.1 (the lean server) and
+/// HTTP/2 (hyper's); an answer that comes within it is waited for.
+#[tokio::test]
+async fn a_silent_upstream_is_timed_out_by_the_stream_idle_timeout() {
+    let silent = raw_upstream(&[("", false)]).await;
+    let log = temp("silent.log");
+    let p = serve(vec![static_cluster("c", &[silent.addr])], |a| {
+        impatient(a, Some(&log))
+    });
+    let request = b"GET /never HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n";
+    let h1 = raw_reply(p.addr, request).await;
+    assert!(h1.starts_with("HTTP/1.1 504"), "{h1}");
+    assert!(h1.ends_with("stream timeout"), "{h1}");
+    let h2 = Request::get(format!("http://{}/never", p.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (reply, _) = send_h2(p.addr, h2).await;
+    assert_eq!(
+        (reply.status.as_u16(), reply.body.as_str()),
+        (504, "stream timeout")
+    );
+    for line in lines(&log, 2).await {
+        assert!(line.contains("\" 504 SI stream_idle_timeout "), "{line}");
+    }
+    // 150 ms of the 300 allowed.
+    let up = upstream("a", None).await;
+    let p = serve(vec![static_cluster("c", &[up.addr])], |a| {
+        impatient(a, None)
+    });
+    assert_eq!(get(p.addr, "/delay/150").await.status, 200);
+}

@@ -14,6 +14,17 @@ pub(crate) enum ReqBody {
     Whole(Full<Bytes>),
 }
 
+impl ReqBody {
+    /// Whether the client has sent the whole request (hyper's body: when
+    /// it has no more to come; the lean server reads the body first).
+    pub(crate) fn is_complete(&self) -> bool {
+        match self {
+            ReqBody::Hyper(body) => body.is_end_stream(),
+            ReqBody::Whole(_) => true,
+        }
+    }
+}
+
 impl Body for ReqBody {
     type Data = Bytes;
     type Error = hyper::Error;

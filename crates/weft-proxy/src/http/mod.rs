@@ -9,6 +9,7 @@ mod body;
 pub(crate) mod forwarded;
 mod h1;
 mod headers;
+mod idle;
 pub(crate) mod local_reply;
 pub(crate) mod once;
 mod refused;
@@ -145,7 +146,7 @@ where
     let service = service_fn(move |req: Request<Incoming>| {
         let (conn, chain, shared) = (c.clone(), ch.clone(), sh.clone());
         let req = req.map(ReqBody::Hyper);
-        async move { Ok::<_, Infallible>(handle(req, &conn, &chain, &shared).await) }
+        async move { Ok::<_, Infallible>(handle(req, &conn, &chain, &shared, None).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // Envoy's `max_request_headers_kb` default: a longer head is 431.
@@ -168,12 +169,14 @@ where
     }
 }
 
-/// One request, start to end, on one config snapshot.
+/// One request, start to end, on one config snapshot. `stall` is the
+/// connection's timer for the stream idle timeout, where it keeps one.
 async fn handle(
     mut req: Request<ReqBody>,
     conn: &Connection,
     chain: &Chain,
     shared: &Shared,
+    stall: Option<&mut idle::IdleTimer>,
 ) -> Response<Body> {
     // hyper's own limit is on its read buffer and only checked while a
     // head is incomplete; the headers' size is Envoy's measure.
@@ -202,7 +205,18 @@ async fn handle(
         }
     };
     let (mut record, grpc) = begin(&mut req, conn, chain, shared);
-    let mut response = match process(req, conn, chain, &snapshot, &mut record.entry).await {
+    // Envoy's stream idle timeout also bounds the wait for the response
+    // (with Istio's routes, which set no timeout, it is the only bound): a
+    // request the client has sent whole gets 504 `stream timeout` (SI).
+    // One still streaming in is left unbounded, as its uploading is the
+    // stream's activity.
+    let whole = req.body().is_complete();
+    let processing = process(req, conn, chain, &snapshot, &mut record.entry);
+    let outcome = match chain.timeouts.stream_idle {
+        Some(limit) if whole => idle::within(limit, stall, processing).await,
+        _ => processing.await,
+    };
+    let mut response = match outcome {
         Ok(r) => r,
         Err(e) => local_reply::error(&e, &mut record.entry, grpc),
     };

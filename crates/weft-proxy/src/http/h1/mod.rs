@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::time::{Duration, Instant};
 
 use super::body::ReqBody;
+use super::idle::IdleTimer;
 use super::refused::{self, Refusal};
 use super::{Chain, Connection};
 use crate::compile::HttpTimeouts;
@@ -68,6 +69,8 @@ pub(super) async fn serve<S>(
     let mut out = Vec::new();
     let mut spare = HeaderMap::new();
     let mut idle = IdleTimer::new(chain.timeouts.idle);
+    // While a request waits for its response.
+    let mut stall = IdleTimer::new(chain.timeouts.stream_idle);
     loop {
         let head = match next_head(&mut io, &mut buf, &mut spare, &chain.timeouts, &mut idle).await
         {
@@ -101,7 +104,8 @@ pub(super) async fn serve<S>(
         let body = ReqBody::Whole(Full::new(buf.split_to(head.body).freeze()));
         let req = head.req.map(|()| body);
         let to_head = req.method() == Method::HEAD;
-        let handling = std::pin::pin!(super::handle(req, &conn, &chain, &shared));
+        let handling = super::handle(req, &conn, &chain, &shared, Some(&mut stall));
+        let handling = std::pin::pin!(handling);
         // A client that leaves while its request is handled ends the
         // request (logged `DC`), as hyper's server did.
         let response = tokio::select! {
@@ -174,41 +178,6 @@ async fn next_head<S: AsyncRead + Unpin>(
             return Next::Closed;
         }
         begun.get_or_insert_with(Instant::now);
-    }
-}
-
-/// The connection's idle timeout as one timer for the connection,
-/// re-armed only when it fires before the connection has been idle that
-/// long: a timer set and cancelled for every request cost 2.5% of a
-/// request's instructions (callgrind), this one 1%.
-struct IdleTimer {
-    limit: Option<Duration>,
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
-}
-
-impl IdleTimer {
-    fn new(limit: Option<Duration>) -> IdleTimer {
-        let first = tokio::time::Instant::now() + limit.unwrap_or(Duration::ZERO);
-        IdleTimer {
-            limit,
-            sleep: Box::pin(tokio::time::sleep_until(first)),
-        }
-    }
-
-    /// Resolves once the connection, idle since `since`, has been so for
-    /// the limit; never without one.
-    async fn expired(&mut self, since: tokio::time::Instant) {
-        let Some(limit) = self.limit else {
-            return std::future::pending().await;
-        };
-        let due = since + limit;
-        loop {
-            self.sleep.as_mut().await;
-            if tokio::time::Instant::now() >= due {
-                return;
-            }
-            self.sleep.as_mut().reset(due);
-        }
     }
 }
 
