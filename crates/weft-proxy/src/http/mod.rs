@@ -211,10 +211,14 @@ async fn handle(
     // One still streaming in is left unbounded, as its uploading is the
     // stream's activity.
     let whole = req.body().is_complete();
-    let processing = process(req, conn, chain, &snapshot, &mut record.entry);
-    let outcome = match chain.timeouts.stream_idle {
-        Some(limit) if whole => idle::within(limit, stall, processing).await,
-        _ => processing.await,
+    // Pinned where it is made: moving the request's future into the
+    // timeout's copied it (+730 instructions per request, callgrind).
+    let outcome = {
+        let processing = std::pin::pin!(process(req, conn, chain, &snapshot, &mut record.entry));
+        match chain.timeouts.stream_idle {
+            Some(limit) if whole => idle::within(limit, stall, processing).await,
+            _ => processing.await,
+        }
     };
     let mut response = match outcome {
         Ok(r) => r,
