@@ -682,6 +682,18 @@ async fn a_silent_upstream_is_timed_out_by_the_stream_idle_timeout() {
     for line in lines(&log, 2).await {
         assert!(line.contains("\" 504 SI stream_idle_timeout "), "{line}");
     }
+    // A body that stops coming: cut short, as Envoy resets the stream.
+    let stalled =
+        raw_upstream(&[("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", false)]).await;
+    let log = temp("stalled.log");
+    let p = serve(vec![static_cluster("c", &[stalled.addr])], |a| {
+        impatient(a, Some(&log))
+    });
+    let cut = raw_reply(p.addr, request).await;
+    assert!(cut.starts_with("HTTP/1.1 200"), "{cut}");
+    assert!(cut.ends_with("\r\n\r\nabc"), "{cut}");
+    let line = lines(&log, 1).await.remove(0);
+    assert!(line.contains("\" 200 SI "), "{line}");
     // 150 ms of the 300 allowed.
     let up = upstream("a", None).await;
     let p = serve(vec![static_cluster("c", &[up.addr])], |a| {

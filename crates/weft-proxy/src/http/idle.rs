@@ -66,3 +66,77 @@ where
             .unwrap_or(Err(ProxyError::StreamIdle)),
     }
 }
+
+/// Why a response body ended early: no data came for the stream idle
+/// timeout (Envoy resets the stream; the access log's flag is SI).
+#[derive(Debug)]
+pub(crate) struct StreamIdle;
+
+impl std::fmt::Display for StreamIdle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stream idle timeout")
+    }
+}
+
+impl std::error::Error for StreamIdle {}
+
+/// A response body that fails with `StreamIdle` when its upstream sends
+/// nothing for `limit`. Its timer is made and set only when the body
+/// waits: a body that is all there (the common small one) never has one.
+pub(super) struct IdleBody<B> {
+    inner: B,
+    limit: Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Data came since the timer was last set.
+    moved: bool,
+}
+
+impl<B> IdleBody<B> {
+    pub(super) fn new(inner: B, limit: Duration) -> IdleBody<B> {
+        IdleBody {
+            inner,
+            limit,
+            sleep: None,
+            moved: true,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for IdleBody<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes, Error = crate::upstream::BoxError> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = crate::upstream::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            this.moved = true;
+            return Poll::Ready(frame);
+        }
+        let due = tokio::time::Instant::now() + this.limit;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if std::mem::take(&mut this.moved) {
+            sleep.as_mut().reset(due);
+        }
+        match std::future::Future::poll(sleep.as_mut(), cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(StreamIdle)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -38,6 +38,7 @@ use crate::Shared;
 
 pub(crate) use body::ReqBody;
 pub(crate) use headers::{remove_all, strip_hop_by_hop};
+pub(crate) use idle::StreamIdle;
 pub(crate) use local_reply::{is_grpc, GRPC_STATUS};
 
 /// Envoy's default `max_request_headers_kb` (60 KiB).
@@ -225,8 +226,15 @@ async fn handle(
         Err(e) => local_reply::error(&e, &mut record.entry, grpc),
     };
     record.finish(response.headers(), response.status());
+    // And between the response body's data, which then ends, cut short
+    // (in the same box as the record, not one of its own).
+    let body_idle =
+        (chain.timeouts.stream_idle).filter(|_| !hyper::body::Body::is_end_stream(response.body()));
     if !record.wanted() {
-        return response;
+        return match body_idle {
+            Some(limit) => response.map(|body| Body::new(idle::IdleBody::new(body, limit))),
+            None => response,
+        };
     }
     if let Some(seen) = &mut record.entry.observed {
         // The server's side answers the client's exchange with its own.
@@ -238,7 +246,12 @@ async fn handle(
         seen.grpc_status = seen.grpc_status.or(grpc_status(response.headers()));
     }
     // The record is written when the response body ends.
-    response.map(|body| Body::new(Counted::new(body, record)))
+    match body_idle {
+        Some(limit) => {
+            response.map(|body| Body::new(Counted::new(idle::IdleBody::new(body, limit), record)))
+        }
+        None => response.map(|body| Body::new(Counted::new(body, record))),
+    }
 }
 
 /// The request's arrival: the forwarding headers, its id and trace, and

@@ -330,7 +330,7 @@ impl<B> Counted<B> {
 
 impl<B> Body for Counted<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes, Error = crate::upstream::BoxError> + Unpin,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -340,6 +340,12 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            if e.is::<crate::http::StreamIdle>() {
+                let flag = crate::error::Flags::STREAM_IDLE_TIMEOUT;
+                self.record.entry.flags.insert(flag);
+            }
+        }
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             let entry = &mut self.record.entry;
             entry.bytes_sent += frame.data_ref().map_or(0, |d| d.len() as u64);
