@@ -504,14 +504,11 @@ fn ms(n: u64) -> envoy_types::pb::google::protobuf::Duration {
     }
 }
 
-/// A listener to cluster `c` whose connection manager times a quiet
-/// client out: 300 ms idle between requests, 300 ms within one, and the
-/// whole head within 800 ms; with `log`, Istio's access log to that file.
-fn impatient(
+/// A listener to cluster `c` whose connection manager `edit` changes.
+fn with_hcm(
     addr: SocketAddr,
-    log: Option<&std::path::Path>,
+    edit: impl FnOnce(&mut envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager),
 ) -> envoy_types::pb::envoy::config::listener::v3::Listener {
-    use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions;
     use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
     use prost::Message;
@@ -520,19 +517,41 @@ fn impatient(
         panic!("the listener's first filter is the connection manager")
     };
     let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
-    hcm.common_http_protocol_options = Some(HttpProtocolOptions {
-        idle_timeout: Some(ms(300)),
-        ..Default::default()
-    });
-    hcm.stream_idle_timeout = Some(ms(300));
-    hcm.request_headers_timeout = Some(ms(800));
-    if let Some(path) = log {
-        let mesh = weft_config::MeshConfig::parse("").unwrap();
-        let logger = weft_translate::access_log::from_mesh_config(path.to_str().unwrap(), &mesh);
-        hcm.access_log = vec![logger];
-    }
+    edit(&mut hcm);
     *any = envoy_types::util::pack_any(hcm);
     l
+}
+
+/// A connection idle timeout of `ms` (Envoy's `common_http_protocol_options`).
+fn idle_after(
+    millis: u64,
+) -> Option<envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions> {
+    Some(
+        envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions {
+            idle_timeout: Some(ms(millis)),
+            ..Default::default()
+        },
+    )
+}
+
+/// A listener to cluster `c` whose connection manager times a quiet
+/// client out: 300 ms idle between requests, 300 ms within one, and the
+/// whole head within 800 ms; with `log`, Istio's access log to that file.
+fn impatient(
+    addr: SocketAddr,
+    log: Option<&std::path::Path>,
+) -> envoy_types::pb::envoy::config::listener::v3::Listener {
+    with_hcm(addr, |hcm| {
+        hcm.common_http_protocol_options = idle_after(300);
+        hcm.stream_idle_timeout = Some(ms(300));
+        hcm.request_headers_timeout = Some(ms(800));
+        if let Some(path) = log {
+            let mesh = weft_config::MeshConfig::parse("").unwrap();
+            let logger =
+                weft_translate::access_log::from_mesh_config(path.to_str().unwrap(), &mesh);
+            hcm.access_log = vec![logger];
+        }
+    })
 }
 
 /// After `pause`, bytes sent one at a time, `gap` apart, then what comes
@@ -700,4 +719,30 @@ async fn a_silent_upstream_is_timed_out_by_the_stream_idle_timeout() {
         impatient(a, None)
     });
     assert_eq!(get(p.addr, "/delay/150").await.status, 200);
+}
+
+/// The connection idle timeout holds for HTTP/2 too (hyper's server): a
+/// connection with no stream for it gets GOAWAY and the close; one whose
+/// stream outlasts it is not idle.
+#[tokio::test]
+async fn idle_http2_connections_are_closed() {
+    let up = upstream("a", None).await;
+    let p = serve(vec![static_cluster("c", &[up.addr])], |a| {
+        with_hcm(a, |hcm| hcm.common_http_protocol_options = idle_after(200))
+    });
+    let s = TcpStream::connect(p.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let slow = Request::get(format!("http://{}/delay/500", p.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let reply = sender.send_request(slow).await.expect("a 500 ms stream");
+    assert_eq!(reply.status(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(3), conn).await;
+    assert!(ended.is_ok(), "the idle connection was not closed");
 }

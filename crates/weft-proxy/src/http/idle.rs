@@ -140,3 +140,80 @@ where
         self.inner.size_hint()
     }
 }
+
+/// The requests in flight on a connection hyper serves, and when the last
+/// one ended: what its idle timeout reads (HTTP/2 has no head to wait
+/// for, so hyper's head timer never ends an idle one).
+pub(super) struct Streams {
+    open: std::sync::atomic::AtomicUsize,
+    born: tokio::time::Instant,
+    /// Milliseconds after `born` when a stream last ended.
+    ended: std::sync::atomic::AtomicU64,
+}
+
+impl Streams {
+    pub(super) fn new() -> std::sync::Arc<Streams> {
+        std::sync::Arc::new(Streams {
+            open: 0.into(),
+            born: tokio::time::Instant::now(),
+            ended: 0.into(),
+        })
+    }
+
+    /// Counts a stream open until the guard is dropped (with the
+    /// response's body).
+    pub(super) fn open(self: &std::sync::Arc<Self>) -> StreamGuard {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        StreamGuard(self.clone())
+    }
+
+    /// Since when the connection has had no stream; None while it has one.
+    pub(super) fn idle_since(&self) -> Option<tokio::time::Instant> {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.open.load(Relaxed) == 0)
+            .then(|| self.born + Duration::from_millis(self.ended.load(Relaxed)))
+    }
+}
+
+pub(super) struct StreamGuard(std::sync::Arc<Streams>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ms = self.0.born.elapsed().as_millis() as u64;
+        self.0.ended.fetch_max(ms, Relaxed);
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A response body that holds its stream open on the connection's count.
+pub(super) struct Counting<B> {
+    inner: B,
+    _open: StreamGuard,
+}
+
+impl<B> Counting<B> {
+    pub(super) fn new(inner: B, open: StreamGuard) -> Counting<B> {
+        Counting { inner, _open: open }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Counting<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -144,10 +144,16 @@ where
 {
     let stream_idle = chain.timeouts.stream_idle;
     let (c, ch, sh) = (conn.clone(), chain.clone(), shared.clone());
+    let streams = idle::Streams::new();
+    let counted = streams.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let (conn, chain, shared) = (c.clone(), ch.clone(), sh.clone());
+        let open = counted.open();
         let req = req.map(ReqBody::Hyper);
-        async move { Ok::<_, Infallible>(handle(req, &conn, &chain, &shared, None).await) }
+        async move {
+            let response = handle(req, &conn, &chain, &shared, None).await;
+            Ok::<_, Infallible>(response.map(|body| Body::new(idle::Counting::new(body, open))))
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // Envoy's `max_request_headers_kb` default: a longer head is 431.
@@ -161,7 +167,31 @@ where
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(stream_idle);
     let serving = builder.serve_connection_with_upgrades(TokioIo::new(sock), service);
-    if let Err(e) = serving.await {
+    let mut serving = std::pin::pin!(serving);
+    // The connection manager's idle timeout: with no stream for that long,
+    // GOAWAY (HTTP/2) or the close, as Envoy.
+    let ended = match chain.timeouts.idle {
+        None => serving.await,
+        Some(limit) => loop {
+            let due = streams
+                .idle_since()
+                .map_or(tokio::time::Instant::now(), |at| at)
+                + limit;
+            tokio::select! {
+                biased;
+                ended = serving.as_mut() => break ended,
+                () = tokio::time::sleep_until(due) => {}
+            }
+            if streams
+                .idle_since()
+                .is_some_and(|at| at + limit <= tokio::time::Instant::now())
+            {
+                serving.as_mut().graceful_shutdown();
+                break serving.await;
+            }
+        },
+    };
+    if let Err(e) = ended {
         tracing::debug!(error = %e, "downstream connection ended with an error");
         // hyper answered a head it could not read itself.
         if let Some(refusal) = refused::by_hyper(&*e) {
