@@ -175,7 +175,7 @@ where
         Some(limit) => loop {
             let due = streams
                 .idle_since()
-                .map_or(tokio::time::Instant::now(), |at| at)
+                .unwrap_or_else(tokio::time::Instant::now)
                 + limit;
             tokio::select! {
                 biased;
@@ -258,8 +258,10 @@ async fn handle(
     record.finish(response.headers(), response.status());
     // And between the response body's data, which then ends, cut short
     // (in the same box as the record, not one of its own).
-    let body_idle =
-        (chain.timeouts.stream_idle).filter(|_| !hyper::body::Body::is_end_stream(response.body()));
+    let body_idle = chain
+        .timeouts
+        .stream_idle
+        .filter(|_| !hyper::body::Body::is_end_stream(response.body()));
     if !record.wanted() {
         return match body_idle {
             Some(limit) => response.map(|body| Body::new(idle::IdleBody::new(body, limit))),
