@@ -26,6 +26,10 @@
 #
 # WEFT_BIN=PATH runs that build of `weft` (and the `weft-proxy` beside it).
 #
+# With SYSCALLS=1, the syscalls and context switches of each pair (Weft's
+# sidecars, then the two nginx) per request over its run at 1000 req/s
+# are counted too (perf's tracepoints: its CPU figures rise a little).
+#
 # With PROFILE=FILE, the client's sidecar is recorded by `perf record`
 # during the mTLS run at 1000 req/s (PROFILE_CALLGRAPH=dwarf for callers).
 set -euo pipefail
@@ -140,6 +144,13 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 anon_kb() { awk '/^Anonymous/ {print $2}' "/proc/$1/smaps_rollup"; }
 mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
+# The user-space share of CPU ticks since a start (user then all, before).
+user_share() { # pid-list user0 all0
+  local u=0 a=0 pid
+  for pid in $1; do u=$((u + $(user_ticks "$pid"))) a=$((a + $(cpu_ticks "$pid"))); done
+  awk -v u=$((u - $2)) -v a=$((a - $3)) 'BEGIN{printf "%.0f%%", a ? 100 * u / a : 0}'
+}
 CP_PID=$(pid_of control-plane)
 CLIENT_SC=$(pid_of sidecar/client)
 SERVER_SC=$(pid_of sidecar/server-mtls)
@@ -170,20 +181,49 @@ if [ -n "${PROFILE:-}" ]; then
   perf record --call-graph "${PROFILE_CALLGRAPH:-fp}" -o "$PROFILE" -p "$CLIENT_SC" -- sleep $((DURATION + 2)) 2>/dev/null &
   PERF_PID=$!
 fi
+# SYSCALLS=1: the syscalls (and context switches) each proxy of a pair
+# makes per request during its run at 1000 req/s, by perf's tracepoints
+# (at this rate a request rarely shares a wake-up with another, so this is
+# where a proxy's per-request kernel work shows).
+syscalls_start() { # name pid...
+  local name=$1; shift
+  [ -n "${SYSCALLS:-}" ] || return 0
+  perf stat -x, -e 'raw_syscalls:sys_enter,syscalls:sys_enter_*,context-switches' \
+    -o "$WORK/$name.syscalls" -p "$(IFS=,; echo "$*")" 2>/dev/null &
+  SYSCALLS_PID=$!
+  sleep 0.5
+}
+syscalls_stop() { # name requests
+  [ -n "${SYSCALLS:-}" ] || return 0
+  kill -INT "$SYSCALLS_PID"; wait "$SYSCALLS_PID" || true
+  awk -F, -v n="$2" -v name="$1" '$1 ~ /^[0-9]+$/ && $1 > 0 {
+      e = $3; sub(/.*sys_enter_/, "", e); sub(/raw_syscalls:sys_enter/, "all", e)
+      line = line sprintf(" %s %.2f", e, $1 / n) }
+    END { print name " per request (both proxies):" line }' "$WORK/$1.syscalls" >> "$WORK/syscalls.txt"
+}
+requests_of() { grep -o '[0-9]* succeeded' "$WORK/$1.out" | awk '{print $1}'; }
+syscalls_start mtls "$CLIENT_SC" "$SERVER_SC"
 T0_CLIENT=$(cpu_ticks "$CLIENT_SC") T0_SERVER=$(cpu_ticks "$SERVER_SC") T0=$(date +%s.%N)
+U0_PAIR=$(( $(user_ticks "$CLIENT_SC") + $(user_ticks "$SERVER_SC") )) A0_PAIR=$((T0_CLIENT + T0_SERVER))
 fixed_rate mtls client server-mtls
 [ -n "${PROFILE:-}" ] && wait "$PERF_PID"
 T1=$(date +%s.%N)
+syscalls_stop mtls "$(requests_of mtls)"
 # The run includes its 2 s warm-up; CPU over the whole of it.
 VCPU_CLIENT=$(awk -v a="$(cpu_ticks "$CLIENT_SC")" -v b="$T0_CLIENT" -v hz="$(getconf CLK_TCK)" -v t0="$T0" -v t1="$T1" 'BEGIN{printf "%.3f", (a-b)/hz/(t1-t0)}')
 VCPU_SERVER=$(awk -v a="$(cpu_ticks "$SERVER_SC")" -v b="$T0_SERVER" -v hz="$(getconf CLK_TCK)" -v t0="$T0" -v t1="$T1" 'BEGIN{printf "%.3f", (a-b)/hz/(t1-t0)}')
+USER_PAIR=$(user_share "$CLIENT_SC $SERVER_SC" "$U0_PAIR" "$A0_PAIR")
 LOAD_CLIENT_KB=$(rss_kb "$CLIENT_SC") LOAD_SERVER_KB=$(rss_kb "$SERVER_SC")
 LOAD_CLIENT_ANON=$(anon_kb "$CLIENT_SC") LOAD_SERVER_ANON=$(anon_kb "$SERVER_SC")
 NGX_URL=http://127.0.0.1:15001/
 T0_NGX=$(( $(cpu_ticks "$NGX_OUT") + $(cpu_ticks "$NGX_IN") )) T0=$(date +%s.%N)
+U0_NGX=$(( $(user_ticks "$NGX_OUT") + $(user_ticks "$NGX_IN") ))
+syscalls_start nginx-mtls "$NGX_OUT" "$NGX_IN"
 fixed_rate nginx-mtls client-ngx "$NGX_URL"
 T1=$(date +%s.%N)
+syscalls_stop nginx-mtls "$(requests_of nginx-mtls)"
 VCPU_NGX=$(awk -v a="$(( $(cpu_ticks "$NGX_OUT") + $(cpu_ticks "$NGX_IN") ))" -v b="$T0_NGX" -v hz="$(getconf CLK_TCK)" -v t0="$T0" -v t1="$T1" 'BEGIN{printf "%.3f", (a-b)/hz/(t1-t0)/2}')
+USER_NGX=$(user_share "$NGX_OUT $NGX_IN" "$U0_NGX" "$T0_NGX")
 max_rate direct client-plain server-plain
 max_rate plaintext client server-pair
 max_rate mtls client server-mtls
@@ -218,6 +258,7 @@ LISTED=$(grep -c . "$ORDER")
 KNOWN=$(nm --defined-only "$(dirname "$WEFT")/weft-proxy" | awk '{print $3}' | sort -u | comm -12 - <(sort -u "$ORDER") | wc -l)
 echo "code layout: $KNOWN of the $LISTED functions in $ORDER are in this build"
 echo "sidecar RSS idle / at 1000 req/s with mTLS (its own, anonymous, in brackets): client $(mb "$IDLE_CLIENT_KB") ($(mb "$IDLE_CLIENT_ANON")) / $(mb "$LOAD_CLIENT_KB") ($(mb "$LOAD_CLIENT_ANON")) MB, server $(mb "$IDLE_SERVER_KB") ($(mb "$IDLE_SERVER_ANON")) / $(mb "$LOAD_SERVER_KB") ($(mb "$LOAD_SERVER_ANON")) MB"
-echo "sidecar CPU at 1000 req/s with mTLS (vCPU per 1000 req/s): client $VCPU_CLIENT, server $VCPU_SERVER (Istio's published Envoy sidecar: 0.20); the nginx pair, each: $VCPU_NGX"
+echo "sidecar CPU at 1000 req/s with mTLS (vCPU per 1000 req/s): client $VCPU_CLIENT, server $VCPU_SERVER, $USER_PAIR of it in user space (Istio's published Envoy sidecar: 0.20); the nginx pair, each: $VCPU_NGX ($USER_NGX in user space)"
 CP_KB=$(rss_kb "$CP_PID") CP_ANON=$(anon_kb "$CP_PID")
 echo "control plane RSS $(mb "$CP_KB") MB, its own $(mb "$CP_ANON") MB, with $PROXIES proxies connected: at most $(mb $((CP_ANON / PROXIES))) MB of its own per proxy (the whole process divided)"
+[ -n "${SYSCALLS:-}" ] && cat "$WORK/syscalls.txt"

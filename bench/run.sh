@@ -20,6 +20,10 @@
 # count for the same build every time, however busy the machine (the
 # kernel's share, the same socket work for every proxy, is not counted);
 # CALLGRIND_OUT=DIR keeps callgrind's files for callgrind_annotate.
+# With SYSCALLS=N, the run instead counts what each serving process does
+# per request in the kernel over N HTTP/1.1 requests on 32 connections:
+# its user and system CPU time (from /proc; perf's tracepoints add a
+# little to the latter) and its syscalls and context switches by perf.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -255,6 +259,7 @@ NAMES=$(printf '%s\n' "${PATHS[@]}" | cut -d' ' -f1)
 # process).
 serving_pid() {
   case $1 in
+    direct) nginx_worker upstream ;;
     weft) echo "$WEFT_PROXY_PID" ;;
     weft-policy) echo "$WEFT_POLICY_PID" ;;
     weft-nostats) echo "$WEFT_NOSTATS_PID" ;;
@@ -289,6 +294,40 @@ if [ -n "${CALLGRIND:-}" ]; then
   done
   # CALLGRIND_OUT=DIR keeps the counts, for callgrind_annotate.
   [ -n "${CALLGRIND_OUT:-}" ] && mkdir -p "$CALLGRIND_OUT" && cp "$WORK"/cg/* "$CALLGRIND_OUT"/
+  exit 0
+fi
+
+if [ -n "${SYSCALLS:-}" ]; then
+  # Syscalls per request: the kernel's share of a proxy's CPU is the socket
+  # work each syscall does, so fewer syscalls per request is the lever
+  # there. Counted by perf's tracepoints on the serving process over N
+  # requests on 32 connections (as wrk's runs), after a warm-up.
+  EVENTS=raw_syscalls:sys_enter
+  for s in read recvfrom write writev sendto epoll_wait epoll_pwait epoll_ctl futex; do
+    EVENTS+=",syscalls:sys_enter_$s"
+  done
+  EVENTS+=",page-faults,context-switches"
+  printf '%-12s %8s %8s' path user_us sys_us
+  tr ',' '\n' <<<"$EVENTS" | sed 's/.*sys_enter_//; s/raw_syscalls:sys_enter/all/; s/context-switches/switches/; s/page-faults/faults/' | xargs printf ' %10s'
+  echo
+  for path in "direct $UP / 127.0.0.1" "${PATHS[@]}"; do
+    read -r name port at host <<<"$path"
+    url="http://$host:$port$at"
+    h2load --h1 -n 5000 -c 32 "$url" >/dev/null
+    perf stat -x, -e "$EVENTS" -o "$WORK/syscalls" -p "$(serving_pid "$name")" &
+    PERF_PID=$!
+    sleep 0.5
+    pid=$(serving_pid "$name")
+    read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    h2load --h1 -n "$SYSCALLS" -c 32 "$url" >/dev/null
+    read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    kill -INT "$PERF_PID"; wait "$PERF_PID" || true
+    # User and system CPU per request, from /proc (clock ticks).
+    awk -v n="$SYSCALLS" -v hz="$(getconf CLK_TCK)" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v name="$name" \
+      'BEGIN {printf "%-12s %8.2f %8.2f", name, u / hz * 1e6 / n, s / hz * 1e6 / n}'
+    awk -F, -v n="$SYSCALLS" '$3 ~ /sys_enter|faults|switches/ {printf " %10.2f", $1 / n}' "$WORK/syscalls"
+    echo
+  done
   exit 0
 fi
 
