@@ -167,7 +167,18 @@ async fn dispatch(sock: TcpStream, peer: SocketAddr, listener: String, shared: A
     let Some(tls) = chain.tls.clone() else {
         return run(sock, conn, action, snapshot, shared).await;
     };
-    if let Some((stream, info)) = crate::tls::accept(sock, &tls, &seen, &target.name).await {
+    let handshake = crate::tls::accept(sock, &tls, &seen, &target.name);
+    let done = match chain.handshake_timeout {
+        None => handshake.await,
+        Some(limit) => match tokio::time::timeout(limit, handshake).await {
+            Ok(done) => done,
+            Err(_) => {
+                tracing::debug!(listener = %target.name, sni = ?seen.server_name, "TLS handshake timed out; closing");
+                return;
+            }
+        },
+    };
+    if let Some((stream, info)) = done {
         let conn = crate::http::Connection {
             tls: Some(info),
             ..conn

@@ -497,28 +497,13 @@ fn dechunk(mut wire: &str) -> String {
     }
 }
 
-fn ms(n: u64) -> envoy_types::pb::google::protobuf::Duration {
-    envoy_types::pb::google::protobuf::Duration {
-        seconds: 0,
-        nanos: (n * 1_000_000) as i32,
-    }
-}
-
 /// A listener to cluster `c` whose connection manager `edit` changes.
 fn with_hcm(
     addr: SocketAddr,
     edit: impl FnOnce(&mut envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager),
 ) -> envoy_types::pb::envoy::config::listener::v3::Listener {
-    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
-    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
-    use prost::Message;
     let mut l = listener(addr, vec![route_to("c")]);
-    let Some(ConfigType::TypedConfig(any)) = &mut l.filter_chains[0].filters[0].config_type else {
-        panic!("the listener's first filter is the connection manager")
-    };
-    let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
-    edit(&mut hcm);
-    *any = envoy_types::util::pack_any(hcm);
+    edit_hcm(&mut l.filter_chains[0], edit);
     l
 }
 

@@ -11,7 +11,7 @@ mod support;
 use std::process::Output;
 
 use envoy_types::pb::envoy::config::core::v3::{
-    data_source, transport_socket, DataSource, TransportSocket,
+    data_source, transport_socket, DataSource, HttpProtocolOptions, TransportSocket,
 };
 use envoy_types::pb::envoy::config::listener::v3::{
     listener_filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
@@ -328,7 +328,7 @@ mod client {
 
     pub type Stream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
-    pub async fn connect(addr: std::net::SocketAddr, sni: &str) -> std::io::Result<Stream> {
+    fn config() -> Arc<rustls::ClientConfig> {
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -337,11 +337,27 @@ mod client {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCert))
         .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    pub async fn connect(addr: std::net::SocketAddr, sni: &str) -> std::io::Result<Stream> {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         let name = ServerName::try_from(sni.to_string()).unwrap();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
+        tokio_rustls::TlsConnector::from(config())
             .connect(name, tcp)
             .await
+    }
+
+    /// A connection that sends its ClientHello for `sni` and nothing more.
+    pub async fn stall(addr: std::net::SocketAddr, sni: &str) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let name = ServerName::try_from(sni.to_string()).unwrap();
+        let mut tls = rustls::ClientConnection::new(config(), name).unwrap();
+        let mut hello = Vec::new();
+        tls.write_tls(&mut hello).unwrap();
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&hello).await.unwrap();
+        tcp
     }
 
     pub fn served(s: &Stream) -> Vec<u8> {
@@ -454,6 +470,48 @@ async fn a_chain_whose_secret_has_not_arrived_closes_until_it_does() {
     proxy.inner.apply(SECRET, &[pack_any(s)]).unwrap();
     let served = curl("httpbin.example.com", &proxy, &pki, &[]).await;
     assert!(served.status.success(), "{}", text(&served));
+}
+
+/// A client that stops mid-handshake is closed once the chain's bound
+/// passes: its connection manager's idle timeout (Envoy's timer runs from
+/// the connection's start), or `transport_socket_connect_timeout` where
+/// the chain sets one; a client that completes its handshake is served.
+#[tokio::test]
+async fn a_stalled_handshake_is_closed_after_its_timeout() {
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new("stall");
+    pki.root("example.com");
+    pki.leaf("example.com", "httpbin.example.com");
+    pki.leaf("example.com", "helloworld.example.com");
+    let mut idle = tls_chain(&["httpbin.example.com"], "httpbin", None, false);
+    edit_hcm(&mut idle, |hcm| {
+        hcm.common_http_protocol_options = Some(HttpProtocolOptions {
+            idle_timeout: Some(ms(300)),
+            ..Default::default()
+        })
+    });
+    let mut bounded = tls_chain(&["helloworld.example.com"], "helloworld", None, false);
+    bounded.transport_socket_connect_timeout = Some(ms(300));
+    let secrets = ["httpbin", "helloworld"].map(|name| {
+        let host = format!("{name}.example.com");
+        cert_secret(name, &pki, &host, &host)
+    });
+    let (proxy, _backend) = tls_proxy(secrets.into(), vec![idle, bounded]).await;
+    for host in ["httpbin.example.com", "helloworld.example.com"] {
+        let start = std::time::Instant::now();
+        let mut sock = client::stall(proxy.addr, host).await;
+        // The server's flight comes, then nothing until the close.
+        let mut buf = vec![0; 16384];
+        let drained = async { while matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {} };
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), drained).await;
+        assert!(closed.is_ok(), "{host}: a stalled handshake stays open");
+        assert!(
+            start.elapsed() >= std::time::Duration::from_millis(250),
+            "{host}: closed before its timeout"
+        );
+        let served = curl(host, &proxy, &pki, &[]).await;
+        assert!(served.status.success(), "{host}: {}", text(&served));
+    }
 }
 
 #[tokio::test]

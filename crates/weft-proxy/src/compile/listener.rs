@@ -55,7 +55,23 @@ pub struct ChainCfg {
     pub application_protocols: Vec<String>,
     /// Terminate TLS before the network filter.
     pub tls: Option<Arc<DownstreamTls>>,
+    /// How long that TLS handshake may take: the chain's
+    /// `transport_socket_connect_timeout`, else the network filter's idle
+    /// timeout, whose timer Envoy starts with the connection (so a client
+    /// that stalls mid-handshake is closed by it); None: unbounded.
+    pub handshake_timeout: Option<std::time::Duration>,
     pub action: ChainAction,
+}
+
+impl ChainAction {
+    /// The network filter's idle timeout: the connection manager's
+    /// connection idle timeout, or the TCP proxy's.
+    fn idle_timeout(&self) -> Option<std::time::Duration> {
+        match self {
+            ChainAction::Http { timeouts, .. } => timeouts.idle,
+            ChainAction::Tcp { idle_timeout, .. } => *idle_timeout,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -327,6 +343,10 @@ fn compile_chain(
         }
     };
     let _ = (HCM, TCP_PROXY);
+    let handshake_timeout = match &c.transport_socket_connect_timeout {
+        Some(d) => super::nonzero(Some(d))?,
+        None => action.idle_timeout(),
+    };
     Ok(ChainCfg {
         name: c.name.clone(),
         destination_port: m.destination_port.map(|p| p.value as u16),
@@ -338,6 +358,7 @@ fn compile_chain(
         transport_protocol: m.transport_protocol,
         application_protocols: m.application_protocols,
         tls,
+        handshake_timeout,
         action,
     })
 }

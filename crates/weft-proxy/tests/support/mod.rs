@@ -267,7 +267,25 @@ pub fn listener(addr: SocketAddr, routes: Vec<Route>) -> Listener {
     }
 }
 
-/// A free loopback port (bound and released; the proxy binds it next).
+/// A protobuf duration of `n` milliseconds.
+pub fn ms(n: u64) -> envoy_types::pb::google::protobuf::Duration {
+    envoy_types::pb::google::protobuf::Duration {
+        seconds: (n / 1000) as i64,
+        nanos: ((n % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// Edits the connection manager of a chain made by `listener`.
+pub fn edit_hcm(chain: &mut FilterChain, edit: impl FnOnce(&mut HttpConnectionManager)) {
+    use prost::Message;
+    let Some(filter::ConfigType::TypedConfig(any)) = &mut chain.filters[0].config_type else {
+        panic!("the chain's first filter is the connection manager")
+    };
+    let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+    edit(&mut hcm);
+    *any = pack_any(hcm);
+}
+
 /// A tcp_proxy network filter to `cluster`.
 pub fn tcp_proxy_filter(cluster: &str) -> Filter {
     use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
@@ -283,6 +301,7 @@ pub fn tcp_proxy_filter(cluster: &str) -> Filter {
     }
 }
 
+/// A free loopback port (bound and released; the proxy binds it next).
 pub fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
