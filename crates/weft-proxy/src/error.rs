@@ -106,6 +106,10 @@ pub(crate) enum ProxyError {
     /// The request, whole, waited for its response past the connection
     /// manager's `stream_idle_timeout`.
     StreamIdle,
+    /// The client's upload sent nothing for the `stream_idle_timeout`
+    /// before any response (Envoy answers 408 while the request is not
+    /// whole).
+    UploadIdle,
 }
 
 impl ProxyError {
@@ -113,6 +117,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::DownstreamBody => StatusCode::BAD_REQUEST,
+            ProxyError::UploadIdle => StatusCode::REQUEST_TIMEOUT,
             // Envoy's stream idle timeout on a request it has whole.
             ProxyError::UpstreamTimeout | ProxyError::StreamTimeout | ProxyError::StreamIdle => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -137,7 +142,7 @@ impl ProxyError {
             ProxyError::UpstreamProtocol(_) => Flags::UPSTREAM_PROTOCOL_ERROR,
             ProxyError::UpstreamTimeout => Flags::UPSTREAM_TIMEOUT,
             ProxyError::StreamTimeout => Flags::DURATION_TIMEOUT,
-            ProxyError::StreamIdle => Flags::STREAM_IDLE_TIMEOUT,
+            ProxyError::StreamIdle | ProxyError::UploadIdle => Flags::STREAM_IDLE_TIMEOUT,
             ProxyError::Overflow => Flags::OVERFLOW,
             ProxyError::FaultAbort(_) | ProxyError::GrpcFaultAbort(_) => Flags::FAULT_INJECTED,
         }
@@ -158,7 +163,7 @@ impl ProxyError {
             }
             ProxyError::UpstreamTimeout => "upstream request timeout",
             ProxyError::StreamTimeout => "downstream duration timeout",
-            ProxyError::StreamIdle => "stream timeout",
+            ProxyError::StreamIdle | ProxyError::UploadIdle => "stream timeout",
             ProxyError::Overflow => {
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow"
             }
@@ -194,7 +199,7 @@ impl ProxyError {
             }
             ProxyError::UpstreamTimeout => "upstream_response_timeout",
             ProxyError::StreamTimeout => "max_duration_timeout",
-            ProxyError::StreamIdle => "stream_idle_timeout",
+            ProxyError::StreamIdle | ProxyError::UploadIdle => "stream_idle_timeout",
             ProxyError::Overflow => "upstream_reset_before_response_started{overflow}",
             ProxyError::FaultAbort(_) | ProxyError::GrpcFaultAbort(_) => "fault_filter_abort",
             ProxyError::DownstreamBody => "downstream_remote_disconnect",

@@ -706,6 +706,146 @@ async fn a_silent_upstream_is_timed_out_by_the_stream_idle_timeout() {
     assert_eq!(get(p.addr, "/delay/150").await.status, 200);
 }
 
+/// A streamed upload is bounded by the stream idle timeout too, counted
+/// from the client's last data: one that stops gets 408 `stream timeout`
+/// (SI), as Envoy answers a request not yet whole; one that keeps
+/// sending goes through however long it takes in all.
+#[tokio::test]
+async fn a_stalled_upload_is_timed_out_by_the_stream_idle_timeout() {
+    let up = raw_upstream(&[OK]).await;
+    let log = temp("upload.log");
+    let p = serve(vec![static_cluster("c", &[up.addr])], |a| {
+        impatient(a, Some(&log))
+    });
+    let chunked = "POST /upload HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n";
+    // Stopped after a chunk; and a declared body past what the lean
+    // server reads whole (64 KiB), stopped partway.
+    let declared = format!(
+        "POST /upload HTTP/1.1\r\nhost: a\r\ncontent-length: 100000\r\n\r\n{}",
+        "a".repeat(70_000)
+    );
+    for stopped in [format!("{chunked}5\r\nhello\r\n"), declared] {
+        let mut s = TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(stopped.as_bytes()).await.unwrap();
+        let mut reply = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&reply).ends_with("stream timeout") {
+                match s.read(&mut buf).await {
+                    Ok(n) if n > 0 => reply.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+        });
+        let _ = read.await;
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+        assert!(reply.ends_with("stream timeout"), "{reply}");
+    }
+    for line in lines(&log, 2).await {
+        assert!(line.contains("\" 408 SI stream_idle_timeout "), "{line}");
+    }
+    // A chunk every 100 ms for a second: more than three times the
+    // timeout in all, never 300 ms without data.
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(chunked.as_bytes()).await.unwrap();
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(format!("1\r\n{i}\r\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut reply = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut reply))
+        .await
+        .expect("a reply")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let sent = up.requests.lock().unwrap().last().cloned().unwrap();
+    assert!(sent.contains("1\r\n9\r\n0\r\n\r\n"), "{sent}");
+}
+
+/// A body of what comes through a channel, ending when it closes.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|data| data.map(|d| Ok(hyper::body::Frame::data(d))))
+    }
+}
+
+/// An h2c upstream that answers at once and sends its body, what it was
+/// sent, only when the request's body has ended.
+async fn answer_after_upload() -> SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                tokio::spawn(async move {
+                    if let Ok(all) = req.into_body().collect().await {
+                        let _ = tx.send(all.to_bytes()).await;
+                    }
+                });
+                Ok::<_, std::convert::Infallible>(http::Response::new(ChannelBody(rx)))
+            });
+            let io = hyper_util::rt::TokioIo::new(s);
+            let h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+            tokio::spawn(async move { h2.serve_connection(io, svc).await });
+        }
+    });
+    addr
+}
+
+/// Envoy's stream idle timer restarts on data either way: a response
+/// body its upstream holds back while the client's upload still moves is
+/// not idle (HTTP/2 on both sides, so the upload goes on after the
+/// response has begun).
+#[tokio::test]
+async fn an_upload_that_moves_keeps_its_response_from_idling() {
+    use http_body_util::BodyExt;
+    let up = answer_after_upload().await;
+    let p = serve(vec![http2_cluster(static_cluster("c", &[up]))], |a| {
+        impatient(a, None)
+    });
+    let s = TcpStream::connect(p.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let req = Request::post(format!("http://{}/upload", p.addr))
+        .body(ChannelBody(rx))
+        .unwrap();
+    let sending = tokio::spawn(async move {
+        // A chunk every 100 ms for a second; the timeout is 300 ms.
+        for i in 0..10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            tx.send(Bytes::from(i.to_string())).await.unwrap();
+        }
+    });
+    let reply = sender.send_request(req).await.expect("the response head");
+    assert_eq!(reply.status(), 200);
+    let body = reply.into_body().collect().await.expect("the whole body");
+    assert_eq!(body.to_bytes(), "0123456789");
+    sending.await.unwrap();
+}
+
 /// The connection idle timeout holds for HTTP/2 too (hyper's server): a
 /// connection with no stream for it gets GOAWAY and the close; one whose
 /// stream outlasts it is not idle.

@@ -67,6 +67,74 @@ where
     }
 }
 
+/// A streamed upload's progress: when data last came, and whether it has
+/// all come. The stream idle timeout counts from the later of that and
+/// the response's own data, as Envoy's timer restarts on either side.
+pub(crate) struct Upload {
+    born: tokio::time::Instant,
+    /// Milliseconds after `born` when data last came.
+    last: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl Upload {
+    pub(super) fn new() -> std::sync::Arc<Upload> {
+        std::sync::Arc::new(Upload {
+            born: tokio::time::Instant::now(),
+            last: 0.into(),
+            done: false.into(),
+        })
+    }
+
+    pub(super) fn moved(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.last
+            .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(super) fn ended(&self) {
+        self.moved();
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        self.born + Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn done(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// `work` — a request whose upload was still coming when it was handled —
+/// until `limit` passes with no data from the client since: then 408
+/// while the upload is unfinished, 504 once it has ended and the response
+/// is what is waited for (Envoy's `maybeRequestTimeoutCode`).
+pub(super) async fn while_uploading<T, F>(
+    limit: Duration,
+    upload: &Upload,
+    work: F,
+) -> Result<T, ProxyError>
+where
+    F: std::future::Future<Output = Result<T, ProxyError>>,
+{
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return done,
+            () = tokio::time::sleep_until(upload.last() + limit) => {
+                if upload.last() + limit <= tokio::time::Instant::now() {
+                    return Err(match upload.done() {
+                        true => ProxyError::StreamIdle,
+                        false => ProxyError::UploadIdle,
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// Why a response body ended early: no data came for the stream idle
 /// timeout (Envoy resets the stream; the access log's flag is SI).
 #[derive(Debug)]
@@ -89,15 +157,22 @@ pub(super) struct IdleBody<B> {
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     /// Data came since the timer was last set.
     moved: bool,
+    /// The request's upload, if it was streaming: its data counts too.
+    upload: Option<std::sync::Arc<Upload>>,
 }
 
 impl<B> IdleBody<B> {
-    pub(super) fn new(inner: B, limit: Duration) -> IdleBody<B> {
+    pub(super) fn new(
+        inner: B,
+        limit: Duration,
+        upload: Option<std::sync::Arc<Upload>>,
+    ) -> IdleBody<B> {
         IdleBody {
             inner,
             limit,
             sleep: None,
             moved: true,
+            upload,
         }
     }
 }
@@ -126,10 +201,14 @@ where
         if std::mem::take(&mut this.moved) {
             sleep.as_mut().reset(due);
         }
-        match std::future::Future::poll(sleep.as_mut(), cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(StreamIdle)))),
-            Poll::Pending => Poll::Pending,
+        while std::future::Future::poll(sleep.as_mut(), cx).is_ready() {
+            // The client's upload may have moved since the timer was set.
+            match this.upload.as_ref().map(|u| u.last() + this.limit) {
+                Some(later) if later > sleep.deadline() => sleep.as_mut().reset(later),
+                _ => return Poll::Ready(Some(Err(Box::new(StreamIdle)))),
+            }
         }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {

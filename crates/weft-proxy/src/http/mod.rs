@@ -238,17 +238,23 @@ async fn handle(
     let (mut record, grpc) = begin(&mut req, conn, chain, shared);
     // Envoy's stream idle timeout also bounds the wait for the response
     // (with Istio's routes, which set no timeout, it is the only bound): a
-    // request the client has sent whole gets 504 `stream timeout` (SI).
-    // One still streaming in is left unbounded, as its uploading is the
-    // stream's activity.
-    let whole = req.body().is_complete();
+    // request the client has sent whole gets 504 `stream timeout` (SI);
+    // one still streaming in, counted from its last data, 408 while it is
+    // unfinished.
+    let upload = match chain.timeouts.stream_idle {
+        Some(_) => req.body_mut().watch(),
+        None => None,
+    };
     // Pinned where it is made: moving the request's future into the
     // timeout's copied it (+730 instructions per request, callgrind).
     let outcome = {
         let processing = std::pin::pin!(process(req, conn, chain, &snapshot, &mut record.entry));
-        match chain.timeouts.stream_idle {
-            Some(limit) if whole => idle::within(limit, stall, processing).await,
-            _ => processing.await,
+        match (chain.timeouts.stream_idle, &upload) {
+            (Some(limit), None) => idle::within(limit, stall, processing).await,
+            (Some(limit), Some(upload)) => {
+                Box::pin(idle::while_uploading(limit, upload, processing)).await
+            }
+            (None, _) => processing.await,
         }
     };
     let mut response = match outcome {
@@ -264,7 +270,7 @@ async fn handle(
         .filter(|_| !hyper::body::Body::is_end_stream(response.body()));
     if !record.wanted() {
         return match body_idle {
-            Some(limit) => response.map(|body| Body::new(idle::IdleBody::new(body, limit))),
+            Some(limit) => response.map(|body| Body::new(idle::IdleBody::new(body, limit, upload))),
             None => response,
         };
     }
@@ -280,7 +286,8 @@ async fn handle(
     // The record is written when the response body ends.
     match body_idle {
         Some(limit) => {
-            response.map(|body| Body::new(Counted::new(idle::IdleBody::new(body, limit), record)))
+            let body = |body| idle::IdleBody::new(body, limit, upload);
+            response.map(|b| Body::new(Counted::new(body(b), record)))
         }
         None => response.map(|body| Body::new(Counted::new(body, record))),
     }
