@@ -19,7 +19,11 @@
 # per request over N HTTP/1.1 requests (h2load, 8 connections): the same
 # count for the same build every time, however busy the machine (the
 # kernel's share, the same socket work for every proxy, is not counted);
-# CALLGRIND_OUT=DIR keeps callgrind's files for callgrind_annotate.
+# CALLGRIND_OUT=DIR keeps callgrind's files for callgrind_annotate;
+# CALLGRIND_RPS=R paces each connection at R requests a second (a sidecar's
+# light load: each request its own wake-up). The same count over h2c
+# (4 connections x 16 streams, as the table's runs) follows for Weft,
+# nginx and HAProxy.
 # With SYSCALLS=N, the run instead counts what each serving process does
 # per request in the kernel over N HTTP/1.1 requests on 32 connections:
 # its user and system CPU time (from /proc; perf's tracepoints add a
@@ -272,11 +276,14 @@ if [ -n "${CALLGRIND:-}" ]; then
   declare -A IR
   # Instructions per request: counters zeroed after a warm-up, N requests,
   # then callgrind dumps what the process ran since.
+  # HTTP/1.1 over 8 connections, or (a name ending in -h2) h2c as the
+  # tables' runs, 4 connections × 16 streams.
   count() { # name port path host pid
-    local url="http://$4:$2$3" out
-    h2load --h1 -n 2000 -c 8 "$url" >/dev/null
+    local url="http://$4:$2$3" out how=(--h1 -c 8)
+    [[ $1 == *-h2 ]] && how=(-c 4 -m 16)
+    h2load "${how[@]}" -n 2000 "$url" >/dev/null
     callgrind_control -z "$5" >/dev/null
-    out=$(h2load --h1 -n "$CALLGRIND" -c 8 "$url")
+    out=$(h2load "${how[@]}" -n "$CALLGRIND" ${CALLGRIND_RPS:+--rps "$CALLGRIND_RPS"} "$url")
     grep -q " $CALLGRIND succeeded" <<<"$out" || { echo "$1: not every request succeeded"; echo "$out"; exit 1; }
     callgrind_control -d "$5" >/dev/null
     IR[$1]=$(awk '/^totals:/ {print $2}' "$(ls -t "$WORK/cg/$5"* | head -1)")
@@ -285,12 +292,16 @@ if [ -n "${CALLGRIND:-}" ]; then
     read -r name port at host <<<"$path"
     count "$name" "$port" "$at" "$host" "$(serving_pid "$name")"
   done
+  count weft-h2 "$WEFT_PORT" / 127.0.0.1 "$(serving_pid weft)"
+  count nginx-h2 "$NGINX_H2_PORT" / 127.0.0.1 "$(serving_pid nginx)"
+  count haproxy-h2 "$HAPROXY_H2_PORT" / 127.0.0.1 "$(serving_pid haproxy)"
   echo
-  echo "user-space instructions per request (callgrind), $CALLGRIND HTTP/1.1 requests over 8 connections"
+  echo "user-space instructions per request (callgrind), $CALLGRIND requests: HTTP/1.1 over 8 connections; -h2: h2c, 4 connections x 16 streams"
   printf '%-12s %14s %10s\n' path instr/req vs_nginx
-  for name in $NAMES; do
+  for name in $NAMES weft-h2 nginx-h2 haproxy-h2; do
+    local_nginx=nginx; [[ $name == *-h2 ]] && local_nginx=nginx-h2
     printf '%-12s %14.0f %10s\n' "$name" "$(awk -v a="${IR[$name]}" -v n="$CALLGRIND" 'BEGIN{print a/n}')" \
-      "$(awk -v a="${IR[$name]}" -v b="${IR[nginx]}" 'BEGIN{printf "%.2f", a/b}')"
+      "$(awk -v a="${IR[$name]}" -v b="${IR[$local_nginx]}" 'BEGIN{printf "%.2f", a/b}')"
   done
   # CALLGRIND_OUT=DIR keeps the counts, for callgrind_annotate.
   [ -n "${CALLGRIND_OUT:-}" ] && mkdir -p "$CALLGRIND_OUT" && cp "$WORK"/cg/* "$CALLGRIND_OUT"/
