@@ -229,7 +229,7 @@ async fn run<S>(
             let recorder = stats.map(|cfg| crate::stats::record::Recorder {
                 stats: shared.stats.clone(),
                 cfg,
-                own_principal: shared.identity.spiffe_id().map(Into::into),
+                own_principal: shared.identity.spiffe_id(),
             });
             let tcp = crate::tcp::Tcp {
                 cluster,

@@ -215,21 +215,32 @@ fn from_xff(headers: &HeaderMap, skip: u32) -> (Option<IpAddr>, bool) {
 
 /// Appends `ip` to the list, written back as one line.
 fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
-    let mut value = Vec::with_capacity(64);
-    if let Some(list) = xff_list(headers).filter(|l| !l.trim().is_empty()) {
-        value.extend_from_slice(list.as_bytes());
-        value.push(b',');
-    }
-    crate::text::push_ip(&mut value, ip);
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
-        headers.insert(XFF, v);
-    }
+    let value = match xff_list(headers).filter(|l| !l.trim().is_empty()) {
+        None => ip_value(ip),
+        Some(list) => {
+            let mut value = list.as_bytes().to_vec();
+            value.push(b',');
+            crate::text::push_ip(&mut value, ip);
+            match HeaderValue::from_bytes(&value) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
+    };
+    headers.insert(XFF, value);
 }
 
+/// The address as a header value, in one allocation: a vector with room
+/// to spare becomes `Bytes` through a second one (its shared header);
+/// the first growth of an empty one fits an address's text exactly.
 fn ip_value(ip: IpAddr) -> HeaderValue {
-    let mut value = Vec::with_capacity(15);
+    let mut value = Vec::new();
     crate::text::push_ip(&mut value, ip);
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).expect("an address is a header value")
+    let value = match value.len() == value.capacity() {
+        true => bytes::Bytes::from(value),
+        false => bytes::Bytes::copy_from_slice(&value),
+    };
+    HeaderValue::from_maybe_shared(value).expect("an address is a header value")
 }
 
 /// Takes off what only an internal request (or, at the edge, only a

@@ -350,7 +350,7 @@ fn begin(
         Recorder {
             stats: shared.stats.clone(),
             cfg: cfg.clone(),
-            own_principal: own.map(Into::into),
+            own_principal: own,
         }
     });
     entry.trace = trace.map(Box::new);

@@ -44,6 +44,8 @@ pub struct WorkloadCert {
     pub roots_pem: String,
     pub chain: Vec<weft_ca::CertInfo>,
     pub trusted: Vec<weft_ca::CertInfo>,
+    /// The leaf's SPIFFE id, shared by every request that names it.
+    principal: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -61,8 +63,8 @@ impl Identity {
     }
 
     /// The SPIFFE id of the current certificate.
-    pub fn spiffe_id(&self) -> Option<String> {
-        self.current()?.chain.first()?.uris.first().cloned()
+    pub fn spiffe_id(&self) -> Option<Arc<str>> {
+        self.current.load().as_ref()?.principal.clone()
     }
 }
 
@@ -110,12 +112,17 @@ impl WorkloadCert {
         );
         let clients = weft_tls::client_verifier(roots.clone(), false)?;
         static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let chain = weft_ca::inspect::chain(chain_pem)?;
         Ok(WorkloadCert {
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             key,
             roots,
             clients,
-            chain: weft_ca::inspect::chain(chain_pem)?,
+            principal: chain
+                .first()
+                .and_then(|leaf| leaf.uris.first())
+                .map(|u| u.as_str().into()),
+            chain,
             trusted: weft_ca::inspect::chain(roots_pem)?,
             chain_pem: chain_pem.to_string(),
             roots_pem: roots_pem.to_string(),

@@ -140,7 +140,7 @@ pub(crate) async fn forward(
     };
     let resp = tries.run(entry).await?;
     entry.code_details = "via_upstream";
-    let hop = resp.extensions().get::<crate::upstream::ConnInfo>();
+    let hop = upstream::conn_info(&resp);
     entry.upstream_local = hop.and_then(|h| h.local);
     if let Some(seen) = &mut entry.observed {
         seen.upstream_principal = hop.and_then(|h| h.principal.clone());
@@ -149,9 +149,7 @@ pub(crate) async fn forward(
     strip_hop_by_hop(&mut parts.headers);
     // Envoy's upstream service time: request sent to response headers.
     let took = sent.elapsed().as_millis() as u64;
-    parts
-        .headers
-        .insert(UPSTREAM_SERVICE_TIME, HeaderValue::from(took));
+    parts.headers.insert(UPSTREAM_SERVICE_TIME, millis(took));
     // Only a server with a sidecar answers the exchange; anything else's
     // headers of that name are dropped.
     let mesh_peer = entry.upstream.is_some_and(|a| cluster.in_mesh(a));
@@ -166,6 +164,17 @@ pub(crate) async fn forward(
         parts.headers.append(http::header::SET_COOKIE, cookie);
     }
     Ok(Response::from_parts(parts, body::DownBody(body).boxed()))
+}
+
+/// A count of milliseconds as a header value: the usual small ones
+/// shared, made once (a value made per response cost an allocation).
+fn millis(ms: u64) -> HeaderValue {
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> =
+        std::sync::LazyLock::new(|| (0..100u64).map(HeaderValue::from).collect());
+    match SMALL.get(ms as usize) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(ms),
+    }
 }
 
 /// The downstream request made into the upstream one: path and host

@@ -26,6 +26,10 @@ const MAX_TRAILERS: usize = 60 * 1024;
 pub(crate) struct Body {
     /// None once the body has ended (the connection released or closed).
     conn: Option<Box<Pooled>>,
+    /// The connection's peer identity and local address, for the log and
+    /// metrics (kept here, not in the response's extensions, whose map
+    /// cost two allocations per response).
+    info: super::ConnInfo,
     state: State,
     /// The connection may carry another request after this body.
     reusable: bool,
@@ -56,6 +60,10 @@ impl std::fmt::Debug for Body {
 }
 
 impl Body {
+    pub(super) fn info(&self) -> &super::ConnInfo {
+        &self.info
+    }
+
     pub(super) fn new(conn: Box<Pooled>, framing: Framing, reusable: bool) -> Body {
         let state = match framing {
             Framing::Empty => State::Done,
@@ -64,6 +72,7 @@ impl Body {
             Framing::Close => State::Close,
         };
         let mut body = Body {
+            info: conn.info.clone(),
             conn: Some(conn),
             state,
             reusable,

@@ -178,6 +178,16 @@ pub(crate) enum RespBody {
     Hyper(Incoming),
 }
 
+/// The connection a response came on: its peer's identity and local
+/// address (an HTTP/1.1 body keeps them; hyper's responses carry them as
+/// an extension).
+pub(crate) fn conn_info(resp: &Response<RespBody>) -> Option<&ConnInfo> {
+    match resp.body() {
+        RespBody::H1(body) => Some(body.info()),
+        RespBody::Hyper(_) => resp.extensions().get(),
+    }
+}
+
 impl hyper::body::Body for RespBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -287,13 +297,10 @@ async fn send_http1(
         .max_requests_per_connection
         .is_some_and(|max| conn.served >= max)
         || conn.too_old(peer, Instant::now());
-    let info = conn.info.clone();
     // A spent connection closes once its response is read, which frees
     // its slot.
     let body = h1_body::Body::new(conn, head.framing, head.keep_alive && !spent);
-    let mut resp = Response::from_parts(head.parts, RespBody::H1(body));
-    resp.extensions_mut().insert(info);
-    Ok(resp)
+    Ok(Response::from_parts(head.parts, RespBody::H1(body)))
 }
 
 /// A connection whose response has been read whole goes back to its pool,
