@@ -257,6 +257,13 @@ struct Tries<'a> {
     stream_deadline: bool,
 }
 
+impl Drop for Tries<'_> {
+    fn drop(&mut self) {
+        // The request's header map serves a later response's head.
+        upstream::recycle_headers(std::mem::take(&mut self.parts.headers));
+    }
+}
+
 /// How one try failed.
 pub(super) enum TryError {
     Upstream(UpstreamError),

@@ -35,7 +35,7 @@ mod h2;
 pub(crate) mod outlier;
 mod stream;
 pub use breaker::{Breaker, Limits};
-pub(crate) use h1::BoxError;
+pub(crate) use h1::{recycle as recycle_headers, BoxError};
 pub use h2::Http2;
 pub use outlier::Outliers;
 pub(crate) use stream::{ConnInfo, UpStream};
