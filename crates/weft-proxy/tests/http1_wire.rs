@@ -820,14 +820,7 @@ async fn an_upload_that_moves_keeps_its_response_from_idling() {
     let p = serve(vec![http2_cluster(static_cluster("c", &[up]))], |a| {
         impatient(a, None)
     });
-    let s = TcpStream::connect(p.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(s),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _) = h2_client(p.addr).await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let req = Request::post(format!("http://{}/upload", p.addr))
         .body(ChannelBody(rx))
@@ -855,14 +848,7 @@ async fn idle_http2_connections_are_closed() {
     let p = serve(vec![static_cluster("c", &[up.addr])], |a| {
         with_hcm(a, |hcm| hcm.common_http_protocol_options = idle_after(200))
     });
-    let s = TcpStream::connect(p.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(s),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2_client(p.addr).await;
     let slow = Request::get(format!("http://{}/delay/500", p.addr))
         .body(Full::new(Bytes::new()))
         .unwrap();

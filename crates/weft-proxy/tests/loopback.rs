@@ -1395,14 +1395,7 @@ async fn empty_data_frames_that_end_bodies_are_not_forwarded() {
         vec![http2_cluster(static_cluster("c", &[up.addr]))],
         vec![route_to("c")],
     );
-    let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(s),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _) = h2_client(p.addr).await;
     for i in 0..250 {
         let req = Request::post("http://svc/pkg.Svc/Call")
             .header("content-type", "application/grpc")

@@ -516,14 +516,7 @@ async fn grpc_calls_carry_their_status_and_message_counts() {
         ]
         .into(),
     );
-    let s = tokio::net::TcpStream::connect(client.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(s),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _) = h2_client(client.addr).await;
     for path in ["/ratings.Ratings/Get", "/ratings.Ratings/Status14"] {
         let req = http::Request::post(format!("http://ratings{path}"))
             .header("content-type", "application/grpc")

@@ -255,6 +255,8 @@ async fn handle(
         let processing = std::pin::pin!(process(req, conn, chain, &snapshot, &mut record.entry));
         match (chain.timeouts.stream_idle, &upload) {
             (Some(limit), None) => idle::within(limit, stall, processing).await,
+            // Boxed: a streamed upload is rare, and its timer's state
+            // would size every request's future.
             (Some(limit), Some(upload)) => {
                 Box::pin(idle::while_uploading(limit, upload, processing)).await
             }

@@ -519,18 +519,33 @@ pub fn http2_cluster_with(
 
 /// One request over HTTP/2 with prior knowledge (h2c); the reply with its
 /// trailers.
-pub async fn send_h2(
+/// An h2c connection to `to` (prior knowledge), its driver spawned.
+pub async fn h2_client<B>(
     to: SocketAddr,
-    req: Request<Full<Bytes>>,
-) -> (Reply, Option<http::HeaderMap>) {
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let s = TcpStream::connect(to).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+    let (sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         TokioIo::new(s),
     )
     .await
     .unwrap();
-    tokio::spawn(conn);
+    (sender, tokio::spawn(conn))
+}
+
+pub async fn send_h2(
+    to: SocketAddr,
+    req: Request<Full<Bytes>>,
+) -> (Reply, Option<http::HeaderMap>) {
+    let (mut sender, _) = h2_client(to).await;
     let resp = sender.send_request(req).await.unwrap();
     let (parts, body) = resp.into_parts();
     let collected = body.collect().await.unwrap();
