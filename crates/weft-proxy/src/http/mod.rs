@@ -215,7 +215,8 @@ async fn handle(
 ) -> Response<Body> {
     // hyper's own limit is on its read buffer and only checked while a
     // head is incomplete; the headers' size is Envoy's measure.
-    if header_bytes(req.headers()) > MAX_REQUEST_HEAD as u64 {
+    let head_bytes = header_bytes(req.headers());
+    if head_bytes > MAX_REQUEST_HEAD as u64 {
         refused::log(
             refused::Refusal::HeadersTooLarge,
             0,
@@ -239,7 +240,7 @@ async fn handle(
             None => return local_reply::gone(),
         }
     };
-    let (mut record, grpc) = begin(&mut req, conn, chain, shared);
+    let (mut record, grpc) = begin(&mut req, head_bytes, conn, chain, shared);
     // Envoy's stream idle timeout also bounds the wait for the response
     // (with Istio's routes, which set no timeout, it is the only bound): a
     // request the client has sent whole gets 504 `stream timeout` (SI);
@@ -305,6 +306,7 @@ async fn handle(
 /// that future (inside the record), not twice.
 fn begin(
     req: &mut Request<ReqBody>,
+    head_bytes: u64,
     conn: &Connection,
     chain: &Chain,
     shared: &Shared,
@@ -343,7 +345,7 @@ fn begin(
         entry.request_headers = capture(&logs.wanted.request, req.headers());
     }
     let recorder = chain.stats.as_ref().map(|cfg| {
-        let mut seen = observe(req, cfg, grpc);
+        let mut seen = observe(req, head_bytes, cfg, grpc);
         if cfg.reporter == Reporter::Source {
             seen.exchange = Some(shared.stats.own.clone());
         }
@@ -363,7 +365,7 @@ fn begin(
 /// What the metrics learn of a request as it arrives; on the server's
 /// side, the client's exchange headers are taken off (the app never sees
 /// them).
-fn observe<B>(req: &mut Request<B>, cfg: &StatsCfg, grpc: bool) -> Observed {
+fn observe<B>(req: &mut Request<B>, head_bytes: u64, cfg: &StatsCfg, grpc: bool) -> Observed {
     let peer = match cfg.reporter {
         Reporter::Destination => crate::stats::peer::take(req.headers_mut()),
         Reporter::Source => None,
@@ -380,7 +382,7 @@ fn observe<B>(req: &mut Request<B>, cfg: &StatsCfg, grpc: bool) -> Observed {
     Observed {
         peer,
         grpc,
-        request_bytes: header_bytes(req.headers()),
+        request_bytes: head_bytes,
         headers,
         ..Default::default()
     }

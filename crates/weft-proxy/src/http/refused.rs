@@ -93,7 +93,8 @@ pub(super) fn log(
     let mut record = match req {
         Some(req) => {
             let mut req = req.map(|()| ReqBody::Whole(Full::new(Bytes::new())));
-            begin(&mut req, conn, chain, shared).0
+            let head_bytes = super::header_bytes(req.headers());
+            begin(&mut req, head_bytes, conn, chain, shared).0
         }
         None => {
             let entry = Entry {
