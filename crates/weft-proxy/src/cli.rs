@@ -55,6 +55,11 @@ pub struct ProxyArgs {
     /// `sidecar.istio.io/statsEvictionInterval`), e.g. 60s.
     #[arg(long, value_parser = duration)]
     pub stats_eviction_interval: Option<Duration>,
+    /// On SIGTERM, how long connections get to finish before the proxy
+    /// exits (Istio's `terminationDrainDuration`); it exits sooner when
+    /// none is left open.
+    #[arg(long, value_parser = duration, default_value = "5s")]
+    pub drain_duration: Duration,
 }
 
 impl ProxyArgs {
@@ -81,6 +86,7 @@ impl ProxyArgs {
             merged_metrics: self.merged_metrics,
             app_metrics: self.app_metrics,
             stats_eviction: self.stats_eviction_interval,
+            drain_duration: self.drain_duration,
         }
     }
 }

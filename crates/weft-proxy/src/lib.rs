@@ -18,6 +18,7 @@ pub mod cli;
 pub mod compile;
 mod dns;
 mod dns_proxy;
+mod drain;
 mod error;
 mod filters;
 mod http;
@@ -74,6 +75,8 @@ pub struct ProxyOptions {
     /// Series unused for this long are dropped (Istio's
     /// `sidecar.istio.io/statsEvictionInterval`); none: kept forever.
     pub stats_eviction: Option<std::time::Duration>,
+    /// On SIGTERM, how long connections get to finish (`drain.rs`).
+    pub drain_duration: std::time::Duration,
 }
 
 /// State shared by every task of one proxy.
@@ -91,6 +94,8 @@ pub(crate) struct Shared {
     pub tracer: Arc<trace::report::Reporter>,
     /// The last failed requests, for the dashboard.
     pub recent: Arc<recent::Recent>,
+    /// Open downstream connections, and the shutdown's drain.
+    pub drain: Arc<drain::Drain>,
 }
 
 impl Shared {
@@ -111,13 +116,17 @@ impl Shared {
             stats: Arc::new(stats::Stats::new(own, workers)),
             tracer,
             recent: Arc::default(),
+            drain: Arc::default(),
         }
     }
 }
 
-/// Runs the proxy until SIGTERM or SIGINT; buffered access-log lines are
-/// written out before it returns.
+/// Runs the proxy until SIGTERM or SIGINT, then drains its connections
+/// (`drain.rs`); buffered access-log lines and spans are sent before it
+/// returns.
 pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
+    // First: a SIGTERM from now on drains rather than kills.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let shared = Arc::new(Shared::new(options.clone()));
     if let Some(ca) = options.ca.clone() {
         tokio::spawn(identity::agent::run(shared.identity.clone(), ca));
@@ -153,13 +162,25 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
             ..Default::default()
         },
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = weft_xds::run_client(client, applier) => {}
+        _ = weft_xds::run_client(client, applier) => return finish(&shared).await,
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+    // The config stays as it was while the connections drain.
+    let limit = options.drain_duration;
+    tracing::info!(?limit, "draining before exit");
+    let left = shared.drain.run(limit).await;
+    if left > 0 {
+        tracing::info!(connections = left, "drain time over; closing");
+    }
+    finish(&shared).await
+}
+
+/// What is still buffered goes out: access-log lines and spans.
+async fn finish(shared: &Shared) -> anyhow::Result<()> {
     access_log::flush();
+    trace::report::flush(shared).await;
     Ok(())
 }
 
@@ -209,6 +230,7 @@ impl StaticProxy {
             merged_metrics: None,
             app_metrics: None,
             stats_eviction: None,
+            drain_duration: drain::DEFAULT_DURATION,
         };
         let shared = Arc::new(Shared::new(options));
         trace::report::start(&shared);
@@ -232,6 +254,12 @@ impl StaticProxy {
     /// the trust bundle), as the CA agent would.
     pub fn install_identity(&self, chain: &str, key: &str, roots: &str) -> Result<(), String> {
         self.shared.identity.install(chain, key, roots)
+    }
+
+    /// Drains as on SIGTERM: returns when no connection is left open, or
+    /// after `limit`, with how many were still open.
+    pub async fn drain(&self, limit: std::time::Duration) -> usize {
+        self.shared.drain.run(limit).await
     }
 
     /// The proxy's metrics, as `/stats/prometheus` serves them.

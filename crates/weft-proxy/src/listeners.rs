@@ -107,7 +107,12 @@ pub(crate) async fn accept_loop(listener: TcpListener, name: String, shared: Arc
         match listener.accept().await {
             Ok((sock, peer)) => {
                 let _ = sock.set_nodelay(true);
-                tokio::spawn(dispatch(sock, peer, name.clone(), shared.clone()));
+                let open = shared.drain.connection();
+                let serving = dispatch(sock, peer, name.clone(), shared.clone());
+                tokio::spawn(async move {
+                    serving.await;
+                    drop(open);
+                });
             }
             Err(e) => {
                 tracing::warn!(listener = %name, error = %e, "accept failed");

@@ -78,6 +78,7 @@ impl Workers {
 /// loops and connections they start.
 async fn serve(mut commands: mpsc::UnboundedReceiver<Command>, shared: Arc<Shared>) {
     let mut accepting: HashMap<String, JoinHandle<()>> = HashMap::new();
+    tokio::spawn(crate::drain::wake_watchers(shared.drain.clone()));
     while let Some(command) = commands.recv().await {
         match command {
             Command::Listen { name, socket } => match tokio::net::TcpListener::from_std(socket) {

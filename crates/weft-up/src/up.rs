@@ -470,6 +470,10 @@ fn proxy_argv(
         token.display().to_string(),
         "--metadata".into(),
         crate::bootstrap::node_metadata(workload).to_string(),
+        // Shorter than `down`'s grace before SIGKILL, so that a proxy a
+        // held TCP stream keeps draining still writes its last log lines.
+        "--drain-duration".into(),
+        format!("{}ms", PROXY_DRAIN.as_millis()),
     ]);
     argv
 }
@@ -746,13 +750,18 @@ fn print_table(plan: &Plan, dir: &Path) {
     );
 }
 
+/// How long `down` waits for the mesh's processes after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+/// The proxies' termination drain (`weft-proxy --drain-duration`).
+const PROXY_DRAIN: Duration = Duration::from_secs(2);
+
 /// Removes everything mesh `name` created: processes (by recorded PID and
 /// by namespace), namespaces with their veths and iptables rules, the
 /// bridge, the hosts files, the state directory. Safe to run twice.
 pub fn down(name: &str) -> anyhow::Result<()> {
     let dir = crate::state_dir(name);
     let state = MeshState::load(&dir).unwrap_or_default();
-    procs::stop_all(&state.processes, Duration::from_secs(3));
+    procs::stop_all(&state.processes, STOP_GRACE);
     let mut namespaces = state.netns.clone();
     for ns in net::namespaces_with_prefix(&format!("weft-{name}-")) {
         if !namespaces.contains(&ns) {

@@ -244,3 +244,49 @@ fn the_proxy_binary_takes_weft_proxys_arguments() {
         "{help}"
     );
 }
+
+/// SIGTERM drains the proxy, which exits at once with no connection to
+/// wait for (as a pod's sidecar does when the pod is deleted), with the
+/// exit status of a clean stop.
+#[test]
+fn the_proxy_drains_and_exits_on_sigterm() {
+    let admin = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let mut proxy = Command::new(WEFT_PROXY)
+        .args(["--xds", "http://127.0.0.1:1", "--node-id"])
+        .arg("sidecar~127.0.0.1~drain.default~default.svc.cluster.local")
+        .args(["--admin", &admin.to_string(), "--drain-duration", "30s"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let up = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(admin).is_err() {
+        assert!(
+            std::time::Instant::now() < up,
+            "the admin port never opened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &proxy.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = proxy.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = proxy.kill();
+            panic!("the proxy did not exit within 20 s of SIGTERM (its drain is 30 s)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut proxy.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("draining before exit"), "{stderr}");
+}

@@ -41,6 +41,14 @@ impl IdleTimer {
     }
 }
 
+/// Resolves at `due`; never without one.
+pub(super) async fn until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// `work` within the stream idle timeout `limit` — on the connection's
 /// timer where it has one, else on a timer of its own — or
 /// `ProxyError::StreamIdle`.

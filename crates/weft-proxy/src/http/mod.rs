@@ -173,27 +173,32 @@ where
     let serving = builder.serve_connection_with_upgrades(TokioIo::new(sock), service);
     let mut serving = std::pin::pin!(serving);
     // The connection manager's idle timeout: with no stream for that long,
-    // GOAWAY (HTTP/2) or the close, as Envoy.
-    let ended = match chain.timeouts.idle {
-        None => serving.await,
-        Some(limit) => loop {
-            let due = streams
-                .idle_since()
-                .unwrap_or_else(tokio::time::Instant::now)
-                + limit;
-            tokio::select! {
-                biased;
-                ended = serving.as_mut() => break ended,
-                () = tokio::time::sleep_until(due) => {}
+    // GOAWAY (HTTP/2) or the close, as Envoy; the same when the proxy
+    // begins to drain, its streams left to finish.
+    let mut draining = false;
+    let ended = loop {
+        let due = chain.timeouts.idle.map(|limit| {
+            let since = streams.idle_since();
+            since.unwrap_or_else(tokio::time::Instant::now) + limit
+        });
+        tokio::select! {
+            biased;
+            ended = serving.as_mut() => break ended,
+            () = idle::until(due) => {
+                let limit = chain.timeouts.idle.unwrap_or_default();
+                if streams
+                    .idle_since()
+                    .is_some_and(|at| at + limit <= tokio::time::Instant::now())
+                {
+                    serving.as_mut().graceful_shutdown();
+                    break serving.await;
+                }
             }
-            if streams
-                .idle_since()
-                .is_some_and(|at| at + limit <= tokio::time::Instant::now())
-            {
+            () = shared.drain.started(), if !draining => {
+                draining = true;
                 serving.as_mut().graceful_shutdown();
-                break serving.await;
             }
-        },
+        }
     };
     if let Err(e) = ended {
         tracing::debug!(error = %e, "downstream connection ended with an error");

@@ -217,32 +217,35 @@ async fn flush_loop(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let dropped = shared
-            .tracer
-            .dropped
-            .swap(0, std::sync::atomic::Ordering::Relaxed);
-        if dropped > 0 {
-            tracing::warn!(
-                dropped,
-                "spans dropped: the trace collector could not keep up"
-            );
-        }
-        let spans = shared.tracer.take();
-        if spans.is_empty() {
+        flush(&shared).await;
+    }
+}
+
+/// Sends the spans finished since the last time (each collector within
+/// `POST_TIMEOUT`): every `FLUSH_EVERY`, and once more as the proxy exits.
+pub(crate) async fn flush(shared: &Shared) {
+    let dropped = shared
+        .tracer
+        .dropped
+        .swap(0, std::sync::atomic::Ordering::Relaxed);
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "spans dropped: the trace collector could not keep up"
+        );
+    }
+    let spans = shared.tracer.take();
+    for (collector, batch) in by_collector(spans) {
+        let body = shared.tracer.encode(&collector, &batch);
+        let Some(addr) = endpoint(shared, &collector.cluster) else {
+            tracing::warn!(cluster = %collector.cluster, spans = batch.len(), "no endpoint for the trace collector; spans dropped");
             continue;
-        }
-        for (collector, batch) in by_collector(spans) {
-            let body = shared.tracer.encode(&collector, &batch);
-            let Some(addr) = endpoint(&shared, &collector.cluster) else {
-                tracing::warn!(cluster = %collector.cluster, spans = batch.len(), "no endpoint for the trace collector; spans dropped");
-                continue;
-            };
-            match tokio::time::timeout(POST_TIMEOUT, post(addr, &collector, body)).await {
-                Ok(Ok(status)) if status.is_success() => {}
-                Ok(Ok(status)) => tracing::warn!(%addr, %status, "trace collector refused spans"),
-                Ok(Err(e)) => tracing::warn!(%addr, error = %e, "sending spans failed"),
-                Err(_) => tracing::warn!(%addr, "trace collector timed out"),
-            }
+        };
+        match tokio::time::timeout(POST_TIMEOUT, post(addr, &collector, body)).await {
+            Ok(Ok(status)) if status.is_success() => {}
+            Ok(Ok(status)) => tracing::warn!(%addr, %status, "trace collector refused spans"),
+            Ok(Err(e)) => tracing::warn!(%addr, error = %e, "sending spans failed"),
+            Err(_) => tracing::warn!(%addr, "trace collector timed out"),
         }
     }
 }

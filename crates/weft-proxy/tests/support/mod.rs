@@ -517,8 +517,6 @@ pub fn http2_cluster_with(
     cluster
 }
 
-/// One request over HTTP/2 with prior knowledge (h2c); the reply with its
-/// trailers.
 /// An h2c connection to `to` (prior knowledge), its driver spawned.
 pub async fn h2_client<B>(
     to: SocketAddr,
@@ -541,6 +539,8 @@ where
     (sender, tokio::spawn(conn))
 }
 
+/// One request over HTTP/2 with prior knowledge (h2c); the reply with its
+/// trailers.
 pub async fn send_h2(
     to: SocketAddr,
     req: Request<Full<Bytes>>,

@@ -26,6 +26,7 @@ use super::idle::IdleTimer;
 use super::refused::{self, Refusal};
 use super::{Chain, Connection};
 use crate::compile::HttpTimeouts;
+use crate::drain::Watch;
 use crate::Shared;
 use head::Parsed;
 
@@ -68,15 +69,19 @@ pub(super) async fn serve<S>(
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     let mut out = Vec::new();
     let mut spare = HeaderMap::new();
-    let mut idle = IdleTimer::new(chain.timeouts.idle);
+    let mut idle = Idle {
+        timer: IdleTimer::new(chain.timeouts.idle),
+        drain: Watch::new(&shared.drain),
+    };
     // While a request waits for its response.
     let mut stall = IdleTimer::new(chain.timeouts.stream_idle);
     loop {
-        let head = match next_head(&mut io, &mut buf, &mut spare, &chain.timeouts, &mut idle).await
-        {
+        let waiting = next_head(&mut io, &mut buf, &mut spare, &chain.timeouts, &mut idle);
+        let head = match waiting.await {
             Next::Request(head) => head,
             Next::Hyper => {
                 let io = rewind::Rewind::new(buf.freeze(), io);
+                drop(idle);
                 return super::serve_hyper(io, conn, chain, shared).await;
             }
             Next::Closed => return,
@@ -119,7 +124,7 @@ pub(super) async fn serve<S>(
             &mut spare,
             response,
             to_head,
-            !head.close,
+            !head.close && !shared.drain.is_draining(),
         )
         .await
         {
@@ -136,12 +141,19 @@ pub(super) async fn serve<S>(
     }
 }
 
+/// What ends a connection between its requests.
+struct Idle<'a> {
+    /// The connection manager's idle timeout.
+    timer: IdleTimer,
+    drain: Watch<'a>,
+}
+
 async fn next_head<S: AsyncRead + Unpin>(
     io: &mut S,
     buf: &mut BytesMut,
     spare: &mut HeaderMap,
     timeouts: &HttpTimeouts,
-    idle: &mut IdleTimer,
+    idle: &mut Idle<'_>,
 ) -> Next {
     // When the head's first byte came: the headers timeout runs from it.
     let mut begun = (!buf.is_empty()).then(Instant::now);
@@ -163,7 +175,9 @@ async fn next_head<S: AsyncRead + Unpin>(
                 tokio::select! {
                     biased;
                     read = io.read_buf(buf) => read,
-                    () = idle.expired(since) => return Next::Closed,
+                    () = idle.timer.expired(since) => return Next::Closed,
+                    // An idle connection closes as the drain begins.
+                    () = idle.drain.begun() => return Next::Closed,
                 }
             }
             Some(at) => {
