@@ -162,25 +162,41 @@ pub async fn run(options: ProxyOptions) -> anyhow::Result<()> {
             ..Default::default()
         },
     };
+    // The xDS client owns the workers (through the applied state): its
+    // end is theirs, and their connections'. It goes on while they drain,
+    // as Envoy's does, so that endpoint changes still arrive.
+    let xds = weft_xds::run_client(client, applier);
+    let mut xds = std::pin::pin!(xds);
     tokio::select! {
-        _ = weft_xds::run_client(client, applier) => return finish(&shared).await,
+        () = &mut xds => return finish(&shared).await,
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    // The config stays as it was while the connections drain.
+    // A second signal (Ctrl-C again) ends the wait.
     let limit = options.drain_duration;
     tracing::info!(?limit, "draining before exit");
-    let left = shared.drain.run(limit).await;
-    if left > 0 {
-        tracing::info!(connections = left, "drain time over; closing");
+    tokio::select! {
+        left = shared.drain.run(limit) => if left > 0 {
+            tracing::info!(connections = left, "drain time over; closing");
+        },
+        () = &mut xds => {}
+        _ = term.recv() => tracing::info!("signalled again; closing"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("signalled again; closing"),
     }
     finish(&shared).await
 }
 
-/// What is still buffered goes out: access-log lines and spans.
+/// What is still buffered goes out: access-log lines, then spans (for at
+/// most a second: a dead collector must not hold up the exit).
 async fn finish(shared: &Shared) -> anyhow::Result<()> {
     access_log::flush();
-    trace::report::flush(shared).await;
+    let spans = trace::report::flush(shared);
+    if tokio::time::timeout(std::time::Duration::from_secs(1), spans)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the trace collector did not take the last spans in time");
+    }
     Ok(())
 }
 

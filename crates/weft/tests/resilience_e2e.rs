@@ -381,6 +381,52 @@ fn consistent_hash_by_header() {
     );
 }
 
+/// httpbin's traffic to v1 only.
+const TO_V1: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: httpbin\nspec:\n  hosts:\n  - httpbin\n  http:\n  - route:\n    - destination:\n        host: httpbin\n        subset: v1\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: httpbin\nspec:\n  host: httpbin\n  subsets:\n  - name: v1\n    labels:\n      version: v1\n";
+
+/// A sidecar sent SIGTERM, as when its pod is deleted, drains as
+/// istio-agent drains Envoy: the request it is serving finishes (through
+/// both sidecars, mTLS between them), then it exits.
+#[test]
+fn a_terminated_sidecar_finishes_its_requests_then_exits() {
+    let mesh = Mesh::up_example("httpbin", "drain", 171, 18171);
+    apply_yaml(&mesh, "v1.yaml", TO_V1);
+    let slow = ["-o", "/dev/null", "http://httpbin:8000/delay/1.5"];
+    let v1 = || pod_curl(&mesh, "curl", &["http://httpbin:8000/get"]);
+    wait_until("the route to v1", Duration::from_secs(10), || {
+        (0..4).all(|_| v1().contains("\"workload\":\"httpbin-v1\""))
+    });
+    let sidecar = mesh.pid_of("sidecar/httpbin-v1");
+    let (code, _) = std::thread::scope(|s| {
+        let request = s.spawn(|| pod_curl_status(&mesh, "curl", &slow));
+        std::thread::sleep(Duration::from_millis(500));
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &sidecar.to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        request.join().unwrap()
+    });
+    assert_eq!(
+        code,
+        200,
+        "the request in flight when the sidecar was told to stop\n{}\n{}",
+        mesh.log("curl.sidecar.log"),
+        mesh.log("httpbin-v1.sidecar.log")
+    );
+    let alive = || std::path::Path::new(&format!("/proc/{sidecar}")).exists();
+    wait_until("the sidecar to exit", Duration::from_secs(5), || {
+        let stat = std::fs::read_to_string(format!("/proc/{sidecar}/stat")).unwrap_or_default();
+        !alive() || stat.contains(") Z ")
+    });
+    let log = mesh.log("httpbin-v1.sidecar.log");
+    assert!(log.contains("draining before exit"), "{log}");
+    assert!(
+        !log.contains("drain time over"),
+        "it had nothing left to wait for: {log}"
+    );
+}
+
 /// Locality failover: `curl` and httpbin-v1 share zone1, two replicas of
 /// httpbin-v2 and a second client, `curl2`, live in zone2. With outlier
 /// detection on, each client's traffic stays in its own zone: curl2's never

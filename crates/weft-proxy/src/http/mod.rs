@@ -175,6 +175,7 @@ where
     // The connection manager's idle timeout: with no stream for that long,
     // GOAWAY (HTTP/2) or the close, as Envoy; the same when the proxy
     // begins to drain, its streams left to finish.
+    let mut drain = crate::drain::Watch::new(&shared.drain);
     let mut draining = false;
     let ended = loop {
         let due = chain.timeouts.idle.map(|limit| {
@@ -194,7 +195,7 @@ where
                     break serving.await;
                 }
             }
-            () = shared.drain.started(), if !draining => {
+            () = drain.begun(), if !draining => {
                 draining = true;
                 serving.as_mut().graceful_shutdown();
             }

@@ -269,6 +269,21 @@ impl Mesh {
             .collect()
     }
 
+    /// The pid of the process the mesh recorded as `role` (e.g.
+    /// `sidecar/httpbin-v1`).
+    pub fn pid_of(&self, role: &str) -> i32 {
+        let state = std::fs::read_to_string(format!("/run/weft/{}/state.json", self.name)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+        let found = v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["role"] == role);
+        found.unwrap_or_else(|| panic!("no {role} in {state}"))["pid"]
+            .as_i64()
+            .unwrap() as i32
+    }
+
     pub fn log(&self, file: &str) -> String {
         std::fs::read_to_string(format!("/run/weft/{}/logs/{file}", self.name)).unwrap_or_default()
     }
