@@ -140,23 +140,13 @@ pub(crate) async fn forward(
     };
     let resp = tries.run(entry).await?;
     entry.code_details = "via_upstream";
-    let hop = upstream::conn_info(&resp);
-    entry.upstream_local = hop.and_then(|h| h.local);
-    if let Some(seen) = &mut entry.observed {
-        seen.upstream_principal = hop.and_then(|h| h.principal.clone());
-    }
+    let hop = upstream::conn_info(&resp).cloned().unwrap_or_default();
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     // Envoy's upstream service time: request sent to response headers.
     let took = sent.elapsed().as_millis() as u64;
     parts.headers.insert(UPSTREAM_SERVICE_TIME, millis(took));
-    // Only a server with a sidecar answers the exchange; anything else's
-    // headers of that name are dropped.
-    let mesh_peer = entry.upstream.is_some_and(|a| cluster.in_mesh(a));
-    match entry.observed.as_mut().filter(|o| o.exchange.is_some()) {
-        Some(seen) if mesh_peer => seen.peer = crate::stats::peer::take(&mut parts.headers),
-        _ => crate::stats::peer::strip(&mut parts.headers),
-    }
+    answered(entry, cluster, &hop, &mut parts.headers);
     if let Some(t) = target {
         t.response_headers.apply(&mut parts.headers);
     }
@@ -280,12 +270,7 @@ impl Tries<'_> {
         let mut _retry_slot = None;
         loop {
             let addr = self.pick(&tried).ok_or(ProxyError::NoHealthyUpstream)?;
-            entry.upstream = Some(addr);
-            if let Some(seen) = &mut entry.observed {
-                seen.upstream_mtls = self.cluster.mesh_mtls(addr);
-                seen.endpoint = self.cluster.endpoints.workloads.get(&addr).cloned();
-                exchange(seen, self.cluster, addr, &mut self.parts.headers);
-            }
+            toward(entry, self.cluster, addr, &mut self.parts.headers);
             let result = match self.try_once(addr).await {
                 Err(TryError::Expired) => return Err(self.expired()),
                 result => result,
@@ -417,6 +402,44 @@ fn exchange(
 ) {
     match &seen.exchange {
         Some(own) if cluster.in_mesh(addr) => crate::stats::peer::put(headers, own),
+        _ => crate::stats::peer::strip(headers),
+    }
+}
+
+/// A request (a try, an upgrade) going to `addr`: what the log and the
+/// metrics learn of the endpoint, and the exchange headers it is sent.
+fn toward(
+    entry: &mut Entry,
+    cluster: &ClusterCfg,
+    addr: SocketAddr,
+    headers: &mut http::HeaderMap,
+) {
+    entry.upstream = Some(addr);
+    if let Some(seen) = &mut entry.observed {
+        seen.upstream_mtls = cluster.mesh_mtls(addr);
+        seen.endpoint = cluster.endpoints.workloads.get(&addr).cloned();
+        exchange(seen, cluster, addr, headers);
+    }
+}
+
+/// The upstream's answer: what the log and the metrics learn of its
+/// connection, and its side of the exchange, taken off the headers. Only
+/// a server with a sidecar answers the exchange; anything else's headers
+/// of that name are dropped.
+fn answered(
+    entry: &mut Entry,
+    cluster: &ClusterCfg,
+    hop: &upstream::ConnInfo,
+    headers: &mut http::HeaderMap,
+) {
+    entry.upstream_local = hop.local;
+    let mesh_peer = entry.upstream.is_some_and(|a| cluster.in_mesh(a));
+    let Some(seen) = &mut entry.observed else {
+        return crate::stats::peer::strip(headers);
+    };
+    seen.upstream_principal = hop.principal.clone();
+    match seen.exchange {
+        Some(_) if mesh_peer => seen.peer = crate::stats::peer::take(headers),
         _ => crate::stats::peer::strip(headers),
     }
 }

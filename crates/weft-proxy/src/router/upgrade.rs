@@ -33,7 +33,9 @@ pub(crate) async fn forward(
     let addr = cluster
         .pick(conn.destination, None)
         .ok_or(ProxyError::NoHealthyUpstream)?;
-    entry.upstream = Some(addr);
+    // The metrics' view of the endpoint and the metadata exchange, as for
+    // any request: a WebSocket's series name both workloads.
+    super::toward(entry, cluster, addr, &mut parts.headers);
     let body = super::body::Downstream { body, seen: None };
     let req = Request::from_parts(parts, super::body::UpBody::Stream(body));
     let peer = cluster.peer(addr, false);
@@ -52,9 +54,11 @@ pub(crate) async fn forward(
         addr,
         super::health(&super::Outcome::Response(resp.status(), resp.headers())),
     );
+    let hop: upstream::ConnInfo = resp.extensions().get().cloned().unwrap_or_default();
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        super::answered(entry, cluster, &hop, &mut parts.headers);
         return Ok(Response::from_parts(
             parts,
             body.map_err(Into::into).boxed(),
@@ -75,6 +79,7 @@ pub(crate) async fn forward(
     let kept = parts.headers.get(UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
     keep_upgrade(&mut parts.headers, kept);
+    super::answered(entry, cluster, &hop, &mut parts.headers);
     Ok(Response::from_parts(
         parts,
         body.map_err(Into::into).boxed(),
