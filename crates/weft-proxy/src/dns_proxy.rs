@@ -76,14 +76,28 @@ pub(crate) async fn start_with(
     shared: Arc<Shared>,
     upstreams: Vec<SocketAddr>,
 ) -> io::Result<SocketAddr> {
-    let udp = UdpSocket::bind(addr).await?;
+    let (udp, tcp) = bind_both(addr).await?;
     let local = udp.local_addr()?;
-    let tcp = TcpListener::bind(local).await?;
     let upstreams: Arc<[SocketAddr]> = upstreams.into();
     tokio::spawn(serve_udp(Arc::new(udp), shared.clone(), upstreams.clone()));
     tokio::spawn(serve_tcp(tcp, shared, upstreams));
     tracing::info!(%local, "DNS proxy listening");
     Ok(local)
+}
+
+/// A UDP socket and a TCP listener on one port. For port 0 the UDP
+/// socket picks it, and a TCP socket may already hold that number: then
+/// another is picked (the in-process tests bind this way).
+async fn bind_both(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    let mut tries = if addr.port() == 0 { 16 } else { 1 };
+    loop {
+        let udp = UdpSocket::bind(addr).await?;
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries > 1 => tries -= 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// `nameserver` lines of /etc/resolv.conf (none: no forwarding).
