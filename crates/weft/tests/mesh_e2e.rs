@@ -456,11 +456,16 @@ fn unsupported_resource_is_nacked(mesh: &Mesh, page: &str) {
                 && body.contains("outbound|9080||ratings.default.svc.cluster.local")
         },
     );
-    let status = weft(&["proxy-status", "--mesh", &mesh.name]);
-    let text = String::from_utf8_lossy(&status.stdout);
-    assert!(
-        text.contains("NACKED") && text.contains("outlierDetectionHttpErrorCodes"),
-        "{text}"
+    // The status converges: a push the sidecars have not answered yet
+    // shows as STALE until their NACKs are in.
+    wait_until(
+        "proxy-status to show the NACKs",
+        Duration::from_secs(5),
+        || {
+            let status = weft(&["proxy-status", "--mesh", &mesh.name]);
+            let text = String::from_utf8_lossy(&status.stdout);
+            text.contains("NACKED") && text.contains("outlierDetectionHttpErrorCodes")
+        },
     );
     assert_eq!(
         reviews_seen(page, 20, &[]).len(),
