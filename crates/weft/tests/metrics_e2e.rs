@@ -19,21 +19,6 @@ const PROMETHEUS: &str = "http://198.18.146.1:9090";
 const ABORT: &str =
     include_str!("../../../examples/bookinfo/routes/virtual-service-ratings-test-abort.yaml");
 
-/// One pod's proxy metrics, as Prometheus would scrape them.
-fn scrape(pod_ip: &str) -> String {
-    let (code, body) = curl(&format!("http://{pod_ip}:15090/stats/prometheus"), &[]);
-    assert_eq!(code, 200, "{body}");
-    body
-}
-
-/// The sample lines of `metric` carrying every `label="value"` of `want`.
-fn lines<'a>(text: &'a str, metric: &str, want: &[&str]) -> Vec<&'a str> {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")))
-        .filter(|l| want.iter().all(|w| l.contains(w)))
-        .collect()
-}
-
 /// An instant query's result: (labels, value) per series.
 fn query(promql: &str) -> Vec<(serde_json::Value, f64)> {
     let out = std::process::Command::new("curl")
@@ -113,7 +98,7 @@ fn bookinfo_metrics_in_the_proxies_and_in_prometheus() {
     // order). Its server side knows the gateway by the exchange and by
     // its certificate; its client side knows reviews the same way.
     let page = scrape("198.18.146.10");
-    let inbound = lines(
+    let inbound = metric_lines(
         &page,
         "istio_requests_total",
         &[
@@ -128,7 +113,7 @@ fn bookinfo_metrics_in_the_proxies_and_in_prometheus() {
         ],
     );
     assert_eq!(inbound.len(), 1, "{page}");
-    let outbound = lines(
+    let outbound = metric_lines(
         &page,
         "istio_requests_total",
         &[
@@ -141,7 +126,7 @@ fn bookinfo_metrics_in_the_proxies_and_in_prometheus() {
     );
     assert!(!outbound.is_empty(), "{page}");
     assert!(
-        lines(
+        metric_lines(
             &page,
             "istio_request_duration_milliseconds_bucket",
             &[r#"le="0.5""#]

@@ -147,16 +147,11 @@ for msg in [b"hello", b"mesh"]:
     );
     // Both sidecars' metrics name both workloads and their identities,
     // as for any request: the upgrade carries the metadata exchange.
-    let series = |pod: &str, want: &[&str]| {
-        let (_, page) = curl(
-            &format!("http://198.18.132.{pod}:15090/stats/prometheus"),
-            &[],
-        );
-        page.lines()
-            .filter(|l| l.starts_with("istio_requests_total{"))
-            .filter(|l| want.iter().all(|w| l.contains(w)))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
+    let has = |pods: &[&str], want: &[&str]| {
+        pods.iter().any(|pod| {
+            let page = scrape(&format!("198.18.132.{pod}"));
+            !metric_lines(&page, "istio_requests_total", want).is_empty()
+        })
     };
     let client = [
         "reporter=\"source\"",
@@ -164,17 +159,14 @@ for msg in [b"hello", b"mesh"]:
         "destination_workload=\"httpbin-v",
         "destination_principal=\"spiffe://cluster.local/ns/default/sa/httpbin\"",
     ];
-    wait_until("the client's 101 series", Duration::from_secs(5), || {
-        !series("12", &client).is_empty()
-    });
     let server = [
         "reporter=\"destination\"",
         "response_code=\"101\"",
         "source_workload=\"curl\"",
         "source_principal=\"spiffe://cluster.local/ns/default/sa/curl\"",
     ];
-    wait_until("the server's 101 series", Duration::from_secs(5), || {
-        !series("10", &server).is_empty() || !series("11", &server).is_empty()
+    wait_until("both sidecars' 101 series", Duration::from_secs(5), || {
+        has(&["12"], &client) && has(&["10", "11"], &server)
     });
 }
 

@@ -524,3 +524,18 @@ pub fn istio_config_map(mesh: &str) -> String {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |-\n{indented}"
     )
 }
+
+/// One pod's proxy metrics, as Prometheus would scrape them (15090).
+pub fn scrape(pod_ip: &str) -> String {
+    let (code, body) = curl(&format!("http://{pod_ip}:15090/stats/prometheus"), &[]);
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// The sample lines of `metric` carrying every `label="value"` of `want`.
+pub fn metric_lines<'a>(text: &'a str, metric: &str, want: &[&str]) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter(|l| want.iter().all(|w| l.contains(w)))
+        .collect()
+}
