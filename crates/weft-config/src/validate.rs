@@ -764,6 +764,44 @@ fn server_certificates(
     }
 }
 
+/// ISTIO_MUTUAL serves the gateway's own workload certificate and checks
+/// clients against the mesh's roots: as in Istio, a server naming other
+/// certificates is an error, not a choice between them.
+fn mesh_certificates_only(r: &mut Report, at: &str, tls: &crate::networking::traffic::ServerTls) {
+    let named = [
+        (
+            "serverCertificate",
+            "server certificate",
+            tls.server_certificate.is_some(),
+        ),
+        ("privateKey", "private key", tls.private_key.is_some()),
+        ("caCertificates", "CA bundle", tls.ca_certificates.is_some()),
+        (
+            "tlsCertificates",
+            "tlsCertificates",
+            !tls.tls_certificates.is_empty(),
+        ),
+        (
+            "credentialName",
+            "credentialName",
+            tls.credential_name.is_some(),
+        ),
+        (
+            "credentialNames",
+            "credentialNames",
+            !tls.credential_names.is_empty(),
+        ),
+    ];
+    for (field, what, set) in named {
+        if set {
+            r.error(
+                format!("{at}.tls.{field}"),
+                format!("ISTIO_MUTUAL TLS cannot have associated {what}"),
+            );
+        }
+    }
+}
+
 /// What of a server's TLS Weft does not serve yet.
 fn gateway_tls_gaps(
     r: &mut Report,
@@ -789,11 +827,17 @@ fn gateway_tls_gaps(
     if mode == "PASSTHROUGH" {
         return; // Routed by SNI; nothing else of tls applies.
     }
-    if !matches!(mode, "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL") {
+    if !matches!(
+        mode,
+        "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL" | "ISTIO_MUTUAL"
+    ) {
         r.warn(
             format!("{at}.tls.mode"),
             format!("{mode} is {NOT_YET}: the server is left out"),
         );
+    }
+    if mode == "ISTIO_MUTUAL" {
+        mesh_certificates_only(r, at, tls);
     }
     server_certificates(r, at, mode, tls);
     // Checks on client certificates cannot be dropped silently: the
@@ -1025,6 +1069,33 @@ mod tests {
         assert!(has(&p, "port.number"), "{p:?}");
         assert!(has(&p, "port.protocol"), "{p:?}");
         assert!(has(&p, "spec.servers[0].hosts"), "{p:?}");
+    }
+
+    /// Istio's rule: an ISTIO_MUTUAL server names no certificate of its
+    /// own (it serves the gateway's workload certificate).
+    #[test]
+    fn istio_mutual_servers_name_no_certificates() {
+        let server = |tls: &str| {
+            format!("  selector: {{istio: egressgateway}}\n  servers:\n  - port: {{number: 80, name: https, protocol: HTTPS}}\n    hosts: [edition.cnn.com]\n    tls: {{mode: ISTIO_MUTUAL{tls}}}\n")
+        };
+        assert_eq!(problems(&server(""), "Gateway"), Vec::<String>::new());
+        let p = problems(
+            &server(", credentialName: c, serverCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem"),
+            "Gateway",
+        );
+        for field in [
+            "credentialName",
+            "serverCertificate",
+            "privateKey",
+            "caCertificates",
+        ] {
+            assert!(
+                p.iter()
+                    .any(|e| e.contains(&format!("spec.servers[0].tls.{field}"))
+                        && e.contains("ISTIO_MUTUAL TLS cannot have associated")),
+                "{field}: {p:?}"
+            );
+        }
     }
 
     #[test]

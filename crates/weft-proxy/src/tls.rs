@@ -41,7 +41,7 @@ pub(crate) async fn accept(
     seen: &Detected,
     listener: &str,
 ) -> Option<(TlsStream<TcpStream>, TlsInfo)> {
-    let Some(config) = tls.server.clone() else {
+    let Some(config) = tls.server_for(&seen.protocols) else {
         tracing::warn!(%listener, sni = ?seen.server_name, problem = tls.problem.as_deref().unwrap_or(""), "TLS chain cannot handshake; closing");
         return None;
     };

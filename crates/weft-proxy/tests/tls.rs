@@ -211,6 +211,48 @@ async fn sni_picks_the_chain_and_its_certificate_and_alpn_gives_http2() {
     assert_eq!(other.status.code(), Some(35), "{}", text(&other));
 }
 
+/// A client that offers none of the chain's protocols (a sidecar calling
+/// a gateway's ISTIO_MUTUAL server offers Istio's own) is served with no
+/// protocol selected, as Envoy serves it; rustls alone would refuse.
+#[tokio::test]
+async fn a_client_offering_other_protocols_is_served_without_alpn() {
+    let pki = Pki::new("noalpn");
+    pki.root("example.com");
+    pki.leaf("example.com", "httpbin.example.com");
+    let (proxy, _backend) = tls_proxy(
+        vec![cert_secret(
+            "httpbin",
+            &pki,
+            "httpbin.example.com",
+            "httpbin.example.com",
+        )],
+        vec![tls_chain(&["httpbin.example.com"], "httpbin", None, false)],
+    )
+    .await;
+    let script = format!(
+        "printf 'GET /status/200 HTTP/1.1\\r\\nhost: httpbin.example.com\\r\\nconnection: close\\r\\n\\r\\n' | timeout 10 openssl s_client -connect {} -servername httpbin.example.com -CAfile {} -alpn istio-http/1.1,istio -ign_eof 2>&1",
+        proxy.addr,
+        pki.path("example.com.crt")
+    );
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .await
+        .expect("openssl must be installed");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("No ALPN negotiated"), "{said}");
+    assert!(said.contains("HTTP/1.1 200"), "{said}");
+    // A client offering one of them still gets it.
+    let h2 = curl("httpbin.example.com", &proxy, &pki, &["--http2"]).await;
+    assert!(
+        String::from_utf8_lossy(&h2.stdout)
+            .trim_end()
+            .ends_with("\n2"),
+        "{}",
+        text(&h2)
+    );
+}
+
 #[tokio::test]
 async fn mutual_wants_a_client_certificate_from_the_trusted_ca() {
     let pki = Pki::new("mutual");

@@ -1,8 +1,11 @@
 //! Gateway servers that terminate TLS (HTTPS or TLS with `tls.mode` SIMPLE,
-//! MUTUAL or OPTIONAL_MUTUAL): a filter chain per server, matched by SNI
-//! on the server's hosts, with a DownstreamTlsContext whose certificate
-//! and CAs come over SDS, as istiod writes them for `credentialName` (the
-//! Secret's content) or for certificates from files (their paths).
+//! MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL): a filter chain per server,
+//! matched by SNI on the server's hosts, with a DownstreamTlsContext whose
+//! certificate and CAs come over SDS, as istiod writes them for
+//! `credentialName` (the Secret's content), for certificates from files
+//! (their paths), or, for ISTIO_MUTUAL, the gateway's own workload
+//! certificate with the mesh's roots (`default`, `ROOTCA`): a sidecar
+//! calling the gateway with mesh mTLS is known by its SPIFFE identity.
 
 use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch};
@@ -21,6 +24,7 @@ use weft_registry::Workload;
 use crate::credentials;
 use crate::envoy::{ads, file_source};
 use crate::gateway::BoundServer;
+use crate::mtls;
 use crate::{Inputs, ProxyResources};
 
 /// istiod's route table name for an HTTPS server:
@@ -50,7 +54,36 @@ pub(crate) fn terminating_chain(
         .tls
         .as_ref()
         .ok_or("an HTTPS server needs tls settings")?;
-    let mode = tls.mode.as_deref().unwrap_or("PASSTHROUGH");
+    let protocol = &bound.server.port.protocol;
+    let socket = match tls.mode.as_deref().unwrap_or("PASSTHROUGH") {
+        "ISTIO_MUTUAL" => {
+            refuse_unserved_checks(tls)?;
+            mtls::server_socket(mesh_alpn(protocol))
+        }
+        mode => user_certificate_socket(inputs, proxy, tls, mode, protocol, out)?,
+    };
+    Ok(FilterChain {
+        filter_chain_match: Some(FilterChainMatch {
+            server_names: server_names(&bound.server.hosts),
+            ..Default::default()
+        }),
+        transport_socket: Some(socket),
+        filters,
+        ..Default::default()
+    })
+}
+
+/// SIMPLE, MUTUAL and OPTIONAL_MUTUAL: the certificate (and client CAs)
+/// the server names, by credential or by files, as SDS secrets added to
+/// `out`.
+fn user_certificate_socket(
+    inputs: &Inputs,
+    proxy: &Workload,
+    tls: &ServerTls,
+    mode: &str,
+    protocol: &str,
+    out: &mut ProxyResources,
+) -> Result<TransportSocket, String> {
     let mutual = match mode {
         "SIMPLE" => None,
         "MUTUAL" => Some(true),
@@ -65,7 +98,7 @@ pub(crate) fn terminating_chain(
     let context = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_params: Some(tls_params(tls)?),
-            alpn_protocols: alpn(&bound.server.port.protocol),
+            alpn_protocols: alpn(protocol),
             tls_certificate_sds_secret_configs: vec![sds(&secrets[0].name)],
             validation_context_type: secrets.get(1).map(|ca| {
                 ValidationContextType::CombinedValidationContext(
@@ -88,17 +121,9 @@ pub(crate) fn terminating_chain(
             out.secrets.push(s);
         }
     }
-    Ok(FilterChain {
-        filter_chain_match: Some(FilterChainMatch {
-            server_names: server_names(&bound.server.hosts),
-            ..Default::default()
-        }),
-        transport_socket: Some(TransportSocket {
-            name: "envoy.transport_sockets.tls".into(),
-            config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(context))),
-        }),
-        filters,
-        ..Default::default()
+    Ok(TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(context))),
     })
 }
 
@@ -110,6 +135,20 @@ fn alpn(protocol: &str) -> Vec<String> {
     } else {
         Vec::new()
     }
+}
+
+/// An ISTIO_MUTUAL server's ALPN, as istiod's: a TLS server also offers
+/// the metadata exchange's `istio-peer-exchange`, which the sidecars that
+/// call it ask for. A client offering none of these still connects (the
+/// proxy then selects no protocol, as Envoy does).
+fn mesh_alpn(protocol: &str) -> Vec<String> {
+    let mut out = alpn(protocol);
+    if protocol.eq_ignore_ascii_case("TLS") {
+        out = ["istio-peer-exchange", "h2", "http/1.1"]
+            .map(String::from)
+            .to_vec();
+    }
+    out
 }
 
 /// The certificate (and, for MUTUAL, the CAs) of `credentialName`'s
@@ -420,10 +459,6 @@ mod tests {
                     + &secret_yaml("cred", &[("tls.crt", &cert), ("tls.key", &key)]),
                 "MUTUAL needs CA certificates",
             ),
-            (
-                gateway("ISTIO_MUTUAL", "cred"),
-                "tls.mode ISTIO_MUTUAL is not supported yet",
-            ),
         ];
         for (config, want) in cases {
             let out = crate::tests::translated_with(&config, 2);
@@ -444,6 +479,66 @@ mod tests {
             );
             assert!(out.secrets.is_empty());
         }
+    }
+
+    /// The TLS context of a listener's first chain.
+    fn first_context(out: &crate::ProxyResources, listener: &str) -> super::DownstreamTlsContext {
+        let l = out.listeners.iter().find(|l| l.name == listener).unwrap();
+        let ts = l.filter_chains[0].transport_socket.as_ref().unwrap();
+        let Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                any,
+            ),
+        ) = &ts.config_type
+        else {
+            panic!()
+        };
+        prost::Message::decode(any.value.as_slice()).unwrap()
+    }
+
+    /// ISTIO_MUTUAL (Istio's "Egress Gateways with TLS Origination"):
+    /// the gateway's workload certificate, clients checked against the
+    /// mesh's roots and required, the chain matched by the server's hosts
+    /// (the calling sidecar's DestinationRule sets that SNI); no secret of
+    /// the config's own.
+    #[test]
+    fn istio_mutual_servers_serve_the_workload_certificate() {
+        use super::ValidationContextType;
+        let config = gateway("ISTIO_MUTUAL", "x")
+            .replace(", credentialName: x, minProtocolVersion: TLSV1_3", "")
+            + "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tcp}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 15443, name: tls, protocol: TLS}\n    hosts: [db.example.com]\n    tls: {mode: ISTIO_MUTUAL}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: db}\nspec:\n  hosts: [db.example.com]\n  gateways: [tcp]\n  tcp:\n  - route:\n    - destination: {host: reviews, port: {number: 9080}}\n";
+        assert!(config.contains("tls: {mode: ISTIO_MUTUAL}"), "{config}");
+        let out = crate::tests::translated_with(&config, 2);
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        assert!(out.secrets.is_empty(), "the workload's own secrets");
+        let https = out
+            .listeners
+            .iter()
+            .find(|l| l.name == "0.0.0.0_443")
+            .unwrap();
+        let m = https.filter_chains[0].filter_chain_match.as_ref().unwrap();
+        assert_eq!(m.server_names, ["a.example.com", "b.example.com"]);
+        let ctx = first_context(&out, "0.0.0.0_443");
+        assert!(ctx.require_client_certificate.unwrap().value);
+        let common = ctx.common_tls_context.unwrap();
+        assert_eq!(common.alpn_protocols, ["h2", "http/1.1"]);
+        assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "default");
+        let Some(ValidationContextType::CombinedValidationContext(v)) =
+            common.validation_context_type
+        else {
+            panic!()
+        };
+        assert_eq!(
+            v.validation_context_sds_secret_config.unwrap().name,
+            "ROOTCA"
+        );
+        let tcp = first_context(&out, "0.0.0.0_15443")
+            .common_tls_context
+            .unwrap();
+        assert_eq!(
+            tcp.alpn_protocols,
+            ["istio-peer-exchange", "h2", "http/1.1"]
+        );
     }
 
     /// A TLS server that terminates (SIMPLE) carries opaque bytes: no ALPN

@@ -175,7 +175,7 @@ fn common(sans: &[String], alpn: Vec<String>) -> CommonTlsContext {
     }
 }
 
-/// The server side of a TLS chain: the workload's certificate, a client
+/// A sidecar's inbound TLS chain: the workload's certificate, a client
 /// certificate from the mesh required. Every ALPN a sidecar offers is
 /// accepted (the chain was already chosen by it).
 pub fn inbound_socket() -> TransportSocket {
@@ -185,6 +185,13 @@ pub fn inbound_socket() -> TransportSocket {
         .chain(ALPN_HTTP)
         .map(String::from)
         .collect();
+    server_socket(alpn)
+}
+
+/// The server side of mesh mTLS offering `alpn`: the workload's
+/// certificate, a client certificate from the mesh required (a sidecar's
+/// inbound chains, a gateway's ISTIO_MUTUAL servers).
+pub fn server_socket(alpn: Vec<String>) -> TransportSocket {
     tls_socket(envoy_types::util::pack_any(DownstreamTlsContext {
         common_tls_context: Some(common(&[], alpn)),
         require_client_certificate: Some(BoolValue { value: true }),

@@ -1,16 +1,17 @@
-//! End-to-end: Istio's "Egress Gateways" and "Egress TLS Origination"
-//! tasks on a `weft up` mesh, with the tasks' YAML unchanged (but for the
-//! CA file the origination's DestinationRule names: the stand-in server's
-//! certificate is made here, not by a public CA). The egress gateway is a pod deployed as Istio
+//! End-to-end: Istio's "Egress Gateways", "Egress TLS Origination" and
+//! "Egress Gateways with TLS Origination" tasks on `weft up` meshes, with
+//! the tasks' YAML unchanged (but for the CA file the origination's
+//! DestinationRules name: the stand-in server's certificate is made here,
+//! not by a public CA). The egress gateway is a pod deployed as Istio
 //! deploys one of its own (`inject.istio.io/templates: gateway`) behind the
 //! demo profile's `istio-egressgateway` Service; `edition.cnn.com` is a host
 //! outside the mesh (plain HTTP on 80, TLS on 443, with a certificate made
 //! here). HTTP, then TLS passthrough, leave the mesh through the gateway,
 //! which the gateway's access log shows; then the sidecar itself turns
-//! plain HTTP into TLS to the host's port 443. The task's `/politics` is
-//! `/headers` here (the stand-in server's page).
-//! Subnet 164, ingress port 18164.
-
+//! plain HTTP into TLS to the host's port 443; then the sidecar calls the
+//! gateway with mesh mTLS and the gateway originates the TLS. The tasks'
+//! `/politics` is `/headers` here (the stand-in server's page).
+//! Subnets 164 and 172, ingress ports 18164 and 18172.
 mod support;
 
 #[path = "../../weft-proxy/tests/support/pki.rs"]
@@ -321,4 +322,199 @@ fn istio_egress_gateway_task_http_then_tls_passthrough() {
                 .contains("Ciphers supported in s_server binary")
         },
     );
+}
+
+/// "Egress Gateways with TLS Origination": the sidecar calls the egress
+/// gateway with mesh mTLS (the gateway's ISTIO_MUTUAL server on port 80,
+/// SNI `edition.cnn.com` from the subset's `tls`), the gateway originates
+/// TLS to the host's port 443.
+const MTLS_TO_GATEWAY: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: istio-egressgateway
+spec:
+  selector:
+    istio: egressgateway
+  servers:
+  - port:
+      number: 80
+      name: https-port-for-tls-origination
+      protocol: HTTPS
+    hosts:
+    - edition.cnn.com
+    tls:
+      mode: ISTIO_MUTUAL
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: egressgateway-for-cnn
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  subsets:
+  - name: cnn
+    trafficPolicy:
+      loadBalancer:
+        simple: ROUND_ROBIN
+      portLevelSettings:
+      - port:
+          number: 80
+        tls:
+          mode: ISTIO_MUTUAL
+          sni: edition.cnn.com
+";
+
+/// The task's VirtualService and origination rule; the rule's
+/// `caCertificates` line is added, as in `tls_origination`.
+fn gateway_originates(ca: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: direct-cnn-through-egress-gateway
+spec:
+  hosts:
+  - edition.cnn.com
+  gateways:
+  - istio-egressgateway
+  - mesh
+  http:
+  - match:
+    - gateways:
+      - mesh
+      port: 80
+    route:
+    - destination:
+        host: istio-egressgateway.istio-system.svc.cluster.local
+        subset: cnn
+        port:
+          number: 80
+      weight: 100
+  - match:
+    - gateways:
+      - istio-egressgateway
+      port: 80
+    route:
+    - destination:
+        host: edition.cnn.com
+        port:
+          number: 443
+      weight: 100
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: originate-tls-for-edition-cnn-com
+spec:
+  host: edition.cnn.com
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+    portLevelSettings:
+    - port:
+        number: 443
+      tls:
+        mode: SIMPLE # initiates HTTPS for connections to edition.cnn.com
+        caCertificates: {ca}
+"
+    )
+}
+
+/// An AuthorizationPolicy on the egress gateway letting in `principal`
+/// only: the gateway knows its callers by their mesh certificates.
+fn gateway_allows(principal: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: egress-callers
+  namespace: istio-system
+spec:
+  selector:
+    matchLabels:
+      istio: egressgateway
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: [\"{principal}\"]
+"
+    )
+}
+
+#[test]
+fn istio_egress_gateway_tls_origination_task() {
+    let pki = pki::Pki::new("egresstls");
+    pki.root("cnn.com");
+    pki.server_leaf("cnn.com", "edition.cnn.com");
+    let cnn = format!(
+        "- name: edition-cnn-com\n  labels: {{app: cnn, sidecar.istio.io/inject: \"false\"}}\n  hostnames: [edition.cnn.com]\n  command: [sh, -c, \"openssl s_server -accept 443 -cert {} -key {} -www -quiet & exec {} demo httpbin --version cnn --listen 0.0.0.0:80\"]\n  ports: [{{containerPort: 80, name: http}}, {{containerPort: 443, name: https}}]\n",
+        pki.path("edition.cnn.com.crt"),
+        pki.path("edition.cnn.com.key"),
+        env!("CARGO_BIN_EXE_weft"),
+    );
+    let mesh = Mesh::up_edited("httpbin", "egrmtls", 172, 18172, |text| {
+        text.replace(
+            "\nservices:\n",
+            &format!("\n{cnn}{EGRESS_GATEWAY_POD}services:\n{EGRESS_GATEWAY_SERVICE}"),
+        )
+    });
+    let headers = |mesh: &Mesh| pod_curl_status(mesh, "curl", &["http://edition.cnn.com/headers"]);
+    ok(mesh.apply_yaml("cnn-service-entry.yaml", SERVICE_ENTRY));
+    wait_until("edition.cnn.com directly", Duration::from_secs(20), || {
+        headers(&mesh).0 == 200
+    });
+
+    ok(mesh.apply_yaml("egress-mtls.yaml", MTLS_TO_GATEWAY));
+    let ca = pki.path("cnn.com.crt");
+    ok(mesh.apply_yaml("egress-originate.yaml", &gateway_originates(&ca)));
+    // The stand-in's TLS side answers: the gateway originated TLS.
+    wait_until(
+        "http://edition.cnn.com/headers answered over TLS through the egress gateway",
+        Duration::from_secs(20),
+        || {
+            let (code, body) = headers(&mesh);
+            code == 200 && body.contains("Ciphers supported in s_server binary")
+        },
+    );
+    // Its access log (flushed each second) has the request, sent on to
+    // the host's port 443.
+    wait_until(
+        "the request in the egress gateway's log",
+        Duration::from_secs(10),
+        || {
+            mesh.log("istio-egressgateway.log")
+                .lines()
+                .any(|l| l.contains("GET /headers") && l.contains("outbound|443||edition.cnn.com"))
+        },
+    );
+
+    // Only mesh clients get in: without a client certificate the
+    // gateway's port refuses the handshake.
+    let gateway = format!(
+        "edition.cnn.com:8080:{}",
+        mesh.pod_ip("istio-egressgateway")
+    );
+    let (code, _) = curl(
+        "https://edition.cnn.com:8080/headers",
+        &["-k", "--resolve", &gateway],
+    );
+    assert_eq!(code, 0, "no HTTP answer without a mesh certificate");
+
+    // The gateway knows its caller by its certificate: a policy naming
+    // another identity turns it away, one naming curl's lets it in.
+    ok(mesh.apply_yaml(
+        "egress-authz.yaml",
+        &gateway_allows("cluster.local/ns/default/sa/httpbin"),
+    ));
+    wait_until("the gateway denies curl", Duration::from_secs(20), || {
+        headers(&mesh).0 == 403
+    });
+    ok(mesh.apply_yaml(
+        "egress-authz.yaml",
+        &gateway_allows("cluster.local/ns/default/sa/curl"),
+    ));
+    wait_until("the gateway lets curl in", Duration::from_secs(20), || {
+        headers(&mesh).0 == 200
+    });
 }

@@ -523,7 +523,7 @@ fn dead_upstreams_get_response_flags(mesh: &Mesh) {
         .status()
         .unwrap()
         .success());
-    let rating = format!("http://{}:9080/ratings/0", pod_ip(mesh, "ratings-v1"));
+    let rating = format!("http://{}:9080/ratings/0", mesh.pod_ip("ratings-v1"));
     wait_until("a 503 from the dead app", Duration::from_secs(3), || {
         curl(&rating, &[]).0 == 503
     });
@@ -564,20 +564,6 @@ fn app_roles(mesh: &Mesh) -> Vec<String> {
         .iter()
         .map(|p| p["role"].as_str().unwrap().to_string())
         .collect()
-}
-
-fn pod_ip(mesh: &Mesh, workload: &str) -> String {
-    let reg = std::fs::read_to_string(format!("/run/weft/{}/registry.json", mesh.name)).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&reg).unwrap();
-    v["workloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["name"] == workload)
-        .unwrap()["ip"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 /// `weft down` removes everything, also after `weft up` was SIGKILLed.

@@ -31,6 +31,25 @@ pub struct DownstreamTls {
     pub problem: Option<String>,
     #[serde(skip)]
     pub server: Option<Arc<ServerConfig>>,
+    /// The same with no ALPN, for clients that offer none of `alpn`.
+    #[serde(skip)]
+    no_alpn: Option<Arc<ServerConfig>>,
+}
+
+impl DownstreamTls {
+    /// The server config for a ClientHello offering `offered` (ALPN).
+    /// A client whose protocols are none of the chain's is served with
+    /// no protocol selected, as Envoy serves it (BoringSSL's NOACK),
+    /// where rustls alone would refuse the handshake: a sidecar calling
+    /// a gateway's ISTIO_MUTUAL server offers only Istio's own ALPN.
+    pub fn server_for(&self, offered: &[String]) -> Option<Arc<ServerConfig>> {
+        let overlap = offered.is_empty() || offered.iter().any(|p| self.alpn.contains(p));
+        if overlap {
+            self.server.clone()
+        } else {
+            self.no_alpn.clone()
+        }
+    }
 }
 
 pub(crate) fn compile_downstream_tls(
@@ -63,11 +82,17 @@ pub(crate) fn compile_downstream_tls(
         cipher_suites: params.cipher_suites.clone(),
         problem: None,
         server: None,
+        no_alpn: None,
     };
     // Built now so that a bad list is a NACK, not a handshake failure.
     let provider = provider(&tls.cipher_suites)?;
     match server_config(&tls, provider, secrets) {
-        Ok(server) => tls.server = Some(Arc::new(server)),
+        Ok(server) => {
+            let mut plain = server.clone();
+            plain.alpn_protocols.clear();
+            tls.no_alpn = Some(Arc::new(plain));
+            tls.server = Some(Arc::new(server));
+        }
         Err(problem) => tls.problem = Some(problem),
     }
     Ok(tls)

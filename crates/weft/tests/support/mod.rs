@@ -284,6 +284,22 @@ impl Mesh {
             .unwrap() as i32
     }
 
+    /// The address `weft up` gave `workload`'s pod.
+    pub fn pod_ip(&self, workload: &str) -> String {
+        let path = format!("/run/weft/{}/registry.json", self.name);
+        let reg = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&reg).unwrap();
+        let found = v["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == workload);
+        found.unwrap_or_else(|| panic!("no {workload} in {path}"))["ip"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     pub fn log(&self, file: &str) -> String {
         std::fs::read_to_string(format!("/run/weft/{}/logs/{file}", self.name)).unwrap_or_default()
     }
