@@ -23,7 +23,7 @@ pub mod telemetry;
 mod validate;
 
 pub use error::{ConfigError, Problem, Severity};
-pub use load::{load_dir, load_str, Loaded};
+pub use load::{load_dir, load_str, load_str_in, Loaded};
 pub use mesh_config::MeshConfig;
 pub use meta::{ObjectMeta, Origin};
 pub use resource::{Key, Kind, Resource, Spec};

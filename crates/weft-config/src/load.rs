@@ -84,10 +84,17 @@ pub fn config_files(dir: &Path, skip: &[&str]) -> Result<Vec<std::path::PathBuf>
 
 /// Loads one text of any number of documents.
 pub fn load_str(text: &str, file: &str) -> Loaded {
+    load_str_in(text, file, None)
+}
+
+/// As `load_str`, with the documents placed in `namespace` (kubectl's
+/// `apply -n`): one that names no namespace gets it, one that names
+/// another is an error, as kubectl refuses it.
+pub fn load_str_in(text: &str, file: &str, namespace: Option<&str>) -> Loaded {
     let mut out = Loaded::default();
     for doc in split_documents(text) {
         let origin = Origin::new(file, doc.first_line);
-        out.extend(load_document(doc.text, doc.line_offset, origin));
+        out.extend(load_document(doc.text, doc.line_offset, origin, namespace));
     }
     out
 }
@@ -194,7 +201,12 @@ struct Envelope<S> {
     status: Option<serde_json::Value>,
 }
 
-fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
+fn load_document(
+    text: &str,
+    line_offset: usize,
+    origin: Origin,
+    namespace: Option<&str>,
+) -> Loaded {
     let mut out = Loaded::default();
     let head = match quick_head(text) {
         Some(head) => Ok(head),
@@ -212,7 +224,7 @@ fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
         for item in head.items {
             // Items of a List have no positions of their own: point at the List.
             let text = serde_json::to_string(&item).unwrap_or_default();
-            out.extend(load_document(&text, 0, origin.clone()));
+            out.extend(load_document(&text, 0, origin.clone(), namespace));
         }
         return out;
     }
@@ -305,7 +317,7 @@ fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
         Secret,
         ConfigMap
     );
-    let (meta, spec) = match parsed {
+    let (mut meta, spec) = match parsed {
         Ok(v) => v,
         Err(e) => {
             let resource = Some(format!("{kind}"));
@@ -314,6 +326,23 @@ fn load_document(text: &str, line_offset: usize, origin: Origin) -> Loaded {
             return out;
         }
     };
+    if let Some(wanted) = namespace.filter(|_| kind.namespaced()) {
+        match meta.namespace.as_deref() {
+            None => meta.namespace = Some(wanted.to_string()),
+            Some(own) if own != wanted => {
+                let mut problems = vec![error_at(
+                    &origin,
+                    Some(format!("{kind} {own}/{}", meta.name)),
+                    "metadata.namespace",
+                    format!("the namespace from the provided object {own:?} does not match the namespace {wanted:?}: pass --namespace={own}"),
+                )];
+                place(&mut problems, text, line_offset);
+                out.problems.extend(problems);
+                return out;
+            }
+            Some(_) => {}
+        }
+    }
     let resource = Resource {
         api_version,
         kind,
@@ -448,6 +477,30 @@ spec:
         assert_eq!(err.origin.line, 21, "{err}");
         assert!(err.message.contains("weigth"), "{err}");
         assert_eq!(err.field.as_deref(), Some("spec.http[0].route[0]"), "{err}");
+    }
+
+    /// `apply -n`: documents without a namespace get it; one naming
+    /// another is refused at its namespace line, as kubectl refuses it.
+    #[test]
+    fn documents_placed_in_a_namespace() {
+        let l = load_str_in(TWO, "routes.yaml", Some("istio-system"));
+        assert_eq!(l.resources[0].namespace(), "istio-system");
+        let other = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: prod\nspec: {selector: {istio: ingressgateway}, servers: []}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: same, namespace: istio-system}\nspec: {selector: {istio: ingressgateway}, servers: []}\n";
+        let l = load_str_in(other, "gw.yaml", Some("istio-system"));
+        let err = l.errors().next().expect("the other namespace is an error");
+        assert_eq!(err.origin.line, 5, "{err}");
+        assert!(
+            err.to_string()
+                .contains(r#"the namespace from the provided object "prod" does not match the namespace "istio-system""#),
+            "{err}"
+        );
+        assert_eq!(l.resources.len(), 1, "the same namespace is fine");
+        let ns = load_str_in(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: foo}\n",
+            "ns.yaml",
+            Some("bar"),
+        );
+        assert!(ns.problems.is_empty() && ns.resources[0].meta.namespace.is_none());
     }
 
     #[test]

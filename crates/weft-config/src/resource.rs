@@ -187,6 +187,11 @@ impl Kind {
         })
     }
 
+    /// False for the cluster-scoped kinds, which live in no namespace.
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Kind::Namespace | Kind::GatewayClass)
+    }
+
     /// Kubernetes' own kinds: read for discovery and analysis, not Istio config.
     pub fn is_kube(self) -> bool {
         matches!(

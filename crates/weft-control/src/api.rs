@@ -1,7 +1,8 @@
 //! The control plane's HTTP API (JSON): config in and out for the CLI, and
 //! the debug views of what each proxy was sent and answered.
 //!
-//! POST   /api/v1/apply      body: YAML; header x-weft-file names its source
+//! POST   /api/v1/apply      body: YAML; header x-weft-file names its source,
+//!                            x-weft-namespace places documents naming none
 //! POST   /api/v1/validate   same, stores nothing
 //! GET    /api/v1/resources?kind=K[&namespace=N][&name=X]
 //! DELETE /api/v1/resources?kind=K&namespace=N&name=X
@@ -104,6 +105,12 @@ async fn apply(req: Request<Incoming>, state: &State, store: bool) -> Response<F
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_string();
+    // `weft apply -n`: the namespace for documents that name none.
+    let namespace = req
+        .headers()
+        .get("x-weft-namespace")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return reply(StatusCode::BAD_REQUEST, json!({"error": e.to_string()})),
@@ -114,7 +121,7 @@ async fn apply(req: Request<Incoming>, state: &State, store: bool) -> Response<F
             json!({"error": "body is not UTF-8"}),
         );
     };
-    let loaded = weft_config::load_str(text, &file);
+    let loaded = weft_config::load_str_in(text, &file, namespace.as_deref());
     let problems: Vec<Value> = loaded
         .problems
         .iter()

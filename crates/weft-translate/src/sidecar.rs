@@ -329,6 +329,7 @@ fn outbound_routes(
         .iter()
         .map(|s| service_virtual_host(inputs, proxy, s, port))
         .collect();
+    virtual_hosts.extend(virtual_service_hosts(inputs, proxy, port, &virtual_hosts));
     virtual_hosts.push(Outside::of(inputs).virtual_host());
     RouteConfiguration {
         name: port.to_string(),
@@ -336,6 +337,65 @@ fn outbound_routes(
         validate_clusters: Some(BoolValue { value: false }),
         ..Default::default()
     }
+}
+
+/// Virtual hosts for the hosts of mesh VirtualServices that no service
+/// on `port` claims (hosts outside the registry, and services that have
+/// no such port), as istiod builds them: the host as written, and with the
+/// port, as domains; the VirtualService's routes that fit the port. A
+/// domain one of `taken` (or an older VirtualService) has stays with it,
+/// as in istiod. Istio's "Egress Gateways with TLS Origination" task sends
+/// `http://my-nginx.mesh-external.svc.cluster.local` (a service on 443
+/// only) on port 80 through such a host.
+fn virtual_service_hosts(
+    inputs: &Inputs,
+    proxy: &Workload,
+    port: u16,
+    taken: &[VirtualHost],
+) -> Vec<VirtualHost> {
+    let mut claimed: std::collections::BTreeSet<String> = taken
+        .iter()
+        .flat_map(|vh| vh.domains.iter().cloned())
+        .chain(["*".to_string()])
+        .collect();
+    let on_port: Vec<String> = taken.iter().map(|vh| vh.name.clone()).collect();
+    let mut out = Vec::new();
+    for resource in mesh_virtual_services(inputs) {
+        let vs = resource
+            .as_virtual_service()
+            .expect("filtered to virtual services");
+        let ns = resource.namespace();
+        let unclaimed: Vec<&String> = vs
+            .hosts
+            .iter()
+            .filter(|h| {
+                let fqdn = inputs.registry.qualify(h, ns);
+                !on_port.contains(&format!("{fqdn}:{port}"))
+            })
+            .collect();
+        if unclaimed.is_empty() {
+            continue;
+        }
+        let scope = Scope::sidecar(inputs, proxy, ns, port);
+        let routes = virtual_service_routes(vs, &scope);
+        if routes.is_empty() {
+            continue;
+        }
+        for host in unclaimed {
+            let domains = vec![format!("{host}:{port}"), host.clone()];
+            if domains.iter().any(|d| claimed.contains(d)) {
+                continue;
+            }
+            claimed.extend(domains.iter().cloned());
+            out.push(VirtualHost {
+                name: format!("{host}:{port}"),
+                domains,
+                routes: routes.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    out
 }
 
 pub(crate) fn service_virtual_host(

@@ -182,6 +182,87 @@ fn listeners_and_routes_for_external_hosts() {
     );
 }
 
+/// As istiod: a VirtualService host that no service on a port claims (a
+/// host outside the registry, a service without that port) gets a virtual
+/// host in the port's route table, with the routes that fit the port.
+#[test]
+fn virtual_service_hosts_without_a_service_on_the_port() {
+    let config = format!(
+        "{ENTRIES}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: outside}}
+spec:
+  hosts: [api.example.com, reviews]
+  http:
+  - match: [{{port: 80}}]
+    route:
+    - destination: {{host: reviews, port: {{number: 9080}}}}
+  - match: [{{port: 443}}]
+    route:
+    - destination: {{host: httpbin.org}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: website}}
+spec:
+  hosts: [api.example.com]
+  http:
+  - route:
+    - destination: {{host: httpbin.org}}
+"
+    );
+    let out = translated_with(&config, 0);
+    let table = out.routes.iter().find(|r| r.name == "80").unwrap();
+    let names: Vec<&str> = table
+        .virtual_hosts
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "httpbin.org:80",
+            "api.example.com:80",
+            "reviews:80",
+            "allow_any"
+        ],
+        "the older VirtualService keeps api.example.com"
+    );
+    let api = &table.virtual_hosts[1];
+    assert_eq!(api.domains, ["api.example.com:80", "api.example.com"]);
+    assert_eq!(api.routes.len(), 1, "only the route for port 80");
+    let Some(route::Action::Route(action)) = &api.routes[0].action else {
+        panic!("{:?}", api.routes[0])
+    };
+    assert_eq!(
+        action.cluster_specifier,
+        Some(
+            envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier::Cluster(
+                "outbound|9080||reviews.default.svc.cluster.local".into()
+            )
+        )
+    );
+    // On reviews' own port, reviews is its service's virtual host; the
+    // VirtualServices whose routes fit any port have their hosts there
+    // (httpbin.org is a service on port 80 only).
+    let reviews = out.routes.iter().find(|r| r.name == "9080").unwrap();
+    let names: Vec<&str> = reviews
+        .virtual_hosts
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "reviews.default.svc.cluster.local:9080",
+            "httpbin.org:9080",
+            "api.example.com:9080",
+            "allow_any"
+        ]
+    );
+}
+
 #[test]
 fn entries_are_scoped_by_export_to() {
     let private = ENTRIES.replace(

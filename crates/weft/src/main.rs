@@ -140,6 +140,8 @@ enum CreateKind {
     Secret {
         #[command(subcommand)]
         kind: cmd::secret::SecretKind,
+        #[command(flatten)]
+        to: cmd::secret::Destination,
     },
 }
 
@@ -198,8 +200,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Get(args) => return cmd::config::get(&args).await,
         Command::Delete(args) => return cmd::config::delete(&args).await,
         Command::Create {
-            what: CreateKind::Secret { kind },
-        } => return cmd::secret::create(&kind).await,
+            what: CreateKind::Secret { kind, to },
+        } => return cmd::secret::create(&kind, &to).await,
         Command::Analyze(args) => return cmd::analyze::analyze(&args).await,
         Command::ProxyStatus(target) => return cmd::status::proxy_status(&target).await,
         Command::Dashboard(target) => return cmd::status::dashboard(&target),

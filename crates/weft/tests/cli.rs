@@ -215,6 +215,53 @@ fn get_reads_files_offline() {
 
 /// `weft-proxy` and `weft proxy` take the same arguments and refuse bad
 /// ones with the same words, before connecting anywhere.
+/// kubectl's flags go before or after the secret's kind: Istio's tasks
+/// write `create secret -n istio-system generic …`.
+#[test]
+fn create_secret_takes_its_namespace_before_or_after_the_kind() {
+    let dir = std::env::temp_dir().join(format!("weft-cli-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.crt");
+    std::fs::write(&ca, "not checked for a generic Secret\n").unwrap();
+    let from = format!("--from-file=ca.crt={}", ca.display());
+    for args in [
+        vec![
+            "-n",
+            "istio-system",
+            "generic",
+            "client-credential",
+            &from,
+            "--dry-run",
+        ],
+        vec![
+            "generic",
+            "client-credential",
+            &from,
+            "--dry-run",
+            "-n",
+            "istio-system",
+        ],
+    ] {
+        let out = Command::new(WEFT)
+            .args(["create", "secret"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("namespace: istio-system"),
+            "{args:?}: {stdout}"
+        );
+        assert!(stdout.contains("name: client-credential"), "{stdout}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn the_proxy_binary_takes_weft_proxys_arguments() {
     let bad = [

@@ -442,6 +442,125 @@ spec:
     )
 }
 
+/// "Perform mutual TLS origination with an egress gateway": the sidecar
+/// calls the gateway with mesh mTLS (ISTIO_MUTUAL on 443, SNI the nginx
+/// host), the gateway presents `client-credential` to nginx.
+const NGINX_THROUGH_GATEWAY: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: istio-egressgateway
+spec:
+  selector:
+    istio: egressgateway
+  servers:
+  - port:
+      number: 443
+      name: https
+      protocol: HTTPS
+    hosts:
+    - my-nginx.mesh-external.svc.cluster.local
+    tls:
+      mode: ISTIO_MUTUAL
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: egressgateway-for-nginx
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  subsets:
+  - name: nginx
+    trafficPolicy:
+      loadBalancer:
+        simple: ROUND_ROBIN
+      portLevelSettings:
+      - port:
+          number: 443
+        tls:
+          mode: ISTIO_MUTUAL
+          sni: my-nginx.mesh-external.svc.cluster.local
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: direct-nginx-through-egress-gateway
+spec:
+  hosts:
+  - my-nginx.mesh-external.svc.cluster.local
+  gateways:
+  - istio-egressgateway
+  - mesh
+  http:
+  - match:
+    - gateways:
+      - mesh
+      port: 80
+    route:
+    - destination:
+        host: istio-egressgateway.istio-system.svc.cluster.local
+        subset: nginx
+        port:
+          number: 443
+      weight: 100
+  - match:
+    - gateways:
+      - istio-egressgateway
+      port: 443
+    route:
+    - destination:
+        host: my-nginx.mesh-external.svc.cluster.local
+        port:
+          number: 443
+      weight: 100
+";
+
+/// Applied with `-n istio-system`, as the task does.
+const ORIGINATE_MTLS_FOR_NGINX: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: originate-mtls-for-nginx
+spec:
+  host: my-nginx.mesh-external.svc.cluster.local
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+    portLevelSettings:
+    - port:
+        number: 443
+      tls:
+        mode: MUTUAL
+        credentialName: client-credential # this must match the secret created earlier to hold client certs
+        sni: my-nginx.mesh-external.svc.cluster.local
+";
+
+const NGINX_HOST: &str = "my-nginx.mesh-external.svc.cluster.local";
+
+/// The task's nginx (its `nginx.conf`, with this machine's paths; one
+/// process in the foreground), in namespace `mesh-external` without a
+/// sidecar, behind the task's `my-nginx` Service; and Istio's curl
+/// sample's Service (port 80), whose listener carries the calls.
+fn nginx_and_curl_service(pki: &pki::Pki) -> (String, String) {
+    let dir = pki.path("nginx");
+    std::fs::create_dir_all(format!("{dir}/html")).unwrap();
+    std::fs::write(
+        format!("{dir}/html/index.html"),
+        "<!DOCTYPE html>\n<html>\n<head>\n<title>Welcome to nginx!</title>\n</head>\n</html>\n",
+    )
+    .unwrap();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{\n}}\nhttp {{\n  access_log off;\n  server {{\n    listen 443 ssl;\n    root {dir}/html;\n    index index.html;\n    server_name {NGINX_HOST};\n    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_client_certificate {};\n    ssl_verify_client on;\n  }}\n}}\n",
+        pki.path(&format!("{NGINX_HOST}.crt")),
+        pki.path(&format!("{NGINX_HOST}.key")),
+        pki.path("example.com.crt"),
+    );
+    std::fs::write(format!("{dir}/nginx.conf"), conf).unwrap();
+    let pod = format!(
+        "- name: my-nginx\n  namespace: mesh-external\n  labels: {{run: my-nginx, sidecar.istio.io/inject: \"false\"}}\n  command: [nginx, -c, {dir}/nginx.conf, -p, {dir}]\n  ports: [{{containerPort: 443}}]\n"
+    );
+    let services = "- name: my-nginx\n  namespace: mesh-external\n  ports: [{port: 443, protocol: TCP}]\n  selector: {run: my-nginx}\n- name: curl\n  ports: [{name: http, port: 80, targetPort: 8080}]\n  selector: {app: curl}\n".to_string();
+    (pod, services)
+}
+
 #[test]
 fn istio_egress_gateway_tls_origination_task() {
     let pki = pki::Pki::new("egresstls");
@@ -453,10 +572,16 @@ fn istio_egress_gateway_tls_origination_task() {
         pki.path("edition.cnn.com.key"),
         env!("CARGO_BIN_EXE_weft"),
     );
+    pki.root("example.com");
+    pki.server_leaf("example.com", NGINX_HOST);
+    pki.leaf("example.com", "client.example.com");
+    let (nginx, services) = nginx_and_curl_service(&pki);
     let mesh = Mesh::up_edited("httpbin", "egrmtls", 172, 18172, |text| {
         text.replace(
             "\nservices:\n",
-            &format!("\n{cnn}{EGRESS_GATEWAY_POD}services:\n{EGRESS_GATEWAY_SERVICE}"),
+            &format!(
+                "\n{cnn}{nginx}{EGRESS_GATEWAY_POD}services:\n{EGRESS_GATEWAY_SERVICE}{services}"
+            ),
         )
     });
     let headers = |mesh: &Mesh| pod_curl_status(mesh, "curl", &["http://edition.cnn.com/headers"]);
@@ -517,4 +642,62 @@ fn istio_egress_gateway_tls_origination_task() {
     wait_until("the gateway lets curl in", Duration::from_secs(20), || {
         headers(&mesh).0 == 200
     });
+
+    // The task's cleanup, then its mutual TLS origination.
+    for (kind, name, ns) in [
+        ("gw", "istio-egressgateway", "default"),
+        ("se", "cnn", "default"),
+        ("vs", "direct-cnn-through-egress-gateway", "default"),
+        ("dr", "originate-tls-for-edition-cnn-com", "default"),
+        ("dr", "egressgateway-for-cnn", "default"),
+        ("ap", "egress-callers", "istio-system"),
+    ] {
+        ok(weft(&[
+            "delete", kind, name, "-n", ns, "--mesh", &mesh.name,
+        ]));
+    }
+    // nginx wants a client certificate (the task's check from a pod).
+    let nginx_at = format!("{NGINX_HOST}:443:{}", mesh.pod_ip("my-nginx"));
+    let (code, body) = curl(
+        &format!("https://{NGINX_HOST}/"),
+        &["-k", "--resolve", &nginx_at],
+    );
+    assert!(
+        code == 400 && body.contains("No required SSL certificate was sent"),
+        "{code} {body}"
+    );
+    ok(weft(&[
+        "create",
+        "secret",
+        "-n",
+        "istio-system",
+        "generic",
+        "client-credential",
+        &format!("--from-file=tls.key={}", pki.path("client.example.com.key")),
+        &format!("--from-file=tls.crt={}", pki.path("client.example.com.crt")),
+        &format!("--from-file=ca.crt={}", pki.path("example.com.crt")),
+        "--mesh",
+        &mesh.name,
+    ]));
+    ok(mesh.apply_yaml("nginx-gateway.yaml", NGINX_THROUGH_GATEWAY));
+    ok(mesh.apply_yaml_args(
+        "nginx-origination.yaml",
+        ORIGINATE_MTLS_FOR_NGINX,
+        &["-n", "istio-system"],
+    ));
+    let url = format!("http://{NGINX_HOST}");
+    wait_until(
+        "nginx's page through the egress gateway",
+        Duration::from_secs(20),
+        || pod_curl(&mesh, "curl", &["-sS", &url]).contains("<title>Welcome to nginx!</title>"),
+    );
+    wait_until(
+        "the nginx request in the egress gateway's log",
+        Duration::from_secs(10),
+        || {
+            mesh.log("istio-egressgateway.log")
+                .lines()
+                .any(|l| l.contains(NGINX_HOST) && l.contains("HTTP"))
+        },
+    );
 }

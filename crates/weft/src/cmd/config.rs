@@ -52,6 +52,10 @@ pub struct ApplyArgs {
     /// Have the control plane validate everything and store nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The namespace of documents that name none (one naming another is
+    /// refused), as `kubectl apply -n`.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -136,14 +140,11 @@ pub async fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     };
     let mut failed = false;
     for (name, text) in read_inputs(&args.input.files)? {
-        let (code, body) = call(
-            api,
-            "POST",
-            endpoint,
-            &[("x-weft-file", &name)],
-            text.as_bytes(),
-        )
-        .await?;
+        let mut headers = vec![("x-weft-file", name.as_str())];
+        if let Some(ns) = &args.namespace {
+            headers.push(("x-weft-namespace", ns.as_str()));
+        }
+        let (code, body) = call(api, "POST", endpoint, &headers, text.as_bytes()).await?;
         for p in body["problems"].as_array().into_iter().flatten() {
             eprintln!("{}", p["text"].as_str().unwrap_or_default());
         }

@@ -19,8 +19,6 @@ pub enum SecretKind {
         cert: String,
         #[arg(long)]
         key: String,
-        #[command(flatten)]
-        to: Destination,
     },
     /// An Opaque Secret from files: `--from-file KEY=PATH` (or PATH, keyed
     /// by its file name), repeated.
@@ -28,41 +26,36 @@ pub enum SecretKind {
         name: String,
         #[arg(long = "from-file", required = true)]
         from_file: Vec<String>,
-        #[command(flatten)]
-        to: Destination,
     },
 }
 
-/// Where the Secret goes.
+/// Where the Secret goes. Global, as kubectl's flags are: `create secret
+/// -n istio-system generic …` (Istio's tasks write it so) and `create
+/// secret generic … -n istio-system` both work.
 #[derive(clap::Args, Debug)]
 pub struct Destination {
-    #[arg(short = 'n', long, default_value = "default")]
+    #[arg(short = 'n', long, default_value = "default", global = true)]
     namespace: String,
     /// Print the Secret instead of storing it.
-    #[arg(long)]
+    #[arg(long, global = true)]
     dry_run: bool,
-    #[command(flatten)]
-    target: Target,
+    /// The mesh started by `weft up --name NAME`.
+    #[arg(long, default_value = "weft", global = true)]
+    mesh: String,
+    /// Control plane API address (overrides --mesh).
+    #[arg(long, global = true)]
+    control_plane: Option<std::net::SocketAddr>,
 }
 
-pub async fn create(kind: &SecretKind) -> anyhow::Result<ExitCode> {
-    let (name, to, secret) = match kind {
-        SecretKind::Tls {
-            name,
-            cert,
-            key,
-            to,
-        } => {
+pub async fn create(kind: &SecretKind, to: &Destination) -> anyhow::Result<ExitCode> {
+    let (name, secret) = match kind {
+        SecretKind::Tls { name, cert, key } => {
             let (c, k) = (read(cert)?, read(key)?);
             weft_translate::credentials::check_pair(&c, &k)
                 .map_err(|e| anyhow::anyhow!("{cert} and {key}: {e}"))?;
-            (name, to, Secret::tls(&c, &k))
+            (name, Secret::tls(&c, &k))
         }
-        SecretKind::Generic {
-            name,
-            from_file,
-            to,
-        } => {
+        SecretKind::Generic { name, from_file } => {
             let mut files = BTreeMap::new();
             for spec in from_file {
                 let (key, path) = match spec.split_once('=') {
@@ -71,7 +64,7 @@ pub async fn create(kind: &SecretKind) -> anyhow::Result<ExitCode> {
                 };
                 files.insert(key, read(path)?);
             }
-            (name, to, Secret::opaque(&files))
+            (name, Secret::opaque(&files))
         }
     };
     let mut doc = serde_json::json!({
@@ -89,7 +82,11 @@ pub async fn create(kind: &SecretKind) -> anyhow::Result<ExitCode> {
         print!("{}", serde_yaml_ng::to_string(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let api = to.target.api()?;
+    let target = Target {
+        mesh: to.mesh.clone(),
+        control_plane: to.control_plane,
+    };
+    let api = target.api()?;
     let body = serde_json::to_vec(&doc)?;
     let (code, answer) = crate::api_client::call(
         api,

@@ -216,7 +216,14 @@ impl Mesh {
     }
 
     pub fn apply(&self, file: &Path) -> Output {
-        weft(&["apply", "-f", file.to_str().unwrap(), "--mesh", &self.name])
+        self.apply_args(file, &[])
+    }
+
+    /// `weft apply -f file` with `extra` arguments (`-n NAMESPACE`).
+    pub fn apply_args(&self, file: &Path, extra: &[&str]) -> Output {
+        let mut args = vec!["apply", "-f", file.to_str().unwrap(), "--mesh", &self.name];
+        args.extend_from_slice(extra);
+        weft(&args)
     }
 
     /// `weft apply -f file`, which must succeed.
@@ -233,6 +240,11 @@ impl Mesh {
     /// `weft apply` on a file holding `text`, named `name` (so messages can
     /// be checked for it), outside the watched config directory.
     pub fn apply_yaml(&self, name: &str, text: &str) -> Output {
+        self.apply_yaml_args(name, text, &[])
+    }
+
+    /// As `apply_yaml`, with `extra` arguments for `weft apply`.
+    pub fn apply_yaml_args(&self, name: &str, text: &str, extra: &[&str]) -> Output {
         // One directory per mesh: tests in one process apply concurrently.
         let dir = std::env::temp_dir().join(format!(
             "weft-e2e-apply-{}-{}",
@@ -241,7 +253,7 @@ impl Mesh {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let file = write(&dir, name, text);
-        let out = self.apply(&file);
+        let out = self.apply_args(&file, extra);
         let _ = std::fs::remove_dir_all(&dir);
         out
     }
