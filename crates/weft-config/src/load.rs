@@ -485,7 +485,7 @@ spec:
     fn documents_placed_in_a_namespace() {
         let l = load_str_in(TWO, "routes.yaml", Some("istio-system"));
         assert_eq!(l.resources[0].namespace(), "istio-system");
-        let other = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: prod\nspec: {selector: {istio: ingressgateway}, servers: []}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: same, namespace: istio-system}\nspec: {selector: {istio: ingressgateway}, servers: []}\n";
+        let other = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: prod\nspec: {selector: {istio: ingressgateway}, servers: []}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: same, namespace: istio-system}\nspec: {host: reviews}\n";
         let l = load_str_in(other, "gw.yaml", Some("istio-system"));
         let err = l.errors().next().expect("the other namespace is an error");
         assert_eq!(err.origin.line, 5, "{err}");
@@ -494,7 +494,12 @@ spec:
                 .contains(r#"the namespace from the provided object "prod" does not match the namespace "istio-system""#),
             "{err}"
         );
-        assert_eq!(l.resources.len(), 1, "the same namespace is fine");
+        assert_eq!(
+            l.resources.len(),
+            1,
+            "the same namespace is fine: {:?}",
+            l.problems
+        );
         let ns = load_str_in(
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: foo}\n",
             "ns.yaml",
