@@ -1,10 +1,13 @@
 //! The Kubernetes kinds the mesh reads for discovery and injection:
 //! Namespace, Service, Pod, Deployment, ServiceAccount, EndpointSlice,
-//! Secret, ConfigMap.
+//! Secret, ConfigMap; and Ingress (with IngressClass), which the ingress
+//! gateway serves as Istio's does.
 //!
 //! Only the fields the mesh uses are typed. Unknown fields are accepted:
 //! Kubernetes' own schema is the API server's to enforce, and these objects
-//! carry much (status, managed fields) that the mesh never reads.
+//! carry much (status, managed fields) that the mesh never reads. Ingress
+//! and IngressClass are the exception: they are routing config, read as
+//! Istio's kinds are (every field of their `spec` typed).
 
 use std::collections::BTreeMap;
 
@@ -228,6 +231,189 @@ impl Secret {
 pub struct ConfigMap {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub data: BTreeMap<String, String>,
+}
+
+/// networking.k8s.io/v1 Ingress (its `spec`): the fields istiod turns
+/// into a Gateway and VirtualServices. Read like Istio's kinds, so that a
+/// misspelt field is refused at its line, as kubectl refuses it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Ingress {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_backend: Option<IngressBackend>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<IngressRule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<IngressTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpIngressRuleValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpIngressRuleValue {
+    #[serde(default)]
+    pub paths: Vec<HttpIngressPath>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpIngressPath {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_type: Option<String>,
+    #[serde(default)]
+    pub backend: IngressBackend,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressBackend {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<IngressServiceBackend>,
+    /// A backend that is another object (not a Service): Istio serves none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressServiceBackend {
+    pub name: String,
+    #[serde(default)]
+    pub port: ServiceBackendPort,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceBackendPort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IngressTls {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+}
+
+/// networking.k8s.io/v1 IngressClass (its `spec`): Istio serves the
+/// Ingresses of a class whose controller is `istio.io/ingress-controller`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressClass {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<String>,
+    /// The controller's own settings: Istio's takes none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
+}
+
+pub const INGRESS_PATH_TYPES: &[&str] = &["Exact", "Prefix", "ImplementationSpecific"];
+
+/// The API server's rules for an Ingress (path types, absolute paths, one
+/// backend each), and warnings for what istiod leaves out.
+pub(crate) fn check_ingress(r: &mut Report, spec: &Ingress) {
+    if spec.rules.is_empty() && spec.default_backend.is_none() {
+        r.error(
+            "spec",
+            "Invalid value: either `defaultBackend` or `rules` must be specified",
+        );
+    }
+    if spec.default_backend.is_some() {
+        r.warn(
+            "spec.defaultBackend",
+            "ignored, as Istio ignores it: route the catch-all with a VirtualService",
+        );
+    }
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        if let Some(host) = &rule.host {
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            if name.parse::<std::net::IpAddr>().is_ok() || !crate::validate::host_is_valid(name) {
+                r.error(
+                    format!("{at}.host"),
+                    format!("Invalid value: {host:?}: must be a DNS name, not an IP address"),
+                );
+            }
+        }
+        let Some(http) = &rule.http else { continue };
+        for (j, path) in http.paths.iter().enumerate() {
+            check_ingress_path(r, &format!("{at}.http.paths[{j}]"), path);
+        }
+    }
+    for (i, tls) in spec.tls.iter().enumerate() {
+        if tls.secret_name.as_deref().unwrap_or("").is_empty() {
+            r.warn(
+                format!("spec.tls[{i}].secretName"),
+                "missing: Istio serves no TLS for these hosts",
+            );
+        }
+    }
+}
+
+fn check_ingress_path(r: &mut Report, at: &str, path: &HttpIngressPath) {
+    let text = path.path.as_deref().unwrap_or("");
+    match path.path_type.as_deref() {
+        None => r.error(
+            format!("{at}.pathType"),
+            "Required value: pathType must be specified",
+        ),
+        Some(t) if !INGRESS_PATH_TYPES.contains(&t) => r.error(
+            format!("{at}.pathType"),
+            format!(
+                "Unsupported value: {t:?}: use one of {}",
+                INGRESS_PATH_TYPES.join(", ")
+            ),
+        ),
+        Some(t)
+            if (t != "ImplementationSpecific" || !text.is_empty()) && !text.starts_with('/') =>
+        {
+            r.error(
+                format!("{at}.path"),
+                format!("Invalid value: {text:?}: must be an absolute path"),
+            )
+        }
+        Some(_) => {}
+    }
+    let backend = &path.backend;
+    match (&backend.service, &backend.resource) {
+        (Some(svc), None) => {
+            let port = &svc.port;
+            if port.name.is_some() == port.number.is_some() {
+                r.error(
+                    format!("{at}.backend.service.port"),
+                    "Invalid value: give the port's name or its number, not both",
+                );
+            }
+            if let Some(n) = port.number {
+                port_in_range(r, &format!("{at}.backend.service.port.number"), n);
+            }
+        }
+        (None, Some(_)) => r.warn(
+            format!("{at}.backend.resource"),
+            "not served, as Istio serves none: the path is left out",
+        ),
+        _ => r.error(
+            format!("{at}.backend"),
+            "Invalid value: exactly one of `service` or `resource` must be given",
+        ),
+    }
 }
 
 pub(crate) fn check_service(r: &mut Report, s: &Service) {

@@ -12,7 +12,7 @@ use crate::extensions::{TrafficExtension, WasmPlugin};
 use crate::gateway_api::{
     GatewayClass, GrpcRoute, HttpRoute, KubeGateway, ReferenceGrant, TcpRoute, TlsRoute,
 };
-use crate::kube;
+use crate::kube::{self, Ingress, IngressClass};
 use crate::meta::{ObjectMeta, Origin};
 use crate::networking::{
     DestinationRule, EnvoyFilter, Gateway, ProxyConfig, ServiceEntry, Sidecar, VirtualService,
@@ -307,7 +307,9 @@ fn load_document(
         GrpcRoute,
         TcpRoute,
         TlsRoute,
-        ReferenceGrant;
+        ReferenceGrant,
+        Ingress,
+        IngressClass;
         Namespace,
         Service,
         Pod,

@@ -44,6 +44,22 @@ pub struct MeshConfig {
     /// own format when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log_format: Option<String>,
+    /// The Ingress class the ingress gateway serves (`istio`), named by
+    /// an Ingress's `kubernetes.io/ingress.class` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class: Option<String>,
+    /// Which Ingresses are served: `STRICT` (the default) those of the
+    /// class, `DEFAULT` also those naming no class, `OFF` none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_controller_mode: Option<String>,
+    /// The `istio` label of the gateway that serves Ingresses
+    /// (`ingressgateway`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_selector: Option<String>,
+    /// The same, as the gateway's Service name (when the selector is unset
+    /// and this is not `istio-ingressgateway`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_service: Option<String>,
     /// Every other MeshConfig field: accepted, not acted on.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml_ng::Value>,
@@ -319,6 +335,12 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
     } else if !format.trim().is_empty() {
         check_format(r, &format_at, format);
     }
+    crate::validate::one_of(
+        r,
+        &format!("{at}.ingressControllerMode"),
+        mesh.ingress_controller_mode.as_deref(),
+        &["UNSPECIFIED", "OFF", "DEFAULT", "STRICT"],
+    );
     crate::validate::one_of(
         r,
         &format!("{at}.outboundTrafficPolicy.mode"),

@@ -54,10 +54,13 @@ pub enum Kind {
     EndpointSlice,
     Secret,
     ConfigMap,
+    /// networking.k8s.io's Ingress, which Istio's ingress gateway serves.
+    Ingress,
+    IngressClass,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 30] = [
+    pub const ALL: [Kind; 32] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::Gateway,
@@ -88,6 +91,8 @@ impl Kind {
         Kind::EndpointSlice,
         Kind::Secret,
         Kind::ConfigMap,
+        Kind::Ingress,
+        Kind::IngressClass,
     ];
 
     pub fn name(self) -> &'static str {
@@ -122,6 +127,8 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
             Kind::ConfigMap => "ConfigMap",
+            Kind::Ingress => "Ingress",
+            Kind::IngressClass => "IngressClass",
         }
     }
 
@@ -157,6 +164,7 @@ impl Kind {
             | Kind::ConfigMap => ("", &["v1"]),
             Kind::Deployment => ("apps", &["v1"]),
             Kind::EndpointSlice => ("discovery.k8s.io", &["v1"]),
+            Kind::Ingress | Kind::IngressClass => ("networking.k8s.io", &["v1"]),
         }
     }
 
@@ -189,7 +197,10 @@ impl Kind {
 
     /// False for the cluster-scoped kinds, which live in no namespace.
     pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::Namespace | Kind::GatewayClass)
+        !matches!(
+            self,
+            Kind::Namespace | Kind::GatewayClass | Kind::IngressClass
+        )
     }
 
     /// Kubernetes' own kinds: read for discovery and analysis, not Istio config.
@@ -228,6 +239,8 @@ impl Kind {
                 | Kind::PeerAuthentication
                 | Kind::RequestAuthentication
                 | Kind::Telemetry
+                | Kind::Ingress
+                | Kind::IngressClass
         )
     }
 }
@@ -293,6 +306,8 @@ pub enum Spec {
     EndpointSlice(Box<kube::EndpointSlice>),
     Secret(Box<kube::Secret>),
     ConfigMap(Box<kube::ConfigMap>),
+    Ingress(Box<kube::Ingress>),
+    IngressClass(Box<kube::IngressClass>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -359,6 +374,20 @@ impl Resource {
     pub fn as_destination_rule(&self) -> Option<&DestinationRule> {
         match &self.spec {
             Spec::DestinationRule(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_ingress(&self) -> Option<&kube::Ingress> {
+        match &self.spec {
+            Spec::Ingress(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_ingress_class(&self) -> Option<&kube::IngressClass> {
+        match &self.spec {
+            Spec::IngressClass(v) => Some(v),
             _ => None,
         }
     }

@@ -102,6 +102,8 @@ pub(crate) fn validate(resource: &Resource) -> Vec<Problem> {
         Spec::Namespace(_) | Spec::ServiceAccount(_) | Spec::EndpointSlice(_) | Spec::Secret(_) => {
         }
         Spec::ConfigMap(_) => crate::mesh_config::check(&mut r, resource),
+        Spec::Ingress(i) => crate::kube::check_ingress(&mut r, i),
+        Spec::IngressClass(_) => {}
     }
     if !resource.kind.is_enforced() && !resource.kind.is_kube() {
         r.warn(
@@ -149,7 +151,7 @@ fn is_dns1123_subdomain(s: &str) -> bool {
 }
 
 /// A host as Istio writes it: a DNS name, a short name, `*` or `*.suffix`.
-fn host_is_valid(host: &str) -> bool {
+pub(crate) fn host_is_valid(host: &str) -> bool {
     if host == "*" {
         return true;
     }
@@ -1069,6 +1071,32 @@ mod tests {
         assert!(has(&p, "port.number"), "{p:?}");
         assert!(has(&p, "port.protocol"), "{p:?}");
         assert!(has(&p, "spec.servers[0].hosts"), "{p:?}");
+    }
+
+    /// An Ingress as the API server checks it; the task's loads clean.
+    #[test]
+    fn ingress_paths_and_backends() {
+        let ingress = |path: &str| {
+            format!("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: ingress\n  annotations: {{kubernetes.io/ingress.class: istio}}\nspec:\n  rules:\n  - host: httpbin.example.com\n    http:\n      paths:\n{path}")
+        };
+        let ok = ingress("      - path: /status\n        pathType: Prefix\n        backend: {service: {name: httpbin, port: {number: 8000}}}\n");
+        let l = load_str(&ok, "i.yaml");
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+        assert_eq!(l.resources[0].kind, crate::Kind::Ingress);
+        let cases = [
+            ("      - path: /status\n        backend: {service: {name: httpbin, port: {number: 8000}}}\n", "paths[0].pathType"),
+            ("      - path: status\n        pathType: Exact\n        backend: {service: {name: httpbin, port: {number: 8000}}}\n", "must be an absolute path"),
+            ("      - path: /\n        pathType: Prefix\n        backend: {service: {name: httpbin, port: {number: 8000, name: http}}}\n", "backend.service.port"),
+            ("      - path: /\n        pathType: Prefix\n        backend: {}\n", "exactly one of `service` or `resource`"),
+        ];
+        for (path, want) in cases {
+            let l = load_str(&ingress(path), "i.yaml");
+            let errors: Vec<String> = l.errors().map(|e| e.to_string()).collect();
+            assert!(
+                errors.iter().any(|e| e.contains(want)),
+                "{want}: {errors:?}"
+            );
+        }
     }
 
     /// Istio's rule: an ISTIO_MUTUAL server names no certificate of its

@@ -35,6 +35,8 @@ const SAMPLES: &[&str] = &[
     "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: a}\naddressType: IPv4\nendpoints: [{addresses: [198.18.0.9]}]\nports: [{name: http, port: 9080}]\n",
     "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/tls\ndata: {tls.crt: Y2VydA==, tls.key: a2V5}\n",
     "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {mesh: 'x'}\n",
+    "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: a}\nspec:\n  ingressClassName: istio\n  rules:\n  - host: httpbin.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: httpbin, port: {number: 8000}}}}\n  tls:\n  - {hosts: [httpbin.example.com], secretName: httpbin-credential}\n",
+    "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: istio}\nspec:\n  controller: istio.io/ingress-controller\n",
 ];
 
 #[test]

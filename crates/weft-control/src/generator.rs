@@ -52,6 +52,14 @@ impl Generator for MeshGenerator {
         let workload = registry
             .workload_by_node_id(&node.id)
             .ok_or_else(|| format!("node {:?} matches no workload in the registry", node.id))?;
+        // Kubernetes Ingresses stand for a Gateway and VirtualServices, as
+        // istiod makes them; what cannot be served is a gateway's problem.
+        let (made, ingress_problems) = weft_translate::ingress::generated(&config, &registry);
+        let config = if made.is_empty() {
+            config
+        } else {
+            std::sync::Arc::new(config.iter().cloned().chain(made).collect())
+        };
         // The ServiceEntries this proxy's namespace sees are services too.
         let registry = registry.with_entries(&config, &workload.namespace);
         let jwks = self.state.jwks.read().expect("JWKS lock").clone();
@@ -62,7 +70,11 @@ impl Generator for MeshGenerator {
         } else {
             weft_translate::translate(&inputs, workload)
         };
-        self.report(&node.id, out.problems);
+        let mut problems = out.problems;
+        if workload.proxy == weft_registry::ProxyKind::Gateway {
+            problems.extend(ingress_problems);
+        }
+        self.report(&node.id, problems);
         let mut g = Generated::default();
         g.by_type
             .insert(types::CLUSTER, named(out.clusters, |c| &c.name));

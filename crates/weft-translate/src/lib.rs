@@ -18,6 +18,7 @@ mod gateway;
 mod gateway_tls;
 mod hashing;
 mod inbound;
+pub mod ingress;
 pub mod jwt;
 mod locality;
 pub mod mtls;

@@ -90,7 +90,7 @@ pub(crate) fn virtual_service_routes(vs: &VirtualService, scope: &Scope) -> Vec<
         // (not a catch-all).
         for m in http.matches.iter().filter(|m| applies_here(m, scope)) {
             out.push(Route {
-                r#match: Some(route_match(m)),
+                r#match: Some(route_match(m, vs.ingress_paths)),
                 ..template.clone()
             });
         }
@@ -268,9 +268,14 @@ pub(crate) fn source_fits(
 /// The request conditions of a match, in Envoy's terms: `method`,
 /// `authority` and `scheme` are the pseudo-headers `:method`, `:authority`
 /// and `:scheme`; `withoutHeaders` are inverted header matchers.
-fn route_match(m: &HttpMatchRequest) -> RouteMatch {
+/// `ingress_paths`: a prefix other than `/` matches whole path segments
+/// (`path_separated_prefix`), as istiod writes an Ingress's `Prefix` path.
+fn route_match(m: &HttpMatchRequest, ingress_paths: bool) -> RouteMatch {
     let path = match m.uri.as_ref().and_then(StringMatch::form) {
         Some(MatchForm::Exact(p)) => route_match::PathSpecifier::Path(p.into()),
+        Some(MatchForm::Prefix(p)) if ingress_paths && p != "/" => {
+            route_match::PathSpecifier::PathSeparatedPrefix(p.strip_suffix('/').unwrap_or(p).into())
+        }
         Some(MatchForm::Prefix(p)) => route_match::PathSpecifier::Prefix(p.into()),
         Some(MatchForm::Regex(r)) => route_match::PathSpecifier::SafeRegex(regex(r)),
         None => route_match::PathSpecifier::Prefix("/".into()),

@@ -253,3 +253,133 @@ fn istio_secure_gateway_task_simple_rotation_and_mutual() {
         || teapot(&pki, "files.example.com", &with_file_client).0 == 418,
     );
 }
+
+/// Istio's "Kubernetes Ingress" task: its Ingress, unchanged.
+const INGRESS: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  annotations:
+    kubernetes.io/ingress.class: istio
+  name: ingress
+spec:
+  rules:
+  - host: httpbin.example.com
+    http:
+      paths:
+      - path: /status
+        pathType: Prefix
+        backend:
+          service:
+            name: httpbin
+            port:
+              number: 8000
+";
+
+/// The task's "Specifying IngressClass" YAML, unchanged.
+const INGRESS_CLASS: &str = "apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: istio
+spec:
+  controller: istio.io/ingress-controller
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: ingress
+spec:
+  ingressClassName: istio
+  rules:
+  - host: httpbin.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: httpbin
+            port:
+              number: 8000
+";
+
+/// "Kubernetes Ingress": an Ingress of class `istio` exposes httpbin's
+/// `/status` through the ingress gateway (other paths 404), then by
+/// IngressClass everything; an Ingress of another class is not served;
+/// its TLS section serves HTTPS with a Secret in istio-system (the task's
+/// "Next steps"). Subnet 173, ingress port 18173 (TLS 18536).
+#[test]
+fn istio_kubernetes_ingress_task() {
+    let mesh = Mesh::up_example("httpbin", "k8singr", 173, 18173);
+    let get = |path: &str, host: &str| {
+        curl(
+            &format!("{}{path}", mesh.ingress),
+            &["-o", "/dev/null", "-H", &format!("Host:{host}")],
+        )
+        .0
+    };
+    // The task starts from httpbin alone: the example's catch-all
+    // Gateway and VirtualService (a file of the watched directory) go.
+    std::fs::remove_file(mesh.config_dir.join("httpbin-gateway.yaml")).unwrap();
+    wait_until("the catch-all gone", Duration::from_secs(20), || {
+        get("/headers", "anything.example.com") != 200
+    });
+    ok(mesh.apply_yaml("ingress.yaml", INGRESS));
+    wait_until(
+        "/status/200 through the Ingress",
+        Duration::from_secs(20),
+        || get("/status/200", "httpbin.example.com") == 200,
+    );
+    assert_eq!(get("/headers", "httpbin.example.com"), 404, "not exposed");
+    assert_eq!(
+        get("/statuses", "httpbin.example.com"),
+        404,
+        "whole segments"
+    );
+
+    // Another controller's Ingress is not the mesh's to serve.
+    let other = INGRESS
+        .replace("ingress.class: istio", "ingress.class: nginx")
+        .replace("name: ingress", "name: other")
+        .replace("httpbin.example.com", "other.example.com");
+    ok(mesh.apply_yaml("other.yaml", &other));
+
+    ok(mesh.apply_yaml("ingress-class.yaml", INGRESS_CLASS));
+    wait_until(
+        "/headers by the IngressClass",
+        Duration::from_secs(20),
+        || get("/headers", "httpbin.example.com") == 200,
+    );
+    assert_eq!(get("/status/200", "other.example.com"), 404);
+
+    // TLS: the Secret where the gateway runs, the Ingress's tls section.
+    let pki = pki::Pki::new("k8singr");
+    pki.root("example.com");
+    pki.leaf("example.com", "httpbin.example.com");
+    ok(create_secret(
+        &mesh,
+        &[
+            "tls",
+            "httpbin-credential",
+            "--key",
+            &pki.path("httpbin.example.com.key"),
+            "--cert",
+            &pki.path("httpbin.example.com.crt"),
+        ],
+    ));
+    let with_tls = INGRESS_CLASS.replacen(
+        "spec:\n  ingressClassName: istio\n",
+        "spec:\n  ingressClassName: istio\n  tls:\n  - hosts: [httpbin.example.com]\n    secretName: httpbin-credential\n",
+        1,
+    );
+    ok(mesh.apply_yaml("ingress-class.yaml", &with_tls));
+    let tls_port = 18173 + 363;
+    let resolve = format!("httpbin.example.com:{tls_port}:127.0.0.1");
+    let ca = pki.path("example.com.crt");
+    wait_until("HTTPS through the Ingress", Duration::from_secs(20), || {
+        curl(
+            &format!("https://httpbin.example.com:{tls_port}/status/418"),
+            &["--resolve", &resolve, "--cacert", &ca],
+        )
+        .0 == 418
+    });
+}

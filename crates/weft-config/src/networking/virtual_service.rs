@@ -28,6 +28,12 @@ pub struct VirtualService {
     pub tls: Vec<TlsRoute>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
+    /// Kubernetes Ingress path semantics (istiod's internal
+    /// `route-semantics: ingress`): a `prefix` other than `/` matches whole
+    /// path segments. Set only on the VirtualServices made from Ingresses;
+    /// never read from YAML.
+    #[serde(skip)]
+    pub ingress_paths: bool,
 }
 
 impl VirtualService {

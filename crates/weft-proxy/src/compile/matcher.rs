@@ -32,6 +32,10 @@ pub enum PathMatch {
     PrefixIgnoreCase(String),
     ExactIgnoreCase(String),
     Regex(#[serde(with = "regex_text")] Regex),
+    /// Envoy's `path_separated_prefix`: the path is the prefix, or the
+    /// prefix and a `/` (whole segments: `/status` matches `/status/200`,
+    /// not `/statuses`); the flag is `case_sensitive`.
+    Segments(String, bool),
 }
 
 #[derive(Debug, Serialize)]
@@ -88,6 +92,17 @@ impl PathMatch {
                 .is_some_and(|head| head.eq_ignore_ascii_case(p)),
             PathMatch::ExactIgnoreCase(p) => path.eq_ignore_ascii_case(p),
             PathMatch::Regex(r) => r.is_match(path),
+            PathMatch::Segments(p, case_sensitive) => {
+                let Some(head) = path.get(..p.len()) else {
+                    return false;
+                };
+                let same = if *case_sensitive {
+                    head == p
+                } else {
+                    head.eq_ignore_ascii_case(p)
+                };
+                same && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
+            }
         }
     }
 }
@@ -146,7 +161,24 @@ pub(super) fn compile_path(m: &RouteMatch) -> Result<PathMatch, String> {
         (Some(route_match::PathSpecifier::SafeRegex(r)), _) => {
             PathMatch::Regex(full_regex(&r.regex)?)
         }
-        _ => return Err("path match must be prefix, path or safe_regex".into()),
+        (Some(route_match::PathSpecifier::PathSeparatedPrefix(p)), sensitive) => {
+            if p.ends_with('/') || p.contains(['?', '#']) {
+                return Err(format!(
+                    "path_separated_prefix {p:?} must not end in / or hold ? or #"
+                ));
+            }
+            let p = if sensitive {
+                p.clone()
+            } else {
+                p.to_ascii_lowercase()
+            };
+            PathMatch::Segments(p, sensitive)
+        }
+        _ => {
+            return Err(
+                "path match must be prefix, path, path_separated_prefix or safe_regex".into(),
+            )
+        }
     })
 }
 
@@ -250,6 +282,35 @@ mod tests {
             invert,
             missing_as_empty,
         }
+    }
+
+    /// Envoy's `path_separated_prefix`, as istiod writes an Ingress's
+    /// `Prefix` path: whole segments only.
+    #[test]
+    fn path_separated_prefixes_match_whole_segments() {
+        let compiled = |p: &str, case_sensitive: bool| {
+            compile_path(&RouteMatch {
+                path_specifier: Some(route_match::PathSpecifier::PathSeparatedPrefix(p.into())),
+                case_sensitive: Some(envoy_types::pb::google::protobuf::BoolValue {
+                    value: case_sensitive,
+                }),
+                ..Default::default()
+            })
+        };
+        let status = compiled("/status", true).unwrap();
+        for (path, want) in [
+            ("/status", true),
+            ("/status/", true),
+            ("/status/200", true),
+            ("/statuses", false),
+            ("/stat", false),
+            ("/Status/200", false),
+            ("/", false),
+        ] {
+            assert_eq!(status.matches(path), want, "{path}");
+        }
+        assert!(compiled("/Status", false).unwrap().matches("/STATUS/418"));
+        assert!(compiled("/status/", true).is_err(), "no trailing slash");
     }
 
     #[test]

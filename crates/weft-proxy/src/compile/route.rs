@@ -311,7 +311,9 @@ impl RouteCfg {
     /// prefix for prefix matches, the whole path otherwise (as Envoy does).
     pub fn rewritten_len(&self, path: &str) -> usize {
         match &self.path {
-            PathMatch::Prefix(p) | PathMatch::PrefixIgnoreCase(p) => p.len().min(path.len()),
+            PathMatch::Prefix(p) | PathMatch::PrefixIgnoreCase(p) | PathMatch::Segments(p, _) => {
+                p.len().min(path.len())
+            }
             _ => path.len(),
         }
     }
