@@ -341,8 +341,9 @@ fn outbound_routes(
 
 /// Virtual hosts for the hosts of mesh VirtualServices that no service
 /// on `port` claims (hosts outside the registry, and services that have
-/// no such port), as istiod builds them: the host as written, and with the
-/// port, as domains; the VirtualService's routes that fit the port. A
+/// no such port), as istiod builds them: the host (a short name in the
+/// VirtualService's namespace), and with the port, as domains; the
+/// VirtualService's routes that fit the port. A
 /// domain one of `taken` (or an older VirtualService) has stays with it,
 /// as in istiod. Istio's "Egress Gateways with TLS Origination" task sends
 /// `http://my-nginx.mesh-external.svc.cluster.local` (a service on 443
@@ -382,6 +383,13 @@ fn virtual_service_hosts(
             continue;
         }
         for host in unclaimed {
+            // istiod takes a short name (no dot) in the VirtualService's
+            // namespace, any other name as written.
+            let host = if host.contains('.') || host == "*" {
+                host.clone()
+            } else {
+                inputs.registry.qualify(host, ns)
+            };
             let domains = vec![format!("{host}:{port}"), host.clone()];
             if domains.iter().any(|d| claimed.contains(d)) {
                 continue;

@@ -224,7 +224,7 @@ spec:
         [
             "httpbin.org:80",
             "api.example.com:80",
-            "reviews:80",
+            "reviews.default.svc.cluster.local:80",
             "allow_any"
         ],
         "the older VirtualService keeps api.example.com"
