@@ -420,18 +420,33 @@ pub(crate) fn check(r: &mut crate::validate::Report, resource: &Resource) {
     }
     for (field, value) in &mesh.other {
         // `enableTracing`, `defaultConfig.tracing` (its zipkin address and
-        // sampling) and `defaultConfig.gatewayTopology.numTrustedProxies`
-        // are enforced; the rest of defaultConfig is not.
+        // sampling), `defaultConfig.gatewayTopology.numTrustedProxies` and
+        // `defaultConfig.terminationDrainDuration` are enforced; the rest of
+        // defaultConfig is not.
         if field == "enableTracing" {
             continue;
         }
         if field == "defaultConfig" {
             let keys = value.as_mapping().into_iter().flat_map(|m| m.keys());
-            let enforced = |k: &&str| ["tracing", "gatewayTopology"].contains(k);
+            // terminationDrainDuration: `weft up` gives it to each proxy
+            // when its pod starts, as istio-agent does.
+            let enforced =
+                |k: &&str| ["tracing", "gatewayTopology", "terminationDrainDuration"].contains(k);
             for key in keys.filter_map(|k| k.as_str()).filter(|k| !enforced(k)) {
                 r.warn(
                     format!("{at}.defaultConfig.{key}"),
                     "accepted but not enforced by this version of Weft",
+                );
+            }
+            let drain = value.get("terminationDrainDuration");
+            if drain.is_some_and(|d| {
+                d.as_str()
+                    .and_then(crate::networking::common::parse_duration)
+                    .is_none()
+            }) {
+                r.error(
+                    format!("{at}.defaultConfig.terminationDrainDuration"),
+                    "a duration (5s, 1m30s)",
                 );
             }
             let topology = value.get("gatewayTopology").and_then(|t| t.as_mapping());
@@ -545,9 +560,19 @@ mod tests {
         assert!(bad[0].contains("data.mesh.accessLogFormat"), "{bad:?}");
     }
 
-    /// Format strings are read at apply: one that is not a format string
-    /// is refused where it is, one with a command Weft does not write is
-    /// accepted with a warning naming it.
+    /// `weft up` gives it to each proxy: no warning, and a duration.
+    #[test]
+    fn termination_drain_duration_is_a_duration() {
+        let loaded = load("defaultConfig:\n  terminationDrainDuration: 30s");
+        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        let bad = load("defaultConfig:\n  terminationDrainDuration: soon");
+        let errors: Vec<String> = bad.errors().map(|p| p.to_string()).collect();
+        assert!(
+            errors[0].contains("defaultConfig.terminationDrainDuration: a duration"),
+            "{errors:?}"
+        );
+    }
+
     #[test]
     fn gateway_topology_is_a_whole_number() {
         let errors = |m: &str| load(m).errors().map(|p| p.to_string()).collect::<Vec<_>>();
@@ -561,6 +586,9 @@ mod tests {
         );
     }
 
+    /// Format strings are read at apply: one that is not a format string
+    /// is refused where it is, one with a command Weft does not write is
+    /// accepted with a warning naming it.
     #[test]
     fn access_log_formats_are_checked_at_apply() {
         let loaded = load("accessLogFormat: '[%START_TIME%] %RESPONSE_CODE\n'");

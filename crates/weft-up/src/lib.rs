@@ -10,6 +10,7 @@
 
 mod bootstrap;
 mod capture;
+mod drain;
 mod kube_proxy;
 mod net;
 mod plan;

@@ -51,6 +51,9 @@ pub struct Plan {
     pub ingress: SocketAddr,
     /// Where Gateway port 443 is served (8443 by default).
     pub ingress_tls: SocketAddr,
+    /// Each proxy's termination drain (set from the config directory when
+    /// the mesh starts).
+    pub drains: crate::drain::Drains,
 }
 
 /// Istio's ingress Service sends 80 to 8080 and 443 to 8443; the local
@@ -133,6 +136,7 @@ impl Plan {
             },
             ingress: SocketAddr::from(([127, 0, 0, 1], ingress_port)),
             ingress_tls: SocketAddr::from(([127, 0, 0, 1], tls_port(ingress_port)?)),
+            drains: Default::default(),
         })
     }
 

@@ -59,6 +59,7 @@ pub fn spawn(l: Launch) -> anyhow::Result<ProcRecord> {
         pid,
         role: l.role,
         start_time: start_time(pid).unwrap_or(0),
+        grace_ms: None,
     })
 }
 
@@ -73,20 +74,30 @@ pub fn is_ours(p: &ProcRecord) -> bool {
     start_time(p.pid).is_some_and(|t| t == p.start_time)
 }
 
-/// SIGTERM, then SIGKILL after a grace period, to each process still ours.
+/// SIGTERM to each process still ours; each still running after its own
+/// grace (`grace_ms`, else `grace`) gets SIGKILL.
 pub fn stop_all(procs: &[ProcRecord], grace: Duration) {
     let alive: Vec<&ProcRecord> = procs.iter().filter(|p| is_ours(p)).collect();
     for p in &alive {
         let _ = kill(Pid::from_raw(p.pid), Signal::SIGTERM);
     }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && alive.iter().any(|p| running(p)) {
+    let start = Instant::now();
+    let deadline = |p: &ProcRecord| start + p.grace_ms.map_or(grace, Duration::from_millis);
+    let mut waiting = alive;
+    while !waiting.is_empty() {
         reap();
+        let now = Instant::now();
+        waiting.retain(|p| {
+            let run = running(p);
+            if run && now >= deadline(p) {
+                let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+                return false;
+            }
+            run
+        });
         std::thread::sleep(Duration::from_millis(50));
     }
-    for p in alive.iter().filter(|p| running(p)) {
-        let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
-    }
+    // A process killed just now is reaped once it is gone.
     std::thread::sleep(Duration::from_millis(50));
     reap();
 }

@@ -14,6 +14,10 @@ pub struct ProcRecord {
     /// is only ours while its start time is unchanged, so a reused PID is
     /// never signalled.
     pub start_time: u64,
+    /// How long `down` waits after SIGTERM before SIGKILL, when not its
+    /// default (a proxy's drain and a second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use weft_registry::{MeshSpec, Protocol, ProxyKind};
 use crate::net;
 use crate::plan::{Plan, Pod};
 use crate::procs::{self, Launch};
-use crate::state::MeshState;
+use crate::state::{MeshState, ProcRecord};
 
 /// The mesh config a local mesh is installed with: Istio's demo profile's
 /// (access logs on standard output, which `<pod>.sidecar.log` collects).
@@ -103,7 +103,8 @@ pub async fn start(opts: &UpOptions, dir: &Path) -> anyhow::Result<Plan> {
         .with_context(|| format!("reading {}", mesh_file.display()))?;
     let spec =
         MeshSpec::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", mesh_file.display()))?;
-    let plan = Plan::new(&opts.mesh, opts.subnet, opts.ingress_port, &spec)?;
+    let mut plan = Plan::new(&opts.mesh, opts.subnet, opts.ingress_port, &spec)?;
+    plan.drains = crate::drain::Drains::read(&opts.dir, plan.pods.iter().map(|p| &p.spec))?;
     if dir.join("state.json").exists() {
         bail!(
             "mesh {:?} is already up (or was not cleaned up): run `weft down --name {}` first",
@@ -218,6 +219,7 @@ async fn launch(
         plan.gateway(),
         &plan.addresses.gateway_admin.to_string(),
         &tokens.issue(plan.gateway(), None)?,
+        plan.drains.mesh,
     );
     argv.extend(["--bind-ip".into(), "127.0.0.1".into()]);
     // Beside its admin port on the bridge, where a scraper reaches it.
@@ -231,7 +233,10 @@ async fn launch(
         env: vec![],
         log: &logs.join("istio-ingressgateway.log"),
     })?;
-    state.processes.push(gateway);
+    state.processes.push(ProcRecord {
+        grace_ms: Some(crate::drain::grace_ms(plan.drains.mesh)),
+        ..gateway
+    });
     state.save(dir)?;
     wait_ready(plan, opts.ready_timeout, || all_alive(state, &logs)).await
 }
@@ -386,7 +391,8 @@ fn start_pod(
         return state.save(dir);
     }
     let token = tokens.issue(workload, Some(crate::capture::PROXY_UID))?;
-    let mut argv = pod_proxy_argv(&programs.proxy, plan, workload, &token);
+    let drain = plan.drains.of(&pod.spec.name);
+    let mut argv = pod_proxy_argv(&programs.proxy, plan, workload, &token, drain);
     argv.extend([
         "--dns".into(),
         format!("127.0.0.1:{}", crate::capture::DNS_CAPTURE_PORT),
@@ -409,7 +415,10 @@ fn start_pod(
         env: vec![],
         log: &logs.join(format!("{}.sidecar.log", pod.spec.name)),
     })?;
-    state.processes.push(sidecar);
+    state.processes.push(ProcRecord {
+        grace_ms: Some(crate::drain::grace_ms(drain)),
+        ..sidecar
+    });
     state.save(dir)
 }
 
@@ -444,8 +453,9 @@ fn pod_proxy_argv(
     plan: &Plan,
     workload: &weft_registry::Workload,
     token: &Path,
+    drain: Duration,
 ) -> Vec<String> {
-    let mut argv = proxy_argv(proxy, plan, workload, "0.0.0.0:15000", token);
+    let mut argv = proxy_argv(proxy, plan, workload, "0.0.0.0:15000", token, drain);
     argv.extend(["--prometheus".into(), format!("0.0.0.0:{PROMETHEUS_PORT}")]);
     argv
 }
@@ -457,6 +467,7 @@ fn proxy_argv(
     workload: &weft_registry::Workload,
     admin: &str,
     token: &Path,
+    drain: Duration,
 ) -> Vec<String> {
     let mut argv = proxy.to_vec();
     argv.extend([
@@ -470,10 +481,10 @@ fn proxy_argv(
         token.display().to_string(),
         "--metadata".into(),
         crate::bootstrap::node_metadata(workload).to_string(),
-        // Shorter than `down`'s grace before SIGKILL, so that a proxy a
+        // `down` waits a second longer before SIGKILL, so that a proxy a
         // held TCP stream keeps draining still writes its last log lines.
         "--drain-duration".into(),
-        format!("{}ms", PROXY_DRAIN.as_millis()),
+        format!("{}ms", drain.as_millis()),
     ]);
     argv
 }
@@ -489,15 +500,19 @@ fn start_gateway_pod(
     dir: &Path,
     token: &Path,
 ) -> anyhow::Result<()> {
+    let drain = plan.drains.of(&pod.spec.name);
     let gateway = procs::spawn(Launch {
         role: format!("gateway/{}", pod.spec.name),
-        argv: pod_proxy_argv(proxy, plan, workload, token),
+        argv: pod_proxy_argv(proxy, plan, workload, token, drain),
         netns: Some(&pod.netns),
         uid: None,
         env: vec![],
         log: &dir.join("logs").join(format!("{}.log", pod.spec.name)),
     })?;
-    state.processes.push(gateway);
+    state.processes.push(ProcRecord {
+        grace_ms: Some(crate::drain::grace_ms(drain)),
+        ..gateway
+    });
     state.save(dir)
 }
 
@@ -750,10 +765,9 @@ fn print_table(plan: &Plan, dir: &Path) {
     );
 }
 
-/// How long `down` waits for the mesh's processes after SIGTERM.
+/// How long `down` waits after SIGTERM for a process that records no
+/// grace of its own (a proxy waits its drain and a second).
 const STOP_GRACE: Duration = Duration::from_secs(3);
-/// The proxies' termination drain (`weft-proxy --drain-duration`).
-const PROXY_DRAIN: Duration = Duration::from_secs(2);
 
 /// Removes everything mesh `name` created: processes (by recorded PID and
 /// by namespace), namespaces with their veths and iptables rules, the

@@ -389,7 +389,16 @@ const TO_V1: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nm
 /// both sidecars, mTLS between them), then it exits.
 #[test]
 fn a_terminated_sidecar_finishes_its_requests_then_exits() {
-    let mesh = Mesh::up_example("httpbin", "drain", 171, 18171);
+    // The pod's own terminationDrainDuration (Istio's annotation): the
+    // sidecar drains up to 20 s, `down` would wait 21 s for it; it exits
+    // sooner, with nothing left to wait for.
+    let mesh = Mesh::up_edited("httpbin", "drain", 171, 18171, |m| {
+        m.replacen(
+            "  labels: {app: httpbin, version: v1}\n",
+            "  labels: {app: httpbin, version: v1}\n  annotations: {proxy.istio.io/config: '{\"terminationDrainDuration\": \"20s\"}'}\n",
+            1,
+        )
+    });
     apply_yaml(&mesh, "v1.yaml", TO_V1);
     let slow = ["-o", "/dev/null", "http://httpbin:8000/delay/1.5"];
     let v1 = || pod_curl(&mesh, "curl", &["http://httpbin:8000/get"]);
@@ -397,6 +406,14 @@ fn a_terminated_sidecar_finishes_its_requests_then_exits() {
         (0..4).all(|_| v1().contains("\"workload\":\"httpbin-v1\""))
     });
     let sidecar = mesh.pid_of("sidecar/httpbin-v1");
+    let argv = std::fs::read(format!("/proc/{sidecar}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&argv).contains("--drain-duration\x0020000ms\x00"),
+        "{}",
+        String::from_utf8_lossy(&argv)
+    );
+    let state = std::fs::read_to_string(format!("/run/weft/{}/state.json", mesh.name)).unwrap();
+    assert!(state.contains("\"grace_ms\": 21000"), "{state}");
     let (code, _) = std::thread::scope(|s| {
         let request = s.spawn(|| pod_curl_status(&mesh, "curl", &slow));
         std::thread::sleep(Duration::from_millis(500));
