@@ -7,10 +7,9 @@
 //! down` waits for every drain). `weft down` gives each process its drain
 //! and a second more before SIGKILL.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
-
-use std::collections::BTreeMap;
 
 use anyhow::Context;
 use weft_registry::WorkloadSpec;
