@@ -412,17 +412,7 @@ mod tests {
         let chain = &https.filter_chains[0];
         let m = chain.filter_chain_match.as_ref().unwrap();
         assert_eq!(m.server_names, ["a.example.com", "b.example.com"]);
-        let ts = chain.transport_socket.as_ref().unwrap();
-        let Some(
-            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
-                any,
-            ),
-        ) = &ts.config_type
-        else {
-            panic!()
-        };
-        let ctx: super::DownstreamTlsContext =
-            prost::Message::decode(any.value.as_slice()).unwrap();
+        let ctx = first_context(&out, "0.0.0.0_443");
         assert!(ctx.require_client_certificate.unwrap().value);
         let common = ctx.common_tls_context.unwrap();
         assert_eq!(common.alpn_protocols, ["h2", "http/1.1"]);
@@ -561,16 +551,7 @@ mod tests {
             ["db.example.com"]
         );
         assert_eq!(chain.filters.last().unwrap().name, crate::envoy::TCP_PROXY);
-        let Some(
-            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
-                any,
-            ),
-        ) = &chain.transport_socket.as_ref().unwrap().config_type
-        else {
-            panic!()
-        };
-        let ctx: super::DownstreamTlsContext =
-            prost::Message::decode(any.value.as_slice()).unwrap();
+        let ctx = first_context(&out, "0.0.0.0_15443");
         assert!(ctx.common_tls_context.unwrap().alpn_protocols.is_empty());
         assert!(out.routes.is_empty(), "no HTTP route table");
     }

@@ -213,6 +213,31 @@ spec:
     )
 }
 
+/// The httpbin example with the egress gateway and `edition.cnn.com`, a
+/// host outside the mesh with two servers: the stand-in httpbin on 80,
+/// openssl on 443 with a certificate of `pki`'s `cnn.com` root; `extra`
+/// pods and services are added. Ingress port 18000 + `subnet`.
+fn cnn_mesh(pki: &pki::Pki, name: &str, subnet: u8, extra: (&str, &str)) -> Mesh {
+    pki.root("cnn.com");
+    pki.server_leaf("cnn.com", "edition.cnn.com");
+    let cnn = format!(
+        "- name: edition-cnn-com\n  labels: {{app: cnn, sidecar.istio.io/inject: \"false\"}}\n  hostnames: [edition.cnn.com]\n  command: [sh, -c, \"openssl s_server -accept 443 -cert {} -key {} -www -quiet & exec {} demo httpbin --version cnn --listen 0.0.0.0:80\"]\n  ports: [{{containerPort: 80, name: http}}, {{containerPort: 443, name: https}}]\n",
+        pki.path("edition.cnn.com.crt"),
+        pki.path("edition.cnn.com.key"),
+        env!("CARGO_BIN_EXE_weft"),
+    );
+    let (pods, services) = extra;
+    let port = 18000 + u16::from(subnet);
+    Mesh::up_edited("httpbin", name, subnet, port, |text| {
+        text.replace(
+            "\nservices:\n",
+            &format!(
+                "\n{cnn}{pods}{EGRESS_GATEWAY_POD}services:\n{EGRESS_GATEWAY_SERVICE}{services}"
+            ),
+        )
+    })
+}
+
 /// Lines of the egress gateway's log that mention `what`.
 fn gateway_lines(mesh: &Mesh, what: &str) -> usize {
     mesh.log("istio-egressgateway.log")
@@ -224,21 +249,7 @@ fn gateway_lines(mesh: &Mesh, what: &str) -> usize {
 #[test]
 fn istio_egress_gateway_task_http_then_tls_passthrough() {
     let pki = pki::Pki::new("egressgw");
-    pki.root("cnn.com");
-    pki.server_leaf("cnn.com", "edition.cnn.com");
-    // One host, two servers: the stand-in httpbin on 80, openssl on 443.
-    let cnn = format!(
-        "- name: edition-cnn-com\n  labels: {{app: cnn, sidecar.istio.io/inject: \"false\"}}\n  hostnames: [edition.cnn.com]\n  command: [sh, -c, \"openssl s_server -accept 443 -cert {} -key {} -www -quiet & exec {} demo httpbin --version cnn --listen 0.0.0.0:80\"]\n  ports: [{{containerPort: 80, name: http}}, {{containerPort: 443, name: https}}]\n",
-        pki.path("edition.cnn.com.crt"),
-        pki.path("edition.cnn.com.key"),
-        env!("CARGO_BIN_EXE_weft"),
-    );
-    let mesh = Mesh::up_edited("httpbin", "egressgw", 164, 18164, |text| {
-        text.replace(
-            "\nservices:\n",
-            &format!("\n{cnn}{EGRESS_GATEWAY_POD}services:\n{EGRESS_GATEWAY_SERVICE}"),
-        )
-    });
+    let mesh = cnn_mesh(&pki, "egressgw", 164, ("", ""));
     let http = |mesh: &Mesh| {
         pod_curl(
             mesh,
@@ -564,26 +575,11 @@ fn nginx_and_curl_service(pki: &pki::Pki) -> (String, String) {
 #[test]
 fn istio_egress_gateway_tls_origination_task() {
     let pki = pki::Pki::new("egresstls");
-    pki.root("cnn.com");
-    pki.server_leaf("cnn.com", "edition.cnn.com");
-    let cnn = format!(
-        "- name: edition-cnn-com\n  labels: {{app: cnn, sidecar.istio.io/inject: \"false\"}}\n  hostnames: [edition.cnn.com]\n  command: [sh, -c, \"openssl s_server -accept 443 -cert {} -key {} -www -quiet & exec {} demo httpbin --version cnn --listen 0.0.0.0:80\"]\n  ports: [{{containerPort: 80, name: http}}, {{containerPort: 443, name: https}}]\n",
-        pki.path("edition.cnn.com.crt"),
-        pki.path("edition.cnn.com.key"),
-        env!("CARGO_BIN_EXE_weft"),
-    );
     pki.root("example.com");
     pki.server_leaf("example.com", NGINX_HOST);
     pki.leaf("example.com", "client.example.com");
     let (nginx, services) = nginx_and_curl_service(&pki);
-    let mesh = Mesh::up_edited("httpbin", "egrmtls", 172, 18172, |text| {
-        text.replace(
-            "\nservices:\n",
-            &format!(
-                "\n{cnn}{nginx}{EGRESS_GATEWAY_POD}services:\n{EGRESS_GATEWAY_SERVICE}{services}"
-            ),
-        )
-    });
+    let mesh = cnn_mesh(&pki, "egrmtls", 172, (&nginx, &services));
     let headers = |mesh: &Mesh| pod_curl_status(mesh, "curl", &["http://edition.cnn.com/headers"]);
     ok(mesh.apply_yaml("cnn-service-entry.yaml", SERVICE_ENTRY));
     wait_until("edition.cnn.com directly", Duration::from_secs(20), || {
