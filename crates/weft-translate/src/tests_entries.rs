@@ -213,14 +213,13 @@ spec:
 "
     );
     let out = translated_with(&config, 0);
-    let table = out.routes.iter().find(|r| r.name == "80").unwrap();
-    let names: Vec<&str> = table
-        .virtual_hosts
-        .iter()
-        .map(|v| v.name.as_str())
-        .collect();
+    let table = |port: &str| out.routes.iter().find(|r| r.name == port).unwrap();
+    let names = |port: &str| -> Vec<&str> {
+        let vhosts = &table(port).virtual_hosts;
+        vhosts.iter().map(|v| v.name.as_str()).collect()
+    };
     assert_eq!(
-        names,
+        names("80"),
         [
             "httpbin.org:80",
             "api.example.com:80",
@@ -229,7 +228,7 @@ spec:
         ],
         "the older VirtualService keeps api.example.com"
     );
-    let api = &table.virtual_hosts[1];
+    let api = &table("80").virtual_hosts[1];
     assert_eq!(api.domains, ["api.example.com:80", "api.example.com"]);
     assert_eq!(api.routes.len(), 1, "only the route for port 80");
     let Some(route::Action::Route(action)) = &api.routes[0].action else {
@@ -246,14 +245,8 @@ spec:
     // On reviews' own port, reviews is its service's virtual host; the
     // VirtualServices whose routes fit any port have their hosts there
     // (httpbin.org is a service on port 80 only).
-    let reviews = out.routes.iter().find(|r| r.name == "9080").unwrap();
-    let names: Vec<&str> = reviews
-        .virtual_hosts
-        .iter()
-        .map(|v| v.name.as_str())
-        .collect();
     assert_eq!(
-        names,
+        names("9080"),
         [
             "reviews.default.svc.cluster.local:9080",
             "httpbin.org:9080",
