@@ -412,8 +412,8 @@ fn a_terminated_sidecar_finishes_its_requests_then_exits() {
         "{}",
         String::from_utf8_lossy(&argv)
     );
-    let state = std::fs::read_to_string(format!("/run/weft/{}/state.json", mesh.name)).unwrap();
-    assert!(state.contains("\"grace_ms\": 21000"), "{state}");
+    let recorded = mesh.mesh_entry("state.json", "processes", "role", "sidecar/httpbin-v1");
+    assert_eq!(recorded["grace_ms"], 21000, "{recorded}");
     let (code, _) = std::thread::scope(|s| {
         let request = s.spawn(|| pod_curl_status(&mesh, "curl", &slow));
         std::thread::sleep(Duration::from_millis(500));

@@ -258,17 +258,33 @@ impl Mesh {
         out
     }
 
+    /// A JSON file `weft up` keeps for the mesh (`state.json`,
+    /// `registry.json`).
+    fn mesh_json(&self, file: &str) -> serde_json::Value {
+        let path = format!("/run/weft/{}/{file}", self.name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The entry of list `list` in mesh file `file` whose `key` is `value`.
+    pub fn mesh_entry(&self, file: &str, list: &str, key: &str, value: &str) -> serde_json::Value {
+        let v = self.mesh_json(file);
+        let found = v[list].as_array().unwrap().iter().find(|e| e[key] == value);
+        found
+            .unwrap_or_else(|| panic!("no {list} with {key} {value:?} in {file}: {v}"))
+            .clone()
+    }
+
     pub fn api(&self) -> String {
-        let state = std::fs::read_to_string(format!("/run/weft/{}/state.json", self.name)).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&state).unwrap();
-        format!("http://{}", v["api"].as_str().unwrap())
+        format!(
+            "http://{}",
+            self.mesh_json("state.json")["api"].as_str().unwrap()
+        )
     }
 
     /// (pid, start time) of every process the mesh recorded.
     pub fn recorded_processes(&self) -> Vec<(i32, u64)> {
-        let state = std::fs::read_to_string(format!("/run/weft/{}/state.json", self.name)).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&state).unwrap();
-        v["processes"]
+        self.mesh_json("state.json")["processes"]
             .as_array()
             .unwrap()
             .iter()
@@ -284,32 +300,14 @@ impl Mesh {
     /// The pid of the process the mesh recorded as `role` (e.g.
     /// `sidecar/httpbin-v1`).
     pub fn pid_of(&self, role: &str) -> i32 {
-        let state = std::fs::read_to_string(format!("/run/weft/{}/state.json", self.name)).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&state).unwrap();
-        let found = v["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["role"] == role);
-        found.unwrap_or_else(|| panic!("no {role} in {state}"))["pid"]
-            .as_i64()
-            .unwrap() as i32
+        let entry = self.mesh_entry("state.json", "processes", "role", role);
+        entry["pid"].as_i64().unwrap() as i32
     }
 
     /// The address `weft up` gave `workload`'s pod.
     pub fn pod_ip(&self, workload: &str) -> String {
-        let path = format!("/run/weft/{}/registry.json", self.name);
-        let reg = std::fs::read_to_string(&path).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&reg).unwrap();
-        let found = v["workloads"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["name"] == workload);
-        found.unwrap_or_else(|| panic!("no {workload} in {path}"))["ip"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        let entry = self.mesh_entry("registry.json", "workloads", "name", workload);
+        entry["ip"].as_str().unwrap().to_string()
     }
 
     pub fn log(&self, file: &str) -> String {
